@@ -1,0 +1,19 @@
+//! Pure step decisions of the courant lifecycle.
+//!
+//! Nothing in this crate does I/O, reads the clock or draws global randomness: time and seeds are
+//! arguments, so the simulator replays every decision exactly.
+//!
+//! # Layout
+//! - [`model`]: ids, addresses and the notification request.
+//! - [`filter`]: the preference filter (may this go out on this channel?).
+//! - [`render`]: tera 2 templates, pinned by version, per channel part.
+//! - [`rate`]: the sliding-window rate limit and its decision.
+//! - [`retry`]: retry policies as data, seeded backon delays.
+//! - [`outcome`]: what a provider call came to, and the error taxonomy.
+
+pub mod filter;
+pub mod model;
+pub mod outcome;
+pub mod rate;
+pub mod render;
+pub mod retry;

@@ -1,0 +1,17 @@
+//! The courant lifecycle: a notification as a persisted state machine.
+//!
+//! Pure code: no I/O, no clock, no global randomness. Events go in, effects come out; the
+//! [`runner`] executes effects through the [`ports`], which the shell implements.
+//!
+//! # Layout
+//! - [`machine`]: the statig state machine, its events and effects.
+//! - [`policy`]: retry, rate and route policies as data.
+//! - [`record`]: the persisted record, its history entries, commits and wake-ups.
+//! - [`ports`]: the traits the shell implements (store, inbox, clock, provider).
+//! - [`runner`]: drives one wake-up through the machine, executing its effects.
+
+pub mod machine;
+pub mod policy;
+pub mod ports;
+pub mod record;
+pub mod runner;

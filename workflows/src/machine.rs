@@ -1,0 +1,757 @@
+//! The notification lifecycle as a statig blocking state machine.
+//!
+//! ```text
+//! received → filtered → rendered → rate_checked → sending → sent → delivered
+//!                                                        ↘ failed → dead_lettered
+//! any active state → skipped(reason) | cancelled
+//! rendered / sending → deferred(until) → back where it was (rate limit, retry backoff)
+//! sending → unknown (request written, no answer) → re-send flagged, or failed
+//! ```
+//!
+//! Events go in, [`Effect`]s come out through the [`Context`]; the machine never does I/O and
+//! never reads the clock (`context.now_ms` is handed in). Entry actions only push effects, which
+//! is what makes restoring a persisted state safe: statig re-runs entry actions on `init`, and
+//! [`restore`] discards what they push.
+//!
+//! Terminal states (delivered, dead_lettered, skipped, cancelled) swallow every event, so nothing
+//! can make them regress.
+
+// statig declares a state's stored data through its handler's parameters, so a handler that does
+// not read one of its fields still has to name it.
+#![allow(unused_variables)]
+
+use serde::{Deserialize, Serialize};
+use statig::prelude::*;
+use steps::filter::{FilterDecision, SkipReason};
+use steps::model::{Attempt, Channel, ProviderName};
+use steps::outcome::{ErrorClass, SendOutcome};
+use steps::rate::RateDecision;
+use steps::render::RenderError;
+use steps::retry::RetryDecision;
+
+use crate::policy::Policy;
+
+/// Where a deferred notification resumes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "at")]
+pub enum Resume {
+    /// Re-check the rate limit (it was over the limit).
+    RateCheck {
+        /// The channel.
+        channel: Channel,
+    },
+    /// Send again (a retry after a failed or unknown attempt).
+    Send {
+        /// The channel.
+        channel: Channel,
+        /// The provider to use.
+        provider: ProviderName,
+        /// The attempt that will run.
+        attempt: Attempt,
+        /// Whether an earlier attempt may have gone out (its outcome was unknown).
+        possible_duplicate: bool,
+    },
+}
+
+/// What a receipt (provider webhook) says about a sent message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Receipt {
+    /// The provider delivered it.
+    Delivered,
+    /// The provider gave up on it (bounce, undelivered).
+    Undelivered,
+}
+
+/// An event fed into the machine.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A wake-up: carry on from wherever the notification is.
+    Wake,
+    /// The preference filter's decision.
+    Filtered(FilterDecision),
+    /// The template render's result.
+    Rendered(Result<(), RenderError>),
+    /// The rate limit's decision.
+    RateChecked(RateDecision),
+    /// Move on from a transient state (rate_checked, failed, unknown).
+    Proceed,
+    /// What the provider call came to.
+    SendResult(SendOutcome),
+    /// A cancel request.
+    Cancel,
+    /// A delivery receipt.
+    Receipt(Receipt),
+}
+
+impl Event {
+    /// The event's name in history entries.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Wake => "wake",
+            Event::Filtered(_) => "filtered",
+            Event::Rendered(_) => "rendered",
+            Event::RateChecked(_) => "rate_checked",
+            Event::Proceed => "proceed",
+            Event::SendResult(_) => "send_result",
+            Event::Cancel => "cancel",
+            Event::Receipt(_) => "receipt",
+        }
+    }
+}
+
+/// Something the machine asks the shell to do. The answer comes back as an [`Event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Run the preference filter for the channel → [`Event::Filtered`].
+    Filter {
+        /// The channel.
+        channel: Channel,
+    },
+    /// Render the pinned template for the channel → [`Event::Rendered`].
+    Render {
+        /// The channel.
+        channel: Channel,
+    },
+    /// Take a slot in the recipient's rate window → [`Event::RateChecked`].
+    AcquireRate {
+        /// The channel.
+        channel: Channel,
+    },
+    /// Feed [`Event::Proceed`] right away (a transient state moves on).
+    Proceed,
+    /// Claim the send durably, call the provider → [`Event::SendResult`].
+    Send {
+        /// The channel.
+        channel: Channel,
+        /// The provider.
+        provider: ProviderName,
+        /// The attempt number.
+        attempt: Attempt,
+        /// Whether an earlier attempt's outcome was unknown (flagged in the history).
+        possible_duplicate: bool,
+    },
+    /// Wake the notification up at `at_ms`.
+    Wake {
+        /// When, in ms since the Unix epoch.
+        at_ms: u64,
+    },
+}
+
+/// What the machine reads and writes while handling one event.
+#[derive(Debug)]
+pub struct Context<'a> {
+    /// The time of the event, ms since the Unix epoch (handed in: the machine has no clock).
+    pub now_ms: u64,
+    /// The notification's seed (retry jitter).
+    pub seed: u64,
+    /// When the notification was accepted (the retry time budget counts from it).
+    pub accepted_at_ms: u64,
+    /// The channel the notification was submitted for.
+    pub channel: Channel,
+    /// The policies in force.
+    pub policy: &'a Policy,
+    /// Effects pushed while handling the event, in order.
+    pub effects: Vec<Effect>,
+    /// The decision inputs that mattered, recorded in the history entry of the transition.
+    pub note: Option<String>,
+}
+
+impl<'a> Context<'a> {
+    /// A context for handling events at `now_ms`.
+    pub fn new(
+        policy: &'a Policy,
+        channel: Channel,
+        seed: u64,
+        accepted_at_ms: u64,
+        now_ms: u64,
+    ) -> Self {
+        Self { now_ms, seed, accepted_at_ms, channel, policy, effects: Vec::new(), note: None }
+    }
+
+    fn note(&mut self, note: impl Into<String>) {
+        self.note = Some(note.into());
+    }
+
+    /// What follows a failed or unknown attempt: a deferred retry, or failure.
+    fn after_failure(
+        &mut self,
+        channel: Channel,
+        provider: &ProviderName,
+        attempt: Attempt,
+        retry_after_ms: Option<u64>,
+        possible_duplicate: bool,
+        why: &str,
+    ) -> State {
+        let policy = self.policy.retry(channel);
+        match policy.after_failure(
+            self.seed,
+            attempt,
+            self.accepted_at_ms,
+            self.now_ms,
+            retry_after_ms,
+        ) {
+            RetryDecision::RetryAt { at_ms, delay_ms } => {
+                let mut note = format!(
+                    "{why}; retry {} of {} in {} ms (policy delay {} ms",
+                    attempt.0,
+                    policy.attempts_max.saturating_sub(1),
+                    at_ms.saturating_sub(self.now_ms),
+                    delay_ms
+                );
+                if let Some(ra) = retry_after_ms {
+                    note.push_str(&format!(", provider Retry-After {ra} ms"));
+                }
+                note.push(')');
+                if possible_duplicate {
+                    note.push_str("; the re-send is flagged as a possible duplicate");
+                }
+                self.note(note);
+                State::deferred(
+                    at_ms,
+                    Resume::Send {
+                        channel,
+                        provider: provider.clone(),
+                        attempt: attempt.next(),
+                        possible_duplicate,
+                    },
+                )
+            }
+            RetryDecision::Exhausted => {
+                let reason = format!("{why}; all {} attempts used", policy.attempts_max);
+                self.note(reason.clone());
+                State::failed(channel, Some(provider.clone()), attempt, reason)
+            }
+            RetryDecision::Expired => {
+                let reason = format!(
+                    "{why}; the next retry would fall after the {} ms time budget",
+                    policy.ttl_ms
+                );
+                self.note(reason.clone());
+                State::failed(channel, Some(provider.clone()), attempt, reason)
+            }
+        }
+    }
+}
+
+/// The machine's shared storage: nothing. All data lives in the states and the context.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Lifecycle;
+
+#[state_machine(
+    initial = "State::received()",
+    state(derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)),
+    superstate(derive(Debug))
+)]
+impl Lifecycle {
+    /// Accepted, nothing decided yet.
+    #[state(superstate = "active")]
+    fn received(context: &mut Context<'_>, event: &Event) -> Outcome<State> {
+        match event {
+            Event::Wake => {
+                context.effects.push(Effect::Filter { channel: context.channel });
+                Handled
+            }
+            Event::Filtered(FilterDecision::Allow { channel, rule }) => {
+                context.note(rule.clone());
+                Transition(State::filtered(*channel))
+            }
+            Event::Filtered(FilterDecision::Skip(reason)) => {
+                context.note(reason.to_string());
+                Transition(State::skipped(reason.clone()))
+            }
+            _ => Super,
+        }
+    }
+
+    /// Allowed on `channel`; rendering next.
+    #[state(superstate = "active", entry_action = "enter_filtered")]
+    fn filtered(channel: &mut Channel, context: &mut Context<'_>, event: &Event) -> Outcome<State> {
+        match event {
+            Event::Wake => {
+                context.effects.push(Effect::Render { channel: *channel });
+                Handled
+            }
+            Event::Rendered(Ok(())) => Transition(State::rendered(*channel)),
+            Event::Rendered(Err(error)) => {
+                let reason = format!("render failed: {error}");
+                context.note(reason.clone());
+                Transition(State::failed(*channel, None, Attempt(0), reason))
+            }
+            _ => Super,
+        }
+    }
+
+    #[action]
+    fn enter_filtered(channel: &mut Channel, context: &mut Context<'_>) {
+        context.effects.push(Effect::Render { channel: *channel });
+    }
+
+    /// Rendered; the rate limit next.
+    #[state(superstate = "active", entry_action = "enter_rendered")]
+    fn rendered(channel: &mut Channel, context: &mut Context<'_>, event: &Event) -> Outcome<State> {
+        match event {
+            Event::Wake => {
+                context.effects.push(Effect::AcquireRate { channel: *channel });
+                Handled
+            }
+            Event::RateChecked(RateDecision::Allow) => Transition(State::rate_checked(*channel)),
+            Event::RateChecked(RateDecision::Defer { until_ms }) => {
+                context.note(format!(
+                    "{channel} rate limit reached; deferred {} ms until the window has room",
+                    until_ms.saturating_sub(context.now_ms)
+                ));
+                Transition(State::deferred(*until_ms, Resume::RateCheck { channel: *channel }))
+            }
+            Event::RateChecked(RateDecision::Skip) => {
+                let reason = SkipReason::RateLimited { channel: *channel };
+                context.note(reason.to_string());
+                Transition(State::skipped(reason))
+            }
+            _ => Super,
+        }
+    }
+
+    #[action]
+    fn enter_rendered(channel: &mut Channel, context: &mut Context<'_>) {
+        context.effects.push(Effect::AcquireRate { channel: *channel });
+    }
+
+    /// Within the rate limit; a provider is picked next.
+    #[state(superstate = "active", entry_action = "enter_transient")]
+    fn rate_checked(
+        channel: &mut Channel,
+        context: &mut Context<'_>,
+        event: &Event,
+    ) -> Outcome<State> {
+        match event {
+            Event::Wake | Event::Proceed => match context.policy.route(*channel).first() {
+                Some(provider) => {
+                    context.note(format!("provider {provider} is first in the {channel} route"));
+                    Transition(State::sending(*channel, provider.clone(), Attempt::FIRST, false))
+                }
+                None => {
+                    let reason = format!("no provider is configured for {channel}");
+                    context.note(reason.clone());
+                    Transition(State::failed(*channel, None, Attempt(0), reason))
+                }
+            },
+            _ => Super,
+        }
+    }
+
+    #[action]
+    fn enter_transient(context: &mut Context<'_>) {
+        context.effects.push(Effect::Proceed);
+    }
+
+    /// The send is claimed and the provider is being called. Not cancellable: the request may be
+    /// on the wire already.
+    #[state(entry_action = "enter_sending")]
+    fn sending(
+        channel: &mut Channel,
+        provider: &mut ProviderName,
+        attempt: &mut Attempt,
+        possible_duplicate: &mut bool,
+        context: &mut Context<'_>,
+        event: &Event,
+    ) -> Outcome<State> {
+        match event {
+            Event::SendResult(SendOutcome::Accepted { provider_message_id, delivered }) => {
+                let id = provider_message_id.as_deref().unwrap_or("none");
+                context.note(format!("{provider} accepted attempt {attempt} (message id {id})"));
+                if *delivered {
+                    Transition(State::delivered(*channel, provider.clone(), *attempt))
+                } else {
+                    Transition(State::sent(
+                        *channel,
+                        provider.clone(),
+                        *attempt,
+                        provider_message_id.clone(),
+                    ))
+                }
+            }
+            Event::SendResult(SendOutcome::Failed(error)) => {
+                let why = format!("{provider} attempt {attempt} failed: {error}");
+                match error.class {
+                    ErrorClass::Retryable => Transition(context.after_failure(
+                        *channel, provider, *attempt, None, false, &why,
+                    )),
+                    ErrorClass::RateLimited { retry_after_ms } => {
+                        Transition(context.after_failure(
+                            *channel,
+                            provider,
+                            *attempt,
+                            retry_after_ms,
+                            false,
+                            &why,
+                        ))
+                    }
+                    ErrorClass::Unknown => {
+                        context.note(format!("{why}; outcome unknown"));
+                        Transition(State::unknown(*channel, provider.clone(), *attempt))
+                    }
+                    ErrorClass::TokenInvalid
+                    | ErrorClass::PermanentRecipient
+                    | ErrorClass::ProviderConfig => {
+                        context.note(why.clone());
+                        Transition(State::failed(*channel, Some(provider.clone()), *attempt, why))
+                    }
+                }
+            }
+            Event::Rendered(Err(error)) => {
+                let reason = format!("render failed before attempt {attempt}: {error}");
+                context.note(reason.clone());
+                Transition(State::failed(*channel, Some(provider.clone()), *attempt, reason))
+            }
+            Event::Wake => {
+                // The version still matches, so no answer was recorded before the lease ran out:
+                // the worker died mid-call. The request may have gone out.
+                context.note(format!(
+                    "the send lease of attempt {attempt} on {provider} expired with no recorded answer"
+                ));
+                Transition(State::unknown(*channel, provider.clone(), *attempt))
+            }
+            Event::Receipt(Receipt::Delivered) => {
+                context.note("a delivery receipt arrived before the answer was recorded");
+                Transition(State::delivered(*channel, provider.clone(), *attempt))
+            }
+            _ => Handled,
+        }
+    }
+
+    #[action]
+    fn enter_sending(
+        channel: &mut Channel,
+        provider: &mut ProviderName,
+        attempt: &mut Attempt,
+        possible_duplicate: &mut bool,
+        context: &mut Context<'_>,
+    ) {
+        context.effects.push(Effect::Send {
+            channel: *channel,
+            provider: provider.clone(),
+            attempt: *attempt,
+            possible_duplicate: *possible_duplicate,
+        });
+    }
+
+    /// The request was written but no answer came. It is reconciled before any re-send: the
+    /// foundation has no receipts or status lookups yet, so a re-send is scheduled through the
+    /// retry policy and flagged as a possible duplicate.
+    #[state(entry_action = "enter_transient")]
+    fn unknown(
+        channel: &mut Channel,
+        provider: &mut ProviderName,
+        attempt: &mut Attempt,
+        context: &mut Context<'_>,
+        event: &Event,
+    ) -> Outcome<State> {
+        match event {
+            Event::Wake | Event::Proceed => {
+                let why = format!("outcome of attempt {attempt} on {provider} is unknown");
+                Transition(context.after_failure(*channel, provider, *attempt, None, true, &why))
+            }
+            Event::Receipt(Receipt::Delivered) => {
+                context.note("a delivery receipt settled the unknown outcome");
+                Transition(State::delivered(*channel, provider.clone(), *attempt))
+            }
+            _ => Handled,
+        }
+    }
+
+    /// Waiting until `until_ms`, then resuming.
+    #[state(superstate = "active", entry_action = "enter_deferred")]
+    fn deferred(
+        until_ms: &mut u64,
+        resume: &mut Resume,
+        context: &mut Context<'_>,
+        event: &Event,
+    ) -> Outcome<State> {
+        match event {
+            Event::Wake if context.now_ms >= *until_ms => match resume.clone() {
+                Resume::RateCheck { channel } => Transition(State::rendered(channel)),
+                Resume::Send { channel, provider, attempt, possible_duplicate } => {
+                    Transition(State::sending(channel, provider, attempt, possible_duplicate))
+                }
+            },
+            Event::Wake => {
+                // Woken early (a clock step between workers): go back to sleep.
+                context.effects.push(Effect::Wake { at_ms: *until_ms });
+                Handled
+            }
+            _ => Super,
+        }
+    }
+
+    #[action]
+    fn enter_deferred(until_ms: &mut u64, context: &mut Context<'_>) {
+        context.effects.push(Effect::Wake { at_ms: *until_ms });
+    }
+
+    /// Handed to the provider; waiting for a receipt (there may never be one).
+    #[state]
+    fn sent(
+        channel: &mut Channel,
+        provider: &mut ProviderName,
+        attempt: &mut Attempt,
+        provider_message_id: &mut Option<String>,
+        context: &mut Context<'_>,
+        event: &Event,
+    ) -> Outcome<State> {
+        match event {
+            Event::Receipt(Receipt::Delivered) => {
+                Transition(State::delivered(*channel, provider.clone(), *attempt))
+            }
+            Event::Receipt(Receipt::Undelivered) => {
+                let reason = format!("{provider} reported the message undelivered");
+                context.note(reason.clone());
+                Transition(State::failed(*channel, Some(provider.clone()), *attempt, reason))
+            }
+            _ => Handled,
+        }
+    }
+
+    /// Failed on the channel; where it goes next is decided right away (dead letter now; channel
+    /// fallback with the resilience work).
+    #[state(entry_action = "enter_transient")]
+    fn failed(
+        channel: &mut Channel,
+        provider: &mut Option<ProviderName>,
+        attempt: &mut Attempt,
+        reason: &mut String,
+        event: &Event,
+    ) -> Outcome<State> {
+        match event {
+            Event::Wake | Event::Proceed => {
+                Transition(State::dead_lettered(*channel, *attempt, reason.clone()))
+            }
+            _ => Handled,
+        }
+    }
+
+    /// Delivered. Terminal.
+    #[state]
+    fn delivered(
+        channel: &mut Channel,
+        provider: &mut ProviderName,
+        attempt: &mut Attempt,
+        event: &Event,
+    ) -> Outcome<State> {
+        let _ = event;
+        Handled
+    }
+
+    /// Given up on, kept in the dead-letter queue for an operator. Terminal.
+    #[state]
+    fn dead_lettered(
+        channel: &mut Channel,
+        attempt: &mut Attempt,
+        reason: &mut String,
+        event: &Event,
+    ) -> Outcome<State> {
+        let _ = event;
+        Handled
+    }
+
+    /// Not sent, on purpose. Terminal.
+    #[state]
+    fn skipped(reason: &mut SkipReason, event: &Event) -> Outcome<State> {
+        let _ = event;
+        Handled
+    }
+
+    /// Cancelled by the application or an operator. Terminal.
+    #[state]
+    fn cancelled(event: &Event) -> Outcome<State> {
+        let _ = event;
+        Handled
+    }
+
+    /// The states that may still be cancelled.
+    #[superstate]
+    fn active(context: &mut Context<'_>, event: &Event) -> Outcome<State> {
+        match event {
+            Event::Cancel => {
+                context.note("cancel requested");
+                Transition(State::cancelled())
+            }
+            _ => Handled,
+        }
+    }
+}
+
+/// The kind of a state, without its data: index names, filters and table columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateKind {
+    /// See [`State::Received`].
+    Received,
+    /// See [`State::Filtered`].
+    Filtered,
+    /// See [`State::Rendered`].
+    Rendered,
+    /// See [`State::RateChecked`].
+    RateChecked,
+    /// See [`State::Sending`].
+    Sending,
+    /// See [`State::Unknown`].
+    Unknown,
+    /// See [`State::Deferred`].
+    Deferred,
+    /// See [`State::Sent`].
+    Sent,
+    /// See [`State::Failed`].
+    Failed,
+    /// See [`State::Delivered`].
+    Delivered,
+    /// See [`State::DeadLettered`].
+    DeadLettered,
+    /// See [`State::Skipped`].
+    Skipped,
+    /// See [`State::Cancelled`].
+    Cancelled,
+}
+
+impl StateKind {
+    /// Every kind.
+    pub const ALL: [StateKind; 13] = [
+        StateKind::Received,
+        StateKind::Filtered,
+        StateKind::Rendered,
+        StateKind::RateChecked,
+        StateKind::Sending,
+        StateKind::Unknown,
+        StateKind::Deferred,
+        StateKind::Sent,
+        StateKind::Failed,
+        StateKind::Delivered,
+        StateKind::DeadLettered,
+        StateKind::Skipped,
+        StateKind::Cancelled,
+    ];
+
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateKind::Received => "received",
+            StateKind::Filtered => "filtered",
+            StateKind::Rendered => "rendered",
+            StateKind::RateChecked => "rate_checked",
+            StateKind::Sending => "sending",
+            StateKind::Unknown => "unknown",
+            StateKind::Deferred => "deferred",
+            StateKind::Sent => "sent",
+            StateKind::Failed => "failed",
+            StateKind::Delivered => "delivered",
+            StateKind::DeadLettered => "dead_lettered",
+            StateKind::Skipped => "skipped",
+            StateKind::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a snake_case name.
+    pub fn parse(s: &str) -> Option<StateKind> {
+        StateKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether the state is final: no event changes it any more.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            StateKind::Delivered
+                | StateKind::DeadLettered
+                | StateKind::Skipped
+                | StateKind::Cancelled
+        )
+    }
+}
+
+impl std::fmt::Display for StateKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl State {
+    /// The state's kind.
+    pub fn kind(&self) -> StateKind {
+        match self {
+            State::Received {} => StateKind::Received,
+            State::Filtered { .. } => StateKind::Filtered,
+            State::Rendered { .. } => StateKind::Rendered,
+            State::RateChecked { .. } => StateKind::RateChecked,
+            State::Sending { .. } => StateKind::Sending,
+            State::Unknown { .. } => StateKind::Unknown,
+            State::Deferred { .. } => StateKind::Deferred,
+            State::Sent { .. } => StateKind::Sent,
+            State::Failed { .. } => StateKind::Failed,
+            State::Delivered { .. } => StateKind::Delivered,
+            State::DeadLettered { .. } => StateKind::DeadLettered,
+            State::Skipped { .. } => StateKind::Skipped,
+            State::Cancelled {} => StateKind::Cancelled,
+        }
+    }
+
+    /// Whether the state is terminal.
+    pub fn is_terminal(&self) -> bool {
+        self.kind().is_terminal()
+    }
+
+    /// The channel the state is about, when it has one.
+    pub fn channel(&self) -> Option<Channel> {
+        match self {
+            State::Filtered { channel }
+            | State::Rendered { channel }
+            | State::RateChecked { channel }
+            | State::Sending { channel, .. }
+            | State::Unknown { channel, .. }
+            | State::Sent { channel, .. }
+            | State::Failed { channel, .. }
+            | State::Delivered { channel, .. }
+            | State::DeadLettered { channel, .. } => Some(*channel),
+            State::Deferred { resume: Resume::RateCheck { channel }, .. }
+            | State::Deferred { resume: Resume::Send { channel, .. }, .. } => Some(*channel),
+            State::Received {} | State::Skipped { .. } | State::Cancelled {} => None,
+        }
+    }
+
+    /// The provider the state is about, when it has one.
+    pub fn provider(&self) -> Option<&ProviderName> {
+        match self {
+            State::Sending { provider, .. }
+            | State::Unknown { provider, .. }
+            | State::Sent { provider, .. }
+            | State::Delivered { provider, .. }
+            | State::Deferred { resume: Resume::Send { provider, .. }, .. } => Some(provider),
+            State::Failed { provider, .. } => provider.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The attempt the state is about, when it has one.
+    pub fn attempt(&self) -> Option<Attempt> {
+        match self {
+            State::Sending { attempt, .. }
+            | State::Unknown { attempt, .. }
+            | State::Sent { attempt, .. }
+            | State::Failed { attempt, .. }
+            | State::Delivered { attempt, .. }
+            | State::DeadLettered { attempt, .. }
+            | State::Deferred { resume: Resume::Send { attempt, .. }, .. } => Some(*attempt),
+            _ => None,
+        }
+    }
+}
+
+/// A machine restored from a persisted state, ready to handle events.
+pub type Machine = InitializedStateMachine<Lifecycle>;
+
+/// Restores a machine into `state` without acting on it: statig runs the entry actions on init,
+/// and the effects they push are discarded here, so a restored `sending` does not send again.
+pub fn restore(state: State, policy: &Policy, channel: Channel) -> Machine {
+    let mut uninit = Lifecycle.uninitialized_state_machine();
+    *uninit.state_mut() = state;
+    let mut throwaway = Context::new(policy, channel, 0, 0, 0);
+    uninit.init_with_context(&mut throwaway)
+}

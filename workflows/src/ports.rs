@@ -1,0 +1,204 @@
+//! The ports: what the lifecycle needs from the outside world, as traits. The shell implements them
+//! (`storage` for [`Store`] and [`Inbox`], `providers` for [`Provider`], the binary for
+//! [`Clock`]); the simulator implements them again with fakes. The runner only ever sees these.
+
+use std::future::Future;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use steps::model::{
+    Attempt, Category, Channel, NotificationId, ProviderName, Recipient, RecipientId, TenantId,
+};
+use steps::outcome::SendOutcome;
+use steps::rate::{RateCheck, RateLimit};
+use steps::render::Content;
+
+use crate::machine::StateKind;
+use crate::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record};
+
+/// A store failure. Business outcomes are never errors; these are infrastructure problems, and the
+/// caller retries the whole wake-up later.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached or did not answer in time.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value could not be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The key of a rate window: one recipient on one channel, within a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RateKey {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The recipient.
+    pub recipient: RecipientId,
+    /// The channel.
+    pub channel: Channel,
+}
+
+/// A listing query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only records in this state.
+    pub state: Option<StateKind>,
+    /// At most this many, most recently updated first.
+    pub limit: usize,
+}
+
+/// The longest history kept per notification; older entries are trimmed. Large enough for every
+/// transition of a notification that used all its retries on two channels.
+pub const HISTORY_LEN_MAX: usize = 200;
+/// The largest page any listing returns.
+pub const LIST_LIMIT_MAX: usize = 1_000;
+
+/// The durable store of notification records.
+///
+/// Every method is one atomic operation. Implementations: Redis (production) and in-memory
+/// (simulator and dev mode), held to one conformance suite.
+pub trait Store: Send + Sync + 'static {
+    /// Writes a new record (version 1) with its first history entry, indexes it and enqueues its
+    /// first wake-up, all at once. With `idempotency`, a key used before returns the earlier
+    /// notification instead.
+    fn create(
+        &self,
+        record: &Record,
+        first: &HistoryEntry,
+        idempotency: Option<&Idempotency>,
+    ) -> impl Future<Output = Result<Created, StoreError>> + Send;
+
+    /// Reads a record.
+    fn load(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+    ) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send;
+
+    /// Compare-and-set: applies `commit` only if the record is at `commit.expected_version`,
+    /// together with its history entries, index updates and the next wake-up.
+    fn commit(
+        &self,
+        commit: &Commit,
+    ) -> impl Future<Output = Result<CommitOutcome, StoreError>> + Send;
+
+    /// A notification's history, oldest first (at most [`HISTORY_LEN_MAX`] entries).
+    fn history(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+    ) -> impl Future<Output = Result<Vec<HistoryEntry>, StoreError>> + Send;
+
+    /// Records of a tenant, most recently updated first.
+    fn list(
+        &self,
+        tenant: &TenantId,
+        query: &ListQuery,
+    ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send;
+
+    /// Dead-lettered records of a tenant, most recently dead-lettered first.
+    fn dead_letters(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send;
+
+    /// Takes a slot in a sliding rate window, atomically (see `steps::rate::SlidingWindow`).
+    fn rate_acquire(
+        &self,
+        key: &RateKey,
+        limit: &RateLimit,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<RateCheck, StoreError>> + Send;
+
+    /// Registers an API key by its SHA-256 hash (hex) for a tenant.
+    fn put_api_key(
+        &self,
+        key_sha256_hex: &str,
+        tenant: &TenantId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The tenant an API key hash belongs to.
+    fn tenant_for_key(
+        &self,
+        key_sha256_hex: &str,
+    ) -> impl Future<Output = Result<Option<TenantId>, StoreError>> + Send;
+}
+
+/// An in-app inbox entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxItem {
+    /// The notification it came from.
+    pub notification_id: NotificationId,
+    /// The title.
+    pub title: String,
+    /// The body.
+    pub body: String,
+    /// The category.
+    pub category: Category,
+    /// When it was stored, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// Whether the recipient has read it.
+    pub read: bool,
+}
+
+/// The longest in-app inbox kept per recipient; older entries are trimmed.
+pub const INBOX_LEN_MAX: usize = 500;
+
+/// The in-app inbox: the storage of the in-app channel.
+pub trait Inbox: Send + Sync + 'static {
+    /// Stores an entry, idempotently per notification (a second append of the same notification
+    /// changes nothing).
+    fn inbox_append(
+        &self,
+        tenant: &TenantId,
+        recipient: &RecipientId,
+        item: &InboxItem,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// A recipient's entries, newest first.
+    fn inbox_list(
+        &self,
+        tenant: &TenantId,
+        recipient: &RecipientId,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<InboxItem>, StoreError>> + Send;
+}
+
+/// The time, in ms since the Unix epoch. Production reads the system clock; the simulator hands
+/// out virtual time.
+pub trait Clock: Send + Sync + 'static {
+    /// Now.
+    fn now_ms(&self) -> u64;
+}
+
+/// One message for a provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The notification (passed to providers that carry custom ids, so receipts map back).
+    pub notification_id: NotificationId,
+    /// The attempt.
+    pub attempt: Attempt,
+    /// `{id}:{channel}:{attempt}`, for providers with idempotency keys.
+    pub idempotency_key: String,
+    /// The recipient and their addresses.
+    pub recipient: Recipient,
+    /// The category.
+    pub category: Category,
+    /// The rendered content.
+    pub content: Content,
+}
+
+/// A provider of one channel. `send` never panics and never returns an error type: every failure
+/// is classified into a [`SendOutcome::Failed`] with its `ErrorClass`.
+pub trait Provider: Send + Sync + std::fmt::Debug + 'static {
+    /// The configured name.
+    fn name(&self) -> &ProviderName;
+    /// The channel it serves.
+    fn channel(&self) -> Channel;
+    /// Sends one message.
+    fn send<'a>(&'a self, message: &'a Outbound) -> BoxFuture<'a, SendOutcome>;
+}
