@@ -89,15 +89,27 @@ macro_rules! id_type {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(transparent)]
+        #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                check_id(&s)?;
+                Ok(Self(s))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
 
         impl $name {
             /// Builds the id after checking its syntax (see [`check_id`]).
             pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
-                let s = s.into();
-                check_id(&s)?;
-                Ok(Self(s))
+                Self::try_from(s.into())
             }
 
             /// The id as a string slice.
@@ -238,7 +250,7 @@ impl EmailAddress {
             && local.len() <= 64
             && clean(local)
             && clean(domain)
-            && !domain.contains('@')
+            && !local.contains('@')
             && domain.contains('.')
             && !domain.starts_with('.')
             && !domain.ends_with('.');
@@ -317,4 +329,31 @@ pub struct Request {
     pub data: serde_json::Map<String, serde_json::Value>,
     /// The category (drives preferences and policies in later issues).
     pub category: Category,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked_when_deserialized() {
+        let ok: TenantId = serde_json::from_str("\"acme-1\"").unwrap();
+        assert_eq!(ok.as_str(), "acme-1");
+        let err = serde_json::from_str::<TenantId>("\"a:b\"").unwrap_err().to_string();
+        assert!(err.contains("may only contain"), "{err}");
+        assert!(serde_json::from_str::<TenantId>("\"\"").is_err());
+    }
+
+    #[test]
+    fn addresses_are_validated_and_masked() {
+        let phone = PhoneNumber::parse("+447911123456").unwrap();
+        assert_eq!(format!("{phone:?}"), "+44******56");
+        assert!(PhoneNumber::parse("07911123456").is_err());
+        assert!(PhoneNumber::parse("+0123456789").is_err());
+        let email = EmailAddress::parse("ada@example.com").unwrap();
+        assert_eq!(format!("{email}"), "a***@example.com");
+        for bad in ["ada", "ada@", "@example.com", "a b@example.com", "ada@example", "a@b@c.com"] {
+            assert!(EmailAddress::parse(bad).is_err(), "{bad}");
+        }
+    }
 }
