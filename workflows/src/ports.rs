@@ -112,18 +112,29 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
     ) -> impl Future<Output = Result<RateCheck, StoreError>> + Send;
 
-    /// Registers an API key by its SHA-256 hash (hex) for a tenant.
+    /// Registers an API key: `key_id` is the key's public part, `key` holds its tenant and the
+    /// SHA-256 of its secret part (the secret itself is never stored).
     fn put_api_key(
         &self,
-        key_sha256_hex: &str,
-        tenant: &TenantId,
+        key_id: &str,
+        key: &ApiKey,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// The tenant an API key hash belongs to.
-    fn tenant_for_key(
+    /// The API key registered under `key_id`, if any.
+    fn api_key(
         &self,
-        key_sha256_hex: &str,
-    ) -> impl Future<Output = Result<Option<TenantId>, StoreError>> + Send;
+        key_id: &str,
+    ) -> impl Future<Output = Result<Option<ApiKey>, StoreError>> + Send;
+}
+
+/// A stored API key: the tenant it names and the SHA-256 (hex) of its secret part. The caller
+/// compares the hash of a presented secret with `secret_sha256_hex` in constant time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// The tenant the key acts for.
+    pub tenant: TenantId,
+    /// SHA-256 of the secret part, lowercase hex.
+    pub secret_sha256_hex: String,
 }
 
 /// An in-app inbox entry.
