@@ -30,9 +30,9 @@ pub enum Error {
     Lease,
 }
 
-/// Every lifecycle policy.
+/// Every lifecycle policy. Missing fields take their [`Default`] values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Policy {
     /// Retry policy per channel; a channel without one uses [`Policy::retry_default`].
     pub retry: BTreeMap<Channel, RetryPolicy>,
