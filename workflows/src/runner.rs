@@ -117,9 +117,9 @@ pub enum Cancelled {
 
 /// Derives a notification's seed from its id (FNV-1a): stable across processes and replays.
 pub fn seed_for(id: &NotificationId) -> u64 {
-    id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    id.as_str()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Drives notifications through the lifecycle.
@@ -324,7 +324,8 @@ impl<S: Store, C: Clock> Runner<S, C> {
                 CommitOutcome::Conflict { .. } => continue,
             }
         }
-        let state = self.store.load(tenant, id).await?.map_or(StateKind::Received, |r| r.state.kind());
+        let state =
+            self.store.load(tenant, id).await?.map_or(StateKind::Received, |r| r.state.kind());
         Ok(Cancelled::Refused { state })
     }
 
@@ -422,11 +423,9 @@ impl<S: Store, C: Clock> Runner<S, C> {
         }
         let wake_at_ms = run.wake_at_ms;
         match self.commit(&mut run).await? {
-            Some(version) => Ok(Advanced::Committed {
-                version,
-                state: run.machine.state().kind(),
-                wake_at_ms,
-            }),
+            Some(version) => {
+                Ok(Advanced::Committed { version, state: run.machine.state().kind(), wake_at_ms })
+            }
             None => Ok(Advanced::Conflict),
         }
     }
