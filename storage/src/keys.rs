@@ -1,0 +1,300 @@
+//! The Redis key layout and the notification ids that decide it.
+//!
+//! Every key starts with `courant:` and carries a hash tag (`{...}`), so every Lua script touches
+//! exactly one hash slot and the data can live on Redis Cluster:
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `courant:{sNN}:t:<tenant>:n:<id>` | HASH | the record |
+//! | `courant:{sNN}:t:<tenant>:h:<id>` | STREAM | its history, capped at `HISTORY_LEN_MAX` |
+//! | `courant:{sNN}:t:<tenant>:state:<kind>` | ZSET | ids by state, score = updated_at_ms |
+//! | `courant:{sNN}:t:<tenant>:all` | ZSET | every id, score = updated_at_ms |
+//! | `courant:{sNN}:t:<tenant>:dlq` | ZSET | dead-lettered ids, score = when |
+//! | `courant:{sNN}:t:<tenant>:idem:<key>` | STRING | `id\nfingerprint`, 24 h TTL |
+//! | `courant:{sNN}:q:ready` | STREAM | due wake-ups (consumer group `workers`) |
+//! | `courant:{sNN}:q:timers` | ZSET | future wake-ups, score = due ms |
+//! | `courant:{sNN}:q:parked` | ZSET | poisoned wake-ups, score = when parked |
+//! | `courant:{r:<tenant>:<recipient>}:rate:<channel>` | ZSET | a sliding rate window |
+//! | `courant:{i:<tenant>:<recipient>}:inbox` | LIST | in-app inbox ids, newest first |
+//! | `courant:{i:<tenant>:<recipient>}:inbox:items` | HASH | in-app inbox entries by id |
+//! | `courant:apikey:<key id>` | STRING | an API key (JSON: tenant, secret hash) |
+//!
+//! `NN` is the shard (two hex digits) of the notification: [`SHARDS`] shards spread the load over
+//! a cluster while keeping a notification's record, history, indexes and wake-ups in one slot.
+//! Tenant, recipient and notification ids are restricted to `[A-Za-z0-9._-]`
+//! (`steps::model::check_id`), so they cannot break out of a key.
+
+use sha2::{Digest, Sha256};
+use steps::model::{Channel, NotificationId, RecipientId, TenantId};
+use workflows::machine::StateKind;
+
+/// How many shards the per-notification keys and the wake queue are spread over. Fixed: changing
+/// it moves every key.
+pub const SHARDS: u16 = 16;
+
+/// The prefix of every key.
+pub const PREFIX: &str = "courant";
+
+/// The length of a minted notification id: `n`, two hex digits of shard, a 26-character ULID.
+const MINTED_ID_LEN: usize = 1 + 2 + 26;
+
+/// FNV-1a, 64 bits: stable across processes, platforms and releases (unlike `DefaultHasher`).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn shard_of_hash(hash: u64) -> u16 {
+    // SHARDS is small, so the remainder always fits.
+    (hash % u64::from(SHARDS)) as u16
+}
+
+/// The shard an idempotency key of a tenant lives in. A notification created with the key is
+/// minted into the same shard, so the key and the record are in one slot.
+pub fn idempotency_shard(tenant: &TenantId, idempotency_key: &str) -> u16 {
+    let mut bytes = Vec::with_capacity(tenant.as_str().len() + 1 + idempotency_key.len());
+    bytes.extend_from_slice(tenant.as_str().as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(idempotency_key.as_bytes());
+    shard_of_hash(fnv1a(&bytes))
+}
+
+/// Mints a notification id, `n{shard:02x}{ulid}`. `ulid` is a 26-character Crockford string the
+/// caller generates (this crate draws no randomness). With an idempotency key the shard is the
+/// key's (see [`idempotency_shard`]), otherwise it is derived from the ULID.
+///
+/// Characters of `ulid` outside `[A-Za-z0-9]` are dropped and it is cut to 26 characters, so the
+/// result is always a valid id.
+pub fn new_notification_id(
+    tenant: &TenantId,
+    idempotency_key: Option<&str>,
+    ulid: &str,
+) -> NotificationId {
+    let shard = match idempotency_key {
+        Some(key) => idempotency_shard(tenant, key),
+        None => shard_of_hash(fnv1a(ulid.as_bytes())),
+    };
+    let tail: String = ulid.chars().filter(char::is_ascii_alphanumeric).take(26).collect();
+    let id = format!("n{shard:02x}{tail}");
+    // Invariant: 3 to 29 characters of [a-zA-Z0-9], which `check_id` always accepts.
+    NotificationId::new(id).expect("a minted notification id is always valid")
+}
+
+/// The shard encoded in an id minted by [`new_notification_id`]; `None` for any other id.
+pub fn shard_of(id: &NotificationId) -> Option<u16> {
+    let s = id.as_str();
+    if s.len() != MINTED_ID_LEN || !s.starts_with('n') {
+        return None;
+    }
+    let hex = s.get(1..3)?;
+    if !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    if !s[3..].bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let shard = u16::from_str_radix(hex, 16).ok()?;
+    (shard < SHARDS).then_some(shard)
+}
+
+/// The shard a notification's keys live in: the minted one, or for ids minted elsewhere (the
+/// simulator, imports) one derived from the id, so every valid id has a stable home.
+pub fn shard_for(id: &NotificationId) -> u16 {
+    shard_of(id).unwrap_or_else(|| shard_of_hash(fnv1a(id.as_str().as_bytes())))
+}
+
+/// The hash tag of a shard, `{s0a}`.
+pub fn shard_tag(shard: u16) -> String {
+    format!("{{s{shard:02x}}}")
+}
+
+/// The prefix of a tenant's per-shard keys, `courant:{s0a}:t:<tenant>:`. Scripts append
+/// `state:<kind>`, `all` and `dlq` to it, so keys built inside a script stay in the slot.
+pub fn tenant_prefix(shard: u16, tenant: &TenantId) -> String {
+    format!("{PREFIX}:{}:t:{tenant}:", shard_tag(shard))
+}
+
+/// A notification's record (HASH).
+pub fn record(tenant: &TenantId, id: &NotificationId) -> String {
+    format!("{}n:{id}", tenant_prefix(shard_for(id), tenant))
+}
+
+/// A notification's history (STREAM).
+pub fn history(tenant: &TenantId, id: &NotificationId) -> String {
+    format!("{}h:{id}", tenant_prefix(shard_for(id), tenant))
+}
+
+/// A tenant's index of one state in one shard (ZSET, score = updated_at_ms).
+pub fn state_index(shard: u16, tenant: &TenantId, kind: StateKind) -> String {
+    format!("{}state:{}", tenant_prefix(shard, tenant), kind.as_str())
+}
+
+/// A tenant's index of every notification in one shard (ZSET, score = updated_at_ms).
+pub fn all_index(shard: u16, tenant: &TenantId) -> String {
+    format!("{}all", tenant_prefix(shard, tenant))
+}
+
+/// A tenant's dead-letter queue in one shard (ZSET, score = when dead-lettered).
+pub fn dlq(shard: u16, tenant: &TenantId) -> String {
+    format!("{}dlq", tenant_prefix(shard, tenant))
+}
+
+/// The longest idempotency key kept verbatim in a key name; longer or unusual keys are hashed.
+const IDEMPOTENCY_KEY_VERBATIM_MAX: usize = 128;
+
+/// An idempotency key (STRING `id\nfingerprint`, 24 h TTL), in the key's shard. Keys outside the
+/// id alphabet (the header is client-supplied) are replaced by their SHA-256, so nothing a client
+/// sends can change the key's shape.
+pub fn idempotency(tenant: &TenantId, idempotency_key: &str) -> String {
+    let shard = idempotency_shard(tenant, idempotency_key);
+    let verbatim = idempotency_key.len() <= IDEMPOTENCY_KEY_VERBATIM_MAX
+        && steps::model::check_id(idempotency_key).is_ok();
+    let name = if verbatim {
+        idempotency_key.to_owned()
+    } else {
+        format!("sha256-{}", hex::encode(Sha256::digest(idempotency_key.as_bytes())))
+    };
+    format!("{}idem:{name}", tenant_prefix(shard, tenant))
+}
+
+/// A shard's ready wake-ups (STREAM, consumer group [`CONSUMER_GROUP`]).
+pub fn ready(shard: u16) -> String {
+    format!("{PREFIX}:{}:q:ready", shard_tag(shard))
+}
+
+/// A shard's future wake-ups (ZSET, score = due ms).
+pub fn timers(shard: u16) -> String {
+    format!("{PREFIX}:{}:q:timers", shard_tag(shard))
+}
+
+/// A shard's parked (poisoned) wake-ups (ZSET, score = when parked).
+pub fn parked(shard: u16) -> String {
+    format!("{PREFIX}:{}:q:parked", shard_tag(shard))
+}
+
+/// The consumer group every worker reads the ready streams through.
+pub const CONSUMER_GROUP: &str = "workers";
+
+/// A recipient's sliding rate window on a channel (ZSET of admission times).
+pub fn rate(tenant: &TenantId, recipient: &RecipientId, channel: Channel) -> String {
+    format!("{PREFIX}:{{r:{tenant}:{recipient}}}:rate:{}", channel.as_str())
+}
+
+/// A recipient's in-app inbox ids, newest first (LIST).
+pub fn inbox(tenant: &TenantId, recipient: &RecipientId) -> String {
+    format!("{PREFIX}:{{i:{tenant}:{recipient}}}:inbox")
+}
+
+/// A recipient's in-app inbox entries by notification id (HASH of JSON).
+pub fn inbox_items(tenant: &TenantId, recipient: &RecipientId) -> String {
+    format!("{PREFIX}:{{i:{tenant}:{recipient}}}:inbox:items")
+}
+
+/// The longest API key id kept verbatim in a key name; longer or unusual ids are hashed.
+const API_KEY_ID_VERBATIM_MAX: usize = 64;
+
+/// An API key by its public id (STRING, the JSON of `workflows::ports::ApiKey`). Ids outside
+/// `[A-Za-z0-9._-]` (they come from clients) are replaced by their SHA-256.
+pub fn api_key(key_id: &str) -> String {
+    let verbatim =
+        key_id.len() <= API_KEY_ID_VERBATIM_MAX && steps::model::check_id(key_id).is_ok();
+    if verbatim {
+        format!("{PREFIX}:apikey:{key_id}")
+    } else {
+        format!("{PREFIX}:apikey:sha256-{}", hex::encode(Sha256::digest(key_id.as_bytes())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ULID: &str = "01HZY3K7Q5W9X2M4N6P8R0T2V4";
+
+    fn tenant(s: &str) -> TenantId {
+        TenantId::new(s).unwrap()
+    }
+
+    #[test]
+    fn fnv1a_matches_the_reference_vectors() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn minted_ids_round_trip_their_shard() {
+        let id = new_notification_id(&tenant("acme"), None, ULID);
+        assert_eq!(id.as_str().len(), MINTED_ID_LEN);
+        assert!(id.as_str().ends_with(ULID));
+        let shard = shard_of(&id).unwrap();
+        assert_eq!(shard, (fnv1a(ULID.as_bytes()) % 16) as u16);
+        assert_eq!(&id.as_str()[..3], format!("n{shard:02x}"));
+        assert_eq!(shard_for(&id), shard);
+    }
+
+    #[test]
+    fn an_idempotency_key_puts_the_id_in_the_key_shard() {
+        let acme = tenant("acme");
+        for key in ["order-1", "order-2", "a key with spaces", "x"] {
+            let id = new_notification_id(&acme, Some(key), ULID);
+            assert_eq!(shard_of(&id), Some(idempotency_shard(&acme, key)));
+            let idem = idempotency(&acme, key);
+            let tag = shard_tag(idempotency_shard(&acme, key));
+            assert!(idem.starts_with(&format!("courant:{tag}:t:acme:idem:")), "{idem}");
+            assert!(record(&acme, &id).starts_with(&format!("courant:{tag}:")));
+        }
+        // The tenant is part of the hash: the same key of two tenants spreads independently.
+        let shards: std::collections::BTreeSet<u16> =
+            (0..64).map(|i| idempotency_shard(&tenant(&format!("t{i}")), "k")).collect();
+        assert!(shards.len() > 8, "{shards:?}");
+    }
+
+    #[test]
+    fn ids_not_minted_here_have_no_encoded_shard_but_a_stable_home() {
+        for s in ["n_123", "nzz01HZY3K7Q5W9X2M4N6P8R0T2V4", "n1001HZY3K7Q5W9X2M4N6P8R0T2V4", "abc"] {
+            let id = NotificationId::new(s).unwrap();
+            assert_eq!(shard_of(&id), None, "{s}");
+            assert_eq!(shard_for(&id), shard_for(&id));
+            assert!(shard_for(&id) < SHARDS);
+        }
+    }
+
+    #[test]
+    fn odd_ulids_still_make_valid_ids() {
+        let id = new_notification_id(&tenant("acme"), None, "not a ulid: {}/\n");
+        assert!(steps::model::check_id(id.as_str()).is_ok());
+        let long = "A".repeat(40);
+        let id = new_notification_id(&tenant("acme"), None, &long);
+        assert_eq!(id.as_str().len(), MINTED_ID_LEN);
+        assert!(shard_of(&id).is_some());
+    }
+
+    #[test]
+    fn keys_have_the_documented_shapes() {
+        let acme = tenant("acme");
+        let id = NotificationId::new(format!("n0a{ULID}")).unwrap();
+        assert_eq!(record(&acme, &id), format!("courant:{{s0a}}:t:acme:n:n0a{ULID}"));
+        assert_eq!(history(&acme, &id), format!("courant:{{s0a}}:t:acme:h:n0a{ULID}"));
+        assert_eq!(
+            state_index(10, &acme, StateKind::DeadLettered),
+            "courant:{s0a}:t:acme:state:dead_lettered"
+        );
+        assert_eq!(dlq(10, &acme), "courant:{s0a}:t:acme:dlq");
+        assert_eq!(ready(15), "courant:{s0f}:q:ready");
+        assert_eq!(timers(0), "courant:{s00}:q:timers");
+        assert_eq!(parked(1), "courant:{s01}:q:parked");
+        let bob = RecipientId::new("bob").unwrap();
+        assert_eq!(rate(&acme, &bob, Channel::Sms), "courant:{r:acme:bob}:rate:sms");
+        assert_eq!(inbox(&acme, &bob), "courant:{i:acme:bob}:inbox");
+        assert_eq!(api_key("ab12"), "courant:apikey:ab12");
+    }
+
+    #[test]
+    fn unusual_idempotency_keys_are_hashed() {
+        let acme = tenant("acme");
+        let key = idempotency(&acme, "a:b}{c");
+        assert!(key.contains(":idem:sha256-"), "{key}");
+        assert!(!key.contains("a:b}{c"));
+        assert!(idempotency(&acme, "plain-key_1.2").ends_with(":idem:plain-key_1.2"));
+    }
+}

@@ -1,0 +1,617 @@
+//! The in-memory store and wake-up queue: the simulator's and dev mode's storage.
+//!
+//! One `std::sync::Mutex` around plain `BTreeMap`s: every operation is one short critical section
+//! with no await inside, which is what makes each operation atomic (as a Lua script is on Redis)
+//! and keeps this module free of tokio. `BTreeMap` everywhere, never `HashMap`, so iteration
+//! order, and with it everything the simulator observes, is deterministic.
+//!
+//! The semantics follow the Redis store in everything the conformance suite checks
+//! (`conformance`): compare-and-set on the version, capped history, state indexes, the DLQ,
+//! idempotency with fingerprints, the sliding rate window, the inbox and the queue.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::{Future, ready};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use steps::model::{NotificationId, RecipientId, TenantId};
+use steps::rate::{RateCheck, RateLimit, SlidingWindow};
+use workflows::machine::StateKind;
+use workflows::ports::{
+    ApiKey, Clock, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem, LIST_LIMIT_MAX, ListQuery, RateKey,
+    Store, StoreError,
+};
+use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Wake};
+
+use crate::keys;
+use crate::queue::{
+    BLOCK_MS_MAX, Delivery, DeliveryTag, FETCH_MAX, PROMOTE_PER_SHARD_MAX, QueueStats, Retried,
+    SCHEDULE_BATCH_MAX, TRIES_MAX, TagInner, WakeQueue, over_limit, parse_timer_member,
+    timer_member,
+};
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 60 * 60 * 1_000;
+
+/// The system clock, for dev mode. The simulator passes its virtual clock instead.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        since.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// The in-memory store, inbox and wake-up queue. A cheap handle: clones share the data.
+#[derive(Clone)]
+pub struct MemoryStore {
+    /// Everything, behind one lock (see the module doc for why one).
+    inner: Arc<Mutex<Inner>>,
+    /// The clock of the queue (retry times, reclaim idle times).
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("MemoryStore")
+            .field("tenants", &inner.tenants.len())
+            .field("ready", &inner.queue.ready.len())
+            .field("scheduled", &inner.queue.timers.len())
+            .field("pending", &inner.queue.pending.len())
+            .finish()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One notification's stored data.
+#[derive(Debug)]
+struct Slot {
+    /// The record.
+    record: Record,
+    /// Its history, oldest first, at most [`HISTORY_LEN_MAX`].
+    history: VecDeque<HistoryEntry>,
+    /// When it entered the DLQ, while it is dead-lettered.
+    dead_lettered_at_ms: Option<u64>,
+}
+
+/// A remembered idempotency key.
+#[derive(Debug)]
+struct IdempotencyEntry {
+    /// The notification created with it.
+    id: NotificationId,
+    /// The request fingerprint it came with.
+    fingerprint: String,
+    /// When it is forgotten.
+    expires_at_ms: u64,
+}
+
+/// A wake-up in the queue.
+#[derive(Debug, Clone)]
+struct Entry {
+    /// The wake-up.
+    wake: Wake,
+    /// Infrastructure failures so far.
+    tries: u32,
+}
+
+/// A fetched, unsettled wake-up.
+#[derive(Debug)]
+struct Pending {
+    /// The wake-up.
+    entry: Entry,
+    /// Who holds it.
+    consumer: String,
+    /// When it was (re)delivered: the reclaim idle time counts from here.
+    delivered_at_ms: u64,
+}
+
+/// The queue, shaped like its Redis counterpart (ready stream, timers set, pending list).
+#[derive(Debug, Default)]
+struct MemQueue {
+    /// The next entry's sequence number (the stand-in for a stream entry id).
+    next_seq: u64,
+    /// Due wake-ups in arrival order.
+    ready: VecDeque<(u64, Entry)>,
+    /// Timer members and their due time (a ZSET: one score per member).
+    timers: BTreeMap<String, u64>,
+    /// The same timers ordered by (due, member), as ZRANGEBYSCORE walks them.
+    timer_order: BTreeSet<(u64, String)>,
+    /// Fetched and unsettled, by sequence number.
+    pending: BTreeMap<u64, Pending>,
+    /// Parked wake keys and when they were parked.
+    parked: BTreeMap<String, u64>,
+}
+
+impl MemQueue {
+    fn push_ready(&mut self, entry: Entry) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.ready.push_back((seq, entry));
+    }
+
+    fn add_timer(&mut self, member: String, at_ms: u64) {
+        if let Some(old) = self.timers.insert(member.clone(), at_ms) {
+            self.timer_order.remove(&(old, member.clone()));
+        }
+        self.timer_order.insert((at_ms, member));
+    }
+
+    /// Enqueues the wake-up of a create or commit: ready if due at `now_ms`, a timer otherwise.
+    fn enqueue(&mut self, wake: Wake, at_ms: u64, now_ms: u64) {
+        if at_ms <= now_ms {
+            self.push_ready(Entry { wake, tries: 0 });
+        } else {
+            self.add_timer(timer_member(&wake.key(), 0), at_ms);
+        }
+    }
+}
+
+/// All data.
+#[derive(Debug, Default)]
+struct Inner {
+    /// Notifications by tenant and id.
+    tenants: BTreeMap<TenantId, BTreeMap<NotificationId, Slot>>,
+    /// Idempotency keys by tenant and key.
+    idempotency: BTreeMap<(TenantId, String), IdempotencyEntry>,
+    /// Rate windows.
+    rate: BTreeMap<RateKey, SlidingWindow>,
+    /// In-app inboxes, newest first, at most [`INBOX_LEN_MAX`] each.
+    inbox: BTreeMap<(TenantId, RecipientId), VecDeque<InboxItem>>,
+    /// API keys by key id.
+    api_keys: BTreeMap<String, ApiKey>,
+    /// The wake-up queue.
+    queue: MemQueue,
+}
+
+fn memory_tag(seq: u64) -> DeliveryTag {
+    DeliveryTag(TagInner::Memory { seq })
+}
+
+fn memory_seq(delivery: &Delivery) -> Option<u64> {
+    match delivery.tag.0 {
+        TagInner::Memory { seq } => Some(seq),
+        TagInner::Stream { .. } => None,
+    }
+}
+
+/// Newest first, as the Redis indexes order them: by time, ties by id, both descending.
+fn newest_first(items: &mut [(u64, &Record)]) {
+    items.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.id.cmp(&a.1.id)));
+}
+
+impl MemoryStore {
+    /// An empty store on the system clock.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    /// An empty store whose queue reads `clock` (the simulator's virtual clock).
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self { inner: Arc::new(Mutex::new(Inner::default())), clock }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Nothing panics while holding the lock, so a poisoned lock still holds consistent data.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn create_now(
+        &self,
+        record: &Record,
+        first: &HistoryEntry,
+        idempotency: Option<&Idempotency>,
+    ) -> Created {
+        let mut inner = self.lock();
+        let now_ms = record.created_at_ms;
+        if let Some(idem) = idempotency {
+            let key = (record.tenant.clone(), idem.key.clone());
+            if let Some(entry) = inner.idempotency.get(&key)
+                && entry.expires_at_ms > now_ms
+            {
+                return Created::Existing {
+                    id: entry.id.clone(),
+                    same_request: entry.fingerprint == idem.fingerprint,
+                };
+            }
+        }
+        let tenant = inner.tenants.entry(record.tenant.clone()).or_default();
+        if tenant.contains_key(&record.id) {
+            // Never overwrite: an id collision is refused like a reused key.
+            return Created::Existing { id: record.id.clone(), same_request: false };
+        }
+        let dead = (record.state.kind() == StateKind::DeadLettered).then_some(record.updated_at_ms);
+        tenant.insert(
+            record.id.clone(),
+            Slot {
+                record: record.clone(),
+                history: VecDeque::from([first.clone()]),
+                dead_lettered_at_ms: dead,
+            },
+        );
+        if let Some(at_ms) = record.wake_at_ms {
+            let wake =
+                Wake { tenant: record.tenant.clone(), id: record.id.clone(), version: record.version };
+            inner.queue.enqueue(wake, at_ms, now_ms);
+        }
+        if let Some(idem) = idempotency {
+            inner.idempotency.insert(
+                (record.tenant.clone(), idem.key.clone()),
+                IdempotencyEntry {
+                    id: record.id.clone(),
+                    fingerprint: idem.fingerprint.clone(),
+                    expires_at_ms: now_ms.saturating_add(IDEMPOTENCY_TTL_MS),
+                },
+            );
+        }
+        Created::New
+    }
+
+    fn commit_now(&self, commit: &Commit) -> CommitOutcome {
+        let mut inner = self.lock();
+        let Some(slot) =
+            inner.tenants.get_mut(&commit.tenant).and_then(|t| t.get_mut(&commit.id))
+        else {
+            return CommitOutcome::NotFound;
+        };
+        if slot.record.version != commit.expected_version {
+            return CommitOutcome::Conflict { current: slot.record.version };
+        }
+        let version = commit.expected_version + 1;
+        let was_dead = slot.record.state.kind() == StateKind::DeadLettered;
+        let is_dead = commit.state.kind() == StateKind::DeadLettered;
+        slot.record.version = version;
+        slot.record.state = commit.state.clone();
+        slot.record.updated_at_ms = commit.now_ms;
+        slot.record.wake_at_ms = commit.wake_at_ms;
+        for entry in &commit.history {
+            slot.history.push_back(entry.clone());
+        }
+        while slot.history.len() > HISTORY_LEN_MAX {
+            slot.history.pop_front();
+        }
+        match (was_dead, is_dead) {
+            (false, true) => slot.dead_lettered_at_ms = Some(commit.now_ms),
+            (true, false) => slot.dead_lettered_at_ms = None,
+            _ => {}
+        }
+        if let Some(at_ms) = commit.wake_at_ms {
+            let wake = Wake { tenant: commit.tenant.clone(), id: commit.id.clone(), version };
+            inner.queue.enqueue(wake, at_ms, commit.now_ms);
+        }
+        CommitOutcome::Committed { version }
+    }
+
+    fn list_now(&self, tenant: &TenantId, query: &ListQuery) -> Vec<Record> {
+        let inner = self.lock();
+        let Some(slots) = inner.tenants.get(tenant) else { return Vec::new() };
+        let mut items: Vec<(u64, &Record)> = slots
+            .values()
+            .filter(|s| query.state.is_none_or(|k| s.record.state.kind() == k))
+            .map(|s| (s.record.updated_at_ms, &s.record))
+            .collect();
+        newest_first(&mut items);
+        items.into_iter().take(query.limit.min(LIST_LIMIT_MAX)).map(|(_, r)| r.clone()).collect()
+    }
+
+    fn dead_letters_now(&self, tenant: &TenantId, limit: usize) -> Vec<Record> {
+        let inner = self.lock();
+        let Some(slots) = inner.tenants.get(tenant) else { return Vec::new() };
+        let mut items: Vec<(u64, &Record)> = slots
+            .values()
+            .filter_map(|s| s.dead_lettered_at_ms.map(|at| (at, &s.record)))
+            .collect();
+        newest_first(&mut items);
+        items.into_iter().take(limit.min(LIST_LIMIT_MAX)).map(|(_, r)| r.clone()).collect()
+    }
+
+    fn fetch_now(&self, consumer: &str, max: usize) -> Vec<Delivery> {
+        let now_ms = self.clock.now_ms();
+        let mut inner = self.lock();
+        let queue = &mut inner.queue;
+        let mut out = Vec::new();
+        while out.len() < max.min(FETCH_MAX) {
+            let Some((seq, entry)) = queue.ready.pop_front() else { break };
+            out.push(Delivery { wake: entry.wake.clone(), tag: memory_tag(seq), tries: entry.tries });
+            let pending = Pending { entry, consumer: consumer.to_owned(), delivered_at_ms: now_ms };
+            queue.pending.insert(seq, pending);
+        }
+        out
+    }
+
+    fn retry_now(&self, delivery: &Delivery, delay_ms: u64) -> Retried {
+        let now_ms = self.clock.now_ms();
+        let mut inner = self.lock();
+        let queue = &mut inner.queue;
+        let Some(pending) = memory_seq(delivery).and_then(|seq| queue.pending.remove(&seq)) else {
+            return Retried::AlreadySettled;
+        };
+        let tries = pending.entry.tries.saturating_add(1);
+        let key = pending.entry.wake.key();
+        if tries >= TRIES_MAX {
+            tracing::warn!(
+                notification_id = %pending.entry.wake.id,
+                tries,
+                "Wake-up failed too often; parked for an operator."
+            );
+            queue.parked.insert(key, now_ms);
+            return Retried::Parked;
+        }
+        let at_ms = now_ms.saturating_add(delay_ms);
+        queue.add_timer(timer_member(&key, tries), at_ms);
+        Retried::Scheduled { at_ms, tries }
+    }
+
+    fn promote_now(&self, now_ms: u64, max_per_shard: usize) -> usize {
+        let max_per_shard = max_per_shard.min(PROMOTE_PER_SHARD_MAX);
+        let mut inner = self.lock();
+        let queue = &mut inner.queue;
+        let mut per_shard = [0_usize; keys::SHARDS as usize];
+        let mut due = Vec::new();
+        for (at_ms, member) in &queue.timer_order {
+            if *at_ms > now_ms || per_shard.iter().all(|&n| n >= max_per_shard) {
+                break;
+            }
+            let (key, _) = parse_timer_member(member);
+            // A member that does not parse is dropped below, like Redis parks what it cannot read.
+            let shard = Wake::parse_key(key).map_or(0, |w| keys::shard_for(&w.id));
+            if per_shard[usize::from(shard)] < max_per_shard {
+                per_shard[usize::from(shard)] += 1;
+                due.push((*at_ms, member.clone()));
+            }
+        }
+        for (at_ms, member) in &due {
+            queue.timer_order.remove(&(*at_ms, member.clone()));
+            queue.timers.remove(member);
+            let (key, tries) = parse_timer_member(member);
+            match Wake::parse_key(key) {
+                Some(wake) => queue.push_ready(Entry { wake, tries }),
+                None => {
+                    queue.parked.insert(key.to_owned(), now_ms);
+                }
+            }
+        }
+        due.len()
+    }
+
+    fn reclaim_now(&self, consumer: &str, min_idle_ms: u64, max: usize) -> Vec<Delivery> {
+        let now_ms = self.clock.now_ms();
+        let mut inner = self.lock();
+        let mut out = Vec::new();
+        for (seq, pending) in &mut inner.queue.pending {
+            if out.len() >= max.min(FETCH_MAX) {
+                break;
+            }
+            if now_ms.saturating_sub(pending.delivered_at_ms) >= min_idle_ms {
+                pending.consumer = consumer.to_owned();
+                pending.delivered_at_ms = now_ms;
+                out.push(Delivery {
+                    wake: pending.entry.wake.clone(),
+                    tag: memory_tag(*seq),
+                    tries: pending.entry.tries,
+                });
+            }
+        }
+        out
+    }
+
+    /// Who holds each pending delivery, for tests and the ops view: (tag, consumer).
+    pub fn pending_consumers(&self) -> Vec<(DeliveryTag, String)> {
+        let inner = self.lock();
+        inner.queue.pending.iter().map(|(seq, p)| (memory_tag(*seq), p.consumer.clone())).collect()
+    }
+}
+
+impl Store for MemoryStore {
+    fn create(
+        &self,
+        record: &Record,
+        first: &HistoryEntry,
+        idempotency: Option<&Idempotency>,
+    ) -> impl Future<Output = Result<Created, StoreError>> + Send {
+        ready(Ok(self.create_now(record, first, idempotency)))
+    }
+
+    fn load(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+    ) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send {
+        let inner = self.lock();
+        let record = inner.tenants.get(tenant).and_then(|t| t.get(id)).map(|s| s.record.clone());
+        ready(Ok(record))
+    }
+
+    fn commit(
+        &self,
+        commit: &Commit,
+    ) -> impl Future<Output = Result<CommitOutcome, StoreError>> + Send {
+        ready(Ok(self.commit_now(commit)))
+    }
+
+    fn history(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+    ) -> impl Future<Output = Result<Vec<HistoryEntry>, StoreError>> + Send {
+        let inner = self.lock();
+        let history = inner
+            .tenants
+            .get(tenant)
+            .and_then(|t| t.get(id))
+            .map(|s| s.history.iter().cloned().collect())
+            .unwrap_or_default();
+        ready(Ok(history))
+    }
+
+    fn list(
+        &self,
+        tenant: &TenantId,
+        query: &ListQuery,
+    ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send {
+        ready(Ok(self.list_now(tenant, query)))
+    }
+
+    fn dead_letters(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send {
+        ready(Ok(self.dead_letters_now(tenant, limit)))
+    }
+
+    fn rate_acquire(
+        &self,
+        key: &RateKey,
+        limit: &RateLimit,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<RateCheck, StoreError>> + Send {
+        let mut inner = self.lock();
+        let check = inner.rate.entry(key.clone()).or_default().admit(limit, now_ms);
+        ready(Ok(check))
+    }
+
+    fn put_api_key(
+        &self,
+        key_id: &str,
+        key: &ApiKey,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.lock().api_keys.insert(key_id.to_owned(), key.clone());
+        ready(Ok(()))
+    }
+
+    fn api_key(
+        &self,
+        key_id: &str,
+    ) -> impl Future<Output = Result<Option<ApiKey>, StoreError>> + Send {
+        ready(Ok(self.lock().api_keys.get(key_id).cloned()))
+    }
+}
+
+impl Inbox for MemoryStore {
+    fn inbox_append(
+        &self,
+        tenant: &TenantId,
+        recipient: &RecipientId,
+        item: &InboxItem,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let mut inner = self.lock();
+        let items = inner.inbox.entry((tenant.clone(), recipient.clone())).or_default();
+        if !items.iter().any(|i| i.notification_id == item.notification_id) {
+            items.push_front(item.clone());
+            items.truncate(INBOX_LEN_MAX);
+        }
+        ready(Ok(()))
+    }
+
+    fn inbox_list(
+        &self,
+        tenant: &TenantId,
+        recipient: &RecipientId,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<InboxItem>, StoreError>> + Send {
+        let inner = self.lock();
+        let items = inner
+            .inbox
+            .get(&(tenant.clone(), recipient.clone()))
+            .map(|items| items.iter().take(limit.min(INBOX_LEN_MAX)).cloned().collect())
+            .unwrap_or_default();
+        ready(Ok(items))
+    }
+}
+
+impl WakeQueue for MemoryStore {
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    fn fetch(
+        &self,
+        consumer: &str,
+        max: usize,
+        block_ms: u64,
+    ) -> impl Future<Output = Result<Vec<Delivery>, StoreError>> + Send {
+        // Never waits: the simulator drives time, and the backend polls on its own schedule.
+        debug_assert!(block_ms <= BLOCK_MS_MAX);
+        ready(Ok(self.fetch_now(consumer, max)))
+    }
+
+    fn ack(&self, deliveries: &[Delivery]) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let mut inner = self.lock();
+        for seq in deliveries.iter().filter_map(memory_seq) {
+            inner.queue.pending.remove(&seq);
+        }
+        ready(Ok(()))
+    }
+
+    fn retry_later(
+        &self,
+        delivery: &Delivery,
+        delay_ms: u64,
+    ) -> impl Future<Output = Result<Retried, StoreError>> + Send {
+        ready(Ok(self.retry_now(delivery, delay_ms)))
+    }
+
+    fn release(
+        &self,
+        deliveries: &[Delivery],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let mut inner = self.lock();
+        let queue = &mut inner.queue;
+        for seq in deliveries.iter().filter_map(memory_seq) {
+            if let Some(pending) = queue.pending.remove(&seq) {
+                queue.push_ready(pending.entry);
+            }
+        }
+        ready(Ok(()))
+    }
+
+    fn promote_due(
+        &self,
+        now_ms: u64,
+        max_per_shard: usize,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send {
+        ready(Ok(self.promote_now(now_ms, max_per_shard)))
+    }
+
+    fn reclaim_abandoned(
+        &self,
+        consumer: &str,
+        min_idle_ms: u64,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<Delivery>, StoreError>> + Send {
+        ready(Ok(self.reclaim_now(consumer, min_idle_ms, max)))
+    }
+
+    fn schedule(
+        &self,
+        wakes: &[(Wake, u64)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        if wakes.len() > SCHEDULE_BATCH_MAX {
+            return ready(Err(over_limit("a schedule batch", wakes.len(), SCHEDULE_BATCH_MAX)));
+        }
+        let mut inner = self.lock();
+        for (wake, at_ms) in wakes {
+            inner.queue.add_timer(timer_member(&wake.key(), 0), *at_ms);
+        }
+        ready(Ok(()))
+    }
+
+    fn stats(&self) -> impl Future<Output = Result<QueueStats, StoreError>> + Send {
+        let inner = self.lock();
+        let q = &inner.queue;
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        ready(Ok(QueueStats {
+            ready: count(q.ready.len()),
+            scheduled: count(q.timers.len()),
+            pending: count(q.pending.len()),
+            parked: count(q.parked.len()),
+        }))
+    }
+}

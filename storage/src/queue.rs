@@ -1,0 +1,236 @@
+//! The wake-up queue: at-least-once delivery of [`Wake`]s to workers.
+//!
+//! A wake-up is enqueued by the same atomic step that commits the state change it belongs to
+//! (`Store::create` / `Store::commit`): straight into *ready* when it is due, into *timers*
+//! otherwise. Workers [`fetch`](WakeQueue::fetch) ready wake-ups, which then stay *pending* under
+//! the worker's consumer name until they are [`ack`](WakeQueue::ack)ed. A worker that dies leaves
+//! its wake-ups pending; [`reclaim_abandoned`](WakeQueue::reclaim_abandoned) hands them to a live
+//! worker once they have been idle long enough. No heartbeats and no worker registry: recovery is
+//! per message, and a worker restarted under the same name works at once.
+//!
+//! Duplicates are harmless by construction: a wake-up carries the record version it was scheduled
+//! for, and the runner's compare-and-set makes a stale or repeated one do nothing.
+
+use std::fmt;
+use std::future::Future;
+
+use workflows::ports::StoreError;
+use workflows::record::Wake;
+
+/// After this many infrastructure failures a wake-up is parked instead of retried. Business
+/// outcomes never count: the runner turns those into state changes and fresh wake-ups.
+pub const TRIES_MAX: u32 = 10;
+
+/// The most wake-ups one [`WakeQueue::fetch`] returns, whatever the caller asks for. Bounds the
+/// work a single worker holds without having started it.
+pub const FETCH_MAX: usize = 1_000;
+
+/// The most wake-ups one [`WakeQueue::schedule`] call takes.
+pub const SCHEDULE_BATCH_MAX: usize = 10_000;
+
+/// The most due timers [`WakeQueue::promote_due`] moves per shard in one call. Bounded so that a
+/// backlog of any size is promoted in small atomic chunks (apalis-redis unpacks every due id in
+/// one script and dies at about 8,000).
+pub const PROMOTE_PER_SHARD_MAX: usize = 1_000;
+
+/// The longest block a [`WakeQueue::fetch`] may ask for: it holds a connection for that long.
+pub const BLOCK_MS_MAX: u64 = 5_000;
+
+/// Where a delivery came from, opaque to callers: the shard and stream entry id on Redis, a
+/// sequence number in memory. Its `Display` is safe to log.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeliveryTag(pub(crate) TagInner);
+
+/// The inside of a [`DeliveryTag`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum TagInner {
+    /// A Redis stream entry.
+    Stream {
+        /// The shard whose ready stream holds the entry.
+        shard: u16,
+        /// The stream entry id (`<ms>-<seq>`).
+        entry: String,
+    },
+    /// An entry of the in-memory queue.
+    Memory {
+        /// Its sequence number, unique per store.
+        seq: u64,
+    },
+}
+
+impl fmt::Display for DeliveryTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            TagInner::Stream { shard, entry } => write!(f, "s{shard:02x}/{entry}"),
+            TagInner::Memory { seq } => write!(f, "m/{seq}"),
+        }
+    }
+}
+
+/// One wake-up handed to a worker. Settle it with [`WakeQueue::ack`],
+/// [`WakeQueue::retry_later`] or [`WakeQueue::release`]; an unsettled delivery is re-delivered
+/// to some worker after it has been idle for the reclaim time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The wake-up.
+    pub wake: Wake,
+    /// Where it came from (needed to settle it).
+    pub tag: DeliveryTag,
+    /// How many times it failed for infrastructure reasons before this delivery.
+    pub tries: u32,
+}
+
+/// What [`WakeQueue::retry_later`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retried {
+    /// Scheduled again at `at_ms` with `tries` failures counted.
+    Scheduled {
+        /// When it is due.
+        at_ms: u64,
+        /// Failures so far.
+        tries: u32,
+    },
+    /// Failed [`TRIES_MAX`] times: parked for an operator.
+    Parked,
+    /// The delivery was already settled (acked, or retried by another worker): nothing done.
+    AlreadySettled,
+}
+
+/// Counts for the ops CLI and the benchmark.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Due and not yet fetched.
+    pub ready: u64,
+    /// Waiting for their time (timers).
+    pub scheduled: u64,
+    /// Fetched and not yet settled (in flight, or left behind by a dead worker).
+    pub pending: u64,
+    /// Parked after [`TRIES_MAX`] failures.
+    pub parked: u64,
+}
+
+/// The backoff of [`WakeQueue::retry_later`] after the `tries`-th failure (counted from 0):
+/// `base_ms * 2^tries`, capped at `max_ms`.
+pub fn retry_delay_ms(tries: u32, base_ms: u64, max_ms: u64) -> u64 {
+    let factor = 1_u64.checked_shl(tries.min(63)).unwrap_or(u64::MAX);
+    base_ms.saturating_mul(factor).min(max_ms)
+}
+
+/// The member a wake-up has in a timers set: its key, plus `#tries` once it has failed. The key
+/// alone for fresh wake-ups, so scheduling the same wake-up twice collapses into one timer.
+pub(crate) fn timer_member(wake_key: &str, tries: u32) -> String {
+    if tries == 0 { wake_key.to_owned() } else { format!("{wake_key}#{tries}") }
+}
+
+/// Parses [`timer_member`]: the wake key and the tries.
+pub(crate) fn parse_timer_member(member: &str) -> (&str, u32) {
+    match member.split_once('#') {
+        Some((key, tries)) => (key, tries.parse().unwrap_or(0)),
+        None => (member, 0),
+    }
+}
+
+/// The wake-up queue. Both stores implement it; the apalis backend (`backend::WakeBackend`)
+/// drives it. Every method is bounded (see the `*_MAX` constants) and safe to call from many
+/// workers at once.
+pub trait WakeQueue: Clone + Send + Sync + 'static {
+    /// A handle on the same queue for one consumer loop. On Redis it gets its own connection for
+    /// blocking reads, because a blocking read stalls every other request on a multiplexed
+    /// connection; in memory it is a plain clone.
+    fn dedicated(&self) -> Self {
+        self.clone()
+    }
+
+    /// The queue's clock, ms since the Unix epoch: when retries fall due, what `promote_due` is
+    /// told is now. The system clock on Redis, the store's clock in memory.
+    fn now_ms(&self) -> u64;
+
+    /// Takes up to `max` (at most [`FETCH_MAX`]) ready wake-ups for `consumer`, waiting up to
+    /// `block_ms` (at most [`BLOCK_MS_MAX`]) for the first one. The in-memory queue never waits.
+    fn fetch(
+        &self,
+        consumer: &str,
+        max: usize,
+        block_ms: u64,
+    ) -> impl Future<Output = Result<Vec<Delivery>, StoreError>> + Send;
+
+    /// Settles handled deliveries: they are gone for good.
+    fn ack(&self, deliveries: &[Delivery]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Settles a delivery that failed for infrastructure reasons: atomically schedules it again
+    /// `delay_ms` from now with one more try counted, or parks it after [`TRIES_MAX`] tries.
+    fn retry_later(
+        &self,
+        delivery: &Delivery,
+        delay_ms: u64,
+    ) -> impl Future<Output = Result<Retried, StoreError>> + Send;
+
+    /// Puts fetched but unstarted deliveries straight back into ready (graceful shutdown).
+    fn release(
+        &self,
+        deliveries: &[Delivery],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Moves timers due at `now_ms` into ready, at most `max_per_shard` (at most
+    /// [`PROMOTE_PER_SHARD_MAX`]) per shard, and returns how many moved. Call it again while it
+    /// returns a full chunk.
+    fn promote_due(
+        &self,
+        now_ms: u64,
+        max_per_shard: usize,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// Hands deliveries that have been pending for at least `min_idle_ms` (their worker died, or
+    /// fetched them and never settled them) to `consumer`, at most `max` (at most
+    /// [`FETCH_MAX`]). The caller runs them like fresh deliveries.
+    fn reclaim_abandoned(
+        &self,
+        consumer: &str,
+        min_idle_ms: u64,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<Delivery>, StoreError>> + Send;
+
+    /// Schedules wake-ups outside a commit (the reaper, operator replays, tests): each goes into
+    /// the timers at its time and is promoted by `promote_due` when due. At most
+    /// [`SCHEDULE_BATCH_MAX`] per call.
+    fn schedule(
+        &self,
+        wakes: &[(Wake, u64)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Counts for operators.
+    fn stats(&self) -> impl Future<Output = Result<QueueStats, StoreError>> + Send;
+}
+
+/// The error for a batch that is over its limit: a caller bug, reported rather than truncated.
+pub(crate) fn over_limit(what: &str, len: usize, max: usize) -> StoreError {
+    StoreError::Unavailable(format!("{what} of {len} is over the limit of {max}; split it"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_and_cap() {
+        let delays: Vec<u64> = (0..9).map(|t| retry_delay_ms(t, 1_000, 60_000)).collect();
+        assert_eq!(delays, [1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000, 60_000]);
+        assert_eq!(retry_delay_ms(200, 1_000, 60_000), 60_000);
+        assert_eq!(retry_delay_ms(0, 0, 60_000), 0);
+    }
+
+    #[test]
+    fn timer_members_round_trip() {
+        assert_eq!(timer_member("acme/n1/3", 0), "acme/n1/3");
+        assert_eq!(timer_member("acme/n1/3", 2), "acme/n1/3#2");
+        assert_eq!(parse_timer_member("acme/n1/3#2"), ("acme/n1/3", 2));
+        assert_eq!(parse_timer_member("acme/n1/3"), ("acme/n1/3", 0));
+    }
+
+    #[test]
+    fn tags_display_without_payload() {
+        let tag = DeliveryTag(TagInner::Stream { shard: 10, entry: "1-0".into() });
+        assert_eq!(tag.to_string(), "s0a/1-0");
+        assert_eq!(DeliveryTag(TagInner::Memory { seq: 7 }).to_string(), "m/7");
+    }
+}
