@@ -1,0 +1,151 @@
+//! Policy validation (`workflows::policy`): the defaults are valid, and every invalid retry, rate
+//! or lease value is refused with its documented error, naming the channel.
+
+use steps::model::{Channel, ProviderName};
+use steps::rate::{OverLimit, RateLimit};
+use steps::retry::{PolicyError, RetryPolicy};
+use workflows::policy::{Error, Policy};
+
+/// A valid retry policy to break one field at a time.
+const RETRY: RetryPolicy = RetryPolicy {
+    attempts_max: 3,
+    delay_ms_base: 1_000,
+    factor: 2.0,
+    delay_ms_max: 10_000,
+    jitter: true,
+    ttl_ms: 60_000,
+};
+
+/// The default policy with `retry` for `channel`.
+fn with_retry(channel: Channel, retry: RetryPolicy) -> Policy {
+    let mut p = Policy::default();
+    p.retry.insert(channel, retry);
+    p
+}
+
+#[test]
+fn defaults_are_valid() {
+    let p = Policy::default();
+    assert_eq!(p.validate(), Ok(()));
+    assert_eq!(Policy::RETRY_DEFAULT.validate(), Ok(()));
+    for retry in p.retry.values() {
+        assert_eq!(retry.validate(), Ok(()));
+    }
+}
+
+#[test]
+fn defaults_say_what_they_promise() {
+    let p = Policy::default();
+    // SMS retries briefly (an OTP is worthless after minutes), email for hours.
+    assert!(p.retry(Channel::Sms).ttl_ms <= 300_000);
+    assert!(p.retry(Channel::Email).ttl_ms >= 3_600_000);
+    // A channel without its own policy falls back to the default one.
+    assert_eq!(p.retry(Channel::Chat), &Policy::RETRY_DEFAULT);
+    assert_eq!(p.rate(Channel::Sms).map(|r| r.max), Some(10));
+    assert_eq!(p.rate(Channel::Email).map(|r| r.max), Some(20));
+    assert_eq!(p.rate(Channel::InApp), None);
+    assert!(p.route(Channel::Sms).is_empty());
+}
+
+#[test]
+fn invalid_retry_values_are_refused_naming_the_channel() {
+    let cases: [(RetryPolicy, PolicyError); 9] = [
+        (RetryPolicy { attempts_max: 0, ..RETRY }, PolicyError::Attempts),
+        (RetryPolicy { attempts_max: 101, ..RETRY }, PolicyError::Attempts),
+        (RetryPolicy { factor: 0.5, ..RETRY }, PolicyError::Factor),
+        (RetryPolicy { factor: f32::NAN, ..RETRY }, PolicyError::Factor),
+        (RetryPolicy { factor: f32::INFINITY, ..RETRY }, PolicyError::Factor),
+        (RetryPolicy { delay_ms_base: 0, ..RETRY }, PolicyError::Delays),
+        (RetryPolicy { delay_ms_base: 20_000, ..RETRY }, PolicyError::Delays),
+        (RetryPolicy { ttl_ms: 0, ..RETRY }, PolicyError::Ttl),
+        (RetryPolicy { attempts_max: 0, ttl_ms: 0, ..RETRY }, PolicyError::Attempts),
+    ];
+    for (retry, error) in cases {
+        let p = with_retry(Channel::Push, retry);
+        assert_eq!(
+            p.validate(),
+            Err(Error::Retry { channel: Channel::Push, error: error.clone() })
+        );
+    }
+    // The bounds themselves are valid.
+    for retry in [
+        RetryPolicy { attempts_max: 1, ..RETRY },
+        RetryPolicy { attempts_max: 100, ..RETRY },
+        RetryPolicy { factor: 1.0, ..RETRY },
+        RetryPolicy { delay_ms_base: 1, ..RETRY },
+        RetryPolicy { delay_ms_base: 10_000, ..RETRY },
+        RetryPolicy { ttl_ms: 1, ..RETRY },
+    ] {
+        assert_eq!(with_retry(Channel::Push, retry).validate(), Ok(()), "{retry:?}");
+    }
+}
+
+#[test]
+fn invalid_rate_limits_are_refused_naming_the_channel() {
+    for (max, window_ms) in [(0, 1_000), (1, 0), (0, 0)] {
+        let mut p = Policy::default();
+        p.rate.insert(Channel::Chat, RateLimit { max, window_ms, over_limit: OverLimit::Skip });
+        assert_eq!(p.validate(), Err(Error::Rate { channel: Channel::Chat }), "{max}/{window_ms}");
+    }
+    let mut p = Policy::default();
+    p.rate.insert(Channel::Chat, RateLimit { max: 1, window_ms: 1, over_limit: OverLimit::Defer });
+    assert_eq!(p.validate(), Ok(()));
+}
+
+#[test]
+fn send_lease_must_be_between_one_second_and_ten_minutes() {
+    for (lease, ok) in
+        [(0, false), (999, false), (1_000, true), (30_000, true), (600_000, true), (600_001, false)]
+    {
+        let p = Policy { send_lease_ms: lease, ..Policy::default() };
+        let expected = if ok { Ok(()) } else { Err(Error::Lease) };
+        assert_eq!(p.validate(), expected, "send_lease_ms = {lease}");
+    }
+}
+
+#[test]
+fn errors_read_as_documented() {
+    let retry = Error::Retry { channel: Channel::Sms, error: PolicyError::Attempts };
+    assert_eq!(retry.to_string(), "retry policy for sms: attempts_max must be between 1 and 100");
+    let retry = Error::Retry { channel: Channel::Email, error: PolicyError::Delays };
+    assert_eq!(
+        retry.to_string(),
+        "retry policy for email: delay_ms_base must be >= 1 and <= delay_ms_max"
+    );
+    assert_eq!(
+        Error::Rate { channel: Channel::InApp }.to_string(),
+        "rate limit for in_app: max and window_ms must both be > 0"
+    );
+    assert_eq!(Error::Lease.to_string(), "send_lease_ms must be between 1000 and 600000");
+}
+
+#[test]
+fn policy_is_serde_data() {
+    let mut p = Policy::default();
+    p.routes.insert(Channel::Sms, vec![ProviderName::new("twilio").unwrap()]);
+    let json = serde_json::to_string(&p).unwrap();
+    let back: Policy = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, p);
+    // Channels are map keys by their wire names.
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["routes"]["sms"], serde_json::json!(["twilio"]));
+    assert_eq!(value["retry"]["sms"]["attempts_max"], 4);
+
+    // Unknown fields are refused (a typo must not silently fall back to a default).
+    let err = serde_json::from_str::<Policy>(r#"{"send_lease": 5000}"#).unwrap_err();
+    assert!(err.to_string().contains("unknown field `send_lease`"), "{err}");
+    let err = serde_json::from_str::<Policy>(
+        r#"{"retry": {"sms": {"attempts_max": 3, "delay_ms_base": 1, "factor": 2.0,
+            "delay_ms_max": 10, "jitter": false, "ttl_ms": 5, "tries": 1}}}"#,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("unknown field `tries`"), "{err}");
+    // Unknown channels too.
+    assert!(serde_json::from_str::<Policy>(r#"{"routes": {"fax": []}}"#).is_err());
+
+    // Missing fields take the defaults.
+    let empty: Policy = serde_json::from_str("{}").unwrap();
+    assert_eq!(empty, Policy::default());
+    let lease: Policy = serde_json::from_str(r#"{"send_lease_ms": 5000}"#).unwrap();
+    assert_eq!(lease, Policy { send_lease_ms: 5_000, ..Policy::default() });
+}
