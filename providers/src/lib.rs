@@ -1,0 +1,61 @@
+//! courant's providers: the shell side of the lifecycle's [`Provider`] port.
+//!
+//! Each provider turns one [`Outbound`] message into one call to a real API and classifies the
+//! answer once, into a [`SendOutcome`] whose failures carry an [`ErrorClass`]. Everything
+//! downstream (retry, failover, fallback, reconciling) looks only at that class.
+//!
+//! Every provider module has the same files, vector-style, so learning one teaches them all:
+//! `config.rs` (the TOML section, `deny_unknown_fields`, a doc comment per field), `request.rs`
+//! (the wire body, built purely from the message), `response.rs` (the wire answers and their
+//! classification, pure), `service.rs` (the HTTP call, feature `http`) and `tests.rs`.
+//!
+//! # Layout
+//! - [`secret`]: [`Secret`], the credential type whose `Debug` and `Display` print `***`.
+//! - [`options`]: the defaults and bounds shared by the HTTP providers' configs (timeouts).
+//! - [`inapp`]: the in-app inbox provider (no feature needed).
+//! - [`sendgrid`]: SendGrid v3 mail send (email).
+//! - [`twilio`]: Twilio Programmable Messaging (SMS).
+//! - `http` (feature `http`): the shared client options and the transport-error classification.
+//! - [`sandbox`] (feature `sandbox`): a local axum server that answers the SendGrid and Twilio
+//!   endpoints with their real wire formats, with injected latency and failures.
+//! - `redact`: scrubs addresses and credentials out of provider error messages.
+//!
+//! # Architecture invariants
+//! - A provider never panics and never returns a Rust error from `send`: every failure, including
+//!   a misrouted message, is a classified [`SendOutcome::Failed`].
+//! - Nothing a provider returns or logs contains the recipient's address or our credentials:
+//!   provider messages go through `redact`, logs carry the notification id and provider name only.
+//! - Base URLs and credentials always come from configuration; nothing here knows a production
+//!   URL, so a test can never reach a real provider by accident.
+//!
+//! [`Provider`]: workflows::ports::Provider
+//! [`Outbound`]: workflows::ports::Outbound
+//! [`SendOutcome`]: steps::outcome::SendOutcome
+//! [`SendOutcome::Failed`]: steps::outcome::SendOutcome::Failed
+//! [`ErrorClass`]: steps::outcome::ErrorClass
+
+pub mod inapp;
+pub mod options;
+pub mod secret;
+pub mod sendgrid;
+pub mod twilio;
+
+mod error;
+#[cfg(feature = "http")]
+mod http;
+mod redact;
+#[cfg(test)]
+mod testing;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
+
+pub use error::Error;
+pub use inapp::InAppProvider;
+pub use secret::Secret;
+pub use sendgrid::SendGridConfig;
+pub use twilio::TwilioConfig;
+
+#[cfg(feature = "http")]
+pub use sendgrid::SendGrid;
+#[cfg(feature = "http")]
+pub use twilio::Twilio;

@@ -1,0 +1,107 @@
+//! The create-message form, built from one message.
+
+use serde::Serialize;
+use steps::model::{NotificationId, ProviderName};
+use steps::outcome::{ErrorClass, ProviderError};
+use steps::render::Content;
+use workflows::ports::Outbound;
+
+use crate::inapp::content_channel;
+
+/// The path of the status-callback webhook below courant's public base URL; the provider's name
+/// follows it.
+pub const STATUS_CALLBACK_PATH: &str = "/v1/webhooks/twilio";
+
+/// The path of the Messages resource of `account_sid`, below the base URL.
+pub fn messages_path(account_sid: &str) -> String {
+    format!("/2010-04-01/Accounts/{account_sid}/Messages.json")
+}
+
+/// The status-callback URL a message asks Twilio to call:
+/// `{base}/v1/webhooks/twilio/{provider}?n={notification_id}`.
+///
+/// Twilio signs callbacks over this exact URL, so the webhook handler rebuilds it with this same
+/// function to verify `X-Twilio-Signature`. Provider names and notification ids are restricted to
+/// `[A-Za-z0-9._-]` (`steps::model::check_id`), so neither needs percent-encoding.
+pub fn status_callback_url(base: &str, provider: &ProviderName, id: &NotificationId) -> String {
+    format!("{}{STATUS_CALLBACK_PATH}/{provider}?n={id}", base.trim_end_matches('/'))
+}
+
+/// Who the message is from: a number or a Messaging Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Sender {
+    /// `From`.
+    From(String),
+    /// `MessagingServiceSid`.
+    Service(String),
+}
+
+/// `POST .../Messages.json` form.
+#[derive(Debug, Serialize)]
+pub(crate) struct CreateMessage<'a> {
+    /// The recipient, E.164.
+    #[serde(rename = "To")]
+    pub to: &'a str,
+    /// The sender number, when no Messaging Service is used.
+    #[serde(rename = "From", skip_serializing_if = "Option::is_none")]
+    pub from: Option<&'a str>,
+    /// The Messaging Service, instead of `From`.
+    #[serde(rename = "MessagingServiceSid", skip_serializing_if = "Option::is_none")]
+    pub messaging_service_sid: Option<&'a str>,
+    /// The text.
+    #[serde(rename = "Body")]
+    pub body: &'a str,
+    /// Where Twilio reports status changes.
+    #[serde(rename = "StatusCallback", skip_serializing_if = "Option::is_none")]
+    pub status_callback: Option<String>,
+}
+
+/// Builds the form for `message`, or the classified reason it cannot be sent.
+pub(crate) fn create_message<'a>(
+    sender: &'a Sender,
+    status_callback_base: Option<&str>,
+    provider: &ProviderName,
+    message: &'a Outbound,
+) -> Result<CreateMessage<'a>, ProviderError> {
+    let body = match &message.content {
+        Content::Sms { body } => body,
+        other => {
+            // The route sent another channel's content to an SMS provider: configuration.
+            return Err(ProviderError::new(
+                ErrorClass::ProviderConfig,
+                None,
+                None,
+                &format!("SMS provider got {} content", content_channel(other)),
+            ));
+        }
+    };
+    let Some(to) = &message.recipient.phone else {
+        return Err(ProviderError::new(
+            ErrorClass::PermanentRecipient,
+            None,
+            None,
+            "the recipient has no phone number",
+        ));
+    };
+    if body.is_empty() {
+        // Twilio would answer 400 (21602); this message can never be sent as rendered.
+        return Err(ProviderError::new(
+            ErrorClass::PermanentRecipient,
+            None,
+            None,
+            "the SMS body is empty",
+        ));
+    }
+    let (from, messaging_service_sid) = match sender {
+        Sender::From(from) => (Some(from.as_str()), None),
+        Sender::Service(sid) => (None, Some(sid.as_str())),
+    };
+    Ok(CreateMessage {
+        to: to.expose(),
+        from,
+        messaging_service_sid,
+        body,
+        status_callback: status_callback_base
+            .map(|base| status_callback_url(base, provider, &message.notification_id)),
+    })
+}
