@@ -40,7 +40,9 @@ const MINTED_ID_LEN: usize = 1 + 2 + 26;
 
 /// FNV-1a, 64 bits: stable across processes, platforms and releases (unlike `DefaultHasher`).
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn shard_of_hash(hash: u64) -> u16 {
@@ -251,7 +253,8 @@ mod tests {
 
     #[test]
     fn ids_not_minted_here_have_no_encoded_shard_but_a_stable_home() {
-        for s in ["n_123", "nzz01HZY3K7Q5W9X2M4N6P8R0T2V4", "n1001HZY3K7Q5W9X2M4N6P8R0T2V4", "abc"] {
+        for s in ["n_123", "nzz01HZY3K7Q5W9X2M4N6P8R0T2V4", "n1001HZY3K7Q5W9X2M4N6P8R0T2V4", "abc"]
+        {
             let id = NotificationId::new(s).unwrap();
             assert_eq!(shard_of(&id), None, "{s}");
             assert_eq!(shard_for(&id), shard_for(&id));

@@ -17,8 +17,8 @@ use steps::model::{NotificationId, RecipientId, TenantId};
 use steps::rate::{RateCheck, RateLimit, SlidingWindow};
 use workflows::machine::StateKind;
 use workflows::ports::{
-    ApiKey, Clock, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem, LIST_LIMIT_MAX, ListQuery, RateKey,
-    Store, StoreError,
+    ApiKey, Clock, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem, LIST_LIMIT_MAX, ListQuery,
+    RateKey, Store, StoreError,
 };
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Wake};
 
@@ -236,8 +236,11 @@ impl MemoryStore {
             },
         );
         if let Some(at_ms) = record.wake_at_ms {
-            let wake =
-                Wake { tenant: record.tenant.clone(), id: record.id.clone(), version: record.version };
+            let wake = Wake {
+                tenant: record.tenant.clone(),
+                id: record.id.clone(),
+                version: record.version,
+            };
             inner.queue.enqueue(wake, at_ms, now_ms);
         }
         if let Some(idem) = idempotency {
@@ -255,8 +258,7 @@ impl MemoryStore {
 
     fn commit_now(&self, commit: &Commit) -> CommitOutcome {
         let mut inner = self.lock();
-        let Some(slot) =
-            inner.tenants.get_mut(&commit.tenant).and_then(|t| t.get_mut(&commit.id))
+        let Some(slot) = inner.tenants.get_mut(&commit.tenant).and_then(|t| t.get_mut(&commit.id))
         else {
             return CommitOutcome::NotFound;
         };
@@ -318,7 +320,11 @@ impl MemoryStore {
         let mut out = Vec::new();
         while out.len() < max.min(FETCH_MAX) {
             let Some((seq, entry)) = queue.ready.pop_front() else { break };
-            out.push(Delivery { wake: entry.wake.clone(), tag: memory_tag(seq), tries: entry.tries });
+            out.push(Delivery {
+                wake: entry.wake.clone(),
+                tag: memory_tag(seq),
+                tries: entry.tries,
+            });
             let pending = Pending { entry, consumer: consumer.to_owned(), delivered_at_ms: now_ms };
             queue.pending.insert(seq, pending);
         }

@@ -33,8 +33,9 @@ pub const SCHEDULE_BATCH_MAX: usize = 10_000;
 /// one script and dies at about 8,000).
 pub const PROMOTE_PER_SHARD_MAX: usize = 1_000;
 
-/// The longest block a [`WakeQueue::fetch`] may ask for: it holds a connection for that long.
-pub const BLOCK_MS_MAX: u64 = 5_000;
+/// The longest block a [`WakeQueue::fetch`] may ask for: it holds a connection for that long, and
+/// must stay well inside the Redis response timeout (5 s).
+pub const BLOCK_MS_MAX: u64 = 2_000;
 
 /// Where a delivery came from, opaque to callers: the shard and stream entry id on Redis, a
 /// sequence number in memory. Its `Display` is safe to log.

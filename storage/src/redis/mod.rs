@@ -1,0 +1,701 @@
+//! The Redis store and wake-up queue (feature `redis`).
+//!
+//! Every write is one Lua script ([`scripts`]) touching one hash slot, so every state change is
+//! atomic with its history entry, its index moves and its next wake-up, and the key layout
+//! ([`crate::keys`]) runs unchanged on Redis Cluster. Reads are single commands or pipelines.
+//!
+//! The runner's round trips per notification are few on purpose: `load` (one HGETALL),
+//! `rate_acquire` (one script), and two `commit`s (one script each).
+//!
+//! Two connections: a multiplexed [`ConnectionManager`] for everything, and a dedicated one per
+//! consumer loop ([`WakeQueue::dedicated`](crate::queue::WakeQueue::dedicated)) for the blocking
+//! `XREADGROUP`, because a blocked command stalls every request queued behind it on a
+//! multiplexed connection. Both reconnect by themselves after a Redis restart.
+
+mod codec;
+mod queue;
+mod scripts;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, ErrorKind, RedisError, Value};
+use steps::model::{NotificationId, RecipientId, TenantId};
+use steps::rate::{RateCheck, RateLimit};
+use workflows::ports::{
+    ApiKey, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem, LIST_LIMIT_MAX, ListQuery, RateKey,
+    Store, StoreError,
+};
+use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record};
+
+use crate::keys::{self, SHARDS};
+use crate::memory::IDEMPOTENCY_TTL_MS;
+
+/// How long a request may wait for its answer. Far above Redis's normal sub-millisecond latency
+/// (and above the longest blocking read), so only a really stuck server trips it; apalis-redis's
+/// 500 ms default killed whole worker pools under load.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one connection attempt may take.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reconnect attempts per failure before a request gives up (the next request tries again).
+const RECONNECT_RETRIES: usize = 3;
+/// The longest pause between reconnect attempts.
+const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(1);
+
+/// The Redis store, inbox and wake-up queue. A cheap handle: clones share the connections.
+#[derive(Clone)]
+pub struct RedisStore {
+    /// The multiplexed connection for everything but blocking reads.
+    conn: ConnectionManager,
+    /// For opening dedicated connections.
+    client: Client,
+    /// The URL with any password masked: the only form that appears in errors.
+    shown_url: Arc<str>,
+    /// The password in the URL, if any, scrubbed from every error message we pass on.
+    secret: Option<Arc<str>>,
+    /// The connection for blocking reads, opened on first use; shared by clones, fresh for each
+    /// [`dedicated`](crate::queue::WakeQueue::dedicated) handle.
+    blocking: Arc<tokio::sync::Mutex<Option<ConnectionManager>>>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("url", &self.shown_url).finish_non_exhaustive()
+    }
+}
+
+/// The URL with the password (and a lone user name) masked: `redis://user:***@host:6379/0`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(user, _)| user);
+            let masked = if user.is_empty() { "***".to_owned() } else { format!("{user}:***") };
+            format!("{scheme}://{masked}@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// The password (or lone secret) in a URL's user info, if any.
+fn url_secret(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let userinfo = authority.rsplit_once('@')?.0;
+    let secret = userinfo.split_once(':').map_or(userinfo, |(_, password)| password);
+    (!secret.is_empty()).then(|| secret.to_owned())
+}
+
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+        .set_number_of_retries(RECONNECT_RETRIES)
+        .set_max_delay(RECONNECT_DELAY_MAX)
+}
+
+/// A process-wide nonce and counter that make rate-window members unique across workers.
+fn rate_member(now_ms: u64) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static NONCE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let nonce = NONCE.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        keys::fnv1a(format!("{}-{nanos}", std::process::id()).as_bytes())
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{now_ms}-{nonce:016x}-{n}")
+}
+
+/// Whether an error is Redis saying a stream or its consumer group is missing (after a restart
+/// without persistence, or a FLUSHALL).
+fn is_no_group(error: &RedisError) -> bool {
+    error.code() == Some("NOGROUP")
+}
+
+fn parse_i64(value: &Value) -> Option<i64> {
+    match value {
+        Value::Int(n) => Some(*n),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn parse_string(value: Value) -> Option<String> {
+    match value {
+        Value::BulkString(b) => String::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        Value::VerbatimString { text, .. } => Some(text),
+        _ => None,
+    }
+}
+
+/// A script's `{code, value}` reply.
+fn parse_pair(value: Value) -> Option<(i64, Option<Value>)> {
+    let Value::Array(mut items) = value else { return None };
+    if items.is_empty() {
+        return None;
+    }
+    let rest = (items.len() > 1).then(|| items.swap_remove(1));
+    Some((parse_i64(&items[0])?, rest))
+}
+
+impl RedisStore {
+    /// Connects, checks the server answers and makes sure every ready stream has its consumer
+    /// group. The error says what is wrong and how to fix it, without the URL's password.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let shown_url: Arc<str> = redact_url(url).into();
+        let secret: Option<Arc<str>> = url_secret(url).map(Into::into);
+        let client = Client::open(url).map_err(|_| {
+            StoreError::Unavailable(format!(
+                "invalid Redis URL {shown_url}: expected redis://[user:password@]host:port[/db]"
+            ))
+        })?;
+        let conn = ConnectionManager::new_with_config(client.clone(), manager_config())
+            .await
+            .map_err(|e| connect_error(&shown_url, secret.as_deref(), &e))?;
+        let store = Self {
+            conn,
+            client,
+            shown_url,
+            secret,
+            blocking: Arc::new(tokio::sync::Mutex::new(None)),
+        };
+        store.ping().await?;
+        store.ensure_groups().await?;
+        Ok(store)
+    }
+
+    /// The URL with its password masked, for logs and status output.
+    pub fn shown_url(&self) -> &str {
+        &self.shown_url
+    }
+
+    /// Checks that Redis answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let pong: String =
+            redis::cmd("PING").query_async(&mut conn).await.map_err(|e| self.error("PING", &e))?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(format!(
+                "Redis at {} answered PING with {pong:?}; is it really Redis?",
+                self.shown_url
+            )))
+        }
+    }
+
+    /// Human warnings about settings that put notifications at risk: AOF off, `appendfsync`
+    /// other than `everysec`/`always`, a `maxmemory-policy` other than `noeviction`. Empty when
+    /// all is well. When `CONFIG GET` is not permitted, one warning says so.
+    pub async fn durability_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let mut conn = self.conn.clone();
+        let mut settings = BTreeMap::new();
+        for name in ["appendonly", "appendfsync", "maxmemory-policy"] {
+            let reply: Result<BTreeMap<String, String>, RedisError> =
+                redis::cmd("CONFIG").arg("GET").arg(name).query_async(&mut conn).await;
+            match reply {
+                Ok(map) => {
+                    if let Some(value) = map.get(name) {
+                        settings.insert(name, value.to_ascii_lowercase());
+                    }
+                }
+                Err(e) => {
+                    warnings.push(format!(
+                        "cannot check Redis durability settings at {}: CONFIG GET is not \
+                         permitted ({}); make sure the server runs with appendonly yes, \
+                         appendfsync everysec and maxmemory-policy noeviction",
+                        self.shown_url,
+                        self.scrub(&e.to_string())
+                    ));
+                    return warnings;
+                }
+            }
+        }
+        match settings.get("appendonly").map(String::as_str) {
+            Some("yes") => {}
+            other => warnings.push(format!(
+                "Redis AOF is off (appendonly {}): a Redis crash or restart loses accepted \
+                 notifications and their wake-ups; set `appendonly yes`",
+                other.unwrap_or("unknown")
+            )),
+        }
+        match settings.get("appendfsync").map(String::as_str) {
+            Some("everysec" | "always") => {}
+            other => warnings.push(format!(
+                "Redis appendfsync is {}: a crash can lose more than the last second of writes; \
+                 set `appendfsync everysec`",
+                other.unwrap_or("unknown")
+            )),
+        }
+        match settings.get("maxmemory-policy").map(String::as_str) {
+            Some("noeviction") => {}
+            other => warnings.push(format!(
+                "Redis maxmemory-policy is {}: under memory pressure Redis would silently evict \
+                 notification records and queued wake-ups; set `maxmemory-policy noeviction`",
+                other.unwrap_or("unknown")
+            )),
+        }
+        warnings
+    }
+
+    /// Creates the consumer group of every ready stream (and the stream), if missing.
+    pub(crate) async fn ensure_groups(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        for shard in 0..SHARDS {
+            let reply: Result<Value, RedisError> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(keys::ready(shard))
+                .arg(keys::CONSUMER_GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut conn)
+                .await;
+            match reply {
+                Ok(_) => {}
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                Err(e) => return Err(self.error("XGROUP CREATE", &e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// An error message without the URL's password.
+    fn scrub(&self, message: &str) -> String {
+        match &self.secret {
+            Some(secret) => message.replace(&**secret, "***"),
+            None => message.to_owned(),
+        }
+    }
+
+    /// Maps a Redis error of operation `what` to a store error that names the server, not the
+    /// password.
+    pub(crate) fn error(&self, what: &str, e: &RedisError) -> StoreError {
+        let detail = if e.is_timeout() {
+            format!("no answer within {} s", RESPONSE_TIMEOUT.as_secs())
+        } else if e.is_connection_refusal() {
+            "connection refused; is redis-server running?".to_owned()
+        } else if e.is_connection_dropped() {
+            "connection dropped; reconnecting".to_owned()
+        } else {
+            self.scrub(&e.to_string())
+        };
+        match e.kind() {
+            ErrorKind::Parse | ErrorKind::UnexpectedReturnType => StoreError::Corrupt(format!(
+                "unexpected reply to {what} from Redis at {}: {detail}",
+                self.shown_url
+            )),
+            _ => StoreError::Unavailable(format!(
+                "Redis {what} at {} failed: {detail}",
+                self.shown_url
+            )),
+        }
+    }
+
+    fn corrupt(&self, what: &str) -> StoreError {
+        StoreError::Corrupt(format!("unexpected reply to {what} from Redis at {}", self.shown_url))
+    }
+
+    async fn load_record(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+    ) -> Result<Option<Record>, StoreError> {
+        let mut conn = self.conn.clone();
+        let fields: BTreeMap<String, String> = redis::cmd("HGETALL")
+            .arg(keys::record(tenant, id))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error("HGETALL", &e))?;
+        codec::decode_record(&fields)
+    }
+
+    /// Newest-first ids from one ZSET per shard, merged: the `limit` newest overall.
+    async fn newest_ids(
+        &self,
+        index: impl Fn(u16) -> String,
+        limit: usize,
+    ) -> Result<Vec<NotificationId>, StoreError> {
+        let limit = limit.min(LIST_LIMIT_MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for shard in 0..SHARDS {
+            pipe.cmd("ZREVRANGE").arg(index(shard)).arg(0).arg(limit - 1).arg("WITHSCORES");
+        }
+        let mut conn = self.conn.clone();
+        let rows: Vec<Vec<(String, f64)>> =
+            pipe.query_async(&mut conn).await.map_err(|e| self.error("ZREVRANGE", &e))?;
+        let mut merged: Vec<(u64, String)> = rows
+            .into_iter()
+            .flatten()
+            // Scores are whole ms below 2^53, so the conversion is exact.
+            .map(|(id, score)| (score as u64, id))
+            .collect();
+        merged.sort_by(|a, b| b.cmp(a));
+        merged.truncate(limit);
+        Ok(merged.into_iter().filter_map(|(_, id)| NotificationId::new(id).ok()).collect())
+    }
+
+    async fn load_many(
+        &self,
+        tenant: &TenantId,
+        ids: &[NotificationId],
+    ) -> Result<Vec<Record>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HGETALL").arg(keys::record(tenant, id));
+        }
+        let mut conn = self.conn.clone();
+        let rows: Vec<BTreeMap<String, String>> =
+            pipe.query_async(&mut conn).await.map_err(|e| self.error("HGETALL", &e))?;
+        let mut records = Vec::with_capacity(rows.len());
+        for fields in &rows {
+            // A missing record (its index entry outlived it) is skipped, not an error.
+            if let Some(record) = codec::decode_record(fields)? {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+}
+
+fn connect_error(shown_url: &str, secret: Option<&str>, e: &RedisError) -> StoreError {
+    let message = if e.is_connection_refusal() {
+        format!(
+            "cannot reach Redis at {shown_url}: connection refused; is redis-server running? \
+             start it or pass --redis URL"
+        )
+    } else if e.is_timeout() {
+        format!(
+            "cannot reach Redis at {shown_url}: no answer within {} s; check the host, the port \
+             and any firewall in between",
+            CONNECTION_TIMEOUT.as_secs()
+        )
+    } else if e.kind() == ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH"))
+    {
+        format!(
+            "Redis at {shown_url} refused the credentials; check the user name and password in \
+             the URL"
+        )
+    } else {
+        let detail = e.to_string();
+        let detail = match secret {
+            Some(secret) => detail.replace(secret, "***"),
+            None => detail,
+        };
+        format!("cannot connect to Redis at {shown_url}: {detail}")
+    };
+    StoreError::Unavailable(message)
+}
+
+impl Store for RedisStore {
+    async fn create(
+        &self,
+        record: &Record,
+        first: &HistoryEntry,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Created, StoreError> {
+        let shard = keys::shard_for(&record.id);
+        if let Some(idem) = idempotency {
+            let key_shard = keys::idempotency_shard(&record.tenant, &idem.key);
+            if key_shard != shard {
+                return Err(StoreError::Corrupt(format!(
+                    "notification id {} is not in the shard of its idempotency key, so the two \
+                     cannot be written atomically; mint ids with storage::keys::new_notification_id",
+                    record.id
+                )));
+            }
+        }
+        let wake = workflows::record::Wake {
+            tenant: record.tenant.clone(),
+            id: record.id.clone(),
+            version: record.version,
+        };
+        let fields = codec::RecordFields::encode(record)?;
+        let first_json = codec::to_json(first)?;
+        let mut invocation = scripts::CREATE_SCRIPT.prepare_invoke();
+        invocation
+            .key(keys::record(&record.tenant, &record.id))
+            .key(keys::history(&record.tenant, &record.id))
+            .key(keys::ready(shard))
+            .key(keys::timers(shard));
+        if let Some(idem) = idempotency {
+            invocation.key(keys::idempotency(&record.tenant, &idem.key));
+        }
+        invocation
+            .arg(keys::tenant_prefix(shard, &record.tenant))
+            .arg(record.id.as_str())
+            .arg(record.tenant.as_str())
+            .arg(record.version)
+            .arg(&fields.state)
+            .arg(record.state.kind().as_str())
+            .arg(&fields.request)
+            .arg(record.seed.to_string())
+            .arg(record.created_at_ms)
+            .arg(record.updated_at_ms)
+            .arg(record.wake_at_ms.map(|w| w.to_string()).unwrap_or_default())
+            .arg(first_json)
+            .arg(HISTORY_LEN_MAX)
+            .arg(wake.key())
+            .arg(
+                idempotency
+                    .map(|i| format!("{}\n{}", record.id, i.fingerprint))
+                    .unwrap_or_default(),
+            )
+            .arg(IDEMPOTENCY_TTL_MS);
+        let mut conn = self.conn.clone();
+        let reply: Value =
+            invocation.invoke_async(&mut conn).await.map_err(|e| self.error("create", &e))?;
+        match parse_pair(reply).ok_or_else(|| self.corrupt("create"))? {
+            (0, _) => Ok(Created::New),
+            (1, Some(prior)) => {
+                let prior = parse_string(prior).ok_or_else(|| self.corrupt("create"))?;
+                let (id, fingerprint) = prior.split_once('\n').ok_or_else(|| {
+                    StoreError::Corrupt(format!("idempotency entry of {} is malformed", record.id))
+                })?;
+                let id = NotificationId::new(id).map_err(|e| {
+                    StoreError::Corrupt(format!("idempotency entry names a bad id: {e}"))
+                })?;
+                let same_request = idempotency.is_some_and(|i| i.fingerprint == fingerprint);
+                Ok(Created::Existing { id, same_request })
+            }
+            (2, _) => Ok(Created::Existing { id: record.id.clone(), same_request: false }),
+            _ => Err(self.corrupt("create")),
+        }
+    }
+
+    async fn load(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+    ) -> Result<Option<Record>, StoreError> {
+        self.load_record(tenant, id).await
+    }
+
+    async fn commit(&self, commit: &Commit) -> Result<CommitOutcome, StoreError> {
+        let shard = keys::shard_for(&commit.id);
+        let version = commit.expected_version + 1;
+        let wake = workflows::record::Wake {
+            tenant: commit.tenant.clone(),
+            id: commit.id.clone(),
+            version,
+        };
+        let mut invocation = scripts::COMMIT_SCRIPT.prepare_invoke();
+        invocation
+            .key(keys::record(&commit.tenant, &commit.id))
+            .key(keys::history(&commit.tenant, &commit.id))
+            .key(keys::ready(shard))
+            .key(keys::timers(shard))
+            .arg(keys::tenant_prefix(shard, &commit.tenant))
+            .arg(commit.id.as_str())
+            .arg(commit.expected_version)
+            .arg(codec::to_json(&commit.state)?)
+            .arg(commit.state.kind().as_str())
+            .arg(commit.now_ms)
+            .arg(commit.wake_at_ms.map(|w| w.to_string()).unwrap_or_default())
+            .arg(wake.key())
+            .arg(HISTORY_LEN_MAX);
+        for entry in &commit.history {
+            invocation.arg(codec::to_json(entry)?);
+        }
+        let mut conn = self.conn.clone();
+        let reply: Value =
+            invocation.invoke_async(&mut conn).await.map_err(|e| self.error("commit", &e))?;
+        let number =
+            |v: Option<Value>| v.as_ref().and_then(parse_i64).and_then(|n| u64::try_from(n).ok());
+        match parse_pair(reply).ok_or_else(|| self.corrupt("commit"))? {
+            (0, _) => Ok(CommitOutcome::NotFound),
+            (1, v) => Ok(CommitOutcome::Committed {
+                version: number(v).ok_or_else(|| self.corrupt("commit"))?,
+            }),
+            (2, v) => Ok(CommitOutcome::Conflict {
+                current: number(v).ok_or_else(|| self.corrupt("commit"))?,
+            }),
+            _ => Err(self.corrupt("commit")),
+        }
+    }
+
+    async fn history(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(keys::history(tenant, id))
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(HISTORY_LEN_MAX)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error("XRANGE", &e))?;
+        let entries = codec::stream_entries(reply).ok_or_else(|| self.corrupt("XRANGE"))?;
+        entries
+            .into_iter()
+            .map(|entry| {
+                let json = entry.field("e").ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "history entry {} of {id} has no payload",
+                        entry.id
+                    ))
+                })?;
+                codec::from_json(json)
+            })
+            .collect()
+    }
+
+    async fn list(&self, tenant: &TenantId, query: &ListQuery) -> Result<Vec<Record>, StoreError> {
+        let ids = match query.state {
+            Some(kind) => {
+                self.newest_ids(|shard| keys::state_index(shard, tenant, kind), query.limit).await?
+            }
+            None => self.newest_ids(|shard| keys::all_index(shard, tenant), query.limit).await?,
+        };
+        self.load_many(tenant, &ids).await
+    }
+
+    async fn dead_letters(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let ids = self.newest_ids(|shard| keys::dlq(shard, tenant), limit).await?;
+        self.load_many(tenant, &ids).await
+    }
+
+    async fn rate_acquire(
+        &self,
+        key: &RateKey,
+        limit: &RateLimit,
+        now_ms: u64,
+    ) -> Result<RateCheck, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: Value = scripts::RATE_SCRIPT
+            .key(keys::rate(&key.tenant, &key.recipient, key.channel))
+            .arg(now_ms)
+            .arg(limit.window_ms)
+            .arg(limit.max)
+            .arg(rate_member(now_ms))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.error("rate_acquire", &e))?;
+        let (code, value) = parse_pair(reply).ok_or_else(|| self.corrupt("rate_acquire"))?;
+        let value =
+            value.as_ref().and_then(parse_i64).ok_or_else(|| self.corrupt("rate_acquire"))?;
+        match code {
+            1 => Ok(RateCheck::Allowed {
+                count: u32::try_from(value).map_err(|_| self.corrupt("rate_acquire"))?,
+            }),
+            0 => Ok(RateCheck::Limited {
+                retry_at_ms: u64::try_from(value).map_err(|_| self.corrupt("rate_acquire"))?,
+            }),
+            _ => Err(self.corrupt("rate_acquire")),
+        }
+    }
+
+    async fn put_api_key(&self, key_id: &str, key: &ApiKey) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: Value = redis::cmd("SET")
+            .arg(keys::api_key(key_id))
+            .arg(codec::to_json(key)?)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error("SET", &e))?;
+        Ok(())
+    }
+
+    async fn api_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError> {
+        let mut conn = self.conn.clone();
+        let json: Option<String> = redis::cmd("GET")
+            .arg(keys::api_key(key_id))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error("GET", &e))?;
+        json.map(|j| codec::from_json(&j)).transpose()
+    }
+}
+
+impl Inbox for RedisStore {
+    async fn inbox_append(
+        &self,
+        tenant: &TenantId,
+        recipient: &RecipientId,
+        item: &InboxItem,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: Value = scripts::INBOX_APPEND_SCRIPT
+            .key(keys::inbox(tenant, recipient))
+            .key(keys::inbox_items(tenant, recipient))
+            .arg(item.notification_id.as_str())
+            .arg(codec::to_json(item)?)
+            .arg(INBOX_LEN_MAX)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.error("inbox_append", &e))?;
+        Ok(())
+    }
+
+    async fn inbox_list(
+        &self,
+        tenant: &TenantId,
+        recipient: &RecipientId,
+        limit: usize,
+    ) -> Result<Vec<InboxItem>, StoreError> {
+        let limit = limit.min(INBOX_LEN_MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let items: Vec<Option<String>> = scripts::INBOX_LIST_SCRIPT
+            .key(keys::inbox(tenant, recipient))
+            .key(keys::inbox_items(tenant, recipient))
+            .arg(limit)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.error("inbox_list", &e))?;
+        items.into_iter().flatten().map(|json| codec::from_json(&json)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redact_url("redis://:hunter2@h:1/0"), "redis://***@h:1/0");
+        assert_eq!(redact_url("redis://bob:hunter2@h:1"), "redis://bob:***@h:1");
+        assert_eq!(redact_url("redis://token@h"), "redis://***@h");
+        assert_eq!(redact_url("redis://u:p@ss@h/2"), "redis://u:***@h/2");
+        assert_eq!(url_secret("redis://bob:hunter2@h:1"), Some("hunter2".into()));
+        assert_eq!(url_secret("redis://token@h"), Some("token".into()));
+        assert_eq!(url_secret("redis://h:1"), None);
+    }
+
+    #[test]
+    fn rate_members_are_unique() {
+        let a = rate_member(5);
+        let b = rate_member(5);
+        assert_ne!(a, b);
+        assert!(a.starts_with("5-"));
+    }
+}

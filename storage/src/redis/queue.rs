@@ -1,0 +1,421 @@
+//! The wake-up queue on Redis Streams.
+//!
+//! Per shard: a ready STREAM read through the consumer group `workers`, a timers ZSET (score =
+//! due ms) and a parked ZSET. Stream entries hold only the wake key (`tenant/id/version`) and
+//! the try count. Fetching is one `XREADGROUP` over all shards; recovery of a dead worker's
+//! entries is `XAUTOCLAIM` (per message, no heartbeats, no worker registry).
+//!
+//! Every multi-key step is a script on one shard; steps over many shards are pipelines of
+//! per-shard scripts, each prefixed by `SCRIPT LOAD` so a restarted Redis never answers
+//! `NOSCRIPT` inside a pipeline.
+
+use std::collections::BTreeMap;
+
+use redis::aio::ConnectionManager;
+use redis::{Pipeline, RedisError, Script, Value};
+use workflows::ports::StoreError;
+use workflows::record::Wake;
+
+use super::codec::{self, StreamEntry};
+use super::scripts::{ACK_SCRIPT, PROMOTE_SCRIPT, RELEASE_SCRIPT, RETRY_SCRIPT};
+use super::{RedisStore, is_no_group, manager_config, parse_i64};
+use crate::keys::{self, CONSUMER_GROUP, SHARDS};
+use crate::memory::SystemClock;
+use crate::queue::{
+    BLOCK_MS_MAX, Delivery, DeliveryTag, FETCH_MAX, PROMOTE_PER_SHARD_MAX, QueueStats, Retried,
+    SCHEDULE_BATCH_MAX, TRIES_MAX, TagInner, WakeQueue, over_limit, timer_member,
+};
+use workflows::ports::Clock;
+
+/// Follow-up reads per fetch, on the streams that filled their share of the first read.
+const FOLLOW_UP_READS_MAX: usize = 2;
+/// Entries per ack / release script: bounds the script's `unpack` and its run time.
+const SETTLE_CHUNK_MAX: usize = 500;
+/// Commands per pipeline when scheduling.
+const SCHEDULE_PIPELINE_MAX: usize = 1_000;
+
+/// The shard of a ready-stream key (`courant:{s0a}:q:ready`).
+fn shard_of_ready_key(key: &str) -> Option<u16> {
+    let rest = key.strip_prefix(keys::PREFIX)?.strip_prefix(":{s")?;
+    let shard = u16::from_str_radix(rest.get(..2)?, 16).ok()?;
+    (shard < SHARDS && rest.get(2..)? == "}:q:ready").then_some(shard)
+}
+
+fn stream_tag(shard: u16, entry: &str) -> DeliveryTag {
+    DeliveryTag(TagInner::Stream { shard, entry: entry.to_owned() })
+}
+
+fn stream_place(delivery: &Delivery) -> Option<(u16, &str)> {
+    match &delivery.tag.0 {
+        TagInner::Stream { shard, entry } => Some((*shard, entry.as_str())),
+        TagInner::Memory { .. } => None,
+    }
+}
+
+/// A pipeline that loads `script` first (its reply ignored), so the EVALSHAs that follow cannot
+/// fail with NOSCRIPT after a Redis restart.
+fn script_pipeline(script: &Script) -> Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.load_script(script).ignore();
+    pipe
+}
+
+/// Deliveries grouped by shard, in shard order.
+fn by_shard(deliveries: &[Delivery]) -> BTreeMap<u16, Vec<(&str, &Delivery)>> {
+    let mut groups: BTreeMap<u16, Vec<(&str, &Delivery)>> = BTreeMap::new();
+    for delivery in deliveries {
+        if let Some((shard, entry)) = stream_place(delivery) {
+            groups.entry(shard).or_default().push((entry, delivery));
+        }
+    }
+    groups
+}
+
+impl RedisStore {
+    async fn blocking_conn(&self) -> Result<ConnectionManager, StoreError> {
+        let mut slot = self.blocking.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        let conn = ConnectionManager::new_with_config(self.client.clone(), manager_config())
+            .await
+            .map_err(|e| self.error("connect (blocking reads)", &e))?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Runs `query` once, and once more after recreating the consumer groups if Redis says they
+    /// are missing (a restart without persistence, a FLUSHALL).
+    async fn with_groups<T, F, Fut>(&self, what: &str, query: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        match query().await {
+            Ok(v) => Ok(v),
+            Err(e) if is_no_group(&e) => {
+                self.ensure_groups().await?;
+                query().await.map_err(|e| self.error(what, &e))
+            }
+            Err(e) => Err(self.error(what, &e)),
+        }
+    }
+
+    async fn read_group(
+        &self,
+        conn: &ConnectionManager,
+        consumer: &str,
+        shards: &[u16],
+        count: usize,
+        block_ms: u64,
+    ) -> Result<Vec<(u16, Vec<StreamEntry>)>, StoreError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP").arg(CONSUMER_GROUP).arg(consumer).arg("COUNT").arg(count);
+        // BLOCK 0 would block forever; no BLOCK at all is a plain poll.
+        if block_ms > 0 {
+            cmd.arg("BLOCK").arg(block_ms);
+        }
+        cmd.arg("STREAMS");
+        for &shard in shards {
+            cmd.arg(keys::ready(shard));
+        }
+        for _ in shards {
+            cmd.arg(">");
+        }
+        let reply: Value = self
+            .with_groups("XREADGROUP", || {
+                let mut conn = conn.clone();
+                let cmd = cmd.clone();
+                async move { cmd.query_async(&mut conn).await }
+            })
+            .await?;
+        let streams = codec::read_reply(reply).ok_or_else(|| self.corrupt("XREADGROUP"))?;
+        streams
+            .into_iter()
+            .map(|(key, entries)| {
+                let shard = shard_of_ready_key(&key).ok_or_else(|| self.corrupt("XREADGROUP"))?;
+                Ok((shard, entries))
+            })
+            .collect()
+    }
+
+    /// Turns stream entries into deliveries; entries that do not hold a wake key are parked
+    /// (they can never be handled) and settled.
+    async fn deliveries(
+        &self,
+        entries: Vec<(u16, Vec<StreamEntry>)>,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let mut out = Vec::new();
+        let mut poisoned = Vec::new();
+        for (shard, entries) in entries {
+            for entry in entries {
+                let wake = entry.field("w").and_then(Wake::parse_key);
+                let tries = entry.field("t").and_then(|t| t.parse().ok()).unwrap_or(0);
+                match wake {
+                    Some(wake) => {
+                        out.push(Delivery { wake, tag: stream_tag(shard, &entry.id), tries })
+                    }
+                    None => poisoned.push((shard, entry)),
+                }
+            }
+        }
+        for (shard, entry) in poisoned {
+            tracing::warn!(tag = %stream_tag(shard, &entry.id), "Unreadable wake-up entry; parked.");
+            let key = entry.field("w").unwrap_or("").to_owned();
+            let now_ms = self.now_ms();
+            let mut conn = self.conn.clone();
+            let _: i64 = RETRY_SCRIPT
+                .key(keys::ready(shard))
+                .key(keys::timers(shard))
+                .key(keys::parked(shard))
+                .arg(&entry.id)
+                .arg(if key.is_empty() { format!("unreadable:{}", entry.id) } else { key })
+                .arg(TRIES_MAX)
+                .arg(now_ms)
+                .arg(TRIES_MAX)
+                .arg(now_ms)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| self.error("park", &e))?;
+        }
+        Ok(out)
+    }
+}
+
+impl WakeQueue for RedisStore {
+    fn dedicated(&self) -> Self {
+        Self { blocking: std::sync::Arc::new(tokio::sync::Mutex::new(None)), ..self.clone() }
+    }
+
+    fn now_ms(&self) -> u64 {
+        SystemClock.now_ms()
+    }
+
+    async fn fetch(
+        &self,
+        consumer: &str,
+        max: usize,
+        block_ms: u64,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let max = max.clamp(1, FETCH_MAX);
+        let conn = self.blocking_conn().await?;
+        let all: Vec<u16> = (0..SHARDS).collect();
+        // COUNT applies per stream: ask each for its share, then top up from the streams that
+        // filled theirs, so a fetch never holds more than `max` and one busy shard still drains.
+        let share = max.div_ceil(usize::from(SHARDS));
+        let mut read =
+            self.read_group(&conn, consumer, &all, share, block_ms.min(BLOCK_MS_MAX)).await?;
+        let mut total: usize = read.iter().map(|(_, e)| e.len()).sum();
+        let mut last = read.clone();
+        let mut last_count = share;
+        for _ in 0..FOLLOW_UP_READS_MAX {
+            let full: Vec<u16> =
+                last.iter().filter(|(_, e)| e.len() >= last_count).map(|(s, _)| *s).collect();
+            if full.is_empty() || total >= max {
+                break;
+            }
+            let count = (max - total).div_ceil(full.len());
+            let more = self.read_group(&conn, consumer, &full, count, 0).await?;
+            total += more.iter().map(|(_, e)| e.len()).sum::<usize>();
+            read.extend(more.iter().cloned());
+            last = more;
+            last_count = count;
+        }
+        self.deliveries(read).await
+    }
+
+    async fn ack(&self, deliveries: &[Delivery]) -> Result<(), StoreError> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = script_pipeline(&ACK_SCRIPT);
+        for (shard, entries) in by_shard(deliveries) {
+            for chunk in entries.chunks(SETTLE_CHUNK_MAX) {
+                let mut invocation = ACK_SCRIPT.key(keys::ready(shard));
+                for (entry, _) in chunk {
+                    invocation.arg(*entry);
+                }
+                pipe.invoke_script(&invocation).ignore();
+            }
+        }
+        let mut conn = self.conn.clone();
+        let _: Value = pipe.query_async(&mut conn).await.map_err(|e| self.error("ack", &e))?;
+        Ok(())
+    }
+
+    async fn retry_later(&self, delivery: &Delivery, delay_ms: u64) -> Result<Retried, StoreError> {
+        let Some((shard, entry)) = stream_place(delivery) else {
+            return Ok(Retried::AlreadySettled);
+        };
+        let now_ms = self.now_ms();
+        let tries = delivery.tries.saturating_add(1);
+        let at_ms = now_ms.saturating_add(delay_ms);
+        let mut conn = self.conn.clone();
+        let outcome: i64 = RETRY_SCRIPT
+            .key(keys::ready(shard))
+            .key(keys::timers(shard))
+            .key(keys::parked(shard))
+            .arg(entry)
+            .arg(delivery.wake.key())
+            .arg(tries)
+            .arg(at_ms)
+            .arg(TRIES_MAX)
+            .arg(now_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.error("retry_later", &e))?;
+        match outcome {
+            1 => Ok(Retried::Scheduled { at_ms, tries }),
+            0 => {
+                tracing::warn!(
+                    notification_id = %delivery.wake.id,
+                    tries,
+                    "Wake-up failed too often; parked for an operator."
+                );
+                Ok(Retried::Parked)
+            }
+            _ => Ok(Retried::AlreadySettled),
+        }
+    }
+
+    async fn release(&self, deliveries: &[Delivery]) -> Result<(), StoreError> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = script_pipeline(&RELEASE_SCRIPT);
+        for (shard, entries) in by_shard(deliveries) {
+            for chunk in entries.chunks(SETTLE_CHUNK_MAX) {
+                let mut invocation = RELEASE_SCRIPT.key(keys::ready(shard));
+                for (entry, delivery) in chunk {
+                    invocation.arg(*entry).arg(delivery.wake.key()).arg(delivery.tries);
+                }
+                pipe.invoke_script(&invocation).ignore();
+            }
+        }
+        let mut conn = self.conn.clone();
+        let _: Value = pipe.query_async(&mut conn).await.map_err(|e| self.error("release", &e))?;
+        Ok(())
+    }
+
+    async fn promote_due(&self, now_ms: u64, max_per_shard: usize) -> Result<usize, StoreError> {
+        let max_per_shard = max_per_shard.clamp(1, PROMOTE_PER_SHARD_MAX);
+        let mut pipe = script_pipeline(&PROMOTE_SCRIPT);
+        for shard in 0..SHARDS {
+            pipe.invoke_script(
+                PROMOTE_SCRIPT
+                    .key(keys::timers(shard))
+                    .key(keys::ready(shard))
+                    .key(keys::parked(shard))
+                    .arg(now_ms)
+                    .arg(max_per_shard),
+            );
+        }
+        let mut conn = self.conn.clone();
+        let moved: Vec<i64> =
+            pipe.query_async(&mut conn).await.map_err(|e| self.error("promote", &e))?;
+        Ok(moved.into_iter().map(|n| usize::try_from(n).unwrap_or(0)).sum())
+    }
+
+    async fn reclaim_abandoned(
+        &self,
+        consumer: &str,
+        min_idle_ms: u64,
+        max: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let per_shard = max.clamp(1, FETCH_MAX).div_ceil(usize::from(SHARDS));
+        let mut pipe = redis::pipe();
+        for shard in 0..SHARDS {
+            pipe.cmd("XAUTOCLAIM")
+                .arg(keys::ready(shard))
+                .arg(CONSUMER_GROUP)
+                .arg(consumer)
+                .arg(min_idle_ms)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(per_shard);
+        }
+        let replies: Vec<Value> = self
+            .with_groups("XAUTOCLAIM", || {
+                let mut conn = self.conn.clone();
+                let pipe = pipe.clone();
+                async move { pipe.query_async(&mut conn).await }
+            })
+            .await?;
+        let mut claimed = Vec::with_capacity(replies.len());
+        for (shard, reply) in (0..SHARDS).zip(replies) {
+            let entries =
+                codec::autoclaim_reply(reply).ok_or_else(|| self.corrupt("XAUTOCLAIM"))?;
+            claimed.push((shard, entries));
+        }
+        self.deliveries(claimed).await
+    }
+
+    async fn schedule(&self, wakes: &[(Wake, u64)]) -> Result<(), StoreError> {
+        if wakes.len() > SCHEDULE_BATCH_MAX {
+            return Err(over_limit("a schedule batch", wakes.len(), SCHEDULE_BATCH_MAX));
+        }
+        for chunk in wakes.chunks(SCHEDULE_PIPELINE_MAX) {
+            let mut pipe = redis::pipe();
+            for (wake, at_ms) in chunk {
+                pipe.cmd("ZADD")
+                    .arg(keys::timers(keys::shard_for(&wake.id)))
+                    .arg(*at_ms)
+                    .arg(timer_member(&wake.key(), 0))
+                    .ignore();
+            }
+            let mut conn = self.conn.clone();
+            let _: Value =
+                pipe.query_async(&mut conn).await.map_err(|e| self.error("schedule", &e))?;
+        }
+        Ok(())
+    }
+
+    async fn stats(&self) -> Result<QueueStats, StoreError> {
+        let mut pipe = redis::pipe();
+        for shard in 0..SHARDS {
+            pipe.cmd("XLEN").arg(keys::ready(shard));
+            pipe.cmd("XPENDING").arg(keys::ready(shard)).arg(CONSUMER_GROUP);
+            pipe.cmd("ZCARD").arg(keys::timers(shard));
+            pipe.cmd("ZCARD").arg(keys::parked(shard));
+        }
+        let replies: Vec<Value> = self
+            .with_groups("stats", || {
+                let mut conn = self.conn.clone();
+                let pipe = pipe.clone();
+                async move { pipe.query_async(&mut conn).await }
+            })
+            .await?;
+        let mut stats = QueueStats::default();
+        let count = |v: &Value| parse_i64(v).and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+        for chunk in replies.chunks(4) {
+            let [len, pending, timers, parked] = chunk else {
+                return Err(self.corrupt("stats"));
+            };
+            // XPENDING's summary starts with the number of pending entries.
+            let pending = match pending {
+                Value::Array(items) => items.first().map_or(0, count),
+                _ => 0,
+            };
+            // Acked entries are deleted at once, so what the stream holds is ready or pending.
+            stats.ready += count(len).saturating_sub(pending);
+            stats.pending += pending;
+            stats.scheduled += count(timers);
+            stats.parked += count(parked);
+        }
+        Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_keys_map_back_to_their_shard() {
+        for shard in 0..SHARDS {
+            assert_eq!(shard_of_ready_key(&keys::ready(shard)), Some(shard));
+        }
+        assert_eq!(shard_of_ready_key("courant:{s10}:q:ready"), None);
+        assert_eq!(shard_of_ready_key("courant:{s01}:q:timers"), None);
+    }
+}

@@ -1,0 +1,238 @@
+//! The Lua scripts. Each one is a single atomic step that touches one hash slot: every key it
+//! receives or builds shares one hash tag (`{sNN}`, `{r:..}` or `{i:..}`).
+//!
+//! Keys a script builds itself (the state indexes, whose name depends on the *stored* state kind)
+//! are built from a prefix passed in `ARGV` that already carries the slot's hash tag.
+//!
+//! Numbers cross into Lua as strings and are compared with `tonumber`: ms timestamps (< 2^53) and
+//! versions are exact in Lua's doubles.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Creates a record with its first history entry, indexes and first wake-up, honouring an
+/// idempotency key.
+///
+/// KEYS: record, history, ready, timers, [idempotency].
+/// ARGV: tenant prefix, id, tenant, version, state json, state kind, request json, seed,
+/// created ms, updated ms, wake ms or '', first history entry json, history max len,
+/// wake key, idempotency value (`id\nfingerprint`), idempotency ttl ms.
+///
+/// Returns `{0}` created, `{1, "id\nfingerprint"}` the key was used before, `{2}` the id exists.
+const CREATE: &str = r"
+local rec, hist, ready, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local idem = KEYS[5]
+if idem then
+  local prior = redis.call('GET', idem)
+  if prior then return {1, prior} end
+end
+if redis.call('EXISTS', rec) == 1 then return {2} end
+local p, id, kind, wake = ARGV[1], ARGV[2], ARGV[6], ARGV[11]
+redis.call('HSET', rec, 'tenant', ARGV[3], 'id', id, 'version', ARGV[4], 'state', ARGV[5],
+  'kind', kind, 'request', ARGV[7], 'seed', ARGV[8], 'created', ARGV[9], 'updated', ARGV[10])
+if wake ~= '' then redis.call('HSET', rec, 'wake', wake) end
+redis.call('XADD', hist, 'MAXLEN', ARGV[13], '*', 'e', ARGV[12])
+redis.call('ZADD', p .. 'state:' .. kind, ARGV[10], id)
+redis.call('ZADD', p .. 'all', ARGV[10], id)
+if kind == 'dead_lettered' then redis.call('ZADD', p .. 'dlq', ARGV[10], id) end
+if wake ~= '' then
+  if tonumber(wake) <= tonumber(ARGV[9]) then
+    redis.call('XADD', ready, '*', 'w', ARGV[14], 't', '0')
+  else
+    redis.call('ZADD', timers, wake, ARGV[14])
+  end
+end
+if idem then redis.call('SET', idem, ARGV[15], 'PX', ARGV[16]) end
+return {0}
+";
+
+/// Compare-and-set of a record, with its history, index moves, DLQ and next wake-up.
+///
+/// KEYS: record, history, ready, timers.
+/// ARGV: tenant prefix, id, expected version, state json, state kind, now ms, wake ms or '',
+/// wake key (of the new version), history max len, history entry json...
+///
+/// Returns `{0}` not found, `{1, version}` committed, `{2, current}` conflict.
+const COMMIT: &str = r"
+local rec, hist, ready, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local current = redis.call('HGET', rec, 'version')
+if not current then return {0} end
+if tonumber(current) ~= tonumber(ARGV[3]) then return {2, tonumber(current)} end
+local p, id, kind, now, wake = ARGV[1], ARGV[2], ARGV[5], ARGV[6], ARGV[7]
+local version = tonumber(current) + 1
+local old_kind = redis.call('HGET', rec, 'kind')
+redis.call('HSET', rec, 'version', tostring(version), 'state', ARGV[4], 'kind', kind,
+  'updated', now)
+if wake ~= '' then
+  redis.call('HSET', rec, 'wake', wake)
+else
+  redis.call('HDEL', rec, 'wake')
+end
+for i = 10, #ARGV do
+  redis.call('XADD', hist, 'MAXLEN', ARGV[9], '*', 'e', ARGV[i])
+end
+if old_kind and old_kind ~= kind then
+  redis.call('ZREM', p .. 'state:' .. old_kind, id)
+end
+redis.call('ZADD', p .. 'state:' .. kind, now, id)
+redis.call('ZADD', p .. 'all', now, id)
+if kind == 'dead_lettered' and old_kind ~= 'dead_lettered' then
+  redis.call('ZADD', p .. 'dlq', now, id)
+elseif kind ~= 'dead_lettered' and old_kind == 'dead_lettered' then
+  redis.call('ZREM', p .. 'dlq', id)
+end
+if wake ~= '' then
+  if tonumber(wake) <= tonumber(now) then
+    redis.call('XADD', ready, '*', 'w', ARGV[8], 't', '0')
+  else
+    redis.call('ZADD', timers, wake, ARGV[8])
+  end
+end
+return {1, version}
+";
+
+/// One slot in a sliding rate window, exactly as `steps::rate::SlidingWindow::admit`: entries at
+/// or before `now - window` have left; admit if fewer than `max` remain.
+///
+/// KEYS: window. ARGV: now ms, window ms, max, a unique member.
+///
+/// Returns `{1, count}` admitted, `{0, retry_at_ms}` refused.
+const RATE: &str = r"
+local key = KEYS[1]
+local now, window, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local floor = now - window
+if floor < 0 then floor = 0 end
+redis.call('ZREMRANGEBYSCORE', key, '-inf', floor)
+local n = redis.call('ZCARD', key)
+if n < max then
+  redis.call('ZADD', key, now, ARGV[4])
+  local ttl = window
+  if ttl < 1 then ttl = 1 end
+  redis.call('PEXPIRE', key, ttl)
+  return {1, n + 1}
+end
+local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+local at = now
+if oldest[2] then at = tonumber(oldest[2]) end
+return {0, at + window}
+";
+
+/// Appends to an in-app inbox once per notification, trimming the oldest beyond the cap.
+///
+/// KEYS: inbox list, inbox items. ARGV: notification id, item json, cap.
+///
+/// Returns 1 appended, 0 already there.
+const INBOX_APPEND: &str = r"
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('LPUSH', KEYS[1], ARGV[1])
+local cap = tonumber(ARGV[3])
+local extra = redis.call('LRANGE', KEYS[1], cap, -1)
+for _, old in ipairs(extra) do redis.call('HDEL', KEYS[2], old) end
+redis.call('LTRIM', KEYS[1], 0, cap - 1)
+return 1
+";
+
+/// Reads an in-app inbox, newest first.
+///
+/// KEYS: inbox list, inbox items. ARGV: limit (> 0).
+///
+/// Returns the items' json (nil for an id whose item is missing).
+const INBOX_LIST: &str = r"
+local ids = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #ids == 0 then return {} end
+return redis.call('HMGET', KEYS[2], unpack(ids))
+";
+
+/// Moves due timers into the ready stream, at most `n` per call (one shard), each in its own
+/// loop step: no `unpack` of an unbounded list. A member that is not a wake key is parked.
+///
+/// KEYS: timers, ready, parked. ARGV: now ms, n.
+///
+/// Returns how many moved.
+const PROMOTE: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  local key, tries = member, '0'
+  local hash = string.find(member, '#', 1, true)
+  if hash then
+    key = string.sub(member, 1, hash - 1)
+    tries = string.sub(member, hash + 1)
+  end
+  if string.match(key, '^[%w%._%-]+/[%w%._%-]+/%d+$') then
+    redis.call('XADD', KEYS[2], '*', 'w', key, 't', tries)
+  else
+    redis.call('ZADD', KEYS[3], ARGV[1], member)
+  end
+  redis.call('ZREM', KEYS[1], member)
+end
+return #due
+";
+
+/// Acknowledges and deletes delivered entries of one ready stream.
+///
+/// KEYS: ready. ARGV: entry ids (at most the ack chunk).
+///
+/// Returns how many were still pending.
+const ACK: &str = r"
+local n = redis.call('XACK', KEYS[1], 'workers', unpack(ARGV))
+redis.call('XDEL', KEYS[1], unpack(ARGV))
+return n
+";
+
+/// Settles a failed delivery: back into the timers with one more try, or parked after the
+/// last. Does nothing for an entry that is no longer pending (settled elsewhere).
+///
+/// KEYS: ready, timers, parked. ARGV: entry id, wake key, tries after this failure, due ms,
+/// tries max, now ms.
+///
+/// Returns -1 already settled, 0 parked, 1 scheduled.
+const RETRY: &str = r"
+if redis.call('XACK', KEYS[1], 'workers', ARGV[1]) == 0 then return -1 end
+redis.call('XDEL', KEYS[1], ARGV[1])
+if tonumber(ARGV[3]) >= tonumber(ARGV[5]) then
+  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[2])
+  return 0
+end
+local member = ARGV[2]
+if tonumber(ARGV[3]) > 0 then member = member .. '#' .. ARGV[3] end
+redis.call('ZADD', KEYS[2], ARGV[4], member)
+return 1
+";
+
+/// Puts fetched, unstarted entries back at the end of their ready stream.
+///
+/// KEYS: ready. ARGV: (entry id, wake key, tries) triples.
+///
+/// Returns how many went back.
+const RELEASE: &str = r"
+local n = 0
+for i = 1, #ARGV, 3 do
+  if redis.call('XACK', KEYS[1], 'workers', ARGV[i]) == 1 then
+    redis.call('XDEL', KEYS[1], ARGV[i])
+    redis.call('XADD', KEYS[1], '*', 'w', ARGV[i + 1], 't', ARGV[i + 2])
+    n = n + 1
+  end
+end
+return n
+";
+
+/// The compiled scripts (their SHA1 is computed once).
+pub(crate) static CREATE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CREATE));
+/// See [`COMMIT`].
+pub(crate) static COMMIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(COMMIT));
+/// See [`RATE`].
+pub(crate) static RATE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RATE));
+/// See [`INBOX_APPEND`].
+pub(crate) static INBOX_APPEND_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(INBOX_APPEND));
+/// See [`INBOX_LIST`].
+pub(crate) static INBOX_LIST_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(INBOX_LIST));
+/// See [`PROMOTE`].
+pub(crate) static PROMOTE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PROMOTE));
+/// See [`ACK`].
+pub(crate) static ACK_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ACK));
+/// See [`RETRY`].
+pub(crate) static RETRY_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RETRY));
+/// See [`RELEASE`].
+pub(crate) static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
