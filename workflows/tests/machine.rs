@@ -1254,10 +1254,11 @@ proptest! {
                     prop_assert!(attempt.0 >= 1 && attempt.0 <= POLICY.retry(*channel).attempts_max);
                 }
                 // A newly scheduled retry never lands after the time budget.
-                if let (Effect::Wake { at_ms }, true) = (effect, step.state != before) {
-                    if let State::Deferred { resume: Resume::Send { channel, .. }, .. } = &step.state {
-                        prop_assert!(*at_ms <= ACCEPTED_MS + POLICY.retry(*channel).ttl_ms);
-                    }
+                if let Effect::Wake { at_ms } = effect
+                    && step.state != before
+                    && let State::Deferred { resume: Resume::Send { channel, .. }, .. } = &step.state
+                {
+                    prop_assert!(*at_ms <= ACCEPTED_MS + POLICY.retry(*channel).ttl_ms);
                 }
             }
         }
