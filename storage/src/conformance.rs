@@ -1,1 +1,685 @@
+//! The conformance suite every store must pass (feature `test-support`).
+//!
+//! Each check takes a fresh, empty store and panics with a message when the store breaks the
+//! contract of `workflows::ports` or [`WakeQueue`]. [`conformance_tests!`](crate::conformance_tests)
+//! turns the whole list into `#[tokio::test]`s for one store:
+//!
+//! ```ignore
+//! async fn fresh() -> (MemoryStore, ()) { (MemoryStore::new(), ()) }
+//! storage::conformance_tests!(fresh);
+//! ```
+//!
+//! Times are taken from the store's own clock ([`WakeQueue::now_ms`]) so the same checks hold on
+//! Redis, whose idle times and TTLs run on real time.
 
+use std::time::Duration;
+
+use steps::model::{
+    Attempt, Category, Channel, EmailAddress, NotificationId, ProviderName, Recipient, RecipientId,
+    Request, TemplateId, TemplateRef, TenantId,
+};
+use steps::rate::{OverLimit, RateCheck, RateLimit, SlidingWindow};
+use workflows::machine::{State, StateKind};
+use workflows::ports::{
+    ApiKey, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem, ListQuery, RateKey, Store,
+};
+use workflows::record::{
+    Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Wake,
+};
+
+use crate::keys::{self, SHARDS};
+use crate::queue::{Delivery, QueueStats, Retried, TRIES_MAX, WakeQueue};
+
+/// What the suite needs of a store.
+pub trait Conformance: Store + Inbox + WakeQueue {}
+
+impl<S: Store + Inbox + WakeQueue> Conformance for S {}
+
+/// Every check, by name, in the order [`conformance_tests!`](crate::conformance_tests) runs them.
+pub const CHECKS: [&str; 16] = [
+    "create_and_load_round_trip",
+    "idempotent_create",
+    "commit_compare_and_set",
+    "history_order_and_cap",
+    "state_index_and_list",
+    "dead_letter_queue",
+    "wake_enqueued_with_new_version",
+    "rate_window_follows_the_reference",
+    "inbox_is_idempotent_newest_first_and_capped",
+    "api_keys",
+    "queue_fetch_ack_and_stats",
+    "retry_later_backs_off_then_parks",
+    "release_returns_deliveries_to_ready",
+    "abandoned_deliveries_are_reclaimed",
+    "promote_is_bounded_per_shard",
+    "tenant_isolation",
+];
+
+/// Expands to one `#[tokio::test]` per conformance check. `$fresh` is an `async fn() -> (S, G)`
+/// returning a fresh, empty store and a guard kept alive for the test (a `RedisServer`, `()`).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($fresh:path) => {
+        $crate::conformance_tests!(@each $fresh;
+            create_and_load_round_trip,
+            idempotent_create,
+            commit_compare_and_set,
+            history_order_and_cap,
+            state_index_and_list,
+            dead_letter_queue,
+            wake_enqueued_with_new_version,
+            rate_window_follows_the_reference,
+            inbox_is_idempotent_newest_first_and_capped,
+            api_keys,
+            queue_fetch_ack_and_stats,
+            retry_later_backs_off_then_parks,
+            release_returns_deliveries_to_ready,
+            abandoned_deliveries_are_reclaimed,
+            promote_is_bounded_per_shard,
+            tenant_isolation,
+        );
+    };
+    (@each $fresh:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (store, _guard) = $fresh().await;
+                $crate::conformance::$name(&store).await;
+            }
+        )*
+    };
+}
+
+// ---- fixtures ----------------------------------------------------------------------------------
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::new(name).expect("fixture tenant is valid")
+}
+
+/// A distinct, valid 26-character ULID-like string per `n`.
+fn ulid(n: u32) -> String {
+    format!("01HZZZZZZZZZZZZZZZZZ{n:06}")
+}
+
+fn id(tenant: &TenantId, n: u32) -> NotificationId {
+    keys::new_notification_id(tenant, None, &ulid(n))
+}
+
+fn request() -> Request {
+    Request {
+        recipient: Recipient {
+            id: RecipientId::new("bob").expect("fixture id"),
+            email: Some(EmailAddress::parse("bob@example.com").expect("fixture address")),
+            phone: None,
+            opt_out: Vec::new(),
+        },
+        channel: Channel::Email,
+        template: TemplateRef {
+            id: TemplateId::new("welcome").expect("fixture id"),
+            version: "v1".into(),
+        },
+        data: serde_json::Map::from_iter([("name".to_owned(), serde_json::json!("Bob"))]),
+        category: Category::new("order_updates").expect("fixture id"),
+    }
+}
+
+fn record(tenant: &TenantId, id: &NotificationId, now_ms: u64, wake_at_ms: Option<u64>) -> Record {
+    Record {
+        tenant: tenant.clone(),
+        id: id.clone(),
+        version: 1,
+        state: State::Received {},
+        request: request(),
+        seed: 0xfeed_beef_dead_cafe,
+        created_at_ms: now_ms,
+        updated_at_ms: now_ms,
+        wake_at_ms,
+    }
+}
+
+fn first(now_ms: u64) -> HistoryEntry {
+    HistoryEntry {
+        at_ms: now_ms,
+        version: 1,
+        from: None,
+        to: State::Received {},
+        cause: Cause::Api { action: "submit".into() },
+        note: None,
+    }
+}
+
+fn provider() -> ProviderName {
+    ProviderName::new("sendgrid").expect("fixture id")
+}
+
+fn sent() -> State {
+    State::Sent {
+        channel: Channel::Email,
+        provider: provider(),
+        attempt: Attempt::FIRST,
+        provider_message_id: Some("msg-1".into()),
+    }
+}
+
+fn dead() -> State {
+    State::DeadLettered {
+        channel: Channel::Email,
+        attempt: Attempt(3),
+        reason: "all 3 attempts used".into(),
+    }
+}
+
+fn entry(version: u64, at_ms: u64, to: &State) -> HistoryEntry {
+    HistoryEntry {
+        at_ms,
+        version,
+        from: Some(StateKind::Received),
+        to: to.clone(),
+        cause: Cause::WakeUp,
+        note: Some(format!("entry at {at_ms}")),
+    }
+}
+
+fn commit(
+    record: &Record,
+    expected_version: u64,
+    state: State,
+    now_ms: u64,
+    wake_at_ms: Option<u64>,
+) -> Commit {
+    let history = vec![entry(expected_version + 1, now_ms, &state)];
+    Commit {
+        tenant: record.tenant.clone(),
+        id: record.id.clone(),
+        expected_version,
+        state,
+        history,
+        wake_at_ms,
+        now_ms,
+    }
+}
+
+async fn create<S: Conformance>(store: &S, record: &Record) {
+    let created = store.create(record, &first(record.created_at_ms), None).await;
+    assert_eq!(created, Ok(Created::New), "creating {}", record.id);
+}
+
+async fn committed<S: Conformance>(store: &S, commit: &Commit) -> u64 {
+    match store.commit(commit).await {
+        Ok(CommitOutcome::Committed { version }) => version,
+        other => panic!("commit of {} expected to apply, got {other:?}", commit.id),
+    }
+}
+
+async fn stats<S: Conformance>(store: &S) -> QueueStats {
+    store.stats().await.expect("stats")
+}
+
+/// Fetches everything ready (several calls if needed).
+async fn fetch_all<S: Conformance>(store: &S, consumer: &str) -> Vec<Delivery> {
+    let mut out = Vec::new();
+    for _ in 0..100 {
+        let got = store.fetch(consumer, 100, 0).await.expect("fetch");
+        if got.is_empty() {
+            break;
+        }
+        out.extend(got);
+    }
+    out
+}
+
+fn ids_of(records: &[Record]) -> Vec<NotificationId> {
+    records.iter().map(|r| r.id.clone()).collect()
+}
+
+fn wake(tenant: &TenantId, id: &NotificationId, version: u64) -> Wake {
+    Wake { tenant: tenant.clone(), id: id.clone(), version }
+}
+
+/// Schedules `n` distinct wake-ups due before now and promotes them all.
+async fn ready_wakes<S: Conformance>(store: &S, n: u32) -> Vec<Wake> {
+    let acme = tenant("acme");
+    let now = store.now_ms();
+    let wakes: Vec<Wake> = (0..n).map(|i| wake(&acme, &id(&acme, 1_000 + i), 1)).collect();
+    let timed: Vec<(Wake, u64)> = wakes.iter().map(|w| (w.clone(), now - 1)).collect();
+    store.schedule(&timed).await.expect("schedule");
+    let mut promoted = 0;
+    while promoted < n as usize {
+        let moved = store.promote_due(now, 1_000).await.expect("promote");
+        assert!(moved > 0, "promote_due stalled at {promoted} of {n}");
+        promoted += moved;
+    }
+    wakes
+}
+
+// ---- the checks --------------------------------------------------------------------------------
+
+/// A created record loads back equal, with its first history entry.
+pub async fn create_and_load_round_trip<S: Conformance>(store: &S) {
+    let acme = tenant("acme");
+    let now = store.now_ms();
+    let rec = record(&acme, &id(&acme, 1), now, Some(now));
+    create(store, &rec).await;
+    assert_eq!(store.load(&acme, &rec.id).await, Ok(Some(rec.clone())));
+    assert_eq!(store.history(&acme, &rec.id).await, Ok(vec![first(now)]));
+    assert_eq!(store.load(&acme, &id(&acme, 2)).await, Ok(None));
+    assert_eq!(store.history(&acme, &id(&acme, 2)).await, Ok(vec![]));
+    // A record without a wake-up keeps none.
+    let quiet = record(&acme, &id(&acme, 3), now, None);
+    create(store, &quiet).await;
+    assert_eq!(store.load(&acme, &quiet.id).await.expect("load").map(|r| r.wake_at_ms), Some(None));
+}
+
+/// An idempotency key returns the first notification, says whether the request matched, and
+/// creates nothing the second time; keys are scoped by tenant.
+pub async fn idempotent_create<S: Conformance>(store: &S) {
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let now = store.now_ms();
+    let key = "order-42";
+    let idem = Idempotency { key: key.into(), fingerprint: "fp-1".into() };
+    let first_id = keys::new_notification_id(&acme, Some(key), &ulid(1));
+    let rec = record(&acme, &first_id, now, Some(now));
+    assert_eq!(store.create(&rec, &first(now), Some(&idem)).await, Ok(Created::New));
+
+    let second_id = keys::new_notification_id(&acme, Some(key), &ulid(2));
+    let again = record(&acme, &second_id, now + 1, Some(now + 1));
+    assert_eq!(
+        store.create(&again, &first(now + 1), Some(&idem)).await,
+        Ok(Created::Existing { id: first_id.clone(), same_request: true })
+    );
+    let other_body = Idempotency { key: key.into(), fingerprint: "fp-2".into() };
+    assert_eq!(
+        store.create(&again, &first(now + 1), Some(&other_body)).await,
+        Ok(Created::Existing { id: first_id.clone(), same_request: false })
+    );
+    assert_eq!(store.load(&acme, &second_id).await, Ok(None), "a repeated key created a record");
+
+    let theirs_id = keys::new_notification_id(&globex, Some(key), &ulid(3));
+    let theirs = record(&globex, &theirs_id, now, Some(now));
+    assert_eq!(store.create(&theirs, &first(now), Some(&idem)).await, Ok(Created::New));
+
+    // The same id twice is refused, never overwritten.
+    assert_eq!(
+        store.create(&rec, &first(now), None).await,
+        Ok(Created::Existing { id: first_id.clone(), same_request: false })
+    );
+    assert_eq!(stats(store).await.ready, 2, "only the two new records enqueue a wake-up");
+}
+
+/// A commit applies only at the expected version; a stale one reports the current version; an
+/// unknown record is not found.
+pub async fn commit_compare_and_set<S: Conformance>(store: &S) {
+    let acme = tenant("acme");
+    let now = store.now_ms();
+    let rec = record(&acme, &id(&acme, 1), now, Some(now));
+    create(store, &rec).await;
+
+    let c = commit(&rec, 1, sent(), now + 5, None);
+    assert_eq!(store.commit(&c).await, Ok(CommitOutcome::Committed { version: 2 }));
+    let loaded = store.load(&acme, &rec.id).await.expect("load").expect("record");
+    assert_eq!(loaded.version, 2);
+    assert_eq!(loaded.state, sent());
+    assert_eq!(loaded.updated_at_ms, now + 5);
+    assert_eq!(loaded.created_at_ms, now);
+    assert_eq!(loaded.wake_at_ms, None);
+    assert_eq!(loaded.request, rec.request);
+    assert_eq!(loaded.seed, rec.seed);
+
+    assert_eq!(store.commit(&c).await, Ok(CommitOutcome::Conflict { current: 2 }));
+    let mut ahead = c.clone();
+    ahead.expected_version = 7;
+    assert_eq!(store.commit(&ahead).await, Ok(CommitOutcome::Conflict { current: 2 }));
+
+    let missing = commit(&record(&acme, &id(&acme, 9), now, None), 1, sent(), now, None);
+    assert_eq!(store.commit(&missing).await, Ok(CommitOutcome::NotFound));
+
+    let c3 = commit(&rec, 2, dead(), now + 9, Some(now + 60_000));
+    assert_eq!(store.commit(&c3).await, Ok(CommitOutcome::Committed { version: 3 }));
+    let loaded = store.load(&acme, &rec.id).await.expect("load").expect("record");
+    assert_eq!((loaded.version, loaded.wake_at_ms), (3, Some(now + 60_000)));
+}
+
+/// History comes back oldest first and keeps only the newest `HISTORY_LEN_MAX` entries.
+pub async fn history_order_and_cap<S: Conformance>(store: &S) {
+    let acme = tenant("acme");
+    let now = store.now_ms();
+    let rec = record(&acme, &id(&acme, 1), now, None);
+    create(store, &rec).await;
+    let per_commit = 50_u64;
+    let commits = 5_u64;
+    for v in 1..=commits {
+        let mut c = commit(&rec, v, sent(), now + v, None);
+        c.history =
+            (0..per_commit).map(|i| entry(v + 1, now + v * per_commit + i, &sent())).collect();
+        committed(store, &c).await;
+    }
+    let history = store.history(&acme, &rec.id).await.expect("history");
+    assert_eq!(history.len(), HISTORY_LEN_MAX);
+    let total = 1 + per_commit * commits;
+    let dropped = total - HISTORY_LEN_MAX as u64;
+    assert_eq!(history.first().map(|e| e.version), Some(2 + dropped / per_commit));
+    assert_eq!(
+        history.last().map(|e| (e.version, e.at_ms)),
+        Some((commits + 1, now + commits * per_commit + per_commit - 1))
+    );
+    assert!(history.windows(2).all(|w| w[0].at_ms < w[1].at_ms), "history out of order");
+}
+
+/// Listings are newest first, filter by state, follow commits between states, honour limits.
+pub async fn state_index_and_list<S: Conformance>(store: &S) {
+    let acme = tenant("acme");
+    let now = store.now_ms();
+    let recs: Vec<Record> =
+        (0..3).map(|i| record(&acme, &id(&acme, i + 1), now + u64::from(i), None)).collect();
+    for r in &recs {
+        create(store, r).await;
+    }
+    let (a, b, c) = (&recs[0], &recs[1], &recs[2]);
+    let list = |state: Option<StateKind>, limit: usize| ListQuery { state, limit };
+    let all = store.list(&acme, &list(None, 10)).await.expect("list");
+    assert_eq!(ids_of(&all), vec![c.id.clone(), b.id.clone(), a.id.clone()]);
+    assert_eq!(all[0], *c);
+    let received = store.list(&acme, &list(Some(StateKind::Received), 10)).await.expect("list");
+    assert_eq!(ids_of(&received), vec![c.id.clone(), b.id.clone(), a.id.clone()]);
+
+    committed(store, &commit(b, 1, sent(), now + 10, None)).await;
+    let received = store.list(&acme, &list(Some(StateKind::Received), 10)).await.expect("list");
+    assert_eq!(ids_of(&received), vec![c.id.clone(), a.id.clone()]);
+    let sent_list = store.list(&acme, &list(Some(StateKind::Sent), 10)).await.expect("list");
+    assert_eq!(ids_of(&sent_list), vec![b.id.clone()]);
+    assert_eq!(sent_list[0].version, 2);
+    let all = store.list(&acme, &list(None, 10)).await.expect("list");
+    assert_eq!(ids_of(&all), vec![b.id.clone(), c.id.clone(), a.id.clone()]);
+    let two = store.list(&acme, &list(None, 2)).await.expect("list");
+    assert_eq!(ids_of(&two), vec![b.id.clone(), c.id.clone()]);
+    assert_eq!(store.list(&acme, &list(None, 0)).await, Ok(vec![]));
+    assert_eq!(store.list(&acme, &list(Some(StateKind::Delivered), 10)).await, Ok(vec![]));
+}
+
+/// Entering `dead_lettered` puts a record in the DLQ, newest first.
+pub async fn dead_letter_queue<S: Conformance>(store: &S) {
+    let acme = tenant("acme");
+    let now = store.now_ms();
+    let recs: Vec<Record> = (0..3).map(|i| record(&acme, &id(&acme, i + 1), now, None)).collect();
+    for r in &recs {
+        create(store, r).await;
+    }
+    assert_eq!(store.dead_letters(&acme, 10).await, Ok(vec![]));
+    committed(store, &commit(&recs[0], 1, dead(), now + 5, None)).await;
+    committed(store, &commit(&recs[1], 1, dead(), now + 9, None)).await;
+    committed(store, &commit(&recs[2], 1, sent(), now + 12, None)).await;
+    let dlq = store.dead_letters(&acme, 10).await.expect("dead letters");
+    assert_eq!(ids_of(&dlq), vec![recs[1].id.clone(), recs[0].id.clone()]);
+    assert_eq!(dlq[0].state, dead());
+    let one = store.dead_letters(&acme, 1).await.expect("dead letters");
+    assert_eq!(ids_of(&one), vec![recs[1].id.clone()]);
+    let listed = store.list(&acme, &ListQuery { state: Some(StateKind::DeadLettered), limit: 10 });
+    assert_eq!(ids_of(&listed.await.expect("list")), ids_of(&dlq));
+}
+
+/// Create and commit enqueue the wake-up with the new version: ready when due, a timer
+/// otherwise, promoted when due and not before.
+pub async fn wake_enqueued_with_new_version<S: Conformance>(store: &S) {
+    let acme = tenant("acme");
+    let now = store.now_ms();
+    let rec = record(&acme, &id(&acme, 1), now, Some(now));
+    create(store, &rec).await;
+    let got = store.fetch("c1", 10, 0).await.expect("fetch");
+    assert_eq!(
+        got.iter().map(|d| (&d.wake, d.tries)).collect::<Vec<_>>(),
+        vec![(&wake(&acme, &rec.id, 1), 0)]
+    );
+    store.ack(&got).await.expect("ack");
+
+    let later = now + 60_000;
+    assert_eq!(committed(store, &commit(&rec, 1, sent(), now, Some(later))).await, 2);
+    assert_eq!(store.fetch("c1", 10, 0).await, Ok(vec![]), "a future wake-up is not ready");
+    assert_eq!(stats(store).await, QueueStats { scheduled: 1, ..QueueStats::default() });
+    assert_eq!(store.promote_due(now, 100).await, Ok(0));
+    assert_eq!(store.promote_due(later - 1, 100).await, Ok(0));
+    assert_eq!(store.promote_due(later, 100).await, Ok(1));
+    let got = store.fetch("c1", 10, 0).await.expect("fetch");
+    assert_eq!(got.iter().map(|d| &d.wake).collect::<Vec<_>>(), vec![&wake(&acme, &rec.id, 2)]);
+    store.ack(&got).await.expect("ack");
+
+    // Due at the commit time: straight to ready.
+    assert_eq!(committed(store, &commit(&rec, 2, sent(), now + 1, Some(now + 1))).await, 3);
+    let got = store.fetch("c1", 10, 0).await.expect("fetch");
+    assert_eq!(got.iter().map(|d| &d.wake).collect::<Vec<_>>(), vec![&wake(&acme, &rec.id, 3)]);
+    store.ack(&got).await.expect("ack");
+
+    // No wake-up asked for, none enqueued.
+    committed(store, &commit(&rec, 3, sent(), now + 2, None)).await;
+    assert_eq!(store.promote_due(later * 2, 100).await, Ok(0));
+    assert_eq!(store.fetch("c1", 10, 0).await, Ok(vec![]));
+    assert_eq!(stats(store).await, QueueStats::default());
+}
+
+/// The rate window admits and refuses exactly as `steps::rate::SlidingWindow::admit`, per
+/// recipient and channel.
+pub async fn rate_window_follows_the_reference<S: Conformance>(store: &S) {
+    let acme = tenant("acme");
+    let now = store.now_ms();
+    let limit = RateLimit { max: 2, window_ms: 60_000, over_limit: OverLimit::Defer };
+    let key = |recipient: &str, channel| RateKey {
+        tenant: acme.clone(),
+        recipient: RecipientId::new(recipient).expect("fixture id"),
+        channel,
+    };
+    let mut reference = SlidingWindow::default();
+    let offsets = [0, 1_000, 2_000, 59_999, 60_000, 60_001, 61_000, 61_000, 125_000, 125_000];
+    for offset in offsets {
+        let at = now + offset;
+        let expected = reference.admit(&limit, at);
+        let got = store.rate_acquire(&key("bob", Channel::Sms), &limit, at).await;
+        assert_eq!(got, Ok(expected), "at +{offset} ms");
+    }
+    assert!(matches!(
+        store.rate_acquire(&key("bob", Channel::Sms), &limit, now + 125_001).await,
+        Ok(RateCheck::Limited { retry_at_ms }) if retry_at_ms == now + 185_000
+    ));
+    // Other channels and recipients have their own windows.
+    let fresh = store.rate_acquire(&key("bob", Channel::Email), &limit, now + 125_001).await;
+    assert_eq!(fresh, Ok(RateCheck::Allowed { count: 1 }));
+    let fresh = store.rate_acquire(&key("carol", Channel::Sms), &limit, now + 125_001).await;
+    assert_eq!(fresh, Ok(RateCheck::Allowed { count: 1 }));
+    // A limit of zero refuses everything until a window from now.
+    let zero = RateLimit { max: 0, ..limit };
+    assert_eq!(
+        store.rate_acquire(&key("dave", Channel::Sms), &zero, now).await,
+        Ok(RateCheck::Limited { retry_at_ms: now + 60_000 })
+    );
+}
+
+/// The inbox keeps one entry per notification, lists newest first and keeps `INBOX_LEN_MAX`.
+pub async fn inbox_is_idempotent_newest_first_and_capped<S: Conformance>(store: &S) {
+    let acme = tenant("acme");
+    let bob = RecipientId::new("bob").expect("fixture id");
+    let item = |n: u32, title: &str| InboxItem {
+        notification_id: id(&acme, n),
+        title: title.into(),
+        body: format!("body {n}"),
+        category: Category::new("order_updates").expect("fixture id"),
+        at_ms: u64::from(n),
+        read: false,
+    };
+    for n in 1..=3 {
+        store.inbox_append(&acme, &bob, &item(n, "first")).await.expect("append");
+    }
+    store.inbox_append(&acme, &bob, &item(2, "again")).await.expect("append");
+    let listed = store.inbox_list(&acme, &bob, 10).await.expect("list");
+    assert_eq!(listed, vec![item(3, "first"), item(2, "first"), item(1, "first")]);
+    assert_eq!(store.inbox_list(&acme, &bob, 2).await.expect("list").len(), 2);
+    assert_eq!(store.inbox_list(&acme, &bob, 0).await, Ok(vec![]));
+    let carol = RecipientId::new("carol").expect("fixture id");
+    assert_eq!(store.inbox_list(&acme, &carol, 10).await, Ok(vec![]));
+    assert_eq!(store.inbox_list(&tenant("globex"), &bob, 10).await, Ok(vec![]));
+
+    let extra = 5;
+    let total = u32::try_from(INBOX_LEN_MAX).expect("small") + extra;
+    for n in 1..=total {
+        store.inbox_append(&acme, &carol, &item(n, "capped")).await.expect("append");
+    }
+    let listed = store.inbox_list(&acme, &carol, INBOX_LEN_MAX + 10).await.expect("list");
+    assert_eq!(listed.len(), INBOX_LEN_MAX);
+    assert_eq!(listed.first(), Some(&item(total, "capped")));
+    assert_eq!(listed.last(), Some(&item(extra + 1, "capped")));
+}
+
+/// API keys are stored and found by id.
+pub async fn api_keys<S: Conformance>(store: &S) {
+    let key = ApiKey { tenant: tenant("acme"), secret_sha256_hex: "ab".repeat(32) };
+    assert_eq!(store.api_key("0123456789abcdef").await, Ok(None));
+    store.put_api_key("0123456789abcdef", &key).await.expect("put");
+    assert_eq!(store.api_key("0123456789abcdef").await, Ok(Some(key.clone())));
+    assert_eq!(store.api_key("fedcba9876543210").await, Ok(None));
+    let rotated = ApiKey { secret_sha256_hex: "cd".repeat(32), ..key };
+    store.put_api_key("0123456789abcdef", &rotated).await.expect("put");
+    assert_eq!(store.api_key("0123456789abcdef").await, Ok(Some(rotated)));
+}
+
+/// Fetch honours `max`, fetched wake-ups are pending until acked, stats add up.
+pub async fn queue_fetch_ack_and_stats<S: Conformance>(store: &S) {
+    let wakes = ready_wakes(store, 3).await;
+    assert_eq!(stats(store).await, QueueStats { ready: 3, ..QueueStats::default() });
+    let two = store.fetch("a", 2, 0).await.expect("fetch");
+    assert_eq!(two.len(), 2, "fetch returns at most max");
+    assert_eq!(stats(store).await, QueueStats { ready: 1, pending: 2, ..QueueStats::default() });
+    store.ack(&two[..1]).await.expect("ack");
+    assert_eq!(stats(store).await, QueueStats { ready: 1, pending: 1, ..QueueStats::default() });
+    let rest = store.fetch("b", 10, 0).await.expect("fetch");
+    assert_eq!(rest.len(), 1);
+    let mut seen: Vec<Wake> = two.iter().chain(&rest).map(|d| d.wake.clone()).collect();
+    seen.sort_by_key(Wake::key);
+    let mut expected = wakes;
+    expected.sort_by_key(Wake::key);
+    assert_eq!(seen, expected, "every wake-up delivered once");
+    store.ack(&two[1..]).await.expect("ack");
+    store.ack(&rest).await.expect("ack");
+    store.ack(&rest).await.expect("a second ack is harmless");
+    assert_eq!(stats(store).await, QueueStats::default());
+    assert_eq!(store.fetch("a", 10, 0).await, Ok(vec![]));
+}
+
+/// A failed delivery comes back after its delay with one more try, and is parked after
+/// `TRIES_MAX` tries; settling twice does nothing.
+pub async fn retry_later_backs_off_then_parks<S: Conformance>(store: &S) {
+    let wakes = ready_wakes(store, 1).await;
+    let mut delivery = store.fetch("a", 10, 0).await.expect("fetch").pop().expect("one delivery");
+    assert_eq!(delivery.tries, 0);
+    let before = store.now_ms();
+    let outcome = store.retry_later(&delivery, 60_000).await.expect("retry");
+    let Retried::Scheduled { at_ms, tries: 1 } = outcome else {
+        panic!("expected a first retry, got {outcome:?}")
+    };
+    assert!(at_ms >= before + 60_000 && at_ms <= store.now_ms() + 60_000, "due {at_ms}");
+    assert_eq!(stats(store).await, QueueStats { scheduled: 1, ..QueueStats::default() });
+    assert_eq!(store.retry_later(&delivery, 0).await, Ok(Retried::AlreadySettled));
+    assert_eq!(store.promote_due(at_ms - 1, 100).await, Ok(0));
+    assert_eq!(store.promote_due(at_ms, 100).await, Ok(1));
+
+    let mut deliveries = 1;
+    loop {
+        delivery = store.fetch("a", 10, 0).await.expect("fetch").pop().expect("redelivered");
+        deliveries += 1;
+        assert_eq!(delivery.wake, wakes[0]);
+        assert_eq!(delivery.tries, deliveries - 1);
+        match store.retry_later(&delivery, 0).await.expect("retry") {
+            Retried::Scheduled { tries, .. } => assert_eq!(tries, deliveries),
+            Retried::Parked => break,
+            Retried::AlreadySettled => panic!("a pending delivery was already settled"),
+        }
+        assert_eq!(store.promote_due(store.now_ms() + 1_000, 100).await, Ok(1));
+    }
+    assert_eq!(deliveries, TRIES_MAX, "parked after exactly TRIES_MAX tries");
+    assert_eq!(stats(store).await, QueueStats { parked: 1, ..QueueStats::default() });
+    assert_eq!(store.promote_due(store.now_ms() + 10_000_000, 100).await, Ok(0));
+}
+
+/// Released deliveries go straight back to ready, tries unchanged.
+pub async fn release_returns_deliveries_to_ready<S: Conformance>(store: &S) {
+    ready_wakes(store, 2).await;
+    let got = store.fetch("a", 10, 0).await.expect("fetch");
+    assert_eq!(got.len(), 2);
+    store.release(&got).await.expect("release");
+    assert_eq!(stats(store).await, QueueStats { ready: 2, ..QueueStats::default() });
+    let again = fetch_all(store, "b").await;
+    let key = |ds: &[Delivery]| {
+        let mut v: Vec<(String, u32)> = ds.iter().map(|d| (d.wake.key(), d.tries)).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(key(&again), key(&got));
+    store.ack(&again).await.expect("ack");
+    assert_eq!(stats(store).await, QueueStats::default());
+}
+
+/// A delivery its consumer never settles is handed to another consumer once idle long enough.
+pub async fn abandoned_deliveries_are_reclaimed<S: Conformance>(store: &S) {
+    let wakes = ready_wakes(store, 1).await;
+    let got = store.fetch("dead-worker", 10, 0).await.expect("fetch");
+    assert_eq!(got.len(), 1);
+    assert_eq!(store.reclaim_abandoned("live-worker", 60_000, 10).await, Ok(vec![]));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let reclaimed = store.reclaim_abandoned("live-worker", 100, 10).await.expect("reclaim");
+    assert_eq!(reclaimed.iter().map(|d| &d.wake).collect::<Vec<_>>(), vec![&wakes[0]]);
+    // Just claimed: not idle any more.
+    assert_eq!(store.reclaim_abandoned("third-worker", 100, 10).await, Ok(vec![]));
+    store.ack(&reclaimed).await.expect("ack");
+    assert_eq!(stats(store).await, QueueStats::default());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(store.reclaim_abandoned("live-worker", 100, 10).await, Ok(vec![]));
+}
+
+/// `promote_due` moves at most `max_per_shard` per shard per call and eventually everything.
+pub async fn promote_is_bounded_per_shard<S: Conformance>(store: &S) {
+    let acme = tenant("acme");
+    let now = store.now_ms();
+    let n = 40_u32;
+    let timed: Vec<(Wake, u64)> =
+        (0..n).map(|i| (wake(&acme, &id(&acme, i), 1), now - u64::from(i))).collect();
+    store.schedule(&timed).await.expect("schedule");
+    store.schedule(&timed[..5]).await.expect("scheduling again collapses");
+    let later: Vec<(Wake, u64)> = vec![(wake(&acme, &id(&acme, 999), 1), now + 60_000)];
+    store.schedule(&later).await.expect("schedule");
+    assert_eq!(stats(store).await.scheduled, u64::from(n) + 1);
+    let mut total = 0;
+    let mut calls = 0;
+    loop {
+        let moved = store.promote_due(now, 1).await.expect("promote");
+        assert!(moved <= usize::from(SHARDS), "{moved} moved in one call");
+        if moved == 0 {
+            break;
+        }
+        total += moved;
+        calls += 1;
+        assert!(calls <= n, "promote_due does not converge");
+    }
+    assert_eq!(total, n as usize);
+    assert!(calls > 1, "one call moved {n} with a limit of one per shard");
+    assert_eq!(
+        stats(store).await,
+        QueueStats { ready: u64::from(n), scheduled: 1, ..QueueStats::default() }
+    );
+    let all = fetch_all(store, "a").await;
+    assert_eq!(all.len(), n as usize);
+    store.ack(&all).await.expect("ack");
+}
+
+/// A tenant sees nothing of another tenant's notifications.
+pub async fn tenant_isolation<S: Conformance>(store: &S) {
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let now = store.now_ms();
+    let rec = record(&acme, &id(&acme, 1), now, None);
+    create(store, &rec).await;
+    committed(store, &commit(&rec, 1, dead(), now + 1, None)).await;
+    assert_eq!(store.load(&globex, &rec.id).await, Ok(None));
+    assert_eq!(store.history(&globex, &rec.id).await, Ok(vec![]));
+    let mut theirs = commit(&rec, 2, sent(), now + 2, None);
+    theirs.tenant = globex.clone();
+    assert_eq!(store.commit(&theirs).await, Ok(CommitOutcome::NotFound));
+    assert_eq!(store.list(&globex, &ListQuery { state: None, limit: 10 }).await, Ok(vec![]));
+    assert_eq!(store.dead_letters(&globex, 10).await, Ok(vec![]));
+    let ours = store.load(&acme, &rec.id).await.expect("load").expect("record");
+    assert_eq!((ours.version, ours.state), (2, dead()));
+}

@@ -27,7 +27,7 @@ use crate::queue::{
 };
 use workflows::ports::Clock;
 
-/// Follow-up reads per fetch, on the streams that filled their share of the first read.
+/// Follow-up reads per fetch, on the streams that filled their share of the read before.
 const FOLLOW_UP_READS_MAX: usize = 2;
 /// Entries per ack / release script: bounds the script's `unpack` and its run time.
 const SETTLE_CHUNK_MAX: usize = 500;
@@ -201,27 +201,35 @@ impl WakeQueue for RedisStore {
         let conn = self.blocking_conn().await?;
         let all: Vec<u16> = (0..SHARDS).collect();
         // COUNT applies per stream: ask each for its share, then top up from the streams that
-        // filled theirs, so a fetch never holds more than `max` and one busy shard still drains.
-        let share = max.div_ceil(usize::from(SHARDS));
-        let mut read =
-            self.read_group(&conn, consumer, &all, share, block_ms.min(BLOCK_MS_MAX)).await?;
+        // filled theirs, so one busy shard still drains at full speed. Below one per shard the
+        // first read can overshoot; the surplus goes straight back.
+        let share = (max / usize::from(SHARDS)).max(1);
+        let block_ms = block_ms.min(BLOCK_MS_MAX);
+        let mut read = self.read_group(&conn, consumer, &all, share, block_ms).await?;
         let mut total: usize = read.iter().map(|(_, e)| e.len()).sum();
-        let mut last = read.clone();
-        let mut last_count = share;
+        let mut full: Vec<u16> =
+            read.iter().filter(|(_, e)| e.len() >= share).map(|(s, _)| *s).collect();
         for _ in 0..FOLLOW_UP_READS_MAX {
-            let full: Vec<u16> =
-                last.iter().filter(|(_, e)| e.len() >= last_count).map(|(s, _)| *s).collect();
-            if full.is_empty() || total >= max {
+            if total >= max || full.is_empty() {
                 break;
             }
-            let count = (max - total).div_ceil(full.len());
-            let more = self.read_group(&conn, consumer, &full, count, 0).await?;
+            let remaining = max - total;
+            let (targets, count) = if full.len() <= remaining {
+                (full.clone(), remaining / full.len())
+            } else {
+                (full[..remaining].to_vec(), 1)
+            };
+            let more = self.read_group(&conn, consumer, &targets, count, 0).await?;
             total += more.iter().map(|(_, e)| e.len()).sum::<usize>();
-            read.extend(more.iter().cloned());
-            last = more;
-            last_count = count;
+            full = more.iter().filter(|(_, e)| e.len() >= count).map(|(s, _)| *s).collect();
+            read.extend(more);
         }
-        self.deliveries(read).await
+        let mut deliveries = self.deliveries(read).await?;
+        if deliveries.len() > max {
+            let surplus = deliveries.split_off(max);
+            self.release(&surplus).await?;
+        }
+        Ok(deliveries)
     }
 
     async fn ack(&self, deliveries: &[Delivery]) -> Result<(), StoreError> {
