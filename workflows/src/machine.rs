@@ -5,7 +5,9 @@
 //!                                                        ↘ failed → dead_lettered
 //! any active state → skipped(reason) | cancelled
 //! rendered / sending → deferred(until) → back where it was (rate limit, retry backoff)
-//! sending → unknown (request written, no answer) → re-send flagged, or failed
+//! sending → unknown (request written, no answer) → deferred re-send (flagged), or failed
+//! also: filtered / rate_checked → failed (render error, no provider);
+//!       sending / unknown → delivered (accepted as delivered, or a receipt); sent → failed
 //! ```
 //!
 //! Events go in, [`Effect`]s come out through the [`Context`]; the machine never does I/O and
@@ -18,7 +20,7 @@
 
 // statig declares a state's stored data through its handler's parameters, so a handler that does
 // not read one of its fields still has to name it.
-#![allow(unused_variables)]
+#![allow(unused_variables, clippy::ptr_arg)]
 
 use serde::{Deserialize, Serialize};
 use statig::prelude::*;
@@ -375,7 +377,14 @@ impl Lifecycle {
                 let why = format!("{provider} attempt {attempt} failed: {error}");
                 match error.class {
                     ErrorClass::Retryable => Transition(
-                        context.after_failure(*channel, provider, *attempt, None, false, &why),
+                        context.after_failure(
+                            *channel,
+                            provider,
+                            *attempt,
+                            None,
+                            *possible_duplicate,
+                            &why,
+                        ),
                     ),
                     ErrorClass::RateLimited { retry_after_ms } => {
                         Transition(context.after_failure(
@@ -383,7 +392,7 @@ impl Lifecycle {
                             provider,
                             *attempt,
                             retry_after_ms,
-                            false,
+                            *possible_duplicate,
                             &why,
                         ))
                     }

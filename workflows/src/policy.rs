@@ -34,7 +34,7 @@ pub enum Error {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
-    /// Retry policy per channel; a channel without one uses [`Policy::retry_default`].
+    /// Retry policy per channel; a channel without one uses [`Policy::RETRY_DEFAULT`].
     pub retry: BTreeMap<Channel, RetryPolicy>,
     /// Rate limit per channel; a channel without one is not limited.
     pub rate: BTreeMap<Channel, RateLimit>,

@@ -193,7 +193,8 @@ pub struct Outbound {
     pub notification_id: NotificationId,
     /// The attempt.
     pub attempt: Attempt,
-    /// `{id}:{channel}:{attempt}`, for providers with idempotency keys.
+    /// `{id}:{channel}:{provider}`, the same for every attempt on this provider, for providers
+    /// with idempotency keys: a re-send after an unknown outcome is then recognised as one.
     pub idempotency_key: String,
     /// The recipient and their addresses.
     pub recipient: Recipient,

@@ -399,7 +399,7 @@ impl<S: Store, C: Clock> Runner<S, C> {
                                 tenant: run.record.tenant.clone(),
                                 notification_id: run.record.id.clone(),
                                 attempt,
-                                idempotency_key: format!("{}:{channel}:{attempt}", run.record.id),
+                                idempotency_key: format!("{}:{channel}:{provider}", run.record.id),
                                 recipient: run.record.request.recipient.clone(),
                                 category: run.record.request.category.clone(),
                                 content,
