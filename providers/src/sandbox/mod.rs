@@ -1,0 +1,489 @@
+//! A local stand-in for the providers' APIs, for dev mode and integration tests.
+//!
+//! It answers the SendGrid and Twilio endpoints the real providers call, with their real wire
+//! formats: `202` + `X-Message-Id` for SendGrid, `201` + a Message resource (`sid` = `SM` + 32 hex)
+//! for Twilio, and each provider's own error bodies. It checks credentials (401 in the provider's
+//! shape), validates bodies (400 in the provider's shape) and injects latency and failures per
+//! provider (see [`Behaviour`]): 500/503, 429 with `Retry-After`, and hangs that take the message
+//! but answer too late, which is how unknown outcomes happen for real.
+//!
+//! Twilio's documented test numbers work as with Twilio's test credentials, so fallbacks can be
+//! driven deterministically: `To` = `+15005550001` (invalid, 21211), `+15005550002` (unroutable,
+//! 21612), `+15005550003` (no permission for the region, 21408), `+15005550004` (unsubscribed,
+//! 21610), `+15005550009` (not a mobile number, 21614); `From` = `+15005550001` (invalid, 21212),
+//! `+15005550007` (not owned, 21606), `+15005550008` (queue full, 21611).
+//!
+//! Inspection endpoints:
+//! - `GET /sandbox/stats`: per provider, requests received, accepted and failed by kind.
+//! - `GET /sandbox/messages?provider=sendgrid[&limit=N]`: the last accepted messages (at most
+//!   `messages_kept_max` per provider), oldest first, with their full request bodies. These hold
+//!   recipients' addresses: the sandbox is a dev tool and must never face real traffic.
+//! - `POST /sandbox/reset`: clears stats and messages.
+//! - `GET`/`PUT /sandbox/behaviour/{provider}`: reads or replaces a provider's [`Behaviour`] at
+//!   run time (start an outage in the middle of a demo).
+//!
+//! The caller binds the listener ([`serve`]); tests bind port 0, or use [`router`] directly.
+
+mod config;
+mod sendgrid;
+mod twilio;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::{
+    Behaviour, HANG_MS_MAX, LATENCY_MS_MAX, MESSAGES_KEPT_DEFAULT, MESSAGES_KEPT_MAX,
+    RETRY_AFTER_SECS_MAX, SENDGRID_KEY_DEFAULT, SandboxConfig, SendGridSandbox,
+    TWILIO_ACCOUNT_DEFAULT, TWILIO_TOKEN_DEFAULT, TwilioSandbox,
+};
+
+use crate::{Error, Secret};
+
+/// The largest request body accepted, in bytes. A notification is a few KiB; SendGrid's own cap
+/// (30 MB, for attachments) is far beyond anything courant sends. Larger bodies get a 413.
+pub const BODY_BYTES_MAX: usize = 1024 * 1024;
+
+/// The most messages one `GET /sandbox/messages` returns.
+pub const MESSAGES_PAGE_MAX: usize = 10_000;
+
+/// A faked provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxProvider {
+    /// SendGrid v3 mail send.
+    Sendgrid,
+    /// Twilio Messages.
+    Twilio,
+}
+
+impl SandboxProvider {
+    fn index(self) -> usize {
+        match self {
+            SandboxProvider::Sendgrid => 0,
+            SandboxProvider::Twilio => 1,
+        }
+    }
+}
+
+/// Per-provider request counts. Every request lands in exactly one bucket once answered, so
+/// `received == accepted + failed.total()` when no request is in flight.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderStats {
+    /// Requests received.
+    pub received: u64,
+    /// Requests answered with success.
+    pub accepted: u64,
+    /// Requests answered otherwise, by kind.
+    pub failed: FailedStats,
+}
+
+/// Failed requests by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedStats {
+    /// Wrong or missing credentials (401).
+    pub unauthorized: u64,
+    /// Malformed requests, wrong account or sender (400/404).
+    pub invalid: u64,
+    /// Refused recipients (Twilio test numbers).
+    pub recipient: u64,
+    /// Injected 500/503.
+    pub server_error: u64,
+    /// Injected 429 (and Twilio's queue-full test sender).
+    pub rate_limited: u64,
+    /// Injected hangs: the message was taken, the answer came too late.
+    pub hung: u64,
+}
+
+impl FailedStats {
+    /// All failures.
+    pub fn total(&self) -> u64 {
+        self.unauthorized
+            + self.invalid
+            + self.recipient
+            + self.server_error
+            + self.rate_limited
+            + self.hung
+    }
+}
+
+/// The counts of both providers, as `GET /sandbox/stats` returns them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// The fake SendGrid.
+    pub sendgrid: ProviderStats,
+    /// The fake Twilio.
+    pub twilio: ProviderStats,
+}
+
+/// One message the sandbox took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxMessage {
+    /// The id it answered with (`X-Message-Id`, or the `SM...` sid).
+    pub message_id: String,
+    /// When it arrived, ms since the Unix epoch.
+    pub received_at_ms: u64,
+    /// The recipient (`personalizations[0].to[0].email`, or `To`).
+    pub to: String,
+    /// courant's notification id, from `custom_args` or the `StatusCallback` URL, when present.
+    pub notification_id: Option<String>,
+    /// Whether the answer was sent in time; `false` for an injected hang.
+    pub answered: bool,
+    /// The whole request body: SendGrid's JSON, or Twilio's form as a JSON object.
+    pub request: serde_json::Value,
+}
+
+/// What the draw for one request decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Answer 500 or 503.
+    ServerError(u16),
+    /// Answer 429 with this `Retry-After`.
+    RateLimited(u64),
+    /// Take the message, answer after this long.
+    Hang(Duration),
+}
+
+/// What happened to a request, for the stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    Accepted,
+    Unauthorized,
+    Invalid,
+    Recipient,
+    ServerError,
+    RateLimited,
+    Hung,
+}
+
+/// The mutable part, behind one mutex: held for counter updates and draws only, never across an
+/// await, so contention is a few hundred nanoseconds per request.
+#[derive(Debug)]
+struct Inner {
+    rng: StdRng,
+    behaviour: [Behaviour; 2],
+    stats: [ProviderStats; 2],
+    messages: [VecDeque<SandboxMessage>; 2],
+}
+
+#[derive(Debug)]
+struct Shared {
+    sendgrid_key: Secret,
+    twilio_account: String,
+    twilio_token: Secret,
+    messages_kept_max: usize,
+    inner: Mutex<Inner>,
+    /// Flips to `true` on shutdown, releasing hung requests so graceful shutdown is quick.
+    shutdown: watch::Sender<bool>,
+}
+
+/// The sandbox's state: a cheap, cloneable handle for the router and for tests.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    shared: Arc<Shared>,
+}
+
+impl Sandbox {
+    /// A sandbox from a validated configuration.
+    pub fn new(config: SandboxConfig) -> Result<Self, Error> {
+        config.validate()?;
+        let rng = match config.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => rand::make_rng(),
+        };
+        let (shutdown, _) = watch::channel(false);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                sendgrid_key: config.sendgrid.api_key,
+                twilio_account: config.twilio.account_sid,
+                twilio_token: config.twilio.auth_token,
+                messages_kept_max: config.messages_kept_max,
+                inner: Mutex::new(Inner {
+                    rng,
+                    behaviour: [config.sendgrid.behaviour, config.twilio.behaviour],
+                    stats: Default::default(),
+                    messages: Default::default(),
+                }),
+                shutdown,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves counters, not invariants, half-updated; the
+        // sandbox keeps serving rather than failing every later request.
+        self.shared.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The counts so far.
+    pub fn stats(&self) -> Stats {
+        let inner = self.lock();
+        Stats { sendgrid: inner.stats[0].clone(), twilio: inner.stats[1].clone() }
+    }
+
+    /// The messages `provider` took, oldest first.
+    pub fn messages(&self, provider: SandboxProvider) -> Vec<SandboxMessage> {
+        self.lock().messages[provider.index()].iter().cloned().collect()
+    }
+
+    /// The behaviour of `provider`.
+    pub fn behaviour(&self, provider: SandboxProvider) -> Behaviour {
+        self.lock().behaviour[provider.index()].clone()
+    }
+
+    /// Replaces the behaviour of `provider`, after validating it.
+    pub fn set_behaviour(&self, provider: SandboxProvider, behaviour: Behaviour) -> Result<(), Error> {
+        behaviour.validate(match provider {
+            SandboxProvider::Sendgrid => "sandbox.sendgrid",
+            SandboxProvider::Twilio => "sandbox.twilio",
+        })?;
+        self.lock().behaviour[provider.index()] = behaviour;
+        Ok(())
+    }
+
+    /// Clears stats and messages.
+    pub fn reset(&self) {
+        let mut inner = self.lock();
+        inner.stats = Default::default();
+        inner.messages = Default::default();
+    }
+
+    /// Releases hung requests; called by [`serve`] when its shutdown signal fires.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+    }
+
+    /// Counts a request in and draws its latency and fault. Drawing on arrival, in arrival
+    /// order, is what makes a seeded run replayable.
+    fn admit(&self, provider: SandboxProvider) -> (Duration, Option<Fault>) {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        inner.stats[provider.index()].received += 1;
+        let b = &inner.behaviour[provider.index()];
+        let jitter = if b.jitter_ms > 0 { inner.rng.random_range(0..=b.jitter_ms) } else { 0 };
+        let delay = Duration::from_millis(b.latency_ms + jitter);
+        let draw: f64 = inner.rng.random();
+        let fault = if draw < b.hang_rate {
+            Some(Fault::Hang(Duration::from_millis(b.hang_ms)))
+        } else if draw < b.hang_rate + b.rate_limited_rate {
+            Some(Fault::RateLimited(b.retry_after_secs))
+        } else if draw < b.hang_rate + b.rate_limited_rate + b.server_error_rate {
+            Some(Fault::ServerError(if inner.rng.random::<bool>() { 500 } else { 503 }))
+        } else {
+            None
+        };
+        (delay, fault)
+    }
+
+    fn count(&self, provider: SandboxProvider, what: Counted) {
+        let mut inner = self.lock();
+        let stats = &mut inner.stats[provider.index()];
+        let counter = match what {
+            Counted::Accepted => &mut stats.accepted,
+            Counted::Unauthorized => &mut stats.failed.unauthorized,
+            Counted::Invalid => &mut stats.failed.invalid,
+            Counted::Recipient => &mut stats.failed.recipient,
+            Counted::ServerError => &mut stats.failed.server_error,
+            Counted::RateLimited => &mut stats.failed.rate_limited,
+            Counted::Hung => &mut stats.failed.hung,
+        };
+        *counter += 1;
+    }
+
+    fn record(&self, provider: SandboxProvider, message: SandboxMessage) {
+        let kept_max = self.shared.messages_kept_max;
+        let mut inner = self.lock();
+        let messages = &mut inner.messages[provider.index()];
+        while messages.len() >= kept_max {
+            messages.pop_front();
+        }
+        messages.push_back(message);
+    }
+
+    /// A SendGrid-style message id: 22 characters of the URL-safe base64 alphabet.
+    fn sendgrid_message_id(&self) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut inner = self.lock();
+        (0..22).map(|_| char::from(ALPHABET[inner.rng.random_range(0..64)])).collect()
+    }
+
+    /// A Twilio message SID: `SM` + 32 lowercase hex digits.
+    fn twilio_sid(&self) -> String {
+        let mut inner = self.lock();
+        let (a, b): (u64, u64) = (inner.rng.random(), inner.rng.random());
+        format!("SM{a:016x}{b:016x}")
+    }
+
+    /// Waits out an injected hang, or until shutdown.
+    async fn hang(&self, duration: Duration) {
+        let mut shutdown = self.shared.shutdown.subscribe();
+        if *shutdown.borrow() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(duration) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// The sandbox's routes.
+pub fn router(sandbox: Sandbox) -> Router {
+    Router::new()
+        .route("/v3/mail/send", post(sendgrid::mail_send))
+        .route("/2010-04-01/Accounts/{account_sid}/Messages.json", post(twilio::create_message))
+        .route("/sandbox/stats", get(stats))
+        .route("/sandbox/messages", get(messages))
+        .route("/sandbox/reset", post(reset))
+        .route("/sandbox/behaviour/{provider}", get(get_behaviour).put(put_behaviour))
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(sandbox)
+}
+
+/// Serves a sandbox built from `config` on `listener` until `shutdown` completes, then releases
+/// hung requests and drains the rest. An invalid configuration is an `InvalidInput` error.
+pub async fn serve(
+    listener: TcpListener,
+    config: SandboxConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let sandbox = Sandbox::new(config)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    serve_with(listener, sandbox, shutdown).await
+}
+
+/// Like [`serve`], with a sandbox the caller keeps a handle to (to read its stats in-process).
+pub async fn serve_with(
+    listener: TcpListener,
+    sandbox: Sandbox,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(sandbox.clone());
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "Provider sandbox listening.");
+    }
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            sandbox.shutdown();
+        })
+        .await
+}
+
+async fn stats(State(sandbox): State<Sandbox>) -> Json<Stats> {
+    Json(sandbox.stats())
+}
+
+/// `GET /sandbox/messages` parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessagesQuery {
+    /// Which provider.
+    provider: SandboxProvider,
+    /// At most this many, the most recent (default and cap [`MESSAGES_PAGE_MAX`]).
+    limit: Option<usize>,
+}
+
+async fn messages(
+    State(sandbox): State<Sandbox>,
+    query: Result<Query<MessagesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return sandbox_error(
+            StatusCode::BAD_REQUEST,
+            "expected ?provider=sendgrid or ?provider=twilio, optionally &limit=N",
+        );
+    };
+    let all = sandbox.messages(query.provider);
+    let limit = query.limit.unwrap_or(MESSAGES_PAGE_MAX).min(MESSAGES_PAGE_MAX);
+    let skip = all.len().saturating_sub(limit);
+    Json(all.into_iter().skip(skip).collect::<Vec<_>>()).into_response()
+}
+
+async fn reset(State(sandbox): State<Sandbox>) -> StatusCode {
+    sandbox.reset();
+    StatusCode::NO_CONTENT
+}
+
+async fn get_behaviour(
+    State(sandbox): State<Sandbox>,
+    provider: Result<Path<SandboxProvider>, axum::extract::rejection::PathRejection>,
+) -> Response {
+    match provider {
+        Ok(Path(provider)) => Json(sandbox.behaviour(provider)).into_response(),
+        Err(_) => sandbox_error(StatusCode::NOT_FOUND, "unknown provider"),
+    }
+}
+
+async fn put_behaviour(
+    State(sandbox): State<Sandbox>,
+    provider: Result<Path<SandboxProvider>, axum::extract::rejection::PathRejection>,
+    behaviour: Result<Json<Behaviour>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Path(provider)) = provider else {
+        return sandbox_error(StatusCode::NOT_FOUND, "unknown provider");
+    };
+    let behaviour = match behaviour {
+        Ok(Json(behaviour)) => behaviour,
+        Err(rejection) => return sandbox_error(StatusCode::BAD_REQUEST, &rejection.body_text()),
+    };
+    match sandbox.set_behaviour(provider, behaviour) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => sandbox_error(StatusCode::BAD_REQUEST, &error.to_string()),
+    }
+}
+
+fn sandbox_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// Now, in ms since the Unix epoch (the sandbox is shell code and reads the clock).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// An RFC 2822 date in GMT (`Thu, 24 Aug 2023 05:01:45 +0000`), the format of Twilio's
+/// `date_created`.
+fn rfc2822(unix_secs: u64) -> String {
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let days = unix_secs / 86_400;
+    let secs = unix_secs % 86_400;
+    // Howard Hinnant's civil-from-days, for days since 1970-01-01 (a Thursday).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} +0000",
+        WEEKDAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize],
+        secs / 3_600,
+        secs % 3_600 / 60,
+        secs % 60,
+    )
+}
