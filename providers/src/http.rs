@@ -116,7 +116,10 @@ pub(crate) async fn exchange(
             ErrorClass::Unknown,
             None,
             None,
-            &format!("no answer within {} ms; the request may have been sent", timeouts.total.as_millis()),
+            &format!(
+                "no answer within {} ms; the request may have been sent",
+                timeouts.total.as_millis()
+            ),
         )),
     }
 }

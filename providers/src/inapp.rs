@@ -141,7 +141,8 @@ mod tests {
             if self.fail {
                 return Err(StoreError::Unavailable("connection refused".into()));
             }
-            let mut items = self.items.lock().map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+            let mut items =
+                self.items.lock().map_err(|_| StoreError::Corrupt("poisoned".into()))?;
             let list = items.entry((tenant.clone(), recipient.clone())).or_default();
             if !list.iter().any(|i| i.notification_id == item.notification_id) {
                 list.push(item.clone());
@@ -192,8 +193,11 @@ mod tests {
 
     fn check(inbox: MemoryInbox, content: Content) -> (SendOutcome, Arc<MemoryInbox>) {
         let inbox = Arc::new(inbox);
-        let provider =
-            InAppProvider::new(id(ProviderName::new, "inapp"), inbox.clone(), Arc::new(FixedClock(42)));
+        let provider = InAppProvider::new(
+            id(ProviderName::new, "inapp"),
+            inbox.clone(),
+            Arc::new(FixedClock(42)),
+        );
         (block_on(provider.send(&message(content))), inbox)
     }
 
@@ -225,8 +229,11 @@ mod tests {
     #[test]
     fn a_second_send_of_the_same_notification_stores_nothing_new() {
         let inbox = Arc::new(MemoryInbox::default());
-        let provider =
-            InAppProvider::new(id(ProviderName::new, "inapp"), inbox.clone(), Arc::new(FixedClock(1)));
+        let provider = InAppProvider::new(
+            id(ProviderName::new, "inapp"),
+            inbox.clone(),
+            Arc::new(FixedClock(1)),
+        );
         let m = message(in_app());
         for _ in 0..2 {
             assert!(matches!(block_on(provider.send(&m)), SendOutcome::Accepted { .. }));

@@ -44,10 +44,10 @@ mod error;
 #[cfg(feature = "http")]
 mod http;
 mod redact;
-#[cfg(test)]
-mod testing;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+#[cfg(test)]
+mod testing;
 
 pub use error::Error;
 pub use inapp::InAppProvider;

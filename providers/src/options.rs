@@ -41,7 +41,8 @@ pub(crate) fn base_url(provider: &str, field: &'static str, value: &str) -> Resu
     if value.len() > BASE_URL_BYTES_MAX {
         return bad("is too long");
     }
-    let Some(rest) = value.strip_prefix("https://").or_else(|| value.strip_prefix("http://")) else {
+    let Some(rest) = value.strip_prefix("https://").or_else(|| value.strip_prefix("http://"))
+    else {
         return bad("must start with https:// (or http:// for a local sandbox)");
     };
     if rest.is_empty() || rest.starts_with('/') {
@@ -96,7 +97,12 @@ pub(crate) fn one_line(
 }
 
 /// Checks a Twilio-style SID: a two-letter prefix then 32 hex digits.
-pub(crate) fn sid(provider: &str, field: &'static str, value: &str, prefix: &str) -> Result<(), Error> {
+pub(crate) fn sid(
+    provider: &str,
+    field: &'static str,
+    value: &str,
+    prefix: &str,
+) -> Result<(), Error> {
     let ok = value.len() == 34
         && value.starts_with(prefix)
         && value[2..].bytes().all(|b| b.is_ascii_hexdigit());
@@ -113,9 +119,22 @@ mod tests {
 
     #[test]
     fn base_urls_are_checked_and_trimmed() {
-        assert_eq!(base_url("p", "base_url", "https://api.example.com/").ok(), Some("https://api.example.com".into()));
-        assert_eq!(base_url("p", "base_url", "http://127.0.0.1:8025").ok(), Some("http://127.0.0.1:8025".into()));
-        for bad in ["api.example.com", "ftp://x", "https://", "https://a b", "https://u:p@host", "https://h/?q=1"] {
+        assert_eq!(
+            base_url("p", "base_url", "https://api.example.com/").ok(),
+            Some("https://api.example.com".into())
+        );
+        assert_eq!(
+            base_url("p", "base_url", "http://127.0.0.1:8025").ok(),
+            Some("http://127.0.0.1:8025".into())
+        );
+        for bad in [
+            "api.example.com",
+            "ftp://x",
+            "https://",
+            "https://a b",
+            "https://u:p@host",
+            "https://h/?q=1",
+        ] {
             assert!(base_url("p", "base_url", bad).is_err(), "{bad}");
         }
     }

@@ -94,7 +94,7 @@ fn scrub_digit_runs(text: &str) -> String {
             // before the next word) so the message stays readable.
             let kept = run.trim_end_matches(|c: char| !c.is_ascii_digit());
             let tail = &run[kept.len()..];
-            let lead_len = kept.len() - kept.trim_start_matches(|c: char| c == ' ').len();
+            let lead_len = kept.len() - kept.trim_start_matches(' ').len();
             out.push_str(&kept[..lead_len]);
             out.push_str(REDACTED);
             out.push_str(tail);

@@ -217,16 +217,32 @@ impl Behaviour {
             }
         }
         if rates.iter().map(|(_, r)| r).sum::<f64>() > 1.0 + f64::EPSILON {
-            return Err(Error::config(scope, "server_error_rate", "the three rates must add up to at most 1"));
+            return Err(Error::config(
+                scope,
+                "server_error_rate",
+                "the three rates must add up to at most 1",
+            ));
         }
         if self.latency_ms > LATENCY_MS_MAX || self.jitter_ms > LATENCY_MS_MAX {
-            return Err(Error::config(scope, "latency_ms", format!("latency and jitter must be at most {LATENCY_MS_MAX}")));
+            return Err(Error::config(
+                scope,
+                "latency_ms",
+                format!("latency and jitter must be at most {LATENCY_MS_MAX}"),
+            ));
         }
         if self.hang_ms == 0 || self.hang_ms > HANG_MS_MAX {
-            return Err(Error::config(scope, "hang_ms", format!("must be between 1 and {HANG_MS_MAX}")));
+            return Err(Error::config(
+                scope,
+                "hang_ms",
+                format!("must be between 1 and {HANG_MS_MAX}"),
+            ));
         }
         if self.retry_after_secs > RETRY_AFTER_SECS_MAX {
-            return Err(Error::config(scope, "retry_after_secs", format!("must be at most {RETRY_AFTER_SECS_MAX}")));
+            return Err(Error::config(
+                scope,
+                "retry_after_secs",
+                format!("must be at most {RETRY_AFTER_SECS_MAX}"),
+            ));
         }
         Ok(())
     }

@@ -26,9 +26,9 @@
 
 mod config;
 mod sendgrid;
-mod twilio;
 #[cfg(test)]
 mod tests;
+mod twilio;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -247,7 +247,11 @@ impl Sandbox {
     }
 
     /// Replaces the behaviour of `provider`, after validating it.
-    pub fn set_behaviour(&self, provider: SandboxProvider, behaviour: Behaviour) -> Result<(), Error> {
+    pub fn set_behaviour(
+        &self,
+        provider: SandboxProvider,
+        behaviour: Behaviour,
+    ) -> Result<(), Error> {
         behaviour.validate(match provider {
             SandboxProvider::Sendgrid => "sandbox.sendgrid",
             SandboxProvider::Twilio => "sandbox.twilio",

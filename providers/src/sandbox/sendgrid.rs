@@ -18,11 +18,11 @@ const PROVIDER: SandboxProvider = SandboxProvider::Sendgrid;
 /// SendGrid's limit on personalizations per request.
 const PERSONALIZATIONS_MAX: usize = 1_000;
 
-const HELP_TO: &str =
-    "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html#message.personalizations.to";
+const HELP_TO: &str = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html#message.personalizations.to";
 const HELP_PERSONALIZATIONS: &str =
     "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html#-Personalizations-Errors";
-const HELP_FROM: &str = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html#message.from";
+const HELP_FROM: &str =
+    "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html#message.from";
 const HELP_SUBJECT: &str =
     "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html#message.subject";
 const HELP_CONTENT: &str =
@@ -123,8 +123,7 @@ fn take(sandbox: &Sandbox, request: Value, answered: bool) -> String {
     let id = sandbox.sendgrid_message_id();
     let first = &request["personalizations"][0];
     let to = first["to"][0]["email"].as_str().unwrap_or_default().to_owned();
-    let notification_id =
-        first["custom_args"]["notification_id"].as_str().map(str::to_owned);
+    let notification_id = first["custom_args"]["notification_id"].as_str().map(str::to_owned);
     sandbox.record(
         PROVIDER,
         SandboxMessage {
@@ -228,7 +227,9 @@ pub(super) fn validate(request: &Value) -> Vec<Problem> {
     }
 
     let subject_everywhere = !personalizations.is_empty()
-        && personalizations.iter().all(|p| p.get("subject").and_then(Value::as_str).is_some_and(|s| !s.is_empty()));
+        && personalizations
+            .iter()
+            .all(|p| p.get("subject").and_then(Value::as_str).is_some_and(|s| !s.is_empty()));
     let subject = request.get("subject").and_then(Value::as_str).is_some_and(|s| !s.is_empty());
     if !subject && !subject_everywhere && !has_template {
         problems.push(problem(
@@ -241,14 +242,14 @@ pub(super) fn validate(request: &Value) -> Vec<Problem> {
     match request.get("content").and_then(Value::as_array) {
         Some(content) if !content.is_empty() => {
             for (i, part) in content.iter().enumerate() {
-                if !part["type"].as_str().is_some_and(|t| !t.is_empty()) {
+                if part["type"].as_str().is_none_or(str::is_empty) {
                     problems.push(problem(
                         format!("content.{i}.type"),
                         "The content type cannot contain ';', or CRLF characters, and must be at least one character long.",
                         HELP_CONTENT,
                     ));
                 }
-                if !part["value"].as_str().is_some_and(|v| !v.is_empty()) {
+                if part["value"].as_str().is_none_or(str::is_empty) {
                     problems.push(problem(
                         format!("content.{i}.value"),
                         "The content value must be a string at least one character in length.",

@@ -87,7 +87,8 @@ async fn post_sms(base: &str, token: &str, form: &[(&str, &str)]) -> reqwest::Re
 #[tokio::test]
 async fn sendgrid_accepts_a_valid_request_and_keeps_it() {
     let running = start(config_with(quiet(), quiet())).await;
-    let response = post_mail(&running.base, SENDGRID_KEY_DEFAULT, &mail("a@b.example", "n_1")).await;
+    let response =
+        post_mail(&running.base, SENDGRID_KEY_DEFAULT, &mail("a@b.example", "n_1")).await;
     assert_eq!(response.status(), 202);
     let id = response.headers()["x-message-id"].to_str().expect("text").to_owned();
     assert_eq!(id.len(), 22);
@@ -127,21 +128,33 @@ async fn sendgrid_rejects_a_wrong_key_in_its_error_shape() {
 async fn sendgrid_validates_the_body_in_its_error_shape() {
     let running = start(config_with(quiet(), quiet())).await;
     let mut body = mail("not-an-address", "n_1");
-    body["content"] = json!([{"type": "text/html", "value": "<p>x</p>"}, {"type": "text/plain", "value": "x"}]);
+    body["content"] =
+        json!([{"type": "text/html", "value": "<p>x</p>"}, {"type": "text/plain", "value": "x"}]);
     body["personalizations"][0]["custom_args"]["attempt"] = json!(1);
     let response = post_mail(&running.base, SENDGRID_KEY_DEFAULT, &body).await;
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.expect("json");
-    let fields: Vec<&str> =
-        body["errors"].as_array().expect("errors").iter().filter_map(|e| e["field"].as_str()).collect();
-    assert_eq!(fields, ["personalizations.0.to.0.email", "personalizations.0.custom_args", "content"]);
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["field"].as_str())
+        .collect();
+    assert_eq!(
+        fields,
+        ["personalizations.0.to.0.email", "personalizations.0.custom_args", "content"]
+    );
     assert_eq!(body["errors"][0]["message"], "Does not contain a valid address.");
     assert_eq!(body["errors"][1]["message"], "Invalid type. Expected: string, given: number.");
 
     let response = post_mail(&running.base, SENDGRID_KEY_DEFAULT, &json!({"subject": "x"})).await;
     let body: Value = response.json().await.expect("json");
-    let fields: Vec<&str> =
-        body["errors"].as_array().expect("errors").iter().filter_map(|e| e["field"].as_str()).collect();
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["field"].as_str())
+        .collect();
     assert_eq!(fields, ["personalizations", "from.email", "content"]);
 
     let response = reqwest::Client::new()
@@ -165,7 +178,12 @@ async fn twilio_accepts_a_valid_request_with_a_message_resource() {
     let response = post_sms(
         &running.base,
         TWILIO_TOKEN_DEFAULT,
-        &[("To", "+14155550123"), ("From", "+15005550006"), ("Body", "Hi"), ("StatusCallback", callback)],
+        &[
+            ("To", "+14155550123"),
+            ("From", "+15005550006"),
+            ("Body", "Hi"),
+            ("StatusCallback", callback),
+        ],
     )
     .await;
     assert_eq!(response.status(), 201);
@@ -178,7 +196,10 @@ async fn twilio_accepts_a_valid_request_with_a_message_resource() {
     assert_eq!(body["from"], "+15005550006");
     assert_eq!(body["num_segments"], "1");
     assert_eq!(body["account_sid"], TWILIO_ACCOUNT_DEFAULT);
-    assert_eq!(body["uri"], format!("/2010-04-01/Accounts/{TWILIO_ACCOUNT_DEFAULT}/Messages/{sid}.json"));
+    assert_eq!(
+        body["uri"],
+        format!("/2010-04-01/Accounts/{TWILIO_ACCOUNT_DEFAULT}/Messages/{sid}.json")
+    );
     assert!(body["date_created"].as_str().is_some_and(|d| d.ends_with(" +0000")));
 
     let kept = running.sandbox.messages(SandboxProvider::Twilio);
@@ -191,9 +212,12 @@ async fn twilio_accepts_a_valid_request_with_a_message_resource() {
 #[tokio::test]
 async fn twilio_rejects_a_wrong_token_in_its_error_shape() {
     let running = start(config_with(quiet(), quiet())).await;
-    let response =
-        post_sms(&running.base, "wrong-token", &[("To", "+14155550123"), ("From", "+15005550006"), ("Body", "x")])
-            .await;
+    let response = post_sms(
+        &running.base,
+        "wrong-token",
+        &[("To", "+14155550123"), ("From", "+15005550006"), ("Body", "x")],
+    )
+    .await;
     assert_eq!(response.status(), 401);
     let body: Value = response.json().await.expect("json");
     assert_eq!(
@@ -211,7 +235,8 @@ async fn twilio_rejects_a_wrong_token_in_its_error_shape() {
 #[tokio::test]
 async fn twilio_validates_the_form_and_honours_test_numbers() {
     let running = start(config_with(quiet(), quiet())).await;
-    let cases: [(&[(&str, &str)], u16, u32); 6] = [
+    type Case<'a> = (&'a [(&'a str, &'a str)], u16, u32);
+    let cases: [Case<'_>; 6] = [
         (&[("From", "+15005550006"), ("Body", "x")], 400, 21604),
         (&[("To", "12345"), ("From", "+15005550006"), ("Body", "x")], 400, 21211),
         (&[("To", "+14155550123"), ("Body", "x")], 400, 21603),
@@ -238,16 +263,24 @@ async fn a_server_error_rate_of_one_always_fails_with_500_or_503() {
     let faulty = Behaviour { server_error_rate: 1.0, ..quiet() };
     let running = start(config_with(faulty.clone(), faulty)).await;
     for i in 0..10 {
-        let response = post_mail(&running.base, SENDGRID_KEY_DEFAULT, &mail("a@b.example", &format!("n_{i}"))).await;
+        let response =
+            post_mail(&running.base, SENDGRID_KEY_DEFAULT, &mail("a@b.example", &format!("n_{i}")))
+                .await;
         assert!(matches!(response.status().as_u16(), 500 | 503), "{}", response.status());
         let body: Value = response.json().await.expect("json");
         assert!(body["errors"][0]["message"].is_string());
-        let response =
-            post_sms(&running.base, TWILIO_TOKEN_DEFAULT, &[("To", "+14155550123"), ("From", "+15005550006"), ("Body", "x")])
-                .await;
+        let response = post_sms(
+            &running.base,
+            TWILIO_TOKEN_DEFAULT,
+            &[("To", "+14155550123"), ("From", "+15005550006"), ("Body", "x")],
+        )
+        .await;
         let status = response.status().as_u16();
         let body: Value = response.json().await.expect("json");
-        assert!(matches!((status, body["code"].as_u64()), (500, Some(20500)) | (503, Some(20503))), "{status} {body}");
+        assert!(
+            matches!((status, body["code"].as_u64()), (500, Some(20500)) | (503, Some(20503))),
+            "{status} {body}"
+        );
     }
     let stats = running.sandbox.stats();
     assert_eq!(stats.sendgrid.failed.server_error, 10);
@@ -260,12 +293,17 @@ async fn a_server_error_rate_of_one_always_fails_with_500_or_503() {
 async fn a_rate_limited_rate_of_one_always_answers_429_with_retry_after() {
     let limited = Behaviour { rate_limited_rate: 1.0, retry_after_secs: 9, ..quiet() };
     let running = start(config_with(limited.clone(), limited)).await;
-    let response = post_mail(&running.base, SENDGRID_KEY_DEFAULT, &mail("a@b.example", "n_1")).await;
+    let response =
+        post_mail(&running.base, SENDGRID_KEY_DEFAULT, &mail("a@b.example", "n_1")).await;
     assert_eq!(response.status(), 429);
     assert_eq!(response.headers()["retry-after"], "9");
     assert_eq!(response.headers()["x-ratelimit-remaining"], "0");
-    let response =
-        post_sms(&running.base, TWILIO_TOKEN_DEFAULT, &[("To", "+14155550123"), ("From", "+15005550006"), ("Body", "x")]).await;
+    let response = post_sms(
+        &running.base,
+        TWILIO_TOKEN_DEFAULT,
+        &[("To", "+14155550123"), ("From", "+15005550006"), ("Body", "x")],
+    )
+    .await;
     assert_eq!(response.status(), 429);
     assert_eq!(response.headers()["retry-after"], "9");
     let body: Value = response.json().await.expect("json");
@@ -304,10 +342,16 @@ async fn stats_endpoint_counts_every_request_once() {
             .expect("json");
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].notification_id.as_deref(), Some("n_2"));
-    let bad = reqwest::get(format!("{}/sandbox/messages?provider=ses", running.base)).await.expect("sent");
+    let bad = reqwest::get(format!("{}/sandbox/messages?provider=ses", running.base))
+        .await
+        .expect("sent");
     assert_eq!(bad.status(), 400);
 
-    let reset = reqwest::Client::new().post(format!("{}/sandbox/reset", running.base)).send().await.expect("sent");
+    let reset = reqwest::Client::new()
+        .post(format!("{}/sandbox/reset", running.base))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(reset.status(), 204);
     assert_eq!(running.sandbox.stats(), Stats::default());
 }
@@ -318,11 +362,17 @@ async fn kept_messages_are_bounded() {
     config.messages_kept_max = 3;
     let running = start(config).await;
     for i in 0..5 {
-        let response = post_mail(&running.base, SENDGRID_KEY_DEFAULT, &mail("a@b.example", &format!("n_{i}"))).await;
+        let response =
+            post_mail(&running.base, SENDGRID_KEY_DEFAULT, &mail("a@b.example", &format!("n_{i}")))
+                .await;
         assert_eq!(response.status(), 202);
     }
-    let ids: Vec<Option<String>> =
-        running.sandbox.messages(SandboxProvider::Sendgrid).into_iter().map(|m| m.notification_id).collect();
+    let ids: Vec<Option<String>> = running
+        .sandbox
+        .messages(SandboxProvider::Sendgrid)
+        .into_iter()
+        .map(|m| m.notification_id)
+        .collect();
     assert_eq!(ids, [Some("n_2".into()), Some("n_3".into()), Some("n_4".into())]);
     assert_eq!(running.sandbox.stats().sendgrid.accepted, 5);
 }
@@ -332,18 +382,30 @@ async fn behaviour_can_change_at_run_time() {
     let running = start(config_with(quiet(), quiet())).await;
     let url = format!("{}/sandbox/behaviour/sendgrid", running.base);
     let client = reqwest::Client::new();
-    let put = client.put(&url).json(&json!({"server_error_rate": 1.0, "latency_ms": 0})).send().await.expect("sent");
+    let put = client
+        .put(&url)
+        .json(&json!({"server_error_rate": 1.0, "latency_ms": 0}))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(put.status(), 204);
     let got: Behaviour = client.get(&url).send().await.expect("sent").json().await.expect("json");
     assert_eq!(got.server_error_rate, 1.0);
-    let response = post_mail(&running.base, SENDGRID_KEY_DEFAULT, &mail("a@b.example", "n_1")).await;
+    let response =
+        post_mail(&running.base, SENDGRID_KEY_DEFAULT, &mail("a@b.example", "n_1")).await;
     assert!(response.status().is_server_error());
 
-    let bad = client.put(&url).json(&json!({"hang_rate": 0.8, "server_error_rate": 0.8})).send().await.expect("sent");
+    let bad = client
+        .put(&url)
+        .json(&json!({"hang_rate": 0.8, "server_error_rate": 0.8}))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(bad.status(), 400);
     let unknown = client.put(&url).json(&json!({"error_rate": 1.0})).send().await.expect("sent");
     assert_eq!(unknown.status(), 400);
-    let missing = client.get(format!("{}/sandbox/behaviour/ses", running.base)).send().await.expect("sent");
+    let missing =
+        client.get(format!("{}/sandbox/behaviour/ses", running.base)).send().await.expect("sent");
     assert_eq!(missing.status(), 404);
 }
 
@@ -356,7 +418,12 @@ async fn a_seed_replays_the_same_answers() {
         let running = start(config).await;
         let mut statuses = Vec::new();
         for i in 0..30 {
-            let r = post_mail(&running.base, SENDGRID_KEY_DEFAULT, &mail("a@b.example", &format!("n_{i}"))).await;
+            let r = post_mail(
+                &running.base,
+                SENDGRID_KEY_DEFAULT,
+                &mail("a@b.example", &format!("n_{i}")),
+            )
+            .await;
             statuses.push(r.status().as_u16());
         }
         statuses
@@ -371,7 +438,8 @@ async fn a_seed_replays_the_same_answers() {
 async fn a_hang_keeps_the_message_and_shutdown_releases_it() {
     let hanging = Behaviour { hang_rate: 1.0, hang_ms: HANG_MS_MAX, ..quiet() };
     let running = start(config_with(hanging, quiet())).await;
-    let client = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().expect("client");
+    let client =
+        reqwest::Client::builder().timeout(Duration::from_millis(300)).build().expect("client");
     let result = client
         .post(format!("{}/v3/mail/send", running.base))
         .bearer_auth(SENDGRID_KEY_DEFAULT)
@@ -428,8 +496,7 @@ fn config_reads_from_toml_and_hides_secrets() {
 
 #[test]
 fn config_bounds_are_enforced() {
-    let mut config = SandboxConfig::default();
-    config.messages_kept_max = 0;
+    let config = SandboxConfig { messages_kept_max: 0, ..SandboxConfig::default() };
     assert!(config.validate().is_err());
     let mut config = SandboxConfig::default();
     config.sendgrid.behaviour.rate_limited_rate = -0.1;
@@ -480,14 +547,20 @@ mod providers_against_the_sandbox {
     }
 
     fn email() -> Content {
-        Content::Email { subject: "Hi".into(), html: Some("<p>Hi</p>".into()), text: Some("Hi".into()) }
+        Content::Email {
+            subject: "Hi".into(),
+            html: Some("<p>Hi</p>".into()),
+            text: Some("Hi".into()),
+        }
     }
 
     #[tokio::test]
     async fn both_providers_are_accepted_and_recorded() {
         let running = start(config_with(quiet(), quiet())).await;
-        let outcome = sendgrid(&running.base, SENDGRID_KEY_DEFAULT, 5_000).send(&message(email())).await;
-        let SendOutcome::Accepted { provider_message_id: Some(id), delivered: false } = outcome else {
+        let outcome =
+            sendgrid(&running.base, SENDGRID_KEY_DEFAULT, 5_000).send(&message(email())).await;
+        let SendOutcome::Accepted { provider_message_id: Some(id), delivered: false } = outcome
+        else {
             panic!("expected acceptance: {outcome:?}")
         };
         let kept = running.sandbox.messages(SandboxProvider::Sendgrid);
@@ -498,7 +571,8 @@ mod providers_against_the_sandbox {
         let outcome = twilio(&running.base, TWILIO_TOKEN_DEFAULT)
             .send(&message(Content::Sms { body: "Hi".into() }))
             .await;
-        let SendOutcome::Accepted { provider_message_id: Some(sid), delivered: false } = outcome else {
+        let SendOutcome::Accepted { provider_message_id: Some(sid), delivered: false } = outcome
+        else {
             panic!("expected acceptance: {outcome:?}")
         };
         let kept = running.sandbox.messages(SandboxProvider::Twilio);
@@ -525,7 +599,8 @@ mod providers_against_the_sandbox {
         let faulty = Behaviour { server_error_rate: 1.0, ..quiet() };
         let limited = Behaviour { rate_limited_rate: 1.0, retry_after_secs: 3, ..quiet() };
         let running = start(config_with(faulty, limited)).await;
-        let outcome = sendgrid(&running.base, SENDGRID_KEY_DEFAULT, 5_000).send(&message(email())).await;
+        let outcome =
+            sendgrid(&running.base, SENDGRID_KEY_DEFAULT, 5_000).send(&message(email())).await;
         let SendOutcome::Failed(e) = outcome else { panic!("expected failure: {outcome:?}") };
         assert_eq!(e.class, ErrorClass::Retryable);
         let outcome = twilio(&running.base, TWILIO_TOKEN_DEFAULT)
@@ -539,7 +614,8 @@ mod providers_against_the_sandbox {
     async fn a_hang_is_an_unknown_outcome_for_a_message_that_was_taken() {
         let hanging = Behaviour { hang_rate: 1.0, ..quiet() };
         let running = start(config_with(hanging, quiet())).await;
-        let outcome = sendgrid(&running.base, SENDGRID_KEY_DEFAULT, 300).send(&message(email())).await;
+        let outcome =
+            sendgrid(&running.base, SENDGRID_KEY_DEFAULT, 300).send(&message(email())).await;
         let SendOutcome::Failed(e) = outcome else { panic!("expected failure: {outcome:?}") };
         assert_eq!(e.class, ErrorClass::Unknown);
         // The provider did take it: exactly the case the lifecycle must reconcile, not resend.

@@ -40,11 +40,15 @@ fn magic_to(to: &str) -> Option<(u32, String)> {
         "+15005550001" => (21211, format!("The 'To' number {to} is not a valid phone number.")),
         "+15005550002" => (
             21612,
-            format!("The 'To' phone number: {to}, is not currently reachable using the 'From' phone number via SMS."),
+            format!(
+                "The 'To' phone number: {to}, is not currently reachable using the 'From' phone number via SMS."
+            ),
         ),
         "+15005550003" => (
             21408,
-            format!("Permission to send an SMS has not been enabled for the region indicated by the 'To' number: {to}."),
+            format!(
+                "Permission to send an SMS has not been enabled for the region indicated by the 'To' number: {to}."
+            ),
         ),
         "+15005550004" => (21610, "Attempt to send to unsubscribed recipient".to_owned()),
         "+15005550009" => (21614, format!("'To' number {to} is not a valid mobile number")),
@@ -58,15 +62,20 @@ fn magic_from(from: &str) -> Option<(u32, String)> {
     let answer = match from {
         "+15005550001" => (
             21212,
-            format!("The 'From' number {from} is not a valid phone number, shortcode, or alphanumeric sender ID."),
+            format!(
+                "The 'From' number {from} is not a valid phone number, shortcode, or alphanumeric sender ID."
+            ),
         ),
         "+15005550007" => (
             21606,
-            format!("The From phone number {from} is not a valid, SMS-capable inbound phone number or short code for your account."),
+            format!(
+                "The From phone number {from} is not a valid, SMS-capable inbound phone number or short code for your account."
+            ),
         ),
-        "+15005550008" => {
-            (21611, "This 'From' number has exceeded the maximum number of queued messages".to_owned())
-        }
+        "+15005550008" => (
+            21611,
+            "This 'From' number has exceeded the maximum number of queued messages".to_owned(),
+        ),
         _ => return None,
     };
     Some(answer)
@@ -106,7 +115,9 @@ pub(super) async fn create_message(
         return error(
             StatusCode::NOT_FOUND,
             20404,
-            &format!("The requested resource /2010-04-01/Accounts/{account_sid}/Messages.json was not found"),
+            &format!(
+                "The requested resource /2010-04-01/Accounts/{account_sid}/Messages.json was not found"
+            ),
         );
     }
     // An unreadable form is treated as an empty one: Twilio then complains about the first
@@ -145,7 +156,10 @@ pub(super) async fn create_message(
         return bad_request(21602, "Message body is required.");
     };
     if body.chars().count() > BODY_CHARS_MAX {
-        return bad_request(21617, "The concatenated message body exceeds the 1600 character limit.");
+        return bad_request(
+            21617,
+            "The concatenated message body exceeds the 1600 character limit.",
+        );
     }
     if let Some((code, message)) = magic_to(to) {
         sandbox.count(PROVIDER, Counted::Recipient);

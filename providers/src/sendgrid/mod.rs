@@ -2,8 +2,8 @@
 //!
 //! `POST {base_url}/v3/mail/send` with `Authorization: Bearer <key>` and a JSON body of one
 //! personalization (one recipient), our ids in its `custom_args`. `202` means SendGrid took the
-//! message (`X-Message-Id` names it); errors are classified in [`response`](self) by status and
-//! by the fields SendGrid names.
+//! message (`X-Message-Id` names it); errors are classified in `response.rs` by status and by
+//! the fields SendGrid names.
 //!
 //! # Files
 //! - `config.rs`: [`SendGridConfig`], the TOML section.

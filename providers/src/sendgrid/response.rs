@@ -81,7 +81,11 @@ pub(crate) fn outcome(
 /// - 413: this message is too large: permanent for it.
 /// - 404/405: the base URL is wrong: configuration.
 /// - 408, 5xx: retryable.
-pub(crate) fn classify(status: u16, retry_after_ms: Option<u64>, errors: &[ErrorItem]) -> ErrorClass {
+pub(crate) fn classify(
+    status: u16,
+    retry_after_ms: Option<u64>,
+    errors: &[ErrorItem],
+) -> ErrorClass {
     match status {
         400 => {
             let systemic = errors.iter().any(|e| match e.field.as_deref() {

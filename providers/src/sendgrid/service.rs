@@ -70,7 +70,9 @@ impl SendGrid {
             Err(error) => return SendOutcome::Failed(error),
         };
         let retry_after_ms = answer.retry_after_ms().or_else(|| {
-            answer.header("x-ratelimit-reset").and_then(|r| retry_after_from_reset(r, http::now_ms()))
+            answer
+                .header("x-ratelimit-reset")
+                .and_then(|r| retry_after_from_reset(r, http::now_ms()))
         });
         outcome(answer.status, answer.header("x-message-id"), retry_after_ms, &answer.body, &known)
     }

@@ -271,7 +271,9 @@ mod http {
     use workflows::ports::Provider;
 
     use super::*;
-    use crate::testing::{Canned, capture_server, hanging_server, refused_base_url};
+    use crate::testing::{
+        Canned, capture_server, hanging_server, refused_base_url, resetting_server,
+    };
 
     fn provider(base_url: &str, timeout_ms: u64) -> SendGrid {
         let mut config: SendGridConfig = toml::from_str(CONFIG).expect("parses");
@@ -312,8 +314,9 @@ mod http {
 
     #[tokio::test]
     async fn honours_retry_after_on_429() {
-        let canned = Canned::json(429, r#"{"errors":[{"field":null,"message":"too many requests"}]}"#)
-            .with("retry-after", "12");
+        let canned =
+            Canned::json(429, r#"{"errors":[{"field":null,"message":"too many requests"}]}"#)
+                .with("retry-after", "12");
         let (base, _requests) = capture_server(canned).await;
         let outcome = provider(&base, 5_000).send(&message(email(None, Some("x")))).await;
         let SendOutcome::Failed(e) = outcome else { panic!("expected failure: {outcome:?}") };
@@ -343,6 +346,15 @@ mod http {
         let SendOutcome::Failed(e) = outcome else { panic!("expected failure: {outcome:?}") };
         assert_eq!(e.class, ErrorClass::Unknown, "{e}");
         assert!(started.elapsed() < Duration::from_secs(5), "the deadline was not enforced");
+    }
+
+    #[tokio::test]
+    async fn a_reset_after_writing_is_unknown() {
+        let base = resetting_server().await;
+        let outcome = provider(&base, 2_000).send(&message(email(None, Some("x")))).await;
+        let SendOutcome::Failed(e) = outcome else { panic!("expected failure: {outcome:?}") };
+        assert_eq!(e.class, ErrorClass::Unknown, "{e}");
+        assert!(e.message.contains("may have been sent"), "{}", e.message);
     }
 
     #[tokio::test]

@@ -79,7 +79,9 @@ impl TwilioConfig {
         }
         match (&self.from, &self.messaging_service_sid) {
             (Some(from), None) => options::one_line(provider, "from", from, FROM_CHARS_MAX)?,
-            (None, Some(service)) => options::sid(provider, "messaging_service_sid", service, "MG")?,
+            (None, Some(service)) => {
+                options::sid(provider, "messaging_service_sid", service, "MG")?
+            }
             _ => {
                 // Twilio accepts both and then uses `From`, silently ignoring the service's sender
                 // pool; asking for exactly one keeps the configuration meaning what it says.

@@ -48,9 +48,7 @@ pub(crate) fn class_of_code(code: u32) -> Option<ErrorClass> {
         // i.e. a wrong account SID (20404), invalid 'From' (21212), 'From' not SMS-capable for
         // this account (21606), 'From' not a Twilio number or verified sender (21659), 'From'
         // belongs to another account (21660). Every message fails the same way.
-        10001 | 20003 | 20005 | 20404 | 21212 | 21606 | 21659 | 21660 => {
-            ErrorClass::ProviderConfig
-        }
+        10001 | 20003 | 20005 | 20404 | 21212 | 21606 | 21659 | 21660 => ErrorClass::ProviderConfig,
         // Throttling: too many requests (20429), the sender's queue is full (21611).
         20429 | 21611 => ErrorClass::RateLimited { retry_after_ms: None },
         // Twilio's own trouble.
@@ -85,10 +83,8 @@ pub(crate) fn outcome(
         // A 2xx means Twilio created the message. If its body cannot be read (cut short, not
         // JSON) the message still exists; only its SID is lost, and the status callback carries
         // our notification id anyway.
-        let provider_message_id = serde_json::from_slice::<Created>(body)
-            .ok()
-            .map(|c| c.sid)
-            .filter(|sid| is_sid(sid));
+        let provider_message_id =
+            serde_json::from_slice::<Created>(body).ok().map(|c| c.sid).filter(|sid| is_sid(sid));
         return SendOutcome::Accepted { provider_message_id, delivered: false };
     }
     let error = serde_json::from_slice::<ErrorBody>(body).ok();
@@ -98,7 +94,12 @@ pub(crate) fn outcome(
         Some(text) => redact::scrub(text, known),
         None => format!("unexpected answer (HTTP {status})"),
     };
-    SendOutcome::Failed(ProviderError::new(class, Some(status), code.map(|c| c.to_string()), &message))
+    SendOutcome::Failed(ProviderError::new(
+        class,
+        Some(status),
+        code.map(|c| c.to_string()),
+        &message,
+    ))
 }
 
 fn is_sid(sid: &str) -> bool {

@@ -22,7 +22,11 @@ fn sms(body: &str) -> Content {
     Content::Sms { body: body.into() }
 }
 
-fn form(sender: &Sender, callback: Option<&str>, content: Content) -> Result<String, ProviderError> {
+fn form(
+    sender: &Sender,
+    callback: Option<&str>,
+    content: Content,
+) -> Result<String, ProviderError> {
     let message = message(content);
     let form = create_message(sender, callback, &name(), &message)?;
     Ok(fields(&form))
@@ -133,10 +137,19 @@ fn created_with_an_unreadable_body_is_still_accepted() {
 fn recipient_codes_are_permanent_and_scrubbed() {
     let cases = [
         (21211, "The 'To' number +14155550123 is not a valid phone number."),
-        (21408, "Permission to send an SMS has not been enabled for the region indicated by the 'To' number: +14155550123."),
-        (21608, "The number +14155550123 is unverified. Trial accounts cannot send messages to unverified numbers."),
+        (
+            21408,
+            "Permission to send an SMS has not been enabled for the region indicated by the 'To' number: +14155550123.",
+        ),
+        (
+            21608,
+            "The number +14155550123 is unverified. Trial accounts cannot send messages to unverified numbers.",
+        ),
         (21610, "Attempt to send to unsubscribed recipient"),
-        (21612, "The 'To' phone number: +14155550123, is not currently reachable using the 'From' phone number: +15005550006 via SMS."),
+        (
+            21612,
+            "The 'To' phone number: +14155550123, is not currently reachable using the 'From' phone number: +15005550006 via SMS.",
+        ),
         (21614, "'To' number is not a valid mobile number"),
         (21602, "Message body is required."),
         (21617, "The concatenated message body exceeds the 1600 character limit."),
@@ -154,9 +167,21 @@ fn recipient_codes_are_permanent_and_scrubbed() {
 fn configuration_codes_are_provider_config() {
     let cases = [
         (20003, 401, "Authenticate"),
-        (20404, 404, "The requested resource /2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json was not found"),
-        (21212, 400, "The 'From' number +1500 is not a valid phone number, shortcode, or alphanumeric sender ID."),
-        (21606, 400, "The From phone number +15005550006 is not a valid, SMS-capable inbound phone number or short code for your account."),
+        (
+            20404,
+            404,
+            "The requested resource /2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json was not found",
+        ),
+        (
+            21212,
+            400,
+            "The 'From' number +1500 is not a valid phone number, shortcode, or alphanumeric sender ID.",
+        ),
+        (
+            21606,
+            400,
+            "The From phone number +15005550006 is not a valid, SMS-capable inbound phone number or short code for your account.",
+        ),
         (21659, 400, "Source number is not a Twilio phone number or verified sender."),
         (21660, 400, "Mismatch between the 'From' number and the account"),
         (20005, 403, "Account not active"),
@@ -183,17 +208,30 @@ fn throttling_is_rate_limited_with_the_delay() {
     let e = check(
         400,
         None,
-        &twilio_error(21611, 400, "This 'From' number has exceeded the maximum number of queued messages"),
+        &twilio_error(
+            21611,
+            400,
+            "This 'From' number has exceeded the maximum number of queued messages",
+        ),
     );
     assert_eq!(e.class, ErrorClass::RateLimited { retry_after_ms: None });
     // A bare 429 without Twilio's body is still throttling.
-    assert_eq!(check(429, Some(1_000), "").class, ErrorClass::RateLimited { retry_after_ms: Some(1_000) });
+    assert_eq!(
+        check(429, Some(1_000), "").class,
+        ErrorClass::RateLimited { retry_after_ms: Some(1_000) }
+    );
 }
 
 #[test]
 fn server_errors_are_retryable() {
-    assert_eq!(check(500, None, &twilio_error(20500, 500, "Internal Server Error")).class, ErrorClass::Retryable);
-    assert_eq!(check(503, None, &twilio_error(20503, 503, "Service Unavailable")).class, ErrorClass::Retryable);
+    assert_eq!(
+        check(500, None, &twilio_error(20500, 500, "Internal Server Error")).class,
+        ErrorClass::Retryable
+    );
+    assert_eq!(
+        check(503, None, &twilio_error(20503, 503, "Service Unavailable")).class,
+        ErrorClass::Retryable
+    );
     let e = check(502, None, "<html>Bad Gateway</html>");
     assert_eq!(e.class, ErrorClass::Retryable);
     assert_eq!(e.message, "unexpected answer (HTTP 502)");
@@ -202,8 +240,14 @@ fn server_errors_are_retryable() {
 
 #[test]
 fn undocumented_codes_fall_back_to_the_status() {
-    assert_eq!(check(400, None, &twilio_error(21999, 400, "Something new")).class, ErrorClass::PermanentRecipient);
-    assert_eq!(check(403, None, &twilio_error(21999, 403, "Something new")).class, ErrorClass::ProviderConfig);
+    assert_eq!(
+        check(400, None, &twilio_error(21999, 400, "Something new")).class,
+        ErrorClass::PermanentRecipient
+    );
+    assert_eq!(
+        check(403, None, &twilio_error(21999, 403, "Something new")).class,
+        ErrorClass::ProviderConfig
+    );
     assert_eq!(check(404, None, "").class, ErrorClass::ProviderConfig);
 }
 
@@ -221,7 +265,8 @@ status_callback_base_url = "https://courant.example.com"
 
 #[test]
 fn config_reads_from_toml_with_defaults() {
-    let config: TwilioConfig = toml::from_str(&config_toml("from = \"+15005550006\"")).expect("parses");
+    let config: TwilioConfig =
+        toml::from_str(&config_toml("from = \"+15005550006\"")).expect("parses");
     assert_eq!(config.account_sid, ACCOUNT);
     assert_eq!(config.auth_token.expose(), TOKEN);
     assert_eq!(config.from.as_deref(), Some("+15005550006"));
@@ -231,7 +276,8 @@ fn config_reads_from_toml_with_defaults() {
 
 #[test]
 fn config_needs_exactly_one_sender() {
-    let both = config_toml(&format!("from = \"+15005550006\"\nmessaging_service_sid = \"{SERVICE}\""));
+    let both =
+        config_toml(&format!("from = \"+15005550006\"\nmessaging_service_sid = \"{SERVICE}\""));
     let config: TwilioConfig = toml::from_str(&both).expect("parses");
     assert!(config.validate(&name()).is_err());
     let none: TwilioConfig = toml::from_str(&config_toml("")).expect("parses");
@@ -253,7 +299,8 @@ fn config_rejects_unknown_fields_and_bad_sids() {
 
 #[test]
 fn config_debug_hides_the_token() {
-    let config: TwilioConfig = toml::from_str(&config_toml("from = \"+15005550006\"")).expect("parses");
+    let config: TwilioConfig =
+        toml::from_str(&config_toml("from = \"+15005550006\"")).expect("parses");
     let debug = format!("{config:?}");
     assert!(!debug.contains(TOKEN), "{debug}");
     assert!(debug.contains("auth_token: ***"), "{debug}");
@@ -298,7 +345,8 @@ mod http {
         let request = requests.recv().await.expect("captured");
         assert_eq!(request.method, "POST");
         assert_eq!(request.uri.path(), format!("/2010-04-01/Accounts/{ACCOUNT}/Messages.json"));
-        let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{ACCOUNT}:{TOKEN}"));
+        let credentials =
+            base64::engine::general_purpose::STANDARD.encode(format!("{ACCOUNT}:{TOKEN}"));
         assert_eq!(request.header("authorization"), format!("Basic {credentials}"));
         assert_eq!(request.header("content-type"), "application/x-www-form-urlencoded");
         assert_eq!(
@@ -313,13 +361,15 @@ mod http {
         let (base, mut requests) = capture_server(Canned::json(201, &created())).await;
         let key = "SK0123456789abcdef0123456789abcdef";
         let mut config: TwilioConfig =
-            toml::from_str(&config_toml(&format!("messaging_service_sid = \"{SERVICE}\""))).expect("parses");
+            toml::from_str(&config_toml(&format!("messaging_service_sid = \"{SERVICE}\"")))
+                .expect("parses");
         config.base_url = base;
         config.api_key_sid = Some(key.into());
         let twilio = Twilio::new(name(), config).expect("builds");
         assert!(matches!(twilio.send(&message(sms("hi"))).await, SendOutcome::Accepted { .. }));
         let request = requests.recv().await.expect("captured");
-        let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{key}:{TOKEN}"));
+        let credentials =
+            base64::engine::general_purpose::STANDARD.encode(format!("{key}:{TOKEN}"));
         assert_eq!(request.header("authorization"), format!("Basic {credentials}"));
         assert_eq!(request.uri.path(), format!("/2010-04-01/Accounts/{ACCOUNT}/Messages.json"));
         let body = std::str::from_utf8(&request.body).expect("utf-8");
@@ -329,9 +379,11 @@ mod http {
 
     #[tokio::test]
     async fn an_invalid_number_is_permanent_and_not_echoed() {
-        let body = twilio_error(21211, 400, "The 'To' number +14155550123 is not a valid phone number.");
+        let body =
+            twilio_error(21211, 400, "The 'To' number +14155550123 is not a valid phone number.");
         let (base, _requests) = capture_server(Canned::json(400, &body)).await;
-        let outcome = provider(&base, "from = \"+15005550006\"", 5_000).send(&message(sms("hi"))).await;
+        let outcome =
+            provider(&base, "from = \"+15005550006\"", 5_000).send(&message(sms("hi"))).await;
         let SendOutcome::Failed(e) = outcome else { panic!("expected failure: {outcome:?}") };
         assert_eq!(e.class, ErrorClass::PermanentRecipient);
         assert_eq!(e.code.as_deref(), Some("21211"));
@@ -340,9 +392,11 @@ mod http {
 
     #[tokio::test]
     async fn honours_retry_after_on_429() {
-        let canned = Canned::json(429, &twilio_error(20429, 429, "Too Many Requests")).with("retry-after", "4");
+        let canned = Canned::json(429, &twilio_error(20429, 429, "Too Many Requests"))
+            .with("retry-after", "4");
         let (base, _requests) = capture_server(canned).await;
-        let outcome = provider(&base, "from = \"+15005550006\"", 5_000).send(&message(sms("hi"))).await;
+        let outcome =
+            provider(&base, "from = \"+15005550006\"", 5_000).send(&message(sms("hi"))).await;
         let SendOutcome::Failed(e) = outcome else { panic!("expected failure: {outcome:?}") };
         assert_eq!(e.class, ErrorClass::RateLimited { retry_after_ms: Some(4_000) });
     }
@@ -351,7 +405,8 @@ mod http {
     async fn a_hang_past_the_timeout_is_unknown() {
         let base = hanging_server().await;
         let started = Instant::now();
-        let outcome = provider(&base, "from = \"+15005550006\"", 300).send(&message(sms("hi"))).await;
+        let outcome =
+            provider(&base, "from = \"+15005550006\"", 300).send(&message(sms("hi"))).await;
         let SendOutcome::Failed(e) = outcome else { panic!("expected failure: {outcome:?}") };
         assert_eq!(e.class, ErrorClass::Unknown, "{e}");
         assert!(started.elapsed() < Duration::from_secs(5), "the deadline was not enforced");
@@ -360,7 +415,8 @@ mod http {
     #[tokio::test]
     async fn a_refused_connection_is_retryable() {
         let base = refused_base_url().await;
-        let outcome = provider(&base, "from = \"+15005550006\"", 2_000).send(&message(sms("hi"))).await;
+        let outcome =
+            provider(&base, "from = \"+15005550006\"", 2_000).send(&message(sms("hi"))).await;
         let SendOutcome::Failed(e) = outcome else { panic!("expected failure: {outcome:?}") };
         assert_eq!(e.class, ErrorClass::Retryable, "{e}");
         assert!(!e.message.contains(ACCOUNT), "{}", e.message);
