@@ -1,13 +1,17 @@
 //! An apalis 1.0 [`Backend`] over the wake-up queue (feature `apalis`).
 //!
 //! ```ignore
-//! let backend = WakeBackend::new(&store, WakeBackendConfig { concurrency: 64, ..Default::default() });
-//! let worker = WorkerBuilder::new("worker-1")
-//!     .backend(backend)
-//!     .concurrency(64)
-//!     .data(runner)
-//!     .build(handle); // async fn handle(wake: Wake, runner: Data<..>) -> Result<(), BoxDynError>
-//! Monitor::new().register(move |_| worker_factory()).run_with_signal(ctrl_c()).await?;
+//! let backend = WakeBackend::new(store.clone()).concurrency(64);
+//! Monitor::new()
+//!     .register(move |_| {
+//!         WorkerBuilder::new("worker-1")
+//!             .backend(backend.clone())
+//!             .concurrency(64)
+//!             .data(runner.clone())
+//!             .build(handle) // async fn handle(wake: Wake, runner: Data<..>) -> Result<(), BoxDynError>
+//!     })
+//!     .run_with_signal(tokio::signal::ctrl_c())
+//!     .await?;
 //! ```
 //!
 //! Why our own backend rather than apalis-redis (research/apalis-and-deps.md §3.10):
@@ -195,6 +199,14 @@ pub struct WakeBackend<Q: WakeQueue> {
     handed_out: u64,
 }
 
+/// A fresh backend on the same queue and settings: nothing in flight is shared, so a worker
+/// factory (`Monitor::register`) can clone one template backend per worker it builds.
+impl<Q: WakeQueue> Clone for WakeBackend<Q> {
+    fn clone(&self) -> Self {
+        Self::with_config(self.queue.clone(), self.config.clone())
+    }
+}
+
 impl<Q: WakeQueue> std::fmt::Debug for WakeBackend<Q> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WakeBackend")
@@ -207,8 +219,14 @@ impl<Q: WakeQueue> std::fmt::Debug for WakeBackend<Q> {
 }
 
 impl<Q: WakeQueue> WakeBackend<Q> {
-    /// A backend over `queue` (it takes a [`WakeQueue::dedicated`] handle of its own).
-    pub fn new(queue: &Q, config: WakeBackendConfig) -> Self {
+    /// A backend over `queue` with the default settings (it takes a [`WakeQueue::dedicated`]
+    /// handle of its own). Set [`concurrency`](Self::concurrency) to the worker's.
+    pub fn new(queue: Q) -> Self {
+        Self::with_config(queue, WakeBackendConfig::default())
+    }
+
+    /// A backend over `queue` with `config`.
+    pub fn with_config(queue: Q, config: WakeBackendConfig) -> Self {
         Self {
             queue: queue.dedicated(),
             config,
@@ -229,6 +247,13 @@ impl<Q: WakeQueue> WakeBackend<Q> {
             release: None,
             handed_out: 0,
         }
+    }
+
+    /// Sets the worker's concurrency (the `n` of `.concurrency(n)`), which bounds each fetch.
+    #[must_use]
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.config.concurrency = concurrency.max(1);
+        self
     }
 
     fn consumer(&mut self, worker: &WorkerContext) -> String {

@@ -10,3 +10,211 @@ async fn fresh() -> (RedisStore, RedisServer) {
 }
 
 storage::conformance_tests!(fresh);
+
+// ---- Redis-only checks -------------------------------------------------------------------------
+
+use std::collections::BTreeSet;
+
+use steps::model::{Channel, RecipientId, TenantId};
+use steps::rate::{OverLimit, RateLimit};
+use storage::keys;
+use storage::queue::WakeQueue;
+use workflows::machine::State;
+use workflows::ports::{ApiKey, Inbox, InboxItem, RateKey, Store};
+use workflows::record::{Cause, Commit, Created, HistoryEntry, Idempotency, Record};
+
+async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(server.url()).expect("url");
+    client.get_multiplexed_async_connection().await.expect("connect")
+}
+
+/// The hash tag of a key: what Redis Cluster hashes.
+fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let close = open + key[open..].find('}')?;
+    (close > open + 1).then(|| &key[open + 1..close])
+}
+
+/// Every key is under `courant:` with a hash tag, and all the keys of one notification (record,
+/// history, indexes, idempotency key, queue) share the notification's shard tag.
+#[tokio::test]
+async fn every_key_is_namespaced_and_a_notification_lives_in_one_slot() {
+    let (store, server) = fresh().await;
+    let acme = TenantId::new("acme").unwrap();
+    let now = store.now_ms();
+    let idem = Idempotency { key: "order-7".into(), fingerprint: "fp".into() };
+    let id = keys::new_notification_id(&acme, Some(&idem.key), "01HZZZZZZZZZZZZZZZZZ000001");
+    let shard = keys::shard_of(&id).expect("minted");
+    let request: steps::model::Request = serde_json::from_value(serde_json::json!({
+        "recipient": { "id": "bob" },
+        "channel": "in_app",
+        "template": { "id": "welcome", "version": "v1" },
+        "data": {},
+        "category": "news"
+    }))
+    .expect("request");
+    let record = Record {
+        tenant: acme.clone(),
+        id: id.clone(),
+        version: 1,
+        state: State::Received {},
+        request,
+        seed: 3,
+        created_at_ms: now,
+        updated_at_ms: now,
+        wake_at_ms: Some(now),
+    };
+    let first = HistoryEntry {
+        at_ms: now,
+        version: 1,
+        from: None,
+        to: State::Received {},
+        cause: Cause::Api { action: "submit".into() },
+        note: None,
+    };
+    assert_eq!(store.create(&record, &first, Some(&idem)).await, Ok(Created::New));
+    let commit = Commit {
+        tenant: acme.clone(),
+        id: id.clone(),
+        expected_version: 1,
+        state: State::Cancelled {},
+        history: vec![],
+        wake_at_ms: Some(now + 60_000),
+        now_ms: now,
+    };
+    store.commit(&commit).await.expect("commit");
+    let bob = RecipientId::new("bob").unwrap();
+    let limit = RateLimit { max: 5, window_ms: 60_000, over_limit: OverLimit::Defer };
+    let key = RateKey { tenant: acme.clone(), recipient: bob.clone(), channel: Channel::Sms };
+    store.rate_acquire(&key, &limit, now).await.expect("rate");
+    let item = InboxItem {
+        notification_id: id.clone(),
+        title: "t".into(),
+        body: "b".into(),
+        category: steps::model::Category::new("news").unwrap(),
+        at_ms: now,
+        read: false,
+    };
+    store.inbox_append(&acme, &bob, &item).await.expect("inbox");
+    let api = ApiKey { tenant: acme.clone(), secret_sha256_hex: "00".repeat(32) };
+    store.put_api_key("0123456789abcdef", &api).await.expect("api key");
+
+    let mut conn = raw(&server).await;
+    let all: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+    let tag = format!("s{shard:02x}");
+    let mut seen = BTreeSet::new();
+    for k in &all {
+        assert!(k.starts_with("courant:"), "{k} is outside the namespace");
+        if k.starts_with("courant:apikey:") {
+            seen.insert("apikey");
+            continue;
+        }
+        let t = hash_tag(k).unwrap_or_else(|| panic!("{k} has no hash tag"));
+        if k.contains(":t:acme:") {
+            assert_eq!(t, tag, "{k} is not in the notification's slot");
+            seen.insert("notification");
+        } else if t.starts_with("r:") {
+            assert_eq!(t, "r:acme:bob", "{k}");
+            seen.insert("rate");
+        } else if t.starts_with("i:") {
+            assert_eq!(t, "i:acme:bob", "{k}");
+            seen.insert("inbox");
+        } else {
+            assert!(k.contains(":q:"), "{k} is unexpected");
+            seen.insert("queue");
+        }
+    }
+    for k in [
+        keys::record(&acme, &id),
+        keys::history(&acme, &id),
+        keys::idempotency(&acme, &idem.key),
+        keys::all_index(shard, &acme),
+        keys::state_index(shard, &acme, workflows::machine::StateKind::Cancelled),
+        keys::timers(shard),
+        keys::ready(shard),
+    ] {
+        assert!(all.contains(&k), "{k} missing from {all:?}");
+    }
+    assert!(
+        !all.contains(&keys::state_index(shard, &acme, workflows::machine::StateKind::Received)),
+        "the old state index still holds the record"
+    );
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(keys::idempotency(&acme, &idem.key))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 86_000_000 && ttl <= 86_400_000, "idempotency ttl {ttl} ms");
+}
+
+#[tokio::test]
+async fn connect_errors_say_what_to_do_and_never_show_the_password() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = format!("redis://admin:hunter2-secret@127.0.0.1:{closed}/0");
+    let error = RedisStore::connect(&url).await.expect_err("nothing listens there").to_string();
+    assert!(error.contains("connection refused; is redis-server running?"), "{error}");
+    assert!(error.contains("--redis URL"), "{error}");
+    assert!(error.contains(&format!("redis://admin:***@127.0.0.1:{closed}/0")), "{error}");
+    assert!(!error.contains("hunter2"), "{error}");
+
+    let server = RedisServer::start();
+    let url = format!("redis://nobody:hunter2-secret@127.0.0.1:{}", server.port());
+    let error = RedisStore::connect(&url).await.expect_err("no such user").to_string();
+    assert!(error.contains("refused the credentials"), "{error}");
+    assert!(!error.contains("hunter2"), "{error}");
+
+    let error = RedisStore::connect("not a url").await.expect_err("bad url").to_string();
+    assert!(error.contains("invalid Redis URL"), "{error}");
+}
+
+#[tokio::test]
+async fn durability_warnings_name_what_to_change() {
+    let (store, server) = fresh().await;
+    // The test server runs without AOF, with the default everysec and noeviction.
+    let warnings = store.durability_warnings().await;
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("appendonly yes"), "{warnings:?}");
+
+    let mut conn = raw(&server).await;
+    for (name, value) in
+        [("appendonly", "yes"), ("appendfsync", "no"), ("maxmemory-policy", "allkeys-lru")]
+    {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let warnings = store.durability_warnings().await;
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("appendfsync everysec")), "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("maxmemory-policy noeviction")), "{warnings:?}");
+
+    // A user without CONFIG: one warning that says so.
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("app")
+        .arg("on")
+        .arg(">hunter2-secret")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-config")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let limited =
+        RedisStore::connect(&format!("redis://app:hunter2-secret@127.0.0.1:{}", server.port()))
+            .await
+            .expect("the limited user connects");
+    let warnings = limited.durability_warnings().await;
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("CONFIG GET is not permitted"), "{warnings:?}");
+    assert!(!warnings[0].contains("hunter2"), "{warnings:?}");
+}

@@ -106,7 +106,7 @@ fn spawn_worker(
         })
         .register(move |_| {
             let backend =
-                WakeBackend::new(&store, WakeBackendConfig { concurrency, ..config.clone() });
+                WakeBackend::with_config(store.clone(), config.clone()).concurrency(concurrency);
             WorkerBuilder::new(name.as_str())
                 .backend(backend)
                 .concurrency(concurrency)
@@ -192,6 +192,12 @@ async fn submit(store: &RedisStore, n: u32) -> Wake {
     };
     assert_eq!(store.create(&record, &first, None).await, Ok(Created::New));
     wake
+}
+
+/// Shows the library's logs in failing tests (and with `--nocapture`).
+fn logs() {
+    let _ =
+        tracing_subscriber::fmt().with_test_writer().with_env_filter("storage=debug").try_init();
 }
 
 async fn connect(server: &RedisServer) -> RedisStore {
@@ -306,6 +312,7 @@ async fn failures_back_off_and_are_capped_and_successes_never_rerun() {
 /// B6: a worker whose connections are killed, or whose Redis restarts, keeps working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_survives_killed_connections_and_a_redis_restart() {
+    logs();
     let mut server = RedisServer::start();
     let store = connect(&server).await;
     let seen = Arc::new(Seen::default());
@@ -385,7 +392,7 @@ fn spawn_worker_with(
     let seen = Arc::clone(seen);
     let monitor = Monitor::new().should_restart(|_, _| false).register(move |_| {
         WorkerBuilder::new(name.as_str())
-            .backend(WakeBackend::new(&store, config.clone()))
+            .backend(WakeBackend::with_config(store.clone(), config.clone()))
             .concurrency(apalis_concurrency)
             .data(Arc::clone(&seen))
             .build(handle)
