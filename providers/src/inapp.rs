@@ -14,19 +14,37 @@ use steps::render::Content;
 use tracing::{debug, warn};
 use workflows::ports::{Clock, Inbox, InboxItem, Outbound, Provider};
 
-/// The in-app provider over an [`Inbox`] (Redis or in-memory storage).
+/// The in-app provider over an [`Inbox`] (Redis or in-memory storage; a cloneable handle).
 pub struct InAppProvider<I> {
     /// The configured name.
     name: ProviderName,
     /// Where entries are stored.
-    inbox: Arc<I>,
+    inbox: I,
     /// Stamps each entry's `at_ms`; a port so the simulator can pass virtual time.
     clock: Arc<dyn Clock>,
 }
 
+/// The system clock, for [`InAppProvider::new`]. The shell may read it; the core never does.
+#[derive(Debug, Clone, Copy)]
+struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
 impl<I: Inbox> InAppProvider<I> {
-    /// An in-app provider named `name` storing into `inbox`, stamping entries with `clock`.
-    pub fn new(name: ProviderName, inbox: Arc<I>, clock: Arc<dyn Clock>) -> Self {
+    /// An in-app provider named `name` storing into `inbox`, stamping entries with the system
+    /// clock.
+    pub fn new(name: ProviderName, inbox: I) -> Self {
+        Self::with_clock(name, inbox, Arc::new(SystemClock))
+    }
+
+    /// Like [`new`](Self::new), stamping entries with `clock` (the simulator's virtual time).
+    pub fn with_clock(name: ProviderName, inbox: I, clock: Arc<dyn Clock>) -> Self {
         Self { name, inbox, clock }
     }
 
@@ -124,10 +142,14 @@ mod tests {
 
     use super::*;
 
-    /// An inbox in memory, optionally failing every call.
-    #[derive(Default)]
+    /// Inbox entries per tenant and recipient, oldest first.
+    type Entries = BTreeMap<(TenantId, RecipientId), Vec<InboxItem>>;
+
+    /// An inbox in memory, optionally failing every call; clones share the entries, like the
+    /// storage crate's handles.
+    #[derive(Default, Clone)]
     struct MemoryInbox {
-        items: Mutex<BTreeMap<(TenantId, RecipientId), Vec<InboxItem>>>,
+        items: Arc<Mutex<Entries>>,
         fail: bool,
     }
 
@@ -191,9 +213,8 @@ mod tests {
         }
     }
 
-    fn check(inbox: MemoryInbox, content: Content) -> (SendOutcome, Arc<MemoryInbox>) {
-        let inbox = Arc::new(inbox);
-        let provider = InAppProvider::new(
+    fn check(inbox: MemoryInbox, content: Content) -> (SendOutcome, MemoryInbox) {
+        let provider = InAppProvider::with_clock(
             id(ProviderName::new, "inapp"),
             inbox.clone(),
             Arc::new(FixedClock(42)),
@@ -228,8 +249,8 @@ mod tests {
 
     #[test]
     fn a_second_send_of_the_same_notification_stores_nothing_new() {
-        let inbox = Arc::new(MemoryInbox::default());
-        let provider = InAppProvider::new(
+        let inbox = MemoryInbox::default();
+        let provider = InAppProvider::with_clock(
             id(ProviderName::new, "inapp"),
             inbox.clone(),
             Arc::new(FixedClock(1)),
@@ -261,11 +282,18 @@ mod tests {
 
     #[test]
     fn debug_shows_the_name_only() {
-        let provider = InAppProvider::new(
-            id(ProviderName::new, "inapp"),
-            Arc::new(MemoryInbox::default()),
-            Arc::new(FixedClock(0)),
-        );
+        let provider = InAppProvider::new(id(ProviderName::new, "inapp"), MemoryInbox::default());
         assert_eq!(format!("{provider:?}"), "InAppProvider { name: ProviderName(\"inapp\"), .. }");
+    }
+
+    #[test]
+    fn new_stamps_entries_with_the_system_clock() {
+        let inbox = MemoryInbox::default();
+        let provider = InAppProvider::new(id(ProviderName::new, "inapp"), inbox.clone());
+        let m = message(in_app());
+        assert!(matches!(block_on(provider.send(&m)), SendOutcome::Accepted { .. }));
+        let items = block_on(inbox.inbox_list(&m.tenant, &m.recipient.id, 1)).expect("listed");
+        // 2020-09-13 in ms: any real clock is past it, a zero or seconds-based stamp is not.
+        assert!(items[0].at_ms > 1_600_000_000_000, "{}", items[0].at_ms);
     }
 }

@@ -130,7 +130,7 @@ impl Default for TwilioSandbox {
     }
 }
 
-fn sendgrid_key_default() -> Secret {
+pub(super) fn sendgrid_key_default() -> Secret {
     Secret::new(SENDGRID_KEY_DEFAULT).unwrap_or_else(|_| unreachable!("a valid constant"))
 }
 
@@ -138,7 +138,7 @@ fn twilio_account_default() -> String {
     TWILIO_ACCOUNT_DEFAULT.to_owned()
 }
 
-fn twilio_token_default() -> Secret {
+pub(super) fn twilio_token_default() -> Secret {
     Secret::new(TWILIO_TOKEN_DEFAULT).unwrap_or_else(|_| unreachable!("a valid constant"))
 }
 

@@ -22,7 +22,9 @@
 //! - `GET`/`PUT /sandbox/behaviour/{provider}`: reads or replaces a provider's [`Behaviour`] at
 //!   run time (start an outage in the middle of a demo).
 //!
-//! The caller binds the listener ([`serve`]); tests bind port 0, or use [`router`] directly.
+//! The caller binds the listener ([`serve`], or [`serve_with`] to keep a [`Sandbox`] handle for
+//! in-process stats); tests bind port 0. [`dev_provider_configs`] points the real providers at a
+//! sandbox with its default credentials.
 
 mod config;
 mod sendgrid;
@@ -490,4 +492,33 @@ fn rfc2822(unix_secs: u64) -> String {
         secs % 3_600 / 60,
         secs % 60,
     )
+}
+
+/// Provider configs pointing at a sandbox on `base_url` with its default credentials, for
+/// `courant dev`: `sendgrid` sends from `courant@dev.example`, `twilio` from Twilio's valid test
+/// number `+15005550006`, no status callbacks (dev mode has no public URL).
+pub fn dev_provider_configs(
+    base_url: &str,
+) -> (crate::sendgrid::SendGridConfig, crate::twilio::TwilioConfig) {
+    let sendgrid = crate::sendgrid::SendGridConfig {
+        base_url: base_url.to_owned(),
+        api_key: config::sendgrid_key_default(),
+        from: steps::model::EmailAddress::parse("courant@dev.example")
+            .unwrap_or_else(|_| unreachable!("a valid constant")),
+        from_name: Some("courant dev".to_owned()),
+        timeout_ms: crate::options::TIMEOUT_MS_DEFAULT,
+        connect_timeout_ms: crate::options::CONNECT_TIMEOUT_MS_DEFAULT,
+    };
+    let twilio = crate::twilio::TwilioConfig {
+        base_url: base_url.to_owned(),
+        account_sid: TWILIO_ACCOUNT_DEFAULT.to_owned(),
+        auth_token: config::twilio_token_default(),
+        api_key_sid: None,
+        from: Some("+15005550006".to_owned()),
+        messaging_service_sid: None,
+        status_callback_base_url: None,
+        timeout_ms: crate::options::TIMEOUT_MS_DEFAULT,
+        connect_timeout_ms: crate::options::CONNECT_TIMEOUT_MS_DEFAULT,
+    };
+    (sendgrid, twilio)
 }

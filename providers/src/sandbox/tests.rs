@@ -555,6 +555,20 @@ mod providers_against_the_sandbox {
     }
 
     #[tokio::test]
+    async fn dev_configs_work_against_a_default_sandbox() {
+        let running = start(SandboxConfig { seed: Some(1), ..SandboxConfig::default() }).await;
+        let (sendgrid_config, twilio_config) = dev_provider_configs(&running.base);
+        let name = |n: &str| ProviderName::new(n).expect("id");
+        let sendgrid = SendGrid::new(name("sendgrid"), sendgrid_config).expect("valid");
+        let twilio = Twilio::new(name("twilio"), twilio_config).expect("valid");
+        assert!(matches!(sendgrid.send(&message(email())).await, SendOutcome::Accepted { .. }));
+        let sms = message(Content::Sms { body: "Hi".into() });
+        assert!(matches!(twilio.send(&sms).await, SendOutcome::Accepted { .. }));
+        let stats = running.sandbox.stats();
+        assert_eq!((stats.sendgrid.accepted, stats.twilio.accepted), (1, 1));
+    }
+
+    #[tokio::test]
     async fn both_providers_are_accepted_and_recorded() {
         let running = start(config_with(quiet(), quiet())).await;
         let outcome =
