@@ -148,6 +148,21 @@ struct Maintenance {
     reclaimed: Vec<Delivery>,
 }
 
+/// A boxed future in a slot that is `Sync` although the future is not: it is only ever reached
+/// through `&mut self` (`Mutex::get_mut`), so the lock is never taken. `Sync` lets a worker
+/// factory (which `Monitor::register` requires to be `Sync`) hold a template backend.
+struct Slot<T>(Mutex<Option<BoxFuture<'static, T>>>);
+
+impl<T> Slot<T> {
+    fn empty() -> Self {
+        Self(Mutex::new(None))
+    }
+
+    fn get(&mut self) -> &mut Option<BoxFuture<'static, T>> {
+        self.0.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 fn backoff(errors: u32) -> Duration {
     let factor = 1_u32.checked_shl(errors.saturating_sub(1).min(16)).unwrap_or(u32::MAX);
     ERROR_BACKOFF_MIN.saturating_mul(factor).min(ERROR_BACKOFF_MAX)
@@ -169,7 +184,7 @@ pub struct WakeBackend<Q: WakeQueue> {
     /// Fetched (or reclaimed) and not yet handed to the worker.
     buffer: VecDeque<Delivery>,
     /// The fetch in flight.
-    fetch: Option<BoxFuture<'static, Result<Vec<Delivery>, StoreError>>>,
+    fetch: Slot<Result<Vec<Delivery>, StoreError>>,
     /// When the fetch in flight started (an empty answer much faster than the block time means
     /// the queue does not block, so pause before asking again).
     fetch_started: Option<Instant>,
@@ -178,7 +193,7 @@ pub struct WakeBackend<Q: WakeQueue> {
     /// Consecutive failed fetches.
     fetch_errors: u32,
     /// The maintenance round in flight.
-    maintenance: Option<BoxFuture<'static, Result<Maintenance, StoreError>>>,
+    maintenance: Slot<Result<Maintenance, StoreError>>,
     /// When the next maintenance round starts.
     maintenance_timer: Option<Pin<Box<Sleep>>>,
     /// Consecutive failed maintenance rounds.
@@ -188,13 +203,13 @@ pub struct WakeBackend<Q: WakeQueue> {
     /// Finished handlers' outcomes, recorded by [`WakeAckLayer`].
     outcomes: Outcomes,
     /// The settlement in flight; it hands back what it could not settle.
-    settle: Option<BoxFuture<'static, Vec<Outcome>>>,
+    settle: Slot<Vec<Outcome>>,
     /// A pause before settling again after a failure.
     settle_pause: Option<Pin<Box<Sleep>>>,
     /// Consecutive failed settlements.
     settle_errors: u32,
     /// The release of the buffer at shutdown.
-    release: Option<BoxFuture<'static, ()>>,
+    release: Slot<()>,
     /// Deliveries handed out, for unique task ids.
     handed_out: u64,
 }
@@ -232,19 +247,19 @@ impl<Q: WakeQueue> WakeBackend<Q> {
             config,
             consumer: None,
             buffer: VecDeque::new(),
-            fetch: None,
+            fetch: Slot::empty(),
             fetch_started: None,
             fetch_pause: None,
             fetch_errors: 0,
-            maintenance: None,
+            maintenance: Slot::empty(),
             maintenance_timer: None,
             maintenance_errors: 0,
             reclaim_at: None,
             outcomes: Arc::new(Mutex::new(VecDeque::new())),
-            settle: None,
+            settle: Slot::empty(),
             settle_pause: None,
             settle_errors: 0,
-            release: None,
+            release: Slot::empty(),
             handed_out: 0,
         }
     }
@@ -281,9 +296,9 @@ impl<Q: WakeQueue> WakeBackend<Q> {
     /// chunks come back full), reclaim abandoned wake-ups every `reclaim_every_ms`.
     fn drive_maintenance(&mut self, cx: &mut Context<'_>, worker: &WorkerContext) {
         loop {
-            if let Some(round) = self.maintenance.as_mut() {
+            if let Some(round) = self.maintenance.get().as_mut() {
                 let Poll::Ready(result) = round.poll_unpin(cx) else { return };
-                self.maintenance = None;
+                *self.maintenance.get() = None;
                 let pause = match result {
                     Ok(done) => {
                         self.maintenance_errors = 0;
@@ -316,7 +331,7 @@ impl<Q: WakeQueue> WakeBackend<Q> {
             let consumer = self.consumer(worker);
             let per_shard = self.config.promote_per_shard.clamp(1, PROMOTE_PER_SHARD_MAX);
             let min_idle_ms = self.config.reclaim_min_idle_ms;
-            self.maintenance = Some(Box::pin(async move {
+            *self.maintenance.get() = Some(Box::pin(async move {
                 let moved = queue.promote_due(queue.now_ms(), per_shard).await?;
                 let reclaimed = if reclaim {
                     queue.reclaim_abandoned(&consumer, min_idle_ms, RECLAIM_BATCH_MAX).await?
@@ -335,9 +350,9 @@ impl<Q: WakeQueue> WakeBackend<Q> {
     /// per `Err`. What fails is kept and tried again after a pause.
     fn drive_settle(&mut self, cx: &mut Context<'_>) {
         loop {
-            if let Some(settle) = self.settle.as_mut() {
+            if let Some(settle) = self.settle.get().as_mut() {
                 let Poll::Ready(unsettled) = settle.poll_unpin(cx) else { return };
-                self.settle = None;
+                *self.settle.get() = None;
                 if unsettled.is_empty() {
                     self.settle_errors = 0;
                 } else {
@@ -364,7 +379,7 @@ impl<Q: WakeQueue> WakeBackend<Q> {
                 return;
             }
             let queue = self.queue.clone();
-            self.settle = Some(Box::pin(settle(queue, batch)));
+            *self.settle.get() = Some(Box::pin(settle(queue, batch)));
         }
     }
 
@@ -375,7 +390,8 @@ impl<Q: WakeQueue> WakeBackend<Q> {
         let consumer = self.consumer(worker);
         let block_ms = self.config.block_ms.min(BLOCK_MS_MAX);
         self.fetch_started = Some(Instant::now());
-        self.fetch = Some(Box::pin(async move { queue.fetch(&consumer, max, block_ms).await }));
+        *self.fetch.get() =
+            Some(Box::pin(async move { queue.fetch(&consumer, max, block_ms).await }));
     }
 }
 
@@ -442,9 +458,9 @@ impl<Q: WakeQueue> Backend for WakeBackend<Q> {
             if let Some(delivery) = self.buffer.pop_front() {
                 return Poll::Ready(Some(Ok(self.task(delivery))));
             }
-            if let Some(fetch) = self.fetch.as_mut() {
+            if let Some(fetch) = self.fetch.get().as_mut() {
                 let Poll::Ready(result) = fetch.poll_unpin(cx) else { return Poll::Pending };
-                self.fetch = None;
+                *self.fetch.get() = None;
                 let started = self.fetch_started.take();
                 match result {
                     Ok(deliveries) => {
@@ -485,17 +501,17 @@ impl<Q: WakeQueue> Backend for WakeBackend<Q> {
     ) -> Poll<Result<(), Self::Error>> {
         // What an in-flight fetch or reclaim returns is already ours: wait for it (a blocked read
         // returns within `block_ms`) so it can be released, not left pending.
-        if let Some(fetch) = self.fetch.as_mut() {
+        if let Some(fetch) = self.fetch.get().as_mut() {
             let Poll::Ready(result) = fetch.poll_unpin(cx) else { return Poll::Pending };
-            self.fetch = None;
+            *self.fetch.get() = None;
             match result {
                 Ok(deliveries) => self.buffer.extend(deliveries),
                 Err(error) => tracing::warn!(%error, "Wake queue fetch failed during shutdown."),
             }
         }
-        if let Some(round) = self.maintenance.as_mut() {
+        if let Some(round) = self.maintenance.get().as_mut() {
             let Poll::Ready(result) = round.poll_unpin(cx) else { return Poll::Pending };
-            self.maintenance = None;
+            *self.maintenance.get() = None;
             match result {
                 Ok(done) => self.buffer.extend(done.reclaimed),
                 Err(error) => {
@@ -505,9 +521,9 @@ impl<Q: WakeQueue> Backend for WakeBackend<Q> {
         }
         // Settle every finished handler, a few tries at most.
         loop {
-            if self.settle.is_some() || self.settle_pause.is_some() {
+            if self.settle.get().is_some() || self.settle_pause.is_some() {
                 self.drive_settle(cx);
-                if self.settle.is_some() || self.settle_pause.is_some() {
+                if self.settle.get().is_some() || self.settle_pause.is_some() {
                     return Poll::Pending;
                 }
             }
@@ -526,10 +542,10 @@ impl<Q: WakeQueue> Backend for WakeBackend<Q> {
             self.drive_settle(cx);
         }
         // Hand back what was fetched but never started.
-        if self.release.is_none() && !self.buffer.is_empty() {
+        if self.release.get().is_none() && !self.buffer.is_empty() {
             let queue = self.queue.clone();
             let deliveries: Vec<Delivery> = self.buffer.drain(..).collect();
-            self.release = Some(Box::pin(async move {
+            *self.release.get() = Some(Box::pin(async move {
                 if let Err(error) = queue.release(&deliveries).await {
                     tracing::warn!(
                         %error,
@@ -539,11 +555,11 @@ impl<Q: WakeQueue> Backend for WakeBackend<Q> {
                 }
             }));
         }
-        if let Some(release) = self.release.as_mut() {
+        if let Some(release) = self.release.get().as_mut() {
             if release.poll_unpin(cx).is_pending() {
                 return Poll::Pending;
             }
-            self.release = None;
+            *self.release.get() = None;
         }
         Poll::Ready(Ok(()))
     }

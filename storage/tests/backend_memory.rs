@@ -1,0 +1,179 @@
+//! `WakeBackend` over the in-memory queue: the same worker contract as on Redis (pickup, retries
+//! with backoff and a cap, release on graceful shutdown), with the queue polled every 10 ms.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use apalis::prelude::{BoxDynError, Data, Monitor, WorkerBuilder, WorkerBuilderExt};
+use steps::model::TenantId;
+use storage::backend::{WakeBackend, WakeBackendConfig};
+use storage::keys;
+use storage::memory::MemoryStore;
+use storage::queue::{QueueStats, TRIES_MAX, WakeQueue};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use workflows::record::Wake;
+
+#[derive(Debug, Default)]
+struct Seen {
+    runs: Mutex<BTreeMap<String, Vec<Instant>>>,
+    failing: Mutex<Vec<String>>,
+    run_ms: u64,
+}
+
+impl Seen {
+    fn runs(&self, wake: &Wake) -> Vec<Instant> {
+        self.runs.lock().unwrap().get(&wake.key()).cloned().unwrap_or_default()
+    }
+
+    async fn wait_for(&self, wake: &Wake, n: usize, timeout: Duration) -> Option<Instant> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(at) = self.runs(wake).get(n - 1) {
+                return Some(*at);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+async fn handle(wake: Wake, seen: Data<Arc<Seen>>) -> Result<(), BoxDynError> {
+    seen.runs.lock().unwrap().entry(wake.key()).or_default().push(Instant::now());
+    if seen.run_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(seen.run_ms)).await;
+    }
+    if seen.failing.lock().unwrap().contains(&wake.key()) {
+        return Err("provider unreachable (test)".into());
+    }
+    Ok(())
+}
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    monitor: JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(10), self.monitor)
+            .await
+            .expect("the worker stops within 10 s")
+            .expect("the monitor task does not panic");
+    }
+}
+
+fn spawn_worker(
+    store: &MemoryStore,
+    concurrency: usize,
+    config: WakeBackendConfig,
+    seen: &Arc<Seen>,
+) -> Running {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let backend = WakeBackend::with_config(store.clone(), config);
+    let seen = Arc::clone(seen);
+    let monitor = Monitor::new().should_restart(|_, _| false).register(move |_| {
+        WorkerBuilder::new("memory-worker")
+            .backend(backend.clone())
+            .concurrency(concurrency)
+            .data(Arc::clone(&seen))
+            .build(handle)
+    });
+    let monitor = tokio::spawn(async move {
+        let signal = async move {
+            let _ = stopped.await;
+            Ok(())
+        };
+        monitor.run_with_signal(signal).await.expect("the monitor exits cleanly");
+    });
+    Running { stop, monitor }
+}
+
+fn wake(n: u32) -> Wake {
+    let tenant = TenantId::new("acme").unwrap();
+    let id = keys::new_notification_id(&tenant, None, &format!("01HZZZZZZZZZZZZZZZZZ{n:06}"));
+    Wake { tenant, id, version: 1 }
+}
+
+async fn push(store: &MemoryStore, wake: &Wake, at_ms: u64) {
+    store.schedule(&[(wake.clone(), at_ms)]).await.expect("schedule");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wakes_run_promptly_and_timers_when_due() {
+    let store = MemoryStore::new();
+    let seen = Arc::new(Seen::default());
+    let worker = spawn_worker(&store, 8, WakeBackendConfig::default(), &seen);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut worst = Duration::ZERO;
+    for i in 0..10 {
+        let w = wake(i);
+        let sent = Instant::now();
+        push(&store, &w, store.now_ms()).await;
+        let ran = seen.wait_for(&w, 1, Duration::from_secs(2)).await.expect("picked up");
+        worst = worst.max(ran.duration_since(sent));
+    }
+    // Promote every 50 ms, poll every 10 ms.
+    assert!(worst < Duration::from_millis(250), "pickup took {worst:?}");
+    let later = wake(100);
+    let sent = Instant::now();
+    push(&store, &later, store.now_ms() + 300).await;
+    let ran = seen.wait_for(&later, 1, Duration::from_secs(2)).await.expect("timer ran");
+    assert!(ran.duration_since(sent) >= Duration::from_millis(300), "a timer ran early");
+    worker.stop().await;
+    assert_eq!(store.stats().await, Ok(QueueStats::default()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_retry_with_backoff_then_park() {
+    let store = MemoryStore::new();
+    let seen = Arc::new(Seen::default());
+    let (bad, good) = (wake(1), wake(2));
+    seen.failing.lock().unwrap().push(bad.key());
+    let config = WakeBackendConfig { retry_base_ms: 10, retry_max_ms: 80, ..Default::default() };
+    let worker = spawn_worker(&store, 4, config, &seen);
+    push(&store, &bad, 0).await;
+    push(&store, &good, 0).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.stats().await.unwrap().parked == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let runs = seen.runs(&bad);
+    assert_eq!(runs.len(), TRIES_MAX as usize);
+    for (i, pair) in runs.windows(2).enumerate() {
+        let want = storage::queue::retry_delay_ms(u32::try_from(i).unwrap(), 10, 80);
+        assert!(
+            pair[1].duration_since(pair[0]) >= Duration::from_millis(want),
+            "retry {i} too early"
+        );
+    }
+    assert_eq!(seen.runs(&good).len(), 1);
+    worker.stop().await;
+    assert_eq!(store.stats().await, Ok(QueueStats { parked: 1, ..QueueStats::default() }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_releases_unstarted_wakes() {
+    let store = MemoryStore::new();
+    let seen = Arc::new(Seen { run_ms: 300, ..Seen::default() });
+    // The backend fetches up to 10 while apalis runs one at a time.
+    let config = WakeBackendConfig { concurrency: 10, ..Default::default() };
+    for i in 0..5 {
+        push(&store, &wake(i), 0).await;
+    }
+    let worker = spawn_worker(&store, 1, config, &seen);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while seen.runs.lock().unwrap().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    worker.stop().await;
+    let ran = seen.runs.lock().unwrap().len();
+    assert!((1..5).contains(&ran), "{ran} ran before the stop");
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats, QueueStats { ready: 5 - ran as u64, ..QueueStats::default() });
+}
