@@ -46,6 +46,7 @@ pub struct DeliveryTag(pub(crate) TagInner);
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum TagInner {
     /// A Redis stream entry.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     Stream {
         /// The shard whose ready stream holds the entry.
         shard: u16,

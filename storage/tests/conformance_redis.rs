@@ -218,3 +218,30 @@ async fn durability_warnings_name_what_to_change() {
     assert!(warnings[0].contains("CONFIG GET is not permitted"), "{warnings:?}");
     assert!(!warnings[0].contains("hunter2"), "{warnings:?}");
 }
+
+/// Entries that do not hold a wake key can never be handled: they are parked, not delivered and
+/// not left to loop.
+#[tokio::test]
+async fn unreadable_entries_are_parked() {
+    let (store, server) = fresh().await;
+    let mut conn = raw(&server).await;
+    let _: String = redis::cmd("XADD")
+        .arg(keys::ready(3))
+        .arg("*")
+        .arg("w")
+        .arg("not a wake key")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("ZADD")
+        .arg(keys::timers(5))
+        .arg(0)
+        .arg("garbage:member")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(store.fetch("w", 10, 0).await, Ok(vec![]));
+    assert_eq!(store.promote_due(store.now_ms(), 10).await, Ok(1));
+    let stats = store.stats().await.expect("stats");
+    assert_eq!(stats, storage::queue::QueueStats { parked: 2, ..Default::default() });
+}

@@ -1,6 +1,6 @@
 //! The Redis store and wake-up queue (feature `redis`).
 //!
-//! Every write is one Lua script ([`scripts`]) touching one hash slot, so every state change is
+//! Every write is one Lua script (`scripts.rs`) touching one hash slot, so every state change is
 //! atomic with its history entry, its index moves and its next wake-up, and the key layout
 //! ([`crate::keys`]) runs unchanged on Redis Cluster. Reads are single commands or pipelines.
 //!
