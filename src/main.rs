@@ -1,1 +1,209 @@
-fn main() {}
+//! The `courant` binary: the server (`dev`, `serve`), the provider sandbox, and the ops CLI. The
+//! pieces live in the library (`src/lib.rs`); this file is the command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use courant::{Role, cli, config, wiring};
+
+/// courant: a durable notification orchestrator.
+#[derive(Debug, Parser)]
+#[command(name = "courant", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    client: cli::Client,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run everything in one process with no external service: API, workers, the provider
+    /// sandbox, an in-memory store. Not durable: for trying courant out.
+    Dev {
+        /// The API address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The templates directory.
+        #[arg(long, default_value = "templates")]
+        templates: PathBuf,
+        /// Do not submit the demo notifications at start-up.
+        #[arg(long)]
+        no_demo: bool,
+    },
+    /// Run the API and/or workers against Redis (production).
+    Serve {
+        /// A TOML configuration file.
+        #[arg(long, env = "COURANT_CONFIG")]
+        config: Option<PathBuf>,
+        /// The Redis URL (overrides the configuration file).
+        #[arg(long, env = "COURANT_REDIS_URL", hide_env_values = true)]
+        redis: Option<String>,
+        /// What this process runs.
+        #[arg(long, value_enum, default_value_t = Role::All)]
+        role: Role,
+        /// The API address (overrides the configuration file).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Run the provider sandbox: local SendGrid and Twilio look-alikes.
+    Sandbox {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+        /// A TOML file with the sandbox's latency and failure settings.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Submit one notification.
+    Send(cli::Send),
+    /// Show a notification's state.
+    Status {
+        /// The notification id.
+        id: String,
+    },
+    /// Show a notification's history as a timeline.
+    History {
+        /// The notification id.
+        id: String,
+    },
+    /// List notifications, most recently updated first.
+    List {
+        /// Only this state (received, sending, sent, delivered, dead_lettered, ...).
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// The dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        command: cli::DlqCommand,
+    },
+    /// Cancel a notification that has not reached a provider yet.
+    Cancel {
+        /// The notification id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create an API key for a tenant in Redis and print it (shown once).
+    Create {
+        /// The tenant the key acts for.
+        #[arg(long)]
+        tenant: String,
+        /// The Redis URL.
+        #[arg(long, env = "COURANT_REDIS_URL", hide_env_values = true)]
+        redis: Option<String>,
+        /// A TOML configuration file (for the Redis URL).
+        #[arg(long, env = "COURANT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check a configuration file and explain what is wrong.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COURANT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let client = cli.client.clone();
+    let outcome: Result<(), cli::Failure> = match cli.command {
+        Command::Dev { listen, templates, no_demo } => {
+            init_tracing(cli.log_format);
+            server(wiring::dev(listen, templates, !no_demo).await)
+        }
+        Command::Serve { config, redis, role, listen } => {
+            init_tracing(cli.log_format);
+            server(wiring::serve(config, redis, role, listen).await)
+        }
+        Command::Sandbox { listen, config } => {
+            init_tracing(cli.log_format);
+            server(wiring::sandbox(listen, config).await)
+        }
+        Command::Keys { command: KeysCommand::Create { tenant, redis, config } } => {
+            server(wiring::create_key(&tenant, redis, config).await)
+        }
+        Command::Config { command: ConfigCommand::Check { file } } => {
+            match config::Config::load(&file).and_then(config::Config::finish) {
+                Ok(config) => {
+                    println!(
+                        "{} is valid: {} provider(s), routes {:?}",
+                        file.display(),
+                        config.providers.len(),
+                        config.policy.routes
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(cli::Failure { code: 1, message: format!("{e:#}") }),
+            }
+        }
+        Command::Send(send) => cli::send(&client, &send).await,
+        Command::Status { id } => cli::status(&client, &id).await,
+        Command::History { id } => cli::history(&client, &id).await,
+        Command::List { state, limit } => cli::list(&client, state.as_deref(), limit).await,
+        Command::Dlq { command } => cli::dlq(&client, &command).await,
+        Command::Cancel { id } => cli::cancel(&client, &id).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(u8::try_from(failure.code).unwrap_or(1))
+        }
+    }
+}
+
+fn server(result: anyhow::Result<()>) -> Result<(), cli::Failure> {
+    result.map_err(|e| cli::Failure { code: 1, message: format!("{e:#}") })
+}

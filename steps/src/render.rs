@@ -231,11 +231,18 @@ fn tera_name(id: &TemplateId, part: Part) -> String {
 }
 
 fn tera_message(error: &dyn std::error::Error) -> String {
-    // Tera nests the useful sentence ("Variable `x` is not defined") in its source chain.
-    let mut message = error.to_string();
+    // Tera nests the useful sentence ("Variable `x` is not defined") in its source chain, and
+    // follows it with a multi-line source excerpt; the first line of each level is what a caller
+    // needs.
+    let first_line = |e: &dyn std::error::Error| {
+        let text = e.to_string();
+        let line = text.lines().next().unwrap_or_default().trim();
+        line.strip_prefix("error: ").unwrap_or(line).to_owned()
+    };
+    let mut message = first_line(error);
     let mut source = error.source();
     while let Some(inner) = source {
-        let text = inner.to_string();
+        let text = first_line(inner);
         if !message.contains(&text) {
             message.push_str(": ");
             message.push_str(&text);

@@ -313,6 +313,10 @@ impl<S: Store, C: Clock> Runner<S, C> {
             let Some(record) = self.store.load(tenant, id).await? else {
                 return Ok(Cancelled::NotFound);
             };
+            if record.state.kind() == StateKind::Cancelled {
+                // Cancelling twice is not an error, and changes nothing.
+                return Ok(Cancelled::Done);
+            }
             let mut run = Run::new(&self.policy, record, self.clock.now_ms());
             run.handle(Event::Cancel, Cause::Api { action: "cancel".into() });
             if run.machine.state().kind() != StateKind::Cancelled {

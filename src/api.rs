@@ -1,0 +1,583 @@
+//! The HTTP API (axum). `router(state)` builds it without a socket, so tests call it directly.
+//!
+//! Every `/v1` route needs an API key naming a tenant; every lookup is scoped by that tenant, so
+//! one tenant asking for another's notification gets 404. Bad input gets a 4xx JSON error naming
+//! the field and the reason, and nothing is written.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use steps::model::{Category, Channel, NotificationId, Recipient, RecipientId, TemplateId, TenantId};
+use workflows::machine::{State as LifecycleState, StateKind};
+use workflows::ports::{Clock, Inbox, LIST_LIMIT_MAX, ListQuery, Store, StoreError};
+use workflows::record::{HistoryEntry, Idempotency, Record};
+use workflows::runner::{Cancelled, Runner, SubmitError, Submission};
+
+use crate::auth;
+
+/// Limits on what a request may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body, in bytes. 256 KiB holds a batch of 100 notifications with generous
+    /// template data; anything larger is refused with 413 before it is buffered.
+    pub body_bytes_max: usize,
+    /// Most notifications in one batch request. Bounded so a batch is one quick request and a
+    /// retry of it is cheap.
+    pub batch_len_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { body_bytes_max: 256 * 1024, batch_len_max: 100 }
+    }
+}
+
+/// A readiness probe: `Ok` when the store answers.
+pub type ReadyProbe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// What the handlers share.
+pub struct AppState<S, C> {
+    /// The lifecycle runner (it owns the store and the templates).
+    pub runner: Arc<Runner<S, C>>,
+    /// Request limits.
+    pub limits: Limits,
+    /// Readiness probe for `/readyz`.
+    pub ready: ReadyProbe,
+}
+
+impl<S, C> std::fmt::Debug for AppState<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+impl<S, C> Clone for AppState<S, C> {
+    fn clone(&self) -> Self {
+        Self { runner: self.runner.clone(), limits: self.limits, ready: self.ready.clone() }
+    }
+}
+
+/// An API error, rendered as `{"error": {"code", "message", "field"?}}`. Internal details are
+/// logged, never returned.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 401: no key, or an unknown one.
+    Unauthorized,
+    /// 404.
+    NotFound,
+    /// 400: a field is malformed.
+    BadRequest {
+        /// The field path (`recipient.email`, `notifications[2].channel`).
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// 413.
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// 422: well-formed but not acceptable (template does not render, key reused).
+    Unprocessable {
+        /// A stable code.
+        code: &'static str,
+        /// The field.
+        field: String,
+        /// Why.
+        message: String,
+    },
+    /// 409: the request conflicts with the notification's state.
+    Conflict {
+        /// Why.
+        message: String,
+    },
+    /// 503: the store is unavailable.
+    Unavailable,
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        tracing::error!(%error, "Store failed while serving a request.");
+        ApiError::Unavailable
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message, field) = match self {
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid API key is required: send 'Authorization: Bearer <key>'".to_owned(),
+                None,
+            ),
+            ApiError::NotFound => {
+                (StatusCode::NOT_FOUND, "not_found", "no such resource".to_owned(), None)
+            }
+            ApiError::BadRequest { field, message } => {
+                (StatusCode::BAD_REQUEST, "invalid_field", message, Some(field))
+            }
+            ApiError::TooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body is larger than {limit} bytes"),
+                None,
+            ),
+            ApiError::Unprocessable { code, field, message } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, code, message, Some(field))
+            }
+            ApiError::Conflict { message } => (StatusCode::CONFLICT, "conflict", message, None),
+            ApiError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the store is unavailable; retry later (with the same Idempotency-Key)".to_owned(),
+                None,
+            ),
+        };
+        let mut error = json!({ "code": code, "message": message });
+        if let Some(field) = field {
+            error["field"] = json!(field);
+        }
+        (status, axum::Json(json!({ "error": error }))).into_response()
+    }
+}
+
+/// Builds the router.
+pub fn router<S, C>(state: AppState<S, C>) -> Router
+where
+    S: Store + Inbox,
+    C: Clock,
+{
+    let body_limit = state.limits.body_bytes_max;
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz::<S, C>))
+        .route("/v1/notifications", post(submit::<S, C>).get(list::<S, C>))
+        .route("/v1/notifications/batch", post(submit_batch::<S, C>))
+        .route("/v1/notifications/{id}", get(show::<S, C>))
+        .route("/v1/notifications/{id}/cancel", post(cancel::<S, C>))
+        .route("/v1/dlq", get(dead_letters::<S, C>))
+        .route("/v1/recipients/{id}/inbox", get(inbox::<S, C>))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+async fn readyz<S: Store + Inbox, C: Clock>(State(state): State<AppState<S, C>>) -> Response {
+    match (state.ready)().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(why) => {
+            tracing::warn!(%why, "Readiness probe failed.");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response()
+        }
+    }
+}
+
+async fn tenant<S: Store + Inbox, C: Clock>(
+    state: &AppState<S, C>,
+    headers: &HeaderMap,
+) -> Result<TenantId, ApiError> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::Unauthorized)?;
+    auth::verify(state.runner.store(), presented.trim()).await?.ok_or(ApiError::Unauthorized)
+}
+
+/// A notification as submitted.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    recipient: Recipient,
+    channel: Channel,
+    template: TemplateId,
+    #[serde(default)]
+    data: serde_json::Map<String, serde_json::Value>,
+    #[serde(default = "default_category")]
+    category: Category,
+}
+
+fn default_category() -> Category {
+    Category::new("transactional").unwrap_or_else(|_| unreachable!("a valid literal id"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    notifications: Vec<serde_json::Value>,
+}
+
+fn body<S, C>(state: &AppState<S, C>, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| match rejection {
+        BytesRejection::FailedToBufferBody(_) => {
+            ApiError::TooLarge { limit: state.limits.body_bytes_max }
+        }
+        other => ApiError::BadRequest { field: "body".into(), message: other.body_text() },
+    })
+}
+
+fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8], prefix: &str) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = match (prefix.is_empty(), path == ".") {
+            (true, true) => "body".to_owned(),
+            (true, false) => path,
+            (false, true) => prefix.to_owned(),
+            (false, false) => format!("{prefix}.{path}"),
+        };
+        ApiError::BadRequest { field, message: e.into_inner().to_string() }
+    })
+}
+
+fn parse_value<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    prefix: &str,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = match (prefix.is_empty(), path == ".") {
+            (true, true) => "body".to_owned(),
+            (true, false) => path,
+            (false, true) => prefix.to_owned(),
+            (false, false) => format!("{prefix}.{path}"),
+        };
+        ApiError::BadRequest { field, message: e.into_inner().to_string() }
+    })
+}
+
+/// The longest `Idempotency-Key` accepted (the IETF draft suggests UUIDs; 255 leaves room).
+const IDEMPOTENCY_KEY_LEN_MAX: usize = 255;
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let bad = |message: &str| ApiError::BadRequest {
+        field: "Idempotency-Key".into(),
+        message: message.into(),
+    };
+    let key = value.to_str().map_err(|_| bad("must be visible ASCII"))?;
+    if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LEN_MAX {
+        return Err(bad("must be 1 to 255 characters"));
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad("must be visible ASCII without spaces"));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+fn fingerprint(value: &impl Serialize) -> String {
+    // serde_json maps are ordered, so the same request with its keys in another order hashes
+    // the same.
+    let canonical = serde_json::to_vec(value).unwrap_or_default();
+    hex::encode(Sha256::digest(canonical))
+}
+
+fn submission(body: SubmitBody) -> Submission {
+    Submission {
+        recipient: body.recipient,
+        channel: body.channel,
+        template: body.template,
+        data: body.data,
+        category: body.category,
+    }
+}
+
+fn template_error(prefix: &str, error: steps::render::RenderError) -> ApiError {
+    use steps::render::RenderError as E;
+    let (code, field) = match &error {
+        E::UnknownTemplate(_) | E::VersionGone { .. } | E::BadId { .. } => {
+            ("unknown_template", "template")
+        }
+        E::NoChannel { .. } => ("template_lacks_channel", "channel"),
+        E::Template { .. } | E::Limit { .. } => ("template_render_failed", "data"),
+    };
+    let field = if prefix.is_empty() { field.to_owned() } else { format!("{prefix}.{field}") };
+    ApiError::Unprocessable { code, field, message: error.to_string() }
+}
+
+/// Checks that a submission will render, before anything is written.
+fn precheck<S: Store, C: Clock>(
+    runner: &Runner<S, C>,
+    submission: &Submission,
+    prefix: &str,
+) -> Result<(), ApiError> {
+    let templates = runner.templates();
+    let pinned = templates.pin(&submission.template).map_err(|e| template_error(prefix, e))?;
+    templates
+        .render(&pinned, submission.channel, &submission.data)
+        .map_err(|e| template_error(prefix, e))?;
+    Ok(())
+}
+
+async fn accept<S: Store + Inbox, C: Clock>(
+    state: &AppState<S, C>,
+    tenant: &TenantId,
+    submission: Submission,
+    idempotency: Option<Idempotency>,
+    prefix: &str,
+) -> Result<(NotificationId, bool), ApiError> {
+    let ulid = ulid::Ulid::generate().to_string();
+    let id = storage::keys::new_notification_id(
+        tenant,
+        idempotency.as_ref().map(|i| i.key.as_str()),
+        &ulid,
+    );
+    match state.runner.submit(tenant, id, submission, idempotency.as_ref()).await {
+        Ok(submitted) => Ok((submitted.id, submitted.created)),
+        Err(SubmitError::Template(e)) => Err(template_error(prefix, e)),
+        Err(SubmitError::KeyReused { id }) => Err(ApiError::Unprocessable {
+            code: "idempotency_key_reused",
+            field: "Idempotency-Key".into(),
+            message: format!(
+                "this key was already used for notification {id} with a different request body"
+            ),
+        }),
+        Err(SubmitError::Store(e)) => Err(e.into()),
+    }
+}
+
+async fn submit<S: Store + Inbox, C: Clock>(
+    State(state): State<AppState<S, C>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let bytes = body(&state, raw)?;
+    let key = idempotency_key(&headers)?;
+    let value: serde_json::Value = parse(&bytes, "")?;
+    let fingerprint = fingerprint(&value);
+    let body: SubmitBody = parse_value(value, "")?;
+    let submission = submission(body);
+    precheck(&state.runner, &submission, "")?;
+    let idempotency = key.map(|key| Idempotency { key, fingerprint });
+    let (id, created) = accept(&state, &tenant, submission, idempotency, "").await?;
+    tracing::info!(notification = %id, %tenant, created, "Notification accepted.");
+    let mut response =
+        (StatusCode::ACCEPTED, axum::Json(json!({ "id": id, "created": created }))).into_response();
+    if !created {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+async fn submit_batch<S: Store + Inbox, C: Clock>(
+    State(state): State<AppState<S, C>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let bytes = body(&state, raw)?;
+    let key = idempotency_key(&headers)?;
+    let batch: BatchBody = parse(&bytes, "")?;
+    let max = state.limits.batch_len_max;
+    if batch.notifications.is_empty() || batch.notifications.len() > max {
+        return Err(ApiError::BadRequest {
+            field: "notifications".into(),
+            message: format!("must hold 1 to {max} notifications"),
+        });
+    }
+    // Validate everything first: one bad item refuses the whole batch and writes nothing.
+    let mut accepted = Vec::with_capacity(batch.notifications.len());
+    for (index, value) in batch.notifications.into_iter().enumerate() {
+        let prefix = format!("notifications[{index}]");
+        let fingerprint = fingerprint(&value);
+        let body: SubmitBody = parse_value(value, &prefix)?;
+        let submission = submission(body);
+        precheck(&state.runner, &submission, &prefix)?;
+        let idempotency = key.as_ref().map(|key| Idempotency {
+            key: format!("{key}#{index}"),
+            fingerprint: fingerprint.clone(),
+        });
+        accepted.push((prefix, submission, idempotency));
+    }
+    let mut ids = Vec::with_capacity(accepted.len());
+    for (prefix, submission, idempotency) in accepted {
+        let (id, _) = accept(&state, &tenant, submission, idempotency, &prefix).await?;
+        ids.push(id);
+    }
+    tracing::info!(%tenant, count = ids.len(), "Batch accepted.");
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({ "ids": ids }))).into_response())
+}
+
+/// A history entry as the API shows it.
+#[derive(Debug, Serialize)]
+struct HistoryView<'a> {
+    at: String,
+    at_ms: u64,
+    version: u64,
+    from: Option<StateKind>,
+    to: StateKind,
+    channel: Option<Channel>,
+    provider: Option<&'a str>,
+    attempt: Option<u32>,
+    cause: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<&'a str>,
+    detail: &'a LifecycleState,
+}
+
+/// Formats ms since the epoch as RFC 3339 UTC with milliseconds.
+pub fn rfc3339(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn history_view(entry: &HistoryEntry) -> HistoryView<'_> {
+    HistoryView {
+        at: rfc3339(entry.at_ms),
+        at_ms: entry.at_ms,
+        version: entry.version,
+        from: entry.from,
+        to: entry.to.kind(),
+        channel: entry.to.channel(),
+        provider: entry.to.provider().map(|p| p.as_str()),
+        attempt: entry.to.attempt().map(|a| a.0),
+        cause: entry.cause.to_string(),
+        note: entry.note.as_deref(),
+        detail: &entry.to,
+    }
+}
+
+fn summary(record: &Record) -> serde_json::Value {
+    json!({
+        "id": record.id,
+        "state": record.state.kind(),
+        "channel": record.state.channel().unwrap_or(record.request.channel),
+        "provider": record.state.provider(),
+        "attempt": record.state.attempt(),
+        "category": record.request.category,
+        "template": record.request.template,
+        "recipient": { "id": record.request.recipient.id },
+        "version": record.version,
+        "created_at": rfc3339(record.created_at_ms),
+        "updated_at": rfc3339(record.updated_at_ms),
+        "wake_at": record.wake_at_ms.map(rfc3339),
+        "detail": record.state,
+    })
+}
+
+fn notification_id(raw: &str) -> Result<NotificationId, ApiError> {
+    NotificationId::new(raw).map_err(|_| ApiError::NotFound)
+}
+
+async fn show<S: Store + Inbox, C: Clock>(
+    State(state): State<AppState<S, C>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let id = notification_id(&id)?;
+    let store = state.runner.store();
+    let record = store.load(&tenant, &id).await?.ok_or(ApiError::NotFound)?;
+    let history = store.history(&tenant, &id).await?;
+    let mut view = summary(&record);
+    view["history"] = json!(history.iter().map(history_view).collect::<Vec<_>>());
+    Ok(axum::Json(view).into_response())
+}
+
+async fn cancel<S: Store + Inbox, C: Clock>(
+    State(state): State<AppState<S, C>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let id = notification_id(&id)?;
+    match state.runner.cancel(&tenant, &id).await? {
+        Cancelled::Done => {
+            tracing::info!(notification = %id, %tenant, "Notification cancelled.");
+            Ok(axum::Json(json!({ "id": id, "state": StateKind::Cancelled })).into_response())
+        }
+        Cancelled::NotFound => Err(ApiError::NotFound),
+        Cancelled::Refused { state } => Err(ApiError::Conflict {
+            message: format!("notification {id} is {state} and can no longer be cancelled"),
+        }),
+    }
+}
+
+/// `?state=&limit=` for listings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+fn limit(raw: Option<usize>) -> Result<usize, ApiError> {
+    let limit = raw.unwrap_or(50);
+    if limit == 0 || limit > LIST_LIMIT_MAX {
+        return Err(ApiError::BadRequest {
+            field: "limit".into(),
+            message: format!("must be between 1 and {LIST_LIMIT_MAX}"),
+        });
+    }
+    Ok(limit)
+}
+
+async fn list<S: Store + Inbox, C: Clock>(
+    State(state): State<AppState<S, C>>,
+    headers: HeaderMap,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let Query(params) = params
+        .map_err(|e| ApiError::BadRequest { field: "query".into(), message: e.body_text() })?;
+    let kind = match params.state.as_deref() {
+        None => None,
+        Some(s) => Some(StateKind::parse(s).ok_or_else(|| {
+            let all: Vec<&str> = StateKind::ALL.iter().map(|k| k.as_str()).collect();
+            ApiError::BadRequest {
+                field: "state".into(),
+                message: format!("must be one of {}", all.join(", ")),
+            }
+        })?),
+    };
+    let query = ListQuery { state: kind, limit: limit(params.limit)? };
+    let records = state.runner.store().list(&tenant, &query).await?;
+    let items: Vec<_> = records.iter().map(summary).collect();
+    Ok(axum::Json(json!({ "notifications": items })).into_response())
+}
+
+/// `?limit=` for the DLQ and the inbox.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitParams {
+    limit: Option<usize>,
+}
+
+async fn dead_letters<S: Store + Inbox, C: Clock>(
+    State(state): State<AppState<S, C>>,
+    headers: HeaderMap,
+    params: Result<Query<LimitParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let Query(params) = params
+        .map_err(|e| ApiError::BadRequest { field: "query".into(), message: e.body_text() })?;
+    let records = state.runner.store().dead_letters(&tenant, limit(params.limit)?).await?;
+    let items: Vec<_> = records.iter().map(summary).collect();
+    Ok(axum::Json(json!({ "notifications": items })).into_response())
+}
+
+async fn inbox<S: Store + Inbox, C: Clock>(
+    State(state): State<AppState<S, C>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    params: Result<Query<LimitParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let recipient = RecipientId::new(id).map_err(|_| ApiError::NotFound)?;
+    let Query(params) = params
+        .map_err(|e| ApiError::BadRequest { field: "query".into(), message: e.body_text() })?;
+    let items = state.runner.store().inbox_list(&tenant, &recipient, limit(params.limit)?).await?;
+    Ok(axum::Json(json!({ "recipient": recipient, "items": items })).into_response())
+}

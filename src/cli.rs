@@ -1,0 +1,336 @@
+//! The ops CLI: commands that talk to a running server's API. Data goes to stdout (a table for
+//! people, JSON with `--json`); everything else goes to stderr.
+//!
+//! Exit codes: 0 success, 1 the server refused or failed, 2 usage error (clap), 3 not found,
+//! 4 the server could not be reached.
+
+use std::io::Write;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+/// Where the server is and how to talk to it.
+#[derive(Debug, Args, Clone)]
+pub struct Client {
+    /// The courant server's base URL.
+    #[arg(long, env = "COURANT_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
+    pub server: String,
+    /// The API key (printed by `courant dev` or `courant keys create`).
+    #[arg(long, env = "COURANT_API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Dead-letter queue commands.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead-lettered notifications, newest first.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+/// A CLI failure, with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// The process exit code.
+    pub code: i32,
+    /// What to tell the user.
+    pub message: String,
+}
+
+impl Failure {
+    fn new(code: i32, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+impl Client {
+    fn http(&self) -> Result<reqwest::Client, Failure> {
+        reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .map_err(|e| Failure::new(1, format!("cannot build an HTTP client: {e}")))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.trim_end_matches('/'))
+    }
+
+    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value, Failure> {
+        let key = self.api_key.as_deref().ok_or_else(|| {
+            Failure::new(
+                2,
+                "no API key: pass --api-key or set COURANT_API_KEY (courant dev prints one)",
+            )
+        })?;
+        let response = request.bearer_auth(key).send().await.map_err(|e| {
+            Failure::new(4, format!("cannot reach the courant server at {}: {e}", self.server))
+        })?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(body);
+        }
+        let message = body["error"]["message"].as_str().unwrap_or("no details").to_owned();
+        let field = body["error"]["field"].as_str().map(|f| format!(" (field {f})")).unwrap_or_default();
+        let code = if status == reqwest::StatusCode::NOT_FOUND { 3 } else { 1 };
+        Err(Failure::new(code, format!("server answered {status}: {message}{field}")))
+    }
+
+    /// GET a path.
+    pub async fn get(&self, path: &str) -> Result<Value, Failure> {
+        let http = self.http()?;
+        self.call(http.get(self.url(path))).await
+    }
+
+    /// POST JSON to a path.
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value, Failure> {
+        let http = self.http()?;
+        let mut request = http.post(self.url(path)).json(body);
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        self.call(request).await
+    }
+
+    fn emit(&self, value: &Value, table: impl FnOnce(&Value) -> String) -> Result<(), Failure> {
+        let text = if self.json {
+            serde_json::to_string_pretty(value).unwrap_or_default() + "\n"
+        } else {
+            table(value)
+        };
+        std::io::stdout()
+            .write_all(text.as_bytes())
+            .map_err(|e| Failure::new(1, format!("cannot write to stdout: {e}")))
+    }
+}
+
+/// Renders rows as an aligned table with a header.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn notifications_table(value: &Value) -> String {
+    let rows: Vec<Vec<String>> = value["notifications"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|n| {
+                    vec![
+                        text(&n["id"]),
+                        text(&n["state"]),
+                        text(&n["channel"]),
+                        text(&n["provider"]),
+                        text(&n["attempt"]),
+                        text(&n["category"]),
+                        text(&n["updated_at"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["ID", "STATE", "CHANNEL", "PROVIDER", "ATTEMPT", "CATEGORY", "UPDATED"], &rows)
+}
+
+/// `courant status ID`
+pub async fn status(client: &Client, id: &str) -> Result<(), Failure> {
+    let value = client.get(&format!("/v1/notifications/{id}")).await?;
+    client.emit(&value, |n| {
+        let fields = [
+            ("id", text(&n["id"])),
+            ("state", text(&n["state"])),
+            ("channel", text(&n["channel"])),
+            ("provider", text(&n["provider"])),
+            ("attempt", text(&n["attempt"])),
+            ("category", text(&n["category"])),
+            ("template", format!("{} @ {}", text(&n["template"]["id"]), text(&n["template"]["version"]))),
+            ("recipient", text(&n["recipient"]["id"])),
+            ("created", text(&n["created_at"])),
+            ("updated", text(&n["updated_at"])),
+            ("next wake-up", text(&n["wake_at"])),
+            ("transitions", n["history"].as_array().map_or(0, Vec::len).to_string()),
+        ];
+        let rows: Vec<Vec<String>> =
+            fields.into_iter().map(|(k, v)| vec![k.to_owned(), v]).collect();
+        table(&["FIELD", "VALUE"], &rows)
+    })
+}
+
+/// `courant history ID`
+pub async fn history(client: &Client, id: &str) -> Result<(), Failure> {
+    let value = client.get(&format!("/v1/notifications/{id}")).await?;
+    let history = json!({ "id": value["id"], "history": value["history"] });
+    client.emit(&history, |h| {
+        let rows: Vec<Vec<String>> = h["history"]
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .map(|e| {
+                        let transition = match e["from"].as_str() {
+                            Some(from) => format!("{from} → {}", text(&e["to"])),
+                            None => format!("→ {}", text(&e["to"])),
+                        };
+                        vec![
+                            text(&e["at"]),
+                            transition,
+                            text(&e["cause"]),
+                            text(&e["provider"]),
+                            text(&e["attempt"]),
+                            text(&e["note"]),
+                        ]
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        table(&["TIME", "TRANSITION", "CAUSE", "PROVIDER", "ATTEMPT", "NOTE"], &rows)
+    })
+}
+
+/// `courant list`
+pub async fn list(client: &Client, state: Option<&str>, limit: usize) -> Result<(), Failure> {
+    let mut path = format!("/v1/notifications?limit={limit}");
+    if let Some(state) = state {
+        path.push_str(&format!("&state={state}"));
+    }
+    let value = client.get(&path).await?;
+    client.emit(&value, notifications_table)
+}
+
+/// `courant dlq ...`
+pub async fn dlq(client: &Client, command: &DlqCommand) -> Result<(), Failure> {
+    match command {
+        DlqCommand::List { limit } => {
+            let value = client.get(&format!("/v1/dlq?limit={limit}")).await?;
+            client.emit(&value, |v| {
+                let rows: Vec<Vec<String>> = v["notifications"]
+                    .as_array()
+                    .map(|items| {
+                        items
+                            .iter()
+                            .map(|n| {
+                                vec![
+                                    text(&n["id"]),
+                                    text(&n["channel"]),
+                                    text(&n["attempt"]),
+                                    text(&n["detail"]["DeadLettered"]["reason"]),
+                                    text(&n["updated_at"]),
+                                ]
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                table(&["ID", "CHANNEL", "ATTEMPTS", "REASON", "DEAD-LETTERED"], &rows)
+            })
+        }
+    }
+}
+
+/// `courant cancel ID`
+pub async fn cancel(client: &Client, id: &str) -> Result<(), Failure> {
+    let value = client.post(&format!("/v1/notifications/{id}/cancel"), &json!({}), None).await?;
+    client.emit(&value, |v| format!("{} {}\n", text(&v["id"]), text(&v["state"])))
+}
+
+/// What `courant send` submits.
+#[derive(Debug, Args)]
+pub struct Send {
+    /// The recipient's id in your application.
+    #[arg(long)]
+    pub recipient: String,
+    /// The recipient's email address.
+    #[arg(long)]
+    pub email: Option<String>,
+    /// The recipient's phone number (E.164, e.g. +14155550123).
+    #[arg(long)]
+    pub phone: Option<String>,
+    /// The channel: email, sms, push, in_app or chat.
+    #[arg(long)]
+    pub channel: String,
+    /// The template id.
+    #[arg(long)]
+    pub template: String,
+    /// Template variables as a JSON object.
+    #[arg(long, default_value = "{}")]
+    pub data: String,
+    /// The category.
+    #[arg(long, default_value = "transactional")]
+    pub category: String,
+    /// An idempotency key: sending twice with it creates one notification.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+/// `courant send ...`
+pub async fn send(client: &Client, send: &Send) -> Result<(), Failure> {
+    let data: Value = serde_json::from_str(&send.data)
+        .map_err(|e| Failure::new(2, format!("--data is not valid JSON: {e}")))?;
+    let mut recipient = json!({ "id": send.recipient });
+    if let Some(email) = &send.email {
+        recipient["email"] = json!(email);
+    }
+    if let Some(phone) = &send.phone {
+        recipient["phone"] = json!(phone);
+    }
+    let body = json!({
+        "recipient": recipient,
+        "channel": send.channel,
+        "template": send.template,
+        "data": data,
+        "category": send.category,
+    });
+    let value = client.post("/v1/notifications", &body, send.idempotency_key.as_deref()).await?;
+    client.emit(&value, |v| format!("{}\n", text(&v["id"])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align() {
+        let t = table(&["A", "LONGER"], &[vec!["xyz".into(), "1".into()]]);
+        assert_eq!(t, "A    LONGER\nxyz  1\n");
+    }
+}

@@ -1,0 +1,221 @@
+//! courant's configuration: one serde tree, read from a TOML file, every section optional with
+//! defaults that work for a first run, validated at start-up with errors that say what to fix.
+//!
+//! Each field's doc comment is its documentation (README.md's configuration reference mirrors
+//! them).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+use steps::model::{Channel, ProviderName};
+use workflows::policy::Policy;
+
+use crate::api::Limits;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The HTTP API.
+    pub api: ApiConfig,
+    /// The Redis server (`serve` only; `dev` keeps everything in memory).
+    pub redis: RedisConfig,
+    /// The workers.
+    pub worker: WorkerConfig,
+    /// The folder holding one sub-folder per template.
+    pub templates_dir: PathBuf,
+    /// Retry, rate limit and routing policies.
+    pub policy: Policy,
+    /// Providers by name. The name is what routes refer to.
+    pub providers: BTreeMap<ProviderName, crate::wiring::ProviderConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            api: ApiConfig::default(),
+            redis: RedisConfig::default(),
+            worker: WorkerConfig::default(),
+            templates_dir: PathBuf::from("templates"),
+            policy: Policy::default(),
+            providers: BTreeMap::new(),
+        }
+    }
+}
+
+/// The HTTP API's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// The address to listen on. Loopback by default: expose it deliberately.
+    pub listen: SocketAddr,
+    /// Request limits.
+    pub limits: Limits,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), limits: Limits::default() }
+    }
+}
+
+/// The Redis connection.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`. May carry a password, so it is never logged.
+    pub url: String,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig").field("url", &redact_url(&self.url)).finish()
+    }
+}
+
+/// A Redis URL with any password replaced by `***`, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self { url: "redis://127.0.0.1:6379".into() }
+    }
+}
+
+/// The workers' settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Wake-ups handled at once per process. Most of a wake-up is waiting on Redis or a
+    /// provider, so this is far above the core count; 128 keeps a 10 ms provider busy at
+    /// ~10k sends/s without unbounded memory.
+    pub concurrency: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self { concurrency: 128 }
+    }
+}
+
+/// The most wake-ups a process may handle at once: bounded so a typo cannot open ten thousand
+/// provider connections.
+const CONCURRENCY_MAX: usize = 4_096;
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("the configuration file {} is invalid", path.display()))
+    }
+
+    /// Gives channels the configuration does not mention their default retry policy and rate
+    /// limit (setting `policy.retry.email` must not silently change SMS), fills the routes of
+    /// channels without one from the configured providers (in name order), then checks
+    /// everything.
+    pub fn finish(mut self) -> anyhow::Result<Config> {
+        let defaults = Policy::default();
+        for (channel, retry) in defaults.retry {
+            self.policy.retry.entry(channel).or_insert(retry);
+        }
+        for (channel, rate) in defaults.rate {
+            self.policy.rate.entry(channel).or_insert(rate);
+        }
+        for channel in Channel::ALL {
+            if self.policy.routes.contains_key(&channel) {
+                continue;
+            }
+            let route: Vec<ProviderName> = self
+                .providers
+                .iter()
+                .filter(|(_, p)| p.channel() == channel)
+                .map(|(name, _)| name.clone())
+                .collect();
+            if !route.is_empty() {
+                self.policy.routes.insert(channel, route);
+            }
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.policy.validate().context("policy")?;
+        if self.worker.concurrency == 0 || self.worker.concurrency > CONCURRENCY_MAX {
+            bail!("worker.concurrency must be between 1 and {CONCURRENCY_MAX}");
+        }
+        if self.api.limits.batch_len_max == 0 || self.api.limits.body_bytes_max < 1_024 {
+            bail!("api.limits: batch_len_max must be >= 1 and body_bytes_max >= 1024");
+        }
+        for (channel, route) in &self.policy.routes {
+            for name in route {
+                let Some(provider) = self.providers.get(name) else {
+                    bail!("policy.routes.{channel} names provider '{name}', which is not configured under [providers]");
+                };
+                if provider.channel() != *channel {
+                    bail!(
+                        "policy.routes.{channel} names provider '{name}', which serves {}",
+                        provider.channel()
+                    );
+                }
+            }
+        }
+        for (name, provider) in &self.providers {
+            provider.validate(name).with_context(|| format!("providers.{name}"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("redis://:hunter2@db:6379/0"), "redis://***@db:6379/0");
+        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let config: Config = toml::from_str("").unwrap();
+        let config = config.finish().unwrap();
+        assert_eq!(config.worker.concurrency, 128);
+    }
+
+    #[test]
+    fn a_partial_policy_keeps_the_other_defaults() {
+        let text = "[policy.retry.email]\nattempts_max = 2\ndelay_ms_base = 10\nfactor = 2.0\n\
+                    delay_ms_max = 100\njitter = false\nttl_ms = 1000\n";
+        let config = toml::from_str::<Config>(text).unwrap().finish().unwrap();
+        assert_eq!(config.policy.retry(Channel::Email).attempts_max, 2);
+        let sms = Policy::default().retry(Channel::Sms).clone();
+        assert_eq!(config.policy.retry(Channel::Sms), &sms);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = toml::from_str::<Config>("[api]\nlisen = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn routes_must_name_configured_providers() {
+        let config: Config = toml::from_str("[policy.routes]\nemail = [\"nope\"]\n").unwrap();
+        let err = format!("{:#}", config.finish().unwrap_err());
+        assert!(err.contains("nope") && err.contains("not configured"), "{err}");
+    }
+}

@@ -1,0 +1,28 @@
+//! The courant server and CLI as a library, so the integration tests drive the same code the
+//! binary runs.
+//!
+//! # Layout
+//! - [`config`]: the configuration tree and its validation.
+//! - [`wiring`]: builds providers, the runner, the workers and the servers (`dev`, `serve`).
+//! - [`api`]: the HTTP API (axum); `api::router(state)` needs no socket.
+//! - [`auth`]: API keys.
+//! - [`cli`]: the ops commands that talk to a server.
+//! - [`templates`]: loads the templates directory.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod templates;
+pub mod wiring;
+
+/// Which parts of the server a `serve` process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The HTTP API only.
+    Api,
+    /// Workers only.
+    Worker,
+    /// Both.
+    All,
+}

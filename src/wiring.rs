@@ -1,0 +1,411 @@
+//! Builds the running system from configuration: providers, the runner, the workers, the API and
+//! the sandbox, for `courant dev` (everything in memory) and `courant serve` (Redis).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use apalis::prelude::*;
+use futures::FutureExt;
+use serde::Deserialize;
+use steps::model::{Channel, ProviderName, TenantId};
+use storage::backend::WakeBackend;
+use storage::queue::WakeQueue;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use workflows::ports::{Clock, Inbox, Provider, Store};
+use workflows::record::Wake;
+use workflows::runner::Runner;
+
+use crate::Role;
+use crate::api::{self, AppState};
+use crate::config::{Config, redact_url};
+
+/// One configured provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ProviderConfig {
+    /// SendGrid v3 mail send (email).
+    Sendgrid(providers::sendgrid::SendGridConfig),
+    /// Twilio Messages (SMS).
+    Twilio(providers::twilio::TwilioConfig),
+    /// The in-app inbox, stored by courant.
+    InApp,
+}
+
+impl ProviderConfig {
+    /// The channel the provider serves.
+    pub fn channel(&self) -> Channel {
+        match self {
+            ProviderConfig::Sendgrid(_) => Channel::Email,
+            ProviderConfig::Twilio(_) => Channel::Sms,
+            ProviderConfig::InApp => Channel::InApp,
+        }
+    }
+
+    /// Checks the provider's settings.
+    pub fn validate(&self, name: &ProviderName) -> anyhow::Result<()> {
+        match self {
+            ProviderConfig::Sendgrid(c) => c.validate(name)?,
+            ProviderConfig::Twilio(c) => c.validate(name)?,
+            ProviderConfig::InApp => {}
+        }
+        Ok(())
+    }
+}
+
+/// The system clock (the one place in courant that reads it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+fn build_providers<I: Inbox + Clone>(
+    config: &Config,
+    inbox: &I,
+) -> anyhow::Result<Vec<Arc<dyn Provider>>> {
+    let mut built: Vec<Arc<dyn Provider>> = Vec::new();
+    for (name, provider) in &config.providers {
+        let provider: Arc<dyn Provider> = match provider {
+            ProviderConfig::Sendgrid(c) => {
+                Arc::new(providers::sendgrid::SendGrid::new(name.clone(), c.clone())?)
+            }
+            ProviderConfig::Twilio(c) => {
+                Arc::new(providers::twilio::Twilio::new(name.clone(), c.clone())?)
+            }
+            ProviderConfig::InApp => {
+                Arc::new(providers::inapp::InAppProvider::new(name.clone(), inbox.clone()))
+            }
+        };
+        built.push(provider);
+    }
+    Ok(built)
+}
+
+/// A shutdown signal shared by every part of the process.
+#[derive(Clone)]
+struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    fn listen() -> Shutdown {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("Shutdown requested; finishing in-flight work.");
+            let _ = tx.send(true);
+        });
+        Shutdown(rx)
+    }
+
+    async fn wait(mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn handle_wake<S: Store, C: Clock>(
+    wake: Wake,
+    runner: Data<Arc<Runner<S, C>>>,
+) -> Result<(), BoxDynError> {
+    let span = tracing::info_span!("wake", notification = %wake.id, version = wake.version);
+    let _enter = span.enter();
+    match runner.advance(&wake).await {
+        Ok(advanced) => {
+            tracing::debug!(?advanced, "Wake-up handled.");
+            Ok(())
+        }
+        Err(error) => {
+            tracing::warn!(%error, "Wake-up failed; it will be retried.");
+            Err(Box::new(error))
+        }
+    }
+}
+
+async fn run_workers<S, C, Q>(
+    runner: Arc<Runner<S, C>>,
+    queue: Q,
+    concurrency: usize,
+    shutdown: Shutdown,
+) -> anyhow::Result<()>
+where
+    S: Store,
+    C: Clock,
+    Q: WakeQueue + Clone + Unpin,
+{
+    // A fresh name per process: consumers need no registration, but a unique name keeps the
+    // pending entries of a dead process apart from a live one's in `XPENDING`.
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+    let name = format!("courant-{host}-{}-{}", std::process::id(), ulid::Ulid::generate());
+    let backend = WakeBackend::new(queue).concurrency(concurrency);
+    Monitor::new()
+        .register(move |_| {
+            WorkerBuilder::new(name.as_str())
+                .backend(backend.clone())
+                .concurrency(concurrency)
+                .catch_panic()
+                .data(runner.clone())
+                .build(handle_wake::<S, C>)
+        })
+        .shutdown_timeout(Duration::from_secs(30))
+        .run_with_signal(async move {
+            shutdown.wait().await;
+            Ok(())
+        })
+        .await
+        .context("workers stopped with an error")
+}
+
+async fn run_api<S: Store + Inbox, C: Clock>(
+    state: AppState<S, C>,
+    listen: SocketAddr,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (is another courant running?)"))?;
+    tracing::info!(address = %listen, "API listening.");
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown.wait())
+        .await
+        .context("the API server failed")
+}
+
+/// `courant dev`: everything in one process, in memory, with the sandbox as providers.
+pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyhow::Result<()> {
+    let shutdown = Shutdown::listen();
+    let sandbox_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let sandbox_url = format!("http://{}", sandbox_listener.local_addr()?);
+    let sandbox_config = providers::sandbox::SandboxConfig::default();
+    let (sendgrid, twilio) = providers::sandbox::dev_provider_configs(&sandbox_url);
+    let sandbox_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(error) = providers::sandbox::serve(
+            sandbox_listener,
+            sandbox_config,
+            sandbox_shutdown.wait(),
+        )
+        .await
+        {
+            tracing::error!(%error, "Sandbox stopped.");
+        }
+    });
+
+    let mut config = Config { templates_dir, ..Config::default() };
+    config.api.listen = listen;
+    config.providers.insert(ProviderName::new("sendgrid")?, ProviderConfig::Sendgrid(sendgrid));
+    config.providers.insert(ProviderName::new("twilio")?, ProviderConfig::Twilio(twilio));
+    config.providers.insert(ProviderName::new("inapp")?, ProviderConfig::InApp);
+    let config = config.finish()?;
+
+    let store = storage::memory::MemoryStore::default();
+    let templates = Arc::new(crate::templates::load(&config.templates_dir)?);
+    let providers = build_providers(&config, &store)?;
+    let runner = Arc::new(Runner::new(
+        store.clone(),
+        SystemClock,
+        templates,
+        Arc::new(config.policy.clone()),
+        providers,
+    ));
+    let tenant = TenantId::new("dev")?;
+    let key = crate::auth::create(&store, &tenant).await?;
+    eprintln!(
+        "\ncourant dev: API on http://{listen}, provider sandbox on {sandbox_url}\n\
+         NOT DURABLE: everything is in memory and lost when this process stops.\n\n\
+         API key for tenant 'dev':\n  export COURANT_API_KEY={key}\n\n\
+         Try:\n  cargo run -- send --recipient ada --email ada@example.com --channel email \\\n    \
+         --template welcome --data '{{\"name\":\"Ada\",\"product\":\"courant\"}}'\n  \
+         cargo run -- list\n  cargo run -- history <id>\n"
+    );
+    let state = AppState {
+        runner: runner.clone(),
+        limits: config.api.limits,
+        ready: Arc::new(|| async { Ok(()) }.boxed()),
+    };
+    if demo {
+        tokio::spawn(crate::wiring::demo(runner.clone(), tenant));
+    }
+    let api = run_api(state, listen, shutdown.clone());
+    let workers = run_workers(runner, store, config.worker.concurrency, shutdown);
+    let (api, workers) = tokio::join!(api, workers);
+    api.and(workers)
+}
+
+/// Submits a few notifications and prints how they end, so a newcomer sees courant work.
+async fn demo<S: Store, C: Clock>(runner: Arc<Runner<S, C>>, tenant: TenantId) {
+    use workflows::runner::Submission;
+    let data = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+    let recipient = |id: &str| steps::model::Recipient {
+        id: steps::model::RecipientId::new(id).unwrap_or_else(|_| unreachable!()),
+        email: steps::model::EmailAddress::parse("ada@example.com").ok(),
+        phone: steps::model::PhoneNumber::parse("+14155550123").ok(),
+        opt_out: vec![],
+    };
+    let demos = [
+        (Channel::Email, "welcome", serde_json::json!({"name": "Ada", "product": "courant"})),
+        (Channel::Sms, "otp", serde_json::json!({"code": "481516", "product": "courant"})),
+        (Channel::InApp, "order_shipped", serde_json::json!({"name": "Ada", "order_id": "A-1"})),
+    ];
+    let mut ids = Vec::new();
+    for (channel, template, values) in demos {
+        let id = storage::keys::new_notification_id(&tenant, None, &ulid::Ulid::generate().to_string());
+        let submission = Submission {
+            recipient: recipient("ada"),
+            channel,
+            template: steps::model::TemplateId::new(template).unwrap_or_else(|_| unreachable!()),
+            data: data(values),
+            category: steps::model::Category::new("demo").unwrap_or_else(|_| unreachable!()),
+        };
+        match runner.submit(&tenant, id, submission, None).await {
+            Ok(submitted) => ids.push(submitted.id),
+            Err(error) => tracing::error!(%error, "Demo submission failed."),
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for id in ids {
+        if let Ok(Some(record)) = runner.store().load(&tenant, &id).await {
+            eprintln!(
+                "demo: {id} ({}) is {}: see `cargo run -- history {id}`",
+                record.request.channel,
+                record.state.kind()
+            );
+        }
+    }
+}
+
+/// `courant serve`: API and/or workers on Redis.
+pub async fn serve(
+    config_path: Option<PathBuf>,
+    redis: Option<String>,
+    role: Role,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let mut config = match &config_path {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(url) = redis {
+        config.redis.url = url;
+    }
+    if let Some(listen) = listen {
+        config.api.listen = listen;
+    }
+    let config = config.finish()?;
+    let store = storage::redis::RedisStore::connect(&config.redis.url).await.with_context(|| {
+        format!(
+            "cannot start: Redis at {} is not usable; start redis-server or pass --redis URL",
+            redact_url(&config.redis.url)
+        )
+    })?;
+    for warning in store.durability_warnings().await {
+        tracing::warn!(%warning, "Redis is not configured for durability.");
+    }
+    let templates = Arc::new(crate::templates::load(&config.templates_dir)?);
+    let providers = build_providers(&config, &store)?;
+    if config.policy.routes.is_empty() {
+        tracing::warn!("No provider is configured: every notification will dead-letter.");
+    }
+    let runner = Arc::new(Runner::new(
+        store.clone(),
+        SystemClock,
+        templates,
+        Arc::new(config.policy.clone()),
+        providers,
+    ));
+    let shutdown = Shutdown::listen();
+    let probe_store = store.clone();
+    let state = AppState {
+        runner: runner.clone(),
+        limits: config.api.limits,
+        ready: Arc::new(move || {
+            let store = probe_store.clone();
+            async move { store.ping().await.map_err(|e| e.to_string()) }.boxed()
+        }),
+    };
+    tracing::info!(redis = %redact_url(&config.redis.url), ?role, "courant serving.");
+    match role {
+        Role::Api => run_api(state, config.api.listen, shutdown).await,
+        Role::Worker => {
+            run_workers(runner, store, config.worker.concurrency, shutdown).await
+        }
+        Role::All => {
+            let api = run_api(state, config.api.listen, shutdown.clone());
+            let workers = run_workers(runner, store, config.worker.concurrency, shutdown);
+            let (api, workers) = tokio::join!(api, workers);
+            api.and(workers)
+        }
+    }
+}
+
+/// `courant sandbox`.
+pub async fn sandbox(listen: SocketAddr, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("{} is invalid", path.display()))?
+        }
+        None => providers::sandbox::SandboxConfig::default(),
+    };
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(address = %listen, "Sandbox listening.");
+    providers::sandbox::serve(listener, config, Shutdown::listen().wait())
+        .await
+        .context("the sandbox failed")
+}
+
+/// `courant keys create`.
+pub async fn create_key(
+    tenant: &str,
+    redis: Option<String>,
+    config_path: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let tenant = TenantId::new(tenant).map_err(|e| anyhow::anyhow!("--tenant {e}"))?;
+    let mut config = match &config_path {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(url) = redis {
+        config.redis.url = url;
+    }
+    if config.redis.url.is_empty() {
+        bail!("no Redis URL: pass --redis URL");
+    }
+    let store = storage::redis::RedisStore::connect(&config.redis.url).await?;
+    let key = crate::auth::create(&store, &tenant).await?;
+    println!("{key}");
+    eprintln!("API key for tenant '{tenant}' created; it is shown once. Export it as COURANT_API_KEY.");
+    Ok(())
+}
