@@ -17,11 +17,13 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use steps::model::{Category, Channel, NotificationId, Recipient, RecipientId, TemplateId, TenantId};
+use steps::model::{
+    Category, Channel, NotificationId, Recipient, RecipientId, TemplateId, TenantId,
+};
 use workflows::machine::{State as LifecycleState, StateKind};
 use workflows::ports::{Clock, Inbox, LIST_LIMIT_MAX, ListQuery, Store, StoreError};
 use workflows::record::{HistoryEntry, Idempotency, Record};
-use workflows::runner::{Cancelled, Runner, SubmitError, Submission};
+use workflows::runner::{Cancelled, Runner, Submission, SubmitError};
 
 use crate::auth;
 
@@ -218,7 +220,10 @@ struct BatchBody {
     notifications: Vec<serde_json::Value>,
 }
 
-fn body<S, C>(state: &AppState<S, C>, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+fn body<S, C>(
+    state: &AppState<S, C>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| match rejection {
         BytesRejection::FailedToBufferBody(_) => {
             ApiError::TooLarge { limit: state.limits.body_bytes_max }

@@ -78,7 +78,8 @@ impl Client {
             return Ok(body);
         }
         let message = body["error"]["message"].as_str().unwrap_or("no details").to_owned();
-        let field = body["error"]["field"].as_str().map(|f| format!(" (field {f})")).unwrap_or_default();
+        let field =
+            body["error"]["field"].as_str().map(|f| format!(" (field {f})")).unwrap_or_default();
         let code = if status == reqwest::StatusCode::NOT_FOUND { 3 } else { 1 };
         Err(Failure::new(code, format!("server answered {status}: {message}{field}")))
     }
@@ -184,7 +185,10 @@ pub async fn status(client: &Client, id: &str) -> Result<(), Failure> {
             ("provider", text(&n["provider"])),
             ("attempt", text(&n["attempt"])),
             ("category", text(&n["category"])),
-            ("template", format!("{} @ {}", text(&n["template"]["id"]), text(&n["template"]["version"]))),
+            (
+                "template",
+                format!("{} @ {}", text(&n["template"]["id"]), text(&n["template"]["version"])),
+            ),
             ("recipient", text(&n["recipient"]["id"])),
             ("created", text(&n["created_at"])),
             ("updated", text(&n["updated_at"])),

@@ -162,7 +162,9 @@ impl Config {
         for (channel, route) in &self.policy.routes {
             for name in route {
                 let Some(provider) = self.providers.get(name) else {
-                    bail!("policy.routes.{channel} names provider '{name}', which is not configured under [providers]");
+                    bail!(
+                        "policy.routes.{channel} names provider '{name}', which is not configured under [providers]"
+                    );
                 };
                 if provider.channel() != *channel {
                     bail!(

@@ -114,14 +114,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -209,12 +209,9 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     let (sendgrid, twilio) = providers::sandbox::dev_provider_configs(&sandbox_url);
     let sandbox_shutdown = shutdown.clone();
     tokio::spawn(async move {
-        if let Err(error) = providers::sandbox::serve(
-            sandbox_listener,
-            sandbox_config,
-            sandbox_shutdown.wait(),
-        )
-        .await
+        if let Err(error) =
+            providers::sandbox::serve(sandbox_listener, sandbox_config, sandbox_shutdown.wait())
+                .await
         {
             tracing::error!(%error, "Sandbox stopped.");
         }
@@ -278,7 +275,8 @@ async fn demo<S: Store, C: Clock>(runner: Arc<Runner<S, C>>, tenant: TenantId) {
     ];
     let mut ids = Vec::new();
     for (channel, template, values) in demos {
-        let id = storage::keys::new_notification_id(&tenant, None, &ulid::Ulid::generate().to_string());
+        let id =
+            storage::keys::new_notification_id(&tenant, None, &ulid::Ulid::generate().to_string());
         let submission = Submission {
             recipient: recipient("ada"),
             channel,
@@ -321,12 +319,13 @@ pub async fn serve(
         config.api.listen = listen;
     }
     let config = config.finish()?;
-    let store = storage::redis::RedisStore::connect(&config.redis.url).await.with_context(|| {
-        format!(
-            "cannot start: Redis at {} is not usable; start redis-server or pass --redis URL",
-            redact_url(&config.redis.url)
-        )
-    })?;
+    let store =
+        storage::redis::RedisStore::connect(&config.redis.url).await.with_context(|| {
+            format!(
+                "cannot start: Redis at {} is not usable; start redis-server or pass --redis URL",
+                redact_url(&config.redis.url)
+            )
+        })?;
     for warning in store.durability_warnings().await {
         tracing::warn!(%warning, "Redis is not configured for durability.");
     }
@@ -355,9 +354,7 @@ pub async fn serve(
     tracing::info!(redis = %redact_url(&config.redis.url), ?role, "courant serving.");
     match role {
         Role::Api => run_api(state, config.api.listen, shutdown).await,
-        Role::Worker => {
-            run_workers(runner, store, config.worker.concurrency, shutdown).await
-        }
+        Role::Worker => run_workers(runner, store, config.worker.concurrency, shutdown).await,
         Role::All => {
             let api = run_api(state, config.api.listen, shutdown.clone());
             let workers = run_workers(runner, store, config.worker.concurrency, shutdown);
@@ -377,9 +374,8 @@ pub async fn sandbox(listen: SocketAddr, config: Option<PathBuf>) -> anyhow::Res
         }
         None => providers::sandbox::SandboxConfig::default(),
     };
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener =
+        TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listen, "Sandbox listening.");
     providers::sandbox::serve(listener, config, Shutdown::listen().wait())
         .await
@@ -406,6 +402,8 @@ pub async fn create_key(
     let store = storage::redis::RedisStore::connect(&config.redis.url).await?;
     let key = crate::auth::create(&store, &tenant).await?;
     println!("{key}");
-    eprintln!("API key for tenant '{tenant}' created; it is shown once. Export it as COURANT_API_KEY.");
+    eprintln!(
+        "API key for tenant '{tenant}' created; it is shown once. Export it as COURANT_API_KEY."
+    );
     Ok(())
 }

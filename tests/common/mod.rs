@@ -1,0 +1,313 @@
+//! A harness for end-to-end tests: a throwaway Redis, the provider sandbox and courant servers as
+//! real child processes of the real binary, and the real CLI.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use storage::testing::RedisServer;
+
+/// The courant binary built for this test run.
+pub fn courant() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_courant"));
+    command.env_remove("COURANT_API_KEY").env_remove("COURANT_SERVER").env_remove("COURANT_CONFIG");
+    command.env("COURANT_LOG", "warn,courant=info");
+    command
+}
+
+/// A free TCP port on loopback (bound and released; good enough for tests on one machine).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Waits until `url` answers 200, or panics after `timeout`.
+pub fn wait_http_ok(url: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(response) = reqwest::blocking_get(url) {
+            if response == 200 {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{url} did not answer 200 within {timeout:?}");
+}
+
+/// Minimal blocking HTTP for the harness (the tests are synchronous).
+pub mod reqwest {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    fn split(url: &str) -> (String, String) {
+        let rest = url.strip_prefix("http://").expect("http URL");
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        (host.to_owned(), format!("/{path}"))
+    }
+
+    /// One HTTP/1.1 request; returns the status code and the body.
+    pub fn request(method: &str, url: &str, body: Option<&str>) -> std::io::Result<(u16, String)> {
+        let (host, path) = split(url);
+        let mut stream = TcpStream::connect(&host)?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        let body = body.unwrap_or("");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        Ok((status, body))
+    }
+
+    /// GET, returning the status.
+    pub fn blocking_get(url: &str) -> std::io::Result<u16> {
+        request("GET", url, None).map(|(status, _)| status)
+    }
+}
+
+/// A child process killed on drop.
+pub struct Process {
+    /// The child.
+    pub child: Child,
+    /// What it is, for messages.
+    pub name: String,
+}
+
+impl Process {
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the exit, returning whether it exited successfully.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{} did not stop within {timeout:?} of SIGTERM", self.name);
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Redis + sandbox + configuration + API key: everything a courant server needs.
+pub struct Stack {
+    /// The throwaway Redis.
+    pub redis: RedisServer,
+    /// The sandbox process.
+    pub sandbox: Process,
+    /// The sandbox's base URL.
+    pub sandbox_url: String,
+    /// A temp dir for the config file and logs.
+    pub dir: tempfile::TempDir,
+    /// The config file.
+    pub config: PathBuf,
+    /// The API's base URL.
+    pub api_url: String,
+    /// An API key for tenant `acme`.
+    pub key: String,
+}
+
+impl Stack {
+    /// Starts Redis and the sandbox, writes a config (`extra` is appended to it) and creates a
+    /// key.
+    pub fn start(extra: &str) -> Stack {
+        let redis = RedisServer::start();
+        let sandbox_port = free_port();
+        let sandbox_url = format!("http://127.0.0.1:{sandbox_port}");
+        let sandbox = Process {
+            child: courant()
+                .args(["sandbox", "--listen", &format!("127.0.0.1:{sandbox_port}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn the sandbox"),
+            name: "sandbox".into(),
+        };
+        wait_http_ok(&format!("{sandbox_url}/sandbox/stats"), Duration::from_secs(10));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let api_port = free_port();
+        let templates = concat!(env!("CARGO_MANIFEST_DIR"), "/templates");
+        let config = dir.path().join("courant.toml");
+        let text = format!(
+            r#"templates_dir = "{templates}"
+
+[api]
+listen = "127.0.0.1:{api_port}"
+
+[redis]
+url = "{redis}"
+
+[providers.sendgrid]
+kind = "sendgrid"
+base_url = "{sandbox_url}"
+api_key = "sandbox-sendgrid-key"
+from = "courant@test.example"
+timeout_ms = 5000
+
+[providers.twilio]
+kind = "twilio"
+base_url = "{sandbox_url}"
+account_sid = "AC00000000000000000000000000000000"
+auth_token = "sandbox-twilio-token"
+from = "+15005550006"
+timeout_ms = 5000
+
+[providers.inapp]
+kind = "in_app"
+
+{extra}
+"#,
+            redis = redis.url(),
+        );
+        std::fs::File::create(&config)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .expect("write config");
+        let output = courant()
+            .args(["keys", "create", "--tenant", "acme", "--redis", &redis.url()])
+            .output()
+            .expect("run keys create");
+        assert!(output.status.success(), "keys create failed: {}", stderr(&output));
+        let key = String::from_utf8(output.stdout).expect("utf8").trim().to_owned();
+        assert!(key.starts_with("ck_"), "unexpected key output {key:?}");
+        Stack {
+            redis,
+            sandbox,
+            sandbox_url,
+            dir,
+            config,
+            api_url: format!("http://127.0.0.1:{api_port}"),
+            key,
+        }
+    }
+
+    /// Starts `courant serve --role ROLE` with this stack's config; waits for the API when the
+    /// role serves it.
+    pub fn serve(&self, role: &str, host: &str) -> Process {
+        let log = std::fs::File::create(
+            self.dir.path().join(format!("serve-{role}-{}.log", free_port())),
+        )
+        .expect("log file");
+        let child = courant()
+            .args(["serve", "--role", role, "--config"])
+            .arg(&self.config)
+            .env("HOSTNAME", host)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn serve");
+        if role != "worker" {
+            wait_http_ok(&format!("{}/healthz", self.api_url), Duration::from_secs(15));
+        }
+        Process { child, name: format!("serve --role {role}") }
+    }
+
+    /// Runs the CLI against this stack's API.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        courant()
+            .args(args)
+            .env("COURANT_SERVER", &self.api_url)
+            .env("COURANT_API_KEY", &self.key)
+            .output()
+            .expect("run the CLI")
+    }
+
+    /// Runs the CLI with `--json` and parses stdout, asserting success.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let output = self.cli(&all);
+        assert!(output.status.success(), "courant {args:?} failed: {}", stderr(&output));
+        serde_json::from_slice(&output.stdout).expect("the CLI printed JSON")
+    }
+
+    /// Submits one notification to recipient `ada` with the CLI and returns its id.
+    pub fn send(&self, channel: &str, template: &str, data: &str) -> String {
+        self.send_to("ada", channel, template, data)
+    }
+
+    /// Submits one notification to `recipient` with the CLI and returns its id.
+    pub fn send_to(&self, recipient: &str, channel: &str, template: &str, data: &str) -> String {
+        let output = self.cli(&[
+            "send",
+            "--recipient",
+            recipient,
+            "--email",
+            "ada@example.com",
+            "--phone",
+            "+14155550123",
+            "--channel",
+            channel,
+            "--template",
+            template,
+            "--data",
+            data,
+        ]);
+        assert!(output.status.success(), "send failed: {}", stderr(&output));
+        String::from_utf8(output.stdout).expect("utf8").trim().to_owned()
+    }
+
+    /// Polls a notification until `done(state)` holds, returning its JSON view.
+    pub fn wait_state(&self, id: &str, timeout: Duration, done: impl Fn(&str) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let view = self.cli_json(&["status", id]);
+            let state = view["state"].as_str().unwrap_or_default().to_owned();
+            if done(&state) {
+                return view;
+            }
+            if Instant::now() >= deadline {
+                let history = self.cli(&["history", id]);
+                panic!(
+                    "{id} still {state} after {timeout:?}:\n{}",
+                    String::from_utf8_lossy(&history.stdout)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sets a sandbox provider's behaviour (JSON as in the sandbox config).
+    pub fn sandbox_behaviour(&self, provider: &str, behaviour: &str) {
+        let url = format!("{}/sandbox/behaviour/{provider}", self.sandbox_url);
+        let (status, body) = reqwest::request("PUT", &url, Some(behaviour)).expect("sandbox");
+        assert!(
+            (200..300).contains(&status),
+            "setting the sandbox behaviour failed: {status} {body}"
+        );
+    }
+
+    /// The sandbox's counters.
+    pub fn sandbox_stats(&self) -> Value {
+        let url = format!("{}/sandbox/stats", self.sandbox_url);
+        let (_, body) = reqwest::request("GET", &url, None).expect("sandbox");
+        serde_json::from_str(&body).expect("stats JSON")
+    }
+}
+
+/// A process output's stderr as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

@@ -1,0 +1,239 @@
+//! End to end: the real binary (`courant serve`, `courant sandbox`, the ops CLI) against a Redis
+//! this test run starts itself.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Stack, courant, free_port, stderr};
+
+fn is_final(state: &str) -> bool {
+    matches!(state, "sent" | "delivered" | "dead_lettered" | "skipped" | "cancelled")
+}
+
+#[test]
+fn notifications_reach_sent_and_delivered_and_history_shows_every_transition() {
+    let stack = Stack::start("");
+    let _serve = stack.serve("all", "e2e-host");
+    let email = stack.send("email", "welcome", r#"{"name":"Ada","product":"courant"}"#);
+    let sms = stack.send("sms", "otp", r#"{"code":"123456","product":"courant"}"#);
+    let in_app = stack.send("in_app", "order_shipped", r#"{"name":"Ada","order_id":"A-1"}"#);
+
+    let view = stack.wait_state(&email, Duration::from_secs(15), |s| s == "sent");
+    assert_eq!(view["provider"], "sendgrid");
+    let view = stack.wait_state(&sms, Duration::from_secs(15), |s| s == "sent");
+    assert_eq!(view["provider"], "twilio");
+    stack.wait_state(&in_app, Duration::from_secs(15), |s| s == "delivered");
+
+    // The delivered notification's history, as a table for people...
+    let output = stack.cli(&["history", &in_app]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let table = String::from_utf8(output.stdout).unwrap();
+    for expected in [
+        "→ received",
+        "received → filtered",
+        "filtered → rendered",
+        "rendered → rate_checked",
+        "rate_checked → sending",
+        "sending → delivered",
+        "api submit",
+        "provider inapp",
+    ] {
+        assert!(table.contains(expected), "history lacks {expected:?}:\n{table}");
+    }
+    // ...and as JSON, every entry with a time and a cause.
+    let history = stack.cli_json(&["history", &in_app]);
+    let entries = history["history"].as_array().unwrap();
+    assert_eq!(entries.len(), 6);
+    for entry in entries {
+        assert!(entry["at"].as_str().unwrap().ends_with('Z'), "{entry}");
+        assert!(!entry["cause"].as_str().unwrap().is_empty(), "{entry}");
+    }
+
+    // The sandbox saw exactly one SendGrid and one Twilio request.
+    let stats = stack.sandbox_stats();
+    assert_eq!(stats["sendgrid"]["accepted"], 1, "{stats}");
+    assert_eq!(stats["twilio"]["accepted"], 1, "{stats}");
+
+    // The in-app inbox holds the message.
+    let list = stack.cli_json(&["list", "--state", "delivered"]);
+    let ids: Vec<&str> =
+        list["notifications"].as_array().unwrap().iter().filter_map(|n| n["id"].as_str()).collect();
+    assert_eq!(ids, vec![in_app.as_str()]);
+}
+
+#[test]
+fn exhausted_retries_dead_letter_after_exactly_the_policy_attempts() {
+    let policy = r#"
+[policy.retry.sms]
+attempts_max = 3
+delay_ms_base = 100
+factor = 2.0
+delay_ms_max = 400
+jitter = true
+ttl_ms = 60000
+"#;
+    let stack = Stack::start(policy);
+    stack.sandbox_behaviour("twilio", r#"{"latency_ms": 1, "server_error_rate": 1.0}"#);
+    let _serve = stack.serve("all", "e2e-host");
+    let id = stack.send("sms", "otp", r#"{"code":"1","product":"courant"}"#);
+    let view = stack.wait_state(&id, Duration::from_secs(20), |s| s == "dead_lettered");
+    assert_eq!(view["attempt"], 3);
+    // Business failures are retried by our policy only: exactly three provider calls, never
+    // apalis-redis's 25-attempt loop.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let stats = stack.sandbox_stats();
+    assert_eq!(stats["twilio"]["received"], 3, "{stats}");
+
+    let dlq = stack.cli_json(&["dlq", "list"]);
+    let items = dlq["notifications"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["id"], id.as_str());
+    let output = stack.cli(&["dlq", "list"]);
+    let table = String::from_utf8(output.stdout).unwrap();
+    assert!(table.contains(&id) && table.contains("all 3 attempts used"), "{table}");
+
+    let history = stack.cli_json(&["history", &id]);
+    let deferred =
+        history["history"].as_array().unwrap().iter().filter(|e| e["to"] == "deferred").count();
+    assert_eq!(deferred, 2, "two retries were scheduled");
+}
+
+#[test]
+fn a_killed_workers_wake_ups_are_rerun_by_another_worker_and_none_is_lost() {
+    // A short lease and quick email retries, so a send cut off by the kill is reconciled and
+    // re-sent within the test's time.
+    let policy = r#"
+[policy]
+send_lease_ms = 5000
+[policy.retry.email]
+attempts_max = 5
+delay_ms_base = 200
+factor = 2.0
+delay_ms_max = 1000
+jitter = true
+ttl_ms = 600000
+"#;
+    let stack = Stack::start(policy);
+    // Slow sends, so the worker dies with work in flight.
+    stack.sandbox_behaviour("sendgrid", r#"{"latency_ms": 3000}"#);
+    let _api = stack.serve("api", "host-a");
+    let mut worker_a = stack.serve("worker", "host-a");
+    let ids: Vec<String> = (0..30)
+        .map(|i| {
+            let data = format!(r#"{{"name":"n{i}","product":"p"}}"#);
+            stack.send_to(&format!("user{i}"), "email", "welcome", &data)
+        })
+        .collect();
+    // Let worker A take work, then kill it without warning, mid-send.
+    std::thread::sleep(Duration::from_millis(1_000));
+    worker_a.kill9();
+    stack.sandbox_behaviour("sendgrid", r#"{"latency_ms": 5}"#);
+    let killed_at = Instant::now();
+    let _worker_b = stack.serve("worker", "host-b");
+    for id in &ids {
+        let view = stack.wait_state(id, Duration::from_secs(30), is_final);
+        assert_eq!(view["state"], "sent", "{id}: {view}");
+    }
+    let took = killed_at.elapsed();
+    assert!(took < Duration::from_secs(20), "recovery took {took:?}");
+    // Every notification was sent; any second send is one whose first outcome was unknown.
+    let stats = stack.sandbox_stats();
+    let accepted = stats["sendgrid"]["received"].as_u64().unwrap();
+    let mut flagged = 0;
+    for id in &ids {
+        let history = stack.cli_json(&["history", id]);
+        flagged +=
+            history["history"].as_array().unwrap().iter().filter(|e| e["to"] == "unknown").count()
+                as u64;
+    }
+    assert!(flagged > 0, "the kill should have cut sends off mid-call");
+    assert!(accepted >= 30 && accepted <= 30 + flagged, "{accepted} sends, {flagged} flagged");
+}
+
+#[test]
+fn a_worker_restarted_at_once_under_the_same_host_works() {
+    let stack = Stack::start("");
+    let _api = stack.serve("api", "same-host");
+    let mut worker = stack.serve("worker", "same-host");
+    let first = stack.send("in_app", "order_shipped", r#"{"name":"A","order_id":"1"}"#);
+    stack.wait_state(&first, Duration::from_secs(15), |s| s == "delivered");
+    worker.kill9();
+    let _again = stack.serve("worker", "same-host");
+    let started = Instant::now();
+    let second = stack.send("in_app", "order_shipped", r#"{"name":"B","order_id":"2"}"#);
+    stack.wait_state(&second, Duration::from_secs(15), |s| s == "delivered");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn sigterm_finishes_in_flight_work_and_loses_nothing() {
+    let stack = Stack::start("");
+    stack.sandbox_behaviour("sendgrid", r#"{"latency_ms": 700}"#);
+    let mut serve = stack.serve("all", "e2e-host");
+    let ids: Vec<String> = (0..10)
+        .map(|i| {
+            let data = format!(r#"{{"name":"n{i}","product":"p"}}"#);
+            stack.send_to(&format!("user{i}"), "email", "welcome", &data)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(serve.terminate(Duration::from_secs(30)), "serve exits cleanly on SIGTERM");
+    // Nothing was left half-sent: a record in `sending` would mean a send was cut off.
+    let _again = stack.serve("all", "e2e-host");
+    for id in &ids {
+        let view = stack.cli_json(&["status", id]);
+        assert_ne!(view["state"], "sending", "{id} was cut off mid-send");
+    }
+    for id in &ids {
+        let view = stack.wait_state(id, Duration::from_secs(20), is_final);
+        assert_eq!(view["state"], "sent");
+        let history = stack.cli_json(&["history", id]);
+        let unknown = history["history"].as_array().unwrap().iter().any(|e| e["to"] == "unknown");
+        assert!(!unknown, "{id}: a graceful stop must not leave unknown outcomes");
+    }
+}
+
+#[test]
+fn a_dropped_redis_connection_does_not_stop_the_workers() {
+    let stack = Stack::start("");
+    let _serve = stack.serve("all", "e2e-host");
+    let first = stack.send("in_app", "order_shipped", r#"{"name":"A","order_id":"1"}"#);
+    stack.wait_state(&first, Duration::from_secs(15), |s| s == "delivered");
+    // Drop every client connection, the workers' blocking reader included.
+    let output = std::process::Command::new("redis-cli")
+        .args(["-p", &stack.redis.port().to_string(), "CLIENT", "KILL", "TYPE", "normal"])
+        .output()
+        .expect("redis-cli");
+    assert!(output.status.success(), "{}", stderr(&output));
+    std::thread::sleep(Duration::from_millis(500));
+    let second = stack.send("in_app", "order_shipped", r#"{"name":"B","order_id":"2"}"#);
+    stack.wait_state(&second, Duration::from_secs(15), |s| s == "delivered");
+}
+
+#[test]
+fn serve_explains_an_unreachable_redis() {
+    let port = free_port();
+    let output = courant()
+        .args(["serve", "--redis", &format!("redis://127.0.0.1:{port}")])
+        .output()
+        .expect("run serve");
+    assert!(!output.status.success());
+    let text = stderr(&output);
+    assert!(text.contains("Redis") && text.contains("--redis"), "{text}");
+}
+
+#[test]
+fn cli_reports_not_found_and_missing_keys_with_exit_codes() {
+    let stack = Stack::start("");
+    let _serve = stack.serve("api", "e2e-host");
+    let output = stack.cli(&["status", "n00doesnotexist"]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let output = courant()
+        .args(["status", "x"])
+        .env("COURANT_SERVER", &stack.api_url)
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("COURANT_API_KEY"));
+}
