@@ -7,6 +7,16 @@
 //! The runner's round trips per notification are few on purpose: `load` (one HGETALL),
 //! `rate_acquire` (one script), and two `commit`s (one script each).
 //!
+//! One rule follows from the one-slot scripts: a notification created with an idempotency key
+//! must live in the key's shard, so `create` refuses an id that was not minted for its key
+//! (mint ids with [`keys::new_notification_id`]). The in-memory store has no slots and does not
+//! check.
+//!
+//! Cluster readiness: every script and every key follows the slot rules, but the connections are
+//! standalone (`ConnectionManager`) and a fetch is one `XREADGROUP` over all sixteen ready
+//! streams, which a cluster would refuse as cross-slot; running on Redis Cluster needs a cluster
+//! connection and one read per node.
+//!
 //! Two connections: a multiplexed [`ConnectionManager`] for everything, and a dedicated one per
 //! consumer loop ([`WakeQueue::dedicated`](crate::queue::WakeQueue::dedicated)) for the blocking
 //! `XREADGROUP`, because a blocked command stalls every request queued behind it on a
