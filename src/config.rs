@@ -204,7 +204,7 @@ mod tests {
                     delay_ms_max = 100\njitter = false\nttl_ms = 1000\n";
         let config = toml::from_str::<Config>(text).unwrap().finish().unwrap();
         assert_eq!(config.policy.retry(Channel::Email).attempts_max, 2);
-        let sms = Policy::default().retry(Channel::Sms).clone();
+        let sms = *Policy::default().retry(Channel::Sms);
         assert_eq!(config.policy.retry(Channel::Sms), &sms);
     }
 

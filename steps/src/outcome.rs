@@ -68,7 +68,12 @@ pub const PROVIDER_MESSAGE_BYTES_MAX: usize = 512;
 
 impl ProviderError {
     /// Builds an error, truncating the message at a character boundary.
-    pub fn new(class: ErrorClass, status: Option<u16>, code: Option<String>, message: &str) -> Self {
+    pub fn new(
+        class: ErrorClass,
+        status: Option<u16>,
+        code: Option<String>,
+        message: &str,
+    ) -> Self {
         let mut end = message.len().min(PROVIDER_MESSAGE_BYTES_MAX);
         while !message.is_char_boundary(end) {
             end -= 1;
@@ -132,7 +137,10 @@ mod tests {
 
     #[test]
     fn http_classes() {
-        assert_eq!(classify_http(429, Some(5)), ErrorClass::RateLimited { retry_after_ms: Some(5) });
+        assert_eq!(
+            classify_http(429, Some(5)),
+            ErrorClass::RateLimited { retry_after_ms: Some(5) }
+        );
         assert_eq!(classify_http(503, None), ErrorClass::Retryable);
         assert_eq!(classify_http(408, None), ErrorClass::Retryable);
         assert_eq!(classify_http(401, None), ErrorClass::ProviderConfig);

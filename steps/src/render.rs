@@ -292,7 +292,8 @@ impl TemplateSet {
                 hash = fnv1a(part.file_name().bytes().chain([0]), hash);
                 hash = fnv1a(source.bytes().chain([0]), hash);
             }
-            let loaded = Loaded { version: format!("{hash:016x}"), parts: parts.into_keys().collect() };
+            let loaded =
+                Loaded { version: format!("{hash:016x}"), parts: parts.into_keys().collect() };
             templates.insert(id, loaded);
         }
         Ok(Self { tera, templates })
@@ -429,11 +430,8 @@ mod tests {
 
     fn set() -> TemplateSet {
         let id = TemplateId::new("welcome").unwrap();
-        let part = |part, source: &str| PartSource {
-            template: id.clone(),
-            part,
-            source: source.into(),
-        };
+        let part =
+            |part, source: &str| PartSource { template: id.clone(), part, source: source.into() };
         TemplateSet::from_parts([
             part(Part::EmailSubject, "Welcome, {{ name }}"),
             part(Part::EmailHtml, "<p>Hello {{ name }}</p>"),

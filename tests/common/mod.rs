@@ -29,10 +29,8 @@ pub fn free_port() -> u16 {
 pub fn wait_http_ok(url: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if let Ok(response) = reqwest::blocking_get(url) {
-            if response == 200 {
-                return;
-            }
+        if let Ok(200) = http::get_status(url) {
+            return;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -40,7 +38,7 @@ pub fn wait_http_ok(url: &str, timeout: Duration) {
 }
 
 /// Minimal blocking HTTP for the harness (the tests are synchronous).
-pub mod reqwest {
+pub mod http {
     use std::io::{Read, Write};
     use std::net::TcpStream;
 
@@ -70,7 +68,7 @@ pub mod reqwest {
     }
 
     /// GET, returning the status.
-    pub fn blocking_get(url: &str) -> std::io::Result<u16> {
+    pub fn get_status(url: &str) -> std::io::Result<u16> {
         request("GET", url, None).map(|(status, _)| status)
     }
 }
@@ -292,7 +290,7 @@ kind = "in_app"
     /// Sets a sandbox provider's behaviour (JSON as in the sandbox config).
     pub fn sandbox_behaviour(&self, provider: &str, behaviour: &str) {
         let url = format!("{}/sandbox/behaviour/{provider}", self.sandbox_url);
-        let (status, body) = reqwest::request("PUT", &url, Some(behaviour)).expect("sandbox");
+        let (status, body) = http::request("PUT", &url, Some(behaviour)).expect("sandbox");
         assert!(
             (200..300).contains(&status),
             "setting the sandbox behaviour failed: {status} {body}"
@@ -302,7 +300,7 @@ kind = "in_app"
     /// The sandbox's counters.
     pub fn sandbox_stats(&self) -> Value {
         let url = format!("{}/sandbox/stats", self.sandbox_url);
-        let (_, body) = reqwest::request("GET", &url, None).expect("sandbox");
+        let (_, body) = http::request("GET", &url, None).expect("sandbox");
         serde_json::from_str(&body).expect("stats JSON")
     }
 }

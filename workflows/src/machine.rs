@@ -376,16 +376,14 @@ impl Lifecycle {
             Event::SendResult(SendOutcome::Failed(error)) => {
                 let why = format!("{provider} attempt {attempt} failed: {error}");
                 match error.class {
-                    ErrorClass::Retryable => Transition(
-                        context.after_failure(
-                            *channel,
-                            provider,
-                            *attempt,
-                            None,
-                            *possible_duplicate,
-                            &why,
-                        ),
-                    ),
+                    ErrorClass::Retryable => Transition(context.after_failure(
+                        *channel,
+                        provider,
+                        *attempt,
+                        None,
+                        *possible_duplicate,
+                        &why,
+                    )),
                     ErrorClass::RateLimited { retry_after_ms } => {
                         Transition(context.after_failure(
                             *channel,
