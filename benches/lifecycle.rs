@@ -52,7 +52,10 @@ async fn handle(
     Ok(())
 }
 
-async fn info(conn: &mut redis::aio::MultiplexedConnection, section: &str) -> BTreeMap<String, String> {
+async fn info(
+    conn: &mut redis::aio::MultiplexedConnection,
+    section: &str,
+) -> BTreeMap<String, String> {
     let text: String = redis::cmd("INFO").arg(section).query_async(conn).await.expect("INFO");
     text.lines()
         .filter_map(|l| l.split_once(':'))
@@ -127,7 +130,8 @@ async fn main() {
         providers,
     ));
     let tenant = TenantId::new("bench").expect("tenant");
-    let data = serde_json::json!({"name": "Ada", "product": "courant", "order_id": "A-1", "code": "1"});
+    let data =
+        serde_json::json!({"name": "Ada", "product": "courant", "order_id": "A-1", "code": "1"});
     let template = match channel {
         Channel::Sms => "otp",
         Channel::Email => "welcome",
@@ -199,7 +203,11 @@ async fn main() {
     let submitted_in = started.elapsed();
     let deadline = Instant::now() + Duration::from_secs(600);
     while done.count.load(Ordering::Relaxed) < n {
-        assert!(Instant::now() < deadline, "only {} of {n} finished", done.count.load(Ordering::Relaxed));
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} finished",
+            done.count.load(Ordering::Relaxed)
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = started.elapsed();
@@ -228,10 +236,17 @@ async fn main() {
     println!("end-to-end rate    {rate:.0} notifications/s");
     println!("redis commands     {:.1} per notification", calls as f64 / n as f64);
     println!("redis cpu          {:.1} µs per notification", cpu_redis * 1e6 / n as f64);
-    println!("courant cpu        {:.1} µs per notification (API-less: runner, workers, sandbox)", cpu_self * 1e6 / n as f64);
+    println!(
+        "courant cpu        {:.1} µs per notification (API-less: runner, workers, sandbox)",
+        cpu_self * 1e6 / n as f64
+    );
     println!("top redis commands (calls and µs per notification; scripts include their commands):");
     for (name, c, usec) in stats.iter().take(12) {
-        println!("  {name:<22} {:>6.2} calls {:>7.1} µs", *c as f64 / n as f64, *usec as f64 / n as f64);
+        println!(
+            "  {name:<22} {:>6.2} calls {:>7.1} µs",
+            *c as f64 / n as f64,
+            *usec as f64 / n as f64
+        );
     }
     println!(
         "| {channel} | {n} | {rate:.0} | {:.1} | {:.1} | {:.1} |",

@@ -232,34 +232,32 @@ fn body<S, C>(
     })
 }
 
+/// The field a deserialization error points at: `path` inside `prefix` (the whole body when
+/// both are empty).
+fn field_path(prefix: &str, path: &str) -> String {
+    match (prefix.is_empty(), path == ".") {
+        (true, true) => "body".to_owned(),
+        (true, false) => path.to_owned(),
+        (false, true) => prefix.to_owned(),
+        (false, false) => format!("{prefix}.{path}"),
+    }
+}
+
+fn bad_field<E: std::fmt::Display>(prefix: &str, e: serde_path_to_error::Error<E>) -> ApiError {
+    let field = field_path(prefix, &e.path().to_string());
+    ApiError::BadRequest { field, message: e.into_inner().to_string() }
+}
+
 fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8], prefix: &str) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = match (prefix.is_empty(), path == ".") {
-            (true, true) => "body".to_owned(),
-            (true, false) => path,
-            (false, true) => prefix.to_owned(),
-            (false, false) => format!("{prefix}.{path}"),
-        };
-        ApiError::BadRequest { field, message: e.into_inner().to_string() }
-    })
+    serde_path_to_error::deserialize(de).map_err(|e| bad_field(prefix, e))
 }
 
 fn parse_value<T: serde::de::DeserializeOwned>(
     value: serde_json::Value,
     prefix: &str,
 ) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let field = match (prefix.is_empty(), path == ".") {
-            (true, true) => "body".to_owned(),
-            (true, false) => path,
-            (false, true) => prefix.to_owned(),
-            (false, false) => format!("{prefix}.{path}"),
-        };
-        ApiError::BadRequest { field, message: e.into_inner().to_string() }
-    })
+    serde_path_to_error::deserialize(value).map_err(|e| bad_field(prefix, e))
 }
 
 /// The longest `Idempotency-Key` accepted (the IETF draft suggests UUIDs; 255 leaves room).

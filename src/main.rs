@@ -177,11 +177,20 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Config { command: ConfigCommand::Check { file } } => {
             match config::Config::load(&file).and_then(config::Config::finish) {
                 Ok(config) => {
+                    let routes: Vec<String> = config
+                        .policy
+                        .routes
+                        .iter()
+                        .map(|(channel, route)| {
+                            let names: Vec<&str> = route.iter().map(|p| p.as_str()).collect();
+                            format!("{channel} → {}", names.join(", "))
+                        })
+                        .collect();
                     println!(
-                        "{} is valid: {} provider(s), routes {:?}",
+                        "{} is valid: {} provider(s); routes: {}",
                         file.display(),
                         config.providers.len(),
-                        config.policy.routes
+                        if routes.is_empty() { "none".to_owned() } else { routes.join("; ") }
                     );
                     Ok(())
                 }

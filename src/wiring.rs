@@ -56,17 +56,8 @@ impl ProviderConfig {
     }
 }
 
-/// The system clock (the one place in courant that reads it).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    }
-}
+/// The system clock the server runs on (the simulator hands out virtual time instead).
+pub use storage::memory::SystemClock;
 
 fn build_providers<I: Inbox + Clone>(
     config: &Config,

@@ -200,3 +200,26 @@ pub(crate) fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
+
+/// Runs one provider call inside a span naming the notification and provider, and logs its
+/// outcome: the shared body of every HTTP provider's `Provider::send`.
+pub(crate) fn instrumented_send<'a>(
+    provider: &'a steps::model::ProviderName,
+    message: &'a workflows::ports::Outbound,
+    call: impl std::future::Future<Output = steps::outcome::SendOutcome> + Send + 'a,
+) -> futures::future::BoxFuture<'a, steps::outcome::SendOutcome> {
+    use tracing::Instrument as _;
+    let span = tracing::debug_span!(
+        "provider_send",
+        notification_id = %message.notification_id,
+        provider = %provider,
+    );
+    Box::pin(
+        async move {
+            let outcome = call.await;
+            log_outcome(provider, &message.notification_id, &outcome);
+            outcome
+        }
+        .instrument(span),
+    )
+}

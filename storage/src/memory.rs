@@ -32,7 +32,7 @@ use crate::queue::{
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 60 * 60 * 1_000;
 
-/// The system clock, for dev mode. The simulator passes its virtual clock instead.
+/// The system clock, for dev mode and the server. The simulator passes its virtual clock instead.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 

@@ -3,7 +3,6 @@
 use futures::future::BoxFuture;
 use steps::model::{Channel, EmailAddress, ProviderName};
 use steps::outcome::SendOutcome;
-use tracing::Instrument;
 use workflows::ports::{Outbound, Provider};
 
 use super::config::SendGridConfig;
@@ -88,18 +87,6 @@ impl Provider for SendGrid {
     }
 
     fn send<'a>(&'a self, message: &'a Outbound) -> BoxFuture<'a, SendOutcome> {
-        let span = tracing::debug_span!(
-            "provider_send",
-            notification_id = %message.notification_id,
-            provider = %self.name,
-        );
-        Box::pin(
-            async move {
-                let outcome = self.call(message).await;
-                http::log_outcome(&self.name, &message.notification_id, &outcome);
-                outcome
-            }
-            .instrument(span),
-        )
+        http::instrumented_send(&self.name, message, self.call(message))
     }
 }
