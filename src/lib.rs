@@ -7,12 +7,14 @@
 //! - [`api`]: the HTTP API (axum); `api::router(state)` needs no socket.
 //! - [`auth`]: API keys.
 //! - [`cli`]: the ops commands that talk to a server.
+//! - [`simulate`]: `courant simulate`, the simulator's command line.
 //! - [`templates`]: loads the templates directory.
 
 pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod simulate;
 pub mod templates;
 pub mod wiring;
 

@@ -107,6 +107,22 @@ enum Command {
         /// The notification id.
         id: String,
     },
+    /// Run the deterministic simulator: the real lifecycle under injected faults, on virtual
+    /// time, from a seed. Exits 1 when an invariant is violated.
+    Simulate {
+        /// The seed to run.
+        #[arg(long, conflicts_with = "seeds")]
+        seed: Option<u64>,
+        /// A range of seeds to run, `A..B` (B excluded).
+        #[arg(long)]
+        seeds: Option<String>,
+        /// Notifications per run.
+        #[arg(long, default_value_t = 1_000)]
+        notifications: usize,
+        /// Fault profile: none, swarm (each seed turns a different subset on) or all.
+        #[arg(long, default_value = "swarm")]
+        faults: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -203,6 +219,9 @@ async fn run(cli: Cli) -> ExitCode {
         Command::List { state, limit } => cli::list(&client, state.as_deref(), limit).await,
         Command::Dlq { command } => cli::dlq(&client, &command).await,
         Command::Cancel { id } => cli::cancel(&client, &id).await,
+        Command::Simulate { seed, seeds, notifications, faults } => {
+            courant::simulate::command(seed, seeds.as_deref(), notifications, &faults, client.json)
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

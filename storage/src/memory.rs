@@ -407,6 +407,12 @@ impl MemoryStore {
         out
     }
 
+    /// When the earliest timer is due, if any: lets a simulator jump its virtual clock straight
+    /// to the next thing that can happen.
+    pub fn next_timer_due_ms(&self) -> Option<u64> {
+        self.lock().queue.timer_order.first().map(|(at_ms, _)| *at_ms)
+    }
+
     /// Who holds each pending delivery, for tests and the ops view: (tag, consumer).
     pub fn pending_consumers(&self) -> Vec<(DeliveryTag, String)> {
         let inner = self.lock();

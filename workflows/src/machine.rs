@@ -5,7 +5,8 @@
 //!                                                        ↘ failed → dead_lettered
 //! any active state → skipped(reason) | cancelled
 //! rendered / sending → deferred(until) → back where it was (rate limit, retry backoff)
-//! sending → unknown (request written, no answer) → deferred re-send (flagged), or failed
+//! sending → unknown (request written, no answer) → deferred re-send (flagged), or failed;
+//!   a delivery receipt for the earlier attempt settles it (unknown / deferred → delivered)
 //! also: filtered / rate_checked → failed (render error, no provider);
 //!       sending / unknown → delivered (accepted as delivered, or a receipt); sent → failed
 //! ```
@@ -476,17 +477,35 @@ impl Lifecycle {
         event: &Event,
     ) -> Outcome<State> {
         match event {
-            Event::Wake if context.now_ms >= *until_ms => match resume.clone() {
-                Resume::RateCheck { channel } => Transition(State::rendered(channel)),
-                Resume::Send { channel, provider, attempt, possible_duplicate } => {
-                    Transition(State::sending(channel, provider, attempt, possible_duplicate))
-                }
-            },
             Event::Wake => {
-                // Woken early (a clock step between workers): go back to sleep.
-                context.effects.push(Effect::Wake { at_ms: *until_ms });
-                Handled
+                // The queue decides when a deferral is over: its wake-up carries this version, so
+                // it is this deferral's own timer. A worker whose clock is behind would otherwise
+                // send it back to sleep over and over until its clock caught up.
+                if context.now_ms < *until_ms {
+                    context.note(format!(
+                        "woken {} ms before the deferral's end by this worker's clock (clock skew)",
+                        *until_ms - context.now_ms
+                    ));
+                }
+                match resume.clone() {
+                    Resume::RateCheck { channel } => Transition(State::rendered(channel)),
+                    Resume::Send { channel, provider, attempt, possible_duplicate } => {
+                        Transition(State::sending(channel, provider, attempt, possible_duplicate))
+                    }
+                }
             }
+            Event::Receipt(Receipt::Delivered) => match resume {
+                // A re-send is waiting because an earlier attempt's outcome was unknown, and the
+                // receipt says that attempt arrived: settle it, and never send it again.
+                Resume::Send { channel, provider, attempt, possible_duplicate: true } => {
+                    context.note(format!(
+                        "a delivery receipt settled the unknown outcome before re-send {attempt}"
+                    ));
+                    let earlier = Attempt(attempt.0.saturating_sub(1));
+                    Transition(State::delivered(*channel, provider.clone(), earlier))
+                }
+                _ => Super,
+            },
             _ => Super,
         }
     }
@@ -671,6 +690,49 @@ impl StateKind {
                 | StateKind::Skipped
                 | StateKind::Cancelled
         )
+    }
+}
+
+impl StateKind {
+    /// Every transition the lifecycle may make, as (from, to). The module diagram, as data: the
+    /// simulator checks every committed transition against it.
+    pub const EDGES: [(StateKind, StateKind); 28] = {
+        use StateKind as K;
+        [
+            (K::Received, K::Filtered),
+            (K::Received, K::Skipped),
+            (K::Received, K::Cancelled),
+            (K::Filtered, K::Rendered),
+            (K::Filtered, K::Failed),
+            (K::Filtered, K::Cancelled),
+            (K::Rendered, K::RateChecked),
+            (K::Rendered, K::Deferred),
+            (K::Rendered, K::Skipped),
+            (K::Rendered, K::Cancelled),
+            (K::RateChecked, K::Sending),
+            (K::RateChecked, K::Failed),
+            (K::RateChecked, K::Cancelled),
+            (K::Sending, K::Sent),
+            (K::Sending, K::Delivered),
+            (K::Sending, K::Deferred),
+            (K::Sending, K::Unknown),
+            (K::Sending, K::Failed),
+            (K::Unknown, K::Deferred),
+            (K::Unknown, K::Failed),
+            (K::Unknown, K::Delivered),
+            (K::Deferred, K::Rendered),
+            (K::Deferred, K::Sending),
+            (K::Deferred, K::Cancelled),
+            (K::Deferred, K::Delivered),
+            (K::Sent, K::Delivered),
+            (K::Sent, K::Failed),
+            (K::Failed, K::DeadLettered),
+        ]
+    };
+
+    /// Whether the lifecycle may move from `self` to `to`.
+    pub fn may_move_to(self, to: StateKind) -> bool {
+        StateKind::EDGES.contains(&(self, to))
     }
 }
 

@@ -19,7 +19,7 @@ use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
 use steps::rate::RateDecision;
 use steps::render::{Content, RenderError, TemplateSet};
 
-use crate::machine::{self, Context, Effect, Event, Machine, State, StateKind};
+use crate::machine::{self, Context, Effect, Event, Machine, Receipt, State, StateKind};
 use crate::policy::Policy;
 use crate::ports::{Clock, Outbound, Provider, RateKey, Store, StoreError};
 use crate::record::{
@@ -29,7 +29,7 @@ use crate::record::{
 /// The most events one wake-up may feed the machine. A well-formed lifecycle needs about ten; more
 /// means the machine loops, which is a bug worth stopping on.
 const EVENTS_PER_WAKE_MAX: usize = 64;
-/// How often a cancel retries after losing a compare-and-set race.
+/// How often a cancel or a receipt retries after losing a compare-and-set race.
 const CANCEL_TRIES_MAX: usize = 8;
 
 /// What one wake-up came to. None of these is an error: the wake-up is done either way.
@@ -113,6 +113,23 @@ pub enum Cancelled {
         /// The state that refused.
         state: StateKind,
     },
+}
+
+/// What a receipt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// It moved the notification to `state`.
+    Applied {
+        /// The new state.
+        state: StateKind,
+    },
+    /// The notification's state does not take it (a duplicate, a late or an early receipt).
+    Ignored {
+        /// The state found.
+        state: StateKind,
+    },
+    /// No such notification.
+    NotFound,
 }
 
 /// Derives a notification's seed from its id (FNV-1a): stable across processes and replays.
@@ -331,6 +348,42 @@ impl<S: Store, C: Clock> Runner<S, C> {
         let state =
             self.store.load(tenant, id).await?.map_or(StateKind::Received, |r| r.state.kind());
         Ok(Cancelled::Refused { state })
+    }
+
+    /// Applies a delivery receipt (a provider webhook). Duplicated, reordered and late receipts
+    /// are harmless: an event the state does not take changes nothing, and terminal states
+    /// never move.
+    pub async fn receipt(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+        provider: &ProviderName,
+        receipt: Receipt,
+    ) -> Result<Received, StoreError> {
+        for _ in 0..CANCEL_TRIES_MAX {
+            let Some(record) = self.store.load(tenant, id).await? else {
+                return Ok(Received::NotFound);
+            };
+            let mut run = Run::new(&self.policy, record, self.clock.now_ms());
+            run.handle(Event::Receipt(receipt), Cause::Receipt { provider: provider.clone() });
+            if !run.effects.is_empty() {
+                // The new state has work to do (an undelivered message moves on from `failed`):
+                // a worker does it, woken by this commit, so a webhook request stays short.
+                run.wake_at_ms = Some(run.now_ms);
+            }
+            if !run.dirty() {
+                return Ok(Received::Ignored { state: run.machine.state().kind() });
+            }
+            let state = run.machine.state().kind();
+            match self.store.commit(&run.commit()).await? {
+                CommitOutcome::Committed { .. } => return Ok(Received::Applied { state }),
+                CommitOutcome::NotFound => return Ok(Received::NotFound),
+                CommitOutcome::Conflict { .. } => continue,
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "notification {id} kept changing while a receipt was applied; retry it"
+        )))
     }
 
     /// Handles one wake-up. Business outcomes (retry later, dead-lettered, skipped) are `Ok`;

@@ -334,7 +334,9 @@ fn rate_limit_skip_policy_skips() {
 }
 
 #[test]
-fn deferred_woken_early_reschedules_and_changes_nothing() {
+fn deferred_woken_early_by_its_clock_resumes_and_notes_the_skew() {
+    // The queue decides when a deferral is over; a worker whose clock is behind must not send it
+    // back to sleep (it would spin until its clock caught up).
     let deferred = State::Deferred {
         until_ms: UNTIL_MS,
         resume: Resume::Send {
@@ -344,12 +346,38 @@ fn deferred_woken_early_reschedules_and_changes_nothing() {
             possible_duplicate: false,
         },
     };
-    for now_ms in [0, NOW_MS, UNTIL_MS - 1] {
-        let step = check_at(deferred.clone(), Event::Wake, now_ms);
-        assert_eq!(step.state, deferred, "woken at {now_ms}");
-        assert_eq!(step.effects, vec![Effect::Wake { at_ms: UNTIL_MS }]);
-        assert_eq!(step.note, None);
-    }
+    let step = check_at(deferred, Event::Wake, UNTIL_MS - 250);
+    assert_eq!(
+        step.state,
+        State::Sending {
+            channel: Channel::Sms,
+            provider: twilio(),
+            attempt: Attempt(2),
+            possible_duplicate: false
+        }
+    );
+    assert!(step.note.unwrap().contains("250 ms before"), "the skew is recorded");
+}
+
+#[test]
+fn a_receipt_settles_a_resend_waiting_on_an_unknown_outcome() {
+    let waiting = |possible_duplicate| State::Deferred {
+        until_ms: UNTIL_MS,
+        resume: Resume::Send {
+            channel: Channel::Sms,
+            provider: twilio(),
+            attempt: Attempt(3),
+            possible_duplicate,
+        },
+    };
+    let step = check(waiting(true), Event::Receipt(Receipt::Delivered));
+    assert_eq!(
+        step.state,
+        State::Delivered { channel: Channel::Sms, provider: twilio(), attempt: Attempt(2) }
+    );
+    // An ordinary retry (the earlier attempt failed for sure) ignores a stray receipt.
+    let step = check(waiting(false), Event::Receipt(Receipt::Delivered));
+    assert_eq!(step.state, waiting(false));
 }
 
 #[test]
@@ -958,7 +986,8 @@ fn handles(kind: StateKind) -> &'static [Label] {
             L::ReceiptDelivered,
         ],
         StateKind::Unknown => &[L::Wake, L::Proceed, L::ReceiptDelivered],
-        StateKind::Deferred => &[L::Wake, L::Cancel],
+        // A receipt is taken only by a re-send waiting on an unknown outcome (data-dependent).
+        StateKind::Deferred => &[L::Wake, L::Cancel, L::ReceiptDelivered],
         StateKind::Sent => &[L::ReceiptDelivered, L::ReceiptUndelivered],
         StateKind::Failed => &[L::Wake, L::Proceed],
         StateKind::Delivered
@@ -1004,6 +1033,8 @@ fn allowed(from: StateKind, to: StateKind) -> bool {
             | (K::Rendered | K::Sending, K::Deferred)
             // "back where it was": the rate check (rendered) or the send (sending).
             | (K::Deferred, K::Rendered | K::Sending)
+            // A receipt settles a re-send that waits on an unknown outcome.
+            | (K::Deferred, K::Delivered)
             | (K::Sending, K::Unknown)
             // "re-send flagged" goes through a deferred retry; "or failed".
             | (K::Unknown, K::Deferred | K::Failed)
@@ -1058,6 +1089,11 @@ fn every_state_times_every_event() {
                 assert_eq!(step.state, state, "{context}: an unhandled event moved the state");
                 assert_eq!(step.effects, vec![], "{context}: an unhandled event pushed effects");
                 assert_eq!(step.note, None, "{context}: an unhandled event wrote a note");
+                continue;
+            }
+            if step.state == state && kind == StateKind::Deferred && l == Label::ReceiptDelivered {
+                // A deferral that is not a flagged re-send ignores receipts.
+                assert_eq!(step.effects, vec![], "{context}");
                 continue;
             }
             if step.state == state {

@@ -397,19 +397,27 @@ impl Model {
                 Go(self.retry_or_fail(*channel, provider, *attempt, None, true, why))
             }
 
-            // deferred: resume once due, otherwise re-arm the wake-up.
-            (Phase::Deferred { until_ms, then }, Event::Wake) => {
-                if self.now_ms < *until_ms {
-                    Stay(vec![Effect::Wake { at_ms: *until_ms }])
-                } else {
-                    Go(match then.clone() {
-                        Then::RateCheck(channel) => Phase::Rendered(channel),
-                        Then::Send { channel, provider, attempt, possible_duplicate } => {
-                            Phase::Sending { channel, provider, attempt, possible_duplicate }
-                        }
-                    })
+            // deferred: the queue decides when it is due, so a wake-up resumes it whatever this
+            // worker's clock says.
+            (Phase::Deferred { then, .. }, Event::Wake) => Go(match then.clone() {
+                Then::RateCheck(channel) => Phase::Rendered(channel),
+                Then::Send { channel, provider, attempt, possible_duplicate } => {
+                    Phase::Sending { channel, provider, attempt, possible_duplicate }
                 }
-            }
+            }),
+
+            // deferred re-send after an unknown outcome: a delivery receipt settles it.
+            (
+                Phase::Deferred {
+                    then: Then::Send { channel, provider, attempt, possible_duplicate: true },
+                    ..
+                },
+                Event::Receipt(Receipt::Delivered),
+            ) => Go(Phase::Delivered {
+                channel: *channel,
+                provider: provider.clone(),
+                attempt: attempt.saturating_sub(1),
+            }),
 
             // sent: only a receipt moves it.
             (

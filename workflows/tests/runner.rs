@@ -371,22 +371,10 @@ fn a_retry_waits_for_its_wake_up() {
         panic!("expected a deferred retry");
     };
     assert!(at > T0_MS);
-    // Woken early: re-scheduled for the same time, nothing sent.
-    w.set_now(at - 1);
-    assert_eq!(
-        w.advance(&id, version),
-        Advanced::Committed {
-            version: version + 1,
-            state: StateKind::Deferred,
-            wake_at_ms: Some(at)
-        }
-    );
+    // Nothing more is sent until the wake-up comes; the queue decides when that is.
     assert_eq!(w.sent().len(), 1);
     w.set_now(at);
-    assert!(matches!(
-        w.advance(&id, version + 1),
-        Advanced::Committed { state: StateKind::Sent, .. }
-    ));
+    assert!(matches!(w.advance(&id, version), Advanced::Committed { state: StateKind::Sent, .. }));
     let sent = w.sent();
     assert_eq!(sent.iter().map(|m| m.attempt).collect::<Vec<_>>(), [Attempt(1), Attempt(2)]);
 }
@@ -436,4 +424,43 @@ fn the_resend_after_an_unknown_outcome_reuses_the_idempotency_key() {
         sent[0].idempotency_key, sent[1].idempotency_key,
         "the re-send of an unknown attempt must reuse its idempotency key"
     );
+}
+
+fn accepted() -> SendOutcome {
+    SendOutcome::Accepted { provider_message_id: Some("SM1".into()), delivered: false }
+}
+
+#[test]
+fn receipts_deliver_once_and_duplicates_change_nothing() {
+    use workflows::machine::Receipt;
+    use workflows::runner::Received;
+    let w = world(vec![accepted()]);
+    let id = w.submit("n_1");
+    assert!(matches!(w.advance(&id, 1), Advanced::Committed { state: StateKind::Sent, .. }));
+    let receipt = |r| block_on(w.runner.receipt(&w.tenant, &id, &twilio(), r)).unwrap();
+    assert_eq!(receipt(Receipt::Delivered), Received::Applied { state: StateKind::Delivered });
+    // A duplicate, and a late contradicting one, are ignored: delivered never regresses.
+    assert_eq!(receipt(Receipt::Delivered), Received::Ignored { state: StateKind::Delivered });
+    assert_eq!(receipt(Receipt::Undelivered), Received::Ignored { state: StateKind::Delivered });
+    let missing = NotificationId::new("n_404").unwrap();
+    let outcome = block_on(w.runner.receipt(&w.tenant, &missing, &twilio(), Receipt::Delivered));
+    assert_eq!(outcome.unwrap(), Received::NotFound);
+}
+
+#[test]
+fn an_undelivered_receipt_hands_the_rest_to_a_worker() {
+    use workflows::machine::Receipt;
+    use workflows::runner::Received;
+    let w = world(vec![accepted()]);
+    let id = w.submit("n_1");
+    assert!(matches!(w.advance(&id, 1), Advanced::Committed { state: StateKind::Sent, .. }));
+    let outcome = block_on(w.runner.receipt(&w.tenant, &id, &twilio(), Receipt::Undelivered));
+    assert_eq!(outcome.unwrap(), Received::Applied { state: StateKind::Failed });
+    // The receipt's commit scheduled a wake-up; the worker dead-letters it.
+    let record = block_on(w.store().load(&w.tenant, &id)).unwrap().unwrap();
+    assert_eq!(record.wake_at_ms, Some(T0_MS));
+    assert!(matches!(
+        w.advance(&id, record.version),
+        Advanced::Committed { state: StateKind::DeadLettered, .. }
+    ));
 }

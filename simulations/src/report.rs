@@ -1,0 +1,173 @@
+//! What a run found: counts, latencies, faults fired, edges visited, invariant violations (with
+//! the trace around them and the command that replays them) and the trace hash.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::faults::{Fault, FaultSet, Profile};
+use crate::world::Planted;
+
+/// How many violations beyond the first the text report names.
+const VIOLATIONS_LISTED_MAX: usize = 10;
+
+/// An invariant that did not hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// Which invariant (`edge`, `terminal`, `duplicate-send`, `liveness`, ...).
+    pub invariant: String,
+    /// The notification it concerns, if one.
+    pub notification: Option<String>,
+    /// What was wrong.
+    pub detail: String,
+    /// Virtual ms since the run started.
+    pub at_ms: u64,
+    /// The notification's history, one line per transition.
+    pub history: Vec<String>,
+    /// The last trace lines before the violation.
+    pub trace: Vec<String>,
+    /// The command that replays the run.
+    pub repro: String,
+}
+
+/// One run's report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Notifications planned.
+    pub notifications: usize,
+    /// Notifications accepted by the API.
+    pub accepted: usize,
+    /// The fault profile.
+    pub profile: Profile,
+    /// The faults this seed turned on, with their rates.
+    pub faults: FaultSet,
+    /// How often each fault fired.
+    pub fired: BTreeMap<Fault, u64>,
+    /// Final states, counted.
+    pub states: BTreeMap<String, u64>,
+    /// Messages the providers really took.
+    pub sends: u64,
+    /// Sends beyond the first per notification (each must follow an unknown outcome).
+    pub extra_sends: u64,
+    /// Extra sends that carried the possible-duplicate flag.
+    pub flagged_resends: u64,
+    /// Attempts in all (the last attempt number of each notification).
+    pub attempts: u64,
+    /// Retries scheduled after a failed or unknown attempt.
+    pub retries: u64,
+    /// Virtual latency from acceptance to the final state, percentiles, ms.
+    pub latency_ms_p50: u64,
+    /// See `latency_ms_p50`.
+    pub latency_ms_p90: u64,
+    /// See `latency_ms_p50`.
+    pub latency_ms_p99: u64,
+    /// See `latency_ms_p50`.
+    pub latency_ms_max: u64,
+    /// Virtual time the run covered, ms.
+    pub virtual_ms: u64,
+    /// Simulator steps.
+    pub steps: u64,
+    /// Trace lines hashed.
+    pub trace_lines: u64,
+    /// Transitions taken, by edge.
+    pub edges: BTreeMap<String, u64>,
+    /// Invariant violations (empty when everything held).
+    pub violations: Vec<Violation>,
+    /// The hash of the whole trace: the same seed must give the same hash.
+    pub trace_hash: String,
+    /// Bugs planted on purpose (tests only).
+    pub planted: Planted,
+}
+
+impl Report {
+    /// Whether every invariant held.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// The report for people.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "seed {}  notifications {} (accepted {})",
+            self.seed, self.notifications, self.accepted
+        );
+        let states: Vec<String> = self.states.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(out, "final states   {}", states.join(", "));
+        let dlq = self.states.get("dead_lettered").copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "sends          {} ({} re-sends after unknown outcomes, {} flagged)  attempts {}  retries {}  DLQ {dlq}",
+            self.sends, self.extra_sends, self.flagged_resends, self.attempts, self.retries
+        );
+        let _ = writeln!(
+            out,
+            "latency (virtual)  p50 {} ms  p90 {} ms  p99 {} ms  max {} ms",
+            self.latency_ms_p50, self.latency_ms_p90, self.latency_ms_p99, self.latency_ms_max
+        );
+        let fired: Vec<String> =
+            self.fired.iter().map(|(f, n)| format!("{}×{n}", serde_name(f))).collect();
+        let _ = writeln!(
+            out,
+            "faults fired   {}",
+            if fired.is_empty() { "none".into() } else { fired.join(", ") }
+        );
+        let _ = writeln!(
+            out,
+            "virtual time   {:.1} s  steps {}  trace lines {}",
+            self.virtual_ms as f64 / 1_000.0,
+            self.steps,
+            self.trace_lines
+        );
+        if self.violations.is_empty() {
+            let _ = writeln!(out, "invariants     all held");
+        } else {
+            let _ = writeln!(out, "invariants     {} VIOLATED", self.violations.len());
+            // The first violation in full; the rest one line each (the first is usually the cause).
+            for v in self.violations.iter().skip(1).take(VIOLATIONS_LISTED_MAX) {
+                let _ = writeln!(
+                    out,
+                    "  also {}: {}{}",
+                    v.invariant,
+                    v.notification.as_deref().map(|n| format!("{n}: ")).unwrap_or_default(),
+                    v.detail
+                );
+            }
+            if self.violations.len() > VIOLATIONS_LISTED_MAX + 1 {
+                let more = self.violations.len() - VIOLATIONS_LISTED_MAX - 1;
+                let _ = writeln!(out, "  ... and {more} more (--json lists them all)");
+            }
+            for v in self.violations.iter().take(1) {
+                let _ = writeln!(
+                    out,
+                    "\n{}: {}{}",
+                    v.invariant,
+                    v.notification.as_deref().map(|n| format!("{n}: ")).unwrap_or_default(),
+                    v.detail
+                );
+                let _ = writeln!(out, "  at +{} ms (virtual)", v.at_ms);
+                if !v.history.is_empty() {
+                    let _ = writeln!(out, "  history:");
+                    for line in &v.history {
+                        let _ = writeln!(out, "    {line}");
+                    }
+                }
+                let _ = writeln!(out, "  events (this notification's, then the run's last):");
+                for line in &v.trace {
+                    let _ = writeln!(out, "    {line}");
+                }
+                let _ = writeln!(out, "  replay: {}", v.repro);
+            }
+        }
+        let _ = writeln!(out, "trace hash     {}", self.trace_hash);
+        out
+    }
+}
+
+fn serde_name(fault: &Fault) -> String {
+    serde_json::to_value(fault).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}

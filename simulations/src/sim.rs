@@ -1,0 +1,1005 @@
+//! The discrete-event loop: workers, the API and the webhook receiver as actors running the real
+//! runner over the real in-memory store, with faults injected through the ports, on virtual time.
+//!
+//! One run has two phases. In the fault phase notifications arrive and faults fire. Then faults
+//! stop, crashed workers come back, clocks agree again, and the run goes on (virtual time jumping
+//! from one due thing to the next) until nothing is left to do: that is the liveness phase. The
+//! invariants are checked after every step and at the end.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use steps::model::{
+    Category, Channel, EmailAddress, NotificationId, PhoneNumber, ProviderName, Recipient,
+    TemplateId, TenantId,
+};
+use steps::outcome::ErrorClass;
+use steps::rate::{OverLimit, RateLimit};
+use steps::render::{Part, PartSource, TemplateSet};
+use storage::memory::MemoryStore;
+use storage::queue::{Delivery, WakeQueue, retry_delay_ms};
+use workflows::machine::{State, StateKind};
+use workflows::policy::Policy;
+use workflows::ports::{Provider, Store, StoreError};
+use workflows::record::{HistoryEntry, Idempotency, Record};
+use workflows::runner::{
+    Advanced, Cancelled, Received, Runner, Submission, SubmitError, Submitted,
+};
+
+use crate::faults::{Fault, FaultSet, Profile};
+use crate::report::{Report, Violation};
+use crate::rng::Rng;
+use crate::world::{
+    FakeProvider, FaultyStore, Journaled, Planted, ReceiptDue, Shared, SimClock, World,
+};
+
+/// Virtual time at the start of every run: 2026-01-01T00:00:00Z (a fixed epoch keeps traces
+/// identical across machines and years).
+pub const START_MS: u64 = 1_767_225_600_000;
+/// The longest a run may go on after the fault phase before unfinished work is a liveness
+/// violation: long enough for a day-long email retry budget, an hour of rate-limit deferral and
+/// an hour-long `Retry-After`.
+const LIVENESS_MS: u64 = 3 * 24 * 3_600_000;
+/// How long the fault phase lasts after the last arrival.
+const FAULT_TAIL_MS: u64 = 60_000;
+/// How often a worker reclaims abandoned wake-ups, and after how long idle (as in production).
+const RECLAIM_EVERY_MS: u64 = 2_000;
+const RECLAIM_IDLE_MS: u64 = 10_000;
+/// Steps at one instant before the loop is declared stuck.
+const STEPS_PER_INSTANT_MAX: u64 = 1_000_000;
+
+/// What to simulate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The seed everything random comes from.
+    pub seed: u64,
+    /// Notifications submitted.
+    pub notifications: usize,
+    /// Which faults may fire.
+    pub profile: Profile,
+    /// Worker processes.
+    pub workers: usize,
+    /// Wake-ups each worker handles at once.
+    pub concurrency: usize,
+    /// Bugs planted on purpose (tests only).
+    pub planted: Planted,
+    /// Stop at the first violation (the report then shows the trace around it).
+    pub stop_on_violation: bool,
+}
+
+impl Config {
+    /// A run of `notifications` from `seed` with the swarm profile.
+    pub fn new(seed: u64, notifications: usize) -> Config {
+        Config {
+            seed,
+            notifications,
+            profile: Profile::Swarm,
+            workers: 3,
+            concurrency: 8,
+            planted: Planted::default(),
+            stop_on_violation: true,
+        }
+    }
+
+    /// The command that replays this run.
+    pub fn repro(&self) -> String {
+        let profile = match self.profile {
+            Profile::None => "none",
+            Profile::Swarm => "swarm",
+            Profile::All => "all",
+        };
+        format!(
+            "courant simulate --seed {} --notifications {} --faults {profile}",
+            self.seed, self.notifications
+        )
+    }
+}
+
+type SimRunner = Runner<FaultyStore<MemoryStore>, SimClock>;
+type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What an actor is doing.
+enum Job {
+    /// Handling a wake-up.
+    Wake(Delivery, Boxed<Result<Advanced, StoreError>>),
+    /// Submitting notification `idx` (try `try_`).
+    Submit(usize, u32, Boxed<Result<Submitted, SubmitError>>),
+    /// Applying a receipt.
+    Receipt(ReceiptDue, Boxed<Result<Received, StoreError>>),
+    /// Cancelling notification `idx`.
+    Cancel(usize, Boxed<Result<Cancelled, StoreError>>),
+}
+
+struct Task {
+    actor: usize,
+    job: Job,
+}
+
+/// Something due at a virtual time.
+#[derive(Debug, Clone)]
+enum Due {
+    Submit(usize, u32),
+    Cancel(usize),
+    Receipt(ReceiptDue),
+    Restart(usize),
+    ClockStep(usize),
+    FaultsOff,
+}
+
+/// One planned notification.
+#[derive(Debug, Clone)]
+struct Planned {
+    at_ms: u64,
+    channel: Channel,
+    recipient: usize,
+    opted_out: bool,
+    no_address: bool,
+}
+
+struct WorkerState {
+    alive: bool,
+    consumer: String,
+}
+
+/// A simulation run.
+pub struct Simulation {
+    config: Config,
+    shared: Arc<Shared>,
+    store: MemoryStore,
+    policy: Arc<Policy>,
+    runners: Vec<Arc<SimRunner>>,
+    workers: Vec<WorkerState>,
+    tasks: Vec<Task>,
+    due: BTreeMap<(u64, u64), Due>,
+    due_seq: u64,
+    plan: Vec<Planned>,
+    accepted: BTreeMap<usize, NotificationId>,
+    accepted_at: BTreeMap<NotificationId, u64>,
+    last_reclaim_ms: u64,
+    faults_on: bool,
+    // The checker's view of each notification: last version and state.
+    seen: BTreeMap<NotificationId, (u64, StateKind)>,
+    edges: BTreeMap<(StateKind, StateKind), u64>,
+    violations: Vec<Violation>,
+    steps: u64,
+    tenant: TenantId,
+}
+
+impl std::fmt::Debug for Simulation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulation")
+            .field("config", &self.config)
+            .field("tasks", &self.tasks.len())
+            .field("due", &self.due.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn poll_once<T>(future: Pin<&mut (dyn Future<Output = T> + Send)>) -> Poll<T> {
+    let mut context = Context::from_waker(Waker::noop());
+    future.poll(&mut context)
+}
+
+/// Runs a port call that completes at once (every in-memory call does).
+fn at_once<T>(future: impl Future<Output = T> + Send) -> T {
+    let mut future = std::pin::pin!(future);
+    let mut context = Context::from_waker(Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        Poll::Ready(value) => value,
+        Poll::Pending => unreachable!("in-memory port calls complete at once"),
+    }
+}
+
+fn templates() -> TemplateSet {
+    let id = TemplateId::new("note").unwrap_or_else(|_| unreachable!());
+    let part =
+        |part, source: &str| PartSource { template: id.clone(), part, source: source.into() };
+    TemplateSet::from_parts([
+        part(Part::EmailSubject, "Hello {{ name }}"),
+        part(Part::EmailText, "Hello {{ name }}, your order {{ order }} shipped."),
+        part(Part::SmsBody, "Order {{ order }} shipped."),
+        part(Part::InAppTitle, "Order {{ order }}"),
+        part(Part::InAppBody, "Hello {{ name }}, it shipped."),
+        part(Part::PushTitle, "Order {{ order }}"),
+        part(Part::PushBody, "It shipped."),
+    ])
+    .unwrap_or_else(|e| unreachable!("the simulator's templates are valid: {e}"))
+}
+
+fn provider_name(s: &str) -> ProviderName {
+    ProviderName::new(s).unwrap_or_else(|_| unreachable!())
+}
+
+impl Simulation {
+    /// Sets a run up: the world, the store, the actors, the workload and the fault schedule.
+    pub fn new(config: Config) -> Simulation {
+        let mut fault_rng = Rng::fork(config.seed, "faults");
+        let faults = match config.profile {
+            Profile::None => FaultSet::none(),
+            profile => FaultSet::pick(profile, &mut fault_rng),
+        };
+        let workers = config.workers.max(1);
+        let api = workers;
+        let webhook = workers + 1;
+        let store_actor = workers + 2;
+        let world = World::new(faults, fault_rng, config.planted);
+        let shared = Shared::new(world, START_MS, store_actor + 1);
+        let store = MemoryStore::with_clock(Arc::new(SimClock {
+            shared: shared.clone(),
+            actor: store_actor,
+        }));
+        let templates = Arc::new(templates());
+        let mut policy = Policy::default();
+        policy.routes.insert(Channel::Email, vec![provider_name("mail-a")]);
+        policy.routes.insert(Channel::Sms, vec![provider_name("sms-a")]);
+        policy.routes.insert(Channel::InApp, vec![provider_name("inapp")]);
+        // In-app skips over its limit (the other channels defer), and push has no provider at
+        // all, so the skip and the no-route paths run too.
+        policy.rate.insert(
+            Channel::InApp,
+            RateLimit { max: 3, window_ms: 60_000, over_limit: OverLimit::Skip },
+        );
+        // Tight limits, so the hot recipient's messages wait for room in the window.
+        policy.rate.insert(
+            Channel::Sms,
+            RateLimit { max: 3, window_ms: 600_000, over_limit: OverLimit::Defer },
+        );
+        policy.rate.insert(
+            Channel::Email,
+            RateLimit { max: 5, window_ms: 3_600_000, over_limit: OverLimit::Defer },
+        );
+        let policy = Arc::new(policy);
+        let runner = |actor: usize, worker: bool| {
+            let providers: Vec<Arc<dyn Provider>> = if worker {
+                [("mail-a", Channel::Email), ("sms-a", Channel::Sms), ("inapp", Channel::InApp)]
+                    .into_iter()
+                    .map(|(name, channel)| {
+                        Arc::new(FakeProvider {
+                            name: provider_name(name),
+                            channel,
+                            shared: shared.clone(),
+                            actor,
+                        }) as Arc<dyn Provider>
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Arc::new(Runner::new(
+                FaultyStore { inner: store.clone(), shared: shared.clone(), actor, worker },
+                SimClock { shared: shared.clone(), actor },
+                templates.clone(),
+                policy.clone(),
+                providers,
+            ))
+        };
+        let mut runners: Vec<Arc<SimRunner>> = (0..workers).map(|w| runner(w, true)).collect();
+        runners.push(runner(api, false));
+        runners.push(runner(webhook, false));
+
+        let mut sim = Simulation {
+            shared,
+            store,
+            policy,
+            runners,
+            workers: (0..workers)
+                .map(|w| WorkerState { alive: true, consumer: format!("worker-{w}") })
+                .collect(),
+            tasks: Vec::new(),
+            due: BTreeMap::new(),
+            due_seq: 0,
+            plan: Vec::new(),
+            accepted: BTreeMap::new(),
+            accepted_at: BTreeMap::new(),
+            last_reclaim_ms: START_MS,
+            faults_on: true,
+            seen: BTreeMap::new(),
+            edges: BTreeMap::new(),
+            violations: Vec::new(),
+            steps: 0,
+            tenant: TenantId::new("sim").unwrap_or_else(|_| unreachable!()),
+            config,
+        };
+        sim.plan_workload();
+        sim.plan_faults();
+        sim
+    }
+
+    fn schedule(&mut self, at_ms: u64, due: Due) {
+        self.due_seq += 1;
+        self.due.insert((at_ms, self.due_seq), due);
+    }
+
+    fn plan_workload(&mut self) {
+        let mut rng = Rng::fork(self.config.seed, "workload");
+        let n = self.config.notifications;
+        let recipients = (n / 4).max(5);
+        let mut at = START_MS;
+        for idx in 0..n {
+            // Bursts: a tenth of arrivals come at the same instant as the previous one.
+            if !rng.chance(0.1) {
+                at += rng.range(0, 4);
+            }
+            let channel = match rng.index(100) {
+                0..=38 => Channel::Email,
+                39..=68 => Channel::Sms,
+                69..=97 => Channel::InApp,
+                _ => Channel::Push,
+            };
+            // One recipient is hot (a twentieth of all traffic), so rate limits bite.
+            let recipient = if rng.chance(0.05) { 0 } else { rng.index(recipients) };
+            // A few recipients opted out of the channel, a few have no address for it.
+            let opted_out = rng.chance(0.02);
+            let no_address = rng.chance(0.02);
+            self.plan.push(Planned { at_ms: at, channel, recipient, opted_out, no_address });
+            self.schedule(at, Due::Submit(idx, 0));
+            if rng.chance(0.02) {
+                let cancel_at = at + rng.range(0, 5_000);
+                self.schedule(cancel_at, Due::Cancel(idx));
+            }
+        }
+        let faults_end = at + FAULT_TAIL_MS;
+        self.schedule(faults_end, Due::FaultsOff);
+    }
+
+    fn plan_faults(&mut self) {
+        let mut rng = Rng::fork(self.config.seed, "schedule");
+        let faults_end = self.due.keys().next_back().map_or(START_MS, |(at, _)| *at);
+        let (drift, steps, brownout) = {
+            let world = self.shared.world();
+            (
+                world.faults.on(Fault::ClockDrift),
+                world.faults.rate(Fault::ClockStep),
+                world.faults.on(Fault::Brownout),
+            )
+        };
+        if drift {
+            for w in 0..self.workers.len() {
+                let offset = rng.range(0, 4_000) as i64 - 2_000;
+                self.shared.set_offset(w, offset);
+            }
+            self.shared.world().count(Fault::ClockDrift);
+        }
+        if steps > 0.0 {
+            for w in 0..self.workers.len() {
+                let mut at = START_MS;
+                loop {
+                    at += rng.range(1_000, 30_000);
+                    if at >= faults_end {
+                        break;
+                    }
+                    if rng.chance(steps * 20.0) {
+                        self.schedule(at, Due::ClockStep(w));
+                    }
+                }
+            }
+        }
+        if brownout {
+            let mut world = self.shared.world();
+            for name in ["mail-a", "sms-a", "inapp"] {
+                let from = START_MS + rng.range(0, (faults_end - START_MS).max(1));
+                world.brownouts.insert(provider_name(name), (from, from + 60_000));
+            }
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.shared.now_ms()
+    }
+
+    fn trace(&self, line: String) {
+        self.shared.world().trace(line);
+    }
+
+    fn trace_id(&self, id: &NotificationId, line: String) {
+        self.shared.world().trace_id(id, line);
+    }
+
+    /// Runs to the end and reports.
+    pub fn run(mut self) -> Report {
+        loop {
+            self.settle();
+            self.check_journal();
+            if self.config.stop_on_violation && !self.violations.is_empty() {
+                break;
+            }
+            let Some(next) = self.next_time() else { break };
+            let now = self.now();
+            let next = if next <= now { now + 1 } else { next };
+            if !self.faults_on && next > self.faults_end_ms() + LIVENESS_MS {
+                self.violation("liveness", None, "work was still pending after the liveness phase");
+                break;
+            }
+            self.shared.advance_to(next);
+        }
+        self.finish()
+    }
+
+    fn faults_end_ms(&self) -> u64 {
+        self.plan.last().map_or(START_MS, |p| p.at_ms) + FAULT_TAIL_MS
+    }
+
+    /// When the next thing can happen, if anything can.
+    fn next_time(&self) -> Option<u64> {
+        let mut next: Option<u64> = None;
+        let mut consider = |t: Option<u64>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        consider(self.due.keys().next().map(|(at, _)| *at));
+        consider(self.shared.world().next_answer_ms());
+        consider(self.store.next_timer_due_ms());
+        let pending = at_once(self.store.stats()).map_or(0, |s| s.pending);
+        if pending > 0 {
+            consider(Some(self.last_reclaim_ms + RECLAIM_EVERY_MS));
+        }
+        next
+    }
+
+    fn live_workers(&self) -> Vec<usize> {
+        (0..self.workers.len()).filter(|w| self.workers[*w].alive).collect()
+    }
+
+    fn busy(&self, actor: usize) -> usize {
+        self.tasks.iter().filter(|t| t.actor == actor && matches!(t.job, Job::Wake(..))).count()
+    }
+
+    fn spawn_wake(&mut self, worker: usize, delivery: Delivery) {
+        let runner = self.runners[worker].clone();
+        let wake = delivery.wake.clone();
+        let future: Boxed<Result<Advanced, StoreError>> =
+            Box::pin(async move { runner.advance(&wake).await });
+        self.trace_id(&delivery.wake.id, format!("a{worker} take {}", delivery.wake.key()));
+        self.tasks.push(Task { actor: worker, job: Job::Wake(delivery, future) });
+    }
+
+    /// Makes every bit of progress possible at the current instant.
+    fn settle(&mut self) {
+        let mut rounds = 0_u64;
+        loop {
+            rounds += 1;
+            self.steps += 1;
+            assert!(rounds < STEPS_PER_INSTANT_MAX, "the simulation is stuck at one instant");
+            let mut progressed = false;
+            let now = self.now();
+
+            // Receipts the providers scheduled.
+            let receipts = std::mem::take(&mut self.shared.world().receipts);
+            for receipt in receipts {
+                self.schedule(receipt.at_ms, Due::Receipt(receipt));
+            }
+            // Things due now.
+            while let Some(entry) = self.due.first_entry() {
+                if entry.key().0 > now {
+                    break;
+                }
+                let due = entry.remove();
+                self.handle_due(due);
+                progressed = true;
+            }
+            // Timers that are due.
+            if at_once(self.store.promote_due(now, 1_000)).unwrap_or(0) > 0 {
+                progressed = true;
+            }
+            // Reclaim what dead (or slow) workers hold, as production does every 2 s.
+            if now >= self.last_reclaim_ms + RECLAIM_EVERY_MS {
+                self.last_reclaim_ms = now;
+                for w in self.live_workers() {
+                    let free = self.config.concurrency.saturating_sub(self.busy(w));
+                    if free == 0 {
+                        continue;
+                    }
+                    let consumer = self.workers[w].consumer.clone();
+                    let reclaimed =
+                        at_once(self.store.reclaim_abandoned(&consumer, RECLAIM_IDLE_MS, free))
+                            .unwrap_or_default();
+                    for delivery in reclaimed {
+                        self.trace_id(
+                            &delivery.wake.id,
+                            format!("a{w} reclaim {}", delivery.wake.key()),
+                        );
+                        self.spawn_wake(w, delivery);
+                        progressed = true;
+                    }
+                }
+            }
+            // Fetch ready wake-ups.
+            let live = self.live_workers();
+            for &w in &live {
+                let free = self.config.concurrency.saturating_sub(self.busy(w));
+                if free == 0 {
+                    continue;
+                }
+                let consumer = self.workers[w].consumer.clone();
+                let fetched = at_once(self.store.fetch(&consumer, free, 0)).unwrap_or_default();
+                for delivery in fetched {
+                    let duplicate =
+                        live.len() > 1 && self.shared.world().roll(Fault::DuplicateDelivery);
+                    if duplicate {
+                        let other =
+                            live[(live.iter().position(|x| *x == w).unwrap_or(0) + 1) % live.len()];
+                        self.trace_id(
+                            &delivery.wake.id,
+                            format!("duplicate delivery of {} to a{other}", delivery.wake.key()),
+                        );
+                        self.spawn_wake(other, delivery.clone());
+                    }
+                    self.spawn_wake(w, delivery);
+                    progressed = true;
+                }
+            }
+            // Poll every task.
+            let mut i = 0;
+            while i < self.tasks.len() {
+                let poll = match &mut self.tasks[i].job {
+                    Job::Wake(_, f) => poll_once(f.as_mut()).map(Done::Wake),
+                    Job::Submit(_, _, f) => poll_once(f.as_mut()).map(Done::Submit),
+                    Job::Receipt(_, f) => poll_once(f.as_mut()).map(Done::Receipt),
+                    Job::Cancel(_, f) => poll_once(f.as_mut()).map(Done::Cancel),
+                };
+                match poll {
+                    Poll::Ready(done) => {
+                        let task = self.tasks.remove(i);
+                        self.complete(task, done);
+                        progressed = true;
+                    }
+                    Poll::Pending => i += 1,
+                }
+            }
+            // Workers that died during the polls.
+            let crashed = std::mem::take(&mut self.shared.world().crashed);
+            for actor in crashed {
+                self.kill(actor);
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn handle_due(&mut self, due: Due) {
+        let now = self.now();
+        match due {
+            Due::Submit(idx, try_) => self.submit(idx, try_),
+            Due::Cancel(idx) => {
+                let Some(id) = self.accepted.get(&idx).cloned() else { return };
+                let runner = self.runners[self.workers.len()].clone();
+                let tenant = self.tenant.clone();
+                self.trace_id(&id, format!("api cancel {id}"));
+                let future: Boxed<_> = Box::pin(async move { runner.cancel(&tenant, &id).await });
+                self.tasks.push(Task { actor: self.workers.len(), job: Job::Cancel(idx, future) });
+            }
+            Due::Receipt(receipt) => {
+                let runner = self.runners[self.workers.len() + 1].clone();
+                self.trace_id(
+                    &receipt.id,
+                    format!(
+                        "receipt {:?} for {} from {}",
+                        receipt.receipt, receipt.id, receipt.provider
+                    ),
+                );
+                let r = receipt.clone();
+                let future: Boxed<_> = Box::pin(async move {
+                    runner.receipt(&r.tenant, &r.id, &r.provider, r.receipt).await
+                });
+                self.tasks.push(Task {
+                    actor: self.workers.len() + 1,
+                    job: Job::Receipt(receipt, future),
+                });
+            }
+            Due::Restart(w) => {
+                if !self.workers[w].alive {
+                    self.workers[w].alive = true;
+                    self.trace(format!("a{w} restart (same name)"));
+                }
+            }
+            Due::ClockStep(w) => {
+                if self.faults_on {
+                    let mut world = self.shared.world();
+                    let step = world.rng.range(0, 240_000) as i64 - 120_000;
+                    world.count(Fault::ClockStep);
+                    world.trace(format!("a{w} clock step {step} ms"));
+                    drop(world);
+                    let offset = self.shared.offset(w) + step;
+                    self.shared.set_offset(w, offset);
+                }
+            }
+            Due::FaultsOff => {
+                self.faults_on = false;
+                self.shared.world().faults_on = false;
+                self.trace(format!("faults off at {now}"));
+                for w in 0..self.workers.len() {
+                    self.shared.set_offset(w, 0);
+                    if !self.workers[w].alive {
+                        self.workers[w].alive = true;
+                        self.trace(format!("a{w} restart for liveness"));
+                    }
+                }
+            }
+        }
+    }
+
+    fn submit(&mut self, idx: usize, try_: u32) {
+        let planned = self.plan[idx].clone();
+        let runner = self.runners[self.workers.len()].clone();
+        let tenant = self.tenant.clone();
+        let n = planned.recipient;
+        let recipient = Recipient {
+            id: crate::world::recipient(n),
+            email: EmailAddress::parse(&format!("r{n}@example.com")).ok(),
+            phone: PhoneNumber::parse(&format!("+1415555{:04}", n % 10_000)).ok(),
+            opt_out: if planned.opted_out { vec![planned.channel] } else { Vec::new() },
+        };
+        let recipient = if planned.no_address {
+            Recipient { email: None, phone: None, ..recipient }
+        } else {
+            recipient
+        };
+        let data = serde_json::json!({ "name": format!("r{n}"), "order": idx });
+        let submission = Submission {
+            recipient,
+            channel: planned.channel,
+            template: TemplateId::new("note").unwrap_or_else(|_| unreachable!()),
+            data: data.as_object().cloned().unwrap_or_default(),
+            category: Category::new("orders").unwrap_or_else(|_| unreachable!()),
+        };
+        // A fresh id per try, as the API mints one per request: the idempotency key makes the
+        // retries of a lost reply land on the first id.
+        let id =
+            NotificationId::new(format!("n00sim{idx}t{try_}")).unwrap_or_else(|_| unreachable!());
+        let idempotency =
+            Idempotency { key: format!("submit-{idx}"), fingerprint: format!("fp-{idx}") };
+        let future: Boxed<_> =
+            Box::pin(
+                async move { runner.submit(&tenant, id, submission, Some(&idempotency)).await },
+            );
+        self.tasks.push(Task { actor: self.workers.len(), job: Job::Submit(idx, try_, future) });
+    }
+
+    fn kill(&mut self, actor: usize) {
+        if actor >= self.workers.len() {
+            return;
+        }
+        let now = self.now();
+        // Its futures are dropped mid-flight: whatever it held stays pending in the queue.
+        self.tasks.retain(|t| t.actor != actor);
+        self.workers[actor].alive = false;
+        let delay = self.shared.world().rng.range(100, 5_000);
+        self.trace(format!("a{actor} died; restarts in {delay} ms"));
+        self.schedule(now + delay, Due::Restart(actor));
+    }
+
+    fn complete(&mut self, task: Task, done: Done) {
+        let now = self.now();
+        match (task.job, done) {
+            (Job::Wake(delivery, _), Done::Wake(result)) => {
+                let worker = task.actor;
+                match result {
+                    Ok(advanced) => {
+                        let crash = self.shared.world().roll(Fault::CrashBeforeAck);
+                        if crash {
+                            self.trace_id(
+                                &delivery.wake.id,
+                                format!("a{worker} crash before ack of {}", delivery.wake.key()),
+                            );
+                            self.kill(worker);
+                            return;
+                        }
+                        self.trace_id(
+                            &delivery.wake.id,
+                            format!("a{worker} done {} {advanced:?}", delivery.wake.key()),
+                        );
+                        let _ = at_once(self.store.ack(std::slice::from_ref(&delivery)));
+                    }
+                    Err(error) => {
+                        let delay = retry_delay_ms(delivery.tries + 1, 1_000, 60_000);
+                        self.trace_id(
+                            &delivery.wake.id,
+                            format!(
+                                "a{worker} failed {}: {error}; retry in {delay} ms",
+                                delivery.wake.key()
+                            ),
+                        );
+                        let _ = at_once(self.store.retry_later(&delivery, delay));
+                    }
+                }
+            }
+            (Job::Submit(idx, try_, _), Done::Submit(result)) => match result {
+                Ok(submitted) => {
+                    self.trace(format!("api accepted {} (try {try_})", submitted.id));
+                    if let Some(previous) = self.accepted.get(&idx)
+                        && *previous != submitted.id
+                    {
+                        let detail =
+                            format!("submission {idx} got {previous} and then {}", submitted.id);
+                        self.violation("idempotency", Some(submitted.id.clone()), &detail);
+                    }
+                    self.accepted_at.entry(submitted.id.clone()).or_insert(now);
+                    self.accepted.insert(idx, submitted.id);
+                }
+                Err(SubmitError::Store(error)) => {
+                    self.trace(format!("api submit {idx} failed: {error}; the client retries"));
+                    self.schedule(now + 500, Due::Submit(idx, try_ + 1));
+                }
+                Err(other) => {
+                    let detail = format!("submission {idx} was refused: {other}");
+                    self.violation("submit", None, &detail);
+                }
+            },
+            (Job::Receipt(receipt, _), Done::Receipt(result)) => match result {
+                Ok(received) => {
+                    self.trace_id(&receipt.id, format!("receipt for {}: {received:?}", receipt.id))
+                }
+                Err(error) => {
+                    self.trace(format!(
+                        "receipt for {} failed: {error}; the provider retries",
+                        receipt.id
+                    ));
+                    let mut again = receipt;
+                    again.at_ms = now + 1_000;
+                    self.schedule(again.at_ms, Due::Receipt(again));
+                }
+            },
+            (Job::Cancel(idx, _), Done::Cancel(result)) => {
+                self.trace(format!("cancel of submission {idx}: {result:?}"));
+            }
+            _ => unreachable!("a task completes with its own kind"),
+        }
+    }
+
+    fn violation(&mut self, invariant: &str, id: Option<NotificationId>, detail: &str) {
+        let history = id
+            .as_ref()
+            .map(|id| at_once(self.store.history(&self.tenant, id)).unwrap_or_default())
+            .unwrap_or_default();
+        let trace = {
+            let world = self.shared.world();
+            let own = id.as_ref().and_then(|id| world.trace_by_id.get(id));
+            let mut lines: Vec<String> = own.into_iter().flatten().cloned().collect();
+            lines.push("--- the run's last events ---".to_owned());
+            lines.extend(world.trace_tail.iter().cloned());
+            lines
+        };
+        self.violations.push(Violation {
+            invariant: invariant.to_owned(),
+            notification: id.map(|i| i.to_string()),
+            detail: detail.to_owned(),
+            at_ms: self.now().saturating_sub(START_MS),
+            history: history.iter().map(describe_entry).collect(),
+            trace,
+            repro: self.config.repro(),
+        });
+    }
+
+    /// Checks every commit since the last look: allowed edges only, terminal states never move,
+    /// each commit starts from the state the notification was in, attempts within the policy.
+    fn check_journal(&mut self) {
+        let journal = std::mem::take(&mut self.shared.world().journal);
+        for Journaled { id, from_version, state, history } in journal {
+            let (version, before) = self.seen.get(&id).copied().unwrap_or((0, StateKind::Received));
+            if from_version != version && from_version != 0 {
+                let detail =
+                    format!("committed over v{from_version} but the store was at v{version}");
+                self.violation("version", Some(id.clone()), &detail);
+            }
+            if before.is_terminal() && state.kind() != before {
+                let detail = format!("terminal {before} moved to {}", state.kind());
+                self.violation("terminal", Some(id.clone()), &detail);
+            }
+            if let Some(from) = history.first().and_then(|first| first.from)
+                && from != before
+            {
+                let detail = format!(
+                    "a commit moved it from {from} while it was {before} (a stale writer won)"
+                );
+                self.violation("stale-write", Some(id.clone()), &detail);
+            }
+            for entry in &history {
+                if let Some(from) = entry.from {
+                    let to = entry.to.kind();
+                    *self.edges.entry((from, to)).or_default() += 1;
+                    if !from.may_move_to(to) {
+                        self.violation(
+                            "edge",
+                            Some(id.clone()),
+                            &format!("{from} → {to} is not an allowed transition"),
+                        );
+                    }
+                }
+            }
+            if let (Some(channel), Some(attempt)) = (state.channel(), state.attempt()) {
+                let max = self.policy.retry(channel).attempts_max;
+                if attempt.0 > max {
+                    self.violation(
+                        "attempts",
+                        Some(id.clone()),
+                        &format!("attempt {attempt} > {max}"),
+                    );
+                }
+            }
+            self.seen.insert(id, (from_version + 1, state.kind()));
+        }
+    }
+
+    /// The end-of-run checks and the report.
+    fn finish(mut self) -> Report {
+        self.check_journal();
+        let mut states: BTreeMap<String, u64> = BTreeMap::new();
+        let mut latencies = Vec::new();
+        let mut sends = 0_u64;
+        let mut extra_sends = 0_u64;
+        let mut flagged = 0_u64;
+        let mut retries = 0_u64;
+        let mut attempts = 0_u64;
+        let ids: Vec<NotificationId> =
+            self.accepted.values().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+        let complete = self.violations.is_empty() || !self.config.stop_on_violation;
+        for id in &ids {
+            let Some(record) = at_once(self.store.load(&self.tenant, id)).ok().flatten() else {
+                self.violation("lost", Some(id.clone()), "an accepted notification has no record");
+                continue;
+            };
+            let history = at_once(self.store.history(&self.tenant, id)).unwrap_or_default();
+            let kind = record.state.kind();
+            *states.entry(kind.to_string()).or_default() += 1;
+            attempts += u64::from(record.state.attempt().map_or(0, |a| a.0));
+            retries += history
+                .iter()
+                .filter(|e| {
+                    e.from.is_some_and(|f| f == StateKind::Sending || f == StateKind::Unknown)
+                        && e.to.kind() == StateKind::Deferred
+                })
+                .count() as u64;
+            if complete && !(kind.is_terminal() || kind == StateKind::Sent) {
+                self.violation(
+                    "liveness",
+                    Some(id.clone()),
+                    &format!("still {kind} when everything settled"),
+                );
+            }
+            if kind.is_terminal() || kind == StateKind::Sent {
+                latencies.push(record.updated_at_ms.saturating_sub(record.created_at_ms));
+            }
+            let taken = self.shared.world().ledger.get(id).cloned().unwrap_or_default();
+            sends += taken.len() as u64;
+            let unknowns =
+                history.iter().filter(|e| e.to.kind() == StateKind::Unknown).count() as u64;
+            if taken.len() as u64 > 1 + unknowns {
+                let detail = format!(
+                    "{} provider sends but only {unknowns} unknown outcome(s)",
+                    taken.len()
+                );
+                self.violation("duplicate-send", Some(id.clone()), &detail);
+            }
+            for send in taken.iter().skip(1) {
+                extra_sends += 1;
+                let was_flagged = history.iter().any(|e| {
+                    matches!(&e.to, State::Sending { attempt, possible_duplicate: true, .. } if *attempt == send.attempt)
+                });
+                if was_flagged {
+                    flagged += 1;
+                } else {
+                    let detail = format!(
+                        "attempt {} re-sent without the possible-duplicate flag",
+                        send.attempt
+                    );
+                    self.violation("unflagged-resend", Some(id.clone()), &detail);
+                }
+            }
+            self.check_dead_letter(&record, &history);
+        }
+        latencies.sort_unstable();
+        let pct = |p: f64| -> u64 {
+            if latencies.is_empty() {
+                return 0;
+            }
+            let i = ((latencies.len() - 1) as f64 * p).round() as usize;
+            latencies[i.min(latencies.len() - 1)]
+        };
+        let world = self.shared.world();
+        Report {
+            seed: self.config.seed,
+            notifications: self.config.notifications,
+            accepted: ids.len(),
+            profile: self.config.profile,
+            faults: world.faults.clone(),
+            fired: world.fired.clone(),
+            states,
+            sends,
+            extra_sends,
+            flagged_resends: flagged,
+            attempts,
+            retries,
+            latency_ms_p50: pct(0.5),
+            latency_ms_p90: pct(0.9),
+            latency_ms_p99: pct(0.99),
+            latency_ms_max: latencies.last().copied().unwrap_or(0),
+            virtual_ms: self.now().saturating_sub(START_MS),
+            steps: self.steps,
+            trace_lines: world.trace_len,
+            edges: self.edges.iter().map(|((f, t), n)| (format!("{f}→{t}"), *n)).collect(),
+            violations: self.violations.clone(),
+            trace_hash: format!("{:016x}", world.trace_hash),
+            planted: self.config.planted,
+        }
+    }
+
+    /// Dead-lettered ⇔ the retries were exhausted (or could never succeed).
+    fn check_dead_letter(&mut self, record: &Record, history: &[HistoryEntry]) {
+        let Some(channel) = record.state.channel() else { return };
+        let max = self.policy.retry(channel).attempts_max;
+        let attempt = record.state.attempt().map_or(0, |a| a.0);
+        let told = self.shared.world().told.get(&(record.id.clone(), attempt)).copied();
+        let last_class = told.and_then(|t| t.class);
+        let permanent = matches!(
+            last_class,
+            Some(
+                ErrorClass::TokenInvalid
+                    | ErrorClass::PermanentRecipient
+                    | ErrorClass::ProviderConfig
+            )
+        );
+        let failed_reason = history.iter().rev().find_map(|e| match &e.to {
+            State::Failed { reason, .. } => Some(reason.clone()),
+            _ => None,
+        });
+        match &record.state {
+            State::DeadLettered { .. } => {
+                let reason = failed_reason.unwrap_or_default();
+                let explained = attempt == 0
+                    || attempt >= max
+                    || permanent
+                    || reason.contains("time budget")
+                    || reason.contains("undelivered");
+                if !explained {
+                    let detail = format!("dead-lettered at attempt {attempt} of {max}: {reason}");
+                    self.violation("dead-letter", Some(record.id.clone()), &detail);
+                }
+            }
+            state if attempt >= max && !state.is_terminal() && state.kind() != StateKind::Sent => {
+                let detail = format!("attempt {attempt} of {max} used but it is {}", state.kind());
+                self.violation("dead-letter", Some(record.id.clone()), &detail);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// How a task finished.
+enum Done {
+    Wake(Result<Advanced, StoreError>),
+    Submit(Result<Submitted, SubmitError>),
+    Receipt(Result<Received, StoreError>),
+    Cancel(Result<Cancelled, StoreError>),
+}
+
+fn describe_entry(entry: &HistoryEntry) -> String {
+    let from = entry.from.map_or("·".to_owned(), |f| f.to_string());
+    let mut line = format!(
+        "+{} ms v{} {from} → {} ({})",
+        entry.at_ms.saturating_sub(START_MS),
+        entry.version,
+        entry.to.kind(),
+        entry.cause
+    );
+    if let Some(attempt) = entry.to.attempt() {
+        line.push_str(&format!(" attempt {attempt}"));
+    }
+    if let State::Sending { possible_duplicate: true, .. } = entry.to {
+        line.push_str(" [possible duplicate]");
+    }
+    if let Some(note) = &entry.note {
+        line.push_str(&format!(": {note}"));
+    }
+    line
+}
+
+/// Runs one seed.
+pub fn run(config: Config) -> Report {
+    Simulation::new(config).run()
+}

@@ -1,0 +1,693 @@
+//! The simulated world the ports see: virtual time, the fault dice, provider calls in flight, the
+//! send ledger, the commit journal and the trace. And the ports themselves: a clock per actor, a
+//! store wrapper that injects store faults and crashes, and fake providers.
+//!
+//! Everything here is shared by the simulator loop and the futures it polls. The loop is
+//! single-threaded; the mutex only satisfies the ports' `Send + Sync` bounds and is never held
+//! across a call into another port (the in-memory store reads the clock under its own lock).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use steps::model::{Attempt, Channel, NotificationId, ProviderName, RecipientId, TenantId};
+use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
+use steps::rate::{RateCheck, RateLimit};
+use workflows::machine::{Receipt, State};
+use workflows::ports::{ApiKey, Clock, ListQuery, Outbound, Provider, RateKey, Store, StoreError};
+use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record};
+
+use crate::faults::{Fault, FaultSet};
+use crate::rng::Rng;
+
+/// Bugs planted on purpose, to prove the simulator catches them. Test-only: nothing outside the
+/// simulator reads these.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Planted {
+    /// Commits skip the version check (the store overwrites whatever is there).
+    pub no_version_check: bool,
+    /// An unknown outcome is reported as retryable, so the lifecycle re-sends without
+    /// reconciling and without flagging the re-send.
+    pub resend_unknown_unflagged: bool,
+}
+
+/// One message a provider really took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    /// The attempt that carried it.
+    pub attempt: Attempt,
+    /// The provider.
+    pub provider: ProviderName,
+    /// When, in virtual ms.
+    pub at_ms: u64,
+}
+
+/// A committed transition, as the checker sees it.
+#[derive(Debug, Clone)]
+pub struct Journaled {
+    /// The notification.
+    pub id: NotificationId,
+    /// The version it moved from.
+    pub from_version: u64,
+    /// The new state.
+    pub state: State,
+    /// The history entries of the commit.
+    pub history: Vec<HistoryEntry>,
+}
+
+/// A receipt the fake providers scheduled.
+#[derive(Debug, Clone)]
+pub struct ReceiptDue {
+    /// When it arrives, virtual ms.
+    pub at_ms: u64,
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The notification.
+    pub id: NotificationId,
+    /// The provider sending it.
+    pub provider: ProviderName,
+    /// What it says.
+    pub receipt: Receipt,
+}
+
+/// A provider call in flight.
+#[derive(Debug)]
+struct Call {
+    /// When the answer arrives.
+    answer_at_ms: u64,
+    /// The answer.
+    outcome: SendOutcome,
+}
+
+/// What the sim told the runner about one attempt, for the dead-letter invariant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Told {
+    /// The class of the failure, `None` for an acceptance.
+    pub class: Option<ErrorClass>,
+}
+
+/// The mutable world.
+#[derive(Debug)]
+pub struct World {
+    /// The faults of this run.
+    pub faults: FaultSet,
+    /// Off during the liveness phase.
+    pub faults_on: bool,
+    /// The fault dice.
+    pub rng: Rng,
+    /// How often each fault fired.
+    pub fired: BTreeMap<Fault, u64>,
+    /// Planted bugs.
+    pub planted: Planted,
+    /// Provider calls in flight, by call id.
+    calls: BTreeMap<u64, Call>,
+    /// The next call id.
+    next_call: u64,
+    /// What providers really took, per notification.
+    pub ledger: BTreeMap<NotificationId, Vec<Taken>>,
+    /// What each attempt was told, per notification and attempt.
+    pub told: BTreeMap<(NotificationId, u32), Told>,
+    /// Actors that crashed during the current poll round.
+    pub crashed: BTreeSet<usize>,
+    /// Commits since the checker last looked.
+    pub journal: Vec<Journaled>,
+    /// Receipts scheduled since the loop last looked.
+    pub receipts: Vec<ReceiptDue>,
+    /// Per provider, a brownout window (virtual ms).
+    pub brownouts: BTreeMap<ProviderName, (u64, u64)>,
+    /// The trace hash so far (FNV-1a over every trace line).
+    pub trace_hash: u64,
+    /// The last trace lines, for violation reports.
+    pub trace_tail: std::collections::VecDeque<String>,
+    /// Trace lines in all.
+    pub trace_len: u64,
+    /// The last trace lines about each notification, for violation reports.
+    pub trace_by_id: BTreeMap<NotificationId, std::collections::VecDeque<String>>,
+}
+
+/// How many of the run's last trace lines a violation report shows.
+pub const TRACE_TAIL_LEN: usize = 20;
+/// How many trace lines are kept per notification.
+pub const TRACE_PER_ID_LEN: usize = 40;
+
+impl World {
+    /// A world with the given faults (on), fault dice and planted bugs.
+    pub fn new(faults: FaultSet, rng: Rng, planted: Planted) -> World {
+        World {
+            faults,
+            faults_on: true,
+            rng,
+            fired: BTreeMap::new(),
+            planted,
+            calls: BTreeMap::new(),
+            next_call: 0,
+            ledger: BTreeMap::new(),
+            told: BTreeMap::new(),
+            crashed: BTreeSet::new(),
+            journal: Vec::new(),
+            receipts: Vec::new(),
+            brownouts: BTreeMap::new(),
+            trace_hash: 0xcbf2_9ce4_8422_2325,
+            trace_tail: std::collections::VecDeque::new(),
+            trace_len: 0,
+            trace_by_id: BTreeMap::new(),
+        }
+    }
+
+    /// Records one trace line: hashed always, kept in the tail for reports.
+    pub fn trace(&mut self, line: String) {
+        for b in line.bytes().chain([b'\n']) {
+            self.trace_hash = (self.trace_hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.trace_len += 1;
+        if self.trace_tail.len() == TRACE_TAIL_LEN {
+            self.trace_tail.pop_front();
+        }
+        self.trace_tail.push_back(line);
+    }
+
+    /// Records a trace line about one notification (kept with it for violation reports).
+    pub fn trace_id(&mut self, id: &NotificationId, line: String) {
+        let lines = self.trace_by_id.entry(id.clone()).or_default();
+        if lines.len() == TRACE_PER_ID_LEN {
+            lines.pop_front();
+        }
+        lines.push_back(line.clone());
+        self.trace(line);
+    }
+
+    /// Rolls the dice for a fault; counts it when it fires.
+    pub fn roll(&mut self, fault: Fault) -> bool {
+        if !self.faults_on {
+            return false;
+        }
+        let rate = self.faults.rate(fault);
+        let fired = self.rng.chance(rate);
+        if fired {
+            *self.fired.entry(fault).or_default() += 1;
+        }
+        fired
+    }
+
+    /// Counts a fault that fired without a roll (a brownout window hit, a drift applied).
+    pub fn count(&mut self, fault: Fault) {
+        *self.fired.entry(fault).or_default() += 1;
+    }
+
+    /// The earliest answer still to come.
+    pub fn next_answer_ms(&self) -> Option<u64> {
+        self.calls.values().map(|c| c.answer_at_ms).min()
+    }
+
+    /// Calls still in flight.
+    pub fn calls_in_flight(&self) -> usize {
+        self.calls.len()
+    }
+}
+
+/// What the simulator and the ports share.
+#[derive(Debug)]
+pub struct Shared {
+    world: Mutex<World>,
+    /// True virtual time, ms since the Unix epoch.
+    now_ms: AtomicU64,
+    /// Per actor, its clock's offset from true time (drift and steps).
+    offsets: Vec<AtomicI64>,
+}
+
+impl Shared {
+    /// A world at `start_ms` for `actors` clocks.
+    pub fn new(world: World, start_ms: u64, actors: usize) -> Arc<Shared> {
+        Arc::new(Shared {
+            world: Mutex::new(world),
+            now_ms: AtomicU64::new(start_ms),
+            offsets: (0..actors).map(|_| AtomicI64::new(0)).collect(),
+        })
+    }
+
+    /// The world, locked. Never hold it across a call into a port.
+    pub fn world(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// True virtual time.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms.load(Ordering::Relaxed)
+    }
+
+    /// Moves virtual time forward (never back).
+    pub fn advance_to(&self, at_ms: u64) {
+        self.now_ms.fetch_max(at_ms, Ordering::Relaxed);
+    }
+
+    /// Sets an actor's clock offset.
+    pub fn set_offset(&self, actor: usize, offset_ms: i64) {
+        if let Some(o) = self.offsets.get(actor) {
+            o.store(offset_ms, Ordering::Relaxed);
+        }
+    }
+
+    /// An actor's clock offset.
+    pub fn offset(&self, actor: usize) -> i64 {
+        self.offsets.get(actor).map_or(0, |o| o.load(Ordering::Relaxed))
+    }
+}
+
+/// An actor's clock: true virtual time plus the actor's offset.
+#[derive(Debug, Clone)]
+pub struct SimClock {
+    /// The world.
+    pub shared: Arc<Shared>,
+    /// Whose clock (an index into the offsets; the store's clock uses an actor with offset 0).
+    pub actor: usize,
+}
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> u64 {
+        let now = self.shared.now_ms() as i64 + self.shared.offset(self.actor);
+        now.max(0) as u64
+    }
+}
+
+/// Wraps the store one actor uses: injects store errors, lost replies and crashes at the
+/// boundaries after a commit, journals every applied commit, and plants the no-version-check bug
+/// when asked.
+#[derive(Debug, Clone)]
+pub struct FaultyStore<S> {
+    /// The real (in-memory) store.
+    pub inner: S,
+    /// The world.
+    pub shared: Arc<Shared>,
+    /// Whose store this is.
+    pub actor: usize,
+    /// Whether the actor is a worker (only workers crash).
+    pub worker: bool,
+}
+
+/// What the dice say about one store call.
+enum StoreFault {
+    None,
+    Error,
+    LostReply,
+}
+
+impl<S: Store> FaultyStore<S> {
+    fn dice(&self, op: &str) -> StoreFault {
+        let mut world = self.shared.world();
+        if world.roll(Fault::StoreError) {
+            world.trace(format!("a{} store {op}: error", self.actor));
+            StoreFault::Error
+        } else if op != "load" && world.roll(Fault::StoreLostReply) {
+            world.trace(format!("a{} store {op}: reply lost", self.actor));
+            StoreFault::LostReply
+        } else {
+            StoreFault::None
+        }
+    }
+
+    fn unavailable(op: &str) -> StoreError {
+        StoreError::Unavailable(format!("simulated {op} failure"))
+    }
+
+    /// Whether the actor dies at this boundary (only workers do).
+    fn crash(&self, fault: Fault, what: &str) -> bool {
+        if !self.worker {
+            return false;
+        }
+        let mut world = self.shared.world();
+        if world.roll(fault) {
+            world.trace(format!("a{} crash {what}", self.actor));
+            world.crashed.insert(self.actor);
+            return true;
+        }
+        false
+    }
+}
+
+impl<S: Store> Store for FaultyStore<S> {
+    async fn create(
+        &self,
+        record: &Record,
+        first: &HistoryEntry,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Created, StoreError> {
+        match self.dice("create") {
+            StoreFault::Error => Err(Self::unavailable("create")),
+            StoreFault::LostReply => {
+                let created = self.inner.create(record, first, idempotency).await?;
+                if created == Created::New {
+                    journal_create(&self.shared, record, first);
+                }
+                Err(Self::unavailable("create reply"))
+            }
+            StoreFault::None => {
+                let created = self.inner.create(record, first, idempotency).await?;
+                if created == Created::New {
+                    journal_create(&self.shared, record, first);
+                }
+                Ok(created)
+            }
+        }
+    }
+
+    async fn load(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+    ) -> Result<Option<Record>, StoreError> {
+        match self.dice("load") {
+            StoreFault::None | StoreFault::LostReply => self.inner.load(tenant, id).await,
+            StoreFault::Error => Err(Self::unavailable("load")),
+        }
+    }
+
+    async fn commit(&self, commit: &Commit) -> Result<CommitOutcome, StoreError> {
+        let fault = self.dice("commit");
+        if matches!(fault, StoreFault::Error) {
+            return Err(Self::unavailable("commit"));
+        }
+        let mut commit = commit.clone();
+        let planted = self.shared.world().planted;
+        if planted.no_version_check
+            && let Some(current) = self.inner.load(&commit.tenant, &commit.id).await?
+        {
+            commit.expected_version = current.version;
+        }
+        let outcome = self.inner.commit(&commit).await?;
+        if let CommitOutcome::Committed { version } = outcome {
+            {
+                let mut world = self.shared.world();
+                let id = commit.id.clone();
+                world.trace_id(
+                    &id,
+                    format!(
+                        "a{} commit {} v{}->v{version} {}",
+                        self.actor,
+                        commit.id,
+                        commit.expected_version,
+                        commit.state.kind()
+                    ),
+                );
+                world.journal.push(Journaled {
+                    id: commit.id.clone(),
+                    from_version: commit.expected_version,
+                    state: commit.state.clone(),
+                    history: commit.history.clone(),
+                });
+            }
+            let claim = matches!(commit.state, State::Sending { .. });
+            let (fault, what) = if claim {
+                (Fault::CrashAfterClaim, "after claim")
+            } else {
+                (Fault::CrashAfterPersist, "after persist")
+            };
+            if self.crash(fault, what) {
+                futures::future::pending::<()>().await;
+            }
+        }
+        match fault {
+            StoreFault::LostReply => Err(Self::unavailable("commit reply")),
+            _ => Ok(outcome),
+        }
+    }
+
+    fn history(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+    ) -> impl Future<Output = Result<Vec<HistoryEntry>, StoreError>> + Send {
+        self.inner.history(tenant, id)
+    }
+
+    fn list(
+        &self,
+        tenant: &TenantId,
+        query: &ListQuery,
+    ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send {
+        self.inner.list(tenant, query)
+    }
+
+    fn dead_letters(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send {
+        self.inner.dead_letters(tenant, limit)
+    }
+
+    async fn rate_acquire(
+        &self,
+        key: &RateKey,
+        limit: &RateLimit,
+        now_ms: u64,
+    ) -> Result<RateCheck, StoreError> {
+        match self.dice("rate") {
+            StoreFault::Error => Err(Self::unavailable("rate")),
+            StoreFault::LostReply => {
+                self.inner.rate_acquire(key, limit, now_ms).await?;
+                Err(Self::unavailable("rate reply"))
+            }
+            StoreFault::None => self.inner.rate_acquire(key, limit, now_ms).await,
+        }
+    }
+
+    fn put_api_key(
+        &self,
+        key_id: &str,
+        key: &ApiKey,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.inner.put_api_key(key_id, key)
+    }
+
+    fn api_key(
+        &self,
+        key_id: &str,
+    ) -> impl Future<Output = Result<Option<ApiKey>, StoreError>> + Send {
+        self.inner.api_key(key_id)
+    }
+}
+
+fn journal_create(shared: &Shared, record: &Record, first: &HistoryEntry) {
+    let mut world = shared.world();
+    world.trace_id(&record.id, format!("create {} {}", record.id, record.request.channel));
+    world.journal.push(Journaled {
+        id: record.id.clone(),
+        from_version: 0,
+        state: record.state.clone(),
+        history: vec![first.clone()],
+    });
+}
+
+/// The fake of one provider. Every decision (what it answers, how late, whether it really took
+/// the message, which receipts follow) comes from the world's fault dice.
+#[derive(Debug)]
+pub struct FakeProvider {
+    /// The provider's name.
+    pub name: ProviderName,
+    /// Its channel.
+    pub channel: Channel,
+    /// The world.
+    pub shared: Arc<Shared>,
+    /// The actor (worker) whose runner holds this instance.
+    pub actor: usize,
+}
+
+/// How long a healthy provider takes, virtual ms.
+const LATENCY_MS: (u64, u64) = (5, 80);
+/// The providers' client timeout (`providers::options::TIMEOUT_MS_DEFAULT`).
+const TIMEOUT_MS: u64 = 10_000;
+
+enum Answer {
+    /// The worker dies with the message taken: the call never returns.
+    Crash,
+    /// Answer after a latency.
+    Call(u64),
+}
+
+impl FakeProvider {
+    fn decide(&self, message: &Outbound) -> Answer {
+        let now = self.shared.now_ms();
+        let mut world = self.shared.world();
+        let id = &message.notification_id;
+        let attempt = message.attempt;
+        let brownout = world
+            .brownouts
+            .get(&self.name)
+            .is_some_and(|(from, to)| world.faults_on && (*from..*to).contains(&now));
+        let error = |class, status: u16, message: &str| {
+            SendOutcome::Failed(ProviderError::new(class, Some(status), None, message))
+        };
+        let accepted = SendOutcome::Accepted {
+            provider_message_id: Some(format!("{}-{}", self.name, world.next_call)),
+            delivered: self.channel == Channel::InApp,
+        };
+        let latency = world.rng.range(LATENCY_MS.0, LATENCY_MS.1);
+        // (outcome, latency, whether the provider really took the message)
+        let (mut outcome, latency, taken) = if brownout && world.rng.chance(0.9) {
+            world.count(Fault::Brownout);
+            (error(ErrorClass::Retryable, 503, "brownout"), latency, false)
+        } else if world.roll(Fault::InvalidToken) {
+            (error(ErrorClass::TokenInvalid, 410, "Unregistered"), latency, false)
+        } else if world.roll(Fault::ProviderServerError) {
+            (error(ErrorClass::Retryable, 500, "internal error"), latency, false)
+        } else if world.roll(Fault::RateLimitedNoRetryAfter) {
+            let class = ErrorClass::RateLimited { retry_after_ms: None };
+            (error(class, 429, "slow down (Retry-After: soon)"), latency, false)
+        } else if world.roll(Fault::RateLimitedRetryAfterZero) {
+            let class = ErrorClass::RateLimited { retry_after_ms: Some(0) };
+            (error(class, 429, "slow down"), latency, false)
+        } else if world.roll(Fault::RateLimitedRetryAfterLarge) {
+            let class = ErrorClass::RateLimited { retry_after_ms: Some(3_600_000) };
+            (error(class, 429, "slow down"), latency, false)
+        } else if world.roll(Fault::ResetBeforeWrite) {
+            (error(ErrorClass::Retryable, 0, "connection reset before write"), 1, false)
+        } else if world.roll(Fault::TimeoutNotAccepted) {
+            (error(ErrorClass::Unknown, 0, "timed out"), TIMEOUT_MS, false)
+        } else if world.roll(Fault::TimeoutAccepted) {
+            (error(ErrorClass::Unknown, 0, "timed out"), TIMEOUT_MS, true)
+        } else if world.roll(Fault::ResetAfterWrite) {
+            let taken = world.rng.chance(0.5);
+            (error(ErrorClass::Unknown, 0, "connection reset after write"), latency, taken)
+        } else if world.roll(Fault::SlowResponse) {
+            (accepted, world.rng.range(5_000, 60_000), true)
+        } else {
+            (accepted, latency, true)
+        };
+        if world.planted.resend_unknown_unflagged
+            && let SendOutcome::Failed(e) = &mut outcome
+            && e.class == ErrorClass::Unknown
+        {
+            e.class = ErrorClass::Retryable;
+        }
+        let class = match &outcome {
+            SendOutcome::Failed(e) => Some(e.class),
+            SendOutcome::Accepted { .. } => None,
+        };
+        world.told.insert((id.clone(), attempt.0), Told { class });
+        world.trace_id(
+            id,
+            format!(
+                "a{} {} {id} attempt {attempt}: {} in {latency} ms{}",
+                self.actor,
+                self.name,
+                class.map_or("accepted", |c| c.name()),
+                if taken { ", taken" } else { "" }
+            ),
+        );
+        if taken {
+            world.ledger.entry(id.clone()).or_default().push(Taken {
+                attempt,
+                provider: self.name.clone(),
+                at_ms: now,
+            });
+            if self.channel != Channel::InApp {
+                self.schedule_receipts(&mut world, message, now, latency);
+            }
+        }
+        if taken && world.roll(Fault::CrashAfterSend) {
+            world.trace(format!("a{} crash after send", self.actor));
+            world.crashed.insert(self.actor);
+            return Answer::Crash;
+        }
+        let call = world.next_call;
+        world.next_call += 1;
+        world.calls.insert(call, Call { answer_at_ms: now + latency, outcome });
+        Answer::Call(call)
+    }
+
+    fn schedule_receipts(&self, world: &mut World, message: &Outbound, now: u64, latency: u64) {
+        if world.roll(Fault::ReceiptLost) {
+            return;
+        }
+        let receipt =
+            if world.rng.chance(0.03) { Receipt::Undelivered } else { Receipt::Delivered };
+        let mut delay = latency + world.rng.range(50, 2_000);
+        if world.roll(Fault::ReceiptEarly) {
+            delay = 1;
+        }
+        if world.roll(Fault::ReceiptReordered) {
+            delay = world.rng.range(1, 120_000);
+        }
+        let due = ReceiptDue {
+            at_ms: now + delay,
+            tenant: message.tenant.clone(),
+            id: message.notification_id.clone(),
+            provider: self.name.clone(),
+            receipt,
+        };
+        if world.roll(Fault::ReceiptDuplicated) {
+            let mut again = due.clone();
+            again.at_ms += world.rng.range(1, 5_000);
+            world.receipts.push(again);
+        }
+        world.receipts.push(due);
+    }
+}
+
+/// Waits for a provider call's answer; pending until virtual time reaches it.
+struct CallFuture {
+    shared: Arc<Shared>,
+    call: u64,
+}
+
+impl Future for CallFuture {
+    type Output = SendOutcome;
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<SendOutcome> {
+        let now = self.shared.now_ms();
+        let mut world = self.shared.world();
+        match world.calls.get(&self.call) {
+            Some(call) if call.answer_at_ms <= now => {
+                let call = world.calls.remove(&self.call);
+                Poll::Ready(call.map_or_else(
+                    || {
+                        SendOutcome::Failed(ProviderError::new(
+                            ErrorClass::Unknown,
+                            None,
+                            None,
+                            "call lost",
+                        ))
+                    },
+                    |c| c.outcome,
+                ))
+            }
+            // The simulator polls every task after each step, so no waker is needed.
+            _ => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for CallFuture {
+    fn drop(&mut self) {
+        // A crashed worker drops its calls: the answer goes nowhere.
+        self.shared.world().calls.remove(&self.call);
+    }
+}
+
+impl Provider for FakeProvider {
+    fn name(&self) -> &ProviderName {
+        &self.name
+    }
+
+    fn channel(&self) -> Channel {
+        self.channel
+    }
+
+    fn send<'a>(&'a self, message: &'a Outbound) -> BoxFuture<'a, SendOutcome> {
+        Box::pin(async move {
+            match self.decide(message) {
+                Answer::Crash => futures::future::pending().await,
+                Answer::Call(call) => CallFuture { shared: self.shared.clone(), call }.await,
+            }
+        })
+    }
+}
+
+/// The recipient ids of the workload, by index.
+pub fn recipient(i: usize) -> RecipientId {
+    RecipientId::new(format!("r{i}")).unwrap_or_else(|_| unreachable!("a valid id"))
+}
