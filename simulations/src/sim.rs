@@ -116,6 +116,8 @@ enum Job {
 struct Task {
     actor: usize,
     job: Job,
+    /// The task waits on a provider answer due then: polling it earlier is wasted work.
+    waits_until_ms: u64,
 }
 
 /// Something due at a virtual time.
@@ -454,7 +456,11 @@ impl Simulation {
         let future: Boxed<Result<Advanced, StoreError>> =
             Box::pin(async move { runner.advance(&wake).await });
         self.trace_id(&delivery.wake.id, format!("a{worker} take {}", delivery.wake.key()));
-        self.tasks.push(Task { actor: worker, job: Job::Wake(delivery, future) });
+        self.tasks.push(Task {
+            actor: worker,
+            job: Job::Wake(delivery, future),
+            waits_until_ms: 0,
+        });
     }
 
     /// Makes every bit of progress possible at the current instant.
@@ -535,6 +541,10 @@ impl Simulation {
             // Poll every task.
             let mut i = 0;
             while i < self.tasks.len() {
+                if self.tasks[i].waits_until_ms > now {
+                    i += 1;
+                    continue;
+                }
                 let poll = match &mut self.tasks[i].job {
                     Job::Wake(_, f) => poll_once(f.as_mut()).map(Done::Wake),
                     Job::Submit(_, _, f) => poll_once(f.as_mut()).map(Done::Submit),
@@ -547,7 +557,12 @@ impl Simulation {
                         self.complete(task, done);
                         progressed = true;
                     }
-                    Poll::Pending => i += 1,
+                    Poll::Pending => {
+                        if let Some(at_ms) = self.shared.world().last_call_answer_ms.take() {
+                            self.tasks[i].waits_until_ms = at_ms;
+                        }
+                        i += 1;
+                    }
                 }
             }
             // Workers that died during the polls.
@@ -572,7 +587,11 @@ impl Simulation {
                 let tenant = self.tenant.clone();
                 self.trace_id(&id, format!("api cancel {id}"));
                 let future: Boxed<_> = Box::pin(async move { runner.cancel(&tenant, &id).await });
-                self.tasks.push(Task { actor: self.workers.len(), job: Job::Cancel(idx, future) });
+                self.tasks.push(Task {
+                    actor: self.workers.len(),
+                    job: Job::Cancel(idx, future),
+                    waits_until_ms: 0,
+                });
             }
             Due::Receipt(receipt) => {
                 let runner = self.runners[self.workers.len() + 1].clone();
@@ -590,6 +609,7 @@ impl Simulation {
                 self.tasks.push(Task {
                     actor: self.workers.len() + 1,
                     job: Job::Receipt(receipt, future),
+                    waits_until_ms: 0,
                 });
             }
             Due::Restart(w) => {
@@ -658,7 +678,11 @@ impl Simulation {
             Box::pin(
                 async move { runner.submit(&tenant, id, submission, Some(&idempotency)).await },
             );
-        self.tasks.push(Task { actor: self.workers.len(), job: Job::Submit(idx, try_, future) });
+        self.tasks.push(Task {
+            actor: self.workers.len(),
+            job: Job::Submit(idx, try_, future),
+            waits_until_ms: 0,
+        });
     }
 
     fn kill(&mut self, actor: usize) {
@@ -761,7 +785,7 @@ impl Simulation {
             let world = self.shared.world();
             let own = id.as_ref().and_then(|id| world.trace_by_id.get(id));
             let mut lines: Vec<String> = own.into_iter().flatten().cloned().collect();
-            lines.push("--- the run's last events ---".to_owned());
+            lines.push("--- the run's last crashes, restarts and phase changes ---".to_owned());
             lines.extend(world.trace_tail.iter().cloned());
             lines
         };

@@ -125,6 +125,9 @@ pub struct World {
     pub trace_tail: std::collections::VecDeque<String>,
     /// Trace lines in all.
     pub trace_len: u64,
+    /// The answer time of the provider call registered during the current poll, so the loop
+    /// can leave the task alone until then.
+    pub last_call_answer_ms: Option<u64>,
     /// The last trace lines about each notification, for violation reports.
     pub trace_by_id: BTreeMap<NotificationId, std::collections::VecDeque<String>>,
 }
@@ -155,29 +158,39 @@ impl World {
             trace_tail: std::collections::VecDeque::new(),
             trace_len: 0,
             trace_by_id: BTreeMap::new(),
+            last_call_answer_ms: None,
         }
     }
 
-    /// Records one trace line: hashed always, kept in the tail for reports.
-    pub fn trace(&mut self, line: String) {
+    fn hash_line(&mut self, line: &str) {
         for b in line.bytes().chain([b'\n']) {
             self.trace_hash = (self.trace_hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
         self.trace_len += 1;
+    }
+
+    /// Records a trace line about the run (a crash, a restart, the end of the fault phase):
+    /// hashed, and kept in the run's tail for reports.
+    pub fn trace(&mut self, line: String) {
+        self.hash_line(&line);
         if self.trace_tail.len() == TRACE_TAIL_LEN {
             self.trace_tail.pop_front();
         }
         self.trace_tail.push_back(line);
     }
 
-    /// Records a trace line about one notification (kept with it for violation reports).
+    /// Records a trace line about one notification: hashed, and kept with the notification for
+    /// reports (not in the run's tail, which would cost a copy of every line).
     pub fn trace_id(&mut self, id: &NotificationId, line: String) {
-        let lines = self.trace_by_id.entry(id.clone()).or_default();
+        self.hash_line(&line);
+        let lines = match self.trace_by_id.get_mut(id) {
+            Some(lines) => lines,
+            None => self.trace_by_id.entry(id.clone()).or_default(),
+        };
         if lines.len() == TRACE_PER_ID_LEN {
             lines.pop_front();
         }
-        lines.push_back(line.clone());
-        self.trace(line);
+        lines.push_back(line);
     }
 
     /// Rolls the dice for a fault; counts it when it fires.
@@ -596,6 +609,7 @@ impl FakeProvider {
         let call = world.next_call;
         world.next_call += 1;
         world.calls.insert(call, Call { answer_at_ms: now + latency, outcome });
+        world.last_call_answer_ms = Some(now + latency);
         Answer::Call(call)
     }
 

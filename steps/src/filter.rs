@@ -27,6 +27,12 @@ pub enum SkipReason {
         /// The channel whose limit was hit.
         channel: Channel,
     },
+    /// By the time it could go out, the message is no longer worth sending (its channel's time
+    /// budget would be over).
+    Expired {
+        /// The channel.
+        channel: Channel,
+    },
 }
 
 impl std::fmt::Display for SkipReason {
@@ -35,6 +41,9 @@ impl std::fmt::Display for SkipReason {
             SkipReason::OptedOut { channel } => write!(f, "recipient opted out of {channel}"),
             SkipReason::NoAddress { channel } => write!(f, "recipient has no {channel} address"),
             SkipReason::RateLimited { channel } => write!(f, "{channel} rate limit reached"),
+            SkipReason::Expired { channel } => {
+                write!(f, "the {channel} message would go out after its time budget")
+            }
         }
     }
 }

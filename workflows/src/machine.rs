@@ -300,6 +300,19 @@ impl Lifecycle {
             }
             Event::RateChecked(RateDecision::Allow) => Transition(State::rate_checked(*channel)),
             Event::RateChecked(RateDecision::Defer { until_ms }) => {
+                let budget_end =
+                    context.accepted_at_ms.saturating_add(context.policy.retry(*channel).ttl_ms);
+                if *until_ms > budget_end {
+                    // Waiting for room in the window would make the message worthless (an OTP
+                    // an hour late): skip it, with the reason.
+                    let reason = SkipReason::Expired { channel: *channel };
+                    context.note(format!(
+                        "{channel} rate limit reached and the window has room only {} ms after \
+                         the time budget ends",
+                        until_ms - budget_end
+                    ));
+                    return Transition(State::skipped(reason));
+                }
                 context.note(format!(
                     "{channel} rate limit reached; deferred {} ms until the window has room",
                     until_ms.saturating_sub(context.now_ms)

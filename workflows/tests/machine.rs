@@ -859,6 +859,7 @@ labels! {
     FilteredOptedOut,
     FilteredNoAddress,
     FilteredRateLimited,
+    FilteredExpired,
     RenderedOk,
     RenderedErr,
     RateAllow,
@@ -893,6 +894,7 @@ fn label(event: &Event) -> Label {
         Event::Filtered(FilterDecision::Skip(SkipReason::RateLimited { .. })) => {
             Label::FilteredRateLimited
         }
+        Event::Filtered(FilterDecision::Skip(SkipReason::Expired { .. })) => Label::FilteredExpired,
         Event::Rendered(Ok(())) => Label::RenderedOk,
         Event::Rendered(Err(_)) => Label::RenderedErr,
         Event::RateChecked(RateDecision::Allow) => Label::RateAllow,
@@ -929,6 +931,7 @@ fn sample(label: Label) -> Event {
         Label::FilteredOptedOut => skip(SkipReason::OptedOut { channel: Channel::Sms }),
         Label::FilteredNoAddress => skip(SkipReason::NoAddress { channel: Channel::Sms }),
         Label::FilteredRateLimited => skip(SkipReason::RateLimited { channel: Channel::Sms }),
+        Label::FilteredExpired => skip(SkipReason::Expired { channel: Channel::Sms }),
         Label::RenderedOk => Event::Rendered(Ok(())),
         Label::RenderedErr => Event::Rendered(Err(render_error())),
         Label::RateAllow => Event::RateChecked(RateDecision::Allow),
@@ -967,6 +970,7 @@ fn handles(kind: StateKind) -> &'static [Label] {
             L::FilteredOptedOut,
             L::FilteredNoAddress,
             L::FilteredRateLimited,
+            L::FilteredExpired,
             L::Cancel,
         ],
         StateKind::Filtered => &[L::Wake, L::RenderedOk, L::RenderedErr, L::Cancel],
@@ -1322,4 +1326,24 @@ proptest! {
             other => prop_assert!(false, "unexpected {:?}", other),
         }
     }
+}
+
+#[test]
+fn a_rate_deferral_past_the_time_budget_skips_as_expired() {
+    let ttl_ms = POLICY.retry(Channel::Sms).ttl_ms;
+    let within = ACCEPTED_MS + ttl_ms;
+    let step = check(
+        State::Rendered { channel: Channel::Sms },
+        Event::RateChecked(RateDecision::Defer { until_ms: within }),
+    );
+    assert!(matches!(step.state, State::Deferred { until_ms, .. } if until_ms == within));
+    let step = check(
+        State::Rendered { channel: Channel::Sms },
+        Event::RateChecked(RateDecision::Defer { until_ms: within + 1 }),
+    );
+    assert_eq!(
+        step.state,
+        State::Skipped { reason: SkipReason::Expired { channel: Channel::Sms } }
+    );
+    assert!(step.note.unwrap().contains("time budget"));
 }

@@ -285,6 +285,11 @@ impl Model {
             }
             (Phase::Rendered(channel), Event::RateChecked(decision)) => match decision {
                 RateDecision::Allow => Go(Phase::RateChecked(*channel)),
+                RateDecision::Defer { until_ms }
+                    if *until_ms > self.accepted_ms + self.policy().retry(*channel).ttl_ms =>
+                {
+                    Go(Phase::Skipped(SkipReason::Expired { channel: *channel }))
+                }
                 RateDecision::Defer { until_ms } => {
                     Go(Phase::Deferred { until_ms: *until_ms, then: Then::RateCheck(*channel) })
                 }
