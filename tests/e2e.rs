@@ -76,7 +76,13 @@ ttl_ms = 60000
     let stack = Stack::start(policy);
     stack.sandbox_behaviour("twilio", r#"{"latency_ms": 1, "server_error_rate": 1.0}"#);
     let _serve = stack.serve("all", "e2e-host");
-    let id = stack.send("sms", "otp", r#"{"code":"1","product":"courant"}"#);
+    // No email address, so no fallback: the SMS has nowhere else to go.
+    let id = stack.send_with(
+        &["--recipient", "bob", "--phone", "+14155550123"],
+        "sms",
+        "otp",
+        r#"{"code":"1","product":"courant"}"#,
+    );
     let view = stack.wait_state(&id, Duration::from_secs(20), |s| s == "dead_lettered");
     assert_eq!(view["attempt"], 3);
     // Business failures are retried by our policy only: exactly three provider calls, never
@@ -97,6 +103,46 @@ ttl_ms = 60000
     let deferred =
         history["history"].as_array().unwrap().iter().filter(|e| e["to"] == "deferred").count();
     assert_eq!(deferred, 2, "two retries were scheduled");
+    let table = String::from_utf8(stack.cli(&["history", &id]).stdout).unwrap();
+    assert!(table.contains("no usable fallback from sms"), "{table}");
+}
+
+#[test]
+fn exhausted_sms_falls_back_to_email_delivered_exactly_once_and_delivered_sms_never_does() {
+    let policy = r#"
+[policy.retry.sms]
+attempts_max = 2
+delay_ms_base = 100
+factor = 2.0
+delay_ms_max = 200
+jitter = true
+ttl_ms = 60000
+"#;
+    let stack = Stack::start(policy);
+    stack.sandbox_behaviour("twilio", r#"{"latency_ms": 1, "server_error_rate": 1.0}"#);
+    let _serve = stack.serve("all", "e2e-host");
+    let id = stack.send("sms", "otp", r#"{"code":"1","product":"courant"}"#);
+    let view = stack.wait_state(&id, Duration::from_secs(20), |s| s == "sent");
+    assert_eq!(view["channel"], "email");
+    assert_eq!(view["provider"], "sendgrid");
+    std::thread::sleep(Duration::from_millis(1_000));
+    let stats = stack.sandbox_stats();
+    assert_eq!(stats["twilio"]["received"], 2, "{stats}");
+    assert_eq!(stats["sendgrid"]["received"], 1, "exactly one email: {stats}");
+    let table = String::from_utf8(stack.cli(&["history", &id]).stdout).unwrap();
+    assert!(
+        table.contains("failed → filtered") && table.contains("falling back to email"),
+        "{table}"
+    );
+
+    // Once SMS works, an SMS that reaches the provider never becomes an email too.
+    stack.sandbox_behaviour("twilio", r#"{"latency_ms": 1}"#);
+    let id = stack.send_to("carol", "sms", "otp", r#"{"code":"2","product":"courant"}"#);
+    let view = stack.wait_state(&id, Duration::from_secs(20), |s| s == "sent");
+    assert_eq!(view["channel"], "sms");
+    std::thread::sleep(Duration::from_millis(500));
+    let stats = stack.sandbox_stats();
+    assert_eq!(stats["sendgrid"]["received"], 1, "no second email: {stats}");
 }
 
 #[test]

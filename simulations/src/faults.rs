@@ -31,6 +31,8 @@ pub enum Fault {
     ResetAfterWrite,
     /// The provider says the device token is dead.
     InvalidToken,
+    /// The provider refuses our credentials (401): its configuration is broken, fail over.
+    ProviderAuth,
     /// The provider fails most calls for a stretch of time.
     Brownout,
     /// The queue hands the same wake-up to two workers.
@@ -63,7 +65,7 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault.
-    pub const ALL: [Fault; 24] = [
+    pub const ALL: [Fault; 25] = [
         Fault::ProviderServerError,
         Fault::RateLimitedNoRetryAfter,
         Fault::RateLimitedRetryAfterZero,
@@ -74,6 +76,7 @@ impl Fault {
         Fault::ResetBeforeWrite,
         Fault::ResetAfterWrite,
         Fault::InvalidToken,
+        Fault::ProviderAuth,
         Fault::Brownout,
         Fault::DuplicateDelivery,
         Fault::CrashAfterClaim,

@@ -236,7 +236,8 @@ impl Simulation {
         let templates = Arc::new(templates());
         let mut policy = Policy::default();
         policy.routes.insert(Channel::Email, vec![provider_name("mail-a")]);
-        policy.routes.insert(Channel::Sms, vec![provider_name("sms-a")]);
+        // Two SMS providers, so a broken one fails over to the other.
+        policy.routes.insert(Channel::Sms, vec![provider_name("sms-a"), provider_name("sms-b")]);
         policy.routes.insert(Channel::InApp, vec![provider_name("inapp")]);
         // In-app skips over its limit (the other channels defer), and push has no provider at
         // all, so the skip and the no-route paths run too.
@@ -256,17 +257,22 @@ impl Simulation {
         let policy = Arc::new(policy);
         let runner = |actor: usize, worker: bool| {
             let providers: Vec<Arc<dyn Provider>> = if worker {
-                [("mail-a", Channel::Email), ("sms-a", Channel::Sms), ("inapp", Channel::InApp)]
-                    .into_iter()
-                    .map(|(name, channel)| {
-                        Arc::new(FakeProvider {
-                            name: provider_name(name),
-                            channel,
-                            shared: shared.clone(),
-                            actor,
-                        }) as Arc<dyn Provider>
-                    })
-                    .collect()
+                [
+                    ("mail-a", Channel::Email),
+                    ("sms-a", Channel::Sms),
+                    ("sms-b", Channel::Sms),
+                    ("inapp", Channel::InApp),
+                ]
+                .into_iter()
+                .map(|(name, channel)| {
+                    Arc::new(FakeProvider {
+                        name: provider_name(name),
+                        channel,
+                        shared: shared.clone(),
+                        actor,
+                    }) as Arc<dyn Provider>
+                })
+                .collect()
             } else {
                 Vec::new()
             };
@@ -381,7 +387,7 @@ impl Simulation {
         }
         if brownout {
             let mut world = self.shared.world();
-            for name in ["mail-a", "sms-a", "inapp"] {
+            for name in ["mail-a", "sms-a", "sms-b", "inapp"] {
                 let from = START_MS + rng.range(0, (faults_end - START_MS).max(1));
                 world.brownouts.insert(provider_name(name), (from, from + 60_000));
             }
@@ -891,28 +897,44 @@ impl Simulation {
             }
             let taken = self.shared.world().ledger.get(id).cloned().unwrap_or_default();
             sends += taken.len() as u64;
-            let unknowns =
-                history.iter().filter(|e| e.to.kind() == StateKind::Unknown).count() as u64;
-            if taken.len() as u64 > 1 + unknowns {
-                let detail = format!(
-                    "{} provider sends but only {unknowns} unknown outcome(s)",
-                    taken.len()
-                );
-                self.violation("duplicate-send", Some(id.clone()), &detail);
+            let delivering: BTreeSet<Channel> =
+                taken.iter().filter(|t| !t.undelivered).map(|t| t.channel).collect();
+            if delivering.len() > 1 {
+                let detail = format!("delivered on more than one channel: {delivering:?}");
+                self.violation("one-channel", Some(id.clone()), &detail);
             }
-            for send in taken.iter().skip(1) {
-                extra_sends += 1;
-                let was_flagged = history.iter().any(|e| {
-                    matches!(&e.to, State::Sending { attempt, possible_duplicate: true, .. } if *attempt == send.attempt)
-                });
-                if was_flagged {
-                    flagged += 1;
-                } else {
+            // Per channel: at most one send plus one per unknown outcome, every extra one flagged.
+            let channels: BTreeSet<Channel> = taken.iter().map(|t| t.channel).collect();
+            for channel in channels {
+                let on_channel: Vec<_> = taken.iter().filter(|t| t.channel == channel).collect();
+                let unknowns = history
+                    .iter()
+                    .filter(|e| {
+                        e.to.kind() == StateKind::Unknown && e.to.channel() == Some(channel)
+                    })
+                    .count() as u64;
+                if on_channel.len() as u64 > 1 + unknowns {
                     let detail = format!(
-                        "attempt {} re-sent without the possible-duplicate flag",
-                        send.attempt
+                        "{} {channel} sends but only {unknowns} unknown outcome(s)",
+                        on_channel.len()
                     );
-                    self.violation("unflagged-resend", Some(id.clone()), &detail);
+                    self.violation("duplicate-send", Some(id.clone()), &detail);
+                }
+                for send in on_channel.iter().skip(1) {
+                    extra_sends += 1;
+                    let was_flagged = history.iter().any(|e| {
+                        matches!(&e.to, State::Sending { channel: c, attempt, possible_duplicate: true, .. }
+                            if *attempt == send.attempt && *c == channel)
+                    });
+                    if was_flagged {
+                        flagged += 1;
+                    } else {
+                        let detail = format!(
+                            "{channel} attempt {} re-sent without the possible-duplicate flag",
+                            send.attempt
+                        );
+                        self.violation("unflagged-resend", Some(id.clone()), &detail);
+                    }
                 }
             }
             self.check_dead_letter(&record, &history);
@@ -958,7 +980,7 @@ impl Simulation {
         let Some(channel) = record.state.channel() else { return };
         let max = self.policy.retry(channel).attempts_max;
         let attempt = record.state.attempt().map_or(0, |a| a.0);
-        let told = self.shared.world().told.get(&(record.id.clone(), attempt)).copied();
+        let told = self.shared.world().told.get(&(record.id.clone(), channel, attempt)).copied();
         let last_class = told.and_then(|t| t.class);
         let permanent = matches!(
             last_class,

@@ -44,6 +44,10 @@ pub struct Taken {
     pub provider: ProviderName,
     /// When, in virtual ms.
     pub at_ms: u64,
+    /// The channel it went out on.
+    pub channel: Channel,
+    /// Whether the provider will report it undelivered (so it did not reach the recipient).
+    pub undelivered: bool,
 }
 
 /// A committed transition, as the checker sees it.
@@ -109,8 +113,8 @@ pub struct World {
     next_call: u64,
     /// What providers really took, per notification.
     pub ledger: BTreeMap<NotificationId, Vec<Taken>>,
-    /// What each attempt was told, per notification and attempt.
-    pub told: BTreeMap<(NotificationId, u32), Told>,
+    /// What each attempt was told, per notification, channel and attempt.
+    pub told: BTreeMap<(NotificationId, Channel, u32), Told>,
     /// Actors that crashed during the current poll round.
     pub crashed: BTreeSet<usize>,
     /// Commits since the checker last looked.
@@ -545,6 +549,8 @@ impl FakeProvider {
             (error(ErrorClass::Retryable, 503, "brownout"), latency, false)
         } else if world.roll(Fault::InvalidToken) {
             (error(ErrorClass::TokenInvalid, 410, "Unregistered"), latency, false)
+        } else if world.roll(Fault::ProviderAuth) {
+            (error(ErrorClass::ProviderConfig, 401, "authentication failed"), latency, false)
         } else if world.roll(Fault::ProviderServerError) {
             (error(ErrorClass::Retryable, 500, "internal error"), latency, false)
         } else if world.roll(Fault::RateLimitedNoRetryAfter) {
@@ -580,7 +586,7 @@ impl FakeProvider {
             SendOutcome::Failed(e) => Some(e.class),
             SendOutcome::Accepted { .. } => None,
         };
-        world.told.insert((id.clone(), attempt.0), Told { class });
+        world.told.insert((id.clone(), self.channel, attempt.0), Told { class });
         world.trace_id(
             id,
             format!(
@@ -592,14 +598,18 @@ impl FakeProvider {
             ),
         );
         if taken {
+            let undelivered = if self.channel == Channel::InApp {
+                false
+            } else {
+                self.schedule_receipts(&mut world, message, now, latency)
+            };
             world.ledger.entry(id.clone()).or_default().push(Taken {
                 attempt,
                 provider: self.name.clone(),
                 at_ms: now,
+                channel: self.channel,
+                undelivered,
             });
-            if self.channel != Channel::InApp {
-                self.schedule_receipts(&mut world, message, now, latency);
-            }
         }
         if taken && world.roll(Fault::CrashAfterSend) {
             world.trace(format!("a{} crash after send", self.actor));
@@ -613,12 +623,21 @@ impl FakeProvider {
         Answer::Call(call)
     }
 
-    fn schedule_receipts(&self, world: &mut World, message: &Outbound, now: u64, latency: u64) {
-        if world.roll(Fault::ReceiptLost) {
-            return;
-        }
+    /// Schedules the receipts of a message the provider took; returns whether the message is
+    /// undelivered (decided here, whether or not its receipt arrives).
+    fn schedule_receipts(
+        &self,
+        world: &mut World,
+        message: &Outbound,
+        now: u64,
+        latency: u64,
+    ) -> bool {
         let receipt =
             if world.rng.chance(0.03) { Receipt::Undelivered } else { Receipt::Delivered };
+        let undelivered = receipt == Receipt::Undelivered;
+        if world.roll(Fault::ReceiptLost) {
+            return undelivered;
+        }
         let mut delay = latency + world.rng.range(50, 2_000);
         if world.roll(Fault::ReceiptEarly) {
             delay = 1;
@@ -639,6 +658,7 @@ impl FakeProvider {
             world.receipts.push(again);
         }
         world.receipts.push(due);
+        undelivered
     }
 }
 

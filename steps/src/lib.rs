@@ -6,11 +6,13 @@
 //! # Layout
 //! - [`model`]: ids, addresses and the notification request.
 //! - [`filter`]: the preference filter (may this go out on this channel?).
+//! - [`fallback`]: channel fallback (SMS exhausted → email), only where it cannot double-deliver.
 //! - [`render`]: tera 2 templates, pinned by version, per channel part.
 //! - [`rate`]: the sliding-window rate limit and its decision.
 //! - [`retry`]: retry policies as data, seeded backon delays.
 //! - [`outcome`]: what a provider call came to, and the error taxonomy.
 
+pub mod fallback;
 pub mod filter;
 pub mod model;
 pub mod outcome;

@@ -246,23 +246,29 @@ kind = "in_app"
         self.send_to("ada", channel, template, data)
     }
 
-    /// Submits one notification to `recipient` with the CLI and returns its id.
+    /// Submits one notification to `recipient` (with an email address and a phone number) with
+    /// the CLI and returns its id.
     pub fn send_to(&self, recipient: &str, channel: &str, template: &str, data: &str) -> String {
-        let output = self.cli(&[
-            "send",
-            "--recipient",
-            recipient,
-            "--email",
-            "ada@example.com",
-            "--phone",
-            "+14155550123",
-            "--channel",
+        self.send_with(
+            &["--recipient", recipient, "--email", "ada@example.com", "--phone", "+14155550123"],
             channel,
-            "--template",
             template,
-            "--data",
             data,
-        ]);
+        )
+    }
+
+    /// Submits one notification with the given recipient arguments and returns its id.
+    pub fn send_with(
+        &self,
+        recipient: &[&str],
+        channel: &str,
+        template: &str,
+        data: &str,
+    ) -> String {
+        let mut args = vec!["send"];
+        args.extend_from_slice(recipient);
+        args.extend_from_slice(&["--channel", channel, "--template", template, "--data", data]);
+        let output = self.cli(&args);
         assert!(output.status.success(), "send failed: {}", stderr(&output));
         String::from_utf8(output.stdout).expect("utf8").trim().to_owned()
     }

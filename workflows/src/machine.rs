@@ -7,6 +7,8 @@
 //! rendered / sending → deferred(until) → back where it was (rate limit, retry backoff)
 //! sending → unknown (request written, no answer) → deferred re-send (flagged), or failed;
 //!   a delivery receipt for the earlier attempt settles it (unknown / deferred → delivered)
+//! failed → filtered(another channel) (fallback: SMS → email) | dead_lettered
+//! sending → sending(next provider) (failover when the provider's configuration is broken)
 //! also: filtered / rate_checked → failed (render error, no provider);
 //!       sending / unknown → delivered (accepted as delivered, or a receipt); sent → failed
 //! ```
@@ -25,6 +27,7 @@
 
 use serde::{Deserialize, Serialize};
 use statig::prelude::*;
+use steps::fallback::FallbackDecision;
 use steps::filter::{FilterDecision, SkipReason};
 use steps::model::{Attempt, Channel, ProviderName};
 use steps::outcome::{ErrorClass, SendOutcome};
@@ -85,6 +88,8 @@ pub enum Event {
     Cancel,
     /// A delivery receipt.
     Receipt(Receipt),
+    /// The channel fallback decision after a channel failed for good.
+    Fallback(FallbackDecision),
 }
 
 impl Event {
@@ -99,6 +104,7 @@ impl Event {
             Event::SendResult(_) => "send_result",
             Event::Cancel => "cancel",
             Event::Receipt(_) => "receipt",
+            Event::Fallback(_) => "fallback",
         }
     }
 }
@@ -138,6 +144,11 @@ pub enum Effect {
     Wake {
         /// When, in ms since the Unix epoch.
         at_ms: u64,
+    },
+    /// Decide the channel fallback after `from` failed for good → [`Event::Fallback`].
+    Fallback {
+        /// The channel that failed.
+        from: Channel,
     },
 }
 
@@ -412,9 +423,34 @@ impl Lifecycle {
                         context.note(format!("{why}; outcome unknown"));
                         Transition(State::unknown(*channel, provider.clone(), *attempt))
                     }
-                    ErrorClass::TokenInvalid
-                    | ErrorClass::PermanentRecipient
-                    | ErrorClass::ProviderConfig => {
+                    ErrorClass::ProviderConfig => {
+                        // Our side of this provider is broken (credentials, sender): the next
+                        // provider of the route may work, right away.
+                        let route = context.policy.route(*channel);
+                        let next = route.iter().skip_while(|p| *p != provider).nth(1).cloned();
+                        let max = context.policy.retry(*channel).attempts_max;
+                        match next {
+                            Some(next) if attempt.0 < max => {
+                                context.note(format!("{why}; failing over to {next}"));
+                                Transition(State::sending(
+                                    *channel,
+                                    next,
+                                    attempt.next(),
+                                    *possible_duplicate,
+                                ))
+                            }
+                            _ => {
+                                context.note(why.clone());
+                                Transition(State::failed(
+                                    *channel,
+                                    Some(provider.clone()),
+                                    *attempt,
+                                    why,
+                                ))
+                            }
+                        }
+                    }
+                    ErrorClass::TokenInvalid | ErrorClass::PermanentRecipient => {
                         context.note(why.clone());
                         Transition(State::failed(*channel, Some(provider.clone()), *attempt, why))
                     }
@@ -551,22 +587,37 @@ impl Lifecycle {
         }
     }
 
-    /// Failed on the channel; where it goes next is decided right away (dead letter now; channel
-    /// fallback with the resilience work).
-    #[state(entry_action = "enter_transient")]
+    /// Failed for good on its channel; the channel fallback decides what follows: another
+    /// channel, or the dead-letter queue.
+    #[state(entry_action = "enter_failed")]
     fn failed(
         channel: &mut Channel,
         provider: &mut Option<ProviderName>,
         attempt: &mut Attempt,
         reason: &mut String,
+        context: &mut Context<'_>,
         event: &Event,
     ) -> Outcome<State> {
         match event {
             Event::Wake | Event::Proceed => {
+                context.effects.push(Effect::Fallback { from: *channel });
+                Handled
+            }
+            Event::Fallback(FallbackDecision::To { channel: next, why }) => {
+                context.note(why.clone());
+                Transition(State::filtered(*next))
+            }
+            Event::Fallback(FallbackDecision::None { why }) => {
+                context.note(why.clone());
                 Transition(State::dead_lettered(*channel, *attempt, reason.clone()))
             }
             _ => Handled,
         }
+    }
+
+    #[action]
+    fn enter_failed(channel: &mut Channel, context: &mut Context<'_>) {
+        context.effects.push(Effect::Fallback { from: *channel });
     }
 
     /// Delivered. Terminal.
@@ -709,7 +760,7 @@ impl StateKind {
 impl StateKind {
     /// Every transition the lifecycle may make, as (from, to). The module diagram, as data: the
     /// simulator checks every committed transition against it.
-    pub const EDGES: [(StateKind, StateKind); 28] = {
+    pub const EDGES: [(StateKind, StateKind); 30] = {
         use StateKind as K;
         [
             (K::Received, K::Filtered),
@@ -740,6 +791,10 @@ impl StateKind {
             (K::Sent, K::Delivered),
             (K::Sent, K::Failed),
             (K::Failed, K::DeadLettered),
+            // Channel fallback: the next channel starts at its filter.
+            (K::Failed, K::Filtered),
+            // Provider failover inside the channel: the next provider of the route.
+            (K::Sending, K::Sending),
         ]
     };
 

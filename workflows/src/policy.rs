@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use steps::fallback::FallbackRule;
 use steps::model::{Channel, ProviderName};
 use steps::rate::{OverLimit, RateLimit};
 use steps::retry::{PolicyError, RetryPolicy};
@@ -40,6 +41,8 @@ pub struct Policy {
     pub rate: BTreeMap<Channel, RateLimit>,
     /// Provider order per channel: the first is used, later ones are for failover.
     pub routes: BTreeMap<Channel, Vec<ProviderName>>,
+    /// Channel fallbacks, tried in order when a channel failed for good.
+    pub fallback: Vec<FallbackRule>,
     /// How long a claimed send may take before the notification is considered to have an
     /// unknown outcome, in ms. Must exceed the provider timeout by a margin.
     pub send_lease_ms: u64,
@@ -134,6 +137,10 @@ impl Default for Policy {
             (Channel::Sms, RateLimit { max: 10, window_ms: hour, over_limit: OverLimit::Defer }),
             (Channel::Email, RateLimit { max: 20, window_ms: hour, over_limit: OverLimit::Defer }),
         ]);
-        Self { retry, rate, routes: BTreeMap::new(), send_lease_ms: 30_000 }
+        // SMS → email for every category: a code or an alert that cannot reach the phone is
+        // still worth an email, when the recipient has an address and allows email.
+        let fallback =
+            vec![FallbackRule { from: Channel::Sms, to: Channel::Email, categories: None }];
+        Self { retry, rate, routes: BTreeMap::new(), fallback, send_lease_ms: 30_000 }
     }
 }

@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use steps::fallback::FallbackDecision;
 use steps::model::{Category, Channel, NotificationId, ProviderName, Recipient, Request};
 use steps::model::{TemplateId, TenantId};
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
@@ -364,6 +365,11 @@ impl<S: Store, C: Clock> Runner<S, C> {
             let Some(record) = self.store.load(tenant, id).await? else {
                 return Ok(Received::NotFound);
             };
+            if record.state.provider() != Some(provider) {
+                // A receipt from a provider the notification is not with any more (it fell back
+                // to another channel or failed over) says nothing about where it is now.
+                return Ok(Received::Ignored { state: record.state.kind() });
+            }
             let mut run = Run::new(&self.policy, record, self.clock.now_ms());
             run.handle(Event::Receipt(receipt), Cause::Receipt { provider: provider.clone() });
             if !run.effects.is_empty() {
@@ -426,6 +432,10 @@ impl<S: Store, C: Clock> Runner<S, C> {
                     run.handle(Event::RateChecked(decision), step("rate_limit"));
                 }
                 Effect::Proceed => run.handle(Event::Proceed, step("route")),
+                Effect::Fallback { from } => {
+                    let decision = self.fallback(&run, from).await?;
+                    run.handle(Event::Fallback(decision), step("fallback"));
+                }
                 Effect::Wake { at_ms } => run.wake_at_ms = Some(at_ms),
                 Effect::Send { channel, provider, attempt, .. } => {
                     // Claim: the send is durable before the provider hears of it. If this
@@ -485,6 +495,32 @@ impl<S: Store, C: Clock> Runner<S, C> {
             }
             None => Ok(Advanced::Conflict),
         }
+    }
+
+    /// Decides the channel fallback from the notification's whole history: which channels it
+    /// went through already, and whether an attempt on the failed one had an unknown outcome.
+    async fn fallback(&self, run: &Run<'_>, from: Channel) -> Result<FallbackDecision, StoreError> {
+        let record = &run.record;
+        let stored = self.store.history(&record.tenant, &record.id).await?;
+        let history = stored.iter().chain(run.history.iter());
+        let mut tried = vec![record.request.channel];
+        let mut maybe_delivered = false;
+        for entry in history {
+            if let State::Filtered { channel } = entry.to
+                && !tried.contains(&channel)
+            {
+                tried.push(channel);
+            }
+            maybe_delivered |=
+                entry.to.kind() == StateKind::Unknown && entry.to.channel() == Some(from);
+        }
+        Ok(steps::fallback::decide(
+            &record.request,
+            &self.policy.fallback,
+            from,
+            &tried,
+            maybe_delivered,
+        ))
     }
 
     /// Commits the run's progress; `None` when another worker got there first.

@@ -13,6 +13,7 @@ use std::sync::LazyLock;
 
 use proptest::prelude::*;
 use statig::blocking::IntoStateMachineExt;
+use steps::fallback::FallbackDecision;
 use steps::filter::{FilterDecision, SkipReason};
 use steps::model::{Attempt, Channel, ProviderName, TemplateId};
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
@@ -104,6 +105,11 @@ fn sending(channel: Channel, provider: ProviderName, attempt: u32, dup: bool) ->
     State::Sending { channel, provider, attempt: Attempt(attempt), possible_duplicate: dup }
 }
 
+/// The fallback decision that sends a failed notification to the dead-letter queue.
+fn no_fallback() -> Event {
+    Event::Fallback(FallbackDecision::None { why: "no fallback".into() })
+}
+
 fn sms_sending(attempt: u32) -> State {
     sending(Channel::Sms, twilio(), attempt, false)
 }
@@ -117,9 +123,8 @@ fn entry_effects(state: &State) -> Vec<Effect> {
     match state {
         State::Filtered { channel } => vec![Effect::Render { channel: *channel }],
         State::Rendered { channel } => vec![Effect::AcquireRate { channel: *channel }],
-        State::RateChecked { .. } | State::Unknown { .. } | State::Failed { .. } => {
-            vec![Effect::Proceed]
-        }
+        State::RateChecked { .. } | State::Unknown { .. } => vec![Effect::Proceed],
+        State::Failed { channel, .. } => vec![Effect::Fallback { from: *channel }],
         State::Sending { channel, provider, attempt, possible_duplicate } => vec![Effect::Send {
             channel: *channel,
             provider: provider.clone(),
@@ -254,8 +259,8 @@ fn rate_checked_without_a_route_fails_then_dead_letters() {
     };
     assert_eq!((*channel, provider, *attempt), (Channel::Chat, &None, Attempt(0)));
     assert_eq!(reason, "no provider is configured for chat");
-    assert_eq!(step.effects, vec![Effect::Proceed]);
-    let dead = check(step.state, Event::Proceed);
+    assert_eq!(step.effects, entry_effects(&step.state));
+    let dead = check(step.state, no_fallback());
     assert_eq!(
         dead.state,
         State::DeadLettered {
@@ -275,8 +280,8 @@ fn render_failure_fails_then_dead_letters() {
         "{:?}",
         step.state
     );
-    assert_eq!(step.effects, vec![Effect::Proceed]);
-    assert_eq!(check(step.state, Event::Proceed).state.kind(), StateKind::DeadLettered);
+    assert_eq!(step.effects, entry_effects(&step.state));
+    assert_eq!(check(step.state, no_fallback()).state.kind(), StateKind::DeadLettered);
 
     // A render failure after the send claim (the runner renders again) fails too.
     let step = check(sms_sending(2), Event::Rendered(Err(render_error())));
@@ -284,7 +289,7 @@ fn render_failure_fails_then_dead_letters() {
         step.state,
         State::Failed { channel: Channel::Sms, provider: Some(_), attempt: Attempt(2), .. }
     ));
-    assert_eq!(step.effects, vec![Effect::Proceed]);
+    assert_eq!(step.effects, entry_effects(&step.state));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -479,9 +484,9 @@ fn exhausted_attempts_fail_then_dead_letter() {
             (Channel::Sms, Some(twilio()), Attempt(max))
         );
         assert!(reason.ends_with("all 4 attempts used"), "{reason}");
-        assert_eq!(step.effects, vec![Effect::Proceed]);
+        assert_eq!(step.effects, entry_effects(&step.state));
 
-        let dead = check(step.state.clone(), Event::Proceed);
+        let dead = check(step.state.clone(), no_fallback());
         assert_eq!(
             dead.state,
             State::DeadLettered {
@@ -505,7 +510,7 @@ fn retry_past_the_ttl_fails() {
     };
     assert_eq!(*attempt, Attempt(1));
     assert!(reason.contains("time budget"), "{reason}");
-    assert_eq!(step.effects, vec![Effect::Proceed]);
+    assert_eq!(step.effects, entry_effects(&step.state));
 
     // A Retry-After beyond the budget expires the message too.
     let step =
@@ -525,8 +530,8 @@ fn permanent_failures_fail_then_dead_letter() {
         };
         assert_eq!((*attempt, provider.clone()), (Attempt(1), Some(twilio())));
         assert!(reason.contains(class.name()), "{reason}");
-        assert_eq!(step.effects, vec![Effect::Proceed]);
-        assert_eq!(check(step.state, Event::Proceed).state.kind(), StateKind::DeadLettered);
+        assert_eq!(step.effects, entry_effects(&step.state));
+        assert_eq!(check(step.state, no_fallback()).state.kind(), StateKind::DeadLettered);
     }
 }
 
@@ -537,7 +542,7 @@ fn unknown_outcome_is_resent_flagged_as_a_possible_duplicate() {
         step.state,
         State::Unknown { channel: Channel::Sms, provider: twilio(), attempt: Attempt(1) }
     );
-    assert_eq!(step.effects, vec![Effect::Proceed]);
+    assert_eq!(step.effects, entry_effects(&step.state));
 
     let step = check(step.state, Event::Proceed);
     let (until_ms, channel, provider, attempt, dup) = deferred_send(&step.state);
@@ -591,7 +596,7 @@ fn an_undelivered_receipt_fails_a_sent_message() {
             reason: "sendgrid reported the message undelivered".into()
         }
     );
-    assert_eq!(step.effects, vec![Effect::Proceed]);
+    assert_eq!(step.effects, entry_effects(&step.state));
 }
 
 #[test]
@@ -601,7 +606,7 @@ fn a_wake_while_sending_means_the_lease_expired_so_the_outcome_is_unknown() {
         step.state,
         State::Unknown { channel: Channel::Sms, provider: twilio(), attempt: Attempt(3) }
     );
-    assert_eq!(step.effects, vec![Effect::Proceed]);
+    assert_eq!(step.effects, entry_effects(&step.state));
     assert!(step.note.unwrap().contains("lease"));
 }
 
@@ -877,6 +882,8 @@ labels! {
     Cancel,
     ReceiptDelivered,
     ReceiptUndelivered,
+    FallbackTo,
+    FallbackNone,
 }
 
 /// The label of an event. Exhaustive: a new event (or decision, outcome, class) needs a label.
@@ -916,6 +923,8 @@ fn label(event: &Event) -> Label {
         Event::Cancel => Label::Cancel,
         Event::Receipt(Receipt::Delivered) => Label::ReceiptDelivered,
         Event::Receipt(Receipt::Undelivered) => Label::ReceiptUndelivered,
+        Event::Fallback(FallbackDecision::To { .. }) => Label::FallbackTo,
+        Event::Fallback(FallbackDecision::None { .. }) => Label::FallbackNone,
     }
 }
 
@@ -956,6 +965,11 @@ fn sample(label: Label) -> Event {
         Label::Cancel => Event::Cancel,
         Label::ReceiptDelivered => Event::Receipt(Receipt::Delivered),
         Label::ReceiptUndelivered => Event::Receipt(Receipt::Undelivered),
+        Label::FallbackTo => Event::Fallback(FallbackDecision::To {
+            channel: Channel::Email,
+            why: "sms failed; falling back to email".into(),
+        }),
+        Label::FallbackNone => no_fallback(),
     }
 }
 
@@ -993,7 +1007,7 @@ fn handles(kind: StateKind) -> &'static [Label] {
         // A receipt is taken only by a re-send waiting on an unknown outcome (data-dependent).
         StateKind::Deferred => &[L::Wake, L::Cancel, L::ReceiptDelivered],
         StateKind::Sent => &[L::ReceiptDelivered, L::ReceiptUndelivered],
-        StateKind::Failed => &[L::Wake, L::Proceed],
+        StateKind::Failed => &[L::Wake, L::Proceed, L::FallbackTo, L::FallbackNone],
         StateKind::Delivered
         | StateKind::DeadLettered
         | StateKind::Skipped
@@ -1034,6 +1048,9 @@ fn allowed(from: StateKind, to: StateKind) -> bool {
             | (K::Sent, K::Delivered)
             | (K::Sending, K::Failed)
             | (K::Failed, K::DeadLettered)
+            // Channel fallback, and provider failover inside the channel.
+            | (K::Failed, K::Filtered)
+            | (K::Sending, K::Sending)
             | (K::Rendered | K::Sending, K::Deferred)
             // "back where it was": the rate check (rendered) or the send (sending).
             | (K::Deferred, K::Rendered | K::Sending)
@@ -1107,9 +1124,15 @@ fn every_state_times_every_event() {
                     State::Filtered { channel } => vec![Effect::Render { channel: *channel }],
                     State::Rendered { channel } => vec![Effect::AcquireRate { channel: *channel }],
                     State::Deferred { until_ms, .. } => vec![Effect::Wake { at_ms: *until_ms }],
+                    State::Failed { channel, .. } => vec![Effect::Fallback { from: *channel }],
                     other => panic!("{context}: {other:?} handled the event but did nothing"),
                 };
-                assert_eq!(l, Label::Wake, "{context}: only a wake-up is handled in place");
+                let redrive =
+                    l == Label::Wake || (kind == StateKind::Failed && l == Label::Proceed);
+                assert!(
+                    redrive,
+                    "{context}: only a wake-up (or a failed's proceed) is handled in place"
+                );
                 assert_eq!(step.effects, expected, "{context}");
             } else {
                 let to = step.state.kind();
@@ -1346,4 +1369,45 @@ fn a_rate_deferral_past_the_time_budget_skips_as_expired() {
         State::Skipped { reason: SkipReason::Expired { channel: Channel::Sms } }
     );
     assert!(step.note.unwrap().contains("time budget"));
+}
+
+#[test]
+fn a_broken_provider_fails_over_to_the_next_in_the_route() {
+    let vonage = ProviderName::new("vonage").unwrap();
+    let mut policy = POLICY.clone();
+    policy.routes.insert(Channel::Sms, vec![twilio(), vonage.clone()]);
+    let mut machine = machine::restore(sms_sending(1), &policy, Channel::Sms);
+    let mut context = Context::new(&policy, Channel::Sms, SEED, ACCEPTED_MS, NOW_MS);
+    machine.handle_with_context(&failure(ErrorClass::ProviderConfig), &mut context);
+    let next = sending(Channel::Sms, vonage.clone(), 2, false);
+    assert_eq!(machine.state(), &next);
+    assert_eq!(context.effects, entry_effects(&next));
+    assert!(context.note.unwrap().contains("failing over to vonage"));
+    // The last provider of the route has nowhere to go: the channel failed.
+    let mut context = Context::new(&policy, Channel::Sms, SEED, ACCEPTED_MS, NOW_MS);
+    machine.handle_with_context(&failure(ErrorClass::ProviderConfig), &mut context);
+    assert_eq!(machine.state().kind(), StateKind::Failed);
+    // A retryable failure stays with the same provider.
+    let step = check(sms_sending(1), failure(ErrorClass::Retryable));
+    assert_eq!(deferred_send(&step.state).2, twilio());
+}
+
+#[test]
+fn a_failed_channel_falls_back_or_dead_letters() {
+    let failed = State::Failed {
+        channel: Channel::Sms,
+        provider: Some(twilio()),
+        attempt: Attempt(4),
+        reason: "all 4 attempts used".into(),
+    };
+    let step = check(
+        failed.clone(),
+        Event::Fallback(FallbackDecision::To {
+            channel: Channel::Email, why: "sms→email".into()
+        }),
+    );
+    assert_eq!(step.state, State::Filtered { channel: Channel::Email });
+    assert_eq!(step.effects, vec![Effect::Render { channel: Channel::Email }]);
+    let step = check(failed, no_fallback());
+    assert_eq!(step.state.kind(), StateKind::DeadLettered);
 }

@@ -28,6 +28,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::FileFailurePersistence;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
+use steps::fallback::FallbackDecision;
 use steps::filter::{FilterDecision, SkipReason};
 use steps::model::{Attempt, Channel, ProviderName, TemplateId};
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
@@ -148,7 +149,8 @@ impl Phase {
             Phase::Filtered(channel) => vec![Effect::Render { channel: *channel }],
             Phase::Rendered(channel) => vec![Effect::AcquireRate { channel: *channel }],
             // Transient phases move on at once.
-            Phase::RateChecked(_) | Phase::Unknown { .. } | Phase::Failed { .. } => {
+            Phase::Failed { channel, .. } => vec![Effect::Fallback { from: *channel }],
+            Phase::RateChecked(_) | Phase::Unknown { .. } => {
                 vec![Effect::Proceed]
             }
             Phase::Sending { channel, provider, attempt, possible_duplicate } => {
@@ -245,6 +247,12 @@ struct Model {
 impl Model {
     fn policy(&self) -> &'static Policy {
         &POLICIES[self.policy]
+    }
+
+    /// The provider after `provider` in the channel's route, if any (failover).
+    fn next_provider(&self, channel: Channel, provider: &ProviderName) -> Option<ProviderName> {
+        let route = self.policy().route(channel);
+        route.iter().position(|p| p == provider).and_then(|i| route.get(i + 1)).cloned()
     }
 
     /// The lifecycle's transition function.
@@ -358,6 +366,17 @@ impl Model {
                             provider: provider.clone(),
                             attempt: *attempt,
                         }),
+                        ErrorClass::ProviderConfig
+                            if self.next_provider(*channel, provider).is_some()
+                                && *attempt < self.policy().retry(*channel).attempts_max =>
+                        {
+                            Go(Phase::Sending {
+                                channel: *channel,
+                                provider: self.next_provider(*channel, provider).unwrap(),
+                                attempt: attempt + 1,
+                                possible_duplicate: *possible_duplicate,
+                            })
+                        }
                         ErrorClass::TokenInvalid
                         | ErrorClass::PermanentRecipient
                         | ErrorClass::ProviderConfig => Go(Phase::Failed {
@@ -435,14 +454,21 @@ impl Model {
                 reason: format!("{provider} reported the message undelivered"),
             }),
 
-            // failed: dead-letter it, keeping the reason.
-            (Phase::Failed { channel, attempt, reason, .. }, Event::Wake | Event::Proceed) => {
-                Go(Phase::DeadLettered {
-                    channel: *channel,
-                    attempt: *attempt,
-                    reason: reason.clone(),
-                })
+            // failed: the fallback decision moves it on; a wake-up asks for it again.
+            (Phase::Failed { channel, .. }, Event::Wake | Event::Proceed) => {
+                Stay(vec![Effect::Fallback { from: *channel }])
             }
+            (Phase::Failed { .. }, Event::Fallback(FallbackDecision::To { channel, .. })) => {
+                Go(Phase::Filtered(*channel))
+            }
+            (
+                Phase::Failed { channel, attempt, reason, .. },
+                Event::Fallback(FallbackDecision::None { .. }),
+            ) => Go(Phase::DeadLettered {
+                channel: *channel,
+                attempt: *attempt,
+                reason: reason.clone(),
+            }),
 
             // Anything else is out of place here and changes nothing.
             _ => Stay(vec![]),
@@ -645,6 +671,15 @@ fn arb_receipt() -> BoxedStrategy<Event> {
         .boxed()
 }
 
+fn arb_fallback() -> BoxedStrategy<Event> {
+    prop_oneof![
+        1 => arb_channel().prop_map(|channel| FallbackDecision::To { channel, why: "fallback".into() }),
+        1 => Just(FallbackDecision::None { why: "no fallback".into() }),
+    ]
+    .prop_map(Event::Fallback)
+    .boxed()
+}
+
 /// Any event at all, whatever the phase: duplicates, late and out-of-order inputs.
 fn arb_any_event(model: &Model) -> BoxedStrategy<Event> {
     prop_oneof![
@@ -656,6 +691,7 @@ fn arb_any_event(model: &Model) -> BoxedStrategy<Event> {
         1 => arb_rate_checked(model.now_ms),
         2 => arb_send_result(),
         2 => arb_receipt(),
+        1 => arb_fallback(),
     ]
     .boxed()
 }
@@ -693,9 +729,15 @@ fn arb_expected(model: &Model) -> BoxedStrategy<Step> {
         Phase::Rendered(_) => {
             prop_oneof![1 => Just(Event::Wake), 4 => arb_rate_checked(now_ms)].boxed()
         }
-        Phase::RateChecked(_) | Phase::Unknown { .. } | Phase::Failed { .. } => {
+        Phase::RateChecked(_) | Phase::Unknown { .. } => {
             prop_oneof![3 => Just(Event::Proceed), 1 => Just(Event::Wake)].boxed()
         }
+        Phase::Failed { .. } => prop_oneof![
+            1 => Just(Event::Proceed),
+            1 => Just(Event::Wake),
+            4 => arb_fallback(),
+        ]
+        .boxed(),
         Phase::Sending { .. } => prop_oneof![
             8 => arb_send_result(),
             1 => Just(Event::Wake),
@@ -924,6 +966,13 @@ impl StateMachineTest for LifecycleTest {
         }
         if matches!(after, State::Unknown { .. }) {
             sut.possible_duplicate = true;
+        }
+        if let (State::Failed { .. }, State::Filtered { channel }) = (&before, after) {
+            // A fallback starts the new channel afresh: its attempts count from 1 and nothing
+            // about it is a possible duplicate (the runner only falls back when the failed
+            // channel cannot have delivered, and never to a channel it tried).
+            sut.possible_duplicate = false;
+            sut.sent.retain(|(c, _)| c != channel);
         }
         for effect in &effects {
             if let Effect::Send { channel, attempt, possible_duplicate, .. } = effect {
