@@ -152,6 +152,7 @@ fn a_killed_workers_wake_ups_are_rerun_by_another_worker_and_none_is_lost() {
     let policy = r#"
 [policy]
 send_lease_ms = 5000
+reconcile_grace_ms = 500
 [policy.retry.email]
 attempts_max = 5
 delay_ms_base = 200

@@ -213,8 +213,8 @@ impl<'a> Context<'a> {
                     at_ms.saturating_sub(self.now_ms),
                     delay_ms
                 );
-                if let Some(ra) = retry_after_ms {
-                    note.push_str(&format!(", provider Retry-After {ra} ms"));
+                if let Some(floor_ms) = retry_after_ms {
+                    note.push_str(&format!(", not before {floor_ms} ms"));
                 }
                 note.push(')');
                 if possible_duplicate {
@@ -494,8 +494,9 @@ impl Lifecycle {
     }
 
     /// The request was written but no answer came. It is reconciled before any re-send: the
-    /// foundation has no receipts or status lookups yet, so a re-send is scheduled through the
-    /// retry policy and flagged as a possible duplicate.
+    /// re-send waits at least `reconcile_grace_ms` (and the retry policy's delay), is flagged as
+    /// a possible duplicate, and a delivery receipt for the attempt arriving meanwhile settles
+    /// the notification instead. Provider status lookups arrive with the providers' work.
     #[state(entry_action = "enter_transient")]
     fn unknown(
         channel: &mut Channel,
@@ -506,8 +507,20 @@ impl Lifecycle {
     ) -> Outcome<State> {
         match event {
             Event::Wake | Event::Proceed => {
-                let why = format!("outcome of attempt {attempt} on {provider} is unknown");
-                Transition(context.after_failure(*channel, provider, *attempt, None, true, &why))
+                // Reconcile before any re-send: wait at least the grace period, during which a
+                // delivery receipt for this attempt settles it (see `deferred`).
+                let grace_ms = context.policy.reconcile_grace_ms;
+                let why = format!(
+                    "outcome of attempt {attempt} on {provider} is unknown; waiting for a receipt"
+                );
+                Transition(context.after_failure(
+                    *channel,
+                    provider,
+                    *attempt,
+                    Some(grace_ms),
+                    true,
+                    &why,
+                ))
             }
             Event::Receipt(Receipt::Delivered) => {
                 context.note("a delivery receipt settled the unknown outcome");

@@ -29,6 +29,9 @@ pub enum Error {
     /// The send lease is too short or too long.
     #[error("send_lease_ms must be between 1000 and 600000")]
     Lease,
+    /// The reconcile grace is too long.
+    #[error("reconcile_grace_ms must be at most 600000")]
+    Grace,
 }
 
 /// Every lifecycle policy. Missing fields take their [`Default`] values.
@@ -46,6 +49,10 @@ pub struct Policy {
     /// How long a claimed send may take before the notification is considered to have an
     /// unknown outcome, in ms. Must exceed the provider timeout by a margin.
     pub send_lease_ms: u64,
+    /// After an unknown outcome, the least time to wait for a delivery receipt before
+    /// re-sending, in ms. Receipts usually arrive within seconds; 30 s catches most without
+    /// making an OTP late.
+    pub reconcile_grace_ms: u64,
 }
 
 impl Policy {
@@ -87,6 +94,9 @@ impl Policy {
         }
         if !(1_000..=600_000).contains(&self.send_lease_ms) {
             return Err(Error::Lease);
+        }
+        if self.reconcile_grace_ms > 600_000 {
+            return Err(Error::Grace);
         }
         Ok(())
     }
@@ -141,6 +151,13 @@ impl Default for Policy {
         // still worth an email, when the recipient has an address and allows email.
         let fallback =
             vec![FallbackRule { from: Channel::Sms, to: Channel::Email, categories: None }];
-        Self { retry, rate, routes: BTreeMap::new(), fallback, send_lease_ms: 30_000 }
+        Self {
+            retry,
+            rate,
+            routes: BTreeMap::new(),
+            fallback,
+            send_lease_ms: 30_000,
+            reconcile_grace_ms: 30_000,
+        }
     }
 }

@@ -460,7 +460,7 @@ fn rate_limited_failure_never_retries_before_retry_after() {
     let (until_ms, _, _, attempt, _) = deferred_send(&step.state);
     assert_eq!(until_ms, NOW_MS + 60_000);
     assert_eq!(attempt, Attempt(2));
-    assert!(step.note.unwrap().contains("provider Retry-After 60000 ms"));
+    assert!(step.note.unwrap().contains("not before 60000 ms"));
 
     // Shorter than the policy delay, or absent: the policy delay, which is longer.
     let policy_delay = POLICY.retry(Channel::Sms).delay_ms(SEED, 1);
@@ -547,9 +547,16 @@ fn unknown_outcome_is_resent_flagged_as_a_possible_duplicate() {
     let step = check(step.state, Event::Proceed);
     let (until_ms, channel, provider, attempt, dup) = deferred_send(&step.state);
     assert_eq!((channel, provider, attempt, dup), (Channel::Sms, twilio(), Attempt(2), true));
-    assert_eq!(until_ms, NOW_MS + POLICY.retry(Channel::Sms).delay_ms(SEED, 1));
+    // The re-send waits for the policy delay, and at least the reconcile grace (a receipt for
+    // attempt 1 arriving meanwhile settles it).
+    let wait = POLICY.retry(Channel::Sms).delay_ms(SEED, 1).max(POLICY.reconcile_grace_ms);
+    assert_eq!(until_ms, NOW_MS + wait);
     assert_eq!(step.effects, vec![Effect::Wake { at_ms: until_ms }]);
-    assert!(step.note.unwrap().contains("possible duplicate"));
+    let note = step.note.unwrap();
+    assert!(
+        note.contains("possible duplicate") && note.contains("waiting for a receipt"),
+        "{note}"
+    );
 
     let step = check_at(step.state, Event::Wake, until_ms);
     assert_eq!(step.state, sending(Channel::Sms, twilio(), 2, true));

@@ -417,8 +417,11 @@ impl Model {
 
             // unknown: re-send through the retry policy, flagged.
             (Phase::Unknown { channel, provider, attempt }, Event::Wake | Event::Proceed) => {
-                let why = format!("outcome of attempt {attempt} on {provider} is unknown");
-                Go(self.retry_or_fail(*channel, provider, *attempt, None, true, why))
+                let why = format!(
+                    "outcome of attempt {attempt} on {provider} is unknown; waiting for a receipt"
+                );
+                let grace = Some(self.policy().reconcile_grace_ms);
+                Go(self.retry_or_fail(*channel, provider, *attempt, grace, true, why))
             }
 
             // deferred: the queue decides when it is due, so a wake-up resumes it whatever this
