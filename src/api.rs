@@ -56,6 +56,8 @@ pub struct AppState<S, C> {
     pub limits: Limits,
     /// Readiness probe for `/readyz`.
     pub ready: ReadyProbe,
+    /// This process's provider circuit breakers.
+    pub breakers: providers::breaker::Registry,
 }
 
 impl<S, C> std::fmt::Debug for AppState<S, C> {
@@ -66,7 +68,12 @@ impl<S, C> std::fmt::Debug for AppState<S, C> {
 
 impl<S, C> Clone for AppState<S, C> {
     fn clone(&self) -> Self {
-        Self { runner: self.runner.clone(), limits: self.limits, ready: self.ready.clone() }
+        Self {
+            runner: self.runner.clone(),
+            limits: self.limits,
+            ready: self.ready.clone(),
+            breakers: self.breakers.clone(),
+        }
     }
 }
 
@@ -171,6 +178,7 @@ where
         .route("/v1/notifications/{id}/cancel", post(cancel::<S, C>))
         .route("/v1/dlq", get(dead_letters::<S, C>))
         .route("/v1/recipients/{id}/inbox", get(inbox::<S, C>))
+        .route("/v1/admin/breakers", get(breakers::<S, C>))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -583,4 +591,27 @@ async fn inbox<S: Store + Inbox, C: Clock>(
         .map_err(|e| ApiError::BadRequest { field: "query".into(), message: e.body_text() })?;
     let items = state.runner.store().inbox_list(&tenant, &recipient, limit(params.limit)?).await?;
     Ok(axum::Json(json!({ "recipient": recipient, "items": items })).into_response())
+}
+
+async fn breakers<S: Store + Inbox, C: Clock>(
+    State(state): State<AppState<S, C>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    tenant(&state, &headers).await?;
+    let views: Vec<_> = state
+        .breakers
+        .views()
+        .into_iter()
+        .map(|v| {
+            json!({
+                "provider": v.provider,
+                "channel": v.channel,
+                "state": v.state,
+                "since": rfc3339(v.since_ms),
+                "rejected": v.rejected,
+                "opened": v.opened,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "breakers": views })).into_response())
 }

@@ -328,6 +328,32 @@ pub async fn send(client: &Client, send: &Send) -> Result<(), Failure> {
     client.emit(&value, |v| format!("{}\n", text(&v["id"])))
 }
 
+/// `courant breakers`
+pub async fn breakers(client: &Client) -> Result<(), Failure> {
+    let value = client.get("/v1/admin/breakers").await?;
+    client.emit(&value, |v| {
+        let rows: Vec<Vec<String>> = v["breakers"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|b| {
+                        vec![
+                            text(&b["provider"]),
+                            text(&b["channel"]),
+                            text(&b["state"]),
+                            text(&b["since"]),
+                            text(&b["opened"]),
+                            text(&b["rejected"]),
+                        ]
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        table(&["PROVIDER", "CHANNEL", "STATE", "SINCE", "OPENED", "REJECTED"], &rows)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

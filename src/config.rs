@@ -31,6 +31,8 @@ pub struct Config {
     pub policy: Policy,
     /// Providers by name. The name is what routes refer to.
     pub providers: BTreeMap<ProviderName, crate::wiring::ProviderConfig>,
+    /// The circuit breaker every HTTP provider gets.
+    pub breaker: providers::breaker::BreakerConfig,
 }
 
 impl Default for Config {
@@ -42,6 +44,7 @@ impl Default for Config {
             templates_dir: PathBuf::from("templates"),
             policy: Policy::default(),
             providers: BTreeMap::new(),
+            breaker: providers::breaker::BreakerConfig::default(),
         }
     }
 }
@@ -153,6 +156,7 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         self.policy.validate().context("policy")?;
+        self.breaker.validate().map_err(|e| anyhow::anyhow!("breaker: {e}"))?;
         if self.worker.concurrency == 0 || self.worker.concurrency > CONCURRENCY_MAX {
             bail!("worker.concurrency must be between 1 and {CONCURRENCY_MAX}");
         }

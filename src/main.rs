@@ -107,6 +107,8 @@ enum Command {
         #[command(subcommand)]
         command: cli::DlqCommand,
     },
+    /// The provider circuit breakers of the server process answering.
+    Breakers,
     /// Cancel a notification that has not reached a provider yet.
     Cancel {
         /// The notification id.
@@ -224,6 +226,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::List { state, limit } => cli::list(&client, state.as_deref(), limit).await,
         Command::Dlq { command } => cli::dlq(&client, &command).await,
         Command::Cancel { id } => cli::cancel(&client, &id).await,
+        Command::Breakers => cli::breakers(&client).await,
         Command::Simulate { seed, seeds, notifications, faults } => {
             courant::simulate::command(seed, seeds.as_deref(), notifications, &faults, client.json)
         }

@@ -59,18 +59,29 @@ impl ProviderConfig {
 /// The system clock the server runs on (the simulator hands out virtual time instead).
 pub use storage::memory::SystemClock;
 
+/// Builds the configured providers; every HTTP provider gets a circuit breaker registered in
+/// `breakers` (the in-app inbox is our own store, which has no breaker to trip).
 fn build_providers<I: Inbox + Clone>(
     config: &Config,
     inbox: &I,
+    breakers: &providers::breaker::Registry,
 ) -> anyhow::Result<Vec<Arc<dyn Provider>>> {
     let mut built: Vec<Arc<dyn Provider>> = Vec::new();
+    let guarded = |provider: Arc<dyn Provider>| -> Arc<dyn Provider> {
+        Arc::new(providers::breaker::Breaker::new(
+            provider,
+            config.breaker,
+            breakers.clone(),
+            Arc::new(SystemClock),
+        ))
+    };
     for (name, provider) in &config.providers {
         let provider: Arc<dyn Provider> = match provider {
             ProviderConfig::Sendgrid(c) => {
-                Arc::new(providers::sendgrid::SendGrid::new(name.clone(), c.clone())?)
+                guarded(Arc::new(providers::sendgrid::SendGrid::new(name.clone(), c.clone())?))
             }
             ProviderConfig::Twilio(c) => {
-                Arc::new(providers::twilio::Twilio::new(name.clone(), c.clone())?)
+                guarded(Arc::new(providers::twilio::Twilio::new(name.clone(), c.clone())?))
             }
             ProviderConfig::InApp => {
                 Arc::new(providers::inapp::InAppProvider::new(name.clone(), inbox.clone()))
@@ -217,7 +228,8 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
 
     let store = storage::memory::MemoryStore::default();
     let templates = Arc::new(crate::templates::load(&config.templates_dir)?);
-    let providers = build_providers(&config, &store)?;
+    let breakers = providers::breaker::Registry::default();
+    let providers = build_providers(&config, &store, &breakers)?;
     let runner = Arc::new(Runner::new(
         store.clone(),
         SystemClock,
@@ -239,6 +251,7 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
         runner: runner.clone(),
         limits: config.api.limits,
         ready: Arc::new(|| async { Ok(()) }.boxed()),
+        breakers,
     };
     if demo {
         tokio::spawn(crate::wiring::demo(runner.clone(), tenant));
@@ -320,8 +333,21 @@ pub async fn serve(
     for warning in store.durability_warnings().await {
         tracing::warn!(%warning, "Redis is not configured for durability.");
     }
+    if role != Role::Api {
+        // Wake-up times are written with one host's clock and promoted with another's: workers
+        // on a host whose clock is off would fire deferrals early and can spin on them.
+        let skew_ms = store.clock_skew_ms().await?;
+        let max = storage::keys::CLOCK_SKEW_MS_MAX;
+        if skew_ms.unsigned_abs() > max {
+            bail!(
+                "this host's clock is {skew_ms} ms off Redis's; workers need it within {max} ms \
+                 (run NTP, or start this process with --role api)"
+            );
+        }
+    }
     let templates = Arc::new(crate::templates::load(&config.templates_dir)?);
-    let providers = build_providers(&config, &store)?;
+    let breakers = providers::breaker::Registry::default();
+    let providers = build_providers(&config, &store, &breakers)?;
     if config.policy.routes.is_empty() {
         tracing::warn!("No provider is configured: every notification will dead-letter.");
     }
@@ -341,6 +367,7 @@ pub async fn serve(
             let store = probe_store.clone();
             async move { store.ping().await.map_err(|e| e.to_string()) }.boxed()
         }),
+        breakers,
     };
     tracing::info!(redis = %redact_url(&config.redis.url), ?role, "courant serving.");
     match role {

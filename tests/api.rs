@@ -40,7 +40,12 @@ async fn api() -> Api {
     let key_a = courant::auth::create(&store, &TenantId::new("a").unwrap()).await.unwrap();
     let key_b = courant::auth::create(&store, &TenantId::new("b").unwrap()).await.unwrap();
     let limits = Limits { body_bytes_max: 4_096, batch_len_max: 3 };
-    let state = AppState { runner, limits, ready: Arc::new(|| async { Ok(()) }.boxed()) };
+    let state = AppState {
+        runner,
+        limits,
+        ready: Arc::new(|| async { Ok(()) }.boxed()),
+        breakers: providers::breaker::Registry::default(),
+    };
     Api { router: router(state), store, key_a, key_b }
 }
 

@@ -284,3 +284,57 @@ fn cli_reports_not_found_and_missing_keys_with_exit_codes() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("COURANT_API_KEY"));
 }
+
+#[test]
+fn a_failing_provider_trips_its_breaker_which_answers_fast_and_shows_in_the_cli() {
+    let config = r#"
+[breaker]
+consecutive_failures = 2
+open_ms = 60000
+
+[policy.retry.sms]
+attempts_max = 5
+delay_ms_base = 100
+factor = 2.0
+delay_ms_max = 200
+jitter = false
+ttl_ms = 600000
+"#;
+    let stack = Stack::start(config);
+    stack.sandbox_behaviour("twilio", r#"{"latency_ms": 1, "server_error_rate": 1.0}"#);
+    let _serve = stack.serve("all", "e2e-host");
+    let id = stack.send_with(
+        &["--recipient", "bob", "--phone", "+14155550123"],
+        "sms",
+        "otp",
+        r#"{"code":"1","product":"courant"}"#,
+    );
+    let started = Instant::now();
+    loop {
+        let table = String::from_utf8(stack.cli(&["history", &id]).stdout).unwrap();
+        if table.contains("circuit breaker of twilio is open") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "the breaker never opened:\n{table}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Two real calls opened it; the third attempt was refused without reaching the provider and
+    // waits for the probe instead of using up its attempts.
+    let stats = stack.sandbox_stats();
+    assert_eq!(stats["twilio"]["received"], 2, "{stats}");
+    let view = stack.cli_json(&["status", &id]);
+    assert_eq!(view["state"], "deferred");
+    assert_eq!(view["attempt"], 3);
+    let breakers = stack.cli_json(&["breakers"]);
+    let twilio = breakers["breakers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["provider"] == "twilio")
+        .expect("a twilio breaker")
+        .clone();
+    assert_eq!(twilio["state"], "open", "{breakers}");
+    assert_eq!(twilio["opened"], 1);
+    let table = String::from_utf8(stack.cli(&["breakers"]).stdout).unwrap();
+    assert!(table.contains("twilio") && table.contains("open"), "{table}");
+}

@@ -12,6 +12,7 @@
 //! # Layout
 //! - [`secret`]: [`Secret`], the credential type whose `Debug` and `Display` print `***`.
 //! - [`options`]: the defaults and bounds shared by the HTTP providers' configs (timeouts).
+//! - [`breaker`]: per-provider circuit breakers (failsafe) around any provider.
 //! - [`inapp`]: the in-app inbox provider (no feature needed).
 //! - [`sendgrid`]: SendGrid v3 mail send (email).
 //! - [`twilio`]: Twilio Programmable Messaging (SMS).
@@ -34,6 +35,7 @@
 //! [`SendOutcome::Failed`]: steps::outcome::SendOutcome::Failed
 //! [`ErrorClass`]: steps::outcome::ErrorClass
 
+pub mod breaker;
 pub mod inapp;
 pub mod options;
 pub mod secret;

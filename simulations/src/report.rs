@@ -78,6 +78,10 @@ pub struct Report {
     pub violations: Vec<Violation>,
     /// The hash of the whole trace: the same seed must give the same hash.
     pub trace_hash: String,
+    /// Times a worker's provider circuit breaker opened.
+    pub breakers_opened: u64,
+    /// Sends an open breaker refused (nothing went out; the notification failed over or waited).
+    pub breaker_rejections: u64,
     /// Bugs planted on purpose (tests only).
     pub planted: Planted,
 }
@@ -115,6 +119,11 @@ impl Report {
             out,
             "faults fired   {}",
             if fired.is_empty() { "none".into() } else { fired.join(", ") }
+        );
+        let _ = writeln!(
+            out,
+            "breakers       opened {} times, refused {} sends",
+            self.breakers_opened, self.breaker_rejections
         );
         let _ = writeln!(
             out,

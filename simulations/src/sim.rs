@@ -48,6 +48,9 @@ const FAULT_TAIL_MS: u64 = 60_000;
 /// How often a worker reclaims abandoned wake-ups, and after how long idle (as in production).
 const RECLAIM_EVERY_MS: u64 = 2_000;
 const RECLAIM_IDLE_MS: u64 = 10_000;
+/// The most a worker's clock may be off true time: `courant serve` refuses to run workers on a
+/// host whose clock is further off Redis's, so clock faults stay within it.
+const MAX_SKEW_MS: u64 = storage::keys::CLOCK_SKEW_MS_MAX;
 /// Steps at one instant before the loop is declared stuck.
 const STEPS_PER_INSTANT_MAX: u64 = 1_000_000;
 
@@ -149,6 +152,8 @@ struct WorkerState {
 /// A simulation run.
 pub struct Simulation {
     config: Config,
+    /// Each worker's provider circuit breakers.
+    breakers: Vec<providers::breaker::Registry>,
     shared: Arc<Shared>,
     store: MemoryStore,
     policy: Arc<Policy>,
@@ -255,6 +260,8 @@ impl Simulation {
             RateLimit { max: 5, window_ms: 3_600_000, over_limit: OverLimit::Defer },
         );
         let policy = Arc::new(policy);
+        let breakers: Vec<providers::breaker::Registry> =
+            (0..workers).map(|_| providers::breaker::Registry::default()).collect();
         let runner = |actor: usize, worker: bool| {
             let providers: Vec<Arc<dyn Provider>> = if worker {
                 [
@@ -265,12 +272,19 @@ impl Simulation {
                 ]
                 .into_iter()
                 .map(|(name, channel)| {
-                    Arc::new(FakeProvider {
+                    let fake: Arc<dyn Provider> = Arc::new(FakeProvider {
                         name: provider_name(name),
                         channel,
                         shared: shared.clone(),
                         actor,
-                    }) as Arc<dyn Provider>
+                    });
+                    // Each worker process has its own breakers, as in production.
+                    Arc::new(providers::breaker::Breaker::new(
+                        fake,
+                        providers::breaker::BreakerConfig::default(),
+                        breakers[actor].clone(),
+                        Arc::new(SimClock { shared: shared.clone(), actor }),
+                    )) as Arc<dyn Provider>
                 })
                 .collect()
             } else {
@@ -289,6 +303,7 @@ impl Simulation {
         runners.push(runner(webhook, false));
 
         let mut sim = Simulation {
+            breakers,
             shared,
             store,
             policy,
@@ -366,7 +381,7 @@ impl Simulation {
         };
         if drift {
             for w in 0..self.workers.len() {
-                let offset = rng.range(0, 4_000) as i64 - 2_000;
+                let offset = rng.range(0, MAX_SKEW_MS) as i64 - (MAX_SKEW_MS / 2) as i64;
                 self.shared.set_offset(w, offset);
             }
             self.shared.world().count(Fault::ClockDrift);
@@ -406,8 +421,13 @@ impl Simulation {
         self.shared.world().trace_id(id, line);
     }
 
-    /// Runs to the end and reports.
-    pub fn run(mut self) -> Report {
+    /// Runs to the end and reports. failsafe's breakers read a thread-local mock clock here,
+    /// moved forward with virtual time (the loop is single-threaded, so that clock is ours).
+    pub fn run(self) -> Report {
+        failsafe::clock::freeze(|breaker_clock| self.run_frozen(breaker_clock))
+    }
+
+    fn run_frozen(mut self, breaker_clock: &mut failsafe::clock::MockClock) -> Report {
         loop {
             self.settle();
             self.check_journal();
@@ -421,6 +441,7 @@ impl Simulation {
                 self.violation("liveness", None, "work was still pending after the liveness phase");
                 break;
             }
+            breaker_clock.advance(std::time::Duration::from_millis(next - now));
             self.shared.advance_to(next);
         }
         self.finish()
@@ -627,11 +648,12 @@ impl Simulation {
             Due::ClockStep(w) => {
                 if self.faults_on {
                     let mut world = self.shared.world();
-                    let step = world.rng.range(0, 240_000) as i64 - 120_000;
+                    // A step lands the clock anywhere within the skew courant tolerates (serve
+                    // refuses to run workers on a host further off than that).
+                    let offset = world.rng.range(0, 2 * MAX_SKEW_MS) as i64 - MAX_SKEW_MS as i64;
                     world.count(Fault::ClockStep);
-                    world.trace(format!("a{w} clock step {step} ms"));
+                    world.trace(format!("a{w} clock steps to {offset} ms off"));
                     drop(world);
-                    let offset = self.shared.offset(w) + step;
                     self.shared.set_offset(w, offset);
                 }
             }
@@ -971,6 +993,13 @@ impl Simulation {
             edges: self.edges.iter().map(|((f, t), n)| (format!("{f}→{t}"), *n)).collect(),
             violations: self.violations.clone(),
             trace_hash: format!("{:016x}", world.trace_hash),
+            breakers_opened: self.breakers.iter().flat_map(|r| r.views()).map(|v| v.opened).sum(),
+            breaker_rejections: self
+                .breakers
+                .iter()
+                .flat_map(|r| r.views())
+                .map(|v| v.rejected)
+                .sum(),
             planted: self.config.planted,
         }
     }

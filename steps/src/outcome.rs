@@ -25,6 +25,12 @@ pub enum ErrorClass {
     ProviderConfig,
     /// The request was written but no answer came: the message may or may not have been sent.
     Unknown,
+    /// Our circuit breaker for the provider is open: nothing was sent, no attempt was used. Try
+    /// another provider, or this one after `retry_after_ms`.
+    CircuitOpen {
+        /// When the breaker lets a probe through again, in ms from now, when known.
+        retry_after_ms: Option<u64>,
+    },
 }
 
 impl ErrorClass {
@@ -42,6 +48,7 @@ impl ErrorClass {
             ErrorClass::PermanentRecipient => "permanent_recipient",
             ErrorClass::ProviderConfig => "provider_config",
             ErrorClass::Unknown => "unknown",
+            ErrorClass::CircuitOpen { .. } => "circuit_open",
         }
     }
 }

@@ -28,6 +28,12 @@ use sha2::{Digest, Sha256};
 use steps::model::{Channel, NotificationId, RecipientId, TenantId};
 use workflows::machine::StateKind;
 
+/// The most a worker host's clock may differ from the store's (Redis `TIME`), in ms. Wake-up
+/// times are written with the committing worker's clock and promoted with another's; beyond this
+/// skew a deferral can come due the moment it is written, and a notification waiting on a
+/// provider can spin. `courant serve` checks it at start-up.
+pub const CLOCK_SKEW_MS_MAX: u64 = 1_000;
+
 /// How many shards the per-notification keys and the wake queue are spread over. Fixed: changing
 /// it moves every key.
 pub const SHARDS: u16 = 16;

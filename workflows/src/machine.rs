@@ -450,6 +450,55 @@ impl Lifecycle {
                             }
                         }
                     }
+                    ErrorClass::CircuitOpen { retry_after_ms } => {
+                        // Nothing went out and no attempt was used: try the next provider of the
+                        // route now, or this one when its breaker lets a probe through.
+                        let route = context.policy.route(*channel);
+                        let next = route.iter().skip_while(|p| *p != provider).nth(1).cloned();
+                        if let Some(next) = next {
+                            context.note(format!(
+                                "the circuit breaker of {provider} is open; failing over to {next}"
+                            ));
+                            return Transition(State::sending(
+                                *channel,
+                                next,
+                                *attempt,
+                                *possible_duplicate,
+                            ));
+                        }
+                        let first = route.first().cloned().unwrap_or_else(|| provider.clone());
+                        let until_ms = context.now_ms + retry_after_ms.unwrap_or(1_000).max(1);
+                        let budget_end = context
+                            .accepted_at_ms
+                            .saturating_add(context.policy.retry(*channel).ttl_ms);
+                        if until_ms > budget_end {
+                            let reason = format!(
+                                "the circuit breakers of the {channel} route stay open past the \
+                                 time budget"
+                            );
+                            context.note(reason.clone());
+                            return Transition(State::failed(
+                                *channel,
+                                Some(provider.clone()),
+                                *attempt,
+                                reason,
+                            ));
+                        }
+                        context.note(format!(
+                            "the circuit breaker of {provider} is open and no provider is left in \
+                             the {channel} route; attempt {attempt} waits {} ms for {first}",
+                            until_ms - context.now_ms
+                        ));
+                        Transition(State::deferred(
+                            until_ms,
+                            Resume::Send {
+                                channel: *channel,
+                                provider: first,
+                                attempt: *attempt,
+                                possible_duplicate: *possible_duplicate,
+                            },
+                        ))
+                    }
                     ErrorClass::TokenInvalid | ErrorClass::PermanentRecipient => {
                         context.note(why.clone());
                         Transition(State::failed(*channel, Some(provider.clone()), *attempt, why))

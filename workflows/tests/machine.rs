@@ -886,6 +886,7 @@ labels! {
     FailedPermanentRecipient,
     FailedProviderConfig,
     FailedUnknown,
+    FailedCircuitOpen,
     Cancel,
     ReceiptDelivered,
     ReceiptUndelivered,
@@ -926,6 +927,7 @@ fn label(event: &Event) -> Label {
             C::PermanentRecipient => Label::FailedPermanentRecipient,
             C::ProviderConfig => Label::FailedProviderConfig,
             C::Unknown => Label::FailedUnknown,
+            C::CircuitOpen { .. } => Label::FailedCircuitOpen,
         },
         Event::Cancel => Label::Cancel,
         Event::Receipt(Receipt::Delivered) => Label::ReceiptDelivered,
@@ -968,6 +970,9 @@ fn sample(label: Label) -> Event {
         Label::FailedTokenInvalid => failure(ErrorClass::TokenInvalid),
         Label::FailedPermanentRecipient => failure(ErrorClass::PermanentRecipient),
         Label::FailedProviderConfig => failure(ErrorClass::ProviderConfig),
+        Label::FailedCircuitOpen => {
+            failure(ErrorClass::CircuitOpen { retry_after_ms: Some(5_000) })
+        }
         Label::FailedUnknown => failure(ErrorClass::Unknown),
         Label::Cancel => Event::Cancel,
         Label::ReceiptDelivered => Event::Receipt(Receipt::Delivered),
@@ -1008,6 +1013,7 @@ fn handles(kind: StateKind) -> &'static [Label] {
             L::FailedPermanentRecipient,
             L::FailedProviderConfig,
             L::FailedUnknown,
+            L::FailedCircuitOpen,
             L::ReceiptDelivered,
         ],
         StateKind::Unknown => &[L::Wake, L::Proceed, L::ReceiptDelivered],
@@ -1417,4 +1423,26 @@ fn a_failed_channel_falls_back_or_dead_letters() {
     assert_eq!(step.effects, vec![Effect::Render { channel: Channel::Email }]);
     let step = check(failed, no_fallback());
     assert_eq!(step.state.kind(), StateKind::DeadLettered);
+}
+
+#[test]
+fn an_open_breaker_fails_over_or_waits_without_using_an_attempt() {
+    let open = failure(ErrorClass::CircuitOpen { retry_after_ms: Some(5_000) });
+    // Only one provider in the route: attempt 2 waits for the breaker, still attempt 2.
+    let step = check(sms_sending(2), open.clone());
+    let (until_ms, channel, provider, attempt, dup) = deferred_send(&step.state);
+    assert_eq!((channel, provider, attempt, dup), (Channel::Sms, twilio(), Attempt(2), false));
+    assert_eq!(until_ms, NOW_MS + 5_000);
+    // Two providers: straight to the next one, same attempt.
+    let vonage = ProviderName::new("vonage").unwrap();
+    let mut policy = POLICY.clone();
+    policy.routes.insert(Channel::Sms, vec![twilio(), vonage.clone()]);
+    let mut machine = machine::restore(sms_sending(2), &policy, Channel::Sms);
+    let mut context = Context::new(&policy, Channel::Sms, SEED, ACCEPTED_MS, NOW_MS);
+    machine.handle_with_context(&open, &mut context);
+    assert_eq!(machine.state(), &sending(Channel::Sms, vonage, 2, false));
+    // Past the time budget the channel has failed.
+    let late = ACCEPTED_MS + POLICY.retry(Channel::Sms).ttl_ms - 1_000;
+    let step = check_at(sms_sending(2), open, late);
+    assert_eq!(step.state.kind(), StateKind::Failed);
 }

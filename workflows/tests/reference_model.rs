@@ -366,6 +366,47 @@ impl Model {
                             provider: provider.clone(),
                             attempt: *attempt,
                         }),
+                        ErrorClass::CircuitOpen { retry_after_ms } => {
+                            // Nothing was sent: the next provider, same attempt; or wait for the
+                            // breaker, unless that runs past the time budget.
+                            if let Some(next) = self.next_provider(*channel, provider) {
+                                Go(Phase::Sending {
+                                    channel: *channel,
+                                    provider: next,
+                                    attempt: *attempt,
+                                    possible_duplicate: *possible_duplicate,
+                                })
+                            } else {
+                                let until_ms = self.now_ms + retry_after_ms.unwrap_or(1_000).max(1);
+                                let policy = self.policy();
+                                if until_ms > self.accepted_ms + policy.retry(*channel).ttl_ms {
+                                    Go(Phase::Failed {
+                                        channel: *channel,
+                                        provider: Some(provider.clone()),
+                                        attempt: *attempt,
+                                        reason: format!(
+                                            "the circuit breakers of the {channel} route stay \
+                                             open past the time budget"
+                                        ),
+                                    })
+                                } else {
+                                    let first = policy
+                                        .route(*channel)
+                                        .first()
+                                        .cloned()
+                                        .unwrap_or_else(|| provider.clone());
+                                    Go(Phase::Deferred {
+                                        until_ms,
+                                        then: Then::Send {
+                                            channel: *channel,
+                                            provider: first,
+                                            attempt: *attempt,
+                                            possible_duplicate: *possible_duplicate,
+                                        },
+                                    })
+                                }
+                            }
+                        }
                         ErrorClass::ProviderConfig
                             if self.next_provider(*channel, provider).is_some()
                                 && *attempt < self.policy().retry(*channel).attempts_max =>
@@ -639,6 +680,8 @@ fn arb_error_class() -> BoxedStrategy<ErrorClass> {
         1 => Just(ErrorClass::PermanentRecipient),
         1 => Just(ErrorClass::ProviderConfig),
         2 => Just(ErrorClass::Unknown),
+        1 => prop_oneof![Just(None), (1u64..600_000).prop_map(Some)]
+            .prop_map(|retry_after_ms| ErrorClass::CircuitOpen { retry_after_ms }),
     ]
     .boxed()
 }
@@ -652,6 +695,7 @@ fn provider_error(class: ErrorClass) -> ProviderError {
         ErrorClass::PermanentRecipient => (Some(400), Some("21211"), "invalid 'To' number"),
         ErrorClass::ProviderConfig => (Some(401), None, "authentication failed"),
         ErrorClass::Unknown => (None, None, "timed out after the request was written"),
+        ErrorClass::CircuitOpen { .. } => (None, None, "the circuit breaker is open"),
     };
     ProviderError::new(class, status, code.map(str::to_owned), message)
 }
@@ -970,6 +1014,18 @@ impl StateMachineTest for LifecycleTest {
         if matches!(after, State::Unknown { .. }) {
             sut.possible_duplicate = true;
         }
+        if let (
+            State::Sending { channel, attempt, .. },
+            Input::Event(Event::SendResult(SendOutcome::Failed(ProviderError {
+                class: ErrorClass::CircuitOpen { .. },
+                ..
+            }))),
+        ) = (&before, &step.input)
+        {
+            // An open breaker sent nothing: the attempt goes out again, on this provider later
+            // or on the next one now.
+            sut.sent.remove(&(*channel, attempt.0));
+        }
         if let (State::Failed { .. }, State::Filtered { channel }) = (&before, after) {
             // A fallback starts the new channel afresh: its attempts count from 1 and nothing
             // about it is a possible duplicate (the runner only falls back when the failed
@@ -995,7 +1051,19 @@ impl StateMachineTest for LifecycleTest {
         ) = (&before, after, &step.input)
         {
             let retry = policy.retry(*channel);
-            assert_eq!(next.0, attempt.0 + 1, "the retry is the next attempt");
+            let circuit_open = matches!(
+                event,
+                Event::SendResult(SendOutcome::Failed(ProviderError {
+                    class: ErrorClass::CircuitOpen { .. },
+                    ..
+                }))
+            );
+            if circuit_open {
+                // Nothing was sent: the same attempt waits for the breaker.
+                assert_eq!(next.0, attempt.0, "an open breaker uses no attempt");
+            } else {
+                assert_eq!(next.0, attempt.0 + 1, "the retry is the next attempt");
+            }
             assert!(*until_ms >= model.now_ms, "a retry scheduled in the past");
             assert!(*until_ms <= model.accepted_ms + retry.ttl_ms, "a retry after the time budget");
             if let Event::SendResult(SendOutcome::Failed(ProviderError {

@@ -36,13 +36,13 @@ use redis::{Client, ErrorKind, RedisError, Value};
 use steps::model::{NotificationId, RecipientId, TenantId};
 use steps::rate::{RateCheck, RateLimit};
 use workflows::ports::{
-    ApiKey, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem, LIST_LIMIT_MAX, ListQuery, RateKey,
-    Store, StoreError,
+    ApiKey, Clock, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem, LIST_LIMIT_MAX, ListQuery,
+    RateKey, Store, StoreError,
 };
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record};
 
 use crate::keys::{self, SHARDS};
-use crate::memory::IDEMPOTENCY_TTL_MS;
+use crate::memory::{IDEMPOTENCY_TTL_MS, SystemClock};
 
 /// How long a request may wait for its answer. Far above Redis's normal sub-millisecond latency
 /// (and above the longest blocking read), so only a really stuck server trips it; apalis-redis's
@@ -203,6 +203,19 @@ impl RedisStore {
                 self.shown_url
             )))
         }
+    }
+
+    /// How far this host's clock is ahead of Redis's (`TIME`), in ms (negative: behind).
+    /// Workers need clocks within `keys::CLOCK_SKEW_MS_MAX` of Redis's (run NTP).
+    pub async fn clock_skew_ms(&self) -> Result<i64, StoreError> {
+        let mut conn = self.conn.clone();
+        let before = SystemClock.now_ms();
+        let (secs, micros): (u64, u64) =
+            redis::cmd("TIME").query_async(&mut conn).await.map_err(|e| self.error("time", &e))?;
+        let after = SystemClock.now_ms();
+        let redis_ms = secs * 1_000 + micros / 1_000;
+        // Compare with the middle of the round trip.
+        Ok(((before + after) / 2) as i64 - redis_ms as i64)
     }
 
     /// Human warnings about settings that put notifications at risk: AOF off, `appendfsync`
