@@ -151,27 +151,29 @@ fn text(v: &Value) -> String {
     }
 }
 
-fn notifications_table(value: &Value) -> String {
-    let rows: Vec<Vec<String>> = value["notifications"]
+/// A table of the objects in `value[list]`, one column per JSON pointer.
+fn list_table(value: &Value, list: &str, header: &[&str], pointers: &[&str]) -> String {
+    let rows: Vec<Vec<String>> = value[list]
         .as_array()
         .map(|items| {
             items
                 .iter()
-                .map(|n| {
-                    vec![
-                        text(&n["id"]),
-                        text(&n["state"]),
-                        text(&n["channel"]),
-                        text(&n["provider"]),
-                        text(&n["attempt"]),
-                        text(&n["category"]),
-                        text(&n["updated_at"]),
-                    ]
+                .map(|item| {
+                    pointers.iter().map(|p| text(item.pointer(p).unwrap_or(&Value::Null))).collect()
                 })
                 .collect()
         })
         .unwrap_or_default();
-    table(&["ID", "STATE", "CHANNEL", "PROVIDER", "ATTEMPT", "CATEGORY", "UPDATED"], &rows)
+    table(header, &rows)
+}
+
+fn notifications_table(value: &Value) -> String {
+    list_table(
+        value,
+        "notifications",
+        &["ID", "STATE", "CHANNEL", "PROVIDER", "ATTEMPT", "CATEGORY", "UPDATED"],
+        &["/id", "/state", "/channel", "/provider", "/attempt", "/category", "/updated_at"],
+    )
 }
 
 /// `courant status ID`
@@ -248,24 +250,12 @@ pub async fn dlq(client: &Client, command: &DlqCommand) -> Result<(), Failure> {
         DlqCommand::List { limit } => {
             let value = client.get(&format!("/v1/dlq?limit={limit}")).await?;
             client.emit(&value, |v| {
-                let rows: Vec<Vec<String>> = v["notifications"]
-                    .as_array()
-                    .map(|items| {
-                        items
-                            .iter()
-                            .map(|n| {
-                                vec![
-                                    text(&n["id"]),
-                                    text(&n["channel"]),
-                                    text(&n["attempt"]),
-                                    text(&n["detail"]["DeadLettered"]["reason"]),
-                                    text(&n["updated_at"]),
-                                ]
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                table(&["ID", "CHANNEL", "ATTEMPTS", "REASON", "DEAD-LETTERED"], &rows)
+                list_table(
+                    v,
+                    "notifications",
+                    &["ID", "CHANNEL", "ATTEMPTS", "REASON", "DEAD-LETTERED"],
+                    &["/id", "/channel", "/attempt", "/detail/DeadLettered/reason", "/updated_at"],
+                )
             })
         }
     }
@@ -332,31 +322,25 @@ pub async fn send(client: &Client, send: &Send) -> Result<(), Failure> {
 pub async fn breakers(client: &Client) -> Result<(), Failure> {
     let value = client.get("/v1/admin/breakers").await?;
     client.emit(&value, |v| {
-        let rows: Vec<Vec<String>> = v["breakers"]
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .map(|b| {
-                        vec![
-                            text(&b["provider"]),
-                            text(&b["channel"]),
-                            text(&b["state"]),
-                            text(&b["since"]),
-                            text(&b["opened"]),
-                            text(&b["rejected"]),
-                        ]
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        table(&["PROVIDER", "CHANNEL", "STATE", "SINCE", "OPENED", "REJECTED"], &rows)
+        list_table(
+            v,
+            "breakers",
+            &["PROVIDER", "CHANNEL", "STATE", "SINCE", "OPENED", "REJECTED"],
+            &["/provider", "/channel", "/state", "/since", "/opened", "/rejected"],
+        )
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_tables_pick_nested_fields_and_show_missing_ones_as_dashes() {
+        let value = json!({ "items": [{ "a": "x", "b": { "c": 1 } }, { "a": "yy" }] });
+        let t = list_table(&value, "items", &["A", "C"], &["/a", "/b/c"]);
+        assert_eq!(t, "A   C\nx   1\nyy  -\n");
+    }
 
     #[test]
     fn tables_align() {
