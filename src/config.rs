@@ -125,13 +125,20 @@ impl Config {
     }
 
     /// Gives channels the configuration does not mention their default retry policy and rate
-    /// limit (setting `policy.retry.email` must not silently change SMS), fills the routes of
+    /// limit (setting `policy.retry.email` must not silently change SMS), keeps the default
+    /// categories' retry overrides for every category and channel it does not set, fills the routes of
     /// channels without one from the configured providers (in name order), then checks
     /// everything.
     pub fn finish(mut self) -> anyhow::Result<Config> {
         let defaults = Policy::default();
         for (channel, retry) in defaults.retry {
             self.policy.retry.entry(channel).or_insert(retry);
+        }
+        for (category, overrides) in defaults.categories {
+            let entry = self.policy.categories.entry(category).or_default();
+            for (channel, retry) in overrides.retry {
+                entry.retry.entry(channel).or_insert(retry);
+            }
         }
         for (channel, rate) in defaults.rate {
             self.policy.rate.entry(channel).or_insert(rate);
@@ -208,8 +215,34 @@ mod tests {
                     delay_ms_max = 100\njitter = false\nttl_ms = 1000\n";
         let config = toml::from_str::<Config>(text).unwrap().finish().unwrap();
         assert_eq!(config.policy.retry(Channel::Email).attempts_max, 2);
-        let sms = *Policy::default().retry(Channel::Sms);
+        let sms = Policy::default().retry(Channel::Sms).clone();
         assert_eq!(config.policy.retry(Channel::Sms), &sms);
+    }
+
+    #[test]
+    fn a_category_override_keeps_the_other_category_defaults() {
+        let text = "[policy.categories.otp.retry.sms]\nattempts_max = 2\ndelay_ms_base = 500\n\
+                    factor = 2.0\ndelay_ms_max = 1000\njitter = true\nttl_ms = 30000\n\
+                    [policy.categories.alerts.retry.email]\nattempts_max = 9\n\
+                    delay_ms_base = 1000\nfactor = 1.0\ndelay_ms_max = 60000\njitter = true\n\
+                    ttl_ms = 600000\nschedule_ms = [1000, 10000, 60000]\n";
+        let config = toml::from_str::<Config>(text).unwrap().finish().unwrap();
+        let policy = &config.policy;
+        let defaults = Policy::default();
+        let category = |name: &str| steps::model::Category::new(name).unwrap();
+        assert_eq!(policy.retry_for(&category("otp"), Channel::Sms).attempts_max, 2);
+        // What the file does not set keeps its default: the OTP email and the marketing policy.
+        let otp_email = defaults.retry_for(&category("otp"), Channel::Email);
+        assert_eq!(policy.retry_for(&category("otp"), Channel::Email), otp_email);
+        let marketing = defaults.retry_for(&category("marketing"), Channel::Email);
+        assert_eq!(policy.retry_for(&category("marketing"), Channel::Email), marketing);
+        let alerts = policy.retry_for(&category("alerts"), Channel::Email);
+        assert_eq!(alerts.nominal_delay_ms(3), 60_000);
+        // A bad override is refused at start-up, naming where it is.
+        let text = "[policy.categories.otp.retry.sms]\nattempts_max = 0\ndelay_ms_base = 500\n\
+                    factor = 2.0\ndelay_ms_max = 1000\njitter = true\nttl_ms = 30000\n";
+        let err = format!("{:#}", toml::from_str::<Config>(text).unwrap().finish().unwrap_err());
+        assert!(err.contains("category otp on sms: attempts_max"), "{err}");
     }
 
     #[test]

@@ -190,7 +190,7 @@ fn unhealthy(outcome: &SendOutcome) -> bool {
     match outcome {
         SendOutcome::Accepted { .. } => false,
         SendOutcome::Failed(error) => match error.class {
-            ErrorClass::Retryable
+            ErrorClass::Retryable { .. }
             | ErrorClass::RateLimited { .. }
             | ErrorClass::Unknown
             | ErrorClass::ProviderConfig => true,
@@ -394,9 +394,9 @@ mod tests {
     #[test]
     fn opens_after_consecutive_failures_refuses_then_probes_and_closes() {
         failsafe::clock::freeze(|clock| {
-            let (b, inner, registry) = breaker(vec![fail(ErrorClass::Retryable); 3]);
+            let (b, inner, registry) = breaker(vec![fail(ErrorClass::RETRYABLE); 3]);
             for _ in 0..3 {
-                assert_eq!(class(&block_on(b.send(&message()))), Some(ErrorClass::Retryable));
+                assert_eq!(class(&block_on(b.send(&message()))), Some(ErrorClass::RETRYABLE));
             }
             assert_eq!(registry.views()[0].state, BreakerState::Open);
             // Open: refused at once, the provider never called.
@@ -432,7 +432,7 @@ mod tests {
         }
         fn send<'a>(&'a self, _: &'a Outbound) -> BoxFuture<'a, SendOutcome> {
             match self.calls.fetch_add(1, Ordering::SeqCst) {
-                0..=2 => Box::pin(async { fail(ErrorClass::Retryable) }),
+                0..=2 => Box::pin(async { fail(ErrorClass::RETRYABLE) }),
                 3 => Box::pin(futures::future::pending()),
                 _ => Box::pin(async { ok() }),
             }

@@ -131,7 +131,7 @@ pub(crate) fn transport_error(error: reqwest::Error, known: &[&str]) -> Provider
     let error = error.without_url();
     let detail = redact::scrub(&error_chain(&error), known);
     let prefix = match class {
-        ErrorClass::Retryable => "could not connect; the request was not sent",
+        ErrorClass::Retryable { .. } => "could not connect; the request was not sent",
         ErrorClass::ProviderConfig => "could not build the request",
         _ => "the exchange failed after the request may have been sent",
     };
@@ -145,7 +145,7 @@ fn transport_class(error: &reqwest::Error) -> ErrorClass {
     } else if error.is_connect() {
         // Refused, unreachable, DNS, TLS handshake or connect timeout: the connection never
         // carried the request. Checked before `is_timeout`, which a connect timeout also sets.
-        ErrorClass::Retryable
+        ErrorClass::RETRYABLE
     } else {
         // A timeout, a reset or a protocol error after connecting: the request may have left.
         ErrorClass::Unknown

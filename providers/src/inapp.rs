@@ -90,7 +90,7 @@ impl<I: Inbox> InAppProvider<I> {
                     "Inbox store failed."
                 );
                 SendOutcome::Failed(ProviderError::new(
-                    ErrorClass::Retryable,
+                    ErrorClass::RETRYABLE,
                     None,
                     None,
                     &format!("inbox store failed: {error}"),
@@ -267,7 +267,7 @@ mod tests {
     fn a_store_error_is_retryable() {
         let (outcome, _) = check(MemoryInbox { fail: true, ..Default::default() }, in_app());
         let SendOutcome::Failed(error) = outcome else { panic!("expected a failure: {outcome:?}") };
-        assert_eq!(error.class, ErrorClass::Retryable);
+        assert_eq!(error.class, ErrorClass::RETRYABLE);
         assert!(error.message.contains("inbox store failed"), "{}", error.message);
     }
 

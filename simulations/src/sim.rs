@@ -21,10 +21,10 @@ use steps::rate::{OverLimit, RateLimit};
 use steps::render::{Part, PartSource, TemplateSet};
 use storage::memory::MemoryStore;
 use storage::queue::{Delivery, WakeQueue, retry_delay_ms};
-use workflows::machine::{State, StateKind};
+use workflows::machine::{Resume, State, StateKind};
 use workflows::policy::Policy;
 use workflows::ports::{Provider, Store, StoreError};
-use workflows::record::{HistoryEntry, Idempotency, Record};
+use workflows::record::{Cause, HistoryEntry, Idempotency, Record};
 use workflows::runner::{
     Advanced, Cancelled, Received, Runner, Submission, SubmitError, Submitted,
 };
@@ -142,6 +142,7 @@ struct Planned {
     recipient: usize,
     opted_out: bool,
     no_address: bool,
+    category: &'static str,
 }
 
 struct WorkerState {
@@ -169,6 +170,8 @@ pub struct Simulation {
     faults_on: bool,
     // The checker's view of each notification: last version and state.
     seen: BTreeMap<NotificationId, (u64, StateKind)>,
+    /// Each notification's category, from its creation.
+    categories: BTreeMap<NotificationId, Category>,
     edges: BTreeMap<(StateKind, StateKind), u64>,
     violations: Vec<Violation>,
     steps: u64,
@@ -320,6 +323,7 @@ impl Simulation {
             last_reclaim_ms: START_MS,
             faults_on: true,
             seen: BTreeMap::new(),
+            categories: BTreeMap::new(),
             edges: BTreeMap::new(),
             violations: Vec::new(),
             steps: 0,
@@ -357,7 +361,20 @@ impl Simulation {
             // A few recipients opted out of the channel, a few have no address for it.
             let opted_out = rng.chance(0.02);
             let no_address = rng.chance(0.02);
-            self.plan.push(Planned { at_ms: at, channel, recipient, opted_out, no_address });
+            // Categories with their own retry policies (the defaults' `otp` and `marketing`).
+            let category = match rng.index(100) {
+                0..=14 => "otp",
+                15..=29 => "marketing",
+                _ => "orders",
+            };
+            self.plan.push(Planned {
+                at_ms: at,
+                channel,
+                recipient,
+                opted_out,
+                no_address,
+                category,
+            });
             self.schedule(at, Due::Submit(idx, 0));
             if rng.chance(0.02) {
                 let cancel_at = at + rng.range(0, 5_000);
@@ -694,7 +711,7 @@ impl Simulation {
             channel: planned.channel,
             template: TemplateId::new("note").unwrap_or_else(|_| unreachable!()),
             data: data.as_object().cloned().unwrap_or_default(),
-            category: Category::new("orders").unwrap_or_else(|_| unreachable!()),
+            category: Category::new(planned.category).unwrap_or_else(|_| unreachable!()),
         };
         // A fresh id per try, as the API mints one per request: the idempotency key makes the
         // retries of a lost reply land on the first id.
@@ -832,7 +849,10 @@ impl Simulation {
     /// each commit starts from the state the notification was in, attempts within the policy.
     fn check_journal(&mut self) {
         let journal = std::mem::take(&mut self.shared.world().journal);
-        for Journaled { id, from_version, state, history } in journal {
+        for Journaled { id, from_version, state, history, category } in journal {
+            if let Some(category) = category {
+                self.categories.insert(id.clone(), category);
+            }
             let (version, before) = self.seen.get(&id).copied().unwrap_or((0, StateKind::Received));
             if from_version != version && from_version != 0 {
                 let detail =
@@ -865,7 +885,10 @@ impl Simulation {
                 }
             }
             if let (Some(channel), Some(attempt)) = (state.channel(), state.attempt()) {
-                let max = self.policy.retry(channel).attempts_max;
+                let max = match self.categories.get(&id) {
+                    Some(category) => self.policy.retry_for(category, channel).attempts_max,
+                    None => self.policy.retry(channel).attempts_max,
+                };
                 if attempt.0 > max {
                     self.violation(
                         "attempts",
@@ -960,6 +983,7 @@ impl Simulation {
                 }
             }
             self.check_dead_letter(&record, &history);
+            self.check_retry_timing(&record, &history);
         }
         latencies.sort_unstable();
         let pct = |p: f64| -> u64 {
@@ -1004,10 +1028,79 @@ impl Simulation {
         }
     }
 
+    /// Every retry waits within its policy's bounds and never less than the provider's
+    /// `Retry-After` (or the reconcile grace after an unknown outcome): the scheduled delay, as the
+    /// runner decided it, and the provider's view, when the next attempt reached it.
+    fn check_retry_timing(&mut self, record: &Record, history: &[HistoryEntry]) {
+        let calls = self.shared.world().call_log.get(&record.id).cloned().unwrap_or_default();
+        for (entry, before) in history.iter().skip(1).zip(history) {
+            let State::Deferred { until_ms, resume: Resume::Send { channel, attempt: next, .. } } =
+                &entry.to
+            else {
+                continue;
+            };
+            // Only a failed attempt's retry: not the circuit breaker's wait, which keeps the
+            // attempt, nor a deferral some other way.
+            let failed = match &before.to {
+                State::Sending { attempt, .. } | State::Unknown { attempt, .. }
+                    if attempt.next() == *next =>
+                {
+                    *attempt
+                }
+                _ => continue,
+            };
+            let from = before.to.kind();
+            if from == StateKind::Sending && !matches!(entry.cause, Cause::Provider { .. }) {
+                continue;
+            }
+            let told =
+                self.shared.world().told.get(&(record.id.clone(), *channel, failed.0)).copied();
+            let floor_ms = if from == StateKind::Unknown {
+                self.policy.reconcile_grace_ms
+            } else {
+                match told.and_then(|t| t.class) {
+                    Some(class) if class.is_retryable() => class.retry_after_ms().unwrap_or(0),
+                    _ => continue,
+                }
+            };
+            let policy = self.policy.retry_for(&record.request.category, *channel);
+            let nominal = policy.nominal_delay_ms(failed.0);
+            let low = if policy.jitter { nominal / 2 } else { nominal };
+            let (least, most) = (low.max(floor_ms), nominal.max(floor_ms));
+            let delay = until_ms.saturating_sub(entry.at_ms);
+            if !(least..=most).contains(&delay) {
+                let detail = format!(
+                    "{channel} retry after attempt {failed} scheduled {delay} ms later, outside \
+                     [{least}, {most}] (policy {nominal} ms, not before {floor_ms} ms)"
+                );
+                self.violation("retry-bounds", Some(record.id.clone()), &detail);
+            }
+            // The provider's view: the next attempt never came earlier than that after the answer
+            // (clocks may disagree by the skew the workers are allowed).
+            let answered = calls
+                .iter()
+                .rev()
+                .find(|c| c.channel == *channel && c.attempt == failed)
+                .and_then(|c| c.answered_at_ms);
+            let next_call = calls.iter().find(|c| c.channel == *channel && c.attempt == *next);
+            if from == StateKind::Sending
+                && let (Some(answered), Some(next_call)) = (answered, next_call)
+                && next_call.at_ms + 2 * MAX_SKEW_MS < answered + least
+            {
+                let detail = format!(
+                    "{channel} attempt {next} reached the provider {} ms after attempt {failed}'s \
+                     answer; it had to wait {least} ms",
+                    next_call.at_ms.saturating_sub(answered)
+                );
+                self.violation("retry-early", Some(record.id.clone()), &detail);
+            }
+        }
+    }
+
     /// Dead-lettered ⇔ the retries were exhausted (or could never succeed).
     fn check_dead_letter(&mut self, record: &Record, history: &[HistoryEntry]) {
         let Some(channel) = record.state.channel() else { return };
-        let max = self.policy.retry(channel).attempts_max;
+        let max = self.policy.retry_for(&record.request.category, channel).attempts_max;
         let attempt = record.state.attempt().map_or(0, |a| a.0);
         let told = self.shared.world().told.get(&(record.id.clone(), channel, attempt)).copied();
         let last_class = told.and_then(|t| t.class);

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
-use steps::model::{Attempt, Channel, NotificationId, ProviderName, RecipientId, TenantId};
+use steps::model::{
+    Attempt, Category, Channel, NotificationId, ProviderName, RecipientId, TenantId,
+};
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
 use steps::rate::{RateCheck, RateLimit};
 use workflows::machine::{Receipt, State};
@@ -33,6 +35,8 @@ pub struct Planted {
     /// An unknown outcome is reported as retryable, so the lifecycle re-sends without
     /// reconciling and without flagging the re-send.
     pub resend_unknown_unflagged: bool,
+    /// The runner never hears a provider's `Retry-After` (a provider module that drops it).
+    pub retry_after_dropped: bool,
 }
 
 /// One message a provider really took.
@@ -61,6 +65,8 @@ pub struct Journaled {
     pub state: State,
     /// The history entries of the commit.
     pub history: Vec<HistoryEntry>,
+    /// The notification's category, on its creation only.
+    pub category: Option<Category>,
 }
 
 /// A receipt the fake providers scheduled.
@@ -85,6 +91,23 @@ struct Call {
     answer_at_ms: u64,
     /// The answer.
     outcome: SendOutcome,
+    /// Where the call is in the call log: (notification, index).
+    logged: (NotificationId, usize),
+}
+
+/// One request a provider received, taken or not, for the retry-timing invariants.
+#[derive(Debug, Clone)]
+pub struct CallMade {
+    /// The channel.
+    pub channel: Channel,
+    /// The attempt it carried.
+    pub attempt: Attempt,
+    /// When the provider received it, virtual ms.
+    pub at_ms: u64,
+    /// The failure class answered, `None` for an acceptance.
+    pub class: Option<ErrorClass>,
+    /// When the runner got the answer (`None`: it never did, the worker died first).
+    pub answered_at_ms: Option<u64>,
 }
 
 /// What the sim told the runner about one attempt, for the dead-letter invariant.
@@ -115,6 +138,8 @@ pub struct World {
     pub ledger: BTreeMap<NotificationId, Vec<Taken>>,
     /// What each attempt was told, per notification, channel and attempt.
     pub told: BTreeMap<(NotificationId, Channel, u32), Told>,
+    /// Every request the providers received, per notification, in order.
+    pub call_log: BTreeMap<NotificationId, Vec<CallMade>>,
     /// Actors that crashed during the current poll round.
     pub crashed: BTreeSet<usize>,
     /// Commits since the checker last looked.
@@ -163,6 +188,7 @@ impl World {
             trace_len: 0,
             trace_by_id: BTreeMap::new(),
             last_call_answer_ms: None,
+            call_log: BTreeMap::new(),
         }
     }
 
@@ -414,6 +440,7 @@ impl<S: Store> Store for FaultyStore<S> {
                     from_version: commit.expected_version,
                     state: commit.state.clone(),
                     history: commit.history.clone(),
+                    category: None,
                 });
             }
             let claim = matches!(commit.state, State::Sending { .. });
@@ -496,6 +523,7 @@ fn journal_create(shared: &Shared, record: &Record, first: &HistoryEntry) {
         from_version: 0,
         state: record.state.clone(),
         history: vec![first.clone()],
+        category: Some(record.request.category.clone()),
     });
 }
 
@@ -546,13 +574,15 @@ impl FakeProvider {
         // (outcome, latency, whether the provider really took the message)
         let (mut outcome, latency, taken) = if brownout && world.rng.chance(0.9) {
             world.count(Fault::Brownout);
-            (error(ErrorClass::Retryable, 503, "brownout"), latency, false)
+            // Some maintenance pages say when to come back.
+            let retry_after_ms = world.rng.chance(0.3).then(|| world.rng.range(1_000, 30_000));
+            (error(ErrorClass::Retryable { retry_after_ms }, 503, "brownout"), latency, false)
         } else if world.roll(Fault::InvalidToken) {
             (error(ErrorClass::TokenInvalid, 410, "Unregistered"), latency, false)
         } else if world.roll(Fault::ProviderAuth) {
             (error(ErrorClass::ProviderConfig, 401, "authentication failed"), latency, false)
         } else if world.roll(Fault::ProviderServerError) {
-            (error(ErrorClass::Retryable, 500, "internal error"), latency, false)
+            (error(ErrorClass::RETRYABLE, 500, "internal error"), latency, false)
         } else if world.roll(Fault::RateLimitedNoRetryAfter) {
             let class = ErrorClass::RateLimited { retry_after_ms: None };
             (error(class, 429, "slow down (Retry-After: soon)"), latency, false)
@@ -563,7 +593,7 @@ impl FakeProvider {
             let class = ErrorClass::RateLimited { retry_after_ms: Some(3_600_000) };
             (error(class, 429, "slow down"), latency, false)
         } else if world.roll(Fault::ResetBeforeWrite) {
-            (error(ErrorClass::Retryable, 0, "connection reset before write"), 1, false)
+            (error(ErrorClass::RETRYABLE, 0, "connection reset before write"), 1, false)
         } else if world.roll(Fault::TimeoutNotAccepted) {
             (error(ErrorClass::Unknown, 0, "timed out"), TIMEOUT_MS, false)
         } else if world.roll(Fault::TimeoutAccepted) {
@@ -580,12 +610,21 @@ impl FakeProvider {
             && let SendOutcome::Failed(e) = &mut outcome
             && e.class == ErrorClass::Unknown
         {
-            e.class = ErrorClass::Retryable;
+            e.class = ErrorClass::RETRYABLE;
         }
         let class = match &outcome {
             SendOutcome::Failed(e) => Some(e.class),
             SendOutcome::Accepted { .. } => None,
         };
+        if world.planted.retry_after_dropped
+            && let SendOutcome::Failed(e) = &mut outcome
+        {
+            e.class = match e.class {
+                ErrorClass::Retryable { .. } => ErrorClass::RETRYABLE,
+                ErrorClass::RateLimited { .. } => ErrorClass::RateLimited { retry_after_ms: None },
+                other => other,
+            };
+        }
         world.told.insert((id.clone(), self.channel, attempt.0), Told { class });
         world.trace_id(
             id,
@@ -611,6 +650,15 @@ impl FakeProvider {
                 undelivered,
             });
         }
+        let log = world.call_log.entry(id.clone()).or_default();
+        log.push(CallMade {
+            channel: self.channel,
+            attempt,
+            at_ms: now,
+            class,
+            answered_at_ms: None,
+        });
+        let logged = (id.clone(), log.len() - 1);
         if taken && world.roll(Fault::CrashAfterSend) {
             world.trace(format!("a{} crash after send", self.actor));
             world.crashed.insert(self.actor);
@@ -618,7 +666,7 @@ impl FakeProvider {
         }
         let call = world.next_call;
         world.next_call += 1;
-        world.calls.insert(call, Call { answer_at_ms: now + latency, outcome });
+        world.calls.insert(call, Call { answer_at_ms: now + latency, outcome, logged });
         world.last_call_answer_ms = Some(now + latency);
         Answer::Call(call)
     }
@@ -677,6 +725,11 @@ impl Future for CallFuture {
         match world.calls.get(&self.call) {
             Some(call) if call.answer_at_ms <= now => {
                 let call = world.calls.remove(&self.call);
+                if let Some((id, index)) = call.as_ref().map(|c| c.logged.clone())
+                    && let Some(made) = world.call_log.get_mut(&id).and_then(|l| l.get_mut(index))
+                {
+                    made.answered_at_ms = Some(now);
+                }
                 Poll::Ready(call.map_or_else(
                     || {
                         SendOutcome::Failed(ProviderError::new(

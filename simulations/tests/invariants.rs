@@ -148,3 +148,16 @@ fn a_resend_after_an_unknown_outcome_without_reconciling_is_caught() {
         "seed {seed}: {invariants:?}"
     );
 }
+
+#[test]
+fn a_retry_before_retry_after_is_caught() {
+    let planted = Planted { retry_after_dropped: true, ..Planted::default() };
+    let (seed, report) = first_failure(planted, 300).expect("caught within 300 seeds");
+    eprintln!("Retry-After ignored: caught by seed {seed}");
+    let invariants: BTreeSet<&str> =
+        report.violations.iter().map(|v| v.invariant.as_str()).collect();
+    assert!(
+        invariants.contains("retry-bounds") || invariants.contains("retry-early"),
+        "seed {seed}: {invariants:?}"
+    );
+}

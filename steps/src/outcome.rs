@@ -10,8 +10,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "class")]
 pub enum ErrorClass {
-    /// Worth retrying later (5xx, 408, connection refused before the request was written).
-    Retryable,
+    /// Worth retrying later (5xx, 408, connection refused before the request was written); a
+    /// `Retry-After` that came with it (a 503 during maintenance) is honoured: never earlier.
+    Retryable {
+        /// The provider's `Retry-After`, in milliseconds, when it sent a usable one.
+        retry_after_ms: Option<u64>,
+    },
     /// The provider is throttling us; never retry before `retry_after_ms`.
     RateLimited {
         /// The provider's `Retry-After`, in milliseconds, when it sent a usable one.
@@ -34,15 +38,28 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// A retryable failure without a `Retry-After`.
+    pub const RETRYABLE: ErrorClass = ErrorClass::Retryable { retry_after_ms: None };
+
+    /// The provider's `Retry-After`, in ms from now, when the class carries one.
+    pub fn retry_after_ms(self) -> Option<u64> {
+        match self {
+            ErrorClass::Retryable { retry_after_ms }
+            | ErrorClass::RateLimited { retry_after_ms }
+            | ErrorClass::CircuitOpen { retry_after_ms } => retry_after_ms,
+            _ => None,
+        }
+    }
+
     /// Whether a later attempt on the same provider can succeed.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorClass::Retryable | ErrorClass::RateLimited { .. })
+        matches!(self, ErrorClass::Retryable { .. } | ErrorClass::RateLimited { .. })
     }
 
     /// A short name for tables and metrics.
     pub fn name(self) -> &'static str {
         match self {
-            ErrorClass::Retryable => "retryable",
+            ErrorClass::Retryable { .. } => "retryable",
             ErrorClass::RateLimited { .. } => "rate_limited",
             ErrorClass::TokenInvalid => "token_invalid",
             ErrorClass::PermanentRecipient => "permanent_recipient",
@@ -109,7 +126,7 @@ impl std::fmt::Display for ProviderError {
 pub fn classify_http(status: u16, retry_after_ms: Option<u64>) -> ErrorClass {
     match status {
         429 => ErrorClass::RateLimited { retry_after_ms },
-        408 | 500..=599 => ErrorClass::Retryable,
+        408 | 500..=599 => ErrorClass::Retryable { retry_after_ms },
         401 | 403 => ErrorClass::ProviderConfig,
         _ => ErrorClass::PermanentRecipient,
     }
@@ -148,8 +165,13 @@ mod tests {
             classify_http(429, Some(5)),
             ErrorClass::RateLimited { retry_after_ms: Some(5) }
         );
-        assert_eq!(classify_http(503, None), ErrorClass::Retryable);
-        assert_eq!(classify_http(408, None), ErrorClass::Retryable);
+        assert_eq!(classify_http(503, None), ErrorClass::RETRYABLE);
+        assert_eq!(classify_http(408, None), ErrorClass::RETRYABLE);
+        // A 503 during maintenance may say when to come back.
+        assert_eq!(
+            classify_http(503, Some(120_000)),
+            ErrorClass::Retryable { retry_after_ms: Some(120_000) }
+        );
         assert_eq!(classify_http(401, None), ErrorClass::ProviderConfig);
         assert_eq!(classify_http(400, None), ErrorClass::PermanentRecipient);
     }
@@ -166,7 +188,7 @@ mod tests {
     #[test]
     fn messages_are_truncated_on_char_boundaries() {
         let long = "é".repeat(600);
-        let e = ProviderError::new(ErrorClass::Retryable, None, None, &long);
+        let e = ProviderError::new(ErrorClass::RETRYABLE, None, None, &long);
         assert!(e.message.len() <= PROVIDER_MESSAGE_BYTES_MAX);
     }
 }

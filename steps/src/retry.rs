@@ -7,13 +7,17 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::{BackoffBuilder, ConstantBuilder, ExponentialBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::model::Attempt;
 
-/// How a channel retries failed sends.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// How a channel (or a category on a channel) retries failed sends.
+///
+/// Delays grow exponentially from `delay_ms_base` by `factor` up to `delay_ms_max`, unless
+/// `schedule_ms` lists them explicitly (`[60000, 300000, 900000, 3600000]` for 1 min, 5 min,
+/// 15 min, then hourly); its last entry repeats for further retries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included. 1 means never retry.
@@ -29,6 +33,10 @@ pub struct RetryPolicy {
     /// How long after acceptance the message stays worth sending, in milliseconds. A retry that
     /// would fall after it dead-letters instead.
     pub ttl_ms: u64,
+    /// Explicit nominal delays, in milliseconds, one per retry; when set, `delay_ms_base` and
+    /// `factor` are not used and every entry must lie within `1..=delay_ms_max`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule_ms: Vec<u64>,
 }
 
 /// Why a policy is invalid.
@@ -46,6 +54,9 @@ pub enum PolicyError {
     /// The TTL is zero.
     #[error("ttl_ms must be > 0")]
     Ttl,
+    /// The explicit schedule is too long or has a delay outside `1..=delay_ms_max`.
+    #[error("schedule_ms must hold at most 100 delays, each between 1 and delay_ms_max")]
+    Schedule,
 }
 
 /// What to do after a failed attempt.
@@ -79,12 +90,22 @@ impl RetryPolicy {
         if self.ttl_ms == 0 {
             return Err(PolicyError::Ttl);
         }
+        if self.schedule_ms.len() > 100
+            || self.schedule_ms.iter().any(|&d| d == 0 || d > self.delay_ms_max)
+        {
+            return Err(PolicyError::Schedule);
+        }
         Ok(())
     }
 
-    /// The nominal delay `d` before retry number `retry` (1-based): `base × factor^(retry-1)`,
-    /// capped at `delay_ms_max`. With jitter, the actual delay lies in `[d/2, d]`.
+    /// The nominal delay `d` before retry number `retry` (1-based): the schedule's entry, or
+    /// `base × factor^(retry-1)`, capped at `delay_ms_max`. With jitter, the actual delay lies in
+    /// `[d/2, d]`.
     pub fn nominal_delay_ms(&self, retry: u32) -> u64 {
+        if let Some(last) = self.schedule_ms.last() {
+            let index = retry.saturating_sub(1) as usize;
+            return (*self.schedule_ms.get(index).unwrap_or(last)).min(self.delay_ms_max);
+        }
         let mut d = self.delay_ms_base as f64;
         for _ in 1..retry {
             d = (d * f64::from(self.factor)).min(self.delay_ms_max as f64);
@@ -94,23 +115,33 @@ impl RetryPolicy {
 
     /// The delay before retry number `retry` (1-based), deterministic in `seed`.
     pub fn delay_ms(&self, seed: u64, retry: u32) -> u64 {
-        let builder = ExponentialBuilder::new()
-            .with_min_delay(Duration::from_millis(self.delay_ms_base))
-            .with_max_delay(Duration::from_millis(self.delay_ms_max))
-            .with_factor(self.factor)
-            .with_max_times(retry as usize);
         let nominal = self.nominal_delay_ms(retry);
         if !self.jitter {
             return nominal;
         }
         // backon's jitter adds U[0,1) × d, giving [d, 2d) and up to twice the cap. Halving maps
         // it to [d/2, d): spread out, and never above `delay_ms_max`.
-        let jittered = builder
-            .with_jitter()
-            .with_jitter_seed(seed)
-            .build()
-            .nth(retry.saturating_sub(1) as usize)
-            .map_or(nominal, |d| d.as_millis() as u64);
+        let nth = retry.saturating_sub(1) as usize;
+        let jittered = if self.schedule_ms.is_empty() {
+            ExponentialBuilder::new()
+                .with_min_delay(Duration::from_millis(self.delay_ms_base))
+                .with_max_delay(Duration::from_millis(self.delay_ms_max))
+                .with_factor(self.factor)
+                .with_max_times(retry as usize)
+                .with_jitter()
+                .with_jitter_seed(seed)
+                .build()
+                .nth(nth)
+        } else {
+            ConstantBuilder::new()
+                .with_delay(Duration::from_millis(nominal))
+                .with_max_times(retry as usize)
+                .with_jitter()
+                .with_jitter_seed(seed)
+                .build()
+                .nth(nth)
+        }
+        .map_or(nominal, |d| d.as_millis() as u64);
         (jittered / 2).clamp(nominal / 2, nominal)
     }
 
@@ -151,7 +182,50 @@ mod tests {
             delay_ms_max: 5_000,
             jitter,
             ttl_ms: 3_600_000,
+            schedule_ms: Vec::new(),
         }
+    }
+
+    fn scheduled(jitter: bool) -> RetryPolicy {
+        RetryPolicy { schedule_ms: vec![60_000, 300_000, 900_000, 3_600_000], ..policy(jitter) }
+            .with_max(3_600_000)
+    }
+
+    impl RetryPolicy {
+        fn with_max(mut self, delay_ms_max: u64) -> Self {
+            self.delay_ms_max = delay_ms_max;
+            self
+        }
+    }
+
+    #[test]
+    fn an_explicit_schedule_is_followed_and_its_last_delay_repeats() {
+        let p = scheduled(false);
+        assert_eq!(p.validate(), Ok(()));
+        let d: Vec<u64> = (1..=6).map(|r| p.delay_ms(7, r)).collect();
+        assert_eq!(d, vec![60_000, 300_000, 900_000, 3_600_000, 3_600_000, 3_600_000]);
+    }
+
+    #[test]
+    fn jitter_spreads_a_herd_over_the_window() {
+        for p in [policy(true), scheduled(true)] {
+            let delays: std::collections::BTreeSet<u64> =
+                (0..200u64).map(|seed| p.delay_ms(seed, 2)).collect();
+            let n = p.nominal_delay_ms(2);
+            assert!(delays.len() > 100, "only {} distinct delays", delays.len());
+            assert!(delays.first().is_some_and(|&d| d < n * 6 / 10), "{delays:?}");
+            assert!(delays.last().is_some_and(|&d| d > n * 9 / 10), "{delays:?}");
+        }
+    }
+
+    #[test]
+    fn a_schedule_beyond_the_cap_or_with_zero_is_refused() {
+        let mut p = scheduled(false);
+        p.delay_ms_max = 900_000;
+        assert_eq!(p.validate(), Err(PolicyError::Schedule));
+        let mut p = scheduled(false);
+        p.schedule_ms[0] = 0;
+        assert_eq!(p.validate(), Err(PolicyError::Schedule));
     }
 
     #[test]
@@ -203,6 +277,15 @@ mod tests {
             let d = p.delay_ms(seed, retry);
             let n = p.nominal_delay_ms(retry);
             prop_assert!(d >= n / 2 && d <= n && d <= p.delay_ms_max, "{d} vs {n}");
+            prop_assert_eq!(d, p.delay_ms(seed, retry));
+        }
+
+        #[test]
+        fn jittered_scheduled_delay_is_within_bounds_and_replayable(seed: u64, retry in 1u32..10) {
+            let p = scheduled(true);
+            let d = p.delay_ms(seed, retry);
+            let n = p.nominal_delay_ms(retry);
+            prop_assert!(d >= n / 2 && d <= n, "{d} vs {n}");
             prop_assert_eq!(d, p.delay_ms(seed, retry));
         }
     }

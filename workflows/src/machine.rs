@@ -29,11 +29,11 @@ use serde::{Deserialize, Serialize};
 use statig::prelude::*;
 use steps::fallback::FallbackDecision;
 use steps::filter::{FilterDecision, SkipReason};
-use steps::model::{Attempt, Channel, ProviderName};
+use steps::model::{Attempt, Category, Channel, ProviderName};
 use steps::outcome::{ErrorClass, SendOutcome};
 use steps::rate::RateDecision;
 use steps::render::RenderError;
-use steps::retry::RetryDecision;
+use steps::retry::{RetryDecision, RetryPolicy};
 
 use crate::policy::Policy;
 
@@ -163,6 +163,8 @@ pub struct Context<'a> {
     pub accepted_at_ms: u64,
     /// The channel the notification was submitted for.
     pub channel: Channel,
+    /// The notification's category, which may override the channel's retry policy.
+    pub category: Option<&'a Category>,
     /// The policies in force.
     pub policy: &'a Policy,
     /// Effects pushed while handling the event, in order.
@@ -180,7 +182,30 @@ impl<'a> Context<'a> {
         accepted_at_ms: u64,
         now_ms: u64,
     ) -> Self {
-        Self { now_ms, seed, accepted_at_ms, channel, policy, effects: Vec::new(), note: None }
+        Self {
+            now_ms,
+            seed,
+            accepted_at_ms,
+            channel,
+            category: None,
+            policy,
+            effects: Vec::new(),
+            note: None,
+        }
+    }
+
+    /// The same context for a notification of `category`.
+    pub fn with_category(mut self, category: &'a Category) -> Self {
+        self.category = Some(category);
+        self
+    }
+
+    /// The retry policy for `channel` in this notification's category.
+    pub fn retry(&self, channel: Channel) -> &'a RetryPolicy {
+        match self.category {
+            Some(category) => self.policy.retry_for(category, channel),
+            None => self.policy.retry(channel),
+        }
     }
 
     fn note(&mut self, note: impl Into<String>) {
@@ -197,7 +222,7 @@ impl<'a> Context<'a> {
         possible_duplicate: bool,
         why: &str,
     ) -> State {
-        let policy = self.policy.retry(channel);
+        let policy = self.retry(channel);
         match policy.after_failure(
             self.seed,
             attempt,
@@ -312,7 +337,7 @@ impl Lifecycle {
             Event::RateChecked(RateDecision::Allow) => Transition(State::rate_checked(*channel)),
             Event::RateChecked(RateDecision::Defer { until_ms }) => {
                 let budget_end =
-                    context.accepted_at_ms.saturating_add(context.policy.retry(*channel).ttl_ms);
+                    context.accepted_at_ms.saturating_add(context.retry(*channel).ttl_ms);
                 if *until_ms > budget_end {
                     // Waiting for room in the window would make the message worthless (an OTP
                     // an hour late): skip it, with the reason.
@@ -401,15 +426,8 @@ impl Lifecycle {
             Event::SendResult(SendOutcome::Failed(error)) => {
                 let why = format!("{provider} attempt {attempt} failed: {error}");
                 match error.class {
-                    ErrorClass::Retryable => Transition(context.after_failure(
-                        *channel,
-                        provider,
-                        *attempt,
-                        None,
-                        *possible_duplicate,
-                        &why,
-                    )),
-                    ErrorClass::RateLimited { retry_after_ms } => {
+                    ErrorClass::Retryable { retry_after_ms }
+                    | ErrorClass::RateLimited { retry_after_ms } => {
                         Transition(context.after_failure(
                             *channel,
                             provider,
@@ -428,7 +446,7 @@ impl Lifecycle {
                         // provider of the route may work, right away.
                         let route = context.policy.route(*channel);
                         let next = route.iter().skip_while(|p| *p != provider).nth(1).cloned();
-                        let max = context.policy.retry(*channel).attempts_max;
+                        let max = context.retry(*channel).attempts_max;
                         match next {
                             Some(next) if attempt.0 < max => {
                                 context.note(format!("{why}; failing over to {next}"));
@@ -468,9 +486,8 @@ impl Lifecycle {
                         }
                         let first = route.first().cloned().unwrap_or_else(|| provider.clone());
                         let until_ms = context.now_ms + retry_after_ms.unwrap_or(1_000).max(1);
-                        let budget_end = context
-                            .accepted_at_ms
-                            .saturating_add(context.policy.retry(*channel).ttl_ms);
+                        let budget_end =
+                            context.accepted_at_ms.saturating_add(context.retry(*channel).ttl_ms);
                         if until_ms > budget_end {
                             let reason = format!(
                                 "the circuit breakers of the {channel} route stay open past the \

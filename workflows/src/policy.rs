@@ -1,11 +1,12 @@
 //! The policies the lifecycle follows, as data: retries, rate limits and provider routes per
-//! channel. The binary builds this from its configuration and validates it at start-up.
+//! channel, with retry overrides per category. The binary builds this from its configuration and
+//! validates it at start-up.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use steps::fallback::FallbackRule;
-use steps::model::{Channel, ProviderName};
+use steps::model::{Category, Channel, ProviderName};
 use steps::rate::{OverLimit, RateLimit};
 use steps::retry::{PolicyError, RetryPolicy};
 
@@ -15,6 +16,16 @@ pub enum Error {
     /// A retry policy is invalid.
     #[error("retry policy for {channel}: {error}")]
     Retry {
+        /// The channel.
+        channel: Channel,
+        /// What is wrong.
+        error: PolicyError,
+    },
+    /// A category's retry policy is invalid.
+    #[error("retry policy for category {category} on {channel}: {error}")]
+    CategoryRetry {
+        /// The category.
+        category: Category,
         /// The channel.
         channel: Channel,
         /// What is wrong.
@@ -40,6 +51,8 @@ pub enum Error {
 pub struct Policy {
     /// Retry policy per channel; a channel without one uses [`Policy::RETRY_DEFAULT`].
     pub retry: BTreeMap<Channel, RetryPolicy>,
+    /// Overrides per category (an OTP retries fast and briefly, marketing waits longer).
+    pub categories: BTreeMap<Category, CategoryPolicy>,
     /// Rate limit per channel; a channel without one is not limited.
     pub rate: BTreeMap<Channel, RateLimit>,
     /// Provider order per channel: the first is used, later ones are for failover.
@@ -55,6 +68,17 @@ pub struct Policy {
     pub reconcile_grace_ms: u64,
 }
 
+/// What a category changes in the policy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CategoryPolicy {
+    /// Retry policy per channel for this category; a channel not listed uses the channel's.
+    pub retry: BTreeMap<Channel, RetryPolicy>,
+}
+
+/// The retry policy of channels without one, as a static so that it can be lent out.
+static RETRY_FALLBACK: RetryPolicy = Policy::RETRY_DEFAULT;
+
 impl Policy {
     /// The retry policy used by channels without their own: 5 attempts, 1 s doubling to 5 min,
     /// jittered, worth sending for 24 h.
@@ -65,11 +89,20 @@ impl Policy {
         delay_ms_max: 300_000,
         jitter: true,
         ttl_ms: 86_400_000,
+        schedule_ms: Vec::new(),
     };
 
-    /// The retry policy for a channel.
+    /// The retry policy for a channel, whatever the category.
     pub fn retry(&self, channel: Channel) -> &RetryPolicy {
-        self.retry.get(&channel).unwrap_or(&Self::RETRY_DEFAULT)
+        self.retry.get(&channel).unwrap_or(&RETRY_FALLBACK)
+    }
+
+    /// The retry policy for a category on a channel: the category's own, else the channel's.
+    pub fn retry_for(&self, category: &Category, channel: Channel) -> &RetryPolicy {
+        self.categories
+            .get(category)
+            .and_then(|c| c.retry.get(&channel))
+            .unwrap_or_else(|| self.retry(channel))
     }
 
     /// The rate limit for a channel, if any.
@@ -87,6 +120,15 @@ impl Policy {
         for (channel, retry) in &self.retry {
             retry.validate().map_err(|error| Error::Retry { channel: *channel, error })?;
         }
+        for (category, overrides) in &self.categories {
+            for (channel, retry) in &overrides.retry {
+                retry.validate().map_err(|error| Error::CategoryRetry {
+                    category: category.clone(),
+                    channel: *channel,
+                    error,
+                })?;
+            }
+        }
         for (channel, rate) in &self.rate {
             if rate.max == 0 || rate.window_ms == 0 {
                 return Err(Error::Rate { channel: *channel });
@@ -103,46 +145,49 @@ impl Policy {
 }
 
 impl Default for Policy {
-    /// Defaults that make sense for a first run: SMS retries fast and briefly (an OTP is worthless
-    /// after minutes), email keeps trying for hours, at most 10 SMS and 20 emails per recipient
-    /// per hour.
+    /// Defaults that make sense for a first run:
+    /// - SMS retries for up to an hour; an `otp` SMS retries within seconds and gives up after two
+    ///   minutes (a late code is worthless), and its email fallback after ten;
+    /// - push gets two quick retries;
+    /// - email (transactional) retries after 1 min, 5 min, 15 min, then hourly, for a day;
+    ///   `marketing` email waits longer between fewer attempts;
+    /// - at most 10 SMS and 20 emails per recipient per hour; SMS falls back to email.
     fn default() -> Self {
+        let second = 1_000;
+        let minute = 60 * second;
+        let hour = 60 * minute;
         let retry = BTreeMap::from([
-            (
-                Channel::Sms,
-                RetryPolicy {
-                    attempts_max: 4,
-                    delay_ms_base: 2_000,
-                    factor: 2.0,
-                    delay_ms_max: 30_000,
-                    jitter: true,
-                    ttl_ms: 300_000,
-                },
-            ),
+            (Channel::Sms, exponential(5, 10 * second, 3.0, 10 * minute, hour)),
             (
                 Channel::Email,
                 RetryPolicy {
-                    attempts_max: 6,
-                    delay_ms_base: 60_000,
-                    factor: 3.0,
-                    delay_ms_max: 3_600_000,
-                    jitter: true,
-                    ttl_ms: 86_400_000,
+                    schedule_ms: vec![minute, 5 * minute, 15 * minute, hour],
+                    ..exponential(8, minute, 1.0, hour, 24 * hour)
+                },
+            ),
+            (Channel::Push, exponential(3, second, 2.0, 10 * second, hour)),
+        ]);
+        let categories = BTreeMap::from([
+            (
+                Category::new("otp").expect("a valid category"),
+                CategoryPolicy {
+                    retry: BTreeMap::from([
+                        (Channel::Sms, exponential(4, 2 * second, 2.0, 15 * second, 2 * minute)),
+                        (Channel::Email, exponential(3, 5 * second, 3.0, minute, 10 * minute)),
+                        (Channel::Push, exponential(2, second, 2.0, second, 2 * minute)),
+                    ]),
                 },
             ),
             (
-                Channel::Push,
-                RetryPolicy {
-                    attempts_max: 3,
-                    delay_ms_base: 1_000,
-                    factor: 2.0,
-                    delay_ms_max: 10_000,
-                    jitter: true,
-                    ttl_ms: 3_600_000,
+                Category::new("marketing").expect("a valid category"),
+                CategoryPolicy {
+                    retry: BTreeMap::from([
+                        (Channel::Email, exponential(5, 30 * minute, 2.0, 6 * hour, 48 * hour)),
+                        (Channel::Push, exponential(2, 10 * minute, 2.0, hour, 6 * hour)),
+                    ]),
                 },
             ),
         ]);
-        let hour = 3_600_000;
         let rate = BTreeMap::from([
             (Channel::Sms, RateLimit { max: 10, window_ms: hour, over_limit: OverLimit::Defer }),
             (Channel::Email, RateLimit { max: 20, window_ms: hour, over_limit: OverLimit::Defer }),
@@ -153,11 +198,31 @@ impl Default for Policy {
             vec![FallbackRule { from: Channel::Sms, to: Channel::Email, categories: None }];
         Self {
             retry,
+            categories,
             rate,
             routes: BTreeMap::new(),
             fallback,
             send_lease_ms: 30_000,
             reconcile_grace_ms: 30_000,
         }
+    }
+}
+
+/// A jittered exponential retry policy.
+fn exponential(
+    attempts_max: u32,
+    delay_ms_base: u64,
+    factor: f32,
+    delay_ms_max: u64,
+    ttl_ms: u64,
+) -> RetryPolicy {
+    RetryPolicy {
+        attempts_max,
+        delay_ms_base,
+        factor,
+        delay_ms_max,
+        jitter: true,
+        ttl_ms,
+        schedule_ms: Vec::new(),
     }
 }

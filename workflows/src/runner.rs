@@ -199,7 +199,8 @@ impl<'a> Run<'a> {
             self.record.seed,
             self.record.created_at_ms,
             self.now_ms,
-        );
+        )
+        .with_category(&self.record.request.category);
         self.machine.handle_with_context(&event, &mut context);
         self.effects.extend(context.effects);
         let after = self.machine.state();

@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use statig::blocking::IntoStateMachineExt;
 use steps::fallback::FallbackDecision;
 use steps::filter::{FilterDecision, SkipReason};
-use steps::model::{Attempt, Channel, ProviderName, TemplateId};
+use steps::model::{Attempt, Category, Channel, ProviderName, TemplateId};
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
 use steps::rate::RateDecision;
 use steps::render::RenderError;
@@ -429,9 +429,9 @@ fn deferred_send(state: &State) -> (u64, Channel, ProviderName, Attempt, bool) {
 #[test]
 fn retryable_failure_defers_the_next_attempt_within_policy_bounds() {
     let retry = POLICY.retry(Channel::Sms);
-    assert_eq!(retry.attempts_max, 4, "the test walks the default SMS policy");
+    assert_eq!(retry.attempts_max, 5, "the test walks the default SMS policy");
     for attempt in 1..retry.attempts_max {
-        let step = check(sms_sending(attempt), failure(ErrorClass::Retryable));
+        let step = check(sms_sending(attempt), failure(ErrorClass::RETRYABLE));
         let (until_ms, channel, provider, next, dup) = deferred_send(&step.state);
         assert_eq!(
             (channel, provider, next, dup),
@@ -448,7 +448,7 @@ fn retryable_failure_defers_the_next_attempt_within_policy_bounds() {
         assert_eq!(delay, retry.delay_ms(SEED, attempt));
         assert_eq!(step.effects, vec![Effect::Wake { at_ms: until_ms }]);
         let note = step.note.unwrap();
-        assert!(note.contains(&format!("retry {attempt} of 3")), "{note}");
+        assert!(note.contains(&format!("retry {attempt} of 4")), "{note}");
     }
 }
 
@@ -472,9 +472,45 @@ fn rate_limited_failure_never_retries_before_retry_after() {
 }
 
 #[test]
+fn retryable_failure_with_retry_after_never_retries_earlier() {
+    // A 503 during maintenance that says "come back in 5 minutes".
+    let class = ErrorClass::Retryable { retry_after_ms: Some(300_000) };
+    let step = check(sms_sending(1), failure(class));
+    let (until_ms, ..) = deferred_send(&step.state);
+    assert_eq!(until_ms, NOW_MS + 300_000);
+    assert!(step.note.unwrap().contains("not before 300000 ms"));
+}
+
+#[test]
+fn the_category_overrides_the_channel_retry_policy() {
+    // The same failure at the same time: an OTP SMS retries within seconds and runs out of
+    // budget after two minutes; an ordinary SMS waits longer and keeps its budget.
+    let otp = Category::new("otp").unwrap();
+    let run = |category: Option<&Category>, now_ms: u64| {
+        let mut machine = machine::restore(sms_sending(1), &POLICY, Channel::Sms);
+        let mut context = Context::new(&POLICY, Channel::Sms, SEED, ACCEPTED_MS, now_ms);
+        if let Some(category) = category {
+            context = context.with_category(category);
+        }
+        machine.handle_with_context(&failure(ErrorClass::RETRYABLE), &mut context);
+        machine.state().clone()
+    };
+    let (otp_until, ..) = deferred_send(&run(Some(&otp), NOW_MS));
+    let (plain_until, ..) = deferred_send(&run(None, NOW_MS));
+    let otp_policy = POLICY.retry_for(&otp, Channel::Sms);
+    assert_eq!(otp_until - NOW_MS, otp_policy.delay_ms(SEED, 1));
+    assert_eq!(plain_until - NOW_MS, POLICY.retry(Channel::Sms).delay_ms(SEED, 1));
+    assert!(otp_until < plain_until);
+    // Three minutes in, the OTP is past its budget and fails; the ordinary SMS retries.
+    let late = ACCEPTED_MS + 180_000;
+    assert_eq!(run(Some(&otp), late).kind(), StateKind::Failed);
+    assert_eq!(run(None, late).kind(), StateKind::Deferred);
+}
+
+#[test]
 fn exhausted_attempts_fail_then_dead_letter() {
     let max = POLICY.retry(Channel::Sms).attempts_max;
-    for class in [ErrorClass::Retryable, ErrorClass::RateLimited { retry_after_ms: Some(1_000) }] {
+    for class in [ErrorClass::RETRYABLE, ErrorClass::RateLimited { retry_after_ms: Some(1_000) }] {
         let step = check(sms_sending(max), failure(class));
         let State::Failed { channel, provider, attempt, reason } = &step.state else {
             panic!("expected failed, got {:?}", step.state);
@@ -483,7 +519,7 @@ fn exhausted_attempts_fail_then_dead_letter() {
             (*channel, provider.clone(), *attempt),
             (Channel::Sms, Some(twilio()), Attempt(max))
         );
-        assert!(reason.ends_with("all 4 attempts used"), "{reason}");
+        assert!(reason.ends_with("all 5 attempts used"), "{reason}");
         assert_eq!(step.effects, entry_effects(&step.state));
 
         let dead = check(step.state.clone(), no_fallback());
@@ -504,7 +540,7 @@ fn retry_past_the_ttl_fails() {
     let ttl_ms = POLICY.retry(Channel::Sms).ttl_ms;
     // Half a second before the budget runs out: every retry delay (≥ 1 s) lands after it.
     let now_ms = ACCEPTED_MS + ttl_ms - 500;
-    let step = check_at(sms_sending(1), failure(ErrorClass::Retryable), now_ms);
+    let step = check_at(sms_sending(1), failure(ErrorClass::RETRYABLE), now_ms);
     let State::Failed { reason, attempt, .. } = &step.state else {
         panic!("expected failed, got {:?}", step.state);
     };
@@ -626,7 +662,7 @@ fn a_wake_while_sending_means_the_lease_expired_so_the_outcome_is_unknown() {
 /// `RateLimited`, so attempt 3 goes out unflagged although attempt 1 may have been delivered.
 #[test]
 fn possible_duplicate_flag_survives_a_later_retryable_failure() {
-    for class in [ErrorClass::Retryable, ErrorClass::RateLimited { retry_after_ms: None }] {
+    for class in [ErrorClass::RETRYABLE, ErrorClass::RateLimited { retry_after_ms: None }] {
         let step = check(sending(Channel::Sms, twilio(), 2, true), failure(class));
         let (_, _, _, attempt, dup) = deferred_send(&step.state);
         assert_eq!(attempt, Attempt(3));
@@ -713,7 +749,7 @@ fn restore_into_sending_does_not_send_again() {
 
     // A real event afterwards pushes only the handler's effects (here: the deferred state's
     // entry action), never a second `Send` for attempt 2.
-    let step = feed(&mut restored, &failure(ErrorClass::Retryable), NOW_MS);
+    let step = feed(&mut restored, &failure(ErrorClass::RETRYABLE), NOW_MS);
     let (until_ms, ..) = deferred_send(&step.state);
     assert_eq!(step.effects, vec![Effect::Wake { at_ms: until_ms }]);
 }
@@ -921,7 +957,7 @@ fn label(event: &Event) -> Label {
             Label::AcceptedDelivered
         }
         Event::SendResult(SendOutcome::Failed(e)) => match e.class {
-            C::Retryable => Label::FailedRetryable,
+            C::Retryable { .. } => Label::FailedRetryable,
             C::RateLimited { .. } => Label::FailedRateLimited,
             C::TokenInvalid => Label::FailedTokenInvalid,
             C::PermanentRecipient => Label::FailedPermanentRecipient,
@@ -963,7 +999,7 @@ fn sample(label: Label) -> Event {
         Label::AcceptedDelivered => {
             Event::SendResult(SendOutcome::Accepted { provider_message_id: None, delivered: true })
         }
-        Label::FailedRetryable => failure(ErrorClass::Retryable),
+        Label::FailedRetryable => failure(ErrorClass::RETRYABLE),
         Label::FailedRateLimited => {
             failure(ErrorClass::RateLimited { retry_after_ms: Some(30_000) })
         }
@@ -1270,7 +1306,7 @@ fn arb_state() -> impl Strategy<Value = State> {
 
 fn arb_event() -> impl Strategy<Value = Event> {
     let class = prop_oneof![
-        Just(ErrorClass::Retryable),
+        Just(ErrorClass::RETRYABLE),
         proptest::option::of(0u64..400_000)
             .prop_map(|retry_after_ms| ErrorClass::RateLimited { retry_after_ms }),
         Just(ErrorClass::TokenInvalid),
@@ -1401,7 +1437,7 @@ fn a_broken_provider_fails_over_to_the_next_in_the_route() {
     machine.handle_with_context(&failure(ErrorClass::ProviderConfig), &mut context);
     assert_eq!(machine.state().kind(), StateKind::Failed);
     // A retryable failure stays with the same provider.
-    let step = check(sms_sending(1), failure(ErrorClass::Retryable));
+    let step = check(sms_sending(1), failure(ErrorClass::RETRYABLE));
     assert_eq!(deferred_send(&step.state).2, twilio());
 }
 

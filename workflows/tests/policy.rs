@@ -1,7 +1,7 @@
 //! Policy validation (`workflows::policy`): the defaults are valid, and every invalid retry, rate
 //! or lease value is refused with its documented error, naming the channel.
 
-use steps::model::{Channel, ProviderName};
+use steps::model::{Category, Channel, ProviderName};
 use steps::rate::{OverLimit, RateLimit};
 use steps::retry::{PolicyError, RetryPolicy};
 use workflows::policy::{Error, Policy};
@@ -14,6 +14,7 @@ const RETRY: RetryPolicy = RetryPolicy {
     delay_ms_max: 10_000,
     jitter: true,
     ttl_ms: 60_000,
+    schedule_ms: Vec::new(),
 };
 
 /// The default policy with `retry` for `channel`.
@@ -36,9 +37,27 @@ fn defaults_are_valid() {
 #[test]
 fn defaults_say_what_they_promise() {
     let p = Policy::default();
-    // SMS retries briefly (an OTP is worthless after minutes), email for hours.
-    assert!(p.retry(Channel::Sms).ttl_ms <= 300_000);
-    assert!(p.retry(Channel::Email).ttl_ms >= 3_600_000);
+    let otp = Category::new("otp").unwrap();
+    let marketing = Category::new("marketing").unwrap();
+    let transactional = Category::new("transactional").unwrap();
+    // An OTP SMS retries within seconds and gives up within two minutes; other SMS for an hour.
+    let otp_sms = p.retry_for(&otp, Channel::Sms);
+    assert!(otp_sms.ttl_ms <= 120_000 && otp_sms.delay_ms_max <= 15_000, "{otp_sms:?}");
+    assert!(p.retry_for(&transactional, Channel::Sms).ttl_ms <= 3_600_000);
+    // Push gets two quick retries.
+    let push = p.retry_for(&transactional, Channel::Push);
+    assert_eq!(push.attempts_max, 3);
+    assert!(push.delay_ms_max <= 10_000);
+    // Transactional email retries after 1 min, 5 min, 15 min, then hourly, for hours.
+    let email = p.retry_for(&transactional, Channel::Email);
+    let nominal: Vec<u64> = (1..=5).map(|r| email.nominal_delay_ms(r)).collect();
+    assert_eq!(nominal, [60_000, 300_000, 900_000, 3_600_000, 3_600_000]);
+    assert!(email.ttl_ms >= 3_600_000);
+    // Marketing waits longer than transactional email.
+    let slow = p.retry_for(&marketing, Channel::Email);
+    assert!(slow.nominal_delay_ms(1) > email.nominal_delay_ms(1));
+    // A category without an override for a channel uses the channel's policy.
+    assert_eq!(p.retry_for(&marketing, Channel::Sms), p.retry(Channel::Sms));
     // A channel without its own policy falls back to the default one.
     assert_eq!(p.retry(Channel::Chat), &Policy::RETRY_DEFAULT);
     assert_eq!(p.rate(Channel::Sms).map(|r| r.max), Some(10));
@@ -76,8 +95,29 @@ fn invalid_retry_values_are_refused_naming_the_channel() {
         RetryPolicy { delay_ms_base: 10_000, ..RETRY },
         RetryPolicy { ttl_ms: 1, ..RETRY },
     ] {
-        assert_eq!(with_retry(Channel::Push, retry).validate(), Ok(()), "{retry:?}");
+        assert_eq!(with_retry(Channel::Push, retry.clone()).validate(), Ok(()), "{retry:?}");
     }
+}
+
+#[test]
+fn invalid_category_retry_is_refused_naming_category_and_channel() {
+    let mut p = Policy::default();
+    let vip = Category::new("vip").unwrap();
+    p.categories
+        .entry(vip.clone())
+        .or_default()
+        .retry
+        .insert(Channel::Sms, RetryPolicy { schedule_ms: vec![1_000, 20_000], ..RETRY });
+    let error = p.validate().unwrap_err();
+    assert_eq!(
+        error,
+        Error::CategoryRetry { category: vip, channel: Channel::Sms, error: PolicyError::Schedule }
+    );
+    assert_eq!(
+        error.to_string(),
+        "retry policy for category vip on sms: schedule_ms must hold at most 100 delays, each \
+         between 1 and delay_ms_max"
+    );
 }
 
 #[test]
@@ -129,7 +169,8 @@ fn policy_is_serde_data() {
     // Channels are map keys by their wire names.
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(value["routes"]["sms"], serde_json::json!(["twilio"]));
-    assert_eq!(value["retry"]["sms"]["attempts_max"], 4);
+    assert_eq!(value["retry"]["sms"]["attempts_max"], 5);
+    assert_eq!(value["categories"]["otp"]["retry"]["sms"]["ttl_ms"], 120_000);
 
     // Unknown fields are refused (a typo must not silently fall back to a default).
     let err = serde_json::from_str::<Policy>(r#"{"send_lease": 5000}"#).unwrap_err();

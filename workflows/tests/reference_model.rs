@@ -59,32 +59,37 @@ fn provider(name: &str) -> ProviderName {
 /// 1. Tight policies that make the edges show up within a few transitions: SMS retries without
 ///    jitter inside a 20 s budget on the first of two providers, in-app never retries, push
 ///    retries a lot with jitter inside 2 minutes, chat retries once, email has no route.
-static POLICIES: LazyLock<[Policy; 2]> =
-    LazyLock::new(|| {
-        let mut defaults = Policy::default();
-        defaults.routes.insert(Channel::Sms, vec![provider("twilio")]);
-        defaults.routes.insert(Channel::Email, vec![provider("sendgrid"), provider("ses")]);
-        defaults.routes.insert(Channel::Push, vec![provider("fcm")]);
-        defaults.routes.insert(Channel::InApp, vec![provider("inapp")]);
+static POLICIES: LazyLock<[Policy; 2]> = LazyLock::new(|| {
+    let mut defaults = Policy::default();
+    defaults.routes.insert(Channel::Sms, vec![provider("twilio")]);
+    defaults.routes.insert(Channel::Email, vec![provider("sendgrid"), provider("ses")]);
+    defaults.routes.insert(Channel::Push, vec![provider("fcm")]);
+    defaults.routes.insert(Channel::InApp, vec![provider("inapp")]);
 
-        let mut tight = Policy::default();
-        let retry = |attempts_max, delay_ms_base, factor, delay_ms_max, jitter, ttl_ms| {
-            RetryPolicy { attempts_max, delay_ms_base, factor, delay_ms_max, jitter, ttl_ms }
-        };
-        tight.retry.insert(Channel::Sms, retry(3, 1_000, 2.0, 4_000, false, 20_000));
-        tight.retry.insert(Channel::InApp, retry(1, 1_000, 1.0, 1_000, false, 60_000));
-        tight.retry.insert(Channel::Push, retry(6, 500, 3.0, 60_000, true, 120_000));
-        tight.retry.insert(Channel::Chat, retry(2, 10_000, 1.5, 10_000, true, 3_600_000));
-        tight.routes.insert(Channel::Sms, vec![provider("vonage"), provider("twilio")]);
-        tight.routes.insert(Channel::Push, vec![provider("apns")]);
-        tight.routes.insert(Channel::InApp, vec![provider("inapp")]);
-        tight.routes.insert(Channel::Chat, vec![provider("slack")]);
+    let mut tight = Policy::default();
+    let retry = |attempts_max, delay_ms_base, factor, delay_ms_max, jitter, ttl_ms| RetryPolicy {
+        attempts_max,
+        delay_ms_base,
+        factor,
+        delay_ms_max,
+        jitter,
+        ttl_ms,
+        schedule_ms: Vec::new(),
+    };
+    tight.retry.insert(Channel::Sms, retry(3, 1_000, 2.0, 4_000, false, 20_000));
+    tight.retry.insert(Channel::InApp, retry(1, 1_000, 1.0, 1_000, false, 60_000));
+    tight.retry.insert(Channel::Push, retry(6, 500, 3.0, 60_000, true, 120_000));
+    tight.retry.insert(Channel::Chat, retry(2, 10_000, 1.5, 10_000, true, 3_600_000));
+    tight.routes.insert(Channel::Sms, vec![provider("vonage"), provider("twilio")]);
+    tight.routes.insert(Channel::Push, vec![provider("apns")]);
+    tight.routes.insert(Channel::InApp, vec![provider("inapp")]);
+    tight.routes.insert(Channel::Chat, vec![provider("slack")]);
 
-        for policy in [&defaults, &tight] {
-            policy.validate().unwrap();
-        }
-        [defaults, tight]
-    });
+    for policy in [&defaults, &tight] {
+        policy.validate().unwrap();
+    }
+    [defaults, tight]
+});
 
 // ---------------------------------------------------------------------------------------------
 // The reference model
@@ -345,15 +350,8 @@ impl Model {
                 SendOutcome::Failed(error) => {
                     let why = format!("{provider} attempt {attempt} failed: {error}");
                     match error.class {
-                        ErrorClass::Retryable => Go(self.retry_or_fail(
-                            *channel,
-                            provider,
-                            *attempt,
-                            None,
-                            *possible_duplicate,
-                            why,
-                        )),
-                        ErrorClass::RateLimited { retry_after_ms } => Go(self.retry_or_fail(
+                        ErrorClass::Retryable { retry_after_ms }
+                        | ErrorClass::RateLimited { retry_after_ms } => Go(self.retry_or_fail(
                             *channel,
                             provider,
                             *attempt,
@@ -670,7 +668,9 @@ fn arb_rate_checked(now_ms: u64) -> BoxedStrategy<Event> {
 fn arb_error_class() -> BoxedStrategy<ErrorClass> {
     let rate_limited = |retry_after_ms| ErrorClass::RateLimited { retry_after_ms };
     prop_oneof![
-        4 => Just(ErrorClass::Retryable),
+        3 => Just(ErrorClass::RETRYABLE),
+        1 => (1u64..600_000)
+            .prop_map(|ms| ErrorClass::Retryable { retry_after_ms: Some(ms) }),
         1 => Just(rate_limited(None)),
         1 => Just(rate_limited(Some(0))),
         1 => (1u64..120_000).prop_map(move |ms| rate_limited(Some(ms))),
@@ -689,7 +689,7 @@ fn arb_error_class() -> BoxedStrategy<ErrorClass> {
 /// A provider error as a provider module would classify it.
 fn provider_error(class: ErrorClass) -> ProviderError {
     let (status, code, message) = match class {
-        ErrorClass::Retryable => (Some(503), None, "service unavailable"),
+        ErrorClass::Retryable { .. } => (Some(503), None, "service unavailable"),
         ErrorClass::RateLimited { .. } => (Some(429), Some("20429"), "too many requests"),
         ErrorClass::TokenInvalid => (Some(404), Some("UNREGISTERED"), "token is not registered"),
         ErrorClass::PermanentRecipient => (Some(400), Some("21211"), "invalid 'To' number"),

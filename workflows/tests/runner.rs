@@ -363,7 +363,7 @@ fn an_expired_lease_never_calls_the_provider_and_flags_the_resend() {
 
 #[test]
 fn a_retry_waits_for_its_wake_up() {
-    let w = world(vec![failure(ErrorClass::Retryable)]);
+    let w = world(vec![failure(ErrorClass::RETRYABLE)]);
     let id = w.submit("n_1");
     let Advanced::Committed { state: StateKind::Deferred, wake_at_ms: Some(at), version } =
         w.advance(&id, 1)

@@ -616,7 +616,7 @@ mod providers_against_the_sandbox {
         let outcome =
             sendgrid(&running.base, SENDGRID_KEY_DEFAULT, 5_000).send(&message(email())).await;
         let SendOutcome::Failed(e) = outcome else { panic!("expected failure: {outcome:?}") };
-        assert_eq!(e.class, ErrorClass::Retryable);
+        assert_eq!(e.class, ErrorClass::RETRYABLE);
         let outcome = twilio(&running.base, TWILIO_TOKEN_DEFAULT)
             .send(&message(Content::Sms { body: "Hi".into() }))
             .await;

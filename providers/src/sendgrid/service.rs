@@ -68,9 +68,11 @@ impl SendGrid {
             Ok(answer) => answer,
             Err(error) => return SendOutcome::Failed(error),
         };
+        // The rate-limit reset only says when throttling ends; SendGrid sends it on every answer.
         let retry_after_ms = answer.retry_after_ms().or_else(|| {
-            answer
-                .header("x-ratelimit-reset")
+            (answer.status == 429)
+                .then(|| answer.header("x-ratelimit-reset"))
+                .flatten()
                 .and_then(|r| retry_after_from_reset(r, http::now_ms()))
         });
         outcome(answer.status, answer.header("x-message-id"), retry_after_ms, &answer.body, &known)

@@ -196,14 +196,17 @@ fn too_many_requests_is_rate_limited_with_the_delay() {
 fn server_errors_and_request_timeouts_are_retryable() {
     for status in [500, 502, 503, 504, 408] {
         let e = check(status, None, r#"{"errors":[{"field":null,"message":"internal error"}]}"#);
-        assert_eq!(e.class, ErrorClass::Retryable, "{status}");
+        assert_eq!(e.class, ErrorClass::RETRYABLE, "{status}");
     }
+    // Maintenance: a 503 that says when to come back is never retried earlier.
+    let e = check(503, Some(30_000), r#"{"errors":[{"field":null,"message":"maintenance"}]}"#);
+    assert_eq!(e.class, ErrorClass::Retryable { retry_after_ms: Some(30_000) });
 }
 
 #[test]
 fn a_non_json_answer_is_classified_by_status() {
     let e = check(502, None, "<html><body>Bad Gateway</body></html>");
-    assert_eq!(e.class, ErrorClass::Retryable);
+    assert_eq!(e.class, ErrorClass::RETRYABLE);
     assert_eq!(e.message, "unexpected answer (HTTP 502)");
 }
 
@@ -362,7 +365,7 @@ mod http {
         let base = refused_base_url().await;
         let outcome = provider(&base, 2_000).send(&message(email(None, Some("x")))).await;
         let SendOutcome::Failed(e) = outcome else { panic!("expected failure: {outcome:?}") };
-        assert_eq!(e.class, ErrorClass::Retryable, "{e}");
+        assert_eq!(e.class, ErrorClass::RETRYABLE, "{e}");
         assert!(e.message.contains("not sent"), "{}", e.message);
         assert!(!e.message.contains("127.0.0.1"), "the URL leaked: {}", e.message);
     }

@@ -52,7 +52,7 @@ pub(crate) fn class_of_code(code: u32) -> Option<ErrorClass> {
         // Throttling: too many requests (20429), the sender's queue is full (21611).
         20429 | 21611 => ErrorClass::RateLimited { retry_after_ms: None },
         // Twilio's own trouble.
-        20500 | 20503 => ErrorClass::Retryable,
+        20500 | 20503 => ErrorClass::RETRYABLE,
         _ => return None,
     };
     Some(class)
@@ -63,6 +63,7 @@ pub(crate) fn class_of_code(code: u32) -> Option<ErrorClass> {
 pub(crate) fn classify(status: u16, retry_after_ms: Option<u64>, code: Option<u32>) -> ErrorClass {
     match code.and_then(class_of_code) {
         Some(ErrorClass::RateLimited { .. }) => ErrorClass::RateLimited { retry_after_ms },
+        Some(ErrorClass::Retryable { .. }) => ErrorClass::Retryable { retry_after_ms },
         Some(class) => class,
         None => match status {
             404 | 405 => ErrorClass::ProviderConfig,

@@ -226,16 +226,21 @@ fn throttling_is_rate_limited_with_the_delay() {
 fn server_errors_are_retryable() {
     assert_eq!(
         check(500, None, &twilio_error(20500, 500, "Internal Server Error")).class,
-        ErrorClass::Retryable
+        ErrorClass::RETRYABLE
     );
     assert_eq!(
         check(503, None, &twilio_error(20503, 503, "Service Unavailable")).class,
-        ErrorClass::Retryable
+        ErrorClass::RETRYABLE
     );
     let e = check(502, None, "<html>Bad Gateway</html>");
-    assert_eq!(e.class, ErrorClass::Retryable);
+    assert_eq!(e.class, ErrorClass::RETRYABLE);
     assert_eq!(e.message, "unexpected answer (HTTP 502)");
     assert_eq!(e.code, None);
+    // Maintenance: a 503 that says when to come back is never retried earlier.
+    assert_eq!(
+        check(503, Some(60_000), &twilio_error(20503, 503, "Service Unavailable")).class,
+        ErrorClass::Retryable { retry_after_ms: Some(60_000) }
+    );
 }
 
 #[test]
@@ -418,7 +423,7 @@ mod http {
         let outcome =
             provider(&base, "from = \"+15005550006\"", 2_000).send(&message(sms("hi"))).await;
         let SendOutcome::Failed(e) = outcome else { panic!("expected failure: {outcome:?}") };
-        assert_eq!(e.class, ErrorClass::Retryable, "{e}");
+        assert_eq!(e.class, ErrorClass::RETRYABLE, "{e}");
         assert!(!e.message.contains(ACCOUNT), "{}", e.message);
     }
 
