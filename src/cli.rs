@@ -370,7 +370,7 @@ pub async fn dlq(client: &Client, command: &DlqCommand) -> Result<(), Failure> {
                     &["/id", "/channel", "/provider", "/attempt", "/reason", "/dead_lettered_at"],
                 )
             })?;
-            truncation_note(&value, "notifications");
+            truncation_note(&value, "dead letters");
             Ok(())
         }
         DlqCommand::Plan { filter, include_unknown } => {
@@ -465,9 +465,8 @@ fn plan_table(v: &Value) -> String {
 fn truncation_note(value: &Value, what: &str) {
     match value["truncated"].as_str() {
         Some("limit") => eprintln!(
-            "note: stopped at the limit after {} examined {what}; more may match (raise --limit \
-             or narrow the filters)",
-            text(&value["scanned"])
+            "note: stopped at the limit; more {what} may match (raise --limit or narrow the \
+             filters)"
         ),
         Some("scan") => eprintln!(
             "note: stopped after examining {} {what}, the most one request looks at; older ones \

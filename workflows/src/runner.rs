@@ -521,7 +521,8 @@ impl<S: Store, C: Clock> Runner<S, C> {
             let at_ms = at_ms.max(run.now_ms);
             if let Some(entry) = run.history.last_mut() {
                 let note = entry.note.get_or_insert_with(String::new);
-                note.push_str(&format!("; replay {count}, starting at {at_ms}"));
+                let wait_ms = at_ms - run.now_ms;
+                note.push_str(&format!("; replay {count}, first wake-up in {wait_ms} ms"));
                 if possible_duplicate {
                     note.push_str(
                         "; an earlier attempt's outcome was unknown, so every send is flagged as \
