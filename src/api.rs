@@ -481,6 +481,11 @@ fn summary(record: &Record) -> serde_json::Value {
         "created_at": rfc3339(record.created_at_ms),
         "updated_at": rfc3339(record.updated_at_ms),
         "wake_at": record.wake_at_ms.map(rfc3339),
+        "replay": record.replay.as_ref().map(|r| json!({
+            "count": r.count,
+            "budget_from": rfc3339(r.budget_from_ms),
+            "possible_duplicate": r.possible_duplicate,
+        })),
         "detail": record.state,
     })
 }

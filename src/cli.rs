@@ -308,6 +308,7 @@ pub async fn status(client: &Client, id: &str) -> Result<(), Failure> {
             ("created", text(&n["created_at"])),
             ("updated", text(&n["updated_at"])),
             ("next wake-up", text(&n["wake_at"])),
+            ("replays", n["replay"]["count"].as_u64().unwrap_or(0).to_string()),
             ("transitions", n["history"].as_array().map_or(0, Vec::len).to_string()),
         ];
         let rows: Vec<Vec<String>> =

@@ -436,6 +436,8 @@ ttl_ms = 60000
         let channel = if sms.contains(id) { "sms" } else { "email" };
         assert_eq!(view["channel"], channel, "{id}: {view}");
         assert_eq!(view["attempt"], 1, "{id}: {view}");
+        assert_eq!(view["replay"]["count"], 1, "{id}: {view}");
+        assert_eq!(view["replay"]["possible_duplicate"], false, "{id}: {view}");
     }
     let history = String::from_utf8(stack.cli(&["history", &sms[0]]).stdout).unwrap();
     assert!(
