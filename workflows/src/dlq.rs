@@ -189,3 +189,42 @@ impl DlqPlan {
         *self.by_reason.entry(reason_key(reason)).or_default() += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replays_are_spread_at_the_rate_and_the_rate_is_clamped() {
+        let now = 1_000_000;
+        assert_eq!(replay_at_ms(now, 0, 10), now);
+        assert_eq!(replay_at_ms(now, 3, 10), now + 300);
+        assert_eq!(replay_at_ms(now, 3, 3), now + 1_000);
+        assert_eq!(replay_at_ms(now, 5, 0), now + 5_000, "a zero rate is read as one per second");
+        assert_eq!(replay_at_ms(now, 5, 1_000_000), now + 5, "at most REPLAY_RATE_MAX per second");
+        assert_eq!(replay_at_ms(u64::MAX - 1, usize::MAX, 1), u64::MAX, "saturates");
+    }
+
+    #[test]
+    fn reasons_are_grouped_by_their_start() {
+        assert_eq!(reason_key("all 3 attempts used"), "all 3 attempts used");
+        let long = "é".repeat(REASON_KEY_CHARS + 5);
+        let key = reason_key(&long);
+        assert_eq!(key.chars().count(), REASON_KEY_CHARS + 1);
+        assert!(key.ends_with('…'));
+        assert_eq!(reason_key(&"x".repeat(REASON_KEY_CHARS)), "x".repeat(REASON_KEY_CHARS));
+    }
+
+    #[test]
+    fn the_age_window_is_inclusive_and_saturates() {
+        let filter = DlqFilter {
+            older_than_ms: Some(1_000),
+            newer_than_ms: Some(5_000),
+            ..Default::default()
+        };
+        assert_eq!(filter.window_ms(10_000), (5_000, 9_000));
+        assert_eq!(filter.window_ms(500), (0, 0));
+        assert_eq!(DlqFilter::default().window_ms(10_000), (0, u64::MAX));
+        assert_eq!(DlqFilter { limit: 50_000, ..Default::default() }.limit_capped(), DLQ_SCAN_MAX);
+    }
+}
