@@ -3,6 +3,10 @@
 //! Every `/v1` route needs an API key naming a tenant; every lookup is scoped by that tenant, so
 //! one tenant asking for another's notification gets 404. Bad input gets a 4xx JSON error naming
 //! the field and the reason, and nothing is written.
+//!
+//! The dead-letter queue's endpoints (list, plan, replay, purge) are in [`dlq`].
+
+pub mod dlq;
 
 use std::sync::Arc;
 
@@ -176,7 +180,10 @@ where
         .route("/v1/notifications/batch", post(submit_batch::<S, C>))
         .route("/v1/notifications/{id}", get(show::<S, C>))
         .route("/v1/notifications/{id}/cancel", post(cancel::<S, C>))
-        .route("/v1/dlq", get(dead_letters::<S, C>))
+        .route("/v1/dlq", get(dlq::list::<S, C>))
+        .route("/v1/dlq/plan", post(dlq::plan::<S, C>))
+        .route("/v1/dlq/replay", post(dlq::replay::<S, C>))
+        .route("/v1/dlq/purge", post(dlq::purge::<S, C>))
         .route("/v1/recipients/{id}/inbox", get(inbox::<S, C>))
         .route("/v1/admin/breakers", get(breakers::<S, C>))
         .layer(DefaultBodyLimit::max(body_limit))
@@ -474,6 +481,11 @@ fn summary(record: &Record) -> serde_json::Value {
         "created_at": rfc3339(record.created_at_ms),
         "updated_at": rfc3339(record.updated_at_ms),
         "wake_at": record.wake_at_ms.map(rfc3339),
+        "replay": record.replay.as_ref().map(|r| json!({
+            "count": r.count,
+            "budget_from": rfc3339(r.budget_from_ms),
+            "possible_duplicate": r.possible_duplicate,
+        })),
         "detail": record.state,
     })
 }
@@ -559,24 +571,11 @@ async fn list<S: Store + Inbox, C: Clock>(
     Ok(axum::Json(json!({ "notifications": items })).into_response())
 }
 
-/// `?limit=` for the DLQ and the inbox.
+/// `?limit=` for the inbox.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LimitParams {
     limit: Option<usize>,
-}
-
-async fn dead_letters<S: Store + Inbox, C: Clock>(
-    State(state): State<AppState<S, C>>,
-    headers: HeaderMap,
-    params: Result<Query<LimitParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
-    let Query(params) = params
-        .map_err(|e| ApiError::BadRequest { field: "query".into(), message: e.body_text() })?;
-    let records = state.runner.store().dead_letters(&tenant, limit(params.limit)?).await?;
-    let items: Vec<_> = records.iter().map(summary).collect();
-    Ok(axum::Json(json!({ "notifications": items })).into_response())
 }
 
 async fn inbox<S: Store + Inbox, C: Clock>(

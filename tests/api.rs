@@ -1,5 +1,5 @@
 //! The HTTP API through `router(state)`, without a socket, over the in-memory store: validation,
-//! idempotency, limits, tenant isolation, cancel.
+//! idempotency, limits, tenant isolation, cancel, the dead-letter queue's tools.
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use futures::FutureExt;
 use serde_json::{Value, json};
 use steps::model::TenantId;
 use storage::memory::MemoryStore;
+use storage::queue::WakeQueue;
 use tower::ServiceExt;
 use workflows::policy::Policy;
 use workflows::ports::{ListQuery, Store};
@@ -18,6 +19,7 @@ use workflows::runner::Runner;
 
 struct Api {
     router: axum::Router,
+    runner: Arc<Runner<MemoryStore, SystemClock>>,
     store: MemoryStore,
     key_a: String,
     key_b: String,
@@ -41,12 +43,12 @@ async fn api() -> Api {
     let key_b = courant::auth::create(&store, &TenantId::new("b").unwrap()).await.unwrap();
     let limits = Limits { body_bytes_max: 4_096, batch_len_max: 3 };
     let state = AppState {
-        runner,
+        runner: runner.clone(),
         limits,
         ready: Arc::new(|| async { Ok(()) }.boxed()),
         breakers: providers::breaker::Registry::default(),
     };
-    Api { router: router(state), store, key_a, key_b }
+    Api { router: router(state), runner, store, key_a, key_b }
 }
 
 impl Api {
@@ -78,6 +80,32 @@ impl Api {
 
     async fn submit(&self, body: &Value, key: Option<&str>) -> (StatusCode, Value) {
         self.call("POST", "/v1/notifications", Some(&self.key_a), Some(body.to_string()), key).await
+    }
+
+    /// Runs every ready wake-up, as the workers would, until none is left.
+    async fn work(&self) {
+        for _ in 0..100 {
+            let deliveries = self.store.fetch("test-worker", 100, 0).await.unwrap();
+            if deliveries.is_empty() {
+                return;
+            }
+            for delivery in &deliveries {
+                self.runner.advance(&delivery.wake).await.unwrap();
+            }
+            self.store.ack(&deliveries).await.unwrap();
+        }
+        panic!("the wake-ups never ran out");
+    }
+
+    async fn post(&self, path: &str, key: &str, body: Value) -> (StatusCode, Value) {
+        self.call("POST", path, Some(key), Some(body.to_string()), None).await
+    }
+
+    async fn state_of(&self, id: &str) -> Value {
+        let (_, view) = self
+            .call("GET", &format!("/v1/notifications/{id}"), Some(&self.key_a), None, None)
+            .await;
+        view["state"].clone()
     }
 
     async fn count(&self, tenant: &str) -> usize {
@@ -261,4 +289,176 @@ async fn health_and_readiness() {
     assert_eq!(status, StatusCode::OK);
     let (status, _) = api.call("GET", "/readyz", None, None, None).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// A notification the default policy cannot send (no provider is configured for email): it
+/// fails at once and, with no fallback for email, is dead-lettered.
+async fn dead_letter(api: &Api) -> String {
+    let (status, body) = api.submit(&welcome(), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    api.work().await;
+    assert_eq!(api.state_of(&id).await, "dead_lettered");
+    id
+}
+
+#[tokio::test]
+async fn dlq_inputs_are_checked_and_a_bad_one_names_its_field_and_writes_nothing() {
+    let api = api().await;
+    let id = dead_letter(&api).await;
+    let key = api.key_a.clone();
+    let path = format!("/v1/notifications/{id}");
+    let (_, before) = api.call("GET", &path, Some(&key), None, None).await;
+    for (query, field) in [
+        ("channel=fax", "channel"),
+        ("older_than=soon", "older_than"),
+        ("newer_than=-5", "newer_than"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("older_than=2h&newer_than=1h", "newer_than"),
+        ("provider=no%20spaces", "provider"),
+        ("colour=red", "query"),
+    ] {
+        let (status, body) =
+            api.call("GET", &format!("/v1/dlq?{query}"), Some(&key), None, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(body["error"]["field"], field, "{query}: {body}");
+    }
+    let bodies = [
+        (
+            "/v1/dlq/replay",
+            json!({ "filter": { "channel": "fax" }, "yes": true }),
+            "filter.channel",
+        ),
+        (
+            "/v1/dlq/replay",
+            json!({ "filter": { "older_than": "later" }, "yes": true }),
+            "filter.older_than",
+        ),
+        ("/v1/dlq/replay", json!({ "filter": { "limit": 10001 }, "yes": true }), "filter.limit"),
+        ("/v1/dlq/replay", json!({ "id": id, "filter": {}, "yes": true }), "id"),
+        ("/v1/dlq/replay", json!({ "id": "not an id!", "yes": true }), "id"),
+        ("/v1/dlq/replay", json!({ "rate_per_sec": 0, "yes": true }), "rate_per_sec"),
+        ("/v1/dlq/replay", json!({ "rate_per_sec": 1001, "yes": true }), "rate_per_sec"),
+        ("/v1/dlq/replay", json!({ "yes": "please" }), "yes"),
+        ("/v1/dlq/replay", json!({ "filter": { "reason": "" }, "yes": true }), "filter.reason"),
+        (
+            "/v1/dlq/purge",
+            json!({ "filter": { "provider": "a b" }, "yes": true }),
+            "filter.provider",
+        ),
+        ("/v1/dlq/purge", json!({ "rate_per_sec": 5, "yes": true }), "rate_per_sec"),
+        ("/v1/dlq/plan", json!({ "filter": { "newer_than": true } }), "filter.newer_than"),
+    ];
+    for (path, body, field) in bodies {
+        let (status, answer) = api.post(path, &key, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body}: {answer}");
+        let got = answer["error"]["field"].as_str().unwrap_or_default();
+        assert!(got == field || got.starts_with(field), "{path} {body}: {answer}");
+    }
+    // Nothing was replayed or purged.
+    let (_, after) = api.call("GET", &path, Some(&key), None, None).await;
+    assert_eq!(after, before);
+}
+
+#[tokio::test]
+async fn dlq_list_plan_replay_and_purge_through_the_api() {
+    let api = api().await;
+    let first = dead_letter(&api).await;
+    let second = dead_letter(&api).await;
+    let key = api.key_a.clone();
+
+    // List, with filters.
+    let (status, list) = api.call("GET", "/v1/dlq", Some(&key), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let ids: Vec<&str> =
+        list["notifications"].as_array().unwrap().iter().filter_map(|n| n["id"].as_str()).collect();
+    assert_eq!(ids, vec![second.as_str(), first.as_str()], "newest first");
+    assert_eq!(list["notifications"][0]["reason"], "no provider is configured for email");
+    assert!(list["notifications"][0]["dead_lettered_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!((list["scanned"].clone(), list["truncated"].clone()), (json!(2), Value::Null));
+    let filtered = |query: &'static str| {
+        let key = key.clone();
+        let api = &api;
+        async move {
+            let (status, list) =
+                api.call("GET", &format!("/v1/dlq?{query}"), Some(&key), None, None).await;
+            assert_eq!(status, StatusCode::OK, "{list}");
+            list["notifications"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(filtered("channel=email&reason=NO%20PROVIDER&newer_than=1h").await, 2);
+    assert_eq!(filtered("channel=sms").await, 0);
+    assert_eq!(filtered("older_than=1h").await, 0);
+    assert_eq!(filtered("provider=sendgrid").await, 0);
+    assert_eq!(filtered("limit=1").await, 1);
+    // Another tenant sees none of it and cannot touch it.
+    let (_, theirs) = api.call("GET", "/v1/dlq", Some(&api.key_b), None, None).await;
+    assert_eq!(theirs["notifications"], json!([]));
+    let (status, _) =
+        api.post("/v1/dlq/replay", &api.key_b, json!({ "id": first, "yes": true })).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) =
+        api.post("/v1/dlq/purge", &api.key_b, json!({ "id": first, "yes": true })).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Plan.
+    let (status, plan) = api.post("/v1/dlq/plan", &key, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!((plan["matched"].clone(), plan["replay"].clone()), (json!(2), json!(2)));
+    assert_eq!(plan["maybe_delivered"], 0);
+    assert_eq!(plan["by_channel"], json!({ "email": 2 }));
+    assert_eq!(plan["by_provider"], json!({ "none": 2 }));
+    assert_eq!(plan["by_reason"], json!({ "no provider is configured for email": 2 }));
+
+    // A replay without `yes` is a dry run: exactly what would happen, nothing changed.
+    let (status, dry) = api.post("/v1/dlq/replay", &key, json!({ "rate_per_sec": 2 })).await;
+    assert_eq!(status, StatusCode::OK, "{dry}");
+    assert_eq!((dry["dry_run"].clone(), dry["replay"].clone()), (json!(true), json!(2)));
+    let outcomes: Vec<(&str, &str)> = dry["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["id"].as_str().unwrap(), i["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(outcomes, vec![(first.as_str(), "would_replay"), (second.as_str(), "would_replay")]);
+    assert_eq!(api.state_of(&first).await, "dead_lettered");
+
+    // With `yes`, one by id: back to received, with an operator's history entry.
+    let (status, done) =
+        api.post("/v1/dlq/replay", &key, json!({ "id": first, "yes": true })).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["items"][0]["outcome"], "replayed");
+    assert_eq!(api.state_of(&first).await, "received");
+    let (_, view) =
+        api.call("GET", &format!("/v1/notifications/{first}"), Some(&key), None, None).await;
+    let last = view["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["from"].clone(), last["to"].clone()),
+        (json!("dead_lettered"), json!("received"))
+    );
+    assert_eq!(last["cause"], "operator dlq replay");
+    // Replaying it again is skipped with the reason; an unknown id is 404.
+    let (_, again) = api.post("/v1/dlq/replay", &key, json!({ "id": first, "yes": true })).await;
+    assert_eq!(again["items"][0]["skip_reason"], "not_dead_lettered", "{again}");
+    assert_eq!(again["items"][0]["state"], "received");
+    let missing = "n00ZZZZZZZZZZZZZZZZZZZZZZZZZZ";
+    let (status, _) = api.post("/v1/dlq/replay", &key, json!({ "id": missing, "yes": true })).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The replayed one runs the lifecycle again (and fails again: still no provider).
+    api.work().await;
+    assert_eq!(api.state_of(&first).await, "dead_lettered");
+
+    // Purge: a dry run deletes nothing, `yes` deletes both.
+    let (status, dry) = api.post("/v1/dlq/purge", &key, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{dry}");
+    assert_eq!((dry["dry_run"].clone(), dry["purge"].clone()), (json!(true), json!(2)));
+    assert_eq!(api.count("a").await, 2);
+    let (_, done) = api.post("/v1/dlq/purge", &key, json!({ "yes": true })).await;
+    assert_eq!((done["dry_run"].clone(), done["purge"].clone()), (json!(false), json!(2)));
+    assert_eq!(api.count("a").await, 0);
+    let (status, _) =
+        api.call("GET", &format!("/v1/notifications/{first}"), Some(&key), None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -338,3 +338,176 @@ ttl_ms = 600000
     let table = String::from_utf8(stack.cli(&["breakers"]).stdout).unwrap();
     assert!(table.contains("twilio") && table.contains("open"), "{table}");
 }
+
+/// Issue 4, item 7: `courant dlq replay --yes` delivers every replayed notification exactly once.
+/// Both sandbox providers fail every send, so SMS falls back to email and both dead-letter; a
+/// replay without `--yes` changes nothing; with the providers back, `--yes` re-drives each one
+/// through the normal lifecycle (SMS from SMS again) and the sandbox takes exactly one message
+/// per notification; a second replay touches nothing. Then `dlq purge` removes dead letters.
+#[test]
+fn dlq_replay_yes_delivers_every_dead_letter_exactly_once_and_purge_removes_them() {
+    let config = r#"
+[breaker]
+consecutive_failures = 1000
+open_ms = 60000
+
+[policy.retry.sms]
+attempts_max = 2
+delay_ms_base = 100
+factor = 2.0
+delay_ms_max = 200
+jitter = false
+ttl_ms = 60000
+
+[policy.retry.email]
+attempts_max = 2
+delay_ms_base = 100
+factor = 2.0
+delay_ms_max = 200
+jitter = false
+ttl_ms = 60000
+"#;
+    let stack = Stack::start(config);
+    let failing = r#"{"latency_ms": 1, "server_error_rate": 1.0}"#;
+    stack.sandbox_behaviour("twilio", failing);
+    stack.sandbox_behaviour("sendgrid", failing);
+    let _serve = stack.serve("all", "e2e-host");
+    let mut sms = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let data = format!(r#"{{"code":"{i}","name":"n{i}","product":"courant"}}"#);
+        let (channel, template) = if i % 2 == 0 { ("sms", "otp") } else { ("email", "welcome") };
+        let id = stack.send_to(&format!("dlq{i}"), channel, template, &data);
+        if channel == "sms" {
+            sms.push(id.clone());
+        }
+        ids.push(id);
+    }
+    for id in &ids {
+        let view = stack.wait_state(id, Duration::from_secs(30), is_final);
+        assert_eq!(view["state"], "dead_lettered", "{id}: {view}");
+        // SMS fell back to email, which failed too.
+        assert_eq!(view["channel"], "email", "{id}: {view}");
+    }
+    let list = stack.cli_json(&["dlq", "list", "--channel", "email", "--newer-than", "1h"]);
+    assert_eq!(list["notifications"].as_array().unwrap().len(), 12, "{list}");
+    let plan = stack.cli_json(&["dlq", "plan"]);
+    assert_eq!((plan["matched"].as_u64(), plan["replay"].as_u64()), (Some(12), Some(12)), "{plan}");
+    assert_eq!(plan["maybe_delivered"], 0, "{plan}");
+    assert_eq!(plan["by_channel"]["email"], 12, "{plan}");
+    assert_eq!(plan["by_provider"]["sendgrid"], 12, "{plan}");
+    let table = String::from_utf8(stack.cli(&["dlq", "plan"]).stdout).unwrap();
+    assert!(table.contains("MATCHED") && table.contains("sendgrid"), "{table}");
+    assert!(
+        stack.sandbox_messages("sendgrid").is_empty()
+            && stack.sandbox_messages("twilio").is_empty()
+    );
+
+    // Without --yes: a dry run that says so and changes nothing.
+    let received_before = stack.sandbox_stats();
+    let output = stack.cli(&["dlq", "replay"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("dry run: nothing changed; re-run with --yes"),
+        "{}",
+        stderr(&output)
+    );
+    let table = String::from_utf8(output.stdout).unwrap();
+    assert!(table.contains("would_replay") && table.contains("would replay 12"), "{table}");
+    let dry = stack.cli_json(&["dlq", "replay"]);
+    assert_eq!((dry["dry_run"].as_bool(), dry["replay"].as_u64()), (Some(true), Some(12)));
+    std::thread::sleep(Duration::from_millis(500));
+    for id in &ids {
+        assert_eq!(stack.cli_json(&["status", id])["state"], "dead_lettered", "{id}");
+    }
+    assert_eq!(stack.sandbox_stats(), received_before, "a dry run sent nothing");
+
+    // The providers recover; the replay re-drives every one at 50 per second.
+    let healthy = r#"{"latency_ms": 1}"#;
+    stack.sandbox_behaviour("twilio", healthy);
+    stack.sandbox_behaviour("sendgrid", healthy);
+    let done = stack.cli_json(&["dlq", "replay", "--yes", "--rate", "50"]);
+    assert_eq!((done["dry_run"].as_bool(), done["replay"].as_u64()), (Some(false), Some(12)));
+    assert_eq!(done["skipped"], 0, "{done}");
+    for id in &ids {
+        let view = stack.wait_state(id, Duration::from_secs(30), is_final);
+        assert_eq!(view["state"], "sent", "{id}: {view}");
+        // On the original channel again: attempts from 1, no fallback needed.
+        let channel = if sms.contains(id) { "sms" } else { "email" };
+        assert_eq!(view["channel"], channel, "{id}: {view}");
+        assert_eq!(view["attempt"], 1, "{id}: {view}");
+        assert_eq!(view["replay"]["count"], 1, "{id}: {view}");
+        assert_eq!(view["replay"]["possible_duplicate"], false, "{id}: {view}");
+    }
+    let history = String::from_utf8(stack.cli(&["history", &sms[0]]).stdout).unwrap();
+    assert!(
+        history.contains("dead_lettered → received") && history.contains("operator dlq replay"),
+        "{history}"
+    );
+
+    // Exactly one message per notification reached the providers, on one channel.
+    std::thread::sleep(Duration::from_millis(1_000));
+    let mut taken: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
+    let (sendgrid, twilio) = (stack.sandbox_messages("sendgrid"), stack.sandbox_messages("twilio"));
+    for (provider, messages) in [("sendgrid", &sendgrid), ("twilio", &twilio)] {
+        for message in messages {
+            assert_eq!(message["answered"], true, "{message}");
+            let id =
+                message["notification_id"].as_str().expect("the message names its notification");
+            taken.entry(id.to_owned()).or_default().push(provider);
+        }
+    }
+    for id in &ids {
+        let expected = if sms.contains(id) { vec!["twilio"] } else { vec!["sendgrid"] };
+        assert_eq!(taken.get(id), Some(&expected), "{id}: {taken:?}");
+    }
+    assert_eq!(taken.len(), ids.len(), "{taken:?}");
+
+    // A second replay touches nothing.
+    let again = stack.cli_json(&["dlq", "replay", "--yes"]);
+    assert_eq!(
+        (again["replay"].as_u64(), again["items"].as_array().map(Vec::len)),
+        (Some(0), Some(0))
+    );
+    let stats = stack.sandbox_stats();
+    assert_eq!(
+        stats["sendgrid"]["accepted"].as_u64().unwrap()
+            + stats["twilio"]["accepted"].as_u64().unwrap(),
+        12,
+        "{stats}"
+    );
+    // By id, a notification that is no longer dead-lettered is skipped with its state.
+    let one = stack.cli_json(&["dlq", "replay", &ids[1], "--yes"]);
+    assert_eq!(one["items"][0]["skip_reason"], "not_dead_lettered", "{one}");
+    assert_eq!(one["items"][0]["state"], "sent", "{one}");
+
+    // Purge: new dead letters, one by id and the rest by filter, dry run first.
+    stack.sandbox_behaviour("sendgrid", failing);
+    let doomed: Vec<String> = (0..3)
+        .map(|i| {
+            let data = format!(r#"{{"name":"p{i}","product":"courant"}}"#);
+            stack.send_to(&format!("purge{i}"), "email", "welcome", &data)
+        })
+        .collect();
+    for id in &doomed {
+        let view = stack.wait_state(id, Duration::from_secs(30), is_final);
+        assert_eq!(view["state"], "dead_lettered", "{id}: {view}");
+    }
+    let output = stack.cli(&["dlq", "purge", "--channel", "email"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("dry run: nothing changed"), "{}", stderr(&output));
+    assert!(String::from_utf8(output.stdout).unwrap().contains("would purge 3"));
+    let one = stack.cli_json(&["dlq", "purge", &doomed[0], "--yes"]);
+    assert_eq!(one["purge"], 1, "{one}");
+    let rest = stack.cli_json(&["dlq", "purge", "--channel", "email", "--yes"]);
+    assert_eq!(rest["purge"], 2, "{rest}");
+    assert_eq!(stack.cli_json(&["dlq", "list"])["notifications"], serde_json::json!([]));
+    for id in &doomed {
+        assert_eq!(stack.cli(&["status", id]).status.code(), Some(3), "{id} is gone");
+    }
+    // The sent ones were never dead letters and are still there.
+    assert_eq!(stack.cli_json(&["status", &ids[0]])["state"], "sent");
+    // An id and filters together is a usage error.
+    let output = stack.cli(&["dlq", "replay", &ids[0], "--channel", "sms"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+}

@@ -3,9 +3,11 @@
 //!
 //! Like FoundationDB's and TigerBeetle's simulators, it runs the real code many times under
 //! injected faults and checks invariants: every accepted notification settles; a provider takes a
-//! message at most once plus once per unknown outcome, and every such re-send is flagged;
-//! transitions follow the lifecycle's edges; terminal states never move; attempts stay within
-//! policy; dead-lettered means the retries were exhausted; the same seed gives the same trace.
+//! message that may arrive at most once plus once per unknown outcome, and every such re-send is
+//! flagged (an operator's DLQ replay, which the simulator also runs, included); transitions
+//! follow the lifecycle's edges; terminal states never move, except a dead letter along its two
+//! edges (a late delivery receipt, a replay); attempts stay within policy; dead-lettered means
+//! the retries were exhausted; the same seed gives the same trace.
 //!
 //! # Layout
 //! - [`rng`]: SplitMix64, forked into sub-streams (workload, faults, schedule).

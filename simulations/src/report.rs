@@ -54,6 +54,8 @@ pub struct Report {
     pub extra_sends: u64,
     /// Extra sends that carried the possible-duplicate flag.
     pub flagged_resends: u64,
+    /// Dead letters the operator replayed.
+    pub replayed: u64,
     /// Attempts in all (the last attempt number of each notification).
     pub attempts: u64,
     /// Retries scheduled after a failed or unknown attempt.
@@ -105,8 +107,13 @@ impl Report {
         let dlq = self.states.get("dead_lettered").copied().unwrap_or(0);
         let _ = writeln!(
             out,
-            "sends          {} ({} re-sends after unknown outcomes, {} flagged)  attempts {}  retries {}  DLQ {dlq}",
-            self.sends, self.extra_sends, self.flagged_resends, self.attempts, self.retries
+            "sends          {} ({} re-sends after unknown outcomes, {} flagged)  attempts {}  retries {}  DLQ {dlq} (replayed {})",
+            self.sends,
+            self.extra_sends,
+            self.flagged_resends,
+            self.attempts,
+            self.retries,
+            self.replayed
         );
         let _ = writeln!(
             out,

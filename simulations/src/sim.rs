@@ -5,6 +5,11 @@
 //! stop, crashed workers come back, clocks agree again, and the run goes on (virtual time jumping
 //! from one due thing to the next) until nothing is left to do: that is the liveness phase. The
 //! invariants are checked after every step and at the end.
+//!
+//! An operator replays the dead-letter queue twice, through the API actor's runner
+//! (`Runner::dlq_replay`, as `courant dlq replay --yes` does): once in the middle of the fault
+//! phase, racing workers and receipts, and once after it. Replays skip notifications that may
+//! have been delivered, so the send invariants hold across them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -21,12 +26,14 @@ use steps::rate::{OverLimit, RateLimit};
 use steps::render::{Part, PartSource, TemplateSet};
 use storage::memory::MemoryStore;
 use storage::queue::{Delivery, WakeQueue, retry_delay_ms};
+use workflows::dlq::DlqFilter;
 use workflows::machine::{Resume, State, StateKind};
 use workflows::policy::Policy;
 use workflows::ports::{Provider, Store, StoreError};
 use workflows::record::{Cause, HistoryEntry, Idempotency, Record};
 use workflows::runner::{
-    Advanced, Cancelled, Received, Runner, Submission, SubmitError, Submitted,
+    Advanced, Cancelled, Received, ReplayOptions, ReplayReport, ReplayVerdict, Runner, Submission,
+    SubmitError, Submitted,
 };
 
 use crate::faults::{Fault, FaultSet, Profile};
@@ -53,6 +60,11 @@ const RECLAIM_IDLE_MS: u64 = 10_000;
 const MAX_SKEW_MS: u64 = storage::keys::CLOCK_SKEW_MS_MAX;
 /// Steps at one instant before the loop is declared stuck.
 const STEPS_PER_INSTANT_MAX: u64 = 1_000_000;
+/// When the operator's second DLQ replay comes, after the fault phase: by then most retries have
+/// run out.
+const REPLAY_AFTER_FAULTS_MS: u64 = 2 * 3_600_000;
+/// The operator's replay rate, per second.
+const REPLAY_RATE_PER_SEC: u32 = 100;
 
 /// What to simulate.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +126,8 @@ enum Job {
     Receipt(ReceiptDue, Boxed<Result<Received, StoreError>>),
     /// Cancelling notification `idx`.
     Cancel(usize, Boxed<Result<Cancelled, StoreError>>),
+    /// An operator replaying the dead-letter queue.
+    Replay(Boxed<Result<ReplayReport, StoreError>>),
 }
 
 struct Task {
@@ -132,6 +146,8 @@ enum Due {
     Restart(usize),
     ClockStep(usize),
     FaultsOff,
+    /// An operator replays the whole dead-letter queue.
+    Replay,
 }
 
 /// One planned notification.
@@ -176,6 +192,8 @@ pub struct Simulation {
     violations: Vec<Violation>,
     steps: u64,
     tenant: TenantId,
+    /// Dead letters the operator replayed.
+    replayed: u64,
 }
 
 impl std::fmt::Debug for Simulation {
@@ -325,6 +343,7 @@ impl Simulation {
             seen: BTreeMap::new(),
             categories: BTreeMap::new(),
             edges: BTreeMap::new(),
+            replayed: 0,
             violations: Vec::new(),
             steps: 0,
             tenant: TenantId::new("sim").unwrap_or_else(|_| unreachable!()),
@@ -383,11 +402,13 @@ impl Simulation {
         }
         let faults_end = at + FAULT_TAIL_MS;
         self.schedule(faults_end, Due::FaultsOff);
+        self.schedule(START_MS + (faults_end - START_MS) / 2, Due::Replay);
+        self.schedule(faults_end + REPLAY_AFTER_FAULTS_MS, Due::Replay);
     }
 
     fn plan_faults(&mut self) {
         let mut rng = Rng::fork(self.config.seed, "schedule");
-        let faults_end = self.due.keys().next_back().map_or(START_MS, |(at, _)| *at);
+        let faults_end = self.faults_end_ms();
         let (drift, steps, brownout) = {
             let world = self.shared.world();
             (
@@ -594,6 +615,7 @@ impl Simulation {
                     Job::Submit(_, _, f) => poll_once(f.as_mut()).map(Done::Submit),
                     Job::Receipt(_, f) => poll_once(f.as_mut()).map(Done::Receipt),
                     Job::Cancel(_, f) => poll_once(f.as_mut()).map(Done::Cancel),
+                    Job::Replay(f) => poll_once(f.as_mut()).map(Done::Replay),
                 };
                 match poll {
                     Poll::Ready(done) => {
@@ -673,6 +695,24 @@ impl Simulation {
                     drop(world);
                     self.shared.set_offset(w, offset);
                 }
+            }
+            Due::Replay => {
+                let runner = self.runners[self.workers.len()].clone();
+                let tenant = self.tenant.clone();
+                self.trace(format!("operator dlq replay at {now}"));
+                let options = ReplayOptions {
+                    dry_run: false,
+                    include_unknown: false,
+                    rate_per_sec: REPLAY_RATE_PER_SEC,
+                };
+                let future: Boxed<_> = Box::pin(async move {
+                    runner.dlq_replay(&tenant, &DlqFilter::default(), options).await
+                });
+                self.tasks.push(Task {
+                    actor: self.workers.len(),
+                    job: Job::Replay(future),
+                    waits_until_ms: 0,
+                });
             }
             Due::FaultsOff => {
                 self.faults_on = false;
@@ -817,6 +857,22 @@ impl Simulation {
             (Job::Cancel(idx, _), Done::Cancel(result)) => {
                 self.trace(format!("cancel of submission {idx}: {result:?}"));
             }
+            (Job::Replay(_), Done::Replay(result)) => match result {
+                Ok(report) => {
+                    for (id, verdict) in &report.items {
+                        self.trace_id(id, format!("operator replay of {id}: {verdict:?}"));
+                        if matches!(verdict, ReplayVerdict::Replay { .. }) {
+                            self.replayed += 1;
+                        }
+                    }
+                }
+                Err(error) => {
+                    // Whatever was replayed before the error is no longer dead-lettered, so
+                    // running the whole replay again is safe: the operator does.
+                    self.trace(format!("operator dlq replay failed: {error}; again in 1 s"));
+                    self.schedule(now + 1_000, Due::Replay);
+                }
+            },
             _ => unreachable!("a task completes with its own kind"),
         }
     }
@@ -859,7 +915,9 @@ impl Simulation {
                     format!("committed over v{from_version} but the store was at v{version}");
                 self.violation("version", Some(id.clone()), &detail);
             }
-            if before.is_terminal() && state.kind() != before {
+            // The only edges out of a terminal state are dead_lettered's (a late delivery
+            // receipt here; operator replays are not simulated), and EDGES lists them.
+            if before.is_terminal() && state.kind() != before && !before.may_move_to(state.kind()) {
                 let detail = format!("terminal {before} moved to {}", state.kind());
                 self.violation("terminal", Some(id.clone()), &detail);
             }
@@ -948,10 +1006,13 @@ impl Simulation {
                 let detail = format!("delivered on more than one channel: {delivering:?}");
                 self.violation("one-channel", Some(id.clone()), &detail);
             }
-            // Per channel: at most one send plus one per unknown outcome, every extra one flagged.
+            // Per channel: at most one send that may have arrived plus one per unknown outcome,
+            // every extra one flagged. A send the provider reported undelivered never arrived:
+            // an operator may replay it (the replay is a new send, not a duplicate).
             let channels: BTreeSet<Channel> = taken.iter().map(|t| t.channel).collect();
             for channel in channels {
-                let on_channel: Vec<_> = taken.iter().filter(|t| t.channel == channel).collect();
+                let on_channel: Vec<_> =
+                    taken.iter().filter(|t| t.channel == channel && !t.undelivered).collect();
                 let unknowns = history
                     .iter()
                     .filter(|e| {
@@ -1005,6 +1066,7 @@ impl Simulation {
             sends,
             extra_sends,
             flagged_resends: flagged,
+            replayed: self.replayed,
             attempts,
             retries,
             latency_ms_p50: pct(0.5),
@@ -1053,12 +1115,17 @@ impl Simulation {
             if from == StateKind::Sending && !matches!(entry.cause, Cause::Provider { .. }) {
                 continue;
             }
-            let told =
-                self.shared.world().told.get(&(record.id.clone(), *channel, failed.0)).copied();
+            // The call that failed: the latest one of the attempt before this decision (a replay
+            // starts the attempts again, so earlier calls may carry the same number).
+            let failed_call = calls.iter().rposition(|c| {
+                c.channel == *channel
+                    && c.attempt == failed
+                    && c.at_ms <= entry.at_ms + 2 * MAX_SKEW_MS
+            });
             let floor_ms = if from == StateKind::Unknown {
                 self.policy.reconcile_grace_ms
             } else {
-                match told.and_then(|t| t.class) {
+                match failed_call.and_then(|i| calls[i].class) {
                     Some(class) if class.is_retryable() => class.retry_after_ms().unwrap_or(0),
                     _ => continue,
                 }
@@ -1077,12 +1144,10 @@ impl Simulation {
             }
             // The provider's view: the next attempt never came earlier than that after the answer
             // (clocks may disagree by the skew the workers are allowed).
-            let answered = calls
-                .iter()
-                .rev()
-                .find(|c| c.channel == *channel && c.attempt == failed)
-                .and_then(|c| c.answered_at_ms);
-            let next_call = calls.iter().find(|c| c.channel == *channel && c.attempt == *next);
+            let answered = failed_call.and_then(|i| calls[i].answered_at_ms);
+            let next_call = failed_call.and_then(|i| {
+                calls[i..].iter().find(|c| c.channel == *channel && c.attempt == *next)
+            });
             if from == StateKind::Sending
                 && let (Some(answered), Some(next_call)) = (answered, next_call)
                 && next_call.at_ms + 2 * MAX_SKEW_MS < answered + least
@@ -1143,6 +1208,7 @@ enum Done {
     Wake(Result<Advanced, StoreError>),
     Submit(Result<Submitted, SubmitError>),
     Receipt(Result<Received, StoreError>),
+    Replay(Result<ReplayReport, StoreError>),
     Cancel(Result<Cancelled, StoreError>),
 }
 

@@ -19,8 +19,11 @@ use steps::model::{
 };
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
 use steps::rate::{RateCheck, RateLimit};
+use workflows::dlq::{DlqFilter, DlqPage};
 use workflows::machine::{Receipt, State};
-use workflows::ports::{ApiKey, Clock, ListQuery, Outbound, Provider, RateKey, Store, StoreError};
+use workflows::ports::{
+    ApiKey, Clock, ListQuery, Outbound, Provider, Purged, RateKey, Store, StoreError,
+};
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record};
 
 use crate::faults::{Fault, FaultSet};
@@ -478,9 +481,19 @@ impl<S: Store> Store for FaultyStore<S> {
     fn dead_letters(
         &self,
         tenant: &TenantId,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send {
-        self.inner.dead_letters(tenant, limit)
+        filter: &DlqFilter,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<DlqPage, StoreError>> + Send {
+        self.inner.dead_letters(tenant, filter, now_ms)
+    }
+
+    fn purge(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+        expected_version: u64,
+    ) -> impl Future<Output = Result<Purged, StoreError>> + Send {
+        self.inner.purge(tenant, id, expected_version)
     }
 
     async fn rate_acquire(

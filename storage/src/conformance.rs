@@ -19,12 +19,13 @@ use steps::model::{
     Request, TemplateId, TemplateRef, TenantId,
 };
 use steps::rate::{OverLimit, RateCheck, RateLimit, SlidingWindow};
+use workflows::dlq::{DlqFilter, Truncated};
 use workflows::machine::{State, StateKind};
 use workflows::ports::{
-    ApiKey, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem, ListQuery, RateKey, Store,
+    ApiKey, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem, ListQuery, Purged, RateKey, Store,
 };
 use workflows::record::{
-    Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Wake,
+    Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
 };
 
 use crate::keys::{self, SHARDS};
@@ -36,13 +37,16 @@ pub trait Conformance: Store + Inbox + WakeQueue {}
 impl<S: Store + Inbox + WakeQueue> Conformance for S {}
 
 /// Every check, by name, in the order [`conformance_tests!`](crate::conformance_tests) runs them.
-pub const CHECKS: [&str; 16] = [
+pub const CHECKS: [&str; 19] = [
     "create_and_load_round_trip",
     "idempotent_create",
     "commit_compare_and_set",
     "history_order_and_cap",
     "state_index_and_list",
     "dead_letter_queue",
+    "dead_letter_filters",
+    "purge_deletes_everything_about_a_record",
+    "replay_data_is_kept",
     "wake_enqueued_with_new_version",
     "rate_window_follows_the_reference",
     "inbox_is_idempotent_newest_first_and_capped",
@@ -67,6 +71,9 @@ macro_rules! conformance_tests {
             history_order_and_cap,
             state_index_and_list,
             dead_letter_queue,
+            dead_letter_filters,
+            purge_deletes_everything_about_a_record,
+            replay_data_is_kept,
             wake_enqueued_with_new_version,
             rate_window_follows_the_reference,
             inbox_is_idempotent_newest_first_and_capped,
@@ -134,6 +141,7 @@ fn record(tenant: &TenantId, id: &NotificationId, now_ms: u64, wake_at_ms: Optio
         created_at_ms: now_ms,
         updated_at_ms: now_ms,
         wake_at_ms,
+        replay: None,
     }
 }
 
@@ -164,6 +172,7 @@ fn sent() -> State {
 fn dead() -> State {
     State::DeadLettered {
         channel: Channel::Email,
+        provider: Some(provider()),
         attempt: Attempt(3),
         reason: "all 3 attempts used".into(),
     }
@@ -196,6 +205,7 @@ fn commit(
         history,
         wake_at_ms,
         now_ms,
+        replay: None,
     }
 }
 
@@ -396,7 +406,20 @@ pub async fn state_index_and_list<S: Conformance>(store: &S) {
     assert_eq!(store.list(&acme, &list(Some(StateKind::Delivered), 10)).await, Ok(vec![]));
 }
 
-/// Entering `dead_lettered` puts a record in the DLQ, newest first.
+fn limit(limit: usize) -> DlqFilter {
+    DlqFilter { limit, ..DlqFilter::default() }
+}
+
+async fn dlq_ids<S: Conformance>(
+    store: &S,
+    tenant: &TenantId,
+    filter: &DlqFilter,
+    now_ms: u64,
+) -> Vec<NotificationId> {
+    ids_of(&store.dead_letters(tenant, filter, now_ms).await.expect("dead letters").records)
+}
+
+/// Entering `dead_lettered` puts a record in the DLQ, newest first; leaving it takes it out.
 pub async fn dead_letter_queue<S: Conformance>(store: &S) {
     let acme = tenant("acme");
     let now = store.now_ms();
@@ -404,17 +427,149 @@ pub async fn dead_letter_queue<S: Conformance>(store: &S) {
     for r in &recs {
         create(store, r).await;
     }
-    assert_eq!(store.dead_letters(&acme, 10).await, Ok(vec![]));
+    let page = store.dead_letters(&acme, &limit(10), now + 20).await.expect("dead letters");
+    assert_eq!((page.records, page.scanned, page.truncated), (vec![], 0, None));
     committed(store, &commit(&recs[0], 1, dead(), now + 5, None)).await;
     committed(store, &commit(&recs[1], 1, dead(), now + 9, None)).await;
     committed(store, &commit(&recs[2], 1, sent(), now + 12, None)).await;
-    let dlq = store.dead_letters(&acme, 10).await.expect("dead letters");
-    assert_eq!(ids_of(&dlq), vec![recs[1].id.clone(), recs[0].id.clone()]);
-    assert_eq!(dlq[0].state, dead());
-    let one = store.dead_letters(&acme, 1).await.expect("dead letters");
-    assert_eq!(ids_of(&one), vec![recs[1].id.clone()]);
+    let page = store.dead_letters(&acme, &limit(10), now + 20).await.expect("dead letters");
+    assert_eq!(ids_of(&page.records), vec![recs[1].id.clone(), recs[0].id.clone()]);
+    assert_eq!((page.scanned, page.truncated), (2, None));
+    assert_eq!(page.records[0].state, dead());
+    let one = store.dead_letters(&acme, &limit(1), now + 20).await.expect("dead letters");
+    assert_eq!(ids_of(&one.records), vec![recs[1].id.clone()]);
+    assert_eq!(one.truncated, Some(Truncated::Limit), "one more was left unexamined");
     let listed = store.list(&acme, &ListQuery { state: Some(StateKind::DeadLettered), limit: 10 });
-    assert_eq!(ids_of(&listed.await.expect("list")), ids_of(&dlq));
+    assert_eq!(ids_of(&listed.await.expect("list")), ids_of(&page.records));
+    // Leaving the DLQ (an operator's replay) takes it out of the queue.
+    committed(store, &commit(&recs[1], 2, State::Received {}, now + 15, Some(now + 15))).await;
+    assert_eq!(dlq_ids(store, &acme, &limit(10), now + 20).await, vec![recs[0].id.clone()]);
+}
+
+/// A DLQ filter selects by id, reason (case-insensitive), channel, provider and age, and every
+/// condition set must hold.
+pub async fn dead_letter_filters<S: Conformance>(store: &S) {
+    let acme = tenant("acme");
+    let now = store.now_ms();
+    let twilio = ProviderName::new("twilio").expect("fixture id");
+    let dead_as = |channel, provider: Option<ProviderName>, reason: &str| State::DeadLettered {
+        channel,
+        provider,
+        attempt: Attempt(2),
+        reason: reason.into(),
+    };
+    // Dead-lettered 10 s, 5 s and 1 s before `now`, one with no provider at all.
+    let cases = [
+        (10_000, dead_as(Channel::Sms, Some(twilio.clone()), "twilio: all 2 attempts used")),
+        (5_000, dead_as(Channel::Email, Some(provider()), "sendgrid: All 2 Attempts used")),
+        (1_000, dead_as(Channel::Chat, None, "no provider is configured for chat")),
+    ];
+    let mut ids = Vec::new();
+    for (n, (ago, state)) in (1..).zip(cases) {
+        let rec = record(&acme, &id(&acme, n), now - 20_000, None);
+        create(store, &rec).await;
+        committed(store, &commit(&rec, 1, state, now - ago, None)).await;
+        ids.push(rec.id);
+    }
+    // One that never failed, to be sure only dead letters come back.
+    let alive = record(&acme, &id(&acme, 9), now - 3_000, Some(now));
+    create(store, &alive).await;
+    let (old, mid, new) = (ids[0].clone(), ids[1].clone(), ids[2].clone());
+    let all = || DlqFilter::default();
+    let ours = &acme;
+    let check = |filter: DlqFilter, expected: Vec<NotificationId>| async move {
+        assert_eq!(dlq_ids(store, ours, &filter, now).await, expected, "{filter:?}");
+    };
+    check(all(), vec![new.clone(), mid.clone(), old.clone()]).await;
+    check(DlqFilter { id: Some(mid.clone()), ..all() }, vec![mid.clone()]).await;
+    check(DlqFilter { id: Some(alive.id.clone()), ..all() }, vec![]).await;
+    check(DlqFilter { id: Some(id(&acme, 77)), ..all() }, vec![]).await;
+    check(DlqFilter { channel: Some(Channel::Sms), ..all() }, vec![old.clone()]).await;
+    check(DlqFilter { provider: Some(twilio), ..all() }, vec![old.clone()]).await;
+    let attempts = || Some("ALL 2 attempts".to_owned());
+    check(DlqFilter { reason_contains: attempts(), ..all() }, vec![mid.clone(), old.clone()]).await;
+    check(
+        DlqFilter { reason_contains: attempts(), channel: Some(Channel::Email), ..all() },
+        vec![mid.clone()],
+    )
+    .await;
+    check(DlqFilter { older_than_ms: Some(5_000), ..all() }, vec![mid.clone(), old.clone()]).await;
+    check(DlqFilter { newer_than_ms: Some(5_000), ..all() }, vec![new.clone(), mid.clone()]).await;
+    check(
+        DlqFilter { older_than_ms: Some(2_000), newer_than_ms: Some(6_000), ..all() },
+        vec![mid.clone()],
+    )
+    .await;
+    check(DlqFilter { older_than_ms: Some(60_000), ..all() }, vec![]).await;
+    // The limit counts matches, not examined entries.
+    let page = store
+        .dead_letters(&acme, &DlqFilter { reason_contains: attempts(), limit: 1, ..all() }, now)
+        .await
+        .expect("dead letters");
+    assert_eq!(ids_of(&page.records), vec![mid.clone()]);
+    assert_eq!((page.scanned, page.truncated), (2, Some(Truncated::Limit)));
+    // Other tenants see none of it.
+    assert_eq!(dlq_ids(store, &tenant("globex"), &all(), now).await, vec![]);
+}
+
+/// A purge at the record's version deletes the record, its history, its index and DLQ entries
+/// and its idempotency key (a new submit with the key creates a new notification); at another
+/// version it changes nothing.
+pub async fn purge_deletes_everything_about_a_record<S: Conformance>(store: &S) {
+    let acme = tenant("acme");
+    let now = store.now_ms();
+    let key = "order-7";
+    let idem = Idempotency { key: key.into(), fingerprint: "fp".into() };
+    let rec = record(&acme, &keys::new_notification_id(&acme, Some(key), &ulid(1)), now, None);
+    assert_eq!(store.create(&rec, &first(now), Some(&idem)).await, Ok(Created::New));
+    committed(store, &commit(&rec, 1, dead(), now + 1, None)).await;
+    let other = record(&acme, &id(&acme, 2), now, None);
+    create(store, &other).await;
+    committed(store, &commit(&other, 1, dead(), now + 2, None)).await;
+
+    assert_eq!(store.purge(&acme, &rec.id, 1).await, Ok(Purged::Conflict { current: 2 }));
+    assert_eq!(store.purge(&tenant("globex"), &rec.id, 2).await, Ok(Purged::NotFound));
+    assert!(store.load(&acme, &rec.id).await.expect("load").is_some(), "a refused purge deleted");
+
+    assert_eq!(store.purge(&acme, &rec.id, 2).await, Ok(Purged::Done));
+    assert_eq!(store.load(&acme, &rec.id).await, Ok(None));
+    assert_eq!(store.history(&acme, &rec.id).await, Ok(vec![]));
+    assert_eq!(dlq_ids(store, &acme, &DlqFilter::default(), now + 5).await, vec![other.id.clone()]);
+    let all = store.list(&acme, &ListQuery { state: None, limit: 10 }).await.expect("list");
+    assert_eq!(ids_of(&all), vec![other.id.clone()]);
+    let dead_list = ListQuery { state: Some(StateKind::DeadLettered), limit: 10 };
+    assert_eq!(ids_of(&store.list(&acme, &dead_list).await.expect("list")), vec![other.id.clone()]);
+    assert_eq!(store.purge(&acme, &rec.id, 2).await, Ok(Purged::NotFound));
+    // The idempotency key is forgotten: the same key creates a new notification.
+    let again = record(&acme, &keys::new_notification_id(&acme, Some(key), &ulid(3)), now, None);
+    assert_eq!(store.create(&again, &first(now), Some(&idem)).await, Ok(Created::New));
+    // Purging a record created without a key leaves other keys alone.
+    assert_eq!(store.purge(&acme, &other.id, 2).await, Ok(Purged::Done));
+    let repeat = record(&acme, &keys::new_notification_id(&acme, Some(key), &ulid(4)), now, None);
+    assert_eq!(
+        store.create(&repeat, &first(now), Some(&idem)).await,
+        Ok(Created::Existing { id: again.id.clone(), same_request: true })
+    );
+}
+
+/// A commit with replay data stores it with the record; later commits without it keep it.
+pub async fn replay_data_is_kept<S: Conformance>(store: &S) {
+    let acme = tenant("acme");
+    let now = store.now_ms();
+    let rec = record(&acme, &id(&acme, 1), now, None);
+    create(store, &rec).await;
+    committed(store, &commit(&rec, 1, dead(), now + 1, None)).await;
+    let replay = Replay { budget_from_ms: now + 500, possible_duplicate: true, count: 1 };
+    let mut c = commit(&rec, 2, State::Received {}, now + 2, Some(now + 500));
+    c.replay = Some(replay.clone());
+    committed(store, &c).await;
+    let loaded = store.load(&acme, &rec.id).await.expect("load").expect("record");
+    assert_eq!(loaded.replay.as_ref(), Some(&replay));
+    assert_eq!((loaded.budget_from_ms(), loaded.possible_duplicate()), (now + 500, true));
+    committed(store, &commit(&rec, 3, sent(), now + 3, None)).await;
+    let loaded = store.load(&acme, &rec.id).await.expect("load").expect("record");
+    assert_eq!(loaded.replay, Some(replay));
+    assert_eq!(loaded.created_at_ms, now);
 }
 
 /// Create and commit enqueue the wake-up with the new version: ready when due, a timer
@@ -679,7 +834,8 @@ pub async fn tenant_isolation<S: Conformance>(store: &S) {
     theirs.tenant = globex.clone();
     assert_eq!(store.commit(&theirs).await, Ok(CommitOutcome::NotFound));
     assert_eq!(store.list(&globex, &ListQuery { state: None, limit: 10 }).await, Ok(vec![]));
-    assert_eq!(store.dead_letters(&globex, 10).await, Ok(vec![]));
+    let page = store.dead_letters(&globex, &DlqFilter::default(), now + 5).await.expect("dlq");
+    assert_eq!(page.records, vec![]);
     let ours = store.load(&acme, &rec.id).await.expect("load").expect("record");
     assert_eq!((ours.version, ours.state), (2, dead()));
 }

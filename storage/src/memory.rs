@@ -15,10 +15,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use steps::model::{NotificationId, RecipientId, TenantId};
 use steps::rate::{RateCheck, RateLimit, SlidingWindow};
+use workflows::dlq::{DLQ_SCAN_MAX, DlqFilter, DlqPage, Truncated};
 use workflows::machine::StateKind;
 use workflows::ports::{
     ApiKey, Clock, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem, LIST_LIMIT_MAX, ListQuery,
-    RateKey, Store, StoreError,
+    Purged, RateKey, Store, StoreError,
 };
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Wake};
 
@@ -79,6 +80,8 @@ struct Slot {
     history: VecDeque<HistoryEntry>,
     /// When it entered the DLQ, while it is dead-lettered.
     dead_lettered_at_ms: Option<u64>,
+    /// The idempotency key it was created with, if any (a purge forgets the key too).
+    idempotency_key: Option<String>,
 }
 
 /// A remembered idempotency key.
@@ -233,6 +236,7 @@ impl MemoryStore {
                 record: record.clone(),
                 history: VecDeque::from([first.clone()]),
                 dead_lettered_at_ms: dead,
+                idempotency_key: idempotency.map(|i| i.key.clone()),
             },
         );
         if let Some(at_ms) = record.wake_at_ms {
@@ -272,6 +276,9 @@ impl MemoryStore {
         slot.record.state = commit.state.clone();
         slot.record.updated_at_ms = commit.now_ms;
         slot.record.wake_at_ms = commit.wake_at_ms;
+        if let Some(replay) = &commit.replay {
+            slot.record.replay = Some(replay.clone());
+        }
         for entry in &commit.history {
             slot.history.push_back(entry.clone());
         }
@@ -302,15 +309,62 @@ impl MemoryStore {
         items.into_iter().take(query.limit.min(LIST_LIMIT_MAX)).map(|(_, r)| r.clone()).collect()
     }
 
-    fn dead_letters_now(&self, tenant: &TenantId, limit: usize) -> Vec<Record> {
+    fn dead_letters_now(&self, tenant: &TenantId, filter: &DlqFilter, now_ms: u64) -> DlqPage {
         let inner = self.lock();
-        let Some(slots) = inner.tenants.get(tenant) else { return Vec::new() };
+        let Some(slots) = inner.tenants.get(tenant) else { return DlqPage::default() };
+        let limit = filter.limit_capped();
+        if let Some(id) = &filter.id {
+            let records: Vec<Record> = slots
+                .get(id)
+                .map(|s| s.record.clone())
+                .filter(|r| limit > 0 && filter.matches(r, now_ms))
+                .into_iter()
+                .collect();
+            return DlqPage { records, scanned: 1, truncated: None };
+        }
+        // The DLQ in the filter's age window, newest first, as the Redis store walks its index.
+        let (from_ms, to_ms) = filter.window_ms(now_ms);
         let mut items: Vec<(u64, &Record)> = slots
             .values()
             .filter_map(|s| s.dead_lettered_at_ms.map(|at| (at, &s.record)))
+            .filter(|(at, _)| (from_ms..=to_ms).contains(at))
             .collect();
         newest_first(&mut items);
-        items.into_iter().take(limit.min(LIST_LIMIT_MAX)).map(|(_, r)| r.clone()).collect()
+        let mut page = DlqPage::default();
+        for (_, record) in &items {
+            if page.records.len() >= limit {
+                page.truncated = Some(Truncated::Limit);
+                break;
+            }
+            if page.scanned >= DLQ_SCAN_MAX {
+                page.truncated = Some(Truncated::Scan);
+                break;
+            }
+            page.scanned += 1;
+            if filter.matches(record, now_ms) {
+                page.records.push((*record).clone());
+            }
+        }
+        page
+    }
+
+    fn purge_now(&self, tenant: &TenantId, id: &NotificationId, expected_version: u64) -> Purged {
+        let mut inner = self.lock();
+        let Some(slots) = inner.tenants.get_mut(tenant) else { return Purged::NotFound };
+        let Some(slot) = slots.get(id) else { return Purged::NotFound };
+        if slot.record.version != expected_version {
+            return Purged::Conflict { current: slot.record.version };
+        }
+        let key = slots.remove(id).and_then(|slot| slot.idempotency_key);
+        if let Some(key) = key {
+            let key = (tenant.clone(), key);
+            // Only while the key still names this notification (it may have expired and been
+            // reused since).
+            if inner.idempotency.get(&key).is_some_and(|entry| entry.id == *id) {
+                inner.idempotency.remove(&key);
+            }
+        }
+        Purged::Done
     }
 
     fn fetch_now(&self, consumer: &str, max: usize) -> Vec<Delivery> {
@@ -473,9 +527,19 @@ impl Store for MemoryStore {
     fn dead_letters(
         &self,
         tenant: &TenantId,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send {
-        ready(Ok(self.dead_letters_now(tenant, limit)))
+        filter: &DlqFilter,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<DlqPage, StoreError>> + Send {
+        ready(Ok(self.dead_letters_now(tenant, filter, now_ms)))
+    }
+
+    fn purge(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+        expected_version: u64,
+    ) -> impl Future<Output = Result<Purged, StoreError>> + Send {
+        ready(Ok(self.purge_now(tenant, id, expected_version)))
     }
 
     fn rate_acquire(

@@ -63,6 +63,7 @@ async fn every_key_is_namespaced_and_a_notification_lives_in_one_slot() {
         created_at_ms: now,
         updated_at_ms: now,
         wake_at_ms: Some(now),
+        replay: None,
     };
     let first = HistoryEntry {
         at_ms: now,
@@ -73,6 +74,14 @@ async fn every_key_is_namespaced_and_a_notification_lives_in_one_slot() {
         note: None,
     };
     assert_eq!(store.create(&record, &first, Some(&idem)).await, Ok(Created::New));
+    // The record names its idempotency key (for a purge), which lives in the record's slot.
+    let named: Option<String> = redis::cmd("HGET")
+        .arg(keys::record(&acme, &id))
+        .arg("idem")
+        .query_async(&mut raw(&server).await)
+        .await
+        .unwrap();
+    assert_eq!(named, Some(keys::idempotency(&acme, &idem.key)));
     let commit = Commit {
         tenant: acme.clone(),
         id: id.clone(),
@@ -81,6 +90,7 @@ async fn every_key_is_namespaced_and_a_notification_lives_in_one_slot() {
         history: vec![],
         wake_at_ms: Some(now + 60_000),
         now_ms: now,
+        replay: None,
     };
     store.commit(&commit).await.expect("commit");
     let bob = RecipientId::new("bob").unwrap();

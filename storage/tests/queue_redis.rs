@@ -181,6 +181,7 @@ async fn submit(store: &RedisStore, n: u32) -> Wake {
         created_at_ms: now,
         updated_at_ms: now,
         wake_at_ms: Some(now),
+        replay: None,
     };
     let first = HistoryEntry {
         at_ms: now,

@@ -171,6 +171,7 @@ base_url = "{sandbox_url}"
 account_sid = "AC00000000000000000000000000000000"
 auth_token = "sandbox-twilio-token"
 from = "+15005550006"
+status_callback_base_url = "http://127.0.0.1:{api_port}"
 timeout_ms = 5000
 
 [providers.inapp]
@@ -301,6 +302,15 @@ kind = "in_app"
             (200..300).contains(&status),
             "setting the sandbox behaviour failed: {status} {body}"
         );
+    }
+
+    /// The messages a sandbox provider (`sendgrid`, `twilio`) took, oldest first: each carries
+    /// courant's notification id (SendGrid `custom_args`, Twilio's status-callback URL).
+    pub fn sandbox_messages(&self, provider: &str) -> Vec<Value> {
+        let url = format!("{}/sandbox/messages?provider={provider}", self.sandbox_url);
+        let (status, body) = http::request("GET", &url, None).expect("sandbox");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("messages JSON")
     }
 
     /// The sandbox's counters.

@@ -5,11 +5,13 @@
 //!
 //! # Layout
 //! - [`machine`]: the statig state machine, its events and effects.
+//! - [`dlq`]: the dead-letter queue's filters, plans and replay schedule.
 //! - [`policy`]: retry, rate and route policies as data.
 //! - [`record`]: the persisted record, its history entries, commits and wake-ups.
 //! - [`ports`]: the traits the shell implements (store, inbox, clock, provider).
 //! - [`runner`]: drives one wake-up through the machine, executing its effects.
 
+pub mod dlq;
 pub mod machine;
 pub mod policy;
 pub mod ports;

@@ -9,6 +9,9 @@
 //!   a delivery receipt for the earlier attempt settles it (unknown / deferred → delivered)
 //! failed → filtered(another channel) (fallback: SMS → email) | dead_lettered
 //! sending → sending(next provider) (failover when the provider's configuration is broken)
+//! dead_lettered → received (an operator's replay: the whole lifecycle again, on the original
+//!                 channel, attempts from 1, a fresh time budget)
+//! dead_lettered → delivered (a late delivery receipt from the provider it was last with)
 //! also: filtered / rate_checked → failed (render error, no provider);
 //!       sending / unknown → delivered (accepted as delivered, or a receipt); sent → failed
 //! ```
@@ -18,8 +21,11 @@
 //! is what makes restoring a persisted state safe: statig re-runs entry actions on `init`, and
 //! [`restore`] discards what they push.
 //!
-//! Terminal states (delivered, dead_lettered, skipped, cancelled) swallow every event, so nothing
-//! can make them regress.
+//! Terminal states (delivered, dead_lettered, skipped, cancelled) swallow every event the
+//! lifecycle itself produces, so nothing can make them regress. The one exception is
+//! dead_lettered, which is terminal for the lifecycle but waits for an operator: it takes
+//! exactly two events, an operator's [`Event::Replay`] and a late delivery receipt, along the two
+//! edges above ([`StateKind::EDGES`] lists them; nothing else leaves a terminal state).
 
 // statig declares a state's stored data through its handler's parameters, so a handler that does
 // not read one of its fields still has to name it.
@@ -90,6 +96,8 @@ pub enum Event {
     Receipt(Receipt),
     /// The channel fallback decision after a channel failed for good.
     Fallback(FallbackDecision),
+    /// An operator replays a dead-lettered notification: it starts over from `received`.
+    Replay,
 }
 
 impl Event {
@@ -105,6 +113,7 @@ impl Event {
             Event::Cancel => "cancel",
             Event::Receipt(_) => "receipt",
             Event::Fallback(_) => "fallback",
+            Event::Replay => "replay",
         }
     }
 }
@@ -159,7 +168,8 @@ pub struct Context<'a> {
     pub now_ms: u64,
     /// The notification's seed (retry jitter).
     pub seed: u64,
-    /// When the notification was accepted (the retry time budget counts from it).
+    /// When the retry time budget started: when the notification was accepted, or when an
+    /// operator's replay restarted it (`Record::budget_from_ms`).
     pub accepted_at_ms: u64,
     /// The channel the notification was submitted for.
     pub channel: Channel,
@@ -167,6 +177,9 @@ pub struct Context<'a> {
     pub category: Option<&'a Category>,
     /// The policies in force.
     pub policy: &'a Policy,
+    /// Whether every send may duplicate an attempt made before an operator's replay, whose
+    /// outcome was unknown (`Record::possible_duplicate`): the first send is then flagged too.
+    pub possible_duplicate: bool,
     /// Effects pushed while handling the event, in order.
     pub effects: Vec<Effect>,
     /// The decision inputs that mattered, recorded in the history entry of the transition.
@@ -189,6 +202,7 @@ impl<'a> Context<'a> {
             channel,
             category: None,
             policy,
+            possible_duplicate: false,
             effects: Vec::new(),
             note: None,
         }
@@ -379,8 +393,16 @@ impl Lifecycle {
         match event {
             Event::Wake | Event::Proceed => match context.policy.route(*channel).first() {
                 Some(provider) => {
-                    context.note(format!("provider {provider} is first in the {channel} route"));
-                    Transition(State::sending(*channel, provider.clone(), Attempt::FIRST, false))
+                    let flagged = context.possible_duplicate;
+                    let mut note = format!("provider {provider} is first in the {channel} route");
+                    if flagged {
+                        note.push_str(
+                            "; the send is flagged as a possible duplicate (replayed although an \
+                             earlier attempt's outcome was unknown)",
+                        );
+                    }
+                    context.note(note);
+                    Transition(State::sending(*channel, provider.clone(), Attempt::FIRST, flagged))
                 }
                 None => {
                     let reason = format!("no provider is configured for {channel}");
@@ -688,7 +710,12 @@ impl Lifecycle {
             }
             Event::Fallback(FallbackDecision::None { why }) => {
                 context.note(why.clone());
-                Transition(State::dead_lettered(*channel, *attempt, reason.clone()))
+                Transition(State::dead_lettered(
+                    *channel,
+                    provider.clone(),
+                    *attempt,
+                    reason.clone(),
+                ))
             }
             _ => Handled,
         }
@@ -711,16 +738,42 @@ impl Lifecycle {
         Handled
     }
 
-    /// Given up on, kept in the dead-letter queue for an operator. Terminal.
+    /// Given up on, kept in the dead-letter queue for an operator. Terminal for the lifecycle:
+    /// only an operator's replay or a late delivery receipt moves it. `provider` is the one it
+    /// was last with (records stored before it was kept lack it; serde reads a missing `Option`
+    /// field as `None`).
     #[state]
     fn dead_lettered(
         channel: &mut Channel,
+        provider: &mut Option<ProviderName>,
         attempt: &mut Attempt,
         reason: &mut String,
+        context: &mut Context<'_>,
         event: &Event,
     ) -> Outcome<State> {
-        let _ = event;
-        Handled
+        match event {
+            Event::Replay => {
+                context.note(format!(
+                    "replayed from the dead-letter queue; it was dead-lettered on {channel} \
+                     after attempt {attempt}: {reason}"
+                ));
+                Transition(State::received())
+            }
+            // The runner only feeds receipts from the provider the notification was last with:
+            // the message arrived after all, so it leaves the dead-letter queue and no replay
+            // will send it again.
+            Event::Receipt(Receipt::Delivered) => match provider {
+                Some(provider) => {
+                    context.note(format!(
+                        "a late delivery receipt from {provider}: attempt {attempt} arrived \
+                         after it was dead-lettered"
+                    ));
+                    Transition(State::delivered(*channel, provider.clone(), *attempt))
+                }
+                None => Handled,
+            },
+            _ => Handled,
+        }
     }
 
     /// Not sent, on purpose. Terminal.
@@ -824,7 +877,9 @@ impl StateKind {
         StateKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
-    /// Whether the state is final: no event changes it any more.
+    /// Whether the state is final for the lifecycle: nothing it does itself changes it any more.
+    /// Only `dead_lettered` may still move, and only by an operator's replay or a late delivery
+    /// receipt (see [`StateKind::EDGES`]).
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -839,7 +894,7 @@ impl StateKind {
 impl StateKind {
     /// Every transition the lifecycle may make, as (from, to). The module diagram, as data: the
     /// simulator checks every committed transition against it.
-    pub const EDGES: [(StateKind, StateKind); 30] = {
+    pub const EDGES: [(StateKind, StateKind); 32] = {
         use StateKind as K;
         [
             (K::Received, K::Filtered),
@@ -874,6 +929,10 @@ impl StateKind {
             (K::Failed, K::Filtered),
             // Provider failover inside the channel: the next provider of the route.
             (K::Sending, K::Sending),
+            // An operator's replay from the dead-letter queue: the lifecycle starts over.
+            (K::DeadLettered, K::Received),
+            // A late delivery receipt: it arrived after all, and leaves the dead-letter queue.
+            (K::DeadLettered, K::Delivered),
         ]
     };
 
@@ -940,7 +999,9 @@ impl State {
             | State::Sent { provider, .. }
             | State::Delivered { provider, .. }
             | State::Deferred { resume: Resume::Send { provider, .. }, .. } => Some(provider),
-            State::Failed { provider, .. } => provider.as_ref(),
+            State::Failed { provider, .. } | State::DeadLettered { provider, .. } => {
+                provider.as_ref()
+            }
             _ => None,
         }
     }

@@ -13,6 +13,7 @@ use steps::outcome::SendOutcome;
 use steps::rate::{RateCheck, RateLimit};
 use steps::render::Content;
 
+use crate::dlq::{DlqFilter, DlqPage};
 use crate::machine::StateKind;
 use crate::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record};
 
@@ -97,12 +98,27 @@ pub trait Store: Send + Sync + 'static {
         query: &ListQuery,
     ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send;
 
-    /// Dead-lettered records of a tenant, most recently dead-lettered first.
+    /// Dead-lettered records of a tenant that `filter` selects at `now_ms`
+    /// ([`DlqFilter::matches`]), most recently dead-lettered first: at most
+    /// `filter.limit_capped()`, found among the newest [`DLQ_SCAN_MAX`](crate::dlq::DLQ_SCAN_MAX)
+    /// entries of the DLQ inside the filter's age window. With `filter.id`, only that record is
+    /// looked at.
     fn dead_letters(
         &self,
         tenant: &TenantId,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send;
+        filter: &DlqFilter,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<DlqPage, StoreError>> + Send;
+
+    /// Deletes a record if it is still at `expected_version` (compare-and-set): the record, its
+    /// history, its index entries, its DLQ entry and the idempotency key it was created with,
+    /// if that key still names it. Wake-ups already queued for it find nothing and do nothing.
+    fn purge(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+        expected_version: u64,
+    ) -> impl Future<Output = Result<Purged, StoreError>> + Send;
 
     /// Takes a slot in a sliding rate window, atomically (see `steps::rate::SlidingWindow`).
     fn rate_acquire(
@@ -125,6 +141,20 @@ pub trait Store: Send + Sync + 'static {
         &self,
         key_id: &str,
     ) -> impl Future<Output = Result<Option<ApiKey>, StoreError>> + Send;
+}
+
+/// What a purge came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purged {
+    /// The record and everything about it is gone.
+    Done,
+    /// The record moved on since it was read; nothing was deleted.
+    Conflict {
+        /// The version found.
+        current: u64,
+    },
+    /// There is no such record.
+    NotFound,
 }
 
 /// A stored API key: the tenant it names and the SHA-256 (hex) of its secret part. The caller

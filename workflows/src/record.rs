@@ -28,6 +28,37 @@ pub struct Record {
     pub updated_at_ms: u64,
     /// When its next wake-up is due, if one is scheduled.
     pub wake_at_ms: Option<u64>,
+    /// Set by an operator's replay from the dead-letter queue (the latest one): the retry time
+    /// budget counts from its start instead of `created_at_ms`. Absent on records never replayed
+    /// (and on records stored before replays existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<Replay>,
+}
+
+impl Record {
+    /// When the retry time budget (`ttl_ms`) started: the latest replay's start, or acceptance.
+    pub fn budget_from_ms(&self) -> u64 {
+        self.replay.as_ref().map_or(self.created_at_ms, |r| r.budget_from_ms)
+    }
+
+    /// Whether every send of this lifecycle may duplicate an earlier attempt whose outcome was
+    /// unknown: an operator replayed it knowing that (`--include-unknown`).
+    pub fn possible_duplicate(&self) -> bool {
+        self.replay.as_ref().is_some_and(|r| r.possible_duplicate)
+    }
+}
+
+/// What an operator's replay from the dead-letter queue set on a record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replay {
+    /// When the replayed lifecycle starts (its first wake-up), ms since the Unix epoch: the retry
+    /// time budget counts from here, so a replay a day later is not expired at once.
+    pub budget_from_ms: u64,
+    /// Whether an attempt before the replay had an unknown outcome (it may have arrived): every
+    /// send after the replay is then flagged as a possible duplicate. Sticky across replays.
+    pub possible_duplicate: bool,
+    /// How many times the notification has been replayed.
+    pub count: u32,
 }
 
 /// Why a transition happened.
@@ -94,6 +125,14 @@ pub struct HistoryEntry {
     pub note: Option<String>,
 }
 
+impl HistoryEntry {
+    /// Whether this entry is an operator's replay out of the dead-letter queue: the lifecycle
+    /// starts over after it.
+    pub fn is_replay(&self) -> bool {
+        self.from == Some(StateKind::DeadLettered) && self.to.kind() == StateKind::Received
+    }
+}
+
 /// A wake-up: "look at notification `id` at version `version`". Small, so the queue stays cheap;
 /// `tenant/id/version` is its deterministic identity, so duplicates collapse where they can and
 /// are harmless where they cannot.
@@ -141,6 +180,9 @@ pub struct Commit {
     pub wake_at_ms: Option<u64>,
     /// The commit time, ms since the Unix epoch.
     pub now_ms: u64,
+    /// Replaces the record's replay data (only an operator's replay sets it); `None` leaves the
+    /// record's as it is.
+    pub replay: Option<Replay>,
 }
 
 /// What a commit came to.

@@ -20,11 +20,12 @@ use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
 use steps::rate::RateDecision;
 use steps::render::{Content, RenderError, TemplateSet};
 
+use crate::dlq::{self, DlqFilter, DlqPlan, Truncated};
 use crate::machine::{self, Context, Effect, Event, Machine, Receipt, State, StateKind};
 use crate::policy::Policy;
-use crate::ports::{Clock, Outbound, Provider, RateKey, Store, StoreError};
+use crate::ports::{Clock, Outbound, Provider, Purged, RateKey, Store, StoreError};
 use crate::record::{
-    Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Wake,
+    Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
 };
 
 /// The most events one wake-up may feed the machine. A well-formed lifecycle needs about ten; more
@@ -133,6 +134,82 @@ pub enum Received {
     NotFound,
 }
 
+/// What replaying one dead letter came to (or, in a dry run, would come to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayVerdict {
+    /// Re-driven through the lifecycle from `received`, its first wake-up at `at_ms`.
+    Replay {
+        /// When its lifecycle starts again, ms since the Unix epoch.
+        at_ms: u64,
+        /// Whether its sends are flagged as possible duplicates (forced past an unknown outcome).
+        possible_duplicate: bool,
+    },
+    /// Left alone: an attempt's outcome was unknown, so it may have been delivered (the operator
+    /// can insist with `include_unknown`).
+    MaybeDelivered,
+    /// Left alone: it is not dead-lettered (any more): replayed already, delivered late, or
+    /// never dead-lettered.
+    NotDeadLettered {
+        /// The state found.
+        state: StateKind,
+    },
+    /// No such notification.
+    NotFound,
+}
+
+/// How to replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayOptions {
+    /// Only say what would happen; change nothing.
+    pub dry_run: bool,
+    /// Replay even notifications that may have been delivered (an unknown outcome); their sends
+    /// are flagged as possible duplicates.
+    pub include_unknown: bool,
+    /// Replays per second (1..=[`dlq::REPLAY_RATE_MAX`]): the n-th replayed notification's
+    /// first wake-up is `n / rate` seconds from now.
+    pub rate_per_sec: u32,
+}
+
+/// What a replay of a filter's dead letters came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Whether nothing was changed.
+    pub dry_run: bool,
+    /// Each selected notification and its verdict, oldest dead letter first.
+    pub items: Vec<(NotificationId, ReplayVerdict)>,
+    /// How many DLQ entries were examined.
+    pub scanned: usize,
+    /// Why the examination stopped early, if it did.
+    pub truncated: Option<Truncated>,
+}
+
+/// What purging one dead letter came to (or, in a dry run, would come to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeVerdict {
+    /// Deleted: record, history, index entries and idempotency key.
+    Purge,
+    /// Left alone: it is not dead-lettered (any more).
+    NotDeadLettered {
+        /// The state found.
+        state: StateKind,
+    },
+    /// No such notification.
+    NotFound,
+}
+
+/// What a purge of a filter's dead letters came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Whether nothing was changed.
+    pub dry_run: bool,
+    /// Each selected notification and its verdict, oldest dead letter first.
+    pub items: Vec<(NotificationId, PurgeVerdict)>,
+    /// How many DLQ entries were examined.
+    pub scanned: usize,
+    /// Why the examination stopped early, if it did.
+    pub truncated: Option<Truncated>,
+}
+
 /// Derives a notification's seed from its id (FNV-1a): stable across processes and replays.
 pub fn seed_for(id: &NotificationId) -> u64 {
     id.as_str()
@@ -197,15 +274,24 @@ impl<'a> Run<'a> {
             self.policy,
             self.record.request.channel,
             self.record.seed,
-            self.record.created_at_ms,
+            self.record.budget_from_ms(),
             self.now_ms,
         )
         .with_category(&self.record.request.category);
+        context.possible_duplicate = self.record.possible_duplicate();
         self.machine.handle_with_context(&event, &mut context);
         self.effects.extend(context.effects);
         let after = self.machine.state();
         if *after != before {
-            assert!(!before.is_terminal(), "terminal state {:?} regressed", before.kind());
+            // Terminal states never regress; the only edges out of one are dead_lettered's
+            // (an operator's replay, a late delivery receipt), and EDGES lists exactly those.
+            assert!(
+                !before.is_terminal() || before.kind().may_move_to(after.kind()),
+                "terminal state {:?} regressed to {:?} on {}",
+                before.kind(),
+                after.kind(),
+                event.name()
+            );
             self.history.push(HistoryEntry {
                 at_ms: self.now_ms,
                 version: self.record.version + 1,
@@ -235,6 +321,7 @@ impl<'a> Run<'a> {
             history,
             wake_at_ms: self.wake_at_ms.take(),
             now_ms: self.now_ms,
+            replay: None,
         }
     }
 }
@@ -306,6 +393,7 @@ impl<S: Store, C: Clock> Runner<S, C> {
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
             wake_at_ms: Some(now_ms),
+            replay: None,
         };
         let first = HistoryEntry {
             at_ms: now_ms,
@@ -354,7 +442,8 @@ impl<S: Store, C: Clock> Runner<S, C> {
 
     /// Applies a delivery receipt (a provider webhook). Duplicated, reordered and late receipts
     /// are harmless: an event the state does not take changes nothing, and terminal states
-    /// never move.
+    /// never move, except that a delivery receipt from the provider a dead-lettered
+    /// notification was last with takes it out of the DLQ as delivered (it arrived after all).
     pub async fn receipt(
         &self,
         tenant: &TenantId,
@@ -391,6 +480,175 @@ impl<S: Store, C: Clock> Runner<S, C> {
         Err(StoreError::Unavailable(format!(
             "notification {id} kept changing while a receipt was applied; retry it"
         )))
+    }
+
+    /// Replays one dead-lettered notification: `received` again, on its original channel,
+    /// attempts from 1, the retry time budget counting from `at_ms`, its first wake-up at
+    /// `at_ms`; one history entry says so. One that may have been delivered (an unknown
+    /// outcome) is left alone unless `include_unknown`, and then every send is flagged as a
+    /// possible duplicate. Idempotent: anything not dead-lettered is left alone.
+    pub async fn replay(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+        at_ms: u64,
+        include_unknown: bool,
+        dry_run: bool,
+    ) -> Result<ReplayVerdict, StoreError> {
+        for _ in 0..CANCEL_TRIES_MAX {
+            let Some(record) = self.store.load(tenant, id).await? else {
+                return Ok(ReplayVerdict::NotFound);
+            };
+            if record.state.kind() != StateKind::DeadLettered {
+                return Ok(ReplayVerdict::NotDeadLettered { state: record.state.kind() });
+            }
+            // Read after the record: if it changes in between, the commit's compare-and-set
+            // fails and the next try reads both again.
+            let history = self.store.history(tenant, id).await?;
+            let possible_duplicate = dlq::maybe_delivered(&record, &history);
+            if possible_duplicate && !include_unknown {
+                return Ok(ReplayVerdict::MaybeDelivered);
+            }
+            if dry_run {
+                return Ok(ReplayVerdict::Replay { at_ms, possible_duplicate });
+            }
+            let count = record.replay.as_ref().map_or(0, |r| r.count).saturating_add(1);
+            let mut run = Run::new(&self.policy, record, self.clock.now_ms());
+            run.handle(Event::Replay, Cause::Operator { action: "dlq replay".into() });
+            if run.machine.state().kind() != StateKind::Received {
+                // The machine takes a replay only from dead_lettered, which was checked above.
+                return Ok(ReplayVerdict::NotDeadLettered { state: run.machine.state().kind() });
+            }
+            let at_ms = at_ms.max(run.now_ms);
+            if let Some(entry) = run.history.last_mut() {
+                let note = entry.note.get_or_insert_with(String::new);
+                let wait_ms = at_ms - run.now_ms;
+                note.push_str(&format!("; replay {count}, first wake-up in {wait_ms} ms"));
+                if possible_duplicate {
+                    note.push_str(
+                        "; an earlier attempt's outcome was unknown, so every send is flagged as \
+                         a possible duplicate",
+                    );
+                }
+            }
+            run.wake_at_ms = Some(at_ms);
+            let mut commit = run.commit();
+            commit.replay = Some(Replay { budget_from_ms: at_ms, possible_duplicate, count });
+            match self.store.commit(&commit).await? {
+                CommitOutcome::Committed { .. } => {
+                    return Ok(ReplayVerdict::Replay { at_ms, possible_duplicate });
+                }
+                CommitOutcome::NotFound => return Ok(ReplayVerdict::NotFound),
+                CommitOutcome::Conflict { .. } => continue,
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "notification {id} kept changing while it was replayed; retry"
+        )))
+    }
+
+    /// What a replay of `filter`'s dead letters would touch, with the same `include_unknown`.
+    pub async fn dlq_plan(
+        &self,
+        tenant: &TenantId,
+        filter: &DlqFilter,
+        include_unknown: bool,
+    ) -> Result<DlqPlan, StoreError> {
+        let page = self.store.dead_letters(tenant, filter, self.clock.now_ms()).await?;
+        let mut plan =
+            DlqPlan { scanned: page.scanned, truncated: page.truncated, ..DlqPlan::default() };
+        for record in &page.records {
+            let history = self.store.history(tenant, &record.id).await?;
+            let replayed = include_unknown || !dlq::maybe_delivered(record, &history);
+            plan.count(record, replayed);
+        }
+        Ok(plan)
+    }
+
+    /// Replays `filter`'s dead letters, oldest first, spread at `options.rate_per_sec` by their
+    /// first wake-up (durable: nothing sleeps, and a restart keeps the spread). With
+    /// `filter.id`, that notification's verdict is reported even when it is not dead-lettered.
+    pub async fn dlq_replay(
+        &self,
+        tenant: &TenantId,
+        filter: &DlqFilter,
+        options: ReplayOptions,
+    ) -> Result<ReplayReport, StoreError> {
+        let now_ms = self.clock.now_ms();
+        let page = self.store.dead_letters(tenant, filter, now_ms).await?;
+        let mut ids: Vec<NotificationId> =
+            page.records.iter().rev().map(|r| r.id.clone()).collect();
+        if let (Some(id), true) = (&filter.id, ids.is_empty()) {
+            ids.push(id.clone());
+        }
+        let mut items = Vec::with_capacity(ids.len());
+        let mut replayed = 0;
+        for id in ids {
+            let at_ms = dlq::replay_at_ms(now_ms, replayed, options.rate_per_sec);
+            let verdict =
+                self.replay(tenant, &id, at_ms, options.include_unknown, options.dry_run).await?;
+            if matches!(verdict, ReplayVerdict::Replay { .. }) {
+                replayed += 1;
+            }
+            items.push((id, verdict));
+        }
+        Ok(ReplayReport {
+            dry_run: options.dry_run,
+            items,
+            scanned: page.scanned,
+            truncated: page.truncated,
+        })
+    }
+
+    /// Deletes one dead-lettered notification and everything stored about it. Anything not
+    /// dead-lettered is left alone.
+    pub async fn purge(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+        dry_run: bool,
+    ) -> Result<PurgeVerdict, StoreError> {
+        for _ in 0..CANCEL_TRIES_MAX {
+            let Some(record) = self.store.load(tenant, id).await? else {
+                return Ok(PurgeVerdict::NotFound);
+            };
+            if record.state.kind() != StateKind::DeadLettered {
+                return Ok(PurgeVerdict::NotDeadLettered { state: record.state.kind() });
+            }
+            if dry_run {
+                return Ok(PurgeVerdict::Purge);
+            }
+            match self.store.purge(tenant, id, record.version).await? {
+                Purged::Done => return Ok(PurgeVerdict::Purge),
+                Purged::NotFound => return Ok(PurgeVerdict::NotFound),
+                Purged::Conflict { .. } => continue,
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "notification {id} kept changing while it was purged; retry"
+        )))
+    }
+
+    /// Purges `filter`'s dead letters, oldest first. With `filter.id`, that notification's
+    /// verdict is reported even when it is not dead-lettered.
+    pub async fn dlq_purge(
+        &self,
+        tenant: &TenantId,
+        filter: &DlqFilter,
+        dry_run: bool,
+    ) -> Result<PurgeReport, StoreError> {
+        let page = self.store.dead_letters(tenant, filter, self.clock.now_ms()).await?;
+        let mut ids: Vec<NotificationId> =
+            page.records.iter().rev().map(|r| r.id.clone()).collect();
+        if let (Some(id), true) = (&filter.id, ids.is_empty()) {
+            ids.push(id.clone());
+        }
+        let mut items = Vec::with_capacity(ids.len());
+        for id in ids {
+            let verdict = self.purge(tenant, &id, dry_run).await?;
+            items.push((id, verdict));
+        }
+        Ok(PurgeReport { dry_run, items, scanned: page.scanned, truncated: page.truncated })
     }
 
     /// Handles one wake-up. Business outcomes (retry later, dead-lettered, skipped) are `Ok`;
@@ -503,10 +761,12 @@ impl<S: Store, C: Clock> Runner<S, C> {
     async fn fallback(&self, run: &Run<'_>, from: Channel) -> Result<FallbackDecision, StoreError> {
         let record = &run.record;
         let stored = self.store.history(&record.tenant, &record.id).await?;
-        let history = stored.iter().chain(run.history.iter());
+        let history: Vec<&HistoryEntry> = stored.iter().chain(run.history.iter()).collect();
+        // An operator's replay starts the lifecycle over: only what happened since counts.
+        let since_replay = history.iter().rposition(|e| e.is_replay()).map_or(0, |i| i + 1);
         let mut tried = vec![record.request.channel];
         let mut maybe_delivered = false;
-        for entry in history {
+        for entry in &history[since_replay..] {
             if let State::Filtered { channel } = entry.to
                 && !tried.contains(&channel)
             {

@@ -265,6 +265,7 @@ fn rate_checked_without_a_route_fails_then_dead_letters() {
         dead.state,
         State::DeadLettered {
             channel: Channel::Chat,
+            provider: None,
             attempt: Attempt(0),
             reason: "no provider is configured for chat".into()
         }
@@ -527,6 +528,7 @@ fn exhausted_attempts_fail_then_dead_letter() {
             dead.state,
             State::DeadLettered {
                 channel: Channel::Sms,
+                provider: Some(twilio()),
                 attempt: Attempt(max),
                 reason: reason.clone()
             }
@@ -809,6 +811,17 @@ fn persisted_state_format_is_pinned() {
         r#"{"Skipped":{"reason":{"kind":"opted_out","channel":"email"}}}"#
     );
     assert_eq!(serde_json::to_string(&State::Received {}).unwrap(), r#"{"Received":{}}"#);
+    // Dead letters stored before they kept their last provider read back without one.
+    let old = r#"{"DeadLettered":{"channel":"sms","attempt":4,"reason":"all 4 attempts used"}}"#;
+    assert_eq!(
+        serde_json::from_str::<State>(old).unwrap(),
+        State::DeadLettered {
+            channel: Channel::Sms,
+            provider: None,
+            attempt: Attempt(4),
+            reason: "all 4 attempts used".into(),
+        }
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -872,11 +885,20 @@ fn examples_of(kind: StateKind) -> Vec<State> {
                 attempt: Attempt(2),
             }]
         }
-        StateKind::DeadLettered => vec![State::DeadLettered {
-            channel: Channel::Sms,
-            attempt: Attempt(4),
-            reason: "all 4 attempts used".into(),
-        }],
+        StateKind::DeadLettered => vec![
+            State::DeadLettered {
+                channel: Channel::Sms,
+                provider: Some(twilio()),
+                attempt: Attempt(4),
+                reason: "all 4 attempts used".into(),
+            },
+            State::DeadLettered {
+                channel: Channel::Chat,
+                provider: None,
+                attempt: Attempt(0),
+                reason: "no provider is configured for chat".into(),
+            },
+        ],
         StateKind::Skipped => vec![
             State::Skipped { reason: SkipReason::OptedOut { channel: Channel::Sms } },
             State::Skipped { reason: SkipReason::RateLimited { channel: Channel::Email } },
@@ -928,6 +950,7 @@ labels! {
     ReceiptUndelivered,
     FallbackTo,
     FallbackNone,
+    Replay,
 }
 
 /// The label of an event. Exhaustive: a new event (or decision, outcome, class) needs a label.
@@ -970,6 +993,7 @@ fn label(event: &Event) -> Label {
         Event::Receipt(Receipt::Undelivered) => Label::ReceiptUndelivered,
         Event::Fallback(FallbackDecision::To { .. }) => Label::FallbackTo,
         Event::Fallback(FallbackDecision::None { .. }) => Label::FallbackNone,
+        Event::Replay => Label::Replay,
     }
 }
 
@@ -1018,6 +1042,7 @@ fn sample(label: Label) -> Event {
             why: "sms failed; falling back to email".into(),
         }),
         Label::FallbackNone => no_fallback(),
+        Label::Replay => Event::Replay,
     }
 }
 
@@ -1057,10 +1082,10 @@ fn handles(kind: StateKind) -> &'static [Label] {
         StateKind::Deferred => &[L::Wake, L::Cancel, L::ReceiptDelivered],
         StateKind::Sent => &[L::ReceiptDelivered, L::ReceiptUndelivered],
         StateKind::Failed => &[L::Wake, L::Proceed, L::FallbackTo, L::FallbackNone],
-        StateKind::Delivered
-        | StateKind::DeadLettered
-        | StateKind::Skipped
-        | StateKind::Cancelled => &[],
+        // An operator's replay, and a late delivery receipt (data-dependent: only with the
+        // provider it was last with).
+        StateKind::DeadLettered => &[L::Replay, L::ReceiptDelivered],
+        StateKind::Delivered | StateKind::Skipped | StateKind::Cancelled => &[],
     }
 }
 
@@ -1081,6 +1106,8 @@ const ACTIVE: [StateKind; 5] = [
 /// any active state → skipped(reason) | cancelled
 /// rendered / sending → deferred(until) → back where it was (rate limit, retry backoff)
 /// sending → unknown (request written, no answer) → re-send flagged, or failed
+/// dead_lettered → received (an operator's replay)
+/// dead_lettered → delivered (a late delivery receipt from the provider it was last with)
 /// ```
 ///
 /// Edges marked "not drawn" are taken by the code and follow from the design but are missing from
@@ -1108,6 +1135,8 @@ fn allowed(from: StateKind, to: StateKind) -> bool {
             | (K::Sending, K::Unknown)
             // "re-send flagged" goes through a deferred retry; "or failed".
             | (K::Unknown, K::Deferred | K::Failed)
+            // Out of the dead-letter queue: an operator's replay, a late delivery receipt.
+            | (K::DeadLettered, K::Received | K::Delivered)
     );
     let any_active = ACTIVE.contains(&from) && matches!(to, K::Skipped | K::Cancelled);
     let not_drawn = matches!(
@@ -1161,8 +1190,12 @@ fn every_state_times_every_event() {
                 assert_eq!(step.note, None, "{context}: an unhandled event wrote a note");
                 continue;
             }
-            if step.state == state && kind == StateKind::Deferred && l == Label::ReceiptDelivered {
-                // A deferral that is not a flagged re-send ignores receipts.
+            if step.state == state
+                && matches!(kind, StateKind::Deferred | StateKind::DeadLettered)
+                && l == Label::ReceiptDelivered
+            {
+                // A deferral that is not a flagged re-send ignores receipts, and so does a dead
+                // letter that never reached a provider.
                 assert_eq!(step.effects, vec![], "{context}");
                 continue;
             }
@@ -1197,6 +1230,18 @@ fn every_state_times_every_event() {
     }
 }
 
+/// Whether `event` may move terminal `state` at all: only dead_lettered moves, by an operator's
+/// replay or a delivery receipt when it knows its last provider.
+fn leaves_terminal(state: &State, event: &Event) -> bool {
+    match (state, event) {
+        (State::DeadLettered { .. }, Event::Replay) => true,
+        (State::DeadLettered { provider, .. }, Event::Receipt(Receipt::Delivered)) => {
+            provider.is_some()
+        }
+        _ => false,
+    }
+}
+
 #[test]
 fn terminal_states_never_regress() {
     let terminals: Vec<State> = examples().into_iter().filter(State::is_terminal).collect();
@@ -1213,18 +1258,97 @@ fn terminal_states_never_regress() {
     for state in terminals {
         for &l in Label::ALL {
             for now_ms in [0, NOW_MS, UNTIL_MS, u64::MAX] {
-                let step = check_at(state.clone(), sample(l), now_ms);
-                assert_eq!(step.state, state, "{l:?} at {now_ms}");
+                let event = sample(l);
+                let step = check_at(state.clone(), event.clone(), now_ms);
                 assert_eq!(step.effects, vec![], "{l:?} at {now_ms}");
+                if leaves_terminal(&state, &event) {
+                    assert!(
+                        state.kind().may_move_to(step.state.kind()),
+                        "{state:?} + {l:?} → {:?}",
+                        step.state
+                    );
+                } else {
+                    assert_eq!(step.state, state, "{l:?} at {now_ms}");
+                }
             }
         }
         // A late "deferred"-style receipt after delivery changes nothing either (DESIGN.md §1).
         let mut m = machine::restore(state.clone(), &POLICY, Channel::Sms);
         for &l in Label::ALL {
-            feed(&mut m, &sample(l), NOW_MS);
+            if !leaves_terminal(&state, &sample(l)) {
+                feed(&mut m, &sample(l), NOW_MS);
+            }
         }
         assert_eq!(m.state(), &state);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Out of the dead-letter queue
+// ---------------------------------------------------------------------------------------------
+
+/// Only a dead letter takes a replay: it starts over at `received` with no effect of its own
+/// (the runner schedules its first wake-up), and the note names why it had been dead-lettered.
+#[test]
+fn a_replay_moves_only_a_dead_letter_back_to_received() {
+    for state in examples() {
+        let step = check(state.clone(), Event::Replay);
+        if state.kind() != StateKind::DeadLettered {
+            assert_eq!(step.state, state, "{state:?} took a replay");
+            assert_eq!((step.effects, step.note), (vec![], None), "{state:?}");
+            continue;
+        }
+        assert_eq!(step.state, State::Received {});
+        assert_eq!(step.effects, vec![]);
+        let State::DeadLettered { reason, .. } = &state else { unreachable!() };
+        let note = step.note.unwrap();
+        assert!(note.starts_with("replayed from the dead-letter queue"), "{note}");
+        assert!(note.contains(reason.as_str()), "{note}");
+    }
+}
+
+/// A delivery receipt reaching a dead letter (the runner only passes receipts from the provider
+/// it was last with) means the message arrived after all: delivered, out of the queue.
+/// Undelivered receipts, and dead letters that never reached a provider, change nothing.
+#[test]
+fn a_late_delivery_receipt_takes_a_dead_letter_out_of_the_queue() {
+    let dead = State::DeadLettered {
+        channel: Channel::Sms,
+        provider: Some(twilio()),
+        attempt: Attempt(3),
+        reason: "twilio attempt 3 failed: timed out; all 3 attempts used".into(),
+    };
+    let step = check(dead.clone(), Event::Receipt(Receipt::Delivered));
+    assert_eq!(
+        step.state,
+        State::Delivered { channel: Channel::Sms, provider: twilio(), attempt: Attempt(3) }
+    );
+    assert_eq!(step.effects, vec![]);
+    assert!(step.note.unwrap().contains("late delivery receipt from twilio"));
+    assert_eq!(check(dead.clone(), Event::Receipt(Receipt::Undelivered)).state, dead);
+    let never_sent = State::DeadLettered {
+        channel: Channel::Chat,
+        provider: None,
+        attempt: Attempt(0),
+        reason: "no provider is configured for chat".into(),
+    };
+    assert_eq!(check(never_sent.clone(), Event::Receipt(Receipt::Delivered)).state, never_sent);
+}
+
+/// After a replay forced past an unknown outcome, the context says so and the first send of the
+/// new lifecycle is flagged as a possible duplicate, with the reason in the history note.
+#[test]
+fn a_forced_replay_flags_the_first_send_as_a_possible_duplicate() {
+    let state = State::RateChecked { channel: Channel::Sms };
+    let mut machine = machine::restore(state.clone(), &POLICY, Channel::Sms);
+    let mut context = Context::new(&POLICY, Channel::Sms, SEED, ACCEPTED_MS, NOW_MS);
+    context.possible_duplicate = true;
+    machine.handle_with_context(&Event::Proceed, &mut context);
+    assert_eq!(machine.state(), &sending(Channel::Sms, twilio(), 1, true));
+    assert_eq!(context.effects, vec![send_effect(Channel::Sms, twilio(), 1, true)]);
+    assert!(context.note.unwrap().contains("possible duplicate"));
+    // Without the flag, the first send is not flagged.
+    assert_eq!(check(state, Event::Proceed).state, sms_sending(1));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1350,7 +1474,9 @@ proptest! {
             let step = feed(&mut m, &event, now_ms);
             let (from, to) = (before.kind(), step.state.kind());
             if before.is_terminal() {
-                prop_assert_eq!(&step.state, &before, "terminal {} moved on {:?}", from, event);
+                if !leaves_terminal(&before, &event) {
+                    prop_assert_eq!(&step.state, &before, "terminal {} moved on {:?}", from, event);
+                }
                 prop_assert!(step.effects.is_empty());
             }
             if step.state != before {

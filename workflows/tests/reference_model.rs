@@ -10,8 +10,9 @@
 //! to 40 transitions whose payloads are realistic for the current model state: filter allow/skip,
 //! render ok/err, rate allow/defer/skip, every send outcome (every `ErrorClass`, Retry-After
 //! none/0/short/long), receipts, cancels, wake-ups at virtual times before, at and after a
-//! deferred `until_ms`, proceeds, and restarts (persist to JSON and restore, as the runner does on
-//! every wake-up). The system under test is the real machine restored through
+//! deferred `until_ms`, proceeds, restarts (persist to JSON and restore, as the runner does on
+//! every wake-up), and operator replays out of the dead-letter queue (which restart the time
+//! budget and may flag every later send as a possible duplicate, as the runner's replay does). The system under test is the real machine restored through
 //! `workflows::machine::restore` and driven with `handle_with_context`, one fresh [`Context`] per
 //! event, time never going backwards.
 //!
@@ -117,7 +118,7 @@ enum Phase {
     Sent { channel: Channel, provider: ProviderName, attempt: u32, message_id: Option<String> },
     Failed { channel: Channel, provider: Option<ProviderName>, attempt: u32, reason: String },
     Delivered { channel: Channel, provider: ProviderName, attempt: u32 },
-    DeadLettered { channel: Channel, attempt: u32, reason: String },
+    DeadLettered { channel: Channel, provider: Option<ProviderName>, attempt: u32, reason: String },
     Skipped(SkipReason),
     Cancelled,
 }
@@ -213,8 +214,8 @@ impl Phase {
             Phase::Delivered { channel, provider, attempt } => {
                 State::Delivered { channel, provider, attempt: Attempt(attempt) }
             }
-            Phase::DeadLettered { channel, attempt, reason } => {
-                State::DeadLettered { channel, attempt: Attempt(attempt), reason }
+            Phase::DeadLettered { channel, provider, attempt, reason } => {
+                State::DeadLettered { channel, provider, attempt: Attempt(attempt), reason }
             }
             Phase::Skipped(reason) => State::Skipped { reason },
             Phase::Cancelled => State::Cancelled {},
@@ -241,8 +242,10 @@ struct Model {
     channel: Channel,
     /// The notification's seed (retry jitter).
     seed: u64,
-    /// When the notification was accepted.
+    /// When the retry time budget started: acceptance, or the latest replay.
     accepted_ms: u64,
+    /// Whether a replay was forced past an unknown outcome: every send is a possible duplicate.
+    possible_duplicate: bool,
     /// The virtual time of the last transition; never goes back.
     now_ms: u64,
     /// The effects the last transition asked for.
@@ -264,6 +267,22 @@ impl Model {
     fn react(&self, event: &Event) -> Reaction {
         use Reaction::{Go, Stay};
 
+        // The two ways out of the dead-letter queue: an operator's replay, and a late delivery
+        // receipt from the provider it was last with (the runner passes no other).
+        match (&self.phase, event) {
+            (Phase::DeadLettered { .. }, Event::Replay) => return Go(Phase::Received),
+            (
+                Phase::DeadLettered { channel, provider: Some(provider), attempt, .. },
+                Event::Receipt(Receipt::Delivered),
+            ) => {
+                return Go(Phase::Delivered {
+                    channel: *channel,
+                    provider: provider.clone(),
+                    attempt: *attempt,
+                });
+            }
+            _ => {}
+        }
         if self.phase.is_terminal() {
             return Stay(vec![]);
         }
@@ -318,7 +337,7 @@ impl Model {
                         channel: *channel,
                         provider: provider.clone(),
                         attempt: 1,
-                        possible_duplicate: false,
+                        possible_duplicate: self.possible_duplicate,
                     }),
                     None => Go(Phase::Failed {
                         channel: *channel,
@@ -504,10 +523,11 @@ impl Model {
                 Go(Phase::Filtered(*channel))
             }
             (
-                Phase::Failed { channel, attempt, reason, .. },
+                Phase::Failed { channel, provider, attempt, reason },
                 Event::Fallback(FallbackDecision::None { .. }),
             ) => Go(Phase::DeadLettered {
                 channel: *channel,
+                provider: provider.clone(),
                 attempt: *attempt,
                 reason: reason.clone(),
             }),
@@ -573,6 +593,10 @@ enum Input {
     /// A new notification is accepted and replaces the current one (which is usually terminal by
     /// then): a case goes through several lifecycles instead of feeding a finished one for long.
     Submit { policy: usize, channel: Channel, seed: u64 },
+    /// An operator replays the notification ([`Event::Replay`]); when it was dead-lettered, the
+    /// runner restarts its time budget now and flags its sends when the replay was forced past
+    /// an unknown outcome.
+    Replay { possible_duplicate: bool },
 }
 
 /// One transition: an input at a virtual time. The time is absolute so that shrinking (which
@@ -743,6 +767,12 @@ fn arb_any_event(model: &Model) -> BoxedStrategy<Event> {
     .boxed()
 }
 
+fn arb_replay() -> BoxedStrategy<Input> {
+    prop_oneof![3 => Just(false), 1 => Just(true)]
+        .prop_map(|possible_duplicate| Input::Replay { possible_duplicate })
+        .boxed()
+}
+
 fn arb_submit() -> BoxedStrategy<Input> {
     (0..POLICIES.len(), arb_channel(), any::<u64>())
         .prop_map(|(policy, channel, seed)| Input::Submit { policy, channel, seed })
@@ -753,11 +783,21 @@ fn arb_submit() -> BoxedStrategy<Input> {
 fn arb_expected(model: &Model) -> BoxedStrategy<Step> {
     let now_ms = model.now_ms;
     let event: BoxedStrategy<Event> = match &model.phase {
-        // Anything at all to a finished notification, or a new one.
-        Phase::Delivered { .. }
-        | Phase::DeadLettered { .. }
-        | Phase::Skipped(_)
-        | Phase::Cancelled => {
+        // Anything at all to a finished notification, or a new one; a dead letter is replayed
+        // or delivered late, too.
+        Phase::DeadLettered { .. } => {
+            return prop_oneof![
+                2 => arb_any_event(model).prop_map(Input::Event),
+                1 => arb_submit(),
+                3 => arb_replay(),
+                1 => Just(Input::Event(Event::Receipt(Receipt::Delivered))),
+            ]
+            .prop_flat_map(move |input| {
+                arb_time(now_ms).prop_map(move |at_ms| Step { at_ms, input: input.clone() })
+            })
+            .boxed();
+        }
+        Phase::Delivered { .. } | Phase::Skipped(_) | Phase::Cancelled => {
             return prop_oneof![
                 2 => arb_any_event(model).prop_map(Input::Event),
                 1 => arb_submit(),
@@ -811,8 +851,8 @@ fn arb_phase(policy: usize, channel: Channel, now_ms: u64) -> BoxedStrategy<Phas
     // A deferred re-send is for attempt 2 at least.
     let next_attempt = max.min(2)..=max;
     let until = now_ms.saturating_sub(60_000)..now_ms + 600_000;
-    let (v1, v2, v3, v4, v5, v6) =
-        (via.clone(), via.clone(), via.clone(), via.clone(), via.clone(), via);
+    let (v1, v2, v3, v4, v5, v6, v7) =
+        (via.clone(), via.clone(), via.clone(), via.clone(), via.clone(), via.clone(), via);
     prop_oneof![
         Just(Phase::Filtered(channel)),
         Just(Phase::Rendered(channel)),
@@ -851,12 +891,23 @@ fn arb_phase(policy: usize, channel: Channel, now_ms: u64) -> BoxedStrategy<Phas
             attempt,
             reason: "earlier failure".into(),
         }),
-        attempt.prop_map(move |attempt| Phase::Delivered {
+        attempt.clone().prop_map(move |attempt| Phase::Delivered {
             channel,
             provider: v6.clone(),
             attempt
         }),
-        Just(Phase::DeadLettered { channel, attempt: 0, reason: "render failed".into() }),
+        Just(Phase::DeadLettered {
+            channel,
+            provider: None,
+            attempt: 0,
+            reason: "render failed".into()
+        }),
+        attempt.clone().prop_map(move |attempt| Phase::DeadLettered {
+            channel,
+            provider: Some(v7.clone()),
+            attempt,
+            reason: "earlier failure".into(),
+        }),
         Just(Phase::Skipped(SkipReason::OptedOut { channel })),
         Just(Phase::Cancelled),
     ]
@@ -889,6 +940,7 @@ impl ReferenceStateMachine for Reference {
                     channel,
                     seed,
                     accepted_ms: ACCEPTED_MS,
+                    possible_duplicate: false,
                     now_ms,
                     effects: vec![],
                 })
@@ -901,10 +953,14 @@ impl ReferenceStateMachine for Reference {
         let noise = (arb_time(now_ms), arb_any_event(model))
             .prop_map(|(at_ms, e)| Step { at_ms, input: Input::Event(e) });
         let restart = arb_time(now_ms).prop_map(|at_ms| Step { at_ms, input: Input::Restart });
+        // A replay of a notification that is not dead-lettered: the machine ignores it.
+        let stray_replay =
+            (arb_time(now_ms), arb_replay()).prop_map(|(at_ms, input)| Step { at_ms, input });
         prop_oneof![
             8 => arb_expected(model),
             3 => noise,
             1 => restart,
+            1 => stray_replay,
         ]
         .boxed()
     }
@@ -920,8 +976,20 @@ impl ReferenceStateMachine for Reference {
                 model.channel = *channel;
                 model.seed = *seed;
                 model.accepted_ms = model.now_ms;
+                model.possible_duplicate = false;
                 vec![]
             }
+            Input::Replay { possible_duplicate } => match model.react(&Event::Replay) {
+                Reaction::Go(phase) => {
+                    // The runner's replay commit: a fresh time budget from now, and the flag.
+                    model.accepted_ms = model.now_ms;
+                    model.possible_duplicate = *possible_duplicate;
+                    let effects = phase.on_entry();
+                    model.phase = phase;
+                    effects
+                }
+                Reaction::Stay(effects) => effects,
+            },
             Input::Event(event) => match model.react(event) {
                 Reaction::Stay(effects) => effects,
                 Reaction::Go(phase) => {
@@ -988,6 +1056,18 @@ impl StateMachineTest for LifecycleTest {
                 sut = LifecycleTest::init_test(model);
                 vec![]
             }
+            Input::Replay { .. } => {
+                let mut context = Context::new(
+                    policy,
+                    model.channel,
+                    model.seed,
+                    model.accepted_ms,
+                    model.now_ms,
+                );
+                context.possible_duplicate = model.possible_duplicate;
+                sut.machine.handle_with_context(&Event::Replay, &mut context);
+                context.effects
+            }
             Input::Event(event) => {
                 let mut context = Context::new(
                     policy,
@@ -996,6 +1076,7 @@ impl StateMachineTest for LifecycleTest {
                     model.accepted_ms,
                     model.now_ms,
                 );
+                context.possible_duplicate = model.possible_duplicate;
                 sut.machine.handle_with_context(event, &mut context);
                 context.effects
             }
@@ -1008,8 +1089,25 @@ impl StateMachineTest for LifecycleTest {
 
         // Without the model.
         if before.is_terminal() && !matches!(step.input, Input::Submit { .. }) {
-            assert_eq!(after, &before, "terminal state moved on {step:?}");
+            // Only a dead letter leaves, by a replay or a late delivery receipt.
+            let out_of_the_dlq = matches!(before, State::DeadLettered { .. })
+                && matches!(
+                    step.input,
+                    Input::Replay { .. } | Input::Event(Event::Receipt(Receipt::Delivered))
+                );
+            if !out_of_the_dlq {
+                assert_eq!(after, &before, "terminal state moved on {step:?}");
+            }
+            assert!(
+                after == &before || before.kind().may_move_to(after.kind()),
+                "{before:?} → {after:?} is not an edge"
+            );
             assert!(effects.is_empty(), "terminal state asked for {effects:?} on {step:?}");
+        }
+        if let (State::DeadLettered { .. }, State::Received {}) = (&before, after) {
+            // A replay starts over: attempts from 1, flagged as the replay says.
+            sut.sent.clear();
+            sut.possible_duplicate = model.possible_duplicate;
         }
         if matches!(after, State::Unknown { .. }) {
             sut.possible_duplicate = true;
@@ -1029,8 +1127,9 @@ impl StateMachineTest for LifecycleTest {
         if let (State::Failed { .. }, State::Filtered { channel }) = (&before, after) {
             // A fallback starts the new channel afresh: its attempts count from 1 and nothing
             // about it is a possible duplicate (the runner only falls back when the failed
-            // channel cannot have delivered, and never to a channel it tried).
-            sut.possible_duplicate = false;
+            // channel cannot have delivered, and never to a channel it tried), unless a replay
+            // was forced past an unknown outcome: then every send is flagged.
+            sut.possible_duplicate = model.possible_duplicate;
             sut.sent.retain(|(c, _)| c != channel);
         }
         for effect in &effects {

@@ -11,16 +11,25 @@ use std::sync::{Arc, Mutex};
 
 use futures::executor::block_on;
 use futures::future::BoxFuture;
-use steps::model::{Attempt, Category, Channel, NotificationId, PhoneNumber, ProviderName};
+use steps::model::{
+    Attempt, Category, Channel, EmailAddress, NotificationId, PhoneNumber, ProviderName,
+};
 use steps::model::{Recipient, RecipientId, TemplateId, TenantId};
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
 use steps::rate::{RateCheck, RateLimit, SlidingWindow};
 use steps::render::{Part, PartSource, TemplateSet};
+use workflows::dlq::{DlqFilter, DlqPage};
 use workflows::machine::{Resume, State, StateKind};
 use workflows::policy::Policy;
-use workflows::ports::{ApiKey, Clock, ListQuery, Outbound, Provider, RateKey, Store, StoreError};
-use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Wake};
-use workflows::runner::{Advanced, Cancelled, Runner, Submission};
+use workflows::ports::{
+    ApiKey, Clock, ListQuery, Outbound, Provider, Purged, RateKey, Store, StoreError,
+};
+use workflows::record::{
+    Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
+};
+use workflows::runner::{
+    Advanced, Cancelled, PurgeVerdict, ReplayOptions, ReplayVerdict, Runner, Submission,
+};
 
 const T0_MS: u64 = 1_700_000_000_000;
 
@@ -102,6 +111,9 @@ impl Store for FakeStore {
         record.state = commit.state.clone();
         record.updated_at_ms = commit.now_ms;
         record.wake_at_ms = commit.wake_at_ms;
+        if let Some(replay) = &commit.replay {
+            record.replay = Some(replay.clone());
+        }
         let version = record.version;
         let tenant = record.tenant.clone();
         data.history.get_mut(&commit.id).unwrap().extend(commit.history.iter().cloned());
@@ -130,9 +142,36 @@ impl Store for FakeStore {
     fn dead_letters(
         &self,
         _tenant: &TenantId,
-        _limit: usize,
-    ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send {
-        ready(Err(StoreError::Unavailable("not in this fake".into())))
+        filter: &DlqFilter,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<DlqPage, StoreError>> + Send {
+        // Newest first by dead-lettered time (ties by id), no scan cap: a handful of records.
+        let data = self.0.lock().unwrap();
+        let mut records: Vec<Record> =
+            data.records.values().filter(|r| filter.matches(r, now_ms)).cloned().collect();
+        records.sort_by(|a, b| (b.updated_at_ms, &b.id).cmp(&(a.updated_at_ms, &a.id)));
+        let scanned = records.len();
+        records.truncate(filter.limit_capped());
+        ready(Ok(DlqPage { records, scanned, truncated: None }))
+    }
+
+    fn purge(
+        &self,
+        _tenant: &TenantId,
+        id: &NotificationId,
+        expected_version: u64,
+    ) -> impl Future<Output = Result<Purged, StoreError>> + Send {
+        let mut data = self.0.lock().unwrap();
+        let outcome = match data.records.get(id).map(|r| r.version) {
+            None => Purged::NotFound,
+            Some(v) if v != expected_version => Purged::Conflict { current: v },
+            Some(_) => {
+                data.records.remove(id);
+                data.history.remove(id);
+                Purged::Done
+            }
+        };
+        ready(Ok(outcome))
     }
 
     fn rate_acquire(
@@ -174,6 +213,7 @@ impl Clock for FixedClock {
 #[derive(Debug)]
 struct Scripted {
     name: ProviderName,
+    channel: Channel,
     answers: Mutex<VecDeque<SendOutcome>>,
     sent: Mutex<Vec<Outbound>>,
 }
@@ -184,7 +224,7 @@ impl Provider for Scripted {
     }
 
     fn channel(&self) -> Channel {
-        Channel::Sms
+        self.channel
     }
 
     fn send<'a>(&'a self, message: &'a Outbound) -> BoxFuture<'a, SendOutcome> {
@@ -200,35 +240,58 @@ impl Provider for Scripted {
 struct World {
     runner: Runner<FakeStore, FixedClock>,
     sms: Arc<Scripted>,
+    email: Arc<Scripted>,
     tenant: TenantId,
+    /// Whether recipients have an email address (so SMS can fall back to email).
+    with_email: bool,
 }
 
 fn twilio() -> ProviderName {
     ProviderName::new("twilio").unwrap()
 }
 
+fn sendgrid() -> ProviderName {
+    ProviderName::new("sendgrid").unwrap()
+}
+
+/// An SMS-only world: recipients have no email address, so nothing falls back.
 fn world(answers: Vec<SendOutcome>) -> World {
-    let templates = TemplateSet::from_parts([PartSource {
-        template: TemplateId::new("otp").unwrap(),
-        part: Part::SmsBody,
-        source: "Your code is {{ code }}".into(),
-    }])
+    world_with(answers, vec![], false)
+}
+
+/// SMS answers, email answers (both accept once their script runs out), and whether recipients
+/// have an email address too (SMS → email fallback, the default policy's rule).
+fn world_with(sms: Vec<SendOutcome>, email: Vec<SendOutcome>, with_email: bool) -> World {
+    let template = TemplateId::new("otp").unwrap();
+    let part =
+        |part, source: &str| PartSource { template: template.clone(), part, source: source.into() };
+    let templates = TemplateSet::from_parts([
+        part(Part::SmsBody, "Your code is {{ code }}"),
+        part(Part::EmailSubject, "Your code"),
+        part(Part::EmailText, "Your code is {{ code }}"),
+    ])
     .unwrap();
     let mut policy = Policy::default();
     policy.routes.insert(Channel::Sms, vec![twilio()]);
-    let sms = Arc::new(Scripted {
-        name: twilio(),
-        answers: Mutex::new(answers.into()),
-        sent: Mutex::new(Vec::new()),
-    });
+    policy.routes.insert(Channel::Email, vec![sendgrid()]);
+    let scripted = |name, channel, answers: Vec<SendOutcome>| {
+        Arc::new(Scripted {
+            name,
+            channel,
+            answers: Mutex::new(answers.into()),
+            sent: Mutex::new(Vec::new()),
+        })
+    };
+    let sms = scripted(twilio(), Channel::Sms, sms);
+    let email = scripted(sendgrid(), Channel::Email, email);
     let runner = Runner::new(
         FakeStore::default(),
         FixedClock(AtomicU64::new(T0_MS)),
         Arc::new(templates),
         Arc::new(policy),
-        [sms.clone() as Arc<dyn Provider>],
+        [sms.clone() as Arc<dyn Provider>, email.clone() as Arc<dyn Provider>],
     );
-    World { runner, sms, tenant: TenantId::new("acme").unwrap() }
+    World { runner, sms, email, tenant: TenantId::new("acme").unwrap(), with_email }
 }
 
 impl World {
@@ -237,7 +300,7 @@ impl World {
         let submission = Submission {
             recipient: Recipient {
                 id: RecipientId::new("u1").unwrap(),
-                email: None,
+                email: self.with_email.then(|| EmailAddress::parse("u1@example.com").unwrap()),
                 phone: Some(PhoneNumber::parse("+447911123456").unwrap()),
                 opt_out: vec![],
             },
@@ -463,4 +526,265 @@ fn an_undelivered_receipt_hands_the_rest_to_a_worker() {
         w.advance(&id, record.version),
         Advanced::Committed { state: StateKind::DeadLettered, .. }
     ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The dead-letter queue: replay, late receipts, purge
+// ---------------------------------------------------------------------------------------------
+
+impl World {
+    /// Runs every wake-up due by now until the notification rests; returns its record.
+    fn settle(&self, id: &NotificationId) -> Record {
+        for _ in 0..20 {
+            let record = self.store().record(id);
+            match record.wake_at_ms {
+                Some(at) => {
+                    self.set_now(self.runner.clock().now_ms().max(at));
+                    self.advance(id, record.version);
+                }
+                None => return record,
+            }
+        }
+        panic!("{id} never settled: {:?}", self.store().record(id).state);
+    }
+
+    fn replay(&self, id: &NotificationId, at_ms: u64, include_unknown: bool) -> ReplayVerdict {
+        block_on(self.runner.replay(&self.tenant, id, at_ms, include_unknown, false)).unwrap()
+    }
+
+    fn email_sent(&self) -> Vec<Outbound> {
+        self.email.sent.lock().unwrap().clone()
+    }
+}
+
+fn permanent() -> SendOutcome {
+    failure(ErrorClass::PermanentRecipient)
+}
+
+/// A replay re-drives a dead letter from `received` on its channel, attempts from 1, with one
+/// history entry naming the operator and the old reason, and a fresh time budget: a replay long
+/// after the original budget ran out still retries instead of expiring at once.
+#[test]
+fn a_replay_re_drives_a_dead_letter_with_a_fresh_time_budget() {
+    let w = world(vec![permanent(), failure(ErrorClass::RETRYABLE)]);
+    let id = w.submit("n_1");
+    let dead = w.settle(&id);
+    assert_eq!(dead.state.kind(), StateKind::DeadLettered);
+    let ttl_ms = w.runner.policy().retry(Channel::Sms).ttl_ms;
+    let later = T0_MS + 3 * ttl_ms;
+    w.set_now(later);
+    let at = later + 2_000;
+    assert_eq!(
+        w.replay(&id, at, false),
+        ReplayVerdict::Replay { at_ms: at, possible_duplicate: false }
+    );
+    let record = w.store().record(&id);
+    assert_eq!(
+        (record.state.clone(), record.version, record.wake_at_ms),
+        (State::Received {}, dead.version + 1, Some(at))
+    );
+    assert_eq!(
+        record.replay,
+        Some(Replay { budget_from_ms: at, possible_duplicate: false, count: 1 })
+    );
+    let entry = w.store().entries(&id).last().unwrap().clone();
+    assert!(entry.is_replay());
+    assert_eq!(entry.cause, Cause::Operator { action: "dlq replay".into() });
+    let State::DeadLettered { reason, .. } = &dead.state else { unreachable!() };
+    let note = entry.note.as_deref().unwrap();
+    assert!(note.contains(reason.as_str()) && note.contains("replay 1"), "{note}");
+    // The first send of the replay fails retryably: within the fresh budget, it is retried.
+    w.set_now(at);
+    let Advanced::Committed { state: StateKind::Deferred, .. } = w.advance(&id, record.version)
+    else {
+        panic!("expected a retry: {:?}", w.store().record(&id).state);
+    };
+    let record = w.settle(&id);
+    assert_eq!(record.state.kind(), StateKind::Sent);
+    let attempts: Vec<u32> = w.sent().iter().map(|m| m.attempt.0).collect();
+    assert_eq!(attempts, [1, 1, 2], "the replay starts at attempt 1 again");
+}
+
+/// A dead letter whose history shows an unknown outcome may have been delivered: replay leaves
+/// it alone unless forced, and a forced replay flags its sends as possible duplicates.
+#[test]
+fn a_dead_letter_that_may_have_been_delivered_is_replayed_only_when_forced() {
+    let w = world(vec![failure(ErrorClass::Unknown), permanent()]);
+    let id = w.submit("n_1");
+    let dead = w.settle(&id);
+    assert_eq!(dead.state.kind(), StateKind::DeadLettered);
+    let at = w.runner.clock().now_ms();
+    assert_eq!(w.replay(&id, at, false), ReplayVerdict::MaybeDelivered);
+    assert_eq!(w.store().record(&id).version, dead.version, "a refused replay wrote nothing");
+    assert_eq!(
+        w.replay(&id, at, true),
+        ReplayVerdict::Replay { at_ms: at, possible_duplicate: true }
+    );
+    let record = w.settle(&id);
+    assert_eq!(record.state.kind(), StateKind::Sent);
+    let flagged = w.store().entries(&id).into_iter().rev().find_map(|e| match e.to {
+        State::Sending { attempt, possible_duplicate, .. } => Some((attempt, possible_duplicate)),
+        _ => None,
+    });
+    assert_eq!(flagged, Some((Attempt(1), true)), "the first send after the replay is flagged");
+    assert!(record.possible_duplicate());
+}
+
+/// Replays are idempotent: anything not dead-lettered is skipped with its state, a missing one
+/// is reported, and a dry run writes nothing.
+#[test]
+fn replay_touches_only_dead_letters_and_a_dry_run_nothing() {
+    let w = world(vec![permanent()]);
+    let id = w.submit("n_1");
+    let dead = w.settle(&id);
+    let at = w.runner.clock().now_ms();
+    let dry = block_on(w.runner.replay(&w.tenant, &id, at, false, true)).unwrap();
+    assert_eq!(dry, ReplayVerdict::Replay { at_ms: at, possible_duplicate: false });
+    assert_eq!(w.store().record(&id), dead, "a dry run wrote nothing");
+    assert!(matches!(w.replay(&id, at, false), ReplayVerdict::Replay { .. }));
+    assert_eq!(
+        w.replay(&id, at, false),
+        ReplayVerdict::NotDeadLettered { state: StateKind::Received }
+    );
+    let missing = NotificationId::new("n_404").unwrap();
+    assert_eq!(w.replay(&missing, at, false), ReplayVerdict::NotFound);
+}
+
+/// A delivery receipt from the provider a dead letter was last with takes it out of the DLQ as
+/// delivered; a replay then leaves it alone. A receipt from another provider is ignored.
+#[test]
+fn a_late_delivery_receipt_delivers_a_dead_letter_and_replay_skips_it() {
+    use workflows::machine::Receipt;
+    use workflows::runner::Received;
+    let w = world(vec![failure(ErrorClass::RETRYABLE); 4]);
+    let id = w.submit("n_1");
+    let dead = w.settle(&id);
+    assert!(matches!(&dead.state, State::DeadLettered { provider: Some(p), .. } if *p == twilio()));
+    let other = block_on(w.runner.receipt(&w.tenant, &id, &sendgrid(), Receipt::Delivered));
+    assert_eq!(other.unwrap(), Received::Ignored { state: StateKind::DeadLettered });
+    let late = block_on(w.runner.receipt(&w.tenant, &id, &twilio(), Receipt::Delivered));
+    assert_eq!(late.unwrap(), Received::Applied { state: StateKind::Delivered });
+    let record = w.store().record(&id);
+    let attempts = dead.state.attempt().unwrap();
+    assert_eq!(
+        record.state,
+        State::Delivered { channel: Channel::Sms, provider: twilio(), attempt: attempts }
+    );
+    let at = w.runner.clock().now_ms();
+    assert_eq!(
+        w.replay(&id, at, false),
+        ReplayVerdict::NotDeadLettered { state: StateKind::Delivered }
+    );
+}
+
+/// After a replay the channel fallback starts fresh: the email it fell back to before the replay
+/// does not count as tried, so a replayed SMS that fails for good falls back to email again.
+#[test]
+fn the_channel_fallback_starts_fresh_after_a_replay() {
+    let w = world_with(vec![permanent(), permanent()], vec![permanent()], true);
+    let id = w.submit("n_1");
+    let dead = w.settle(&id);
+    assert!(
+        matches!(&dead.state, State::DeadLettered { channel: Channel::Email, .. }),
+        "{:?}",
+        dead.state
+    );
+    assert_eq!((w.sent().len(), w.email_sent().len()), (1, 1));
+    let at = w.runner.clock().now_ms();
+    assert!(matches!(w.replay(&id, at, false), ReplayVerdict::Replay { .. }));
+    let record = w.settle(&id);
+    // The replay started on SMS (the original channel), which failed again, then fell back to
+    // email, which accepted.
+    assert!(
+        matches!(&record.state, State::Sent { channel: Channel::Email, .. }),
+        "{:?}",
+        record.state
+    );
+    assert_eq!((w.sent().len(), w.email_sent().len()), (2, 2));
+}
+
+/// A replay of many dead letters spreads their first wake-ups at the rate, oldest first, and
+/// counts only what it replays; a dry run reports the same and writes nothing.
+#[test]
+fn a_filtered_replay_spreads_first_wake_ups_at_the_rate() {
+    let w = world(vec![permanent(), permanent(), permanent()]);
+    let ids: Vec<NotificationId> = (1..=3)
+        .map(|n| {
+            let id = w.submit(&format!("n_{n}"));
+            w.settle(&id);
+            w.set_now(w.runner.clock().now_ms() + 10);
+            id
+        })
+        .collect();
+    let now = w.runner.clock().now_ms();
+    let filter = DlqFilter::default();
+    let options = ReplayOptions { dry_run: true, include_unknown: false, rate_per_sec: 4 };
+    let dry = block_on(w.runner.dlq_replay(&w.tenant, &filter, options)).unwrap();
+    let expected: Vec<(NotificationId, ReplayVerdict)> = ids
+        .iter()
+        .zip([now, now + 250, now + 500])
+        .map(|(id, at_ms)| (id.clone(), ReplayVerdict::Replay { at_ms, possible_duplicate: false }))
+        .collect();
+    assert_eq!(dry.items, expected);
+    assert!(ids.iter().all(|id| w.store().record(id).state.kind() == StateKind::DeadLettered));
+    let done = block_on(w.runner.dlq_replay(
+        &w.tenant,
+        &filter,
+        ReplayOptions { dry_run: false, ..options },
+    ))
+    .unwrap();
+    assert_eq!(done.items, expected);
+    let wakes: Vec<Option<u64>> = ids.iter().map(|id| w.store().record(id).wake_at_ms).collect();
+    assert_eq!(wakes, [Some(now), Some(now + 250), Some(now + 500)]);
+    // A second replay finds nothing dead-lettered.
+    let again = block_on(w.runner.dlq_replay(
+        &w.tenant,
+        &filter,
+        ReplayOptions { dry_run: false, ..options },
+    ))
+    .unwrap();
+    assert_eq!(again.items, vec![]);
+    // By id, a notification that is not dead-lettered is reported with its state.
+    let one = DlqFilter { id: Some(ids[0].clone()), ..DlqFilter::default() };
+    let report = block_on(w.runner.dlq_replay(&w.tenant, &one, options)).unwrap();
+    assert_eq!(
+        report.items,
+        vec![(ids[0].clone(), ReplayVerdict::NotDeadLettered { state: StateKind::Received })]
+    );
+}
+
+/// A plan counts what a replay would touch; a purge deletes only dead letters, and a dry run
+/// deletes nothing.
+#[test]
+fn plan_and_purge_of_dead_letters() {
+    let w = world(vec![failure(ErrorClass::Unknown), permanent(), permanent()]);
+    let maybe = w.submit("n_1");
+    w.settle(&maybe);
+    let plain = w.submit("n_2");
+    w.settle(&plain);
+    let alive = w.submit("n_3");
+    w.settle(&alive);
+    assert_eq!(w.store().record(&alive).state.kind(), StateKind::Sent);
+    let plan = block_on(w.runner.dlq_plan(&w.tenant, &DlqFilter::default(), false)).unwrap();
+    assert_eq!((plan.matched, plan.replay, plan.maybe_delivered), (2, 1, 1));
+    assert_eq!(plan.by_channel.get("sms"), Some(&1));
+    assert_eq!(plan.by_provider.get("twilio"), Some(&1));
+    let forced = block_on(w.runner.dlq_plan(&w.tenant, &DlqFilter::default(), true)).unwrap();
+    assert_eq!((forced.matched, forced.replay, forced.maybe_delivered), (2, 2, 0));
+
+    let dry = block_on(w.runner.dlq_purge(&w.tenant, &DlqFilter::default(), true)).unwrap();
+    assert_eq!(dry.items.len(), 2);
+    assert!(dry.items.iter().all(|(_, v)| *v == PurgeVerdict::Purge));
+    assert_eq!(w.store().record(&plain).state.kind(), StateKind::DeadLettered);
+    let done = block_on(w.runner.dlq_purge(&w.tenant, &DlqFilter::default(), false)).unwrap();
+    assert_eq!(done.items.len(), 2);
+    assert!(block_on(w.store().load(&w.tenant, &plain)).unwrap().is_none());
+    assert!(block_on(w.store().load(&w.tenant, &maybe)).unwrap().is_none());
+    let one = DlqFilter { id: Some(alive.clone()), ..DlqFilter::default() };
+    let report = block_on(w.runner.dlq_purge(&w.tenant, &one, false)).unwrap();
+    assert_eq!(
+        report.items,
+        vec![(alive.clone(), PurgeVerdict::NotDeadLettered { state: StateKind::Sent })]
+    );
+    assert!(block_on(w.store().load(&w.tenant, &alive)).unwrap().is_some());
 }

@@ -2,7 +2,9 @@
 //!
 //! A record is a HASH: `tenant`, `id`, `version` (a decimal integer, so Lua can compare it),
 //! `state` and `request` (JSON), `kind` (the state kind, so Lua can move the record between
-//! state indexes), `seed`, `created`, `updated` and, while one is scheduled, `wake` (ms).
+//! state indexes), `seed`, `created`, `updated`, while one is scheduled `wake` (ms), once an
+//! operator replayed it `replay` (JSON), and when it was created with an idempotency key `idem`
+//! (that key's name, for a purge; not part of the [`Record`]).
 
 use std::collections::BTreeMap;
 
@@ -33,12 +35,18 @@ pub(crate) struct RecordFields {
     pub(crate) state: String,
     /// The request, JSON.
     pub(crate) request: String,
+    /// The replay data, JSON, or empty.
+    pub(crate) replay: String,
 }
 
 impl RecordFields {
     /// Encodes the JSON fields of a record.
     pub(crate) fn encode(record: &Record) -> Result<Self, StoreError> {
-        Ok(Self { state: to_json(&record.state)?, request: to_json(&record.request)? })
+        Ok(Self {
+            state: to_json(&record.state)?,
+            request: to_json(&record.request)?,
+            replay: record.replay.as_ref().map(to_json).transpose()?.unwrap_or_default(),
+        })
     }
 }
 
@@ -80,6 +88,10 @@ pub(crate) fn decode_record(
         created_at_ms: number(fields, "created")?,
         updated_at_ms: number(fields, "updated")?,
         wake_at_ms,
+        replay: match fields.get("replay").map(String::as_str) {
+            None | Some("") => None,
+            Some(json) => Some(from_json(json)?),
+        },
     }))
 }
 

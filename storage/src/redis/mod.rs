@@ -35,9 +35,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, ErrorKind, RedisError, Value};
 use steps::model::{NotificationId, RecipientId, TenantId};
 use steps::rate::{RateCheck, RateLimit};
+use workflows::dlq::{DLQ_SCAN_MAX, DlqFilter, DlqPage, Truncated};
 use workflows::ports::{
     ApiKey, Clock, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem, LIST_LIMIT_MAX, ListQuery,
-    RateKey, Store, StoreError,
+    Purged, RateKey, Store, StoreError,
 };
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record};
 
@@ -50,6 +51,9 @@ use crate::memory::{IDEMPOTENCY_TTL_MS, SystemClock};
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one connection attempt may take.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+/// Records read per pipeline while walking the DLQ: big enough to keep round trips few, small
+/// enough that one reply stays a few MB at most.
+const DLQ_LOAD_CHUNK: usize = 500;
 /// Reconnect attempts per failure before a request gives up (the next request tries again).
 const RECONNECT_RETRIES: usize = 3;
 /// The longest pause between reconnect attempts.
@@ -377,6 +381,16 @@ impl RedisStore {
         tenant: &TenantId,
         ids: &[NotificationId],
     ) -> Result<Vec<Record>, StoreError> {
+        // A missing record (its index entry outlived it) is skipped, not an error.
+        Ok(self.load_each(tenant, ids).await?.into_iter().flatten().collect())
+    }
+
+    /// The records of `ids`, in order, `None` for a missing one: one pipeline.
+    async fn load_each(
+        &self,
+        tenant: &TenantId,
+        ids: &[NotificationId],
+    ) -> Result<Vec<Option<Record>>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -387,14 +401,43 @@ impl RedisStore {
         let mut conn = self.conn.clone();
         let rows: Vec<BTreeMap<String, String>> =
             pipe.query_async(&mut conn).await.map_err(|e| self.error("HGETALL", &e))?;
-        let mut records = Vec::with_capacity(rows.len());
-        for fields in &rows {
-            // A missing record (its index entry outlived it) is skipped, not an error.
-            if let Some(record) = codec::decode_record(fields)? {
-                records.push(record);
-            }
+        rows.iter().map(codec::decode_record).collect()
+    }
+
+    /// The newest DLQ ids of a tenant dead-lettered within `[from_ms, to_ms]`, merged over the
+    /// shards: at most `DLQ_SCAN_MAX + 1` (one more than a walk may examine, to tell whether it
+    /// stopped early).
+    async fn dlq_ids(
+        &self,
+        tenant: &TenantId,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<NotificationId>, StoreError> {
+        let take = DLQ_SCAN_MAX + 1;
+        let max = if to_ms == u64::MAX { "+inf".to_owned() } else { to_ms.to_string() };
+        let mut pipe = redis::pipe();
+        for shard in 0..SHARDS {
+            pipe.cmd("ZREVRANGEBYSCORE")
+                .arg(keys::dlq(shard, tenant))
+                .arg(&max)
+                .arg(from_ms)
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(take);
         }
-        Ok(records)
+        let mut conn = self.conn.clone();
+        let rows: Vec<Vec<(String, f64)>> =
+            pipe.query_async(&mut conn).await.map_err(|e| self.error("ZREVRANGEBYSCORE", &e))?;
+        let mut merged: Vec<(u64, String)> = rows
+            .into_iter()
+            .flatten()
+            // Scores are whole ms below 2^53, so the conversion is exact.
+            .map(|(id, score)| (score as u64, id))
+            .collect();
+        merged.sort_by(|a, b| b.cmp(a));
+        merged.truncate(take);
+        Ok(merged.into_iter().filter_map(|(_, id)| NotificationId::new(id).ok()).collect())
     }
 }
 
@@ -482,7 +525,8 @@ impl Store for RedisStore {
                     .map(|i| format!("{}\n{}", record.id, i.fingerprint))
                     .unwrap_or_default(),
             )
-            .arg(IDEMPOTENCY_TTL_MS);
+            .arg(IDEMPOTENCY_TTL_MS)
+            .arg(&fields.replay);
         let mut conn = self.conn.clone();
         let reply: Value =
             invocation.invoke_async(&mut conn).await.map_err(|e| self.error("create", &e))?;
@@ -534,7 +578,8 @@ impl Store for RedisStore {
             .arg(commit.now_ms)
             .arg(commit.wake_at_ms.map(|w| w.to_string()).unwrap_or_default())
             .arg(wake.key())
-            .arg(HISTORY_LEN_MAX);
+            .arg(HISTORY_LEN_MAX)
+            .arg(commit.replay.as_ref().map(codec::to_json).transpose()?.unwrap_or_default());
         for entry in &commit.history {
             invocation.arg(codec::to_json(entry)?);
         }
@@ -598,10 +643,68 @@ impl Store for RedisStore {
     async fn dead_letters(
         &self,
         tenant: &TenantId,
-        limit: usize,
-    ) -> Result<Vec<Record>, StoreError> {
-        let ids = self.newest_ids(|shard| keys::dlq(shard, tenant), limit).await?;
-        self.load_many(tenant, &ids).await
+        filter: &DlqFilter,
+        now_ms: u64,
+    ) -> Result<DlqPage, StoreError> {
+        let limit = filter.limit_capped();
+        if let Some(id) = &filter.id {
+            let record = self.load_record(tenant, id).await?;
+            let records: Vec<Record> =
+                record.filter(|r| limit > 0 && filter.matches(r, now_ms)).into_iter().collect();
+            return Ok(DlqPage { records, scanned: 1, truncated: None });
+        }
+        let (from_ms, to_ms) = filter.window_ms(now_ms);
+        let ids = self.dlq_ids(tenant, from_ms, to_ms).await?;
+        let mut page = DlqPage::default();
+        'walk: for chunk in ids.chunks(DLQ_LOAD_CHUNK) {
+            for record in self.load_each(tenant, chunk).await? {
+                if page.records.len() >= limit {
+                    page.truncated = Some(Truncated::Limit);
+                    break 'walk;
+                }
+                if page.scanned >= DLQ_SCAN_MAX {
+                    page.truncated = Some(Truncated::Scan);
+                    break 'walk;
+                }
+                page.scanned += 1;
+                // Read after the index: a record that left the DLQ meanwhile no longer matches.
+                if let Some(record) = record.filter(|r| filter.matches(r, now_ms)) {
+                    page.records.push(record);
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    async fn purge(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+        expected_version: u64,
+    ) -> Result<Purged, StoreError> {
+        let shard = keys::shard_for(id);
+        let mut conn = self.conn.clone();
+        let reply: Value = scripts::PURGE_SCRIPT
+            .key(keys::record(tenant, id))
+            .key(keys::history(tenant, id))
+            .arg(keys::tenant_prefix(shard, tenant))
+            .arg(id.as_str())
+            .arg(expected_version)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.error("purge", &e))?;
+        match parse_pair(reply).ok_or_else(|| self.corrupt("purge"))? {
+            (0, _) => Ok(Purged::NotFound),
+            (1, _) => Ok(Purged::Done),
+            (2, v) => Ok(Purged::Conflict {
+                current: v
+                    .as_ref()
+                    .and_then(parse_i64)
+                    .and_then(|n| u64::try_from(n).ok())
+                    .ok_or_else(|| self.corrupt("purge"))?,
+            }),
+            _ => Err(self.corrupt("purge")),
+        }
     }
 
     async fn rate_acquire(

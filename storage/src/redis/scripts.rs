@@ -17,7 +17,9 @@ use redis::Script;
 /// KEYS: record, history, ready, timers, [idempotency].
 /// ARGV: tenant prefix, id, tenant, version, state json, state kind, request json, seed,
 /// created ms, updated ms, wake ms or '', first history entry json, history max len,
-/// wake key, idempotency value (`id\nfingerprint`), idempotency ttl ms.
+/// wake key, idempotency value (`id\nfingerprint`), idempotency ttl ms, replay json or ''.
+///
+/// The record keeps the name of its idempotency key (field `idem`), so a purge can forget it.
 ///
 /// Returns `{0}` created, `{1, "id\nfingerprint"}` the key was used before, `{2}` the id exists.
 const CREATE: &str = r"
@@ -32,6 +34,8 @@ local p, id, kind, wake = ARGV[1], ARGV[2], ARGV[6], ARGV[11]
 redis.call('HSET', rec, 'tenant', ARGV[3], 'id', id, 'version', ARGV[4], 'state', ARGV[5],
   'kind', kind, 'request', ARGV[7], 'seed', ARGV[8], 'created', ARGV[9], 'updated', ARGV[10])
 if wake ~= '' then redis.call('HSET', rec, 'wake', wake) end
+if ARGV[17] ~= '' then redis.call('HSET', rec, 'replay', ARGV[17]) end
+if idem then redis.call('HSET', rec, 'idem', idem) end
 redis.call('XADD', hist, 'MAXLEN', ARGV[13], '*', 'e', ARGV[12])
 redis.call('ZADD', p .. 'state:' .. kind, ARGV[10], id)
 redis.call('ZADD', p .. 'all', ARGV[10], id)
@@ -51,7 +55,8 @@ return {0}
 ///
 /// KEYS: record, history, ready, timers.
 /// ARGV: tenant prefix, id, expected version, state json, state kind, now ms, wake ms or '',
-/// wake key (of the new version), history max len, history entry json...
+/// wake key (of the new version), history max len, replay json or '' (kept as it is),
+/// history entry json...
 ///
 /// Returns `{0}` not found, `{1, version}` committed, `{2, current}` conflict.
 const COMMIT: &str = r"
@@ -69,7 +74,8 @@ if wake ~= '' then
 else
   redis.call('HDEL', rec, 'wake')
 end
-for i = 10, #ARGV do
+if ARGV[10] ~= '' then redis.call('HSET', rec, 'replay', ARGV[10]) end
+for i = 11, #ARGV do
   redis.call('XADD', hist, 'MAXLEN', ARGV[9], '*', 'e', ARGV[i])
 end
 if old_kind and old_kind ~= kind then
@@ -90,6 +96,33 @@ if wake ~= '' then
   end
 end
 return {1, version}
+";
+
+/// Deletes a record at an expected version (compare-and-set) with its history, its index
+/// entries, its DLQ entry and its idempotency key (when the record names one in its own slot and
+/// the key still names the record).
+///
+/// KEYS: record, history. ARGV: tenant prefix, id, expected version.
+///
+/// Returns `{0}` not found, `{1}` deleted, `{2, current}` conflict.
+const PURGE: &str = r"
+local rec, hist = KEYS[1], KEYS[2]
+local current = redis.call('HGET', rec, 'version')
+if not current then return {0} end
+if tonumber(current) ~= tonumber(ARGV[3]) then return {2, tonumber(current)} end
+local p, id = ARGV[1], ARGV[2]
+local kind = redis.call('HGET', rec, 'kind')
+local idem = redis.call('HGET', rec, 'idem')
+if kind then redis.call('ZREM', p .. 'state:' .. kind, id) end
+redis.call('ZREM', p .. 'all', id)
+redis.call('ZREM', p .. 'dlq', id)
+local idem_prefix = p .. 'idem:'
+if idem and string.sub(idem, 1, #idem_prefix) == idem_prefix then
+  local value = redis.call('GET', idem)
+  if value and string.sub(value, 1, #id + 1) == id .. '\n' then redis.call('DEL', idem) end
+end
+redis.call('DEL', rec, hist)
+return {1}
 ";
 
 /// One slot in a sliding rate window, exactly as `steps::rate::SlidingWindow::admit`: entries at
@@ -221,6 +254,8 @@ return n
 pub(crate) static CREATE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CREATE));
 /// See [`COMMIT`].
 pub(crate) static COMMIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(COMMIT));
+/// See [`PURGE`].
+pub(crate) static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PURGE));
 /// See [`RATE`].
 pub(crate) static RATE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RATE));
 /// See [`INBOX_APPEND`].
