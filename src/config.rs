@@ -185,6 +185,12 @@ impl Config {
                 }
             }
         }
+        if let Some(name) = self.policy.send_rate.keys().find(|n| !self.providers.contains_key(*n))
+        {
+            bail!(
+                "policy.send_rate names provider '{name}', which is not configured under [providers]"
+            );
+        }
         for (name, provider) in &self.providers {
             provider.validate(name).with_context(|| format!("providers.{name}"))?;
         }
@@ -243,6 +249,18 @@ mod tests {
                     factor = 2.0\ndelay_ms_max = 1000\njitter = true\nttl_ms = 30000\n";
         let err = format!("{:#}", toml::from_str::<Config>(text).unwrap().finish().unwrap_err());
         assert!(err.contains("category otp on sms: attempts_max"), "{err}");
+    }
+
+    #[test]
+    fn send_rates_must_name_configured_providers_and_be_valid() {
+        let config: Config =
+            toml::from_str("[policy.send_rate.nope]\nmax = 10\nwindow_ms = 1000\n").unwrap();
+        let err = format!("{:#}", config.finish().unwrap_err());
+        assert!(err.contains("send_rate") && err.contains("nope"), "{err}");
+        let text = "[policy.send_rate.inapp]\nmax = 0\nwindow_ms = 1000\n\
+                    [providers.inapp]\nkind = \"in_app\"\n";
+        let err = format!("{:#}", toml::from_str::<Config>(text).unwrap().finish().unwrap_err());
+        assert!(err.contains("send rate for inapp"), "{err}");
     }
 
     #[test]

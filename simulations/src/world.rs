@@ -18,7 +18,7 @@ use steps::model::{
     Attempt, Category, Channel, NotificationId, ProviderName, RecipientId, TenantId,
 };
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
-use steps::rate::{RateCheck, RateLimit};
+use steps::rate::{RateCheck, RateLimit, SendRate, SendSlot};
 use workflows::dlq::{DlqFilter, DlqPage};
 use workflows::machine::{Receipt, State};
 use workflows::ports::{
@@ -509,6 +509,23 @@ impl<S: Store> Store for FaultyStore<S> {
                 Err(Self::unavailable("rate reply"))
             }
             StoreFault::None => self.inner.rate_acquire(key, limit, now_ms).await,
+        }
+    }
+
+    async fn send_slot(
+        &self,
+        provider: &ProviderName,
+        rate: &SendRate,
+        now_ms: u64,
+        wait_ms_max: u64,
+    ) -> Result<SendSlot, StoreError> {
+        match self.dice("pace") {
+            StoreFault::Error => Err(Self::unavailable("pace")),
+            StoreFault::LostReply => {
+                self.inner.send_slot(provider, rate, now_ms, wait_ms_max).await?;
+                Err(Self::unavailable("pace reply"))
+            }
+            StoreFault::None => self.inner.send_slot(provider, rate, now_ms, wait_ms_max).await,
         }
     }
 

@@ -18,7 +18,7 @@ use steps::model::{
     Attempt, Category, Channel, EmailAddress, NotificationId, ProviderName, Recipient, RecipientId,
     Request, TemplateId, TemplateRef, TenantId,
 };
-use steps::rate::{OverLimit, RateCheck, RateLimit, SlidingWindow};
+use steps::rate::{OverLimit, Pacer, RateCheck, RateLimit, SendRate, SendSlot, SlidingWindow};
 use workflows::dlq::{DlqFilter, Truncated};
 use workflows::machine::{State, StateKind};
 use workflows::ports::{
@@ -76,6 +76,7 @@ macro_rules! conformance_tests {
             replay_data_is_kept,
             wake_enqueued_with_new_version,
             rate_window_follows_the_reference,
+            send_slots_follow_the_reference_pacer,
             inbox_is_idempotent_newest_first_and_capped,
             api_keys,
             queue_fetch_ack_and_stats,
@@ -644,6 +645,29 @@ pub async fn rate_window_follows_the_reference<S: Conformance>(store: &S) {
         store.rate_acquire(&key("dave", Channel::Sms), &zero, now).await,
         Ok(RateCheck::Limited { retry_at_ms: now + 60_000 })
     );
+}
+
+/// Provider send slots are reserved exactly as `steps::rate::Pacer::reserve`, per provider.
+pub async fn send_slots_follow_the_reference_pacer<S: Conformance>(store: &S) {
+    let now = store.now_ms();
+    // Three per second: one every 333.334 ms, in µs.
+    let rate = SendRate { max: 3, window_ms: 1_000 };
+    let twilio = ProviderName::new("twilio").expect("fixture name");
+    let mut reference = Pacer::default();
+    let calls = [(0, 10_000), (0, 10_000), (1, 10_000), (2, 100), (2, 10_000), (5_000, 0)];
+    for (offset, wait_ms_max) in calls {
+        let at = now + offset;
+        let expected = reference.reserve(&rate, at, wait_ms_max);
+        let got = store.send_slot(&twilio, &rate, at, wait_ms_max).await;
+        assert_eq!(got, Ok(expected), "at +{offset} ms, waiting at most {wait_ms_max} ms");
+    }
+    assert_eq!(
+        store.send_slot(&twilio, &rate, now + 5_000, 10_000).await,
+        Ok(SendSlot::At { at_ms: now + 5_334 })
+    );
+    // Another provider has its own pacer.
+    let vonage = ProviderName::new("vonage").expect("fixture name");
+    assert_eq!(store.send_slot(&vonage, &rate, now, 0).await, Ok(SendSlot::Now));
 }
 
 /// The inbox keeps one entry per notification, lists newest first and keeps `INBOX_LEN_MAX`.

@@ -25,7 +25,7 @@
 //! (`steps::model::check_id`), so they cannot break out of a key.
 
 use sha2::{Digest, Sha256};
-use steps::model::{Channel, NotificationId, RecipientId, TenantId};
+use steps::model::{Channel, NotificationId, ProviderName, RecipientId, TenantId};
 use workflows::machine::StateKind;
 
 /// The most a worker host's clock may differ from the store's (Redis `TIME`), in ms. Wake-up
@@ -185,6 +185,12 @@ pub const CONSUMER_GROUP: &str = "workers";
 /// A recipient's sliding rate window on a channel (ZSET of admission times).
 pub fn rate(tenant: &TenantId, recipient: &RecipientId, channel: Channel) -> String {
     format!("{PREFIX}:{{r:{tenant}:{recipient}}}:rate:{}", channel.as_str())
+}
+
+/// A provider's send pacer: its next free send slot, in µs (STRING). Shared by every tenant, as
+/// the provider's own limit is.
+pub fn pacer(provider: &ProviderName) -> String {
+    format!("{PREFIX}:{{p:{provider}}}:pacer")
 }
 
 /// A recipient's in-app inbox ids, newest first (LIST).

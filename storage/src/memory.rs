@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::{Future, ready};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use steps::model::{NotificationId, RecipientId, TenantId};
-use steps::rate::{RateCheck, RateLimit, SlidingWindow};
+use steps::model::{NotificationId, ProviderName, RecipientId, TenantId};
+use steps::rate::{Pacer, RateCheck, RateLimit, SendRate, SendSlot, SlidingWindow};
 use workflows::dlq::{DLQ_SCAN_MAX, DlqFilter, DlqPage, Truncated};
 use workflows::machine::StateKind;
 use workflows::ports::{
@@ -165,6 +165,7 @@ struct Inner {
     idempotency: BTreeMap<(TenantId, String), IdempotencyEntry>,
     /// Rate windows.
     rate: BTreeMap<RateKey, SlidingWindow>,
+    pacers: BTreeMap<ProviderName, Pacer>,
     /// In-app inboxes, newest first, at most [`INBOX_LEN_MAX`] each.
     inbox: BTreeMap<(TenantId, RecipientId), VecDeque<InboxItem>>,
     /// API keys by key id.
@@ -551,6 +552,19 @@ impl Store for MemoryStore {
         let mut inner = self.lock();
         let check = inner.rate.entry(key.clone()).or_default().admit(limit, now_ms);
         ready(Ok(check))
+    }
+
+    fn send_slot(
+        &self,
+        provider: &ProviderName,
+        rate: &SendRate,
+        now_ms: u64,
+        wait_ms_max: u64,
+    ) -> impl Future<Output = Result<SendSlot, StoreError>> + Send {
+        let mut inner = self.lock();
+        let slot =
+            inner.pacers.entry(provider.clone()).or_default().reserve(rate, now_ms, wait_ms_max);
+        ready(Ok(slot))
     }
 
     fn put_api_key(

@@ -12,6 +12,8 @@
 //! dead_lettered → received (an operator's replay: the whole lifecycle again, on the original
 //!                 channel, attempts from 1, a fresh time budget)
 //! dead_lettered → delivered (a late delivery receipt from the provider it was last with)
+//! sending → deferred(reserved slot) → sending (the provider's send rate is used up; no attempt
+//!   is used)
 //! also: filtered / rate_checked → failed (render error, no provider);
 //!       sending / unknown → delivered (accepted as delivered, or a receipt); sent → failed
 //! ```
@@ -63,6 +65,18 @@ pub enum Resume {
         /// Whether an earlier attempt may have gone out (its outcome was unknown).
         possible_duplicate: bool,
     },
+    /// Send at a slot reserved in the provider's send rate (the wake-up time): the same attempt,
+    /// which goes out without asking the pacer again.
+    SendSlot {
+        /// The channel.
+        channel: Channel,
+        /// The provider whose slot it is.
+        provider: ProviderName,
+        /// The attempt that will run.
+        attempt: Attempt,
+        /// Whether an earlier attempt may have gone out (its outcome was unknown).
+        possible_duplicate: bool,
+    },
 }
 
 /// What a receipt (provider webhook) says about a sent message.
@@ -98,6 +112,14 @@ pub enum Event {
     Fallback(FallbackDecision),
     /// An operator replays a dead-lettered notification: it starts over from `received`.
     Replay,
+    /// The provider's send rate is used up: the send holds a slot at `until_ms` (`reserved`), or
+    /// the first free slot is later than the message can wait.
+    Throttled {
+        /// The slot.
+        until_ms: u64,
+        /// Whether the slot is reserved for this send.
+        reserved: bool,
+    },
 }
 
 impl Event {
@@ -114,6 +136,7 @@ impl Event {
             Event::Receipt(_) => "receipt",
             Event::Fallback(_) => "fallback",
             Event::Replay => "replay",
+            Event::Throttled { .. } => "throttled",
         }
     }
 }
@@ -544,6 +567,39 @@ impl Lifecycle {
                     }
                 }
             }
+            Event::Throttled { until_ms, reserved } => {
+                let rate = context.policy.send_rate(provider).copied();
+                let rate = rate
+                    .map_or_else(String::new, |r| format!(" ({} per {} ms)", r.max, r.window_ms));
+                if !*reserved {
+                    let reason = format!(
+                        "the send rate of {provider}{rate} has no free slot before the time \
+                         budget ends (first free in {} ms)",
+                        until_ms.saturating_sub(context.now_ms)
+                    );
+                    context.note(reason.clone());
+                    return Transition(State::failed(
+                        *channel,
+                        Some(provider.clone()),
+                        *attempt,
+                        reason,
+                    ));
+                }
+                context.note(format!(
+                    "the send rate of {provider}{rate} is used up; attempt {attempt} holds a slot \
+                     in {} ms",
+                    until_ms.saturating_sub(context.now_ms)
+                ));
+                Transition(State::deferred(
+                    *until_ms,
+                    Resume::SendSlot {
+                        channel: *channel,
+                        provider: provider.clone(),
+                        attempt: *attempt,
+                        possible_duplicate: *possible_duplicate,
+                    },
+                ))
+            }
             Event::Rendered(Err(error)) => {
                 let reason = format!("render failed before attempt {attempt}: {error}");
                 context.note(reason.clone());
@@ -639,7 +695,8 @@ impl Lifecycle {
                 }
                 match resume.clone() {
                     Resume::RateCheck { channel } => Transition(State::rendered(channel)),
-                    Resume::Send { channel, provider, attempt, possible_duplicate } => {
+                    Resume::Send { channel, provider, attempt, possible_duplicate }
+                    | Resume::SendSlot { channel, provider, attempt, possible_duplicate } => {
                         Transition(State::sending(channel, provider, attempt, possible_duplicate))
                     }
                 }
@@ -647,7 +704,8 @@ impl Lifecycle {
             Event::Receipt(Receipt::Delivered) => match resume {
                 // A re-send is waiting because an earlier attempt's outcome was unknown, and the
                 // receipt says that attempt arrived: settle it, and never send it again.
-                Resume::Send { channel, provider, attempt, possible_duplicate: true } => {
+                Resume::Send { channel, provider, attempt, possible_duplicate: true }
+                | Resume::SendSlot { channel, provider, attempt, possible_duplicate: true } => {
                     context.note(format!(
                         "a delivery receipt settled the unknown outcome before re-send {attempt}"
                     ));
@@ -986,7 +1044,8 @@ impl State {
             | State::Delivered { channel, .. }
             | State::DeadLettered { channel, .. } => Some(*channel),
             State::Deferred { resume: Resume::RateCheck { channel }, .. }
-            | State::Deferred { resume: Resume::Send { channel, .. }, .. } => Some(*channel),
+            | State::Deferred { resume: Resume::Send { channel, .. }, .. }
+            | State::Deferred { resume: Resume::SendSlot { channel, .. }, .. } => Some(*channel),
             State::Received {} | State::Skipped { .. } | State::Cancelled {} => None,
         }
     }
@@ -998,7 +1057,8 @@ impl State {
             | State::Unknown { provider, .. }
             | State::Sent { provider, .. }
             | State::Delivered { provider, .. }
-            | State::Deferred { resume: Resume::Send { provider, .. }, .. } => Some(provider),
+            | State::Deferred { resume: Resume::Send { provider, .. }, .. }
+            | State::Deferred { resume: Resume::SendSlot { provider, .. }, .. } => Some(provider),
             State::Failed { provider, .. } | State::DeadLettered { provider, .. } => {
                 provider.as_ref()
             }
@@ -1015,7 +1075,8 @@ impl State {
             | State::Failed { attempt, .. }
             | State::Delivered { attempt, .. }
             | State::DeadLettered { attempt, .. }
-            | State::Deferred { resume: Resume::Send { attempt, .. }, .. } => Some(*attempt),
+            | State::Deferred { resume: Resume::Send { attempt, .. }, .. }
+            | State::Deferred { resume: Resume::SendSlot { attempt, .. }, .. } => Some(*attempt),
             _ => None,
         }
     }

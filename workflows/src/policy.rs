@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use steps::fallback::FallbackRule;
 use steps::model::{Category, Channel, ProviderName};
-use steps::rate::{OverLimit, RateLimit};
+use steps::rate::{OverLimit, RateLimit, SendRate};
 use steps::retry::{PolicyError, RetryPolicy};
 
 /// Why a policy is invalid.
@@ -37,6 +37,14 @@ pub enum Error {
         /// The channel.
         channel: Channel,
     },
+    /// A provider's send rate is invalid.
+    #[error(
+        "send rate for {provider}: max and window_ms must both be > 0, and at most 1000 sends per ms"
+    )]
+    SendRate {
+        /// The provider.
+        provider: ProviderName,
+    },
     /// The send lease is too short or too long.
     #[error("send_lease_ms must be between 1000 and 600000")]
     Lease,
@@ -57,6 +65,9 @@ pub struct Policy {
     pub rate: BTreeMap<Channel, RateLimit>,
     /// Provider order per channel: the first is used, later ones are for failover.
     pub routes: BTreeMap<Channel, Vec<ProviderName>>,
+    /// Send rate per provider, across every worker and tenant; a provider without one is not
+    /// paced. A send over the rate waits for a reserved slot without using an attempt.
+    pub send_rate: BTreeMap<ProviderName, SendRate>,
     /// Channel fallbacks, tried in order when a channel failed for good.
     pub fallback: Vec<FallbackRule>,
     /// How long a claimed send may take before the notification is considered to have an
@@ -110,6 +121,11 @@ impl Policy {
         self.rate.get(&channel)
     }
 
+    /// The send rate of a provider, if it is paced.
+    pub fn send_rate(&self, provider: &ProviderName) -> Option<&SendRate> {
+        self.send_rate.get(provider)
+    }
+
     /// The provider route for a channel (empty when none is configured).
     pub fn route(&self, channel: Channel) -> &[ProviderName] {
         self.routes.get(&channel).map_or(&[], Vec::as_slice)
@@ -132,6 +148,11 @@ impl Policy {
         for (channel, rate) in &self.rate {
             if rate.max == 0 || rate.window_ms == 0 {
                 return Err(Error::Rate { channel: *channel });
+            }
+        }
+        for (provider, rate) in &self.send_rate {
+            if !rate.is_valid() {
+                return Err(Error::SendRate { provider: provider.clone() });
             }
         }
         if !(1_000..=600_000).contains(&self.send_lease_ms) {
@@ -201,6 +222,7 @@ impl Default for Policy {
             categories,
             rate,
             routes: BTreeMap::new(),
+            send_rate: BTreeMap::new(),
             fallback,
             send_lease_ms: 30_000,
             reconcile_grace_ms: 30_000,

@@ -10,7 +10,7 @@ use steps::model::{
     Attempt, Category, Channel, NotificationId, ProviderName, Recipient, RecipientId, TenantId,
 };
 use steps::outcome::SendOutcome;
-use steps::rate::{RateCheck, RateLimit};
+use steps::rate::{RateCheck, RateLimit, SendRate, SendSlot};
 use steps::render::Content;
 
 use crate::dlq::{DlqFilter, DlqPage};
@@ -127,6 +127,16 @@ pub trait Store: Send + Sync + 'static {
         limit: &RateLimit,
         now_ms: u64,
     ) -> impl Future<Output = Result<RateCheck, StoreError>> + Send;
+
+    /// Reserves the next send slot of a provider's send rate, atomically across workers (see
+    /// `steps::rate::Pacer::reserve`): now, at a reserved later time, or too late to wait for.
+    fn send_slot(
+        &self,
+        provider: &ProviderName,
+        rate: &SendRate,
+        now_ms: u64,
+        wait_ms_max: u64,
+    ) -> impl Future<Output = Result<SendSlot, StoreError>> + Send;
 
     /// Registers an API key: `key_id` is the key's public part, `key` holds its tenant and the
     /// SHA-256 of its secret part (the secret itself is never stored).

@@ -17,11 +17,11 @@ use steps::fallback::FallbackDecision;
 use steps::model::{Category, Channel, NotificationId, ProviderName, Recipient, Request};
 use steps::model::{TemplateId, TenantId};
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
-use steps::rate::RateDecision;
+use steps::rate::{RateDecision, SendSlot};
 use steps::render::{Content, RenderError, TemplateSet};
 
 use crate::dlq::{self, DlqFilter, DlqPlan, Truncated};
-use crate::machine::{self, Context, Effect, Event, Machine, Receipt, State, StateKind};
+use crate::machine::{self, Context, Effect, Event, Machine, Receipt, Resume, State, StateKind};
 use crate::policy::Policy;
 use crate::ports::{Clock, Outbound, Provider, Purged, RateKey, Store, StoreError};
 use crate::record::{
@@ -242,6 +242,8 @@ struct Run<'a> {
     effects: VecDeque<Effect>,
     wake_at_ms: Option<u64>,
     content: Option<(Channel, Content)>,
+    /// The provider whose send slot this notification holds (it was deferred to that slot).
+    slot: Option<ProviderName>,
     now_ms: u64,
     events: usize,
 }
@@ -249,7 +251,14 @@ struct Run<'a> {
 impl<'a> Run<'a> {
     fn new(policy: &'a Policy, record: Record, now_ms: u64) -> Self {
         let machine = machine::restore(record.state.clone(), policy, record.request.channel);
+        let slot = match &record.state {
+            State::Deferred { resume: Resume::SendSlot { provider, .. }, .. } => {
+                Some(provider.clone())
+            }
+            _ => None,
+        };
         Run {
+            slot,
             policy,
             record,
             machine,
@@ -697,6 +706,36 @@ impl<S: Store, C: Clock> Runner<S, C> {
                 }
                 Effect::Wake { at_ms } => run.wake_at_ms = Some(at_ms),
                 Effect::Send { channel, provider, attempt, .. } => {
+                    // Pace: a provider with a send rate gets at most its rate, from every worker
+                    // together. Over it, the send holds a later slot and waits for it durably.
+                    if let Some(rate) = self.policy.send_rate(&provider)
+                        && run.slot.take_if(|held| *held == provider).is_none()
+                    {
+                        let record = &run.record;
+                        let ttl_ms =
+                            self.policy.retry_for(&record.request.category, channel).ttl_ms;
+                        let wait_ms_max = record
+                            .budget_from_ms()
+                            .saturating_add(ttl_ms)
+                            .saturating_sub(run.now_ms);
+                        let throttled = match self
+                            .store
+                            .send_slot(&provider, rate, run.now_ms, wait_ms_max)
+                            .await?
+                        {
+                            SendSlot::Now => None,
+                            SendSlot::At { at_ms } => {
+                                Some(Event::Throttled { until_ms: at_ms, reserved: true })
+                            }
+                            SendSlot::TooLate { at_ms } => {
+                                Some(Event::Throttled { until_ms: at_ms, reserved: false })
+                            }
+                        };
+                        if let Some(event) = throttled {
+                            run.handle(event, step("send_rate"));
+                            continue;
+                        }
+                    }
                     // Claim: the send is durable before the provider hears of it. If this
                     // worker dies during the call, the lease wake-up finds `sending` at this
                     // version and reconciles instead of silently sending again.

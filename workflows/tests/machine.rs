@@ -857,6 +857,15 @@ fn examples_of(kind: StateKind) -> Vec<State> {
             },
             State::Deferred { until_ms: UNTIL_MS, resume: send(2, false) },
             State::Deferred { until_ms: UNTIL_MS, resume: send(3, true) },
+            State::Deferred {
+                until_ms: UNTIL_MS,
+                resume: Resume::SendSlot {
+                    channel: Channel::Sms,
+                    provider: twilio(),
+                    attempt: Attempt(2),
+                    possible_duplicate: true,
+                },
+            },
         ],
         StateKind::Sent => vec![State::Sent {
             channel: Channel::Email,
@@ -951,6 +960,8 @@ labels! {
     FallbackTo,
     FallbackNone,
     Replay,
+    ThrottledReserved,
+    ThrottledTooLate,
 }
 
 /// The label of an event. Exhaustive: a new event (or decision, outcome, class) needs a label.
@@ -994,6 +1005,8 @@ fn label(event: &Event) -> Label {
         Event::Fallback(FallbackDecision::To { .. }) => Label::FallbackTo,
         Event::Fallback(FallbackDecision::None { .. }) => Label::FallbackNone,
         Event::Replay => Label::Replay,
+        Event::Throttled { reserved: true, .. } => Label::ThrottledReserved,
+        Event::Throttled { reserved: false, .. } => Label::ThrottledTooLate,
     }
 }
 
@@ -1043,6 +1056,8 @@ fn sample(label: Label) -> Event {
         }),
         Label::FallbackNone => no_fallback(),
         Label::Replay => Event::Replay,
+        Label::ThrottledReserved => Event::Throttled { until_ms: UNTIL_MS, reserved: true },
+        Label::ThrottledTooLate => Event::Throttled { until_ms: UNTIL_MS, reserved: false },
     }
 }
 
@@ -1076,6 +1091,8 @@ fn handles(kind: StateKind) -> &'static [Label] {
             L::FailedUnknown,
             L::FailedCircuitOpen,
             L::ReceiptDelivered,
+            L::ThrottledReserved,
+            L::ThrottledTooLate,
         ],
         StateKind::Unknown => &[L::Wake, L::Proceed, L::ReceiptDelivered],
         // A receipt is taken only by a re-send waiting on an unknown outcome (data-dependent).
@@ -1607,4 +1624,37 @@ fn an_open_breaker_fails_over_or_waits_without_using_an_attempt() {
     let late = ACCEPTED_MS + POLICY.retry(Channel::Sms).ttl_ms - 1_000;
     let step = check_at(sms_sending(2), open, late);
     assert_eq!(step.state.kind(), StateKind::Failed);
+}
+
+#[test]
+fn a_send_over_the_providers_rate_waits_for_its_slot_without_using_an_attempt() {
+    let step = check(sms_sending(2), Event::Throttled { until_ms: UNTIL_MS, reserved: true });
+    assert_eq!(
+        step.state,
+        State::Deferred {
+            until_ms: UNTIL_MS,
+            resume: Resume::SendSlot {
+                channel: Channel::Sms,
+                provider: twilio(),
+                attempt: Attempt(2),
+                possible_duplicate: false,
+            },
+        }
+    );
+    assert_eq!(step.effects, vec![Effect::Wake { at_ms: UNTIL_MS }]);
+    assert!(step.note.unwrap().contains("holds a slot in 60000 ms"));
+    // At the slot, the same attempt goes out.
+    let resumed = check_at(step.state, Event::Wake, UNTIL_MS);
+    assert_eq!(resumed.state, sms_sending(2));
+    assert_eq!(resumed.effects, vec![send_effect(Channel::Sms, twilio(), 2, false)]);
+}
+
+#[test]
+fn a_send_whose_first_free_slot_is_past_the_budget_fails() {
+    let step = check(sms_sending(1), Event::Throttled { until_ms: UNTIL_MS, reserved: false });
+    let State::Failed { reason, attempt, .. } = &step.state else {
+        panic!("expected failed, got {:?}", step.state);
+    };
+    assert_eq!(*attempt, Attempt(1));
+    assert!(reason.contains("no free slot before the time budget ends"), "{reason}");
 }

@@ -16,7 +16,7 @@ use steps::model::{
 };
 use steps::model::{Recipient, RecipientId, TemplateId, TenantId};
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
-use steps::rate::{RateCheck, RateLimit, SlidingWindow};
+use steps::rate::{Pacer, RateCheck, RateLimit, SendRate, SendSlot, SlidingWindow};
 use steps::render::{Part, PartSource, TemplateSet};
 use workflows::dlq::{DlqFilter, DlqPage};
 use workflows::machine::{Resume, State, StateKind};
@@ -44,6 +44,7 @@ struct Data {
     /// Every wake-up enqueued, in order: (due at, wake).
     wakes: Vec<(u64, Wake)>,
     windows: BTreeMap<RateKey, SlidingWindow>,
+    pacers: BTreeMap<ProviderName, Pacer>,
 }
 
 /// One tenant's records behind a mutex; every method is atomic.
@@ -184,6 +185,18 @@ impl Store for FakeStore {
         ready(Ok(data.windows.entry(key.clone()).or_default().admit(limit, now_ms)))
     }
 
+    fn send_slot(
+        &self,
+        provider: &ProviderName,
+        rate: &SendRate,
+        now_ms: u64,
+        wait_ms_max: u64,
+    ) -> impl Future<Output = Result<SendSlot, StoreError>> + Send {
+        let mut data = self.0.lock().unwrap();
+        let pacer = data.pacers.entry(provider.clone()).or_default();
+        ready(Ok(pacer.reserve(rate, now_ms, wait_ms_max)))
+    }
+
     fn put_api_key(
         &self,
         _key_id: &str,
@@ -262,6 +275,16 @@ fn world(answers: Vec<SendOutcome>) -> World {
 /// SMS answers, email answers (both accept once their script runs out), and whether recipients
 /// have an email address too (SMS → email fallback, the default policy's rule).
 fn world_with(sms: Vec<SendOutcome>, email: Vec<SendOutcome>, with_email: bool) -> World {
+    world_with_policy(sms, email, with_email, |_| {})
+}
+
+/// [`world_with`], with the policy changed by `tweak`.
+fn world_with_policy(
+    sms: Vec<SendOutcome>,
+    email: Vec<SendOutcome>,
+    with_email: bool,
+    tweak: impl FnOnce(&mut Policy),
+) -> World {
     let template = TemplateId::new("otp").unwrap();
     let part =
         |part, source: &str| PartSource { template: template.clone(), part, source: source.into() };
@@ -274,6 +297,7 @@ fn world_with(sms: Vec<SendOutcome>, email: Vec<SendOutcome>, with_email: bool) 
     let mut policy = Policy::default();
     policy.routes.insert(Channel::Sms, vec![twilio()]);
     policy.routes.insert(Channel::Email, vec![sendgrid()]);
+    tweak(&mut policy);
     let scripted = |name, channel, answers: Vec<SendOutcome>| {
         Arc::new(Scripted {
             name,
@@ -787,4 +811,28 @@ fn plan_and_purge_of_dead_letters() {
         vec![(alive.clone(), PurgeVerdict::NotDeadLettered { state: StateKind::Sent })]
     );
     assert!(block_on(w.store().load(&w.tenant, &alive)).unwrap().is_some());
+}
+
+/// A provider's send rate holds the second of two simultaneous sends for its slot; at the slot it
+/// goes out on the same attempt without asking the pacer again (which would push it further).
+#[test]
+fn a_paced_provider_sends_the_second_message_at_its_reserved_slot() {
+    let w = world_with_policy(vec![], vec![], false, |p| {
+        p.send_rate.insert(twilio(), steps::rate::SendRate { max: 1, window_ms: 1_000 });
+    });
+    let first = w.submit("n_1");
+    let second = w.submit("n_2");
+    assert!(matches!(w.advance(&first, 1), Advanced::Committed { state: StateKind::Sent, .. }));
+    let held = w.advance(&second, 1);
+    let Advanced::Committed { version, state: StateKind::Deferred, wake_at_ms } = held else {
+        panic!("expected a deferral to the slot, got {held:?}");
+    };
+    assert_eq!(wake_at_ms, Some(T0_MS + 1_000));
+    assert_eq!(w.sent().len(), 1);
+    w.set_now(T0_MS + 1_000);
+    let sent = w.advance(&second, version);
+    assert!(matches!(sent, Advanced::Committed { state: StateKind::Sent, .. }), "{sent:?}");
+    let sent = w.sent();
+    assert_eq!(sent.len(), 2);
+    assert!(sent.iter().all(|m| m.attempt == Attempt(1)), "no attempt is used by the wait");
 }

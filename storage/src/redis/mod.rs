@@ -33,8 +33,8 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, ErrorKind, RedisError, Value};
-use steps::model::{NotificationId, RecipientId, TenantId};
-use steps::rate::{RateCheck, RateLimit};
+use steps::model::{NotificationId, ProviderName, RecipientId, TenantId};
+use steps::rate::{RateCheck, RateLimit, SendRate, SendSlot};
 use workflows::dlq::{DLQ_SCAN_MAX, DlqFilter, DlqPage, Truncated};
 use workflows::ports::{
     ApiKey, Clock, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem, LIST_LIMIT_MAX, ListQuery,
@@ -734,6 +734,36 @@ impl Store for RedisStore {
                 retry_at_ms: u64::try_from(value).map_err(|_| self.corrupt("rate_acquire"))?,
             }),
             _ => Err(self.corrupt("rate_acquire")),
+        }
+    }
+
+    async fn send_slot(
+        &self,
+        provider: &ProviderName,
+        rate: &SendRate,
+        now_ms: u64,
+        wait_ms_max: u64,
+    ) -> Result<SendSlot, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: Value = scripts::PACE_SCRIPT
+            .key(keys::pacer(provider))
+            .arg(now_ms)
+            .arg(rate.interval_us())
+            .arg(wait_ms_max)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.error("send_slot", &e))?;
+        let (code, value) = parse_pair(reply).ok_or_else(|| self.corrupt("send_slot"))?;
+        let at_ms = value
+            .as_ref()
+            .and_then(parse_i64)
+            .and_then(|v| u64::try_from(v).ok())
+            .ok_or_else(|| self.corrupt("send_slot"))?;
+        match code {
+            1 => Ok(SendSlot::Now),
+            2 => Ok(SendSlot::At { at_ms }),
+            0 => Ok(SendSlot::TooLate { at_ms }),
+            _ => Err(self.corrupt("send_slot")),
         }
     }
 

@@ -151,6 +151,27 @@ if oldest[2] then at = tonumber(oldest[2]) end
 return {0, at + window}
 ";
 
+/// Reserves a provider's next send slot, exactly as `steps::rate::Pacer::reserve`.
+///
+/// KEYS: pacer. ARGV: now ms, interval µs, longest wait ms.
+///
+/// Returns `{1, now}` go now, `{2, at_ms}` reserved for later, `{0, at_ms}` too late (nothing
+/// reserved). Slots are kept in µs; µs since the epoch stay exact in Lua's doubles until 2255.
+const PACE: &str = r"
+local now_ms = tonumber(ARGV[1])
+local now_us = now_ms * 1000
+local next_us = tonumber(redis.call('GET', KEYS[1]) or '0')
+local at_us = next_us
+if at_us < now_us then at_us = now_us end
+local at_ms = math.ceil(at_us / 1000)
+if at_ms - now_ms > tonumber(ARGV[3]) then return {0, at_ms} end
+local after = at_us + tonumber(ARGV[2])
+local ttl = math.ceil((after - now_us) / 1000) + 60000
+redis.call('SET', KEYS[1], string.format('%.0f', after), 'PX', ttl)
+if at_us <= now_us then return {1, now_ms} end
+return {2, at_ms}
+";
+
 /// Appends to an in-app inbox once per notification, trimming the oldest beyond the cap.
 ///
 /// KEYS: inbox list, inbox items. ARGV: notification id, item json, cap.
@@ -258,6 +279,8 @@ pub(crate) static COMMIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new
 pub(crate) static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PURGE));
 /// See [`RATE`].
 pub(crate) static RATE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RATE));
+/// See [`PACE`].
+pub(crate) static PACE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PACE));
 /// See [`INBOX_APPEND`].
 pub(crate) static INBOX_APPEND_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(INBOX_APPEND));
