@@ -129,6 +129,10 @@ enum Command {
         /// Fault profile: none, swarm (each seed turns a different subset on) or all.
         #[arg(long, default_value = "swarm")]
         faults: String,
+        /// Run a scenario instead of the random workload: `outage` (the only email provider
+        /// fails every call for 60 s under a steady 40 notifications a second).
+        #[arg(long)]
+        scenario: Option<String>,
     },
 }
 
@@ -227,8 +231,15 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Dlq { command } => cli::dlq(&client, &command).await,
         Command::Cancel { id } => cli::cancel(&client, &id).await,
         Command::Breakers => cli::breakers(&client).await,
-        Command::Simulate { seed, seeds, notifications, faults } => {
-            courant::simulate::command(seed, seeds.as_deref(), notifications, &faults, client.json)
+        Command::Simulate { seed, seeds, notifications, faults, scenario } => {
+            courant::simulate::command(
+                seed,
+                seeds.as_deref(),
+                notifications,
+                &faults,
+                scenario.as_deref(),
+                client.json,
+            )
         }
     };
     match outcome {

@@ -23,11 +23,17 @@ pub fn command(
     seeds: Option<&str>,
     notifications: usize,
     faults: &str,
+    scenario: Option<&str>,
     json: bool,
 ) -> Result<(), Failure> {
     let usage = |message: String| Failure { code: 2, message };
     let profile = Profile::parse(faults)
         .ok_or_else(|| usage(format!("--faults must be one of {}", Profile::NAMES)))?;
+    let outage = match scenario {
+        None => false,
+        Some("outage") => true,
+        Some(other) => return Err(usage(format!("--scenario must be outage, not {other:?}"))),
+    };
     if notifications == 0 || notifications > NOTIFICATIONS_MAX {
         return Err(usage(format!("--notifications must be between 1 and {NOTIFICATIONS_MAX}")));
     }
@@ -44,8 +50,11 @@ pub fn command(
     let started = std::time::Instant::now();
     let mut simulated = 0_usize;
     for seed in range.clone() {
-        let mut config = Config::new(seed, notifications);
-        config.profile = profile;
+        let config = if outage {
+            Config::outage(seed)
+        } else {
+            Config { profile, ..Config::new(seed, notifications) }
+        };
         let report: Report = simulations::run(config);
         simulated += report.accepted;
         if !report.passed() {

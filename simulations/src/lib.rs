@@ -20,6 +20,7 @@
 //! Nothing on the simulated path reads the wall clock, the OS's randomness or a hash map's order.
 
 pub mod faults;
+pub mod outage;
 pub mod report;
 pub mod rng;
 pub mod sim;

@@ -86,6 +86,8 @@ pub struct Report {
     pub breaker_rejections: u64,
     /// Bugs planted on purpose (tests only).
     pub planted: Planted,
+    /// The outage scenario's figures, when it ran.
+    pub outage: Option<crate::outage::OutageFigures>,
 }
 
 impl Report {
@@ -132,6 +134,30 @@ impl Report {
             "breakers       opened {} times, refused {} sends",
             self.breakers_opened, self.breaker_rejections
         );
+        if let Some(f) = &self.outage {
+            let _ = writeln!(
+                out,
+                "outage         {} of {} offered reached the failed provider while its breakers were \
+                 open ({:.1}%), {} in the first {} ms",
+                f.calls_while_down,
+                f.offered_while_down,
+                100.0 * f.call_ratio(),
+                f.calls_first_ms,
+                crate::outage::BREAKER_GRACE_MS
+            );
+            let _ = writeln!(
+                out,
+                "               backlog of {} drained {:.1} s after recovery, at most {} sends per \
+                 window (rate {}); other channels' slowest first call {} ms; {} lost, {} bounced",
+                f.backlog_sent,
+                f.drained_after_ms as f64 / 1_000.0,
+                f.peak_per_window_after,
+                f.rate_max,
+                f.others_latency_ms_max,
+                f.lost,
+                f.bounced
+            );
+        }
         let _ = writeln!(
             out,
             "virtual time   {:.1} s  steps {}  trace lines {}",

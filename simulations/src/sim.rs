@@ -37,6 +37,7 @@ use workflows::runner::{
 };
 
 use crate::faults::{Fault, FaultSet, Profile};
+use crate::outage::{BREAKER_GRACE_MS, Outage, OutageFigures, peak_in_window};
 use crate::report::{Report, Violation};
 use crate::rng::Rng;
 use crate::world::{
@@ -83,6 +84,8 @@ pub struct Config {
     pub planted: Planted,
     /// Stop at the first violation (the report then shows the trace around it).
     pub stop_on_violation: bool,
+    /// The provider-outage scenario instead of the random workload.
+    pub outage: Option<Outage>,
 }
 
 impl Config {
@@ -96,6 +99,26 @@ impl Config {
             concurrency: 8,
             planted: Planted::default(),
             stop_on_violation: true,
+            outage: None,
+        }
+    }
+
+    /// The outage scenario: `mail-a` (the only email provider, paced at 50 sends a second) fails
+    /// every call for 60 s from 30 s in, under 40 notifications a second for 150 s, without other
+    /// faults.
+    pub fn outage(seed: u64) -> Config {
+        let arrivals_per_sec = 40;
+        Config {
+            profile: Profile::None,
+            outage: Some(Outage {
+                provider: provider_name("mail-a"),
+                channel: Channel::Email,
+                from_ms: 30_000,
+                duration_ms: 60_000,
+                send_rate: steps::rate::SendRate { max: 50, window_ms: 1_000 },
+                arrivals_per_sec,
+            }),
+            ..Config::new(seed, 150 * arrivals_per_sec as usize)
         }
     }
 
@@ -280,6 +303,16 @@ impl Simulation {
             Channel::Email,
             RateLimit { max: 5, window_ms: 3_600_000, over_limit: OverLimit::Defer },
         );
+        if let Some(outage) = &config.outage {
+            // Distinct recipients and no per-recipient limits: only the provider is in the way.
+            policy.rate.clear();
+            policy.send_rate.insert(outage.provider.clone(), outage.send_rate);
+            let from = START_MS + outage.from_ms;
+            shared
+                .world()
+                .outages
+                .insert(outage.provider.clone(), (from, from + outage.duration_ms));
+        }
         let policy = Arc::new(policy);
         let breakers: Vec<providers::breaker::Registry> =
             (0..workers).map(|_| providers::breaker::Registry::default()).collect();
@@ -364,6 +397,31 @@ impl Simulation {
         let n = self.config.notifications;
         let recipients = (n / 4).max(5);
         let mut at = START_MS;
+        if let Some(outage) = &self.config.outage {
+            // Steady arrivals, one recipient each, nothing cancelled or opted out.
+            let gap_us = 1_000_000 / u64::from(outage.arrivals_per_sec.max(1));
+            for idx in 0..n {
+                let at = START_MS + idx as u64 * gap_us / 1_000;
+                let channel = match rng.index(100) {
+                    0..=49 => Channel::Email,
+                    50..=74 => Channel::Sms,
+                    _ => Channel::InApp,
+                };
+                let planned = Planned {
+                    at_ms: at,
+                    channel,
+                    recipient: idx,
+                    opted_out: false,
+                    no_address: false,
+                    category: "orders",
+                };
+                self.plan.push(planned);
+                self.schedule(at, Due::Submit(idx, 0));
+            }
+            let faults_end = self.plan.last().map_or(START_MS, |p| p.at_ms) + FAULT_TAIL_MS;
+            self.schedule(faults_end, Due::FaultsOff);
+            return;
+        }
         for idx in 0..n {
             // Bursts: a tenth of arrivals come at the same instant as the previous one.
             if !rng.chance(0.1) {
@@ -972,6 +1030,7 @@ impl Simulation {
         let ids: Vec<NotificationId> =
             self.accepted.values().cloned().collect::<BTreeSet<_>>().into_iter().collect();
         let complete = self.violations.is_empty() || !self.config.stop_on_violation;
+        let mut finals = Vec::with_capacity(ids.len());
         for id in &ids {
             let Some(record) = at_once(self.store.load(&self.tenant, id)).ok().flatten() else {
                 self.violation("lost", Some(id.clone()), "an accepted notification has no record");
@@ -979,6 +1038,7 @@ impl Simulation {
             };
             let history = at_once(self.store.history(&self.tenant, id)).unwrap_or_default();
             let kind = record.state.kind();
+            finals.push((id.clone(), record.request.channel, record.created_at_ms, kind));
             *states.entry(kind.to_string()).or_default() += 1;
             attempts += u64::from(record.state.attempt().map_or(0, |a| a.0));
             retries += history
@@ -1046,6 +1106,7 @@ impl Simulation {
             self.check_dead_letter(&record, &history);
             self.check_retry_timing(&record, &history);
         }
+        let outage = self.config.outage.clone().map(|o| self.outage_figures(&o, &finals));
         latencies.sort_unstable();
         let pct = |p: f64| -> u64 {
             if latencies.is_empty() {
@@ -1087,6 +1148,7 @@ impl Simulation {
                 .map(|v| v.rejected)
                 .sum(),
             planted: self.config.planted,
+            outage,
         }
     }
 
@@ -1160,6 +1222,64 @@ impl Simulation {
                 self.violation("retry-early", Some(record.id.clone()), &detail);
             }
         }
+    }
+
+    /// The outage scenario's figures, from the call log, the ledger and the final states.
+    fn outage_figures(
+        &self,
+        o: &Outage,
+        finals: &[(NotificationId, Channel, u64, StateKind)],
+    ) -> OutageFigures {
+        let world = self.shared.world();
+        let down = START_MS + o.from_ms;
+        let up = down + o.duration_ms;
+        let watch = down + BREAKER_GRACE_MS;
+        let mut calls: Vec<u64> = world
+            .call_log
+            .values()
+            .flatten()
+            .filter(|c| c.provider == o.provider)
+            .map(|c| c.at_ms)
+            .collect();
+        calls.sort_unstable();
+        let after: Vec<u64> = calls.iter().copied().filter(|&t| t >= up).collect();
+        let mut f = OutageFigures {
+            calls_while_down: calls.iter().filter(|&&t| (watch..up).contains(&t)).count() as u64,
+            calls_first_ms: calls.iter().filter(|&&t| (down..watch).contains(&t)).count() as u64,
+            peak_per_window_after: peak_in_window(&after, o.send_rate.window_ms),
+            rate_max: o.send_rate.max,
+            ..OutageFigures::default()
+        };
+        for (id, channel, created, kind) in finals {
+            let taken = world.ledger.get(id).map_or(&[][..], Vec::as_slice);
+            if !matches!(kind, StateKind::Delivered | StateKind::Sent) {
+                if taken.iter().any(|t| t.undelivered) {
+                    f.bounced += 1;
+                } else {
+                    f.lost += 1;
+                }
+            }
+            if *channel == o.channel {
+                if (watch..up).contains(created) {
+                    f.offered_while_down += 1;
+                }
+                let first = taken.iter().filter(|t| t.channel == o.channel).map(|t| t.at_ms).min();
+                if let Some(at) = first
+                    && at >= up
+                    && *created < up
+                {
+                    f.backlog_sent += 1;
+                    f.drained_after_ms = f.drained_after_ms.max(at - up);
+                }
+            } else if (down..up).contains(created) {
+                f.others_offered += 1;
+                let first_call = world.call_log.get(id).and_then(|c| c.first()).map(|c| c.at_ms);
+                if let Some(at) = first_call {
+                    f.others_latency_ms_max = f.others_latency_ms_max.max(at - created);
+                }
+            }
+        }
+        f
     }
 
     /// Dead-lettered ⇔ the retries were exhausted (or could never succeed).

@@ -101,6 +101,8 @@ struct Call {
 /// One request a provider received, taken or not, for the retry-timing invariants.
 #[derive(Debug, Clone)]
 pub struct CallMade {
+    /// The provider.
+    pub provider: ProviderName,
     /// The channel.
     pub channel: Channel,
     /// The attempt it carried.
@@ -151,6 +153,9 @@ pub struct World {
     pub receipts: Vec<ReceiptDue>,
     /// Per provider, a brownout window (virtual ms).
     pub brownouts: BTreeMap<ProviderName, (u64, u64)>,
+    /// Per provider, a full outage window (virtual ms): every call fails with a 503, faults on
+    /// or off (the outage scenario).
+    pub outages: BTreeMap<ProviderName, (u64, u64)>,
     /// The trace hash so far (FNV-1a over every trace line).
     pub trace_hash: u64,
     /// The last trace lines, for violation reports.
@@ -186,6 +191,7 @@ impl World {
             journal: Vec::new(),
             receipts: Vec::new(),
             brownouts: BTreeMap::new(),
+            outages: BTreeMap::new(),
             trace_hash: 0xcbf2_9ce4_8422_2325,
             trace_tail: std::collections::VecDeque::new(),
             trace_len: 0,
@@ -602,7 +608,11 @@ impl FakeProvider {
         };
         let latency = world.rng.range(LATENCY_MS.0, LATENCY_MS.1);
         // (outcome, latency, whether the provider really took the message)
-        let (mut outcome, latency, taken) = if brownout && world.rng.chance(0.9) {
+        let outage =
+            world.outages.get(&self.name).is_some_and(|(from, to)| (*from..*to).contains(&now));
+        let (mut outcome, latency, taken) = if outage {
+            (error(ErrorClass::RETRYABLE, 503, "outage"), latency, false)
+        } else if brownout && world.rng.chance(0.9) {
             world.count(Fault::Brownout);
             // Some maintenance pages say when to come back.
             let retry_after_ms = world.rng.chance(0.3).then(|| world.rng.range(1_000, 30_000));
@@ -682,6 +692,7 @@ impl FakeProvider {
         }
         let log = world.call_log.entry(id.clone()).or_default();
         log.push(CallMade {
+            provider: self.name.clone(),
             channel: self.channel,
             attempt,
             at_ms: now,
