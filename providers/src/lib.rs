@@ -35,7 +35,9 @@
 //! [`SendOutcome::Failed`]: steps::outcome::SendOutcome::Failed
 //! [`ErrorClass`]: steps::outcome::ErrorClass
 
+pub mod apns;
 pub mod breaker;
+pub mod fcm;
 pub mod inapp;
 pub mod options;
 pub mod secret;
