@@ -82,6 +82,8 @@ pub struct Report {
     pub breakers_opened: u64,
     /// Sends an open breaker refused (nothing went out; the notification failed over or waited).
     pub breaker_rejections: u64,
+    /// Overdue notifications the reaper re-drove (their wake-up was lost or very late).
+    pub redriven: u64,
     /// Bugs planted on purpose (tests only).
     pub planted: Planted,
 }
@@ -125,6 +127,7 @@ impl Report {
             "breakers       opened {} times, refused {} sends",
             self.breakers_opened, self.breaker_rejections
         );
+        let _ = writeln!(out, "reaper         re-drove {} overdue notifications", self.redriven);
         let _ = writeln!(
             out,
             "virtual time   {:.1} s  steps {}  trace lines {}",
