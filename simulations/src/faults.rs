@@ -49,6 +49,9 @@ pub enum Fault {
     StoreError,
     /// A store call does its work but the answer is lost.
     StoreLostReply,
+    /// A wake-up vanishes from the queue before any worker runs it (Redis lost its last second
+    /// of writes, an operator deleted a stream): only the reaper wakes the notification again.
+    LostWake,
     /// A receipt webhook arrives twice.
     ReceiptDuplicated,
     /// Receipts arrive out of order (long random delays).
@@ -65,7 +68,7 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault.
-    pub const ALL: [Fault; 25] = [
+    pub const ALL: [Fault; 26] = [
         Fault::ProviderServerError,
         Fault::RateLimitedNoRetryAfter,
         Fault::RateLimitedRetryAfterZero,
@@ -85,6 +88,7 @@ impl Fault {
         Fault::CrashBeforeAck,
         Fault::StoreError,
         Fault::StoreLostReply,
+        Fault::LostWake,
         Fault::ReceiptDuplicated,
         Fault::ReceiptReordered,
         Fault::ReceiptEarly,
@@ -102,7 +106,7 @@ impl Fault {
             | Fault::CrashAfterPersist
             | Fault::CrashBeforeAck
             | Fault::ClockStep => 0.02,
-            Fault::StoreError | Fault::StoreLostReply => 0.03,
+            Fault::StoreError | Fault::StoreLostReply | Fault::LostWake => 0.03,
             Fault::Brownout | Fault::ClockDrift => 1.0,
             _ => 0.15,
         }

@@ -84,6 +84,8 @@ pub struct Report {
     pub breakers_opened: u64,
     /// Sends an open breaker refused (nothing went out; the notification failed over or waited).
     pub breaker_rejections: u64,
+    /// Overdue notifications the reaper re-drove (their wake-up was lost or very late).
+    pub redriven: u64,
     /// Bugs planted on purpose (tests only).
     pub planted: Planted,
     /// The outage scenario's figures, when it ran.
@@ -158,6 +160,7 @@ impl Report {
                 f.bounced
             );
         }
+        let _ = writeln!(out, "reaper         re-drove {} overdue notifications", self.redriven);
         let _ = writeln!(
             out,
             "virtual time   {:.1} s  steps {}  trace lines {}",

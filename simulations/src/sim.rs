@@ -25,7 +25,7 @@ use steps::outcome::ErrorClass;
 use steps::rate::{OverLimit, RateLimit};
 use steps::render::{Part, PartSource, TemplateSet};
 use storage::memory::MemoryStore;
-use storage::queue::{Delivery, WakeQueue, retry_delay_ms};
+use storage::queue::{Delivery, REAPER_SLACK_MS, WakeQueue, retry_delay_ms};
 use workflows::dlq::DlqFilter;
 use workflows::machine::{Resume, State, StateKind};
 use workflows::policy::Policy;
@@ -49,8 +49,17 @@ use crate::world::{
 pub const START_MS: u64 = 1_767_225_600_000;
 /// The longest a run may go on after the fault phase before unfinished work is a liveness
 /// violation: long enough for a day-long email retry budget, an hour of rate-limit deferral and
-/// an hour-long `Retry-After`.
+/// an hour-long `Retry-After`, and a lost wake-up's deadline (`REAPER_SLACK_MS` past it) and the
+/// reaper round after it on top of all that.
 const LIVENESS_MS: u64 = 3 * 24 * 3_600_000;
+/// How often the workers run the reaper, and how many overdue notifications per shard a round
+/// re-drives (as in production: `WakeBackendConfig::default`).
+const REAP_EVERY_MS: u64 = 30_000;
+const REAP_PER_SHARD: usize = 100;
+const _: () = assert!(
+    LIVENESS_MS >= 24 * 3_600_000 + 2 * 3_600_000 + REAPER_SLACK_MS + REAP_EVERY_MS,
+    "the liveness phase must outlast the longest wait plus a lost wake-up's slack"
+);
 /// How long the fault phase lasts after the last arrival.
 const FAULT_TAIL_MS: u64 = 60_000;
 /// How often a worker reclaims abandoned wake-ups, and after how long idle (as in production).
@@ -206,6 +215,10 @@ pub struct Simulation {
     accepted: BTreeMap<usize, NotificationId>,
     accepted_at: BTreeMap<NotificationId, u64>,
     last_reclaim_ms: u64,
+    /// When the reaper last ran.
+    last_reap_ms: u64,
+    /// Notifications the reaper re-drove.
+    redriven: u64,
     faults_on: bool,
     // The checker's view of each notification: last version and state.
     seen: BTreeMap<NotificationId, (u64, StateKind)>,
@@ -372,6 +385,8 @@ impl Simulation {
             accepted: BTreeMap::new(),
             accepted_at: BTreeMap::new(),
             last_reclaim_ms: START_MS,
+            last_reap_ms: START_MS,
+            redriven: 0,
             faults_on: true,
             seen: BTreeMap::new(),
             categories: BTreeMap::new(),
@@ -562,7 +577,18 @@ impl Simulation {
         if pending > 0 {
             consider(Some(self.last_reclaim_ms + RECLAIM_EVERY_MS));
         }
+        // A notification whose wake-up was lost waits on nothing but the reaper's round after
+        // its deadline.
+        if self.reaper_on() {
+            let round = self.last_reap_ms + REAP_EVERY_MS;
+            consider(self.store.next_deadline_ms().map(|deadline| deadline.max(round)));
+        }
         next
+    }
+
+    /// Whether the reaper runs: some worker is alive to run it, and it is not planted away.
+    fn reaper_on(&self) -> bool {
+        !self.config.planted.no_reaper && self.workers.iter().any(|w| w.alive)
     }
 
     fn live_workers(&self) -> Vec<usize> {
@@ -614,6 +640,20 @@ impl Simulation {
             if at_once(self.store.promote_due(now, 1_000)).unwrap_or(0) > 0 {
                 progressed = true;
             }
+            // Re-drive notifications whose wake-up was lost, as the workers do every 30 s.
+            if self.reaper_on() && now >= self.last_reap_ms + REAP_EVERY_MS {
+                self.last_reap_ms = now;
+                let reaped =
+                    at_once(self.store.redrive_overdue(now, REAP_PER_SHARD)).unwrap_or_default();
+                if reaped.examined() > 0 {
+                    self.redriven += reaped.redriven as u64;
+                    self.trace(format!(
+                        "reaper re-drove {} overdue, dropped {}",
+                        reaped.redriven, reaped.cleared
+                    ));
+                    progressed = true;
+                }
+            }
             // Reclaim what dead (or slow) workers hold, as production does every 2 s.
             if now >= self.last_reclaim_ms + RECLAIM_EVERY_MS {
                 self.last_reclaim_ms = now;
@@ -646,6 +686,16 @@ impl Simulation {
                 let consumer = self.workers[w].consumer.clone();
                 let fetched = at_once(self.store.fetch(&consumer, free, 0)).unwrap_or_default();
                 for delivery in fetched {
+                    let lost = self.shared.world().roll(Fault::LostWake);
+                    if lost {
+                        self.trace_id(
+                            &delivery.wake.id,
+                            format!("wake-up {} lost before a{w} ran it", delivery.wake.key()),
+                        );
+                        let _ = at_once(self.store.ack(std::slice::from_ref(&delivery)));
+                        progressed = true;
+                        continue;
+                    }
                     let duplicate =
                         live.len() > 1 && self.shared.world().roll(Fault::DuplicateDelivery);
                     if duplicate {
@@ -1147,6 +1197,7 @@ impl Simulation {
                 .flat_map(|r| r.views())
                 .map(|v| v.rejected)
                 .sum(),
+            redriven: self.redriven,
             planted: self.config.planted,
             outage,
         }

@@ -40,6 +40,8 @@ pub struct Planted {
     pub resend_unknown_unflagged: bool,
     /// The runner never hears a provider's `Retry-After` (a provider module that drops it).
     pub retry_after_dropped: bool,
+    /// The reaper never runs, so a lost wake-up leaves its notification waiting forever.
+    pub no_reaper: bool,
 }
 
 /// One message a provider really took.

@@ -161,3 +161,19 @@ fn a_retry_before_retry_after_is_caught() {
         "seed {seed}: {invariants:?}"
     );
 }
+
+#[test]
+fn a_lost_wake_up_without_the_reaper_is_caught() {
+    let planted = Planted { no_reaper: true, ..Planted::default() };
+    let (seed, report) = first_failure(planted, 300).expect("caught within 300 seeds");
+    eprintln!("no reaper: caught by seed {seed}");
+    let invariants: BTreeSet<&str> =
+        report.violations.iter().map(|v| v.invariant.as_str()).collect();
+    assert!(invariants.contains("liveness"), "seed {seed}: {invariants:?}");
+    assert!(report.fired.contains_key(&Fault::LostWake), "seed {seed}: {:?}", report.fired);
+    // The same seed with the reaper holds every invariant: the reaper is what made good the
+    // lost wake-ups.
+    let with_reaper = run(config(seed, 100));
+    assert_passed(&with_reaper);
+    assert!(with_reaper.redriven > 0, "{}", with_reaper.text());
+}

@@ -24,12 +24,14 @@
 //!   attempts never come into play;
 //! - a dead worker's wake-ups are reclaimed per message (`XAUTOCLAIM`), with no heartbeats or
 //!   worker registry, so a worker restarted under the same name works at once;
+//! - the reaper (`WakeQueue::redrive_overdue`) runs every 30 s and re-drives notifications whose
+//!   wake-up was lost (their deadline passed), so nothing waits forever;
 //! - a Redis error never kills the worker (apalis treats any backend error as fatal): it is
 //!   logged, the backend backs off briefly and polls on;
 //! - on graceful shutdown, fetched but unstarted wake-ups go straight back to ready.
 //!
 //! The backend drives all of this from the worker's own task: `poll_ready`/`poll_next` poll the
-//! fetch, the maintenance round (promote + reclaim) and the settlement of finished wake-ups side
+//! fetch, the maintenance round (promote + reap + reclaim) and the settlement of finished wake-ups side
 //! by side, each an owned future, so nothing is spawned and nothing outlives the worker.
 
 use std::collections::VecDeque;
@@ -53,7 +55,8 @@ use workflows::ports::StoreError;
 use workflows::record::Wake;
 
 use crate::queue::{
-    BLOCK_MS_MAX, Delivery, PROMOTE_PER_SHARD_MAX, Retried, WakeQueue, retry_delay_ms,
+    BLOCK_MS_MAX, Delivery, PROMOTE_PER_SHARD_MAX, REDRIVE_PER_SHARD_MAX, Reaped, Retried,
+    WakeQueue, retry_delay_ms,
 };
 
 /// The most wake-ups one fetch takes, whatever the free concurrency.
@@ -92,6 +95,14 @@ pub struct WakeBackendConfig {
     /// How long a wake-up must have been pending before another worker takes it over: 10 s,
     /// well above any normal run and well below the 20 s recovery bound.
     pub reclaim_min_idle_ms: u64,
+    /// How often the reaper re-drives overdue notifications (a lost wake-up): 30 s, so a lost
+    /// wake-up is made good within `queue::REAPER_SLACK_MS` plus 30 s, while an idle fleet spends
+    /// one small script per shard per worker every 30 s on it. A round that finds a full chunk
+    /// runs again with the next promotion.
+    pub reap_every_ms: u64,
+    /// Overdue notifications re-driven per shard per round (at most `REDRIVE_PER_SHARD_MAX`):
+    /// 100, so a large loss (a Redis that lost its queue) is fed to the workers in chunks.
+    pub reap_per_shard: usize,
     /// The first retry delay after a failed handler: 1 s.
     pub retry_base_ms: u64,
     /// The longest retry delay: 60 s.
@@ -108,6 +119,8 @@ impl Default for WakeBackendConfig {
             promote_per_shard: 500,
             reclaim_every_ms: 2_000,
             reclaim_min_idle_ms: 10_000,
+            reap_every_ms: 30_000,
+            reap_per_shard: 100,
             retry_base_ms: 1_000,
             retry_max_ms: 60_000,
         }
@@ -144,6 +157,8 @@ fn push_outcome(outcomes: &Outcomes, outcome: Outcome) {
 struct Maintenance {
     /// Whether a promote chunk came back full (run the next round at once).
     more_due: bool,
+    /// Whether the reaper examined a full chunk (reap again in the next round).
+    more_overdue: bool,
     /// Abandoned deliveries now ours.
     reclaimed: Vec<Delivery>,
 }
@@ -200,6 +215,8 @@ pub struct WakeBackend<Q: WakeQueue> {
     maintenance_errors: u32,
     /// When the next maintenance round also reclaims.
     reclaim_at: Option<Instant>,
+    /// When the next maintenance round also runs the reaper.
+    reap_at: Option<Instant>,
     /// Finished handlers' outcomes, recorded by [`WakeAckLayer`].
     outcomes: Outcomes,
     /// The settlement in flight; it hands back what it could not settle.
@@ -255,6 +272,7 @@ impl<Q: WakeQueue> WakeBackend<Q> {
             maintenance_timer: None,
             maintenance_errors: 0,
             reclaim_at: None,
+            reap_at: None,
             outcomes: Arc::new(Mutex::new(VecDeque::new())),
             settle: Slot::empty(),
             settle_pause: None,
@@ -293,7 +311,8 @@ impl<Q: WakeQueue> WakeBackend<Q> {
     }
 
     /// Runs the maintenance rounds: promote due timers every `promote_every_ms` (at once while
-    /// chunks come back full), reclaim abandoned wake-ups every `reclaim_every_ms`.
+    /// chunks come back full), re-drive overdue notifications every `reap_every_ms`, reclaim
+    /// abandoned wake-ups every `reclaim_every_ms`.
     fn drive_maintenance(&mut self, cx: &mut Context<'_>, worker: &WorkerContext) {
         loop {
             if let Some(round) = self.maintenance.get().as_mut() {
@@ -303,6 +322,9 @@ impl<Q: WakeQueue> WakeBackend<Q> {
                     Ok(done) => {
                         self.maintenance_errors = 0;
                         self.buffer.extend(done.reclaimed);
+                        if done.more_overdue {
+                            self.reap_at = None;
+                        }
                         if done.more_due {
                             Duration::ZERO
                         } else {
@@ -327,12 +349,29 @@ impl<Q: WakeQueue> WakeBackend<Q> {
             if reclaim {
                 self.reclaim_at = Some(now + Duration::from_millis(self.config.reclaim_every_ms));
             }
+            let reap = self.reap_at.is_none_or(|at| now >= at);
+            if reap {
+                self.reap_at = Some(now + Duration::from_millis(self.config.reap_every_ms));
+            }
             let queue = self.queue.clone();
             let consumer = self.consumer(worker);
             let per_shard = self.config.promote_per_shard.clamp(1, PROMOTE_PER_SHARD_MAX);
+            let reap_per_shard = self.config.reap_per_shard.clamp(1, REDRIVE_PER_SHARD_MAX);
             let min_idle_ms = self.config.reclaim_min_idle_ms;
             *self.maintenance.get() = Some(Box::pin(async move {
                 let moved = queue.promote_due(queue.now_ms(), per_shard).await?;
+                let reaped = if reap {
+                    queue.redrive_overdue(queue.now_ms(), reap_per_shard).await?
+                } else {
+                    Reaped::default()
+                };
+                if reaped.examined() > 0 {
+                    tracing::info!(
+                        redriven = reaped.redriven,
+                        cleared = reaped.cleared,
+                        "Re-drove overdue notifications; their wake-ups were late or lost."
+                    );
+                }
                 let reclaimed = if reclaim {
                     queue.reclaim_abandoned(&consumer, min_idle_ms, RECLAIM_BATCH_MAX).await?
                 } else {
@@ -341,7 +380,11 @@ impl<Q: WakeQueue> WakeBackend<Q> {
                 if !reclaimed.is_empty() {
                     tracing::info!(count = reclaimed.len(), "Reclaimed abandoned wake-ups.");
                 }
-                Ok(Maintenance { more_due: moved >= per_shard, reclaimed })
+                Ok(Maintenance {
+                    more_due: moved >= per_shard,
+                    more_overdue: reaped.examined() >= reap_per_shard,
+                    reclaimed,
+                })
             }));
         }
     }

@@ -29,7 +29,7 @@ use workflows::record::{
 };
 
 use crate::keys::{self, SHARDS};
-use crate::queue::{Delivery, QueueStats, Retried, TRIES_MAX, WakeQueue};
+use crate::queue::{Delivery, QueueStats, REAPER_SLACK_MS, Reaped, Retried, TRIES_MAX, WakeQueue};
 
 /// What the suite needs of a store.
 pub trait Conformance: Store + Inbox + WakeQueue {}
@@ -37,7 +37,7 @@ pub trait Conformance: Store + Inbox + WakeQueue {}
 impl<S: Store + Inbox + WakeQueue> Conformance for S {}
 
 /// Every check, by name, in the order [`conformance_tests!`](crate::conformance_tests) runs them.
-pub const CHECKS: [&str; 19] = [
+pub const CHECKS: [&str; 23] = [
     "create_and_load_round_trip",
     "idempotent_create",
     "commit_compare_and_set",
@@ -49,6 +49,7 @@ pub const CHECKS: [&str; 19] = [
     "replay_data_is_kept",
     "wake_enqueued_with_new_version",
     "rate_window_follows_the_reference",
+    "send_slots_follow_the_reference_pacer",
     "inbox_is_idempotent_newest_first_and_capped",
     "api_keys",
     "queue_fetch_ack_and_stats",
@@ -57,6 +58,9 @@ pub const CHECKS: [&str; 19] = [
     "abandoned_deliveries_are_reclaimed",
     "promote_is_bounded_per_shard",
     "tenant_isolation",
+    "lost_wake_is_redriven_after_its_deadline",
+    "settled_records_are_never_redriven",
+    "overdue_records_are_counted_and_reaped_in_bounded_chunks",
 ];
 
 /// Expands to one `#[tokio::test]` per conformance check. `$fresh` is an `async fn() -> (S, G)`
@@ -85,6 +89,9 @@ macro_rules! conformance_tests {
             abandoned_deliveries_are_reclaimed,
             promote_is_bounded_per_shard,
             tenant_isolation,
+            lost_wake_is_redriven_after_its_deadline,
+            settled_records_are_never_redriven,
+            overdue_records_are_counted_and_reaped_in_bounded_chunks,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {
@@ -131,7 +138,14 @@ fn request() -> Request {
     }
 }
 
-fn record(tenant: &TenantId, id: &NotificationId, now_ms: u64, wake_at_ms: Option<u64>) -> Record {
+/// A fixture record in `received` at version 1, written at `now_ms` with its wake-up at
+/// `wake_at_ms` (other tests use it too).
+pub fn record(
+    tenant: &TenantId,
+    id: &NotificationId,
+    now_ms: u64,
+    wake_at_ms: Option<u64>,
+) -> Record {
     Record {
         tenant: tenant.clone(),
         id: id.clone(),
@@ -146,7 +160,8 @@ fn record(tenant: &TenantId, id: &NotificationId, now_ms: u64, wake_at_ms: Optio
     }
 }
 
-fn first(now_ms: u64) -> HistoryEntry {
+/// The first history entry of a [`record`] written at `now_ms`.
+pub fn first(now_ms: u64) -> HistoryEntry {
     HistoryEntry {
         at_ms: now_ms,
         version: 1,
@@ -862,4 +877,142 @@ pub async fn tenant_isolation<S: Conformance>(store: &S) {
     assert_eq!(page.records, vec![]);
     let ours = store.load(&acme, &rec.id).await.expect("load").expect("record");
     assert_eq!((ours.version, ours.state), (2, dead()));
+}
+
+/// Redrives exactly `n` and drops nothing.
+fn redriven(n: usize) -> Reaped {
+    Reaped { redriven: n, cleared: 0 }
+}
+
+/// Loses whatever wake-ups are due at `at_ms`: promoted, fetched and acked without being run, as
+/// a Redis that lost its last second of writes or an operator deleting a stream would.
+async fn lose_wakes<S: Conformance>(store: &S, at_ms: u64) -> Vec<Wake> {
+    store.promote_due(at_ms, 1_000).await.expect("promote");
+    let lost = fetch_all(store, "lossy").await;
+    store.ack(&lost).await.expect("ack");
+    lost.into_iter().map(|d| d.wake).collect()
+}
+
+/// A record whose wake-up was lost is re-driven at its current version once its deadline (its
+/// wake-up's time plus `REAPER_SLACK_MS`) has passed, not before; the deadline then moves a slack
+/// further, so a record that stays stuck is re-driven once per slack, never in a loop; and a
+/// commit moves it with the new wake-up.
+pub async fn lost_wake_is_redriven_after_its_deadline<S: Conformance>(store: &S) {
+    let acme = tenant("acme");
+    let now = store.now_ms();
+    let rec = record(&acme, &id(&acme, 1), now, Some(now));
+    create(store, &rec).await;
+    let wake_at = now + 60_000;
+    assert_eq!(lose_wakes(store, now).await, vec![wake(&acme, &rec.id, 1)]);
+    assert_eq!(committed(store, &commit(&rec, 1, State::Received {}, now, Some(wake_at))).await, 2);
+    assert_eq!(lose_wakes(store, wake_at).await, vec![wake(&acme, &rec.id, 2)]);
+
+    let deadline = wake_at + REAPER_SLACK_MS;
+    assert_eq!(store.redrive_overdue(deadline - 1, 100).await, Ok(Reaped::default()));
+    assert_eq!(store.fetch("c1", 10, 0).await, Ok(vec![]), "re-driven before its deadline");
+    assert_eq!(store.redrive_overdue(deadline, 100).await, Ok(redriven(1)));
+    let got = store.fetch("c1", 10, 0).await.expect("fetch");
+    assert_eq!(
+        got.iter().map(|d| (&d.wake, d.tries)).collect::<Vec<_>>(),
+        vec![(&wake(&acme, &rec.id, 2), 0)],
+        "one wake-up at the current version, ready at once"
+    );
+    store.ack(&got).await.expect("ack");
+    // A second reaper at the same moment finds nothing: the deadline moved a slack on.
+    assert_eq!(store.redrive_overdue(deadline, 100).await, Ok(Reaped::default()));
+    let next = deadline + REAPER_SLACK_MS;
+    assert_eq!(store.redrive_overdue(next - 1, 100).await, Ok(Reaped::default()));
+    assert_eq!(store.redrive_overdue(next, 100).await, Ok(redriven(1)));
+    store.ack(&fetch_all(store, "c1").await).await.expect("ack");
+
+    // A commit writes the deadline of its own wake-up.
+    let later = next + 3_600_000;
+    assert_eq!(committed(store, &commit(&rec, 2, State::Received {}, next, Some(later))).await, 3);
+    let deadline = later + REAPER_SLACK_MS;
+    assert_eq!(store.redrive_overdue(deadline - 1, 100).await, Ok(Reaped::default()));
+    assert_eq!(lose_wakes(store, later).await, vec![wake(&acme, &rec.id, 3)]);
+    assert_eq!(store.redrive_overdue(deadline, 100).await, Ok(redriven(1)));
+    let got = fetch_all(store, "c1").await;
+    assert_eq!(got.iter().map(|d| &d.wake).collect::<Vec<_>>(), vec![&wake(&acme, &rec.id, 3)]);
+    store.ack(&got).await.expect("ack");
+}
+
+/// Terminal and `sent` records have no deadline, whatever wake-up their commit carried, so the
+/// reaper never re-drives them; a record that waits on a worker with no wake-up at all gets one
+/// slack from its commit.
+pub async fn settled_records_are_never_redriven<S: Conformance>(store: &S) {
+    let acme = tenant("acme");
+    let now = store.now_ms();
+    let recs: Vec<Record> =
+        (0..4).map(|i| record(&acme, &id(&acme, i + 1), now, Some(now))).collect();
+    for r in &recs {
+        create(store, r).await;
+    }
+    lose_wakes(store, now).await;
+    let far = now + 30 * 86_400_000;
+    committed(store, &commit(&recs[0], 1, dead(), now, Some(now + 60_000))).await;
+    committed(store, &commit(&recs[1], 1, State::Cancelled {}, now, None)).await;
+    committed(store, &commit(&recs[2], 1, sent(), now, Some(now + 60_000))).await;
+    // Waiting on a worker, nothing to wake it: only the reaper will.
+    committed(store, &commit(&recs[3], 1, State::Received {}, now, None)).await;
+    lose_wakes(store, far).await;
+    assert_eq!(store.redrive_overdue(now + REAPER_SLACK_MS - 1, 100).await, Ok(Reaped::default()));
+    assert_eq!(store.redrive_overdue(now + REAPER_SLACK_MS, 100).await, Ok(redriven(1)));
+    let got = fetch_all(store, "c1").await;
+    assert_eq!(got.iter().map(|d| &d.wake).collect::<Vec<_>>(), vec![&wake(&acme, &recs[3].id, 2)]);
+    store.ack(&got).await.expect("ack");
+    // Once it settles too, nothing is ever re-driven again.
+    committed(store, &commit(&recs[3], 2, sent(), now + 1, None)).await;
+    assert_eq!(store.redrive_overdue(far, 100).await, Ok(Reaped::default()));
+    assert_eq!(store.fetch("c1", 10, 0).await, Ok(vec![]));
+    assert_eq!(stats(store).await, QueueStats::default());
+}
+
+/// `stats` counts the records past their deadline; the reaper takes at most `max_per_shard` of
+/// them per shard per call, and every one of them eventually.
+pub async fn overdue_records_are_counted_and_reaped_in_bounded_chunks<S: Conformance>(store: &S) {
+    let acme = tenant("acme");
+    let now = store.now_ms();
+    // Written two slacks ago without a wake-up: overdue since one slack ago.
+    let long_ago = now - 2 * REAPER_SLACK_MS;
+    let n = 40_u32;
+    for i in 0..n {
+        create(store, &record(&acme, &id(&acme, i), long_ago, None)).await;
+    }
+    let fresh = record(&acme, &id(&acme, 999), now, Some(now + 60_000));
+    create(store, &fresh).await;
+    assert_eq!(
+        stats(store).await,
+        QueueStats { overdue: u64::from(n), scheduled: 1, ..QueueStats::default() }
+    );
+    let mut total = 0;
+    let mut calls = 0;
+    loop {
+        let reaped = store.redrive_overdue(now, 1).await.expect("redrive");
+        assert_eq!(reaped.cleared, 0);
+        assert!(
+            reaped.redriven <= usize::from(SHARDS),
+            "{} re-driven in one call",
+            reaped.redriven
+        );
+        if reaped.redriven == 0 {
+            break;
+        }
+        total += reaped.redriven;
+        calls += 1;
+        assert!(calls <= n, "redrive_overdue does not converge");
+    }
+    assert_eq!(total, n as usize);
+    assert!(calls > 1, "one call re-drove {n} with a limit of one per shard");
+    assert_eq!(
+        stats(store).await,
+        QueueStats { ready: u64::from(n), scheduled: 1, ..QueueStats::default() }
+    );
+    let all = fetch_all(store, "a").await;
+    let mut woken: Vec<Wake> = all.iter().map(|d| d.wake.clone()).collect();
+    woken.sort_by_key(Wake::key);
+    let mut expected: Vec<Wake> = (0..n).map(|i| wake(&acme, &id(&acme, i), 1)).collect();
+    expected.sort_by_key(Wake::key);
+    assert_eq!(woken, expected, "each overdue record woken once, at its version");
+    store.ack(&all).await.expect("ack");
 }

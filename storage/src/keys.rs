@@ -14,6 +14,7 @@
 //! | `courant:{sNN}:q:ready` | STREAM | due wake-ups (consumer group `workers`) |
 //! | `courant:{sNN}:q:timers` | ZSET | future wake-ups, score = due ms |
 //! | `courant:{sNN}:q:parked` | ZSET | poisoned wake-ups, score = when parked |
+//! | `courant:{sNN}:deadlines` | ZSET | `tenant/id` of records waiting on a worker, score = when overdue |
 //! | `courant:{r:<tenant>:<recipient>}:rate:<channel>` | ZSET | a sliding rate window |
 //! | `courant:{i:<tenant>:<recipient>}:inbox` | LIST | in-app inbox ids, newest first |
 //! | `courant:{i:<tenant>:<recipient>}:inbox:items` | HASH | in-app inbox entries by id |
@@ -115,10 +116,16 @@ pub fn shard_tag(shard: u16) -> String {
     format!("{{s{shard:02x}}}")
 }
 
+/// The prefix of every tenant's per-shard keys, `courant:{s0a}:t:`. The reaper's script appends
+/// `<tenant>:n:<id>` to reach a record named in the deadline index, staying in the slot.
+pub fn tenants_prefix(shard: u16) -> String {
+    format!("{PREFIX}:{}:t:", shard_tag(shard))
+}
+
 /// The prefix of a tenant's per-shard keys, `courant:{s0a}:t:<tenant>:`. Scripts append
 /// `state:<kind>`, `all` and `dlq` to it, so keys built inside a script stay in the slot.
 pub fn tenant_prefix(shard: u16, tenant: &TenantId) -> String {
-    format!("{PREFIX}:{}:t:{tenant}:", shard_tag(shard))
+    format!("{}{tenant}:", tenants_prefix(shard))
 }
 
 /// A notification's record (HASH).
@@ -177,6 +184,13 @@ pub fn timers(shard: u16) -> String {
 /// A shard's parked (poisoned) wake-ups (ZSET, score = when parked).
 pub fn parked(shard: u16) -> String {
     format!("{PREFIX}:{}:q:parked", shard_tag(shard))
+}
+
+/// A shard's deadline index (ZSET, member `tenant/id`, score = when the record is overdue): every
+/// record that waits on a worker, written by the same script as the record (see
+/// `queue::deadline_ms`), read by the reaper.
+pub fn deadlines(shard: u16) -> String {
+    format!("{PREFIX}:{}:deadlines", shard_tag(shard))
 }
 
 /// The consumer group every worker reads the ready streams through.
@@ -298,6 +312,12 @@ mod tests {
         assert_eq!(ready(15), "courant:{s0f}:q:ready");
         assert_eq!(timers(0), "courant:{s00}:q:timers");
         assert_eq!(parked(1), "courant:{s01}:q:parked");
+        assert_eq!(deadlines(2), "courant:{s02}:deadlines");
+        assert_eq!(
+            format!("{}acme:n:n0a{ULID}", tenants_prefix(10)),
+            record(&acme, &id),
+            "the reaper's script reaches a record from the prefix"
+        );
         let bob = RecipientId::new("bob").unwrap();
         assert_eq!(rate(&acme, &bob, Channel::Sms), "courant:{r:acme:bob}:rate:sms");
         assert_eq!(inbox(&acme, &bob), "courant:{i:acme:bob}:inbox");

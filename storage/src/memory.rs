@@ -7,7 +7,8 @@
 //!
 //! The semantics follow the Redis store in everything the conformance suite checks
 //! (`conformance`): compare-and-set on the version, capped history, state indexes, the DLQ,
-//! idempotency with fingerprints, the sliding rate window, the inbox and the queue.
+//! idempotency with fingerprints, the sliding rate window, the inbox, the queue and the deadline
+//! index the reaper reads.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::{Future, ready};
@@ -25,9 +26,10 @@ use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotenc
 
 use crate::keys;
 use crate::queue::{
-    BLOCK_MS_MAX, Delivery, DeliveryTag, FETCH_MAX, PROMOTE_PER_SHARD_MAX, QueueStats, Retried,
-    SCHEDULE_BATCH_MAX, TRIES_MAX, TagInner, WakeQueue, over_limit, parse_timer_member,
-    timer_member,
+    BLOCK_MS_MAX, Delivery, DeliveryTag, FETCH_MAX, PROMOTE_PER_SHARD_MAX, QueueStats,
+    REAPER_SLACK_MS, REDRIVE_PER_SHARD_MAX, Reaped, Retried, SCHEDULE_BATCH_MAX, TRIES_MAX,
+    TagInner, WakeQueue, deadline_member, deadline_ms, has_deadline, over_limit,
+    parse_deadline_member, parse_timer_member, timer_member,
 };
 
 /// How long an idempotency key is remembered.
@@ -115,6 +117,70 @@ struct Pending {
     delivered_at_ms: u64,
 }
 
+/// A sorted set of members by score, as a Redis ZSET: one score per member, walked in (score,
+/// member) order like `ZRANGEBYSCORE`. The timers and the deadline index are both one.
+#[derive(Debug, Default)]
+struct ScoreSet {
+    /// Each member's score.
+    scores: BTreeMap<String, u64>,
+    /// The same, ordered by (score, member).
+    order: BTreeSet<(u64, String)>,
+}
+
+impl ScoreSet {
+    /// Adds `member` at `score`, or moves it there.
+    fn insert(&mut self, member: String, score: u64) {
+        if let Some(old) = self.scores.insert(member.clone(), score) {
+            self.order.remove(&(old, member.clone()));
+        }
+        self.order.insert((score, member));
+    }
+
+    /// Removes `member`, if there.
+    fn remove(&mut self, member: &str) {
+        if let Some(score) = self.scores.remove(member) {
+            self.order.remove(&(score, member.to_owned()));
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.scores.len()
+    }
+
+    /// The lowest score.
+    fn first_score(&self) -> Option<u64> {
+        self.order.first().map(|(score, _)| *score)
+    }
+
+    /// How many members score at or below `max`.
+    fn count_up_to(&self, max: u64) -> usize {
+        self.order.iter().take_while(|(score, _)| *score <= max).count()
+    }
+
+    /// The members scoring at or below `max`, lowest first, at most `per_shard` of each shard
+    /// (`shard_of` says which): one bounded `ZRANGEBYSCORE … LIMIT` per shard, as on Redis.
+    fn due_per_shard(
+        &self,
+        max: u64,
+        per_shard: usize,
+        shard_of: impl Fn(&str) -> u16,
+    ) -> Vec<(u64, String)> {
+        let mut taken = [0_usize; keys::SHARDS as usize];
+        let mut due = Vec::new();
+        for (score, member) in &self.order {
+            if *score > max || taken.iter().all(|&n| n >= per_shard) {
+                break;
+            }
+            let shard = usize::from(shard_of(member));
+            if taken[shard] < per_shard {
+                taken[shard] += 1;
+                due.push((*score, member.clone()));
+            }
+        }
+        due
+    }
+}
+
 /// The queue, shaped like its Redis counterpart (ready stream, timers set, pending list).
 #[derive(Debug, Default)]
 struct MemQueue {
@@ -122,10 +188,8 @@ struct MemQueue {
     next_seq: u64,
     /// Due wake-ups in arrival order.
     ready: VecDeque<(u64, Entry)>,
-    /// Timer members and their due time (a ZSET: one score per member).
-    timers: BTreeMap<String, u64>,
-    /// The same timers ordered by (due, member), as ZRANGEBYSCORE walks them.
-    timer_order: BTreeSet<(u64, String)>,
+    /// Timer members and their due time.
+    timers: ScoreSet,
     /// Fetched and unsettled, by sequence number.
     pending: BTreeMap<u64, Pending>,
     /// Parked wake keys and when they were parked.
@@ -139,19 +203,12 @@ impl MemQueue {
         self.ready.push_back((seq, entry));
     }
 
-    fn add_timer(&mut self, member: String, at_ms: u64) {
-        if let Some(old) = self.timers.insert(member.clone(), at_ms) {
-            self.timer_order.remove(&(old, member.clone()));
-        }
-        self.timer_order.insert((at_ms, member));
-    }
-
     /// Enqueues the wake-up of a create or commit: ready if due at `now_ms`, a timer otherwise.
     fn enqueue(&mut self, wake: Wake, at_ms: u64, now_ms: u64) {
         if at_ms <= now_ms {
             self.push_ready(Entry { wake, tries: 0 });
         } else {
-            self.add_timer(timer_member(&wake.key(), 0), at_ms);
+            self.timers.insert(timer_member(&wake.key(), 0), at_ms);
         }
     }
 }
@@ -172,6 +229,20 @@ struct Inner {
     api_keys: BTreeMap<String, ApiKey>,
     /// The wake-up queue.
     queue: MemQueue,
+    /// The deadline index: `tenant/id` of every record waiting on a worker, by when it is
+    /// overdue (`queue::deadline_ms`).
+    deadlines: ScoreSet,
+}
+
+impl Inner {
+    /// Writes a record's deadline, or drops it for a state that has none.
+    fn set_deadline(&mut self, tenant: &TenantId, id: &NotificationId, deadline_ms: Option<u64>) {
+        let member = deadline_member(tenant, id);
+        match deadline_ms {
+            Some(at_ms) => self.deadlines.insert(member, at_ms),
+            None => self.deadlines.remove(&member),
+        }
+    }
 }
 
 fn memory_tag(seq: u64) -> DeliveryTag {
@@ -248,6 +319,8 @@ impl MemoryStore {
             };
             inner.queue.enqueue(wake, at_ms, now_ms);
         }
+        let deadline = deadline_ms(record.state.kind(), record.wake_at_ms, now_ms);
+        inner.set_deadline(&record.tenant, &record.id, deadline);
         if let Some(idem) = idempotency {
             inner.idempotency.insert(
                 (record.tenant.clone(), idem.key.clone()),
@@ -295,6 +368,8 @@ impl MemoryStore {
             let wake = Wake { tenant: commit.tenant.clone(), id: commit.id.clone(), version };
             inner.queue.enqueue(wake, at_ms, commit.now_ms);
         }
+        let deadline = deadline_ms(commit.state.kind(), commit.wake_at_ms, commit.now_ms);
+        inner.set_deadline(&commit.tenant, &commit.id, deadline);
         CommitOutcome::Committed { version }
     }
 
@@ -405,7 +480,7 @@ impl MemoryStore {
             return Retried::Parked;
         }
         let at_ms = now_ms.saturating_add(delay_ms);
-        queue.add_timer(timer_member(&key, tries), at_ms);
+        queue.timers.insert(timer_member(&key, tries), at_ms);
         Retried::Scheduled { at_ms, tries }
     }
 
@@ -413,22 +488,11 @@ impl MemoryStore {
         let max_per_shard = max_per_shard.min(PROMOTE_PER_SHARD_MAX);
         let mut inner = self.lock();
         let queue = &mut inner.queue;
-        let mut per_shard = [0_usize; keys::SHARDS as usize];
-        let mut due = Vec::new();
-        for (at_ms, member) in &queue.timer_order {
-            if *at_ms > now_ms || per_shard.iter().all(|&n| n >= max_per_shard) {
-                break;
-            }
-            let (key, _) = parse_timer_member(member);
-            // A member that does not parse is dropped below, like Redis parks what it cannot read.
-            let shard = Wake::parse_key(key).map_or(0, |w| keys::shard_for(&w.id));
-            if per_shard[usize::from(shard)] < max_per_shard {
-                per_shard[usize::from(shard)] += 1;
-                due.push((*at_ms, member.clone()));
-            }
-        }
-        for (at_ms, member) in &due {
-            queue.timer_order.remove(&(*at_ms, member.clone()));
+        // A member that does not parse is parked below, as Redis parks what it cannot read.
+        let due = queue.timers.due_per_shard(now_ms, max_per_shard, |member| {
+            Wake::parse_key(parse_timer_member(member).0).map_or(0, |w| keys::shard_for(&w.id))
+        });
+        for (_, member) in &due {
             queue.timers.remove(member);
             let (key, tries) = parse_timer_member(member);
             match Wake::parse_key(key) {
@@ -439,6 +503,37 @@ impl MemoryStore {
             }
         }
         due.len()
+    }
+
+    fn redrive_now(&self, now_ms: u64, max_per_shard: usize) -> Reaped {
+        let max_per_shard = max_per_shard.clamp(1, REDRIVE_PER_SHARD_MAX);
+        let mut inner = self.lock();
+        let due = inner.deadlines.due_per_shard(now_ms, max_per_shard, |member| {
+            parse_deadline_member(member).map_or(0, |(_, id)| keys::shard_for(&id))
+        });
+        let mut reaped = Reaped::default();
+        for (_, member) in due {
+            let waiting = parse_deadline_member(&member).and_then(|(tenant, id)| {
+                let record = &inner.tenants.get(&tenant)?.get(&id)?.record;
+                has_deadline(record.state.kind()).then_some(Wake {
+                    version: record.version,
+                    tenant,
+                    id,
+                })
+            });
+            match waiting {
+                Some(wake) => {
+                    inner.queue.push_ready(Entry { wake, tries: 0 });
+                    inner.deadlines.insert(member, now_ms.saturating_add(REAPER_SLACK_MS));
+                    reaped.redriven += 1;
+                }
+                None => {
+                    inner.deadlines.remove(&member);
+                    reaped.cleared += 1;
+                }
+            }
+        }
+        reaped
     }
 
     fn reclaim_now(&self, consumer: &str, min_idle_ms: u64, max: usize) -> Vec<Delivery> {
@@ -465,7 +560,13 @@ impl MemoryStore {
     /// When the earliest timer is due, if any: lets a simulator jump its virtual clock straight
     /// to the next thing that can happen.
     pub fn next_timer_due_ms(&self) -> Option<u64> {
-        self.lock().queue.timer_order.first().map(|(at_ms, _)| *at_ms)
+        self.lock().queue.timers.first_score()
+    }
+
+    /// When the earliest deadline falls, if any record waits on a worker: lets a simulator that
+    /// runs the reaper jump to the moment a lost wake-up becomes overdue.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        self.lock().deadlines.first_score()
     }
 
     /// Who holds each pending delivery, for tests and the ops view: (tag, consumer).
@@ -688,12 +789,21 @@ impl WakeQueue for MemoryStore {
         }
         let mut inner = self.lock();
         for (wake, at_ms) in wakes {
-            inner.queue.add_timer(timer_member(&wake.key(), 0), *at_ms);
+            inner.queue.timers.insert(timer_member(&wake.key(), 0), *at_ms);
         }
         ready(Ok(()))
     }
 
+    fn redrive_overdue(
+        &self,
+        now_ms: u64,
+        max_per_shard: usize,
+    ) -> impl Future<Output = Result<Reaped, StoreError>> + Send {
+        ready(Ok(self.redrive_now(now_ms, max_per_shard)))
+    }
+
     fn stats(&self) -> impl Future<Output = Result<QueueStats, StoreError>> + Send {
+        let now_ms = self.clock.now_ms();
         let inner = self.lock();
         let q = &inner.queue;
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
@@ -702,6 +812,7 @@ impl WakeQueue for MemoryStore {
             scheduled: count(q.timers.len()),
             pending: count(q.pending.len()),
             parked: count(q.parked.len()),
+            overdue: count(inner.deadlines.count_up_to(now_ms)),
         }))
     }
 }

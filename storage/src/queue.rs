@@ -10,10 +10,20 @@
 //!
 //! Duplicates are harmless by construction: a wake-up carries the record version it was scheduled
 //! for, and the runner's compare-and-set makes a stale or repeated one do nothing.
+//!
+//! Wake-ups can still be lost: Redis losing its last second of writes, an operator deleting a
+//! stream, a wake-up parked after [`TRIES_MAX`] failures, a bug. So every record that waits on a
+//! worker also has a **deadline** ([`deadline_ms`]), written by the same atomic step as its state
+//! and its wake-up: the wake-up's due time plus [`REAPER_SLACK_MS`]. The reaper
+//! ([`redrive_overdue`](WakeQueue::redrive_overdue)) enqueues a fresh wake-up for each record past
+//! its deadline and moves the deadline a slack further, so nothing waits forever and nothing is
+//! re-driven in a tight loop.
 
 use std::fmt;
 use std::future::Future;
 
+use steps::model::{NotificationId, TenantId};
+use workflows::machine::StateKind;
 use workflows::ports::StoreError;
 use workflows::record::Wake;
 
@@ -36,6 +46,61 @@ pub const PROMOTE_PER_SHARD_MAX: usize = 1_000;
 /// The longest block a [`WakeQueue::fetch`] may ask for: it holds a connection for that long, and
 /// must stay well inside the Redis response timeout (5 s).
 pub const BLOCK_MS_MAX: u64 = 2_000;
+
+/// How long past its wake-up's due time a record waiting on a worker is overdue: 5 min. Long
+/// enough that a healthy queue always wins (promotion runs every 50 ms, a dead worker's wake-ups
+/// are reclaimed after 10 s, infrastructure retries back off to 60 s), short enough that a lost
+/// wake-up costs minutes, not a day. A stuck record is re-driven at most once per slack, which
+/// also bounds the cost of a wake-up that keeps failing and being parked.
+pub const REAPER_SLACK_MS: u64 = 5 * 60_000;
+
+/// The most overdue records one [`WakeQueue::redrive_overdue`] re-drives per shard, whatever the
+/// caller asks for: each shard is one atomic script, so this bounds its run time.
+pub const REDRIVE_PER_SHARD_MAX: usize = 1_000;
+
+/// Whether a record in this state waits on a worker, and so has a deadline: every state but the
+/// terminal ones and `sent`, which waits for a receipt that may never come (a lost receipt is the
+/// provider's silence, not stuck work).
+pub fn has_deadline(kind: StateKind) -> bool {
+    !kind.is_terminal() && kind != StateKind::Sent
+}
+
+/// The deadline of a record written at `now_ms` in state `kind` with its next wake-up at
+/// `wake_at_ms`: that wake-up's time (not before now) plus [`REAPER_SLACK_MS`]; `None` for a
+/// state without one. A state that waits on a worker but was written without a wake-up gets one
+/// slack from now: it has nothing else to wake it, so the reaper will.
+pub fn deadline_ms(kind: StateKind, wake_at_ms: Option<u64>, now_ms: u64) -> Option<u64> {
+    has_deadline(kind)
+        .then(|| wake_at_ms.unwrap_or(now_ms).max(now_ms).saturating_add(REAPER_SLACK_MS))
+}
+
+/// A record's member in the deadline index, `tenant/id`: one entry per record, moved by every
+/// commit.
+pub(crate) fn deadline_member(tenant: &TenantId, id: &NotificationId) -> String {
+    format!("{tenant}/{id}")
+}
+
+/// Parses [`deadline_member`].
+pub(crate) fn parse_deadline_member(member: &str) -> Option<(TenantId, NotificationId)> {
+    let (tenant, id) = member.split_once('/')?;
+    Some((TenantId::new(tenant).ok()?, NotificationId::new(id).ok()?))
+}
+
+/// What one reaper round ([`WakeQueue::redrive_overdue`]) did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reaped {
+    /// Overdue records given a fresh wake-up (their deadline moved a slack further).
+    pub redriven: usize,
+    /// Index entries dropped: the record is gone, terminal or `sent`.
+    pub cleared: usize,
+}
+
+impl Reaped {
+    /// Overdue entries looked at.
+    pub fn examined(&self) -> usize {
+        self.redriven + self.cleared
+    }
+}
 
 /// Where a delivery came from, opaque to callers: the shard and stream entry id on Redis, a
 /// sequence number in memory. Its `Display` is safe to log.
@@ -109,6 +174,9 @@ pub struct QueueStats {
     pub pending: u64,
     /// Parked after [`TRIES_MAX`] failures.
     pub parked: u64,
+    /// Records past their deadline and not re-driven yet: their wake-up is late or lost. The
+    /// reaper ([`WakeQueue::redrive_overdue`]) brings this back to zero.
+    pub overdue: u64,
 }
 
 /// The backoff of [`WakeQueue::retry_later`] after the `tries`-th failure (counted from 0):
@@ -200,6 +268,19 @@ pub trait WakeQueue: Clone + Send + Sync + 'static {
         wakes: &[(Wake, u64)],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// The reaper: for records whose deadline is at or before `now_ms` (at most `max_per_shard`,
+    /// at most [`REDRIVE_PER_SHARD_MAX`], per shard), enqueues a wake-up at the record's current
+    /// version, ready at once, and moves the deadline to `now_ms + REAPER_SLACK_MS`; entries of
+    /// records that are gone, terminal or `sent` are dropped. Each shard is one atomic step, so
+    /// two reapers never re-drive the same record twice in one slack. The duplicate wake-up this
+    /// makes when the original was only late is harmless (see the module doc). Call it again
+    /// while it examines a full chunk.
+    fn redrive_overdue(
+        &self,
+        now_ms: u64,
+        max_per_shard: usize,
+    ) -> impl Future<Output = Result<Reaped, StoreError>> + Send;
+
     /// Counts for operators.
     fn stats(&self) -> impl Future<Output = Result<QueueStats, StoreError>> + Send;
 }
@@ -227,6 +308,32 @@ mod tests {
         assert_eq!(timer_member("acme/n1/3", 2), "acme/n1/3#2");
         assert_eq!(parse_timer_member("acme/n1/3#2"), ("acme/n1/3", 2));
         assert_eq!(parse_timer_member("acme/n1/3"), ("acme/n1/3", 0));
+    }
+
+    #[test]
+    fn deadlines_follow_the_wake_up_and_skip_settled_states() {
+        let slack = REAPER_SLACK_MS;
+        assert_eq!(deadline_ms(StateKind::Deferred, Some(9_000), 1_000), Some(9_000 + slack));
+        // A wake-up in the past (a skewed clock) counts from now.
+        assert_eq!(deadline_ms(StateKind::Received, Some(500), 1_000), Some(1_000 + slack));
+        // Waiting on a worker with nothing to wake it: the reaper will, one slack from now.
+        assert_eq!(deadline_ms(StateKind::Failed, None, 1_000), Some(1_000 + slack));
+        for kind in StateKind::ALL {
+            let expected = !kind.is_terminal() && kind != StateKind::Sent;
+            assert_eq!(has_deadline(kind), expected, "{kind}");
+            assert_eq!(deadline_ms(kind, Some(2_000), 1_000).is_some(), expected, "{kind}");
+        }
+        assert_eq!(deadline_ms(StateKind::Sent, Some(2_000), 1_000), None);
+    }
+
+    #[test]
+    fn deadline_members_round_trip() {
+        let tenant = TenantId::new("acme").unwrap();
+        let id = NotificationId::new("n01abc").unwrap();
+        assert_eq!(deadline_member(&tenant, &id), "acme/n01abc");
+        assert_eq!(parse_deadline_member("acme/n01abc"), Some((tenant, id)));
+        assert_eq!(parse_deadline_member("acme"), None);
+        assert_eq!(parse_deadline_member("acme/n01abc/3"), None);
     }
 
     #[test]

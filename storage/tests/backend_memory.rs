@@ -1,5 +1,6 @@
 //! `WakeBackend` over the in-memory queue: the same worker contract as on Redis (pickup, retries
-//! with backoff and a cap, release on graceful shutdown), with the queue polled every 10 ms.
+//! with backoff and a cap, release on graceful shutdown, the reaper), with the queue polled every
+//! 10 ms.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -10,10 +11,11 @@ use steps::model::TenantId;
 use storage::backend::{WakeBackend, WakeBackendConfig};
 use storage::keys;
 use storage::memory::MemoryStore;
-use storage::queue::{QueueStats, TRIES_MAX, WakeQueue};
+use storage::queue::{QueueStats, REAPER_SLACK_MS, TRIES_MAX, WakeQueue};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use workflows::record::Wake;
+use workflows::ports::{Clock, Store};
+use workflows::record::{Created, Wake};
 
 #[derive(Debug, Default)]
 struct Seen {
@@ -176,4 +178,51 @@ async fn graceful_shutdown_releases_unstarted_wakes() {
     assert!((1..5).contains(&ran), "{ran} ran before the stop");
     let stats = store.stats().await.unwrap();
     assert_eq!(stats, QueueStats { ready: 5 - ran as u64, ..QueueStats::default() });
+}
+
+/// A clock the test moves by hand: the reaper's deadlines are minutes away in real time.
+#[derive(Debug, Default)]
+struct ManualClock(std::sync::atomic::AtomicU64);
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A notification whose wake-up was lost is run by a worker once its deadline has passed: the
+/// worker's maintenance runs the reaper. One whose deadline has not passed is left alone, and the
+/// re-driven one is not re-driven again round after round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_reaper_redrives_a_lost_wake_up_after_its_deadline() {
+    let clock = Arc::new(ManualClock::default());
+    let t0 = storage::memory::SystemClock.now_ms();
+    clock.0.store(t0, std::sync::atomic::Ordering::Relaxed);
+    let store = MemoryStore::with_clock(clock.clone());
+    let (lost, late) = (wake(1), wake(2));
+    let created_at = |w: &Wake, at_ms: u64| {
+        let record = storage::conformance::record(&w.tenant, &w.id, at_ms, Some(at_ms));
+        (record, storage::conformance::first(at_ms))
+    };
+    for (w, at_ms) in [(&lost, t0), (&late, t0 + REAPER_SLACK_MS)] {
+        let (record, first) = created_at(w, at_ms);
+        assert_eq!(store.create(&record, &first, None).await, Ok(Created::New));
+    }
+    // Both first wake-ups are lost: taken off the queue and never run.
+    let taken = store.fetch("lossy", 10, 0).await.expect("fetch");
+    assert_eq!(taken.len(), 2);
+    store.ack(&taken).await.expect("ack");
+    clock.0.store(t0 + REAPER_SLACK_MS, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(store.stats().await.map(|s| s.overdue), Ok(1));
+
+    let seen = Arc::new(Seen::default());
+    let config = WakeBackendConfig { reap_every_ms: 20, ..Default::default() };
+    let worker = spawn_worker(&store, 4, config, &seen);
+    assert!(seen.wait_for(&lost, 1, Duration::from_secs(5)).await.is_some(), "never re-driven");
+    // Many reaper rounds later (the clock stands still): once, and only the overdue one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(seen.runs(&lost).len(), 1, "re-driven again before a slack had passed");
+    assert!(seen.runs(&late).is_empty(), "re-driven before its deadline");
+    assert_eq!(store.stats().await, Ok(QueueStats::default()));
+    worker.stop().await;
 }

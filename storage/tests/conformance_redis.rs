@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use steps::model::{Channel, RecipientId, TenantId};
 use steps::rate::{OverLimit, RateLimit};
 use storage::keys;
-use storage::queue::WakeQueue;
+use storage::queue::{REAPER_SLACK_MS, Reaped, WakeQueue};
 use workflows::machine::State;
 use workflows::ports::{ApiKey, Inbox, InboxItem, RateKey, Store};
 use workflows::record::{Cause, Commit, Created, HistoryEntry, Idempotency, Record};
@@ -82,6 +82,15 @@ async fn every_key_is_namespaced_and_a_notification_lives_in_one_slot() {
         .await
         .unwrap();
     assert_eq!(named, Some(keys::idempotency(&acme, &idem.key)));
+    let mut conn = raw(&server).await;
+    let member = format!("acme/{id}");
+    let deadline: Option<u64> = redis::cmd("ZSCORE")
+        .arg(keys::deadlines(shard))
+        .arg(&member)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(deadline, Some(now + REAPER_SLACK_MS), "the deadline is in the record's slot");
     let commit = Commit {
         tenant: acme.clone(),
         id: id.clone(),
@@ -93,6 +102,13 @@ async fn every_key_is_namespaced_and_a_notification_lives_in_one_slot() {
         replay: None,
     };
     store.commit(&commit).await.expect("commit");
+    let deadline: Option<u64> = redis::cmd("ZSCORE")
+        .arg(keys::deadlines(shard))
+        .arg(&member)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(deadline, None, "a cancelled record keeps no deadline");
     let bob = RecipientId::new("bob").unwrap();
     let limit = RateLimit { max: 5, window_ms: 60_000, over_limit: OverLimit::Defer };
     let key = RateKey { tenant: acme.clone(), recipient: bob.clone(), channel: Channel::Sms };
@@ -109,7 +125,6 @@ async fn every_key_is_namespaced_and_a_notification_lives_in_one_slot() {
     let api = ApiKey { tenant: acme.clone(), secret_sha256_hex: "00".repeat(32) };
     store.put_api_key("0123456789abcdef", &api).await.expect("api key");
 
-    let mut conn = raw(&server).await;
     let all: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
     let tag = format!("s{shard:02x}");
     let mut seen = BTreeSet::new();
@@ -254,4 +269,28 @@ async fn unreadable_entries_are_parked() {
     assert_eq!(store.promote_due(store.now_ms(), 10).await, Ok(1));
     let stats = store.stats().await.expect("stats");
     assert_eq!(stats, storage::queue::QueueStats { parked: 2, ..Default::default() });
+}
+
+/// Deadline entries the reaper cannot act on (the record is gone, the member is not a
+/// `tenant/id`) are dropped, not re-driven and not left to come back every round.
+#[tokio::test]
+async fn the_reaper_drops_entries_of_missing_or_unreadable_records() {
+    let (store, server) = fresh().await;
+    let mut conn = raw(&server).await;
+    for member in ["acme/n00gone", "not a member", "acme/n00x/3"] {
+        let _: i64 = redis::cmd("ZADD")
+            .arg(keys::deadlines(4))
+            .arg(0)
+            .arg(member)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.stats().await.expect("stats").overdue, 3);
+    assert_eq!(
+        store.redrive_overdue(store.now_ms(), 10).await,
+        Ok(Reaped { redriven: 0, cleared: 3 })
+    );
+    assert_eq!(store.stats().await, Ok(storage::queue::QueueStats::default()));
+    assert_eq!(store.fetch("w", 10, 0).await, Ok(vec![]));
 }

@@ -1,26 +1,32 @@
 //! Regression tests for the wake-up queue on real Redis, each on its own throwaway
 //! `redis-server`, mostly through a real apalis worker over `WakeBackend`. Each test guards one
-//! of the apalis-redis 1.0 defects measured in research/apalis-and-deps.md §3.10.
+//! of the apalis-redis 1.0 defects measured in research/apalis-and-deps.md §3.10, or the
+//! reaper that makes good a lost wake-up.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apalis::prelude::{BoxDynError, Data, Monitor, WorkerBuilder, WorkerBuilderExt};
+use futures::future::BoxFuture;
 use steps::model::{
-    Category, Channel, NotificationId, Recipient, RecipientId, Request, TemplateId, TemplateRef,
-    TenantId,
+    Category, Channel, NotificationId, ProviderName, Recipient, RecipientId, Request, TemplateId,
+    TemplateRef, TenantId,
 };
+use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
+use steps::render::{Part, PartSource, TemplateSet};
 use storage::backend::{WakeBackend, WakeBackendConfig};
 use storage::keys;
-use storage::queue::{QueueStats, TRIES_MAX, WakeQueue};
+use storage::queue::{QueueStats, Reaped, TRIES_MAX, WakeQueue};
 use storage::redis::RedisStore;
 use storage::testing::RedisServer;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use workflows::machine::State;
-use workflows::ports::Store;
+use workflows::machine::{State, StateKind};
+use workflows::policy::Policy;
+use workflows::ports::{Outbound, Provider, Store};
 use workflows::record::{Cause, Created, HistoryEntry, Record, Wake};
+use workflows::runner::{Advanced, Runner, Submission};
 
 /// Tests that measure time or load the machine hard run one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -438,4 +444,136 @@ async fn abandoned_wakes_are_reclaimed_by_another_worker() {
 fn fixture_wakes_are_distinct() {
     let ids: BTreeSet<NotificationId> = (0..100).map(|i| wake(i).id).collect();
     assert_eq!(ids.len(), 100);
+}
+
+/// An in-app provider that fails each notification's first call (retryable) and delivers on the
+/// next, so a notification spends time mid-lifecycle in `deferred`, waiting on a timer.
+#[derive(Debug)]
+struct FlakyInbox {
+    name: ProviderName,
+    called: Mutex<BTreeSet<NotificationId>>,
+}
+
+impl Provider for FlakyInbox {
+    fn name(&self) -> &ProviderName {
+        &self.name
+    }
+
+    fn channel(&self) -> Channel {
+        Channel::InApp
+    }
+
+    fn send<'a>(&'a self, message: &'a Outbound) -> BoxFuture<'a, SendOutcome> {
+        let first = self.called.lock().unwrap().insert(message.notification_id.clone());
+        Box::pin(std::future::ready(if first {
+            SendOutcome::Failed(ProviderError::new(ErrorClass::RETRYABLE, Some(503), None, "busy"))
+        } else {
+            SendOutcome::Accepted { provider_message_id: None, delivered: true }
+        }))
+    }
+}
+
+/// The "no stuck work", on real Redis: the wake-ups of notifications mid-lifecycle (some
+/// just accepted, some deferred after a failed send) are lost with every queue key of the server
+/// deleted; nothing would ever wake them again. The reaper, run past their deadline, re-drives
+/// every one, and the real runner takes each to `delivered`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_whose_wake_ups_were_lost_are_redriven_and_complete() {
+    let server = RedisServer::start();
+    let store = connect(&server).await;
+    let inbox = ProviderName::new("inbox").unwrap();
+    let mut policy = Policy::default();
+    policy.routes.insert(Channel::InApp, vec![inbox.clone()]);
+    let template = TemplateId::new("note").unwrap();
+    let part =
+        |part, source: &str| PartSource { template: template.clone(), part, source: source.into() };
+    let templates = TemplateSet::from_parts([
+        part(Part::InAppTitle, "Order {{ order }}"),
+        part(Part::InAppBody, "It shipped."),
+    ])
+    .unwrap();
+    let provider = Arc::new(FlakyInbox { name: inbox, called: Mutex::default() });
+    let runner = Runner::new(
+        store.clone(),
+        storage::memory::SystemClock,
+        Arc::new(templates),
+        Arc::new(policy),
+        [provider as Arc<dyn Provider>],
+    );
+    let n = 24_u32;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = keys::new_notification_id(&tenant(), None, &format!("01HZZZZZZZZZZZZZZZZZ{i:06}"));
+        let submission = Submission {
+            recipient: Recipient {
+                id: RecipientId::new(format!("r{i}")).unwrap(),
+                email: None,
+                phone: None,
+                opt_out: Vec::new(),
+            },
+            channel: Channel::InApp,
+            template: template.clone(),
+            data: serde_json::Map::from_iter([("order".to_owned(), serde_json::json!(i))]),
+            category: Category::new("news").unwrap(),
+        };
+        runner.submit(&tenant(), id.clone(), submission, None).await.expect("submit");
+        ids.push(id);
+    }
+    // Half get one wake-up handled (the send fails: deferred, a timer set); the other half's first
+    // wake-up is taken and never handled.
+    let first = store.fetch("w", 100, 0).await.expect("fetch");
+    assert_eq!(first.len(), n as usize);
+    for (i, delivery) in first.iter().enumerate() {
+        if i % 2 == 0 {
+            let advanced = runner.advance(&delivery.wake).await.expect("advance");
+            assert!(
+                matches!(advanced, Advanced::Committed { state: StateKind::Deferred, .. }),
+                "{advanced:?}"
+            );
+        }
+    }
+    store.ack(&first).await.expect("ack");
+    // Lose every wake-up: delete this server's queue keys (ready streams with their consumer
+    // group, timers), as a Redis that lost its last writes or an operator's mistake would.
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut del = redis::cmd("DEL");
+    for shard in 0..keys::SHARDS {
+        del.arg(keys::ready(shard)).arg(keys::timers(shard));
+    }
+    let _: i64 = del.query_async(&mut conn).await.unwrap();
+    // (Stats is a pipeline: it recreates the consumer groups the DEL took.)
+    let stats = store.stats().await.expect("stats");
+    assert_eq!((stats.ready, stats.scheduled, stats.pending, stats.overdue), (0, 0, 0, 0));
+
+    // Not before the deadline; all of them after it.
+    assert_eq!(store.redrive_overdue(store.now_ms(), 100).await, Ok(Reaped::default()));
+    let later = store.now_ms() + 24 * 3_600_000;
+    let reaped = store.redrive_overdue(later, 100).await.expect("reap");
+    assert_eq!(reaped, Reaped { redriven: n as usize, cleared: 0 });
+    // The workers carry on (timers promoted as if their time had come).
+    let mut rounds = 0;
+    loop {
+        store.promote_due(later, 1_000).await.expect("promote");
+        let batch = store.fetch("w", 100, 0).await.expect("fetch");
+        if batch.is_empty() {
+            break;
+        }
+        for delivery in &batch {
+            runner.advance(&delivery.wake).await.expect("advance");
+        }
+        store.ack(&batch).await.expect("ack");
+        rounds += 1;
+        assert!(rounds < 10, "the lifecycle does not settle");
+    }
+    for id in &ids {
+        let record = store.load(&tenant(), id).await.expect("load").expect("record");
+        assert_eq!(record.state.kind(), StateKind::Delivered, "{id}");
+    }
+    // Settled records keep no deadline: nothing overdue, nothing for a reaper to do.
+    assert_eq!(store.stats().await, Ok(QueueStats::default()));
+    assert_eq!(store.redrive_overdue(later * 2, 100).await, Ok(Reaped::default()));
 }

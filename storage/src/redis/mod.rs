@@ -1,7 +1,7 @@
 //! The Redis store and wake-up queue (feature `redis`).
 //!
 //! Every write is one Lua script (`scripts.rs`) touching one hash slot, so every state change is
-//! atomic with its history entry, its index moves and its next wake-up, and the key layout
+//! atomic with its history entry, its index moves, its deadline and its next wake-up, and the key layout
 //! ([`crate::keys`]) runs unchanged on Redis Cluster. Reads are single commands or pipelines.
 //!
 //! The runner's round trips per notification are few on purpose: `load` (one HGETALL),
@@ -44,6 +44,7 @@ use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotenc
 
 use crate::keys::{self, SHARDS};
 use crate::memory::{IDEMPOTENCY_TTL_MS, SystemClock};
+use crate::queue::{deadline_member, deadline_ms};
 
 /// How long a request may wait for its answer. Far above Redis's normal sub-millisecond latency
 /// (and above the longest blocking read), so only a really stuck server trips it; apalis-redis's
@@ -130,9 +131,14 @@ fn rate_member(now_ms: u64) -> String {
 }
 
 /// Whether an error is Redis saying a stream or its consumer group is missing (after a restart
-/// without persistence, or a FLUSHALL).
+/// without persistence, a FLUSHALL, or a deleted stream), by itself or in a pipeline's failures
+/// (which carry no code of their own: `stats` and `reclaim_abandoned` are pipelines).
 fn is_no_group(error: &RedisError) -> bool {
     error.code() == Some("NOGROUP")
+        || error
+            .clone()
+            .into_server_errors()
+            .is_some_and(|errors| errors.iter().any(|(_, e)| e.code() == "NOGROUP"))
 }
 
 fn parse_i64(value: &Value) -> Option<i64> {
@@ -151,6 +157,11 @@ fn parse_string(value: Value) -> Option<String> {
         Value::VerbatimString { text, .. } => Some(text),
         _ => None,
     }
+}
+
+/// An optional time as a script argument: the number, or `''` for none.
+fn optional_ms(ms: Option<u64>) -> String {
+    ms.map(|ms| ms.to_string()).unwrap_or_default()
 }
 
 /// A script's `{code, value}` reply.
@@ -501,10 +512,12 @@ impl Store for RedisStore {
             .key(keys::record(&record.tenant, &record.id))
             .key(keys::history(&record.tenant, &record.id))
             .key(keys::ready(shard))
-            .key(keys::timers(shard));
+            .key(keys::timers(shard))
+            .key(keys::deadlines(shard));
         if let Some(idem) = idempotency {
             invocation.key(keys::idempotency(&record.tenant, &idem.key));
         }
+        let deadline = deadline_ms(record.state.kind(), record.wake_at_ms, record.created_at_ms);
         invocation
             .arg(keys::tenant_prefix(shard, &record.tenant))
             .arg(record.id.as_str())
@@ -516,7 +529,7 @@ impl Store for RedisStore {
             .arg(record.seed.to_string())
             .arg(record.created_at_ms)
             .arg(record.updated_at_ms)
-            .arg(record.wake_at_ms.map(|w| w.to_string()).unwrap_or_default())
+            .arg(optional_ms(record.wake_at_ms))
             .arg(first_json)
             .arg(HISTORY_LEN_MAX)
             .arg(wake.key())
@@ -526,7 +539,9 @@ impl Store for RedisStore {
                     .unwrap_or_default(),
             )
             .arg(IDEMPOTENCY_TTL_MS)
-            .arg(&fields.replay);
+            .arg(&fields.replay)
+            .arg(optional_ms(deadline))
+            .arg(deadline_member(&record.tenant, &record.id));
         let mut conn = self.conn.clone();
         let reply: Value =
             invocation.invoke_async(&mut conn).await.map_err(|e| self.error("create", &e))?;
@@ -570,14 +585,17 @@ impl Store for RedisStore {
             .key(keys::history(&commit.tenant, &commit.id))
             .key(keys::ready(shard))
             .key(keys::timers(shard))
+            .key(keys::deadlines(shard))
             .arg(keys::tenant_prefix(shard, &commit.tenant))
             .arg(commit.id.as_str())
             .arg(commit.expected_version)
             .arg(codec::to_json(&commit.state)?)
             .arg(commit.state.kind().as_str())
             .arg(commit.now_ms)
-            .arg(commit.wake_at_ms.map(|w| w.to_string()).unwrap_or_default())
+            .arg(optional_ms(commit.wake_at_ms))
             .arg(wake.key())
+            .arg(optional_ms(deadline_ms(commit.state.kind(), commit.wake_at_ms, commit.now_ms)))
+            .arg(deadline_member(&commit.tenant, &commit.id))
             .arg(HISTORY_LEN_MAX)
             .arg(commit.replay.as_ref().map(codec::to_json).transpose()?.unwrap_or_default());
         for entry in &commit.history {

@@ -1,7 +1,8 @@
 //! The wake-up queue on Redis Streams.
 //!
 //! Per shard: a ready STREAM read through the consumer group `workers`, a timers ZSET (score =
-//! due ms) and a parked ZSET. Stream entries hold only the wake key (`tenant/id/version`) and
+//! due ms), a parked ZSET, and the deadline index the reaper reads (written by the store's
+//! create and commit scripts). Stream entries hold only the wake key (`tenant/id/version`) and
 //! the try count. Fetching is one `XREADGROUP` over all shards; recovery of a dead worker's
 //! entries is `XAUTOCLAIM` (per message, no heartbeats, no worker registry).
 //!
@@ -17,14 +18,16 @@ use workflows::ports::StoreError;
 use workflows::record::Wake;
 
 use super::codec::{self, StreamEntry};
-use super::scripts::{ACK_SCRIPT, PROMOTE_SCRIPT, RELEASE_SCRIPT, RETRY_SCRIPT};
+use super::scripts::{ACK_SCRIPT, PROMOTE_SCRIPT, REDRIVE_SCRIPT, RELEASE_SCRIPT, RETRY_SCRIPT};
 use super::{RedisStore, is_no_group, manager_config, parse_i64};
 use crate::keys::{self, CONSUMER_GROUP, SHARDS};
 use crate::memory::SystemClock;
 use crate::queue::{
-    BLOCK_MS_MAX, Delivery, DeliveryTag, FETCH_MAX, PROMOTE_PER_SHARD_MAX, QueueStats, Retried,
-    SCHEDULE_BATCH_MAX, TRIES_MAX, TagInner, WakeQueue, over_limit, timer_member,
+    BLOCK_MS_MAX, Delivery, DeliveryTag, FETCH_MAX, PROMOTE_PER_SHARD_MAX, QueueStats,
+    REAPER_SLACK_MS, REDRIVE_PER_SHARD_MAX, Reaped, Retried, SCHEDULE_BATCH_MAX, TRIES_MAX,
+    TagInner, WakeQueue, has_deadline, over_limit, timer_member,
 };
+use workflows::machine::StateKind;
 use workflows::ports::Clock;
 
 /// Follow-up reads per fetch, on the streams that filled their share of the read before.
@@ -378,13 +381,50 @@ impl WakeQueue for RedisStore {
         Ok(())
     }
 
+    async fn redrive_overdue(
+        &self,
+        now_ms: u64,
+        max_per_shard: usize,
+    ) -> Result<Reaped, StoreError> {
+        let max_per_shard = max_per_shard.clamp(1, REDRIVE_PER_SHARD_MAX);
+        let next_deadline_ms = now_ms.saturating_add(REAPER_SLACK_MS);
+        let settled: Vec<&str> = StateKind::ALL
+            .into_iter()
+            .filter(|k| !has_deadline(*k))
+            .map(StateKind::as_str)
+            .collect();
+        let mut pipe = script_pipeline(&REDRIVE_SCRIPT);
+        for shard in 0..SHARDS {
+            pipe.invoke_script(
+                REDRIVE_SCRIPT
+                    .key(keys::deadlines(shard))
+                    .key(keys::ready(shard))
+                    .arg(now_ms)
+                    .arg(max_per_shard)
+                    .arg(next_deadline_ms)
+                    .arg(keys::tenants_prefix(shard))
+                    .arg(&settled),
+            );
+        }
+        let mut conn = self.conn.clone();
+        let counts: Vec<(i64, i64)> =
+            pipe.query_async(&mut conn).await.map_err(|e| self.error("redrive", &e))?;
+        let count = |n: i64| usize::try_from(n).unwrap_or(0);
+        Ok(counts.into_iter().fold(Reaped::default(), |sum, (redriven, cleared)| Reaped {
+            redriven: sum.redriven + count(redriven),
+            cleared: sum.cleared + count(cleared),
+        }))
+    }
+
     async fn stats(&self) -> Result<QueueStats, StoreError> {
+        let now_ms = self.now_ms();
         let mut pipe = redis::pipe();
         for shard in 0..SHARDS {
             pipe.cmd("XLEN").arg(keys::ready(shard));
             pipe.cmd("XPENDING").arg(keys::ready(shard)).arg(CONSUMER_GROUP);
             pipe.cmd("ZCARD").arg(keys::timers(shard));
             pipe.cmd("ZCARD").arg(keys::parked(shard));
+            pipe.cmd("ZCOUNT").arg(keys::deadlines(shard)).arg("-inf").arg(now_ms);
         }
         let replies: Vec<Value> = self
             .with_groups("stats", || {
@@ -395,8 +435,8 @@ impl WakeQueue for RedisStore {
             .await?;
         let mut stats = QueueStats::default();
         let count = |v: &Value| parse_i64(v).and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
-        for chunk in replies.chunks(4) {
-            let [len, pending, timers, parked] = chunk else {
+        for chunk in replies.chunks(5) {
+            let [len, pending, timers, parked, overdue] = chunk else {
                 return Err(self.corrupt("stats"));
             };
             // XPENDING's summary starts with the number of pending entries.
@@ -409,6 +449,7 @@ impl WakeQueue for RedisStore {
             stats.pending += pending;
             stats.scheduled += count(timers);
             stats.parked += count(parked);
+            stats.overdue += count(overdue);
         }
         Ok(stats)
     }

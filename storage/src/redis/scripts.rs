@@ -11,20 +11,21 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Creates a record with its first history entry, indexes and first wake-up, honouring an
-/// idempotency key.
+/// Creates a record with its first history entry, indexes, deadline and first wake-up, honouring
+/// an idempotency key.
 ///
-/// KEYS: record, history, ready, timers, [idempotency].
+/// KEYS: record, history, ready, timers, deadlines, [idempotency].
 /// ARGV: tenant prefix, id, tenant, version, state json, state kind, request json, seed,
 /// created ms, updated ms, wake ms or '', first history entry json, history max len,
-/// wake key, idempotency value (`id\nfingerprint`), idempotency ttl ms, replay json or ''.
+/// wake key, idempotency value (`id\nfingerprint`), idempotency ttl ms, replay json or '',
+/// deadline ms or '', deadline member.
 ///
 /// The record keeps the name of its idempotency key (field `idem`), so a purge can forget it.
 ///
 /// Returns `{0}` created, `{1, "id\nfingerprint"}` the key was used before, `{2}` the id exists.
 const CREATE: &str = r"
-local rec, hist, ready, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local idem = KEYS[5]
+local rec, hist, ready, timers, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local idem = KEYS[6]
 if idem then
   local prior = redis.call('GET', idem)
   if prior then return {1, prior} end
@@ -47,20 +48,21 @@ if wake ~= '' then
     redis.call('ZADD', timers, wake, ARGV[14])
   end
 end
+if ARGV[18] ~= '' then redis.call('ZADD', deadlines, ARGV[18], ARGV[19]) end
 if idem then redis.call('SET', idem, ARGV[15], 'PX', ARGV[16]) end
 return {0}
 ";
 
-/// Compare-and-set of a record, with its history, index moves, DLQ and next wake-up.
+/// Compare-and-set of a record, with its history, index moves, DLQ, deadline and next wake-up.
 ///
-/// KEYS: record, history, ready, timers.
+/// KEYS: record, history, ready, timers, deadlines.
 /// ARGV: tenant prefix, id, expected version, state json, state kind, now ms, wake ms or '',
-/// wake key (of the new version), history max len, replay json or '' (kept as it is),
-/// history entry json...
+/// wake key (of the new version), deadline ms or '' (none: drop the entry), deadline member,
+/// history max len, replay json or '' (kept as it is), history entry json...
 ///
 /// Returns `{0}` not found, `{1, version}` committed, `{2, current}` conflict.
 const COMMIT: &str = r"
-local rec, hist, ready, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local rec, hist, ready, timers, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local current = redis.call('HGET', rec, 'version')
 if not current then return {0} end
 if tonumber(current) ~= tonumber(ARGV[3]) then return {2, tonumber(current)} end
@@ -74,9 +76,9 @@ if wake ~= '' then
 else
   redis.call('HDEL', rec, 'wake')
 end
-if ARGV[10] ~= '' then redis.call('HSET', rec, 'replay', ARGV[10]) end
-for i = 11, #ARGV do
-  redis.call('XADD', hist, 'MAXLEN', ARGV[9], '*', 'e', ARGV[i])
+if ARGV[12] ~= '' then redis.call('HSET', rec, 'replay', ARGV[12]) end
+for i = 13, #ARGV do
+  redis.call('XADD', hist, 'MAXLEN', ARGV[11], '*', 'e', ARGV[i])
 end
 if old_kind and old_kind ~= kind then
   redis.call('ZREM', p .. 'state:' .. old_kind, id)
@@ -94,6 +96,11 @@ if wake ~= '' then
   else
     redis.call('ZADD', timers, wake, ARGV[8])
   end
+end
+if ARGV[9] ~= '' then
+  redis.call('ZADD', deadlines, ARGV[9], ARGV[10])
+else
+  redis.call('ZREM', deadlines, ARGV[10])
 end
 return {1, version}
 ";
@@ -223,6 +230,37 @@ end
 return #due
 ";
 
+/// The reaper, one shard: re-drives records past their deadline, at most `n` per call, each in
+/// its own loop step. A record still waiting on a worker gets a wake-up at its current version,
+/// straight into ready, and its deadline moves to the next one; the entry of a record that is
+/// gone, settled (a kind listed in ARGV) or unreadable is dropped.
+///
+/// KEYS: deadlines, ready. ARGV: now ms, n, next deadline ms, the shard's tenants prefix
+/// (`courant:{sNN}:t:`), the state kinds without a deadline...
+///
+/// Returns `{re-driven, dropped}`.
+const REDRIVE: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local settled = {}
+for i = 5, #ARGV do settled[ARGV[i]] = true end
+local redriven = 0
+for _, member in ipairs(due) do
+  local current = nil
+  local tenant, id = string.match(member, '^([%w%._%-]+)/([%w%._%-]+)$')
+  if tenant then
+    current = redis.call('HMGET', ARGV[4] .. tenant .. ':n:' .. id, 'version', 'kind')
+  end
+  if current and current[1] and current[2] and not settled[current[2]] then
+    redis.call('XADD', KEYS[2], '*', 'w', member .. '/' .. current[1], 't', '0')
+    redis.call('ZADD', KEYS[1], ARGV[3], member)
+    redriven = redriven + 1
+  else
+    redis.call('ZREM', KEYS[1], member)
+  end
+end
+return {redriven, #due - redriven}
+";
+
 /// Acknowledges and deletes delivered entries of one ready stream.
 ///
 /// KEYS: ready. ARGV: entry ids (at most the ack chunk).
@@ -288,6 +326,8 @@ pub(crate) static INBOX_APPEND_SCRIPT: LazyLock<Script> =
 pub(crate) static INBOX_LIST_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(INBOX_LIST));
 /// See [`PROMOTE`].
 pub(crate) static PROMOTE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PROMOTE));
+/// See [`REDRIVE`].
+pub(crate) static REDRIVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(REDRIVE));
 /// See [`ACK`].
 pub(crate) static ACK_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ACK));
 /// See [`RETRY`].
