@@ -168,6 +168,9 @@ where
     // pending entries of a dead process apart from a live one's in `XPENDING`.
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
     let name = format!("courant-{host}-{}-{}", std::process::id(), ulid::Ulid::generate());
+    // Besides fetching, the backend's maintenance round promotes due timers, reclaims a dead
+    // worker's wake-ups and runs the reaper (every 30 s: re-drives notifications whose wake-up
+    // was lost, see `storage::queue::REAPER_SLACK_MS`), in every worker process on its own.
     let backend = WakeBackend::new(queue).concurrency(concurrency);
     Monitor::new()
         .register(move |_| {

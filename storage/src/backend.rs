@@ -31,8 +31,9 @@
 //! - on graceful shutdown, fetched but unstarted wake-ups go straight back to ready.
 //!
 //! The backend drives all of this from the worker's own task: `poll_ready`/`poll_next` poll the
-//! fetch, the maintenance round (promote + reap + reclaim) and the settlement of finished wake-ups side
-//! by side, each an owned future, so nothing is spawned and nothing outlives the worker.
+//! fetch, the maintenance round (promote + reap + reclaim) and the settlement of finished
+//! wake-ups side by side, each an owned future, so nothing is spawned and nothing outlives the
+//! worker.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -365,11 +366,16 @@ impl<Q: WakeQueue> WakeBackend<Q> {
                 } else {
                     Reaped::default()
                 };
-                if reaped.examined() > 0 {
+                if reaped.redriven > 0 {
                     tracing::info!(
                         redriven = reaped.redriven,
                         cleared = reaped.cleared,
                         "Re-drove overdue notifications; their wake-ups were late or lost."
+                    );
+                } else if reaped.cleared > 0 {
+                    tracing::debug!(
+                        cleared = reaped.cleared,
+                        "Dropped deadlines of notifications that are gone or settled."
                     );
                 }
                 let reclaimed = if reclaim {

@@ -262,6 +262,25 @@ fn wake(tenant: &TenantId, id: &NotificationId, version: u64) -> Wake {
     Wake { tenant: tenant.clone(), id: id.clone(), version }
 }
 
+/// Calls `round` (one call limited to one item per shard) until it does nothing, and checks that
+/// it did at most one per shard each time, `n` in all, over more than one call.
+async fn in_bounded_rounds(n: u32, what: &str, mut round: impl AsyncFnMut() -> usize) {
+    let mut total = 0;
+    let mut calls = 0;
+    loop {
+        let done = round().await;
+        assert!(done <= usize::from(SHARDS), "{what}: {done} in one call");
+        if done == 0 {
+            break;
+        }
+        total += done;
+        calls += 1;
+        assert!(calls <= n, "{what} does not converge");
+    }
+    assert_eq!(total, n as usize, "{what}");
+    assert!(calls > 1, "{what}: one call did {n} with a limit of one per shard");
+}
+
 /// Schedules `n` distinct wake-ups due before now and promotes them all.
 async fn ready_wakes<S: Conformance>(store: &S, n: u32) -> Vec<Wake> {
     let acme = tenant("acme");
@@ -837,20 +856,8 @@ pub async fn promote_is_bounded_per_shard<S: Conformance>(store: &S) {
     let later: Vec<(Wake, u64)> = vec![(wake(&acme, &id(&acme, 999), 1), now + 60_000)];
     store.schedule(&later).await.expect("schedule");
     assert_eq!(stats(store).await.scheduled, u64::from(n) + 1);
-    let mut total = 0;
-    let mut calls = 0;
-    loop {
-        let moved = store.promote_due(now, 1).await.expect("promote");
-        assert!(moved <= usize::from(SHARDS), "{moved} moved in one call");
-        if moved == 0 {
-            break;
-        }
-        total += moved;
-        calls += 1;
-        assert!(calls <= n, "promote_due does not converge");
-    }
-    assert_eq!(total, n as usize);
-    assert!(calls > 1, "one call moved {n} with a limit of one per shard");
+    in_bounded_rounds(n, "promote_due", async || store.promote_due(now, 1).await.expect("promote"))
+        .await;
     assert_eq!(
         stats(store).await,
         QueueStats { ready: u64::from(n), scheduled: 1, ..QueueStats::default() }
@@ -985,25 +992,12 @@ pub async fn overdue_records_are_counted_and_reaped_in_bounded_chunks<S: Conform
         stats(store).await,
         QueueStats { overdue: u64::from(n), scheduled: 1, ..QueueStats::default() }
     );
-    let mut total = 0;
-    let mut calls = 0;
-    loop {
+    in_bounded_rounds(n, "redrive_overdue", async || {
         let reaped = store.redrive_overdue(now, 1).await.expect("redrive");
-        assert_eq!(reaped.cleared, 0);
-        assert!(
-            reaped.redriven <= usize::from(SHARDS),
-            "{} re-driven in one call",
-            reaped.redriven
-        );
-        if reaped.redriven == 0 {
-            break;
-        }
-        total += reaped.redriven;
-        calls += 1;
-        assert!(calls <= n, "redrive_overdue does not converge");
-    }
-    assert_eq!(total, n as usize);
-    assert!(calls > 1, "one call re-drove {n} with a limit of one per shard");
+        assert_eq!(reaped.cleared, 0, "a waiting record's entry was dropped");
+        reaped.redriven
+    })
+    .await;
     assert_eq!(
         stats(store).await,
         QueueStats { ready: u64::from(n), scheduled: 1, ..QueueStats::default() }

@@ -14,7 +14,7 @@
 //! | `courant:{sNN}:q:ready` | STREAM | due wake-ups (consumer group `workers`) |
 //! | `courant:{sNN}:q:timers` | ZSET | future wake-ups, score = due ms |
 //! | `courant:{sNN}:q:parked` | ZSET | poisoned wake-ups, score = when parked |
-//! | `courant:{sNN}:deadlines` | ZSET | `tenant/id` of records waiting on a worker, score = when overdue |
+//! | `courant:{sNN}:deadlines` | ZSET | records waiting on a worker, score = when overdue |
 //! | `courant:{r:<tenant>:<recipient>}:rate:<channel>` | ZSET | a sliding rate window |
 //! | `courant:{i:<tenant>:<recipient>}:inbox` | LIST | in-app inbox ids, newest first |
 //! | `courant:{i:<tenant>:<recipient>}:inbox:items` | HASH | in-app inbox entries by id |

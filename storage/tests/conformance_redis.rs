@@ -83,14 +83,13 @@ async fn every_key_is_namespaced_and_a_notification_lives_in_one_slot() {
         .unwrap();
     assert_eq!(named, Some(keys::idempotency(&acme, &idem.key)));
     let mut conn = raw(&server).await;
-    let member = format!("acme/{id}");
-    let deadline: Option<u64> = redis::cmd("ZSCORE")
-        .arg(keys::deadlines(shard))
-        .arg(&member)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(deadline, Some(now + REAPER_SLACK_MS), "the deadline is in the record's slot");
+    let deadline = async |conn: &mut redis::aio::MultiplexedConnection| -> Option<u64> {
+        let mut zscore = redis::cmd("ZSCORE");
+        zscore.arg(keys::deadlines(shard)).arg(format!("acme/{id}"));
+        zscore.query_async(conn).await.unwrap()
+    };
+    let in_slot = deadline(&mut conn).await;
+    assert_eq!(in_slot, Some(now + REAPER_SLACK_MS), "the deadline is in the record's slot");
     let commit = Commit {
         tenant: acme.clone(),
         id: id.clone(),
@@ -102,13 +101,7 @@ async fn every_key_is_namespaced_and_a_notification_lives_in_one_slot() {
         replay: None,
     };
     store.commit(&commit).await.expect("commit");
-    let deadline: Option<u64> = redis::cmd("ZSCORE")
-        .arg(keys::deadlines(shard))
-        .arg(&member)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(deadline, None, "a cancelled record keeps no deadline");
+    assert_eq!(deadline(&mut conn).await, None, "a cancelled record keeps no deadline");
     let bob = RecipientId::new("bob").unwrap();
     let limit = RateLimit { max: 5, window_ms: 60_000, over_limit: OverLimit::Defer };
     let key = RateKey { tenant: acme.clone(), recipient: bob.clone(), channel: Channel::Sms };

@@ -1,8 +1,8 @@
 //! The Redis store and wake-up queue (feature `redis`).
 //!
 //! Every write is one Lua script (`scripts.rs`) touching one hash slot, so every state change is
-//! atomic with its history entry, its index moves, its deadline and its next wake-up, and the key layout
-//! ([`crate::keys`]) runs unchanged on Redis Cluster. Reads are single commands or pipelines.
+//! atomic with its history entry, its index moves, its deadline and its next wake-up, and the key
+//! layout ([`crate::keys`]) runs unchanged on Redis Cluster. Reads are single commands or pipelines.
 //!
 //! The runner's round trips per notification are few on purpose: `load` (one HGETALL),
 //! `rate_acquire` (one script), and two `commit`s (one script each).
