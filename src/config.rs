@@ -126,9 +126,9 @@ impl Config {
 
     /// Gives channels the configuration does not mention their default retry policy and rate
     /// limit (setting `policy.retry.email` must not silently change SMS), keeps the default
-    /// categories' retry overrides for every category and channel it does not set, fills the routes of
-    /// channels without one from the configured providers (in name order), then checks
-    /// everything.
+    /// categories' retry overrides and criticality for every category and channel it does not
+    /// set, fills the routes of channels without one from the configured providers (in name
+    /// order), then checks everything.
     pub fn finish(mut self) -> anyhow::Result<Config> {
         let defaults = Policy::default();
         for (channel, retry) in defaults.retry {
@@ -136,6 +136,7 @@ impl Config {
         }
         for (category, overrides) in defaults.categories {
             let entry = self.policy.categories.entry(category).or_default();
+            entry.critical = entry.critical.or(overrides.critical);
             for (channel, retry) in overrides.retry {
                 entry.retry.entry(channel).or_insert(retry);
             }
@@ -242,6 +243,9 @@ mod tests {
         assert_eq!(policy.retry_for(&category("otp"), Channel::Email), otp_email);
         let marketing = defaults.retry_for(&category("marketing"), Channel::Email);
         assert_eq!(policy.retry_for(&category("marketing"), Channel::Email), marketing);
+        assert!(policy.is_critical(&category("otp")), "an otp override keeps otp critical");
+        assert!(policy.is_critical(&category("security")));
+        assert!(!policy.is_critical(&category("alerts")));
         let alerts = policy.retry_for(&category("alerts"), Channel::Email);
         assert_eq!(alerts.nominal_delay_ms(3), 60_000);
         // A bad override is refused at start-up, naming where it is.

@@ -85,6 +85,11 @@ pub struct Policy {
 pub struct CategoryPolicy {
     /// Retry policy per channel for this category; a channel not listed uses the channel's.
     pub retry: BTreeMap<Channel, RetryPolicy>,
+    /// A critical category (security alerts, one-time codes) is one recipients cannot switch
+    /// off: it passes opt-outs, global unsubscribe, quiet hours and per-recipient caps. Unset
+    /// keeps the default (`otp` and `security` are critical, nothing else is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub critical: Option<bool>,
 }
 
 /// The retry policy of channels without one, as a static so that it can be lent out.
@@ -114,6 +119,11 @@ impl Policy {
             .get(category)
             .and_then(|c| c.retry.get(&channel))
             .unwrap_or_else(|| self.retry(channel))
+    }
+
+    /// Whether a category is critical (see [`CategoryPolicy::critical`]).
+    pub fn is_critical(&self, category: &Category) -> bool {
+        self.categories.get(category).and_then(|c| c.critical).unwrap_or(false)
     }
 
     /// The rate limit for a channel, if any.
@@ -197,7 +207,12 @@ impl Default for Policy {
                         (Channel::Email, exponential(3, 5 * second, 3.0, minute, 10 * minute)),
                         (Channel::Push, exponential(2, second, 2.0, second, 2 * minute)),
                     ]),
+                    critical: Some(true),
                 },
+            ),
+            (
+                Category::new("security").expect("a valid category"),
+                CategoryPolicy { retry: BTreeMap::new(), critical: Some(true) },
             ),
             (
                 Category::new("marketing").expect("a valid category"),
@@ -206,6 +221,7 @@ impl Default for Policy {
                         (Channel::Email, exponential(5, 30 * minute, 2.0, 6 * hour, 48 * hour)),
                         (Channel::Push, exponential(2, 10 * minute, 2.0, hour, 6 * hour)),
                     ]),
+                    critical: None,
                 },
             ),
         ]);
