@@ -9,8 +9,12 @@
 //! storage::conformance_tests!(fresh);
 //! ```
 //!
+//! The campaign checks are in [`campaigns`] (`campaign_conformance_tests!`).
+//!
 //! Times are taken from the store's own clock ([`WakeQueue::now_ms`]) so the same checks hold on
 //! Redis, whose idle times and TTLs run on real time.
+
+pub mod campaigns;
 
 use std::time::Duration;
 

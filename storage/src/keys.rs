@@ -20,10 +20,14 @@
 //! | `courant:{i:<tenant>:<recipient>}:inbox:items` | HASH | in-app inbox entries by id |
 //! | `courant:apikey:<key id>` | STRING | an API key (JSON: tenant, secret hash) |
 //!
+//! Campaigns' keys are in [`campaigns`].
+//!
 //! `NN` is the shard (two hex digits) of the notification: [`SHARDS`] shards spread the load over
 //! a cluster while keeping a notification's record, history, indexes and wake-ups in one slot.
 //! Tenant, recipient and notification ids are restricted to `[A-Za-z0-9._-]`
 //! (`steps::model::check_id`), so they cannot break out of a key.
+
+pub mod campaigns;
 
 use sha2::{Digest, Sha256};
 use steps::model::{Channel, NotificationId, ProviderName, RecipientId, TenantId};

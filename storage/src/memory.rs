@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use steps::model::{NotificationId, ProviderName, RecipientId, TenantId};
 use steps::rate::{Pacer, RateCheck, RateLimit, SendRate, SendSlot, SlidingWindow};
+use workflows::campaign::CampaignId;
 use workflows::dlq::{DLQ_SCAN_MAX, DlqFilter, DlqPage, Truncated};
 use workflows::machine::StateKind;
 use workflows::ports::{
@@ -31,6 +32,8 @@ use crate::queue::{
     TagInner, WakeQueue, deadline_member, deadline_ms, has_deadline, over_limit,
     parse_deadline_member, parse_timer_member, timer_member,
 };
+
+mod campaigns;
 
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 60 * 60 * 1_000;
@@ -84,6 +87,8 @@ struct Slot {
     dead_lettered_at_ms: Option<u64>,
     /// The idempotency key it was created with, if any (a purge forgets the key too).
     idempotency_key: Option<String>,
+    /// The campaign that created it, if any: its counters follow the record's state.
+    campaign: Option<CampaignId>,
 }
 
 /// A remembered idempotency key.
@@ -232,6 +237,8 @@ struct Inner {
     /// The deadline index: `tenant/id` of every record waiting on a worker, by when it is
     /// overdue (`queue::deadline_ms`).
     deadlines: ScoreSet,
+    /// Campaigns, their due index and their notifications' counters (`memory::campaigns`).
+    campaigns: campaigns::Data,
 }
 
 impl Inner {
@@ -282,6 +289,7 @@ impl MemoryStore {
         record: &Record,
         first: &HistoryEntry,
         idempotency: Option<&Idempotency>,
+        campaign: Option<&CampaignId>,
     ) -> Created {
         let mut inner = self.lock();
         let now_ms = record.created_at_ms;
@@ -309,8 +317,12 @@ impl MemoryStore {
                 history: VecDeque::from([first.clone()]),
                 dead_lettered_at_ms: dead,
                 idempotency_key: idempotency.map(|i| i.key.clone()),
+                campaign: campaign.cloned(),
             },
         );
+        if let Some(campaign) = campaign {
+            inner.campaigns.counted(&record.tenant, campaign, &record.id, None, &record.state);
+        }
         if let Some(at_ms) = record.wake_at_ms {
             let wake = Wake {
                 tenant: record.tenant.clone(),
@@ -344,6 +356,7 @@ impl MemoryStore {
             return CommitOutcome::Conflict { current: slot.record.version };
         }
         let version = commit.expected_version + 1;
+        let campaign = slot.campaign.clone().map(|c| (c, slot.record.state.clone()));
         let was_dead = slot.record.state.kind() == StateKind::DeadLettered;
         let is_dead = commit.state.kind() == StateKind::DeadLettered;
         slot.record.version = version;
@@ -370,6 +383,10 @@ impl MemoryStore {
         }
         let deadline = deadline_ms(commit.state.kind(), commit.wake_at_ms, commit.now_ms);
         inner.set_deadline(&commit.tenant, &commit.id, deadline);
+        if let Some((campaign, old)) = campaign {
+            let (tenant, id) = (&commit.tenant, &commit.id);
+            inner.campaigns.counted(tenant, &campaign, id, Some(&old), &commit.state);
+        }
         CommitOutcome::Committed { version }
     }
 
@@ -431,7 +448,13 @@ impl MemoryStore {
         if slot.record.version != expected_version {
             return Purged::Conflict { current: slot.record.version };
         }
-        let key = slots.remove(id).and_then(|slot| slot.idempotency_key);
+        let (key, campaign) = slots
+            .remove(id)
+            .map(|slot| (slot.idempotency_key, slot.campaign.map(|c| (c, slot.record.state))))
+            .unwrap_or_default();
+        if let Some((campaign, state)) = campaign {
+            inner.campaigns.uncounted(tenant, &campaign, id, &state);
+        }
         if let Some(key) = key {
             let key = (tenant.clone(), key);
             // Only while the key still names this notification (it may have expired and been
@@ -583,7 +606,7 @@ impl Store for MemoryStore {
         first: &HistoryEntry,
         idempotency: Option<&Idempotency>,
     ) -> impl Future<Output = Result<Created, StoreError>> + Send {
-        ready(Ok(self.create_now(record, first, idempotency)))
+        ready(Ok(self.create_now(record, first, idempotency, None)))
     }
 
     fn load(

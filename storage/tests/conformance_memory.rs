@@ -7,6 +7,7 @@ async fn fresh() -> (MemoryStore, ()) {
 }
 
 storage::conformance_tests!(fresh);
+storage::campaign_conformance_tests!(fresh);
 
 // ---- in-memory-only checks ---------------------------------------------------------------------
 

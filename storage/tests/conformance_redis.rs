@@ -10,6 +10,7 @@ async fn fresh() -> (RedisStore, RedisServer) {
 }
 
 storage::conformance_tests!(fresh);
+storage::campaign_conformance_tests!(fresh);
 
 // ---- Redis-only checks -------------------------------------------------------------------------
 

@@ -10,8 +10,12 @@
 //! - [`record`]: the persisted record, its history entries, commits and wake-ups.
 //! - [`ports`]: the traits the shell implements (store, inbox, clock, provider).
 //! - [`runner`]: drives one wake-up through the machine, executing its effects.
+//! - [`campaign`]: campaigns as data: ids, states, pace, counters, progress.
+//! - [`fanout`]: workers expanding campaigns into notifications page by page, and cancelling.
 
+pub mod campaign;
 pub mod dlq;
+pub mod fanout;
 pub mod machine;
 pub mod policy;
 pub mod ports;

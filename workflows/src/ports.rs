@@ -13,6 +13,10 @@ use steps::outcome::SendOutcome;
 use steps::rate::{RateCheck, RateLimit, SendRate, SendSlot};
 use steps::render::Content;
 
+use crate::campaign::{
+    Advance, Appended, Campaign, CampaignCreated, CampaignId, Counts, Moved, OpenPage, PageClaim,
+    PageDone,
+};
 use crate::dlq::{DlqFilter, DlqPage};
 use crate::machine::StateKind;
 use crate::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record};
@@ -253,4 +257,136 @@ pub trait Provider: Send + Sync + std::fmt::Debug + 'static {
     fn channel(&self) -> Channel;
     /// Sends one message.
     fn send<'a>(&'a self, message: &'a Outbound) -> BoxFuture<'a, SendOutcome>;
+}
+
+/// Campaigns: their specs, segments and progress, the leases workers expand them under, and the
+/// per-campaign counters the store keeps beside each campaign notification (see
+/// [`crate::campaign`]). Every method is one atomic operation; both stores implement it and pass
+/// the same conformance checks.
+pub trait Campaigns: Send + Sync + 'static {
+    /// Creates a campaign with the first recipients of its segment. A campaign created in
+    /// [`Expanding`](crate::campaign::CampaignState::Expanding) is due for its first page at once. With
+    /// `idempotency`, a key used before returns the earlier campaign instead.
+    fn campaign_create(
+        &self,
+        campaign: &Campaign,
+        recipients: &[RecipientId],
+        idempotency: Option<&Idempotency>,
+    ) -> impl Future<Output = Result<CampaignCreated, StoreError>> + Send;
+
+    /// Appends recipients to a draft's segment (at most
+    /// [`RECIPIENTS_MAX`](crate::campaign::RECIPIENTS_MAX) in all). With `idempotency`, a key
+    /// used before for this campaign appends nothing and says what the earlier append left.
+    fn campaign_append(
+        &self,
+        tenant: &TenantId,
+        id: &CampaignId,
+        recipients: &[RecipientId],
+        idempotency: Option<&Idempotency>,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send;
+
+    /// Starts a draft: `expanding`, its first page due at once. Starting a campaign that is
+    /// expanding already changes nothing.
+    fn campaign_start(
+        &self,
+        tenant: &TenantId,
+        id: &CampaignId,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Moved, StoreError>> + Send;
+
+    /// Cancels a campaign: a draft is `cancelled` at once; an expanding or expanded one is
+    /// `cancelling`: no page is expanded any more, and its cancel sweep is due once no worker
+    /// holds a page of it. Cancelling twice changes nothing.
+    fn campaign_cancel(
+        &self,
+        tenant: &TenantId,
+        id: &CampaignId,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Moved, StoreError>> + Send;
+
+    /// Reads a campaign.
+    fn campaign(
+        &self,
+        tenant: &TenantId,
+        id: &CampaignId,
+    ) -> impl Future<Output = Result<Option<Campaign>, StoreError>> + Send;
+
+    /// A tenant's campaigns, newest first, after `after` (exclusive) when given: at most
+    /// `limit` (at most [`campaign::LIST_LIMIT_MAX`](crate::campaign::LIST_LIMIT_MAX)).
+    fn campaigns(
+        &self,
+        tenant: &TenantId,
+        after: Option<&CampaignId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Campaign>, StoreError>> + Send;
+
+    /// A campaign's counters, summed over the shards its notifications live in.
+    fn campaign_counts(
+        &self,
+        tenant: &TenantId,
+        id: &CampaignId,
+    ) -> impl Future<Output = Result<Counts, StoreError>> + Send;
+
+    /// `len` recipients of a campaign's segment from position `from`, in segment order.
+    fn campaign_recipients(
+        &self,
+        tenant: &TenantId,
+        id: &CampaignId,
+        from: u64,
+        len: u64,
+    ) -> impl Future<Output = Result<Vec<RecipientId>, StoreError>> + Send;
+
+    /// Claims up to `max` due pages, at most one per campaign: each campaign with work
+    /// ([`CampaignState::has_work`](crate::campaign::CampaignState::has_work)) whose next page is due at `now_ms` is leased until
+    /// `now_ms + lease_ms` to the caller, and is not due again before the lease ends (so no two
+    /// workers hold one campaign's page at once, and a dead worker's page comes back). Entries of
+    /// campaigns without work are dropped.
+    fn campaign_claim(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<PageClaim>, StoreError>> + Send;
+
+    /// Records a claimed page (compare-and-set on the lease's token): the next position or
+    /// cursor, the next page due at `done.next_at_ms`, or the campaign finished (`expanded`, or
+    /// `cancelled` after its sweep). The lease ends either way.
+    fn campaign_advance(
+        &self,
+        claim: &PageClaim,
+        done: &PageDone,
+    ) -> impl Future<Output = Result<Advance, StoreError>> + Send;
+
+    /// The id of the notification a campaign creates for a recipient: derived from the tenant,
+    /// the campaign and the recipient, so a page expanded again creates nothing twice.
+    fn campaign_notification_id(
+        &self,
+        tenant: &TenantId,
+        id: &CampaignId,
+        recipient: &RecipientId,
+    ) -> NotificationId;
+
+    /// Creates a campaign's notification like [`Store::create`] (without an idempotency key: its
+    /// id is [`campaign_notification_id`](Self::campaign_notification_id), and an existing id is
+    /// `Created::Existing`), tagged with the campaign: the store counts it in the campaign's
+    /// counters and moves it between them with every commit, and keeps it in the campaign's open
+    /// set until it is terminal.
+    fn campaign_create_notification(
+        &self,
+        record: &Record,
+        first: &HistoryEntry,
+        campaign: &CampaignId,
+    ) -> impl Future<Output = Result<Created, StoreError>> + Send;
+
+    /// A page of a campaign's open notifications (not terminal), from `cursor` (empty: the
+    /// start), about `len` of them: what a cancel sweeps. Every notification open for the whole
+    /// walk is returned at least once.
+    fn campaign_open(
+        &self,
+        tenant: &TenantId,
+        id: &CampaignId,
+        cursor: &str,
+        len: usize,
+    ) -> impl Future<Output = Result<OpenPage, StoreError>> + Send;
 }

@@ -382,6 +382,23 @@ impl<S: Store, C: Clock> Runner<S, C> {
         submission: Submission,
         idempotency: Option<&Idempotency>,
     ) -> Result<Submitted, SubmitError> {
+        let (record, first) = self.accept(tenant, id.clone(), submission)?;
+        match self.store.create(&record, &first, idempotency).await? {
+            Created::New => Ok(Submitted { id, created: true }),
+            Created::Existing { id, same_request: true } => Ok(Submitted { id, created: false }),
+            Created::Existing { id, same_request: false } => Err(SubmitError::KeyReused { id }),
+        }
+    }
+
+    /// What [`submit`](Self::submit) stores: the record at version 1 in `received`, its
+    /// template pinned and rendered once, and its first history entry. Campaigns create their
+    /// notifications from it too (`fanout`).
+    pub fn accept(
+        &self,
+        tenant: &TenantId,
+        id: NotificationId,
+        submission: Submission,
+    ) -> Result<(Record, HistoryEntry), SubmitError> {
         let template = self.templates.pin(&submission.template)?;
         self.templates.render(&template, submission.channel, &submission.data)?;
         let now_ms = self.clock.now_ms();
@@ -412,11 +429,7 @@ impl<S: Store, C: Clock> Runner<S, C> {
             cause: Cause::Api { action: "submit".into() },
             note: None,
         };
-        match self.store.create(&record, &first, idempotency).await? {
-            Created::New => Ok(Submitted { id, created: true }),
-            Created::Existing { id, same_request: true } => Ok(Submitted { id, created: false }),
-            Created::Existing { id, same_request: false } => Err(SubmitError::KeyReused { id }),
-        }
+        Ok((record, first))
     }
 
     /// Cancels a notification that has not reached a provider yet.
@@ -424,6 +437,18 @@ impl<S: Store, C: Clock> Runner<S, C> {
         &self,
         tenant: &TenantId,
         id: &NotificationId,
+    ) -> Result<Cancelled, StoreError> {
+        self.cancel_for(tenant, id, Cause::Api { action: "cancel".into() }, None).await
+    }
+
+    /// [`cancel`](Self::cancel) with the cause recorded in the history, and `why` added to the
+    /// entry's note (a campaign's cancel names the campaign).
+    pub async fn cancel_for(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+        cause: Cause,
+        why: Option<&str>,
     ) -> Result<Cancelled, StoreError> {
         for _ in 0..CANCEL_TRIES_MAX {
             let Some(record) = self.store.load(tenant, id).await? else {
@@ -434,9 +459,16 @@ impl<S: Store, C: Clock> Runner<S, C> {
                 return Ok(Cancelled::Done);
             }
             let mut run = Run::new(&self.policy, record, self.clock.now_ms());
-            run.handle(Event::Cancel, Cause::Api { action: "cancel".into() });
+            run.handle(Event::Cancel, cause.clone());
             if run.machine.state().kind() != StateKind::Cancelled {
                 return Ok(Cancelled::Refused { state: run.machine.state().kind() });
+            }
+            if let (Some(why), Some(entry)) = (why, run.history.last_mut()) {
+                let note = entry.note.get_or_insert_with(String::new);
+                if !note.is_empty() {
+                    note.push_str("; ");
+                }
+                note.push_str(why);
             }
             match self.store.commit(&run.commit()).await? {
                 CommitOutcome::Committed { .. } => return Ok(Cancelled::Done),

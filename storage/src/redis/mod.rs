@@ -22,6 +22,7 @@
 //! `XREADGROUP`, because a blocked command stalls every request queued behind it on a
 //! multiplexed connection. Both reconnect by themselves after a Redis restart.
 
+mod campaigns;
 mod codec;
 mod queue;
 mod scripts;
@@ -35,6 +36,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, ErrorKind, RedisError, Value};
 use steps::model::{NotificationId, ProviderName, RecipientId, TenantId};
 use steps::rate::{RateCheck, RateLimit, SendRate, SendSlot};
+use workflows::campaign::{CampaignId, counter_field};
 use workflows::dlq::{DLQ_SCAN_MAX, DlqFilter, DlqPage, Truncated};
 use workflows::ports::{
     ApiKey, Clock, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem, LIST_LIMIT_MAX, ListQuery,
@@ -482,12 +484,15 @@ fn connect_error(shown_url: &str, secret: Option<&str>, e: &RedisError) -> Store
     StoreError::Unavailable(message)
 }
 
-impl Store for RedisStore {
-    async fn create(
+impl RedisStore {
+    /// [`Store::create`], and for a campaign's notification its campaign: the create script
+    /// tags the record and counts it in the campaign's counters (`campaigns`).
+    pub(crate) async fn create_tagged(
         &self,
         record: &Record,
         first: &HistoryEntry,
         idempotency: Option<&Idempotency>,
+        campaign: Option<&CampaignId>,
     ) -> Result<Created, StoreError> {
         let shard = keys::shard_for(&record.id);
         if let Some(idem) = idempotency {
@@ -541,7 +546,10 @@ impl Store for RedisStore {
             .arg(IDEMPOTENCY_TTL_MS)
             .arg(&fields.replay)
             .arg(optional_ms(deadline))
-            .arg(deadline_member(&record.tenant, &record.id));
+            .arg(deadline_member(&record.tenant, &record.id))
+            .arg(campaign.map(CampaignId::as_str).unwrap_or_default())
+            .arg(counter_field(&record.state))
+            .arg(if record.state.is_terminal() { "0" } else { "1" });
         let mut conn = self.conn.clone();
         let reply: Value =
             invocation.invoke_async(&mut conn).await.map_err(|e| self.error("create", &e))?;
@@ -561,6 +569,17 @@ impl Store for RedisStore {
             (2, _) => Ok(Created::Existing { id: record.id.clone(), same_request: false }),
             _ => Err(self.corrupt("create")),
         }
+    }
+}
+
+impl Store for RedisStore {
+    async fn create(
+        &self,
+        record: &Record,
+        first: &HistoryEntry,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Created, StoreError> {
+        self.create_tagged(record, first, idempotency, None).await
     }
 
     async fn load(

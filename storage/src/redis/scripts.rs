@@ -18,9 +18,13 @@ use redis::Script;
 /// ARGV: tenant prefix, id, tenant, version, state json, state kind, request json, seed,
 /// created ms, updated ms, wake ms or '', first history entry json, history max len,
 /// wake key, idempotency value (`id\nfingerprint`), idempotency ttl ms, replay json or '',
-/// deadline ms or '', deadline member.
+/// deadline ms or '', deadline member, campaign id or '', campaign counter field, '1' when the
+/// state is not terminal.
 ///
 /// The record keeps the name of its idempotency key (field `idem`), so a purge can forget it.
+/// A campaign's notification keeps its campaign (`campaign`) and the counter it is counted
+/// under (`cfield`), is counted in the campaign's counters of this shard and, while not
+/// terminal, is in its open set (`workflows::campaign`).
 ///
 /// Returns `{0}` created, `{1, "id\nfingerprint"}` the key was used before, `{2}` the id exists.
 const CREATE: &str = r"
@@ -50,6 +54,12 @@ if wake ~= '' then
 end
 if ARGV[18] ~= '' then redis.call('ZADD', deadlines, ARGV[18], ARGV[19]) end
 if idem then redis.call('SET', idem, ARGV[15], 'PX', ARGV[16]) end
+if ARGV[20] ~= '' then
+  local base = p .. 'c:' .. ARGV[20]
+  redis.call('HSET', rec, 'campaign', ARGV[20], 'cfield', ARGV[21])
+  redis.call('HINCRBY', base .. ':counts', ARGV[21], 1)
+  if ARGV[22] == '1' then redis.call('SADD', base .. ':open', id) end
+end
 return {0}
 ";
 
@@ -59,6 +69,10 @@ return {0}
 /// ARGV: tenant prefix, id, expected version, state json, state kind, now ms, wake ms or '',
 /// wake key (of the new version), deadline ms or '' (none: drop the entry), deadline member,
 /// history max len, replay json or '' (kept as it is), history entry json...
+///
+/// A campaign's notification (field `campaign`) moves between its campaign's counters in this
+/// shard when its counter field changes (the state kind, `skipped:<reason kind>` for a skip,
+/// as `workflows::campaign::counter_field`), and in or out of the campaign's open set.
 ///
 /// Returns `{0}` not found, `{1, version}` committed, `{2, current}` conflict.
 const COMMIT: &str = r"
@@ -102,12 +116,36 @@ if ARGV[9] ~= '' then
 else
   redis.call('ZREM', deadlines, ARGV[10])
 end
+local camp = redis.call('HGET', rec, 'campaign')
+if camp then
+  local base = p .. 'c:' .. camp
+  local field = kind
+  if kind == 'skipped' then
+    local ok, state = pcall(cjson.decode, ARGV[4])
+    local reason = ok and type(state) == 'table' and type(state.Skipped) == 'table'
+      and type(state.Skipped.reason) == 'table' and state.Skipped.reason.kind
+    if type(reason) ~= 'string' then reason = 'unknown' end
+    field = 'skipped:' .. reason
+  end
+  local old_field = redis.call('HGET', rec, 'cfield') or old_kind
+  if old_field ~= field then
+    redis.call('HINCRBY', base .. ':counts', old_field, -1)
+    redis.call('HINCRBY', base .. ':counts', field, 1)
+    redis.call('HSET', rec, 'cfield', field)
+  end
+  if kind == 'delivered' or kind == 'dead_lettered' or kind == 'skipped' or kind == 'cancelled' then
+    redis.call('SREM', base .. ':open', id)
+  else
+    redis.call('SADD', base .. ':open', id)
+  end
+end
 return {1, version}
 ";
 
 /// Deletes a record at an expected version (compare-and-set) with its history, its index
 /// entries, its DLQ entry and its idempotency key (when the record names one in its own slot and
-/// the key still names the record).
+/// the key still names the record). A campaign's notification leaves its campaign's counters and
+/// open set.
 ///
 /// KEYS: record, history. ARGV: tenant prefix, id, expected version.
 ///
@@ -123,6 +161,12 @@ local idem = redis.call('HGET', rec, 'idem')
 if kind then redis.call('ZREM', p .. 'state:' .. kind, id) end
 redis.call('ZREM', p .. 'all', id)
 redis.call('ZREM', p .. 'dlq', id)
+local camp = redis.call('HGET', rec, 'campaign')
+if camp then
+  local cfield = redis.call('HGET', rec, 'cfield') or kind
+  if cfield then redis.call('HINCRBY', p .. 'c:' .. camp .. ':counts', cfield, -1) end
+  redis.call('SREM', p .. 'c:' .. camp .. ':open', id)
+end
 local idem_prefix = p .. 'idem:'
 if idem and string.sub(idem, 1, #idem_prefix) == idem_prefix then
   local value = redis.call('GET', idem)
@@ -334,3 +378,6 @@ pub(crate) static ACK_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(AC
 pub(crate) static RETRY_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RETRY));
 /// See [`RELEASE`].
 pub(crate) static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
+/// The commit script's source, for tests that read it.
+#[cfg(test)]
+pub(crate) const COMMIT_SOURCE: &str = COMMIT;

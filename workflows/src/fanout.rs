@@ -1,0 +1,247 @@
+//! Campaign fan-out: workers expand campaigns page by page into ordinary notifications, and
+//! sweep a cancelled campaign's notifications.
+//!
+//! [`Expander::tick`] is one round of a worker's campaign loop (the binary runs it every
+//! 250 ms in every worker process, the simulator as one of its actors):
+//!
+//! 1. claim due pages ([`Campaigns::campaign_claim`]): each is leased to this worker for
+//!    [`LEASE_MS`], and its campaign is not due again before the lease ends, so no two workers
+//!    hold a page of one campaign at once;
+//! 2. expand each: read the page's recipients and create one notification per recipient through
+//!    the same record-building path as `POST /v1/notifications` ([`Runner::accept`]), with an id
+//!    derived from the campaign and the recipient
+//!    ([`Campaigns::campaign_notification_id`]): a page expanded again after a crash creates
+//!    only what is missing, and an id listed twice in the segment gets one notification;
+//! 3. record it ([`Campaigns::campaign_advance`], compare-and-set on the lease's token) with the
+//!    next page due one page's worth of the campaign's rate after this one started, so a
+//!    million recipients are never a million notifications due at once.
+//!
+//! A worker stops [`LEASE_MARGIN_MS`] before its lease ends and leaves the page to come back;
+//! it looks at the campaign's state every [`STATE_CHECK_EVERY`] recipients and stops when it was
+//! cancelled. A cancelled campaign's sweep pages go through its open notifications and cancel
+//! each that has not reached a provider, naming the campaign in its history.
+
+use std::sync::Arc;
+
+use steps::model::{NotificationId, Recipient, RecipientId};
+
+use crate::campaign::{
+    Advance, Campaign, CampaignState, LEASE_MARGIN_MS, LEASE_MS, PageClaim, PageDone,
+    SWEEP_PAGE_LEN, page_interval_ms,
+};
+use crate::ports::{Campaigns, Clock, Store, StoreError};
+use crate::record::{Cause, Created};
+use crate::runner::{Cancelled, Runner, Submission, SubmitError};
+
+/// The most pages one [`Expander::tick`] claims.
+pub const CLAIMS_PER_TICK_MAX: usize = 4;
+/// How often, in recipients, an expanding worker re-reads its campaign's state: a cancel stops
+/// expansion within this many notifications.
+pub const STATE_CHECK_EVERY: usize = 50;
+
+/// What one tick did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tick {
+    /// Pages claimed.
+    pub pages: usize,
+    /// Notifications created.
+    pub created: u64,
+    /// Recipients whose notification existed already (a page expanded again, or an id listed
+    /// twice).
+    pub existing: u64,
+    /// Recipients that could not become a notification (the template stopped rendering).
+    pub rejected: u64,
+    /// Notifications a cancel sweep cancelled.
+    pub cancelled: u64,
+    /// Pages given up unrecorded: the lease was about to end or was lost, or the campaign was
+    /// cancelled mid-page.
+    pub abandoned: usize,
+    /// Campaigns that finished (expanded, or cancelled after their sweep).
+    pub finished: usize,
+    /// Why the last rejected recipient was rejected, for the worker's log.
+    pub rejection: Option<String>,
+}
+
+/// What creating one campaign notification came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expanded {
+    /// Created.
+    Created,
+    /// It existed already.
+    Existing,
+}
+
+impl<S: Store + Campaigns, C: Clock> Runner<S, C> {
+    /// Creates `campaign`'s notification for `recipient` (at segment position `position`): the
+    /// record [`accept`](Runner::accept) builds, with its id derived from the campaign and the
+    /// recipient and its first history entry naming the campaign. Idempotent.
+    pub async fn submit_in_campaign(
+        &self,
+        campaign: &Campaign,
+        recipient: &RecipientId,
+        position: u64,
+    ) -> Result<(Expanded, NotificationId), SubmitError> {
+        let store = self.store();
+        let id = store.campaign_notification_id(&campaign.tenant, &campaign.id, recipient);
+        let submission = Submission {
+            // In-app is addressed by the recipient id alone; addresses for the other channels
+            // come from the recipient directory.
+            recipient: Recipient {
+                id: recipient.clone(),
+                email: None,
+                phone: None,
+                opt_out: Vec::new(),
+            },
+            channel: campaign.spec.channel,
+            template: campaign.spec.template.clone(),
+            data: campaign.spec.data.clone(),
+            category: campaign.spec.category.clone(),
+        };
+        let (record, mut first) = self.accept(&campaign.tenant, id.clone(), submission)?;
+        first.cause = Cause::Api { action: "campaign".into() };
+        first.note = Some(format!("campaign {}, segment position {position}", campaign.id));
+        match store.campaign_create_notification(&record, &first, &campaign.id).await? {
+            Created::New => Ok((Expanded::Created, id)),
+            Created::Existing { .. } => Ok((Expanded::Existing, id)),
+        }
+    }
+}
+
+/// Expands campaigns and sweeps cancelled ones (see the module doc).
+pub struct Expander<S, C> {
+    /// The runner: its store, clock and templates.
+    runner: Arc<Runner<S, C>>,
+}
+
+impl<S, C> std::fmt::Debug for Expander<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Expander").finish_non_exhaustive()
+    }
+}
+
+impl<S: Store + Campaigns, C: Clock> Expander<S, C> {
+    /// An expander over `runner`'s store, clock and templates.
+    pub fn new(runner: Arc<Runner<S, C>>) -> Self {
+        Self { runner }
+    }
+
+    /// One round: claims up to [`CLAIMS_PER_TICK_MAX`] due pages and does them. A store
+    /// failure stops the round; the pages it held come back when their leases end.
+    pub async fn tick(&self) -> Result<Tick, StoreError> {
+        let now_ms = self.runner.clock().now_ms();
+        let claims =
+            self.runner.store().campaign_claim(now_ms, LEASE_MS, CLAIMS_PER_TICK_MAX).await?;
+        let mut tick = Tick { pages: claims.len(), ..Tick::default() };
+        for claim in &claims {
+            match claim.campaign.state {
+                CampaignState::Expanding => self.expand(claim, &mut tick).await?,
+                CampaignState::Cancelling => self.sweep(claim, &mut tick).await?,
+                // The store hands out only campaigns with work.
+                CampaignState::Draft | CampaignState::Expanded | CampaignState::Cancelled => {}
+            }
+        }
+        Ok(tick)
+    }
+
+    /// Whether the lease leaves time for one more step.
+    fn lease_left(&self, claim: &PageClaim) -> bool {
+        self.runner.clock().now_ms().saturating_add(LEASE_MARGIN_MS) < claim.lease_until_ms
+    }
+
+    async fn expand(&self, claim: &PageClaim, tick: &mut Tick) -> Result<(), StoreError> {
+        let store = self.runner.store();
+        let campaign = &claim.campaign;
+        let started_ms = self.runner.clock().now_ms();
+        let len = campaign.page_len().min(campaign.recipients.saturating_sub(campaign.position));
+        let recipients = store
+            .campaign_recipients(&campaign.tenant, &campaign.id, campaign.position, len)
+            .await?;
+        let mut rejected = 0;
+        for (i, recipient) in recipients.iter().enumerate() {
+            if !self.lease_left(claim) {
+                tick.abandoned += 1;
+                return Ok(());
+            }
+            if i > 0 && i % STATE_CHECK_EVERY == 0 {
+                let now = store.campaign(&campaign.tenant, &campaign.id).await?;
+                if now.is_none_or(|c| c.state != CampaignState::Expanding) {
+                    break;
+                }
+            }
+            let position = campaign.position + i as u64;
+            match self.runner.submit_in_campaign(campaign, recipient, position).await {
+                Ok((Expanded::Created, _)) => tick.created += 1,
+                Ok((Expanded::Existing, _)) => tick.existing += 1,
+                Err(SubmitError::Store(error)) => return Err(error),
+                // The campaign's template rendered with its data when it was accepted; it no
+                // longer does (a template changed under it). The data is the same for every
+                // recipient, so this is the campaign's problem, counted, not retried forever.
+                Err(error @ (SubmitError::Template(_) | SubmitError::KeyReused { .. })) => {
+                    tick.rejection = Some(format!("campaign {}: {error}", campaign.id));
+                    rejected += 1;
+                }
+            }
+        }
+        let expanded = recipients.len() as u64;
+        let position = campaign.position + expanded;
+        let done = PageDone {
+            position,
+            cursor: campaign.cursor.clone(),
+            rejected,
+            done: expanded < len || position >= campaign.recipients,
+            next_at_ms: started_ms
+                .saturating_add(page_interval_ms(expanded, campaign.spec.rate_per_sec)),
+            now_ms: self.runner.clock().now_ms(),
+        };
+        self.advance(claim, &done, tick).await
+    }
+
+    async fn sweep(&self, claim: &PageClaim, tick: &mut Tick) -> Result<(), StoreError> {
+        let campaign = &claim.campaign;
+        let page = self
+            .runner
+            .store()
+            .campaign_open(&campaign.tenant, &campaign.id, &campaign.cursor, SWEEP_PAGE_LEN)
+            .await?;
+        let why = format!("campaign {} was cancelled", campaign.id);
+        for id in &page.ids {
+            if !self.lease_left(claim) {
+                tick.abandoned += 1;
+                return Ok(());
+            }
+            let cause = Cause::Api { action: "campaign cancel".into() };
+            // Refused: it reached a provider (or ended) first; it runs its course.
+            if self.runner.cancel_for(&campaign.tenant, id, cause, Some(&why)).await?
+                == Cancelled::Done
+            {
+                tick.cancelled += 1;
+            }
+        }
+        let now_ms = self.runner.clock().now_ms();
+        let done = PageDone {
+            position: campaign.position,
+            cursor: page.next.clone().unwrap_or_default(),
+            rejected: 0,
+            done: page.next.is_none(),
+            next_at_ms: now_ms,
+            now_ms,
+        };
+        self.advance(claim, &done, tick).await
+    }
+
+    async fn advance(
+        &self,
+        claim: &PageClaim,
+        done: &PageDone,
+        tick: &mut Tick,
+    ) -> Result<(), StoreError> {
+        match self.runner.store().campaign_advance(claim, done).await? {
+            Advance::Done => {
+                tick.rejected += done.rejected;
+                tick.finished += usize::from(done.done);
+            }
+            Advance::Cancelling | Advance::LeaseLost => tick.abandoned += 1,
+        }
+        Ok(())
+    }
+}
