@@ -15,7 +15,9 @@ use storage::backend::WakeBackend;
 use storage::queue::WakeQueue;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use workflows::ports::{Clock, Inbox, Provider, Store};
+use tracing::Instrument;
+use workflows::fanout::Expander;
+use workflows::ports::{Campaigns, Clock, Inbox, Provider, Store};
 use workflows::record::Wake;
 use workflows::runner::Runner;
 
@@ -139,16 +141,75 @@ async fn handle_wake<S: Store, C: Clock>(
     wake: Wake,
     runner: Data<Arc<Runner<S, C>>>,
 ) -> Result<(), BoxDynError> {
+    // `instrument`, not `span.enter()`: an entered guard held across an await stays entered on
+    // the thread while other tasks run there, so every span they open hangs off this one; under
+    // load the chain grew thousands long and dropping it overflowed the stack.
     let span = tracing::info_span!("wake", notification = %wake.id, version = wake.version);
-    let _enter = span.enter();
-    match runner.advance(&wake).await {
-        Ok(advanced) => {
-            tracing::debug!(?advanced, "Wake-up handled.");
-            Ok(())
+    async move {
+        match runner.advance(&wake).await {
+            Ok(advanced) => {
+                tracing::debug!(?advanced, "Wake-up handled.");
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Wake-up failed; it will be retried.");
+                Err::<(), BoxDynError>(Box::new(error))
+            }
         }
-        Err(error) => {
-            tracing::warn!(%error, "Wake-up failed; it will be retried.");
-            Err(Box::new(error))
+    }
+    .instrument(span)
+    .await
+}
+
+/// How often an idle worker looks for due campaign pages: a started campaign's first page waits
+/// at most this long, and an idle fleet spends one small pipeline per worker per period on it.
+const CAMPAIGN_POLL_MS: u64 = 250;
+
+/// The campaign loop of a worker process: expands due campaign pages and sweeps cancelled
+/// campaigns (`workflows::fanout`), until shutdown. A page in progress is finished first.
+async fn run_campaigns<S, C>(runner: Arc<Runner<S, C>>, shutdown: Shutdown)
+where
+    S: Store + Campaigns,
+    C: Clock,
+{
+    let expander = Expander::new(runner);
+    let mut errors = 0_u32;
+    loop {
+        let pause_ms = match expander.tick().await {
+            Ok(tick) => {
+                errors = 0;
+                if let Some(rejection) = &tick.rejection {
+                    tracing::warn!(
+                        rejected = tick.rejected,
+                        %rejection,
+                        "Campaign recipients could not become notifications."
+                    );
+                }
+                if tick.finished > 0 {
+                    tracing::info!(finished = tick.finished, "Campaigns finished their pages.");
+                }
+                if tick.pages > 0 {
+                    tracing::debug!(?tick, "Campaign pages done.");
+                }
+                // Straight on while pages come, else until the next page it knows of, at most
+                // a poll period.
+                match (tick.pages, tick.next_due_ms) {
+                    (0, _) => CAMPAIGN_POLL_MS,
+                    (_, Some(due_ms)) => {
+                        due_ms.saturating_sub(SystemClock.now_ms()).min(CAMPAIGN_POLL_MS)
+                    }
+                    (_, None) => 0,
+                }
+            }
+            Err(error) => {
+                errors = errors.saturating_add(1);
+                tracing::warn!(%error, errors, "Campaign expansion failed; retrying.");
+                storage::queue::retry_delay_ms(errors - 1, CAMPAIGN_POLL_MS, 10_000)
+            }
+        };
+        tokio::select! {
+            () = shutdown.clone().wait() => return,
+            () = tokio::time::sleep(Duration::from_millis(pause_ms)) => {}
         }
     }
 }
@@ -160,10 +221,11 @@ async fn run_workers<S, C, Q>(
     shutdown: Shutdown,
 ) -> anyhow::Result<()>
 where
-    S: Store,
+    S: Store + Campaigns,
     C: Clock,
     Q: WakeQueue + Clone + Unpin,
 {
+    let campaigns = tokio::spawn(run_campaigns(runner.clone(), shutdown.clone()));
     // A fresh name per process: consumers need no registration, but a unique name keeps the
     // pending entries of a dead process apart from a live one's in `XPENDING`.
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
@@ -187,10 +249,11 @@ where
             Ok(())
         })
         .await
-        .context("workers stopped with an error")
+        .context("workers stopped with an error")?;
+    campaigns.await.context("the campaign loop panicked")
 }
 
-async fn run_api<S: Store + Inbox, C: Clock>(
+async fn run_api<S: Store + Inbox + Campaigns, C: Clock>(
     state: AppState<S, C>,
     listen: SocketAddr,
     shutdown: Shutdown,

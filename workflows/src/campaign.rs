@@ -44,6 +44,13 @@ pub const LEASE_MS: u64 = 60_000;
 /// A worker stops expanding its page this long before its lease ends, so a page is never
 /// expanded by two workers at once even with clocks a second apart.
 pub const LEASE_MARGIN_MS: u64 = 10_000;
+/// The most notifications of one campaign that may be due or running at once (in flight and not
+/// deferred to a later time): past it, the next page waits [`HOLD_MS`] for the workers to catch
+/// up. The rate bounds how fast a campaign adds work; this bounds how much of it can pile up
+/// when the workers (or a provider) are slower than the rate.
+pub const DUE_MAX: u64 = 5_000;
+/// How long a page held back by [`DUE_MAX`] waits before it looks again.
+pub const HOLD_MS: u64 = 250;
 /// Notifications one cancel page looks at.
 pub const SWEEP_PAGE_LEN: usize = 500;
 /// The most campaigns one listing returns.
@@ -368,6 +375,19 @@ impl Counts {
         u64::try_from(self.0.get(field).copied().unwrap_or(0)).unwrap_or(0)
     }
 
+    /// Notifications due or running now: in flight and not deferred to a later time.
+    pub fn due(&self) -> u64 {
+        let settled = [
+            StateKind::Sent,
+            StateKind::Delivered,
+            StateKind::DeadLettered,
+            StateKind::Skipped,
+            StateKind::Cancelled,
+            StateKind::Deferred,
+        ];
+        self.total().saturating_sub(settled.into_iter().map(|k| self.kind(k)).sum())
+    }
+
     /// Notifications in a state of `kind` (every skip reason, for `skipped`).
     pub fn kind(&self, kind: StateKind) -> u64 {
         if kind == StateKind::Skipped {
@@ -555,6 +575,8 @@ mod tests {
         sum.add(&Counts(BTreeMap::from([("received".to_owned(), -1), ("sent".to_owned(), 1)])));
         assert_eq!(sum.kind(StateKind::Received), 1);
         assert_eq!(sum.total(), 2);
+        sum.add(&Counts(BTreeMap::from([("deferred".to_owned(), 4), ("sending".to_owned(), 2)])));
+        assert_eq!(sum.due(), 3, "received and sending are due, deferred and sent are not");
     }
 
     #[test]

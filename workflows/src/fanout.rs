@@ -14,11 +14,13 @@
 //!    only what is missing, and an id listed twice in the segment gets one notification;
 //! 3. record it ([`Campaigns::campaign_advance`], compare-and-set on the lease's token) with the
 //!    next page due one page's worth of the campaign's rate after this one started, so a
-//!    million recipients are never a million notifications due at once.
+//!    million recipients are never a million notifications due at once;
+//! 4. hold a page back while [`DUE_MAX`] of the campaign's notifications are due or running
+//!    (read from its counters), so a rate faster than the workers cannot pile work up either.
 //!
-//! A worker stops [`LEASE_MARGIN_MS`] before its lease ends and leaves the page to come back;
-//! it looks at the campaign's state every [`STATE_CHECK_EVERY`] recipients and stops when it was
-//! cancelled. A cancelled campaign's sweep pages go through its open notifications and cancel
+//! A page is created [`STATE_CHECK_EVERY`] notifications at a time, concurrently. Between those
+//! chunks a worker stops if its lease ends within [`LEASE_MARGIN_MS`] (leaving the page to come
+//! back) or if the campaign was cancelled. A cancelled campaign's sweep pages go through its open notifications and cancel
 //! each that has not reached a provider, naming the campaign in its history.
 
 use std::sync::Arc;
@@ -26,8 +28,8 @@ use std::sync::Arc;
 use steps::model::{NotificationId, Recipient, RecipientId};
 
 use crate::campaign::{
-    Advance, Campaign, CampaignState, LEASE_MARGIN_MS, LEASE_MS, PageClaim, PageDone,
-    SWEEP_PAGE_LEN, page_interval_ms,
+    Advance, Campaign, CampaignState, DUE_MAX, HOLD_MS, LEASE_MARGIN_MS, LEASE_MS, PageClaim,
+    PageDone, SWEEP_PAGE_LEN, page_interval_ms,
 };
 use crate::ports::{Campaigns, Clock, Store, StoreError};
 use crate::record::{Cause, Created};
@@ -35,7 +37,8 @@ use crate::runner::{Cancelled, Runner, Submission, SubmitError};
 
 /// The most pages one [`Expander::tick`] claims.
 pub const CLAIMS_PER_TICK_MAX: usize = 4;
-/// How often, in recipients, an expanding worker re-reads its campaign's state: a cancel stops
+/// How many of a page's notifications are created at once (concurrently), and so how often, in
+/// recipients, an expanding worker re-reads its campaign's state and its lease: a cancel stops
 /// expansion within this many notifications.
 pub const STATE_CHECK_EVERY: usize = 50;
 
@@ -53,6 +56,9 @@ pub struct Tick {
     pub rejected: u64,
     /// Notifications a cancel sweep cancelled.
     pub cancelled: u64,
+    /// Pages held back because [`DUE_MAX`] of their campaign's notifications were due or
+    /// running.
+    pub held: usize,
     /// Pages given up unrecorded: the lease was about to end or was lost, or the campaign was
     /// cancelled mid-page.
     pub abandoned: usize,
@@ -60,6 +66,9 @@ pub struct Tick {
     pub finished: usize,
     /// Why the last rejected recipient was rejected, for the worker's log.
     pub rejection: Option<String>,
+    /// When the earliest next page of the campaigns this tick advanced is due: a worker loop
+    /// can sleep until then rather than a whole poll period.
+    pub next_due_ms: Option<u64>,
 }
 
 /// What creating one campaign notification came to.
@@ -97,7 +106,7 @@ impl<S: Store + Campaigns, C: Clock> Runner<S, C> {
             data: campaign.spec.data.clone(),
             category: campaign.spec.category.clone(),
         };
-        let (record, mut first) = self.accept(&campaign.tenant, id.clone(), submission)?;
+        let (record, mut first) = self.accept(&campaign.tenant, id.clone(), submission).await?;
         first.cause = Cause::Api { action: "campaign".into() };
         first.note = Some(format!("campaign {}, segment position {position}", campaign.id));
         match store.campaign_create_notification(&record, &first, &campaign.id).await? {
@@ -152,43 +161,72 @@ impl<S: Store + Campaigns, C: Clock> Expander<S, C> {
         let store = self.runner.store();
         let campaign = &claim.campaign;
         let started_ms = self.runner.clock().now_ms();
+        // Back-pressure: the workers (or a provider) are slower than the rate; let them catch
+        // up rather than pile up due notifications.
+        if store.campaign_counts(&campaign.tenant, &campaign.id).await?.due() >= DUE_MAX {
+            tick.held += 1;
+            let done = PageDone {
+                position: campaign.position,
+                cursor: campaign.cursor.clone(),
+                rejected: 0,
+                done: false,
+                next_at_ms: started_ms.saturating_add(HOLD_MS),
+                now_ms: started_ms,
+            };
+            return self.advance(claim, &done, tick).await;
+        }
         let len = campaign.page_len().min(campaign.recipients.saturating_sub(campaign.position));
         let recipients = store
             .campaign_recipients(&campaign.tenant, &campaign.id, campaign.position, len)
             .await?;
         let mut rejected = 0;
-        for (i, recipient) in recipients.iter().enumerate() {
+        let mut expanded = 0;
+        // In chunks: each chunk's notifications are created concurrently (one round trip's
+        // worth on Redis), and between chunks the lease and the campaign's state are checked.
+        for (n, chunk) in recipients.chunks(STATE_CHECK_EVERY).enumerate() {
             if !self.lease_left(claim) {
                 tick.abandoned += 1;
                 return Ok(());
             }
-            if i > 0 && i % STATE_CHECK_EVERY == 0 {
+            if n > 0 {
                 let now = store.campaign(&campaign.tenant, &campaign.id).await?;
                 if now.is_none_or(|c| c.state != CampaignState::Expanding) {
                     break;
                 }
             }
-            let position = campaign.position + i as u64;
-            match self.runner.submit_in_campaign(campaign, recipient, position).await {
-                Ok((Expanded::Created, _)) => tick.created += 1,
-                Ok((Expanded::Existing, _)) => tick.existing += 1,
-                Err(SubmitError::Store(error)) => return Err(error),
-                // The campaign's template rendered with its data when it was accepted; it no
-                // longer does (a template changed under it). The data is the same for every
-                // recipient, so this is the campaign's problem, counted, not retried forever.
-                Err(error @ (SubmitError::Template(_) | SubmitError::KeyReused { .. })) => {
-                    tick.rejection = Some(format!("campaign {}: {error}", campaign.id));
-                    rejected += 1;
+            let first = campaign.position + expanded;
+            let created = futures::future::join_all(chunk.iter().zip(first..).map(
+                |(recipient, position)| {
+                    self.runner.submit_in_campaign(campaign, recipient, position)
+                },
+            ))
+            .await;
+            for (result, position) in created.into_iter().zip(first..) {
+                match result {
+                    Ok((Expanded::Created, _)) => tick.created += 1,
+                    Ok((Expanded::Existing, _)) => tick.existing += 1,
+                    Err(SubmitError::Store(error)) => return Err(error),
+                    // The campaign's template rendered with its data when it was accepted; it
+                    // no longer does (a template changed under it). The data is the same for
+                    // every recipient, so this is the campaign's problem: counted, not retried
+                    // forever.
+                    Err(error @ (SubmitError::Template(_) | SubmitError::KeyReused { .. })) => {
+                        tick.rejection =
+                            Some(format!("campaign {} position {position}: {error}", campaign.id));
+                        rejected += 1;
+                    }
                 }
             }
+            expanded += chunk.len() as u64;
         }
-        let expanded = recipients.len() as u64;
         let position = campaign.position + expanded;
         let done = PageDone {
             position,
             cursor: campaign.cursor.clone(),
             rejected,
-            done: expanded < len || position >= campaign.recipients,
+            // A page cut short by a cancel is never the last: its advance finds the cancel.
+            done: expanded == recipients.len() as u64
+                && (expanded < len || position >= campaign.recipients),
             next_at_ms: started_ms
                 .saturating_add(page_interval_ms(expanded, campaign.spec.rate_per_sec)),
             now_ms: self.runner.clock().now_ms(),
@@ -239,6 +277,10 @@ impl<S: Store + Campaigns, C: Clock> Expander<S, C> {
             Advance::Done => {
                 tick.rejected += done.rejected;
                 tick.finished += usize::from(done.done);
+                if !done.done {
+                    let next = tick.next_due_ms.map_or(done.next_at_ms, |n| n.min(done.next_at_ms));
+                    tick.next_due_ms = Some(next);
+                }
             }
             Advance::Cancelling | Advance::LeaseLost => tick.abandoned += 1,
         }

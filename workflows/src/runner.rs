@@ -382,7 +382,7 @@ impl<S: Store, C: Clock> Runner<S, C> {
         submission: Submission,
         idempotency: Option<&Idempotency>,
     ) -> Result<Submitted, SubmitError> {
-        let (record, first) = self.accept(tenant, id.clone(), submission)?;
+        let (record, first) = self.accept(tenant, id.clone(), submission).await?;
         match self.store.create(&record, &first, idempotency).await? {
             Created::New => Ok(Submitted { id, created: true }),
             Created::Existing { id, same_request: true } => Ok(Submitted { id, created: false }),
@@ -393,7 +393,7 @@ impl<S: Store, C: Clock> Runner<S, C> {
     /// What [`submit`](Self::submit) stores: the record at version 1 in `received`, its
     /// template pinned and rendered once, and its first history entry. Campaigns create their
     /// notifications from it too (`fanout`).
-    pub fn accept(
+    pub async fn accept(
         &self,
         tenant: &TenantId,
         id: NotificationId,
