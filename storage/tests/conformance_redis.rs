@@ -288,3 +288,114 @@ async fn the_reaper_drops_entries_of_missing_or_unreadable_records() {
     assert_eq!(store.stats().await, Ok(storage::queue::QueueStats::default()));
     assert_eq!(store.fetch("w", 10, 0).await, Ok(vec![]));
 }
+
+/// Every campaign key is namespaced and hash-tagged: the campaign's own keys (hash, segment,
+/// idempotency keys, index, due index) in the campaign's shard, its counters and open set beside
+/// each notification, in the notification's shard.
+#[tokio::test]
+async fn campaign_keys_live_in_the_campaign_slot_and_counters_beside_their_records() {
+    use storage::keys::campaigns as ckeys;
+    use workflows::campaign::{Campaign, CampaignSpec, CampaignState, Segment};
+    use workflows::ports::Campaigns;
+
+    let (store, server) = fresh().await;
+    let acme = TenantId::new("acme").unwrap();
+    let now = store.now_ms();
+    let idem = Idempotency { key: "launch".into(), fingerprint: "fp".into() };
+    let cid = ckeys::new_campaign_id(&acme, Some(&idem.key), "01HZZZZZZZZZZZZZZZZZ000001");
+    let campaign = Campaign {
+        tenant: acme.clone(),
+        id: cid.clone(),
+        spec: CampaignSpec {
+            template: steps::model::TemplateId::new("welcome").unwrap(),
+            channel: Channel::InApp,
+            category: steps::model::Category::new("news").unwrap(),
+            data: serde_json::Map::new(),
+            segment: Segment::Recipients,
+            rate_per_sec: 100,
+        },
+        state: CampaignState::Draft,
+        recipients: 2,
+        position: 0,
+        cursor: String::new(),
+        rejected: 0,
+        created_at_ms: now,
+        updated_at_ms: now,
+        started_at_ms: None,
+        finished_at_ms: None,
+        cancelled_at_ms: None,
+    };
+    let members = [RecipientId::new("ada").unwrap(), RecipientId::new("bob").unwrap()];
+    store.campaign_create(&campaign, &members, Some(&idem)).await.expect("create");
+    let page = Idempotency { key: "page-2".into(), fingerprint: "fp2".into() };
+    let more = [RecipientId::new("cy").unwrap()];
+    store.campaign_append(&acme, &cid, &more, Some(&page), now).await.expect("append");
+    store.campaign_start(&acme, &cid, now).await.expect("start");
+    store.campaign_claim(now, 60_000, 1).await.expect("claim");
+    let request: steps::model::Request = serde_json::from_value(serde_json::json!({
+        "recipient": { "id": "ada" },
+        "channel": "in_app",
+        "template": { "id": "welcome", "version": "v1" },
+        "data": {},
+        "category": "news"
+    }))
+    .unwrap();
+    let mut notification_shards = BTreeSet::new();
+    for member in members.iter().chain(&more) {
+        let id = store.campaign_notification_id(&acme, &cid, member);
+        notification_shards.insert(format!("s{:02x}", keys::shard_for(&id)));
+        let record = Record {
+            tenant: acme.clone(),
+            id: id.clone(),
+            version: 1,
+            state: State::Received {},
+            request: request.clone(),
+            seed: 3,
+            created_at_ms: now,
+            updated_at_ms: now,
+            wake_at_ms: Some(now),
+            replay: None,
+        };
+        let first = HistoryEntry {
+            at_ms: now,
+            version: 1,
+            from: None,
+            to: State::Received {},
+            cause: Cause::Api { action: "campaign".into() },
+            note: None,
+        };
+        store.campaign_create_notification(&record, &first, &cid).await.expect("create");
+    }
+    let campaign_tag = format!("s{:02x}", ckeys::campaign_shard(&cid));
+    let mut conn = raw(&server).await;
+    let all: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+    let mut seen = BTreeSet::new();
+    for k in &all {
+        assert!(k.starts_with("courant:"), "{k} is outside the namespace");
+        let tag = hash_tag(k).unwrap_or_else(|| panic!("{k} has no hash tag"));
+        let campaign_key = k.contains(&format!(":c:{cid}"))
+            && !k.ends_with(":counts")
+            && !k.ends_with(":open");
+        if campaign_key || k.contains(":cidem:") || k.ends_with(":campaigns") {
+            assert_eq!(tag, campaign_tag, "{k} is not in the campaign's slot");
+            seen.insert("campaign");
+        } else if k.ends_with(":campaigns:due") {
+            assert_eq!(tag, campaign_tag, "{k}: the campaign is due in its own shard");
+            seen.insert("due");
+        } else if k.ends_with(":counts") || k.ends_with(":open") {
+            assert!(notification_shards.contains(tag), "{k} is beside no notification");
+            seen.insert("counters");
+        }
+    }
+    assert_eq!(seen.len(), 3, "{all:?}");
+    // Each counter key sits in a shard with the notifications it counts.
+    for shard in &notification_shards {
+        let n: i64 = redis::cmd("HGET")
+            .arg(ckeys::counts(u16::from_str_radix(&shard[1..], 16).unwrap(), &acme, &cid))
+            .arg("received")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(n >= 1, "{shard}");
+    }
+}
