@@ -15,10 +15,13 @@
 //! - [`world`]: virtual time, the fault dice, the send ledger, the trace; the ports (clock, a
 //!   fault-injecting store wrapper, fake providers).
 //! - [`sim`]: the discrete-event loop and the invariant checks.
+//! - `campaigns`: the campaign workload, the fault-injecting store's campaign port and the
+//!   campaign invariants.
 //! - [`report`]: what a run found.
 //!
 //! Nothing on the simulated path reads the wall clock, the OS's randomness or a hash map's order.
 
+mod campaigns;
 pub mod faults;
 pub mod outage;
 pub mod report;

@@ -40,6 +40,10 @@ pub struct Report {
     pub notifications: usize,
     /// Notifications accepted by the API.
     pub accepted: usize,
+    /// Notifications the tenant's campaigns created.
+    pub campaign_notifications: usize,
+    /// Campaigns seen `cancelled` (their sweep done) and checked then.
+    pub campaigns_cancelled: usize,
     /// The fault profile.
     pub profile: Profile,
     /// The faults this seed turned on, with their rates.
@@ -103,8 +107,8 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "seed {}  notifications {} (accepted {})",
-            self.seed, self.notifications, self.accepted
+            "seed {}  notifications {} (accepted {}, and {} from campaigns)",
+            self.seed, self.notifications, self.accepted, self.campaign_notifications
         );
         let states: Vec<String> = self.states.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(out, "final states   {}", states.join(", "));

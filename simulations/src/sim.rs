@@ -26,16 +26,19 @@ use steps::rate::{OverLimit, RateLimit};
 use steps::render::{Part, PartSource, TemplateSet};
 use storage::memory::MemoryStore;
 use storage::queue::{Delivery, REAPER_SLACK_MS, WakeQueue, retry_delay_ms};
+use workflows::campaign::{CampaignCreated, Moved};
 use workflows::dlq::DlqFilter;
+use workflows::fanout::{Expander, Tick};
 use workflows::machine::{Resume, State, StateKind};
 use workflows::policy::Policy;
-use workflows::ports::{Provider, Store, StoreError};
+use workflows::ports::{Campaigns, Provider, Store, StoreError};
 use workflows::record::{Cause, HistoryEntry, Idempotency, Record};
 use workflows::runner::{
     Advanced, Cancelled, Received, ReplayOptions, ReplayReport, ReplayVerdict, Runner, Submission,
     SubmitError, Submitted,
 };
 
+use crate::campaigns::{self as campaigns, EXPAND_EVERY_MS, PlannedCampaign};
 use crate::faults::{Fault, FaultSet, Profile};
 use crate::outage::{BREAKER_GRACE_MS, Outage, OutageFigures, peak_in_window};
 use crate::report::{Report, Violation};
@@ -160,6 +163,12 @@ enum Job {
     Cancel(usize, Boxed<Result<Cancelled, StoreError>>),
     /// An operator replaying the dead-letter queue.
     Replay(Boxed<Result<ReplayReport, StoreError>>),
+    /// A worker's campaign round (`Expander::tick`).
+    Expand(Boxed<Result<Tick, StoreError>>),
+    /// The tenant creating campaign `k` (try `try_`).
+    CampaignCreate(usize, u32, Boxed<Result<CampaignCreated, StoreError>>),
+    /// The tenant cancelling campaign `k` (try `try_`).
+    CampaignCancel(usize, u32, Boxed<Result<Moved, StoreError>>),
 }
 
 struct Task {
@@ -180,6 +189,10 @@ enum Due {
     FaultsOff,
     /// An operator replays the whole dead-letter queue.
     Replay,
+    /// The tenant creates campaign `k` (try `try_`).
+    CampaignCreate(usize, u32),
+    /// The tenant cancels campaign `k` (try `try_`).
+    CampaignCancel(usize, u32),
 }
 
 /// One planned notification.
@@ -230,6 +243,14 @@ pub struct Simulation {
     tenant: TenantId,
     /// Dead letters the operator replayed.
     replayed: u64,
+    /// The tenant's campaigns.
+    campaigns: Vec<PlannedCampaign>,
+    /// Campaigns the tenant cancelled (the cancel was accepted).
+    campaigns_cancelled: BTreeSet<usize>,
+    /// The campaign invariants' state.
+    campaign_checker: campaigns::Checker,
+    /// When the workers last looked for campaign pages.
+    last_expand_ms: u64,
 }
 
 impl std::fmt::Debug for Simulation {
@@ -392,6 +413,10 @@ impl Simulation {
             categories: BTreeMap::new(),
             edges: BTreeMap::new(),
             replayed: 0,
+            campaigns: Vec::new(),
+            campaigns_cancelled: BTreeSet::new(),
+            campaign_checker: campaigns::Checker::default(),
+            last_expand_ms: START_MS,
             violations: Vec::new(),
             steps: 0,
             tenant: TenantId::new("sim").unwrap_or_else(|_| unreachable!()),
@@ -477,6 +502,13 @@ impl Simulation {
         self.schedule(faults_end, Due::FaultsOff);
         self.schedule(START_MS + (faults_end - START_MS) / 2, Due::Replay);
         self.schedule(faults_end + REPLAY_AFTER_FAULTS_MS, Due::Replay);
+        self.campaigns = campaigns::plan(self.config.seed, n, recipients, START_MS, faults_end);
+        for (k, planned) in self.campaigns.clone().into_iter().enumerate() {
+            self.schedule(planned.start_ms, Due::CampaignCreate(k, 0));
+            if let Some(at) = planned.cancel_at_ms {
+                self.schedule(at, Due::CampaignCancel(k, 0));
+            }
+        }
     }
 
     fn plan_faults(&mut self) {
@@ -576,6 +608,11 @@ impl Simulation {
         let pending = at_once(self.store.stats()).map_or(0, |s| s.pending);
         if pending > 0 {
             consider(Some(self.last_reclaim_ms + RECLAIM_EVERY_MS));
+        }
+        // The workers' next look at a due campaign page.
+        if !self.live_workers().is_empty() {
+            let round = self.last_expand_ms + EXPAND_EVERY_MS;
+            consider(self.store.next_campaign_due_ms().map(|due| due.max(round)));
         }
         // A notification whose wake-up was lost waits on nothing but the reaper's round after
         // its deadline.
@@ -711,6 +748,26 @@ impl Simulation {
                     progressed = true;
                 }
             }
+            // Campaign pages that are due, every worker looking as in production (the claim lets
+            // one of them have each page).
+            let page_due = self.store.next_campaign_due_ms().is_some_and(|due| due <= now);
+            if page_due && now >= self.last_expand_ms + EXPAND_EVERY_MS {
+                self.last_expand_ms = now;
+                for w in self.live_workers() {
+                    let expanding =
+                        self.tasks.iter().any(|t| t.actor == w && matches!(t.job, Job::Expand(_)));
+                    if !expanding {
+                        let expander = Expander::new(self.runners[w].clone());
+                        let future: Boxed<_> = Box::pin(async move { expander.tick().await });
+                        self.tasks.push(Task {
+                            actor: w,
+                            job: Job::Expand(future),
+                            waits_until_ms: 0,
+                        });
+                        progressed = true;
+                    }
+                }
+            }
             // Poll every task.
             let mut i = 0;
             while i < self.tasks.len() {
@@ -724,6 +781,9 @@ impl Simulation {
                     Job::Receipt(_, f) => poll_once(f.as_mut()).map(Done::Receipt),
                     Job::Cancel(_, f) => poll_once(f.as_mut()).map(Done::Cancel),
                     Job::Replay(f) => poll_once(f.as_mut()).map(Done::Replay),
+                    Job::Expand(f) => poll_once(f.as_mut()).map(Done::Expand),
+                    Job::CampaignCreate(_, _, f) => poll_once(f.as_mut()).map(Done::CampaignCreate),
+                    Job::CampaignCancel(_, _, f) => poll_once(f.as_mut()).map(Done::CampaignCancel),
                 };
                 match poll {
                     Poll::Ready(done) => {
@@ -819,6 +879,40 @@ impl Simulation {
                 self.tasks.push(Task {
                     actor: self.workers.len(),
                     job: Job::Replay(future),
+                    waits_until_ms: 0,
+                });
+            }
+            Due::CampaignCreate(k, try_) => {
+                let runner = self.runners[self.workers.len()].clone();
+                let campaign = campaigns::campaign(&self.campaigns[k], now);
+                let members = self.campaigns[k].members.clone();
+                self.trace(format!(
+                    "api campaign {} ({} recipients, try {try_})",
+                    campaign.id,
+                    members.len()
+                ));
+                let key = campaigns::create_key(k);
+                let future: Boxed<_> = Box::pin(async move {
+                    runner.store().campaign_create(&campaign, &members, Some(&key)).await
+                });
+                self.tasks.push(Task {
+                    actor: self.workers.len(),
+                    job: Job::CampaignCreate(k, try_, future),
+                    waits_until_ms: 0,
+                });
+            }
+            Due::CampaignCancel(k, try_) => {
+                let runner = self.runners[self.workers.len()].clone();
+                let id = self.campaigns[k].id.clone();
+                let tenant = self.tenant.clone();
+                self.trace(format!("api campaign cancel {id} (try {try_})"));
+                let future: Boxed<_> = Box::pin(async move {
+                    let now_ms = workflows::ports::Clock::now_ms(runner.clock());
+                    runner.store().campaign_cancel(&tenant, &id, now_ms).await
+                });
+                self.tasks.push(Task {
+                    actor: self.workers.len(),
+                    job: Job::CampaignCancel(k, try_, future),
                     waits_until_ms: 0,
                 });
             }
@@ -981,7 +1075,62 @@ impl Simulation {
                     self.schedule(now + 1_000, Due::Replay);
                 }
             },
+            (Job::Expand(_), Done::Expand(result)) => {
+                match result {
+                    Ok(tick) if tick.pages > 0 => {
+                        self.trace(format!("a{} campaign round {tick:?}", task.actor))
+                    }
+                    Ok(_) => {}
+                    // The page it held comes back when its lease ends.
+                    Err(error) => {
+                        self.trace(format!("a{} campaign round failed: {error}", task.actor))
+                    }
+                }
+                self.check_cancelled_campaigns();
+            }
+            (Job::CampaignCreate(k, try_, _), Done::CampaignCreate(result)) => match result {
+                Ok(CampaignCreated::New) => {}
+                Ok(CampaignCreated::Existing { id, same_request }) => {
+                    if id != self.campaigns[k].id || !same_request {
+                        let detail = format!(
+                            "campaign {k}'s retry found {id} (same request: {same_request})"
+                        );
+                        self.violation("idempotency", None, &detail);
+                    }
+                }
+                Err(error) => {
+                    self.trace(format!("api campaign {k} failed: {error}; the client retries"));
+                    self.schedule(now + 500, Due::CampaignCreate(k, try_ + 1));
+                }
+            },
+            (Job::CampaignCancel(k, try_, _), Done::CampaignCancel(result)) => match result {
+                Ok(Moved::To { state }) => {
+                    self.trace(format!("campaign {k} cancel: {state}"));
+                    self.campaigns_cancelled.insert(k);
+                }
+                Ok(other) => {
+                    // Not created yet (its create is still being retried): the client tries again.
+                    self.trace(format!("campaign {k} cancel: {other:?}; again in 1 s"));
+                    self.schedule(now + 1_000, Due::CampaignCancel(k, try_ + 1));
+                }
+                Err(error) => {
+                    self.trace(format!("campaign {k} cancel failed: {error}; the client retries"));
+                    self.schedule(now + 500, Due::CampaignCancel(k, try_ + 1));
+                }
+            },
             _ => unreachable!("a task completes with its own kind"),
+        }
+    }
+
+    /// The cancel invariant, for each cancelled campaign that has just become `cancelled`.
+    fn check_cancelled_campaigns(&mut self) {
+        let created = self.shared.world().campaign_created.clone();
+        for k in self.campaigns_cancelled.clone() {
+            let found =
+                self.campaign_checker.on_cancelled(&self.store, k, &self.campaigns[k], &created);
+            for (invariant, id, detail) in found {
+                self.violation(invariant, id, &detail);
+            }
         }
     }
 
@@ -1077,8 +1226,16 @@ impl Simulation {
         let mut flagged = 0_u64;
         let mut retries = 0_u64;
         let mut attempts = 0_u64;
-        let ids: Vec<NotificationId> =
-            self.accepted.values().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+        // Campaign notifications are held to every per-notification check too.
+        let created = self.shared.world().campaign_created.clone();
+        let ids: Vec<NotificationId> = self
+            .accepted
+            .values()
+            .cloned()
+            .chain(created.iter().map(|(_, _, id)| id.clone()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let complete = self.violations.is_empty() || !self.config.stop_on_violation;
         let mut finals = Vec::with_capacity(ids.len());
         for id in &ids {
@@ -1156,6 +1313,16 @@ impl Simulation {
             self.check_dead_letter(&record, &history);
             self.check_retry_timing(&record, &history);
         }
+        self.check_cancelled_campaigns();
+        let found = self.campaign_checker.finish(
+            &self.store,
+            &self.campaigns,
+            &self.campaigns_cancelled,
+            &created,
+        );
+        for (invariant, id, detail) in found {
+            self.violation(invariant, id, &detail);
+        }
         let outage = self.config.outage.clone().map(|o| self.outage_figures(&o, &finals));
         latencies.sort_unstable();
         let pct = |p: f64| -> u64 {
@@ -1169,7 +1336,9 @@ impl Simulation {
         Report {
             seed: self.config.seed,
             notifications: self.config.notifications,
-            accepted: ids.len(),
+            accepted: ids.len() - created.len(),
+            campaign_notifications: created.len(),
+            campaigns_cancelled: self.campaign_checker.cancelled_with.len(),
             profile: self.config.profile,
             faults: world.faults.clone(),
             fired: world.fired.clone(),
@@ -1381,6 +1550,9 @@ enum Done {
     Receipt(Result<Received, StoreError>),
     Replay(Result<ReplayReport, StoreError>),
     Cancel(Result<Cancelled, StoreError>),
+    Expand(Result<Tick, StoreError>),
+    CampaignCreate(Result<CampaignCreated, StoreError>),
+    CampaignCancel(Result<Moved, StoreError>),
 }
 
 fn describe_entry(entry: &HistoryEntry) -> String {

@@ -19,6 +19,7 @@ use steps::model::{
 };
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
 use steps::rate::{RateCheck, RateLimit, SendRate, SendSlot};
+use workflows::campaign::CampaignId;
 use workflows::dlq::{DlqFilter, DlqPage};
 use workflows::machine::{Receipt, State};
 use workflows::ports::{
@@ -42,6 +43,12 @@ pub struct Planted {
     pub retry_after_dropped: bool,
     /// The reaper never runs, so a lost wake-up leaves its notification waiting forever.
     pub no_reaper: bool,
+    /// A cancelled campaign's sweep finds none of its open notifications (a store that loses the
+    /// open set), so nothing of it is cancelled.
+    pub campaign_sweep_lost: bool,
+    /// A campaign notification's id is not derived from the campaign and the recipient alone
+    /// (a counter is mixed in), so a page expanded again creates its notifications again.
+    pub campaign_ids_not_derived: bool,
 }
 
 /// One message a provider really took.
@@ -169,6 +176,10 @@ pub struct World {
     pub last_call_answer_ms: Option<u64>,
     /// The last trace lines about each notification, for violation reports.
     pub trace_by_id: BTreeMap<NotificationId, std::collections::VecDeque<String>>,
+    /// Every campaign notification created, in order: (campaign, recipient, notification).
+    pub campaign_created: Vec<(CampaignId, RecipientId, NotificationId)>,
+    /// Campaign notification ids handed out (for the planted `campaign_ids_not_derived`).
+    pub campaign_ids_minted: u64,
 }
 
 /// How many of the run's last trace lines a violation report shows.
@@ -200,6 +211,8 @@ impl World {
             trace_by_id: BTreeMap::new(),
             last_call_answer_ms: None,
             call_log: BTreeMap::new(),
+            campaign_created: Vec::new(),
+            campaign_ids_minted: 0,
         }
     }
 
@@ -343,14 +356,14 @@ pub struct FaultyStore<S> {
 }
 
 /// What the dice say about one store call.
-enum StoreFault {
+pub(crate) enum StoreFault {
     None,
     Error,
     LostReply,
 }
 
 impl<S: Store> FaultyStore<S> {
-    fn dice(&self, op: &str) -> StoreFault {
+    pub(crate) fn dice(&self, op: &str) -> StoreFault {
         let mut world = self.shared.world();
         if world.roll(Fault::StoreError) {
             world.trace(format!("a{} store {op}: error", self.actor));
@@ -363,12 +376,12 @@ impl<S: Store> FaultyStore<S> {
         }
     }
 
-    fn unavailable(op: &str) -> StoreError {
+    pub(crate) fn unavailable(op: &str) -> StoreError {
         StoreError::Unavailable(format!("simulated {op} failure"))
     }
 
     /// Whether the actor dies at this boundary (only workers do).
-    fn crash(&self, fault: Fault, what: &str) -> bool {
+    pub(crate) fn crash(&self, fault: Fault, what: &str) -> bool {
         if !self.worker {
             return false;
         }
@@ -553,7 +566,7 @@ impl<S: Store> Store for FaultyStore<S> {
     }
 }
 
-fn journal_create(shared: &Shared, record: &Record, first: &HistoryEntry) {
+pub(crate) fn journal_create(shared: &Shared, record: &Record, first: &HistoryEntry) {
     let mut world = shared.world();
     world.trace_id(&record.id, format!("create {} {}", record.id, record.request.channel));
     world.journal.push(Journaled {

@@ -373,9 +373,8 @@ async fn campaign_keys_live_in_the_campaign_slot_and_counters_beside_their_recor
     for k in &all {
         assert!(k.starts_with("courant:"), "{k} is outside the namespace");
         let tag = hash_tag(k).unwrap_or_else(|| panic!("{k} has no hash tag"));
-        let campaign_key = k.contains(&format!(":c:{cid}"))
-            && !k.ends_with(":counts")
-            && !k.ends_with(":open");
+        let campaign_key =
+            k.contains(&format!(":c:{cid}")) && !k.ends_with(":counts") && !k.ends_with(":open");
         if campaign_key || k.contains(":cidem:") || k.ends_with(":campaigns") {
             assert_eq!(tag, campaign_tag, "{k} is not in the campaign's slot");
             seen.insert("campaign");
