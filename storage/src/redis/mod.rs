@@ -23,6 +23,7 @@
 //! multiplexed connection. Both reconnect by themselves after a Redis restart.
 
 mod codec;
+mod directory;
 mod queue;
 mod scripts;
 
