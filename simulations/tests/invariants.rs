@@ -78,6 +78,11 @@ const UNREACHABLE_AT_REST: &[(StateKind, StateKind)] = &[
     (StateKind::Rendered, StateKind::Cancelled),
     (StateKind::RateChecked, StateKind::Cancelled),
     (StateKind::Unknown, StateKind::Delivered),
+    // Quiet hours and the re-check after a claim: not simulated until the simulator's recipients
+    // have stored preferences (the milestone after the directory's).
+    (StateKind::Received, StateKind::Deferred),
+    (StateKind::Deferred, StateKind::Received),
+    (StateKind::Sending, StateKind::Skipped),
 ];
 
 /// A simulator that exercises nothing must fail: across a batch of seeds every fault fires and

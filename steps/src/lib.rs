@@ -5,7 +5,10 @@
 //!
 //! # Layout
 //! - [`model`]: ids, addresses and the notification request.
-//! - [`filter`]: the preference filter (may this go out on this channel?).
+//! - [`filter`]: the preference filter (may this go out on this channel, now?).
+//! - [`preferences`]: a recipient's choices and the rule that weighs them.
+//! - [`quiet`]: quiet hours in the recipient's time zone.
+//! - [`recipient`]: the recipients directory's data (profile, devices, locale, time zone).
 //! - [`fallback`]: channel fallback (SMS exhausted → email), only where it cannot double-deliver.
 //! - [`render`]: tera 2 templates, pinned by version, per channel part.
 //! - [`rate`]: the sliding-window rate limit and its decision.
@@ -16,6 +19,9 @@ pub mod fallback;
 pub mod filter;
 pub mod model;
 pub mod outcome;
+pub mod preferences;
+pub mod quiet;
 pub mod rate;
+pub mod recipient;
 pub mod render;
 pub mod retry;

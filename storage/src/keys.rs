@@ -19,11 +19,16 @@
 //! | `courant:{i:<tenant>:<recipient>}:inbox` | LIST | in-app inbox ids, newest first |
 //! | `courant:{i:<tenant>:<recipient>}:inbox:items` | HASH | in-app inbox entries by id |
 //! | `courant:apikey:<key id>` | STRING | an API key (JSON: tenant, secret hash) |
+//! | `courant:{dNN}:t:<tenant>:r:<recipient>` | HASH | a recipient's directory entry |
+//! | `courant:{dNN}:t:<tenant>:recipients` | ZSET | a tenant's recipient ids, all scores 0 |
 //!
 //! Campaigns' keys are in [`campaigns`].
 //!
 //! `NN` is the shard (two hex digits) of the notification: [`SHARDS`] shards spread the load over
 //! a cluster while keeping a notification's record, history, indexes and wake-ups in one slot.
+//! The recipients directory has its own [`SHARDS`] shards (`{dNN}`, by tenant and recipient id,
+//! see [`recipient_shard`]), so an entry and its place in the tenant's index are in one slot,
+//! and a tenant's recipients spread over the cluster.
 //! Tenant, recipient and notification ids are restricted to `[A-Za-z0-9._-]`
 //! (`steps::model::check_id`), so they cannot break out of a key.
 
@@ -236,6 +241,28 @@ pub fn api_key(key_id: &str) -> String {
     }
 }
 
+/// The directory shard of a recipient: its entry and its index entry live there.
+pub fn recipient_shard(tenant: &TenantId, recipient: &RecipientId) -> u16 {
+    let mut bytes = Vec::with_capacity(tenant.as_str().len() + 1 + recipient.as_str().len());
+    bytes.extend_from_slice(tenant.as_str().as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(recipient.as_str().as_bytes());
+    shard_of_hash(fnv1a(&bytes))
+}
+
+/// A recipient's directory entry (HASH: `contact` and `prefs` JSON, `rev`, `updated`, and one
+/// `dev:<device id>` JSON field per push device).
+pub fn recipient(tenant: &TenantId, recipient: &RecipientId) -> String {
+    let shard = recipient_shard(tenant, recipient);
+    format!("{PREFIX}:{{d{shard:02x}}}:t:{tenant}:r:{recipient}")
+}
+
+/// A tenant's recipient ids in one directory shard (ZSET, every score 0, so `ZRANGEBYLEX` walks
+/// them in id order).
+pub fn recipient_index(shard: u16, tenant: &TenantId) -> String {
+    format!("{PREFIX}:{{d{shard:02x}}}:t:{tenant}:recipients")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +353,9 @@ mod tests {
         assert_eq!(rate(&acme, &bob, Channel::Sms), "courant:{r:acme:bob}:rate:sms");
         assert_eq!(inbox(&acme, &bob), "courant:{i:acme:bob}:inbox");
         assert_eq!(api_key("ab12"), "courant:apikey:ab12");
+        let shard = recipient_shard(&acme, &bob);
+        assert_eq!(recipient(&acme, &bob), format!("courant:{{d{shard:02x}}}:t:acme:r:bob"));
+        assert_eq!(recipient_index(3, &acme), "courant:{d03}:t:acme:recipients");
     }
 
     #[test]

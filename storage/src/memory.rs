@@ -7,8 +7,10 @@
 //!
 //! The semantics follow the Redis store in everything the conformance suite checks
 //! (`conformance`): compare-and-set on the version, capped history, state indexes, the DLQ,
-//! idempotency with fingerprints, the sliding rate window, the inbox, the queue and the deadline
-//! index the reaper reads.
+//! idempotency with fingerprints, the sliding rate window, the inbox, the queue, the deadline
+//! index the reaper reads, and the recipients directory (`directory`).
+
+mod directory;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::{Future, ready};
@@ -232,6 +234,8 @@ struct Inner {
     inbox: BTreeMap<(TenantId, RecipientId), VecDeque<InboxItem>>,
     /// API keys by key id.
     api_keys: BTreeMap<String, ApiKey>,
+    /// The recipients directory (see `directory`).
+    recipients: directory::Recipients,
     /// The wake-up queue.
     queue: MemQueue,
     /// The deadline index: `tenant/id` of every record waiting on a worker, by when it is

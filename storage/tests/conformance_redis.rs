@@ -398,3 +398,62 @@ async fn campaign_keys_live_in_the_campaign_slot_and_counters_beside_their_recor
         assert!(n >= 1, "{shard}");
     }
 }
+
+/// A recipient's directory entry and its index entry are in one slot (`{dNN}`, the recipient's
+/// directory shard), under the namespace.
+#[tokio::test]
+async fn a_recipients_directory_keys_share_one_slot() {
+    use steps::preferences::Preferences;
+    use steps::recipient::{Device, DeviceToken, Platform};
+    use workflows::ports::Directory;
+
+    let (store, server) = fresh().await;
+    let acme = TenantId::new("acme").unwrap();
+    let bob = RecipientId::new("bob").unwrap();
+    let now = store.now_ms();
+    store.put_contact(&acme, &bob, &Default::default(), now).await.expect("contact");
+    store.put_preferences(&acme, &bob, &Preferences::default(), now).await.expect("prefs");
+    let token = DeviceToken::parse("secret-token").unwrap();
+    store.add_device(&acme, &bob, &Device::new(Platform::Ios, token, now), now).await.expect("dev");
+    let mut conn = raw(&server).await;
+    // Everything but the ready streams `connect` creates.
+    let all: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+    let all: Vec<String> = all.into_iter().filter(|k| !k.ends_with(":q:ready")).collect();
+    let shard = keys::recipient_shard(&acme, &bob);
+    let expected =
+        BTreeSet::from([keys::recipient(&acme, &bob), keys::recipient_index(shard, &acme)]);
+    assert_eq!(all.iter().cloned().collect::<BTreeSet<_>>(), expected);
+    for k in &all {
+        assert_eq!(hash_tag(k), Some(format!("d{shard:02x}").as_str()), "{k}");
+    }
+}
+
+/// Two processes on one Redis: what one writes, the other's very next read sees. The directory
+/// has no cache, so there is nothing to invalidate and nothing to miss.
+#[tokio::test]
+async fn an_opt_out_written_by_one_process_is_read_by_another_at_once() {
+    use steps::model::Category;
+    use steps::preferences::{CategoryChoice, Preferences};
+    use workflows::ports::Directory;
+
+    let (api, server) = fresh().await;
+    let worker = RedisStore::connect(&server.url()).await.expect("a second connection");
+    let acme = TenantId::new("acme").unwrap();
+    let bob = RecipientId::new("bob").unwrap();
+    let now = api.now_ms();
+    let marketing = Category::new("marketing").unwrap();
+    for round in 0..50_u64 {
+        // The worker reads (as the lifecycle does before a decision), then the API writes.
+        let before = worker.recipient(&acme, &bob).await.expect("read");
+        let on = round % 2 == 1;
+        let mut preferences = Preferences::default();
+        preferences
+            .categories
+            .insert(marketing.clone(), CategoryChoice { enabled: Some(on), ..Default::default() });
+        let revision = api.put_preferences(&acme, &bob, &preferences, now).await.expect("write");
+        let after = worker.recipient(&acme, &bob).await.expect("read").expect("entry");
+        assert_eq!(after.revision, revision);
+        assert_eq!(after.preferences, preferences, "round {round}");
+        assert_ne!(before.map(|e| e.preferences), Some(preferences));
+    }
+}

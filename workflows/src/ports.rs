@@ -1,6 +1,6 @@
 //! The ports: what the lifecycle needs from the outside world, as traits. The shell implements them
-//! (`storage` for [`Store`] and [`Inbox`], `providers` for [`Provider`], the binary for
-//! [`Clock`]); the simulator implements them again with fakes. The runner only ever sees these.
+//! (`storage` for [`Store`], [`Inbox`] and [`Directory`], `providers` for [`Provider`], the binary
+//! for [`Clock`]); the simulator implements them again with fakes. The runner only ever sees these.
 
 use std::future::Future;
 
@@ -10,7 +10,9 @@ use steps::model::{
     Attempt, Category, Channel, NotificationId, ProviderName, Recipient, RecipientId, TenantId,
 };
 use steps::outcome::SendOutcome;
+use steps::preferences::Preferences;
 use steps::rate::{RateCheck, RateLimit, SendRate, SendSlot};
+use steps::recipient::{Contact, Device, DeviceId, RecipientEntry};
 use steps::render::Content;
 
 use crate::campaign::{
@@ -389,4 +391,101 @@ pub trait Campaigns: Send + Sync + 'static {
         cursor: &str,
         len: usize,
     ) -> impl Future<Output = Result<OpenPage, StoreError>> + Send;
+}
+
+/// The most recipients one page of [`Directory::recipients`] returns.
+pub const RECIPIENT_PAGE_MAX: usize = 1_000;
+
+/// One page of a tenant's recipients, in id order (bytewise).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecipientPage {
+    /// The entries, in id order.
+    pub entries: Vec<RecipientEntry>,
+    /// The cursor of the next page (the last id of this one), `None` when this is the last.
+    pub next: Option<RecipientId>,
+}
+
+/// What registering a push device came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceAdded {
+    /// Registered; the entry is now at `revision`.
+    Added {
+        /// The entry's new revision.
+        revision: u64,
+    },
+    /// The same token on the same platform was registered already; nothing changed.
+    Exists {
+        /// The entry's revision.
+        revision: u64,
+    },
+    /// The recipient has [`DEVICES_MAX`](steps::recipient::DEVICES_MAX) devices already;
+    /// nothing changed.
+    Full,
+    /// No profile is stored for the recipient; nothing changed.
+    NoProfile,
+}
+
+/// The recipients directory: per tenant and recipient id, a profile (addresses, push devices,
+/// locale, time zone) and preferences, with a revision that grows with every write.
+///
+/// Every method is one atomic operation, and a read sees every write that completed before it
+/// started, from any process: the lifecycle reads the directory for each decision (the filter,
+/// and again after each send's claim), so an opt-out is honoured by the next decision after it is
+/// written. Implementations: Redis and in-memory, held to the conformance suite.
+pub trait Directory: Send + Sync + 'static {
+    /// The recipient's entry, `None` when nothing is stored for them.
+    fn recipient(
+        &self,
+        tenant: &TenantId,
+        id: &RecipientId,
+    ) -> impl Future<Output = Result<Option<RecipientEntry>, StoreError>> + Send;
+
+    /// Sets the recipient's contact data (creating the profile), keeping their devices and
+    /// preferences. Returns the new revision and whether the profile is new.
+    fn put_contact(
+        &self,
+        tenant: &TenantId,
+        id: &RecipientId,
+        contact: &Contact,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(u64, bool), StoreError>> + Send;
+
+    /// Replaces the recipient's preferences (with or without a profile). Returns the new revision.
+    fn put_preferences(
+        &self,
+        tenant: &TenantId,
+        id: &RecipientId,
+        preferences: &Preferences,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Registers a push device on the recipient's profile, at most
+    /// [`DEVICES_MAX`](steps::recipient::DEVICES_MAX).
+    fn add_device(
+        &self,
+        tenant: &TenantId,
+        id: &RecipientId,
+        device: &Device,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<DeviceAdded, StoreError>> + Send;
+
+    /// Removes a push device. Returns the new revision, `None` when there was no such device.
+    fn remove_device(
+        &self,
+        tenant: &TenantId,
+        id: &RecipientId,
+        device: &DeviceId,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// A tenant's recipients with anything stored, in id order, from just after `after` (from the
+    /// start when `None`), at most `limit` (capped at [`RECIPIENT_PAGE_MAX`]). Walking the pages
+    /// visits every recipient stored before the walk began exactly once, whatever is written
+    /// meanwhile.
+    fn recipients(
+        &self,
+        tenant: &TenantId,
+        after: Option<&RecipientId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<RecipientPage, StoreError>> + Send;
 }

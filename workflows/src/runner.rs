@@ -706,7 +706,14 @@ impl<S: Store, C: Clock> Runner<S, C> {
         while let Some(effect) = run.effects.pop_front() {
             match effect {
                 Effect::Filter { channel } => {
-                    let decision = steps::filter::decide(&run.record.request, channel);
+                    let rules = steps::filter::Rules::none();
+                    let decision = steps::filter::decide(
+                        &run.record.request,
+                        channel,
+                        &rules,
+                        None,
+                        run.now_ms,
+                    );
                     run.handle(Event::Filtered(decision), step("filter"));
                 }
                 Effect::Render { channel } => {
@@ -852,6 +859,10 @@ impl<S: Store, C: Clock> Runner<S, C> {
             from,
             &tried,
             maybe_delivered,
+            |channel| {
+                let rules = steps::filter::Rules::none();
+                steps::filter::decide(&record.request, channel, &rules, None, run.now_ms)
+            },
         ))
     }
 

@@ -24,6 +24,7 @@
 
 mod campaigns;
 mod codec;
+mod directory;
 mod queue;
 mod scripts;
 
