@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument;
 use workflows::fanout::Expander;
-use workflows::ports::{Campaigns, Clock, Inbox, Provider, Store};
+use workflows::ports::{Campaigns, Clock, Directory, Inbox, Provider, Store};
 use workflows::record::Wake;
 use workflows::runner::Runner;
 
@@ -169,7 +169,7 @@ const CAMPAIGN_POLL_MS: u64 = 250;
 /// campaigns (`workflows::fanout`), until shutdown. A page in progress is finished first.
 async fn run_campaigns<S, C>(runner: Arc<Runner<S, C>>, shutdown: Shutdown)
 where
-    S: Store + Campaigns,
+    S: Store + Campaigns + Directory,
     C: Clock,
 {
     let expander = Expander::new(runner);
@@ -221,7 +221,7 @@ async fn run_workers<S, C, Q>(
     shutdown: Shutdown,
 ) -> anyhow::Result<()>
 where
-    S: Store + Campaigns,
+    S: Store + Campaigns + Directory,
     C: Clock,
     Q: WakeQueue + Clone + Unpin,
 {

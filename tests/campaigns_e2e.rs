@@ -251,4 +251,48 @@ async fn a_campaign_on_redis_expands_and_completes_with_progress_visible() {
     let later = client.get(&format!("/v1/campaigns/{id}")).await;
     assert_eq!(later["progress"]["expanded"], expanded, "expansion went on after the cancel");
     eprintln!("cancelled campaign {id}: {}", view["progress"]);
+
+    // A filter over the directory, on email: the French recipients with an address, each sent to
+    // the address in their profile.
+    use workflows::ports::Directory;
+    let store = storage::redis::RedisStore::connect(&stack.redis.url()).await.expect("connect");
+    let acme = steps::model::TenantId::new("acme").expect("tenant");
+    for i in 0..300 {
+        let contact = match i % 3 {
+            0 => json!({ "email": format!("fr{i}@example.com"), "locale": "fr-FR" }),
+            1 => json!({ "locale": "fr" }),
+            _ => json!({ "email": format!("en{i}@example.com"), "locale": "en" }),
+        };
+        let contact: steps::recipient::Contact = serde_json::from_value(contact).expect("contact");
+        let id = steps::model::RecipientId::new(format!("dir-{i:03}")).expect("id");
+        store.put_contact(&acme, &id, &contact, 1).await.expect("put contact");
+    }
+    let body = json!({
+        "template": "welcome",
+        "channel": "email",
+        "data": { "name": "there", "product": "courant" },
+        "segment": { "filter": { "locale": "fr", "reachable": true } },
+        "rate_per_sec": 200,
+    });
+    let (status, created) = client.post("/v1/campaigns", &body).await;
+    assert_eq!(status, 202, "{created}");
+    let id = created["id"].as_str().expect("an id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let view = loop {
+        let view = client.get(&format!("/v1/campaigns/{id}")).await;
+        if view["state"] == "completed" {
+            break view;
+        }
+        assert!(Instant::now() < deadline, "the filter campaign never completed: {view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((view["recipients"].clone(), view["position"].clone()), (json!(100), json!(300)));
+    let progress = &view["progress"];
+    let handed = progress["sent"].as_u64().unwrap() + progress["delivered"].as_u64().unwrap();
+    assert_eq!((progress["expanded"].clone(), handed), (json!(100), 100), "{view}");
+    let messages = stack.sandbox_messages("sendgrid");
+    let to: std::collections::BTreeSet<&str> =
+        messages.iter().filter_map(|m| m["to"].as_str()).collect();
+    assert_eq!(to.len(), 100, "{} messages", messages.len());
+    assert!(to.iter().all(|a| a.starts_with("fr")), "{to:?}");
 }

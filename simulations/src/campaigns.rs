@@ -1,6 +1,8 @@
-//! Campaigns in the simulator: the tenant sends two in-app campaigns during the fault phase (one
-//! of them cancelled part-way), the workers expand them with the production expander
-//! (`workflows::fanout`) through their fault-injecting stores, and the checker holds them to:
+//! Campaigns in the simulator: the tenant sends three campaigns during the fault phase, two in-app
+//! to lists of ids (one of them cancelled part-way) and one by email to a filter over its
+//! recipient directory (the French recipients with an email address), the workers expand them
+//! with the production expander (`workflows::fanout`) through their fault-injecting stores, and
+//! the checker holds them to:
 //!
 //! - **campaign-once**: every member of a campaign that was not cancelled gets exactly one
 //!   notification, and no one else gets any; a cancelled campaign gives no member two;
@@ -19,12 +21,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 use steps::model::{Category, Channel, NotificationId, RecipientId, TemplateId, TenantId};
+use steps::preferences::Preferences;
+use steps::recipient::{Contact, Device, DeviceId, RecipientEntry};
 use workflows::campaign::{
     Advance, Appended, Campaign, CampaignCreated, CampaignId, CampaignSpec, CampaignState, Counts,
-    Moved, OpenPage, PageClaim, PageDone, Segment, counter_field,
+    Moved, OpenPage, PageClaim, PageDone, RecipientFilter, Segment, counter_field,
 };
 use workflows::machine::StateKind;
-use workflows::ports::{Campaigns, Store, StoreError};
+use workflows::ports::{Campaigns, DeviceAdded, Directory, RecipientPage, Store, StoreError};
 use workflows::record::{Created, HistoryEntry, Idempotency, Record};
 
 use crate::faults::Fault;
@@ -47,6 +51,29 @@ pub(crate) struct PlannedCampaign {
     pub(crate) start_ms: u64,
     /// When the tenant cancels it, if it does.
     pub(crate) cancel_at_ms: Option<u64>,
+    /// Its channel.
+    pub(crate) channel: Channel,
+    /// Its segment: the list of `members`, or a filter whose matches are the `members`.
+    pub(crate) segment: Segment,
+    /// The position it ends at: the list's length, or the directory entries walked.
+    pub(crate) end_position: u64,
+}
+
+/// The tenant's recipient directory: a profile for each of `count` recipients, a third French
+/// with an email address, a third French without one, a third English with one.
+pub(crate) fn profiles(count: usize) -> Vec<(RecipientId, Contact)> {
+    (0..count)
+        .map(|i| {
+            let contact = match i % 3 {
+                0 => serde_json::json!({ "email": format!("r{i}@example.com"), "locale": "fr-FR" }),
+                1 => serde_json::json!({ "locale": "fr" }),
+                _ => serde_json::json!({ "email": format!("r{i}@example.com"), "locale": "en" }),
+            };
+            let contact: Contact = serde_json::from_value(contact)
+                .unwrap_or_else(|e| unreachable!("a valid fixture contact: {e}"));
+            (recipient(i), contact)
+        })
+        .collect()
 }
 
 /// Plans the run's campaigns: none for tiny runs; otherwise one that runs to the end and one
@@ -68,7 +95,7 @@ pub(crate) fn plan(
     let tenant = tenant();
     let size = (notifications / 5).clamp(5, 2_000);
     let window = (faults_end_ms.saturating_sub(start_ms) / 2).max(1);
-    (0..2_u32)
+    let mut planned: Vec<PlannedCampaign> = (0..2_u32)
         .map(|k| {
             let members: Vec<RecipientId> =
                 (0..size).map(|_| recipient(rng.index(recipients * 2))).collect();
@@ -76,12 +103,47 @@ pub(crate) fn plan(
             let start = start_ms + rng.range(0, window);
             let expansion_ms = size as u64 * 1_000 / u64::from(rate_per_sec) + 2_000;
             let cancel_at_ms = (k == 1).then(|| start + rng.range(0, expansion_ms));
-            let ulid = format!("01J00000000000000000000{k:03}");
-            let key = format!("campaign-{k}");
-            let id = storage::keys::campaigns::new_campaign_id(&tenant, Some(&key), &ulid);
-            PlannedCampaign { id, members, rate_per_sec, start_ms: start, cancel_at_ms }
+            PlannedCampaign {
+                id: campaign_id(&tenant, k),
+                end_position: members.len() as u64,
+                members,
+                rate_per_sec,
+                start_ms: start,
+                cancel_at_ms,
+                channel: Channel::InApp,
+                segment: Segment::Recipients,
+            }
         })
-        .collect()
+        .collect();
+    // The directory filter: everyone French with an email address, by email.
+    let directory = profiles(recipients * 2);
+    let filter: RecipientFilter =
+        serde_json::from_value(serde_json::json!({ "locale": "fr", "reachable": true }))
+            .unwrap_or_else(|e| unreachable!("a valid filter: {e}"));
+    let members = directory
+        .iter()
+        .filter(|(_, c)| {
+            c.email.is_some() && c.locale.as_ref().is_some_and(|l| l.as_str().starts_with("fr"))
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    planned.push(PlannedCampaign {
+        id: campaign_id(&tenant, 2),
+        members,
+        rate_per_sec: 50,
+        start_ms: start_ms + rng.range(0, window),
+        cancel_at_ms: None,
+        channel: Channel::Email,
+        segment: Segment::Filter { filter },
+        end_position: directory.len() as u64,
+    });
+    planned
+}
+
+/// Campaign `k`'s id, minted as the API mints it for the idempotency key it is created with.
+fn campaign_id(tenant: &TenantId, k: u32) -> CampaignId {
+    let ulid = format!("01J00000000000000000000{k:03}");
+    storage::keys::campaigns::new_campaign_id(tenant, Some(&format!("campaign-{k}")), &ulid)
 }
 
 /// The simulated tenant.
@@ -97,14 +159,17 @@ pub(crate) fn campaign(planned: &PlannedCampaign, now_ms: u64) -> Campaign {
         id: planned.id.clone(),
         spec: CampaignSpec {
             template: TemplateId::new("note").unwrap_or_else(|_| unreachable!()),
-            channel: Channel::InApp,
+            channel: planned.channel,
             category: Category::new("marketing").unwrap_or_else(|_| unreachable!()),
             data: data.as_object().cloned().unwrap_or_default(),
-            segment: Segment::Recipients,
+            segment: planned.segment.clone(),
             rate_per_sec: planned.rate_per_sec,
         },
         state: CampaignState::Expanding,
-        recipients: planned.members.len() as u64,
+        recipients: match planned.segment {
+            Segment::Recipients => planned.members.len() as u64,
+            Segment::Filter { .. } => 0,
+        },
         position: 0,
         cursor: String::new(),
         rejected: 0,
@@ -255,18 +320,21 @@ impl Checker {
                     ));
                 }
             } else {
+                let matched = BTreeSet::from_iter(&plan.members).len() as u64;
                 let done = campaign.state == CampaignState::Expanded
-                    && campaign.position == plan.members.len() as u64;
+                    && campaign.position == plan.end_position
+                    && (plan.segment == Segment::Recipients || campaign.recipients == matched);
                 if !done {
                     found.push((
                         "campaign-done",
                         None,
                         format!(
-                            "campaign {} is {} at position {} of {}",
+                            "campaign {} is {} at position {} of {} with {} recipients",
                             plan.id,
                             campaign.state,
                             campaign.position,
-                            plan.members.len()
+                            plan.end_position,
+                            campaign.recipients
                         ),
                     ));
                 }
@@ -511,5 +579,74 @@ impl<S: Store + Campaigns> Campaigns for FaultyStore<S> {
             return Ok(OpenPage::default());
         }
         self.read(self.inner.campaign_open(tenant, id, cursor, len)).await
+    }
+}
+
+/// The directory through the fault dice: the campaign expander reads profiles and walks the
+/// directory through it (and the tenant's profiles are written through it before the run).
+impl<S: Store + Directory> Directory for FaultyStore<S> {
+    async fn recipient(
+        &self,
+        tenant: &TenantId,
+        id: &RecipientId,
+    ) -> Result<Option<RecipientEntry>, StoreError> {
+        match self.dice("load") {
+            StoreFault::Error => Err(Self::unavailable("directory read")),
+            StoreFault::None | StoreFault::LostReply => self.inner.recipient(tenant, id).await,
+        }
+    }
+
+    fn put_contact(
+        &self,
+        tenant: &TenantId,
+        id: &RecipientId,
+        contact: &Contact,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(u64, bool), StoreError>> + Send {
+        self.inner.put_contact(tenant, id, contact, now_ms)
+    }
+
+    fn put_preferences(
+        &self,
+        tenant: &TenantId,
+        id: &RecipientId,
+        preferences: &Preferences,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        self.inner.put_preferences(tenant, id, preferences, now_ms)
+    }
+
+    fn add_device(
+        &self,
+        tenant: &TenantId,
+        id: &RecipientId,
+        device: &Device,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<DeviceAdded, StoreError>> + Send {
+        self.inner.add_device(tenant, id, device, now_ms)
+    }
+
+    fn remove_device(
+        &self,
+        tenant: &TenantId,
+        id: &RecipientId,
+        device: &DeviceId,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send {
+        self.inner.remove_device(tenant, id, device, now_ms)
+    }
+
+    async fn recipients(
+        &self,
+        tenant: &TenantId,
+        after: Option<&RecipientId>,
+        limit: usize,
+    ) -> Result<RecipientPage, StoreError> {
+        match self.dice("load") {
+            StoreFault::Error => Err(Self::unavailable("directory walk")),
+            StoreFault::None | StoreFault::LostReply => {
+                self.inner.recipients(tenant, after, limit).await
+            }
+        }
     }
 }

@@ -31,7 +31,7 @@ use workflows::dlq::DlqFilter;
 use workflows::fanout::{Expander, Tick};
 use workflows::machine::{Resume, State, StateKind};
 use workflows::policy::Policy;
-use workflows::ports::{Campaigns, Provider, Store, StoreError};
+use workflows::ports::{Campaigns, Directory, Provider, Store, StoreError};
 use workflows::record::{Cause, HistoryEntry, Idempotency, Record};
 use workflows::runner::{
     Advanced, Cancelled, Received, ReplayOptions, ReplayReport, ReplayVerdict, Runner, Submission,
@@ -503,6 +503,14 @@ impl Simulation {
         self.schedule(START_MS + (faults_end - START_MS) / 2, Due::Replay);
         self.schedule(faults_end + REPLAY_AFTER_FAULTS_MS, Due::Replay);
         self.campaigns = campaigns::plan(self.config.seed, n, recipients, START_MS, faults_end);
+        if !self.campaigns.is_empty() {
+            for (id, contact) in campaigns::profiles(recipients * 2) {
+                let put = self.store.put_contact(&self.tenant, &id, &contact, START_MS);
+                if let Err(error) = at_once(put) {
+                    unreachable!("the in-memory directory takes a profile: {error}");
+                }
+            }
+        }
         for (k, planned) in self.campaigns.clone().into_iter().enumerate() {
             self.schedule(planned.start_ms, Due::CampaignCreate(k, 0));
             if let Some(at) = planned.cancel_at_ms {
@@ -885,7 +893,11 @@ impl Simulation {
             Due::CampaignCreate(k, try_) => {
                 let runner = self.runners[self.workers.len()].clone();
                 let campaign = campaigns::campaign(&self.campaigns[k], now);
-                let members = self.campaigns[k].members.clone();
+                // A filter segment stores no list: the walk of the directory finds its members.
+                let members = match self.campaigns[k].segment {
+                    workflows::campaign::Segment::Recipients => self.campaigns[k].members.clone(),
+                    workflows::campaign::Segment::Filter { .. } => Vec::new(),
+                };
                 self.trace(format!(
                     "api campaign {} ({} recipients, try {try_})",
                     campaign.id,

@@ -1,10 +1,12 @@
 //! The campaign endpoints: create a campaign to a segment, append recipients to a draft, start,
 //! cancel, read its progress, list.
 //!
-//! A segment of explicit recipient ids comes in pages of at most
-//! [`RECIPIENTS_PER_REQUEST_MAX`]: the first with `POST /v1/campaigns` (`"draft": true` to hold
-//! it), the rest with `POST /v1/campaigns/{id}/recipients`, then `POST /v1/campaigns/{id}/start`.
-//! Workers expand it into notifications at the campaign's `rate_per_sec` (`workflows::fanout`).
+//! A segment is either explicit recipient ids, in pages of at most
+//! [`RECIPIENTS_PER_REQUEST_MAX`] (the first with `POST /v1/campaigns`, `"draft": true` to hold
+//! it, the rest with `POST /v1/campaigns/{id}/recipients`, then `POST /v1/campaigns/{id}/start`),
+//! or a filter over the recipient directory (`RecipientFilter`). Workers expand it into
+//! notifications at the campaign's `rate_per_sec` (`workflows::fanout`), each recipient's
+//! addresses taken from their profile in the directory.
 //! The POSTs honour `Idempotency-Key` like the notification POST: the same key and body return
 //! the first answer (`Idempotent-Replayed: true`), the same key with another body is refused
 //! with 422. Start and cancel are idempotent by nature.
@@ -22,7 +24,7 @@ use steps::model::{Category, Channel, RecipientId, TemplateId};
 use workflows::campaign::{
     Appended, Campaign, CampaignCreated, CampaignId, CampaignSpec, CampaignState, LIST_LIMIT_MAX,
     Moved, Progress, RATE_PER_SEC_DEFAULT, RATE_PER_SEC_MAX, RECIPIENTS_MAX,
-    RECIPIENTS_PER_REQUEST_MAX, Segment,
+    RECIPIENTS_PER_REQUEST_MAX, RecipientFilter, Segment,
 };
 use workflows::ports::{Campaigns, Clock, Inbox, Store};
 use workflows::record::Idempotency;
@@ -70,12 +72,16 @@ struct CreateBody {
     draft: bool,
 }
 
-/// Who a campaign goes to, as submitted.
+/// Who a campaign goes to, as submitted: one of the two.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SegmentBody {
     /// The first page of recipient ids.
-    recipients: Vec<RecipientId>,
+    #[serde(default)]
+    recipients: Option<Vec<RecipientId>>,
+    /// Everyone in the directory the filter matches.
+    #[serde(default)]
+    filter: Option<RecipientFilter>,
 }
 
 /// A page of recipients appended to a draft.
@@ -146,7 +152,21 @@ where
     let value: serde_json::Value = parse(&bytes, "")?;
     let fingerprint = fingerprint(&value);
     let body: CreateBody = parse_value(value, "")?;
-    page_of_recipients("segment.recipients", &body.segment.recipients, body.draft)?;
+    let (segment, recipients) = match (body.segment.recipients, body.segment.filter) {
+        (Some(recipients), None) => {
+            page_of_recipients("segment.recipients", &recipients, body.draft)?;
+            (Segment::Recipients, recipients)
+        }
+        (None, Some(filter)) => (Segment::Filter { filter }, Vec::new()),
+        _ => {
+            return Err(ApiError::BadRequest {
+                field: "segment".into(),
+                message: "must hold either `recipients` (a list of ids) or `filter` (over the \
+                          recipient directory)"
+                    .into(),
+            });
+        }
+    };
     let rate_per_sec = body.rate_per_sec.unwrap_or(RATE_PER_SEC_DEFAULT);
     if !(1..=RATE_PER_SEC_MAX).contains(&rate_per_sec) {
         return Err(ApiError::BadRequest {
@@ -154,15 +174,14 @@ where
             message: format!("must be between 1 and {RATE_PER_SEC_MAX} notifications a second"),
         });
     }
-    if body.channel != Channel::InApp {
-        // Every other channel needs the recipient's address, which a segment of ids does not
-        // carry: it comes with the recipient directory.
+    if !matches!(body.channel, Channel::InApp | Channel::Email | Channel::Sms) {
+        // Push needs a device from the profile and a provider that sends to it, chat a target:
+        // neither is there yet.
         return Err(ApiError::Unprocessable {
             code: "campaign_channel_unsupported",
             field: "channel".into(),
             message: format!(
-                "campaigns go out on in_app for now: {} needs each recipient's address, which \
-                 comes from the recipient directory",
+                "campaigns go out on in_app, email or sms; {} is not supported for campaigns",
                 body.channel
             ),
         });
@@ -195,11 +214,11 @@ where
             channel: body.channel,
             category: body.category,
             data: body.data,
-            segment: Segment::Recipients,
+            segment,
             rate_per_sec,
         },
         state: campaign_state,
-        recipients: body.segment.recipients.len() as u64,
+        recipients: recipients.len() as u64,
         position: 0,
         cursor: String::new(),
         rejected: 0,
@@ -211,7 +230,7 @@ where
     };
     let idempotency = key.map(|key| Idempotency { key, fingerprint });
     let store = state.runner.store();
-    match store.campaign_create(&campaign, &body.segment.recipients, idempotency.as_ref()).await? {
+    match store.campaign_create(&campaign, &recipients, idempotency.as_ref()).await? {
         CampaignCreated::New => {
             tracing::info!(
                 campaign = %id,
@@ -265,6 +284,16 @@ where
     let idempotency = key.map(|key| Idempotency { key, fingerprint });
     let now_ms = state.runner.clock().now_ms();
     let store = state.runner.store();
+    // The segment never changes: a filter campaign takes no list of ids.
+    let campaign = store.campaign(&tenant, &id).await?.ok_or(ApiError::NotFound)?;
+    if campaign.spec.segment != Segment::Recipients {
+        return Err(ApiError::Conflict {
+            message: format!(
+                "campaign {id}'s segment is a filter over the recipient directory; it takes no \
+                 list of recipients"
+            ),
+        });
+    }
     let appended =
         store.campaign_append(&tenant, &id, &body.recipients, idempotency.as_ref(), now_ms).await?;
     let view = |recipients: u64| json!({ "id": id, "recipients": recipients });

@@ -19,7 +19,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use steps::model::{Category, Channel, IdError, TemplateId, TenantId, check_id};
+use steps::model::{
+    Category, Channel, IdError, Recipient, RecipientId, TemplateId, TenantId, check_id,
+};
+use steps::recipient::{Locale, RecipientEntry, TimeZone};
 
 use crate::machine::{State, StateKind};
 
@@ -161,8 +164,85 @@ impl fmt::Display for CampaignState {
 pub enum Segment {
     /// An explicit list of recipient ids, stored with the campaign in the order given (the first
     /// page with the campaign, further pages appended while it is a draft). An id listed twice
-    /// gets one notification.
+    /// gets one notification. Addresses come from each recipient's profile in the directory.
     Recipients,
+    /// Every recipient of the tenant's directory that the filter matches, walked in id order
+    /// page by page when the campaign expands (a recipient stored after the walk passed their id
+    /// is not included).
+    Filter {
+        /// Who matches.
+        filter: RecipientFilter,
+    },
+}
+
+/// A simple filter over the recipient directory. Every condition given must hold; the empty
+/// filter matches everyone in the directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecipientFilter {
+    /// Recipients whose locale is this tag or a more specific one: `fr` matches `fr` and
+    /// `fr-CA`, `fr-CA` only `fr-CA` (and `fr-CA-...`). Case-insensitive, as BCP 47 is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<Locale>,
+    /// Recipients in this IANA time zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<TimeZone>,
+    /// Only recipients the campaign's channel can reach: with an email address for email, a
+    /// phone number for SMS, a device for push (in-app reaches everyone).
+    #[serde(default)]
+    pub reachable: bool,
+}
+
+impl RecipientFilter {
+    /// Whether `entry` matches, for a campaign on `channel`.
+    pub fn matches(&self, entry: &RecipientEntry, channel: Channel) -> bool {
+        let contact = entry.contact();
+        if let Some(wanted) = &self.locale {
+            let Some(locale) = contact.and_then(|c| c.locale.as_ref()) else { return false };
+            let (have, want) = (locale.as_str(), wanted.as_str());
+            let more_specific = have.len() > want.len()
+                && have.as_bytes()[want.len()] == b'-'
+                && have[..want.len()].eq_ignore_ascii_case(want);
+            if !(have.eq_ignore_ascii_case(want) || more_specific) {
+                return false;
+            }
+        }
+        if let Some(zone) = self.time_zone
+            && entry.time_zone() != Some(zone)
+        {
+            return false;
+        }
+        !self.reachable || reachable(entry, channel)
+    }
+}
+
+/// Whether a recipient with this directory entry can be reached on `channel`.
+pub fn reachable(entry: &RecipientEntry, channel: Channel) -> bool {
+    let contact = entry.contact();
+    match channel {
+        Channel::Email => contact.is_some_and(|c| c.email.is_some()),
+        Channel::Sms => contact.is_some_and(|c| c.phone.is_some()),
+        Channel::Push => !entry.devices().is_empty(),
+        Channel::InApp => true,
+        Channel::Chat => false,
+    }
+}
+
+/// Whether a campaign on `channel` needs each recipient's profile (for an address).
+pub fn needs_profile(channel: Channel) -> bool {
+    channel != Channel::InApp
+}
+
+/// The recipient a campaign notification is for: the id, and the addresses of their profile in
+/// the directory (none without one: the filter step then skips it for want of an address).
+pub fn recipient_for(id: &RecipientId, entry: Option<&RecipientEntry>) -> Recipient {
+    let contact = entry.and_then(RecipientEntry::contact);
+    Recipient {
+        id: id.clone(),
+        email: contact.and_then(|c| c.email.clone()),
+        phone: contact.and_then(|c| c.phone.clone()),
+        opt_out: Vec::new(),
+    }
 }
 
 /// What a campaign sends: the same for every recipient.
@@ -193,11 +273,15 @@ pub struct Campaign {
     pub spec: CampaignSpec,
     /// Where it is.
     pub state: CampaignState,
-    /// Recipients in its segment (ids stored, duplicates included).
+    /// Recipients in its segment (ids stored, duplicates included); for a filter segment, the
+    /// recipients matched so far.
     pub recipients: u64,
-    /// Segment positions expanded so far: the next page starts here.
+    /// Segment positions expanded so far (for a filter segment, directory entries walked): the
+    /// next page starts here.
     pub position: u64,
-    /// An opaque cursor: the cancel sweep's place while cancelling (empty: from the start).
+    /// An opaque cursor: a filter segment's place in the directory (the last recipient id
+    /// walked) while expanding, the cancel sweep's place while cancelling (empty: from the
+    /// start).
     pub cursor: String,
     /// Positions that could not become a notification (the template stopped rendering with the
     /// campaign's data after it was accepted).
@@ -251,8 +335,11 @@ pub struct PageClaim {
 pub struct PageDone {
     /// The next page's position (expanding).
     pub position: u64,
-    /// The next page's cursor (cancelling).
+    /// The next page's cursor (a filter segment's, or the sweep's).
     pub cursor: String,
+    /// Recipients the page's filter matched (added to the campaign's `recipients`; 0 for a
+    /// list segment, whose size is known).
+    pub matched: u64,
     /// Positions that could not become a notification in this page.
     pub rejected: u64,
     /// Whether that was the last page.
@@ -491,8 +578,57 @@ impl Progress {
 mod tests {
     use steps::filter::SkipReason;
     use steps::model::Attempt;
+    use steps::recipient::{Contact, Profile};
 
     use super::*;
+
+    fn entry(contact: Option<Contact>) -> RecipientEntry {
+        RecipientEntry {
+            id: RecipientId::new("ada").unwrap(),
+            profile: contact.map(|contact| Profile { contact, devices: Vec::new() }),
+            preferences: Default::default(),
+            revision: 1,
+            updated_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn filters_match_locale_by_language_time_zone_and_reach() {
+        let contact: Contact = serde_json::from_value(serde_json::json!({
+            "email": "ada@example.com", "locale": "fr-CA", "time_zone": "America/Toronto"
+        }))
+        .unwrap();
+        let ada = entry(Some(contact));
+        let bare = entry(None);
+        let filter =
+            |json: serde_json::Value| -> RecipientFilter { serde_json::from_value(json).unwrap() };
+        let everyone = RecipientFilter::default();
+        assert!(everyone.matches(&ada, Channel::Sms) && everyone.matches(&bare, Channel::Email));
+        assert!(filter(serde_json::json!({"locale": "fr"})).matches(&ada, Channel::Email));
+        assert!(filter(serde_json::json!({"locale": "FR-ca"})).matches(&ada, Channel::Email));
+        assert!(!filter(serde_json::json!({"locale": "fr-FR"})).matches(&ada, Channel::Email));
+        assert!(
+            serde_json::from_value::<RecipientFilter>(serde_json::json!({"locale": "f"})).is_err()
+        );
+        assert!(!filter(serde_json::json!({"locale": "fr"})).matches(&bare, Channel::Email));
+        let toronto = filter(serde_json::json!({"time_zone": "America/Toronto"}));
+        assert!(toronto.matches(&ada, Channel::InApp) && !toronto.matches(&bare, Channel::InApp));
+        let reach = filter(serde_json::json!({"reachable": true}));
+        assert!(reach.matches(&ada, Channel::Email) && !reach.matches(&ada, Channel::Sms));
+        assert!(reach.matches(&bare, Channel::InApp) && !reach.matches(&bare, Channel::Email));
+        assert!(serde_json::from_value::<RecipientFilter>(serde_json::json!({"x": 1})).is_err());
+    }
+
+    #[test]
+    fn a_recipient_takes_the_addresses_of_their_profile() {
+        let contact: Contact =
+            serde_json::from_value(serde_json::json!({ "phone": "+447911123456" })).unwrap();
+        let id = RecipientId::new("ada").unwrap();
+        let r = recipient_for(&id, Some(&entry(Some(contact))));
+        assert_eq!((r.phone.is_some(), r.email.is_some()), (true, false));
+        assert_eq!(recipient_for(&id, None).phone, None);
+        assert!(needs_profile(Channel::Email) && !needs_profile(Channel::InApp));
+    }
 
     #[test]
     fn pages_are_a_second_of_the_pace_and_at_most_the_cap() {

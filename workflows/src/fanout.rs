@@ -7,11 +7,13 @@
 //! 1. claim due pages ([`Campaigns::campaign_claim`]): each is leased to this worker for
 //!    [`LEASE_MS`], and its campaign is not due again before the lease ends, so no two workers
 //!    hold a page of one campaign at once;
-//! 2. expand each: read the page's recipients and create one notification per recipient through
-//!    the same record-building path as `POST /v1/notifications` ([`Runner::accept`]), with an id
-//!    derived from the campaign and the recipient
-//!    ([`Campaigns::campaign_notification_id`]): a page expanded again after a crash creates
-//!    only what is missing, and an id listed twice in the segment gets one notification;
+//! 2. expand each: read the page's recipients (the next ids of its list, or the next directory
+//!    entries from its cursor, kept when its filter matches) and create one notification per
+//!    recipient through the same record-building path as `POST /v1/notifications`
+//!    ([`Runner::accept`]), addressed from the recipient's profile in the directory, with an id
+//!    derived from the campaign and the recipient ([`Campaigns::campaign_notification_id`]): a
+//!    page expanded again after a crash creates only what is missing, and an id listed twice in
+//!    the segment gets one notification;
 //! 3. record it ([`Campaigns::campaign_advance`], compare-and-set on the lease's token) with the
 //!    next page due one page's worth of the campaign's rate after this one started, so a
 //!    million recipients are never a million notifications due at once;
@@ -26,12 +28,13 @@
 use std::sync::Arc;
 
 use steps::model::{NotificationId, Recipient, RecipientId};
+use steps::recipient::RecipientEntry;
 
 use crate::campaign::{
     Advance, Campaign, CampaignState, DUE_MAX, HOLD_MS, LEASE_MARGIN_MS, LEASE_MS, PageClaim,
-    PageDone, SWEEP_PAGE_LEN, page_interval_ms,
+    PageDone, SWEEP_PAGE_LEN, Segment, needs_profile, page_interval_ms, recipient_for,
 };
-use crate::ports::{Campaigns, Clock, Store, StoreError};
+use crate::ports::{Campaigns, Clock, Directory, Store, StoreError};
 use crate::record::{Cause, Created};
 use crate::runner::{Cancelled, Runner, Submission, SubmitError};
 
@@ -87,20 +90,13 @@ impl<S: Store + Campaigns, C: Clock> Runner<S, C> {
     pub async fn submit_in_campaign(
         &self,
         campaign: &Campaign,
-        recipient: &RecipientId,
+        recipient: Recipient,
         position: u64,
     ) -> Result<(Expanded, NotificationId), SubmitError> {
         let store = self.store();
-        let id = store.campaign_notification_id(&campaign.tenant, &campaign.id, recipient);
+        let id = store.campaign_notification_id(&campaign.tenant, &campaign.id, &recipient.id);
         let submission = Submission {
-            // In-app is addressed by the recipient id alone; addresses for the other channels
-            // come from the recipient directory.
-            recipient: Recipient {
-                id: recipient.clone(),
-                email: None,
-                phone: None,
-                opt_out: Vec::new(),
-            },
+            recipient,
             channel: campaign.spec.channel,
             template: campaign.spec.template.clone(),
             data: campaign.spec.data.clone(),
@@ -116,6 +112,26 @@ impl<S: Store + Campaigns, C: Clock> Runner<S, C> {
     }
 }
 
+/// One recipient of a page.
+struct Member {
+    /// The recipient.
+    id: RecipientId,
+    /// Their directory entry, when the page read it (a filter segment's walk).
+    entry: Option<RecipientEntry>,
+    /// Whether they are in the segment (a filter segment's walk sees everyone).
+    matched: bool,
+}
+
+/// A page of a campaign's segment.
+struct Page {
+    /// The recipients, in segment order.
+    members: Vec<Member>,
+    /// Where a filter segment's walk goes on.
+    next: Option<String>,
+    /// Whether this is the segment's last page.
+    last: bool,
+}
+
 /// Expands campaigns and sweeps cancelled ones (see the module doc).
 pub struct Expander<S, C> {
     /// The runner: its store, clock and templates.
@@ -128,7 +144,7 @@ impl<S, C> std::fmt::Debug for Expander<S, C> {
     }
 }
 
-impl<S: Store + Campaigns, C: Clock> Expander<S, C> {
+impl<S: Store + Campaigns + Directory, C: Clock> Expander<S, C> {
     /// An expander over `runner`'s store, clock and templates.
     pub fn new(runner: Arc<Runner<S, C>>) -> Self {
         Self { runner }
@@ -168,6 +184,7 @@ impl<S: Store + Campaigns, C: Clock> Expander<S, C> {
             let done = PageDone {
                 position: campaign.position,
                 cursor: campaign.cursor.clone(),
+                matched: 0,
                 rejected: 0,
                 done: false,
                 next_at_ms: started_ms.saturating_add(HOLD_MS),
@@ -175,15 +192,13 @@ impl<S: Store + Campaigns, C: Clock> Expander<S, C> {
             };
             return self.advance(claim, &done, tick).await;
         }
-        let len = campaign.page_len().min(campaign.recipients.saturating_sub(campaign.position));
-        let recipients = store
-            .campaign_recipients(&campaign.tenant, &campaign.id, campaign.position, len)
-            .await?;
+        let page = self.page(campaign).await?;
         let mut rejected = 0;
-        let mut expanded = 0;
+        let mut matched = 0;
+        let mut walked = 0;
         // In chunks: each chunk's notifications are created concurrently (one round trip's
         // worth on Redis), and between chunks the lease and the campaign's state are checked.
-        for (n, chunk) in recipients.chunks(STATE_CHECK_EVERY).enumerate() {
+        for (n, chunk) in page.members.chunks(STATE_CHECK_EVERY).enumerate() {
             if !self.lease_left(claim) {
                 tick.abandoned += 1;
                 return Ok(());
@@ -194,17 +209,20 @@ impl<S: Store + Campaigns, C: Clock> Expander<S, C> {
                     break;
                 }
             }
-            let first = campaign.position + expanded;
-            let created = futures::future::join_all(chunk.iter().zip(first..).map(
-                |(recipient, position)| {
-                    self.runner.submit_in_campaign(campaign, recipient, position)
-                },
-            ))
+            let first = campaign.position + walked;
+            let created = futures::future::join_all(
+                chunk
+                    .iter()
+                    .zip(first..)
+                    .filter(|(member, _)| member.matched)
+                    .map(|(member, position)| self.create(campaign, member, position)),
+            )
             .await;
-            for (result, position) in created.into_iter().zip(first..) {
+            for (result, position) in created {
+                matched += 1;
                 match result {
-                    Ok((Expanded::Created, _)) => tick.created += 1,
-                    Ok((Expanded::Existing, _)) => tick.existing += 1,
+                    Ok(Expanded::Created) => tick.created += 1,
+                    Ok(Expanded::Existing) => tick.existing += 1,
                     Err(SubmitError::Store(error)) => return Err(error),
                     // The campaign's template rendered with its data when it was accepted; it
                     // no longer does (a template changed under it). The data is the same for
@@ -217,21 +235,94 @@ impl<S: Store + Campaigns, C: Clock> Expander<S, C> {
                     }
                 }
             }
-            expanded += chunk.len() as u64;
+            walked += chunk.len() as u64;
         }
-        let position = campaign.position + expanded;
+        let all = walked == page.members.len() as u64;
+        let position = campaign.position + walked;
+        let cursor = match (&campaign.spec.segment, all) {
+            (Segment::Recipients, _) => campaign.cursor.clone(),
+            (Segment::Filter { .. }, true) => page.next.clone().unwrap_or_default(),
+            // Cut short by a cancel: the directory walk would go on after the last id walked.
+            (Segment::Filter { .. }, false) => page
+                .members
+                .get(walked.saturating_sub(1) as usize)
+                .filter(|_| walked > 0)
+                .map_or_else(|| campaign.cursor.clone(), |m| m.id.to_string()),
+        };
         let done = PageDone {
             position,
-            cursor: campaign.cursor.clone(),
+            cursor,
+            matched: match campaign.spec.segment {
+                Segment::Recipients => 0,
+                Segment::Filter { .. } => matched,
+            },
             rejected,
             // A page cut short by a cancel is never the last: its advance finds the cancel.
-            done: expanded == recipients.len() as u64
-                && (expanded < len || position >= campaign.recipients),
+            done: all && page.last,
             next_at_ms: started_ms
-                .saturating_add(page_interval_ms(expanded, campaign.spec.rate_per_sec)),
+                .saturating_add(page_interval_ms(walked, campaign.spec.rate_per_sec)),
             now_ms: self.runner.clock().now_ms(),
         };
         self.advance(claim, &done, tick).await
+    }
+
+    /// The campaign's next page of its segment: recipient ids from its list, or the next
+    /// directory entries from its cursor (each marked whether the filter matches).
+    async fn page(&self, campaign: &Campaign) -> Result<Page, StoreError> {
+        let store = self.runner.store();
+        let (tenant, id) = (&campaign.tenant, &campaign.id);
+        let page_len = campaign.page_len();
+        match &campaign.spec.segment {
+            Segment::Recipients => {
+                let len = page_len.min(campaign.recipients.saturating_sub(campaign.position));
+                let ids = store.campaign_recipients(tenant, id, campaign.position, len).await?;
+                let last =
+                    (ids.len() as u64) < len || campaign.position + len >= campaign.recipients;
+                let members =
+                    ids.into_iter().map(|id| Member { id, entry: None, matched: true }).collect();
+                Ok(Page { members, next: None, last })
+            }
+            Segment::Filter { filter } => {
+                let after = RecipientId::new(campaign.cursor.as_str()).ok();
+                let limit = usize::try_from(page_len).unwrap_or(usize::MAX);
+                let listed = store.recipients(tenant, after.as_ref(), limit).await?;
+                let channel = campaign.spec.channel;
+                let members = listed
+                    .entries
+                    .into_iter()
+                    .map(|entry| Member {
+                        id: entry.id.clone(),
+                        matched: filter.matches(&entry, channel),
+                        entry: Some(entry),
+                    })
+                    .collect();
+                let next = listed.next.map(|id| id.to_string());
+                Ok(Page { last: next.is_none(), members, next })
+            }
+        }
+    }
+
+    /// Creates one member's notification, reading their profile for their addresses when the
+    /// channel needs one and the page did not bring it.
+    async fn create(
+        &self,
+        campaign: &Campaign,
+        member: &Member,
+        position: u64,
+    ) -> (Result<Expanded, SubmitError>, u64) {
+        let entry = match (&member.entry, needs_profile(campaign.spec.channel)) {
+            (Some(entry), _) => Some(entry.clone()),
+            (None, false) => None,
+            (None, true) => {
+                match self.runner.store().recipient(&campaign.tenant, &member.id).await {
+                    Ok(entry) => entry,
+                    Err(error) => return (Err(SubmitError::Store(error)), position),
+                }
+            }
+        };
+        let recipient = recipient_for(&member.id, entry.as_ref());
+        let created = self.runner.submit_in_campaign(campaign, recipient, position).await;
+        (created.map(|(expanded, _)| expanded), position)
     }
 
     async fn sweep(&self, claim: &PageClaim, tick: &mut Tick) -> Result<(), StoreError> {
@@ -259,6 +350,7 @@ impl<S: Store + Campaigns, C: Clock> Expander<S, C> {
         let done = PageDone {
             position: campaign.position,
             cursor: page.next.clone().unwrap_or_default(),
+            matched: 0,
             rejected: 0,
             done: page.next.is_none(),
             next_at_ms: now_ms,

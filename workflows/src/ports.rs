@@ -266,7 +266,8 @@ pub trait Provider: Send + Sync + std::fmt::Debug + 'static {
 /// [`crate::campaign`]). Every method is one atomic operation; both stores implement it and pass
 /// the same conformance checks.
 pub trait Campaigns: Send + Sync + 'static {
-    /// Creates a campaign with the first recipients of its segment. A campaign created in
+    /// Creates a campaign with the first recipients of its segment (none for a filter segment,
+    /// whose members the expansion finds in the directory). A campaign created in
     /// [`Expanding`](crate::campaign::CampaignState::Expanding) is due for its first page at once. With
     /// `idempotency`, a key used before returns the earlier campaign instead.
     fn campaign_create(

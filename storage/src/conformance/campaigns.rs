@@ -8,7 +8,7 @@ use steps::filter::SkipReason;
 use steps::model::{Category, Channel, NotificationId, RecipientId, TemplateId, TenantId};
 use workflows::campaign::{
     Advance, Appended, Campaign, CampaignCreated, CampaignId, CampaignSpec, CampaignState, Counts,
-    LEASE_MS, Moved, PageClaim, PageDone, Segment,
+    LEASE_MS, Moved, PageClaim, PageDone, RecipientFilter, Segment,
 };
 use workflows::machine::{State, StateKind};
 use workflows::ports::{Campaigns, Purged};
@@ -24,7 +24,7 @@ impl<S: Conformance + Campaigns> CampaignConformance for S {}
 
 /// Every campaign check, by name, in the order
 /// [`campaign_conformance_tests!`](crate::campaign_conformance_tests) runs them.
-pub const CHECKS: [&str; 7] = [
+pub const CHECKS: [&str; 8] = [
     "campaign_create_load_and_list",
     "campaign_idempotent_create",
     "campaign_append_only_to_drafts",
@@ -32,6 +32,7 @@ pub const CHECKS: [&str; 7] = [
     "campaign_cancel_stops_expansion_then_sweeps",
     "campaign_counters_follow_every_commit",
     "campaign_open_walk_sees_every_open_notification",
+    "campaign_filter_pages_keep_their_cursor_and_count_matches",
 ];
 
 /// Expands to one `#[tokio::test]` per campaign check. `$fresh` is as for `conformance_tests!`.
@@ -46,6 +47,7 @@ macro_rules! campaign_conformance_tests {
             campaign_cancel_stops_expansion_then_sweeps,
             campaign_counters_follow_every_commit,
             campaign_open_walk_sees_every_open_notification,
+            campaign_filter_pages_keep_their_cursor_and_count_matches,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {
@@ -108,7 +110,7 @@ async fn claim<S: CampaignConformance>(store: &S, now_ms: u64) -> Vec<PageClaim>
 }
 
 fn page(position: u64, done: bool, next_at_ms: u64, now_ms: u64) -> PageDone {
-    PageDone { position, cursor: String::new(), rejected: 0, done, next_at_ms, now_ms }
+    PageDone { position, cursor: String::new(), matched: 0, rejected: 0, done, next_at_ms, now_ms }
 }
 
 /// A campaign's notification for `recipient`, created in `received`.
@@ -494,5 +496,35 @@ pub async fn campaign_open_walk_sees_every_open_notification<S: CampaignConforma
     assert_eq!(
         counts(store, &c).await,
         expect(&[("cancelled", 100), ("received", 100), ("sent", 100)])
+    );
+}
+
+/// A filter segment's pages record where the directory walk goes on and how many recipients it
+/// matched; its size grows with them, and its spec (the filter) reads back as written.
+pub async fn campaign_filter_pages_keep_their_cursor_and_count_matches<S: CampaignConformance>(
+    store: &S,
+) {
+    let acme = tenant("acme");
+    let now = store.now_ms();
+    let mut c = campaign(&acme, &cid(&acme, 1), CampaignState::Expanding, now);
+    let filter: RecipientFilter =
+        serde_json::from_value(serde_json::json!({ "locale": "fr", "reachable": true }))
+            .expect("a filter");
+    c.spec.segment = Segment::Filter { filter };
+    created(store, &c, &[]).await;
+    assert_eq!(load(store, &c).await.spec, c.spec);
+    let first = claim(store, now).await.pop().expect("due at once");
+    assert_eq!((first.campaign.cursor.as_str(), first.campaign.recipients), ("", 0));
+    let walked = PageDone { cursor: "r049".into(), matched: 7, ..page(50, false, now, now) };
+    assert_eq!(store.campaign_advance(&first, &walked).await, Ok(Advance::Done));
+    let second = claim(store, now).await.pop().expect("the next page");
+    assert_eq!(second.campaign.cursor, "r049");
+    assert_eq!((second.campaign.position, second.campaign.recipients), (50, 7));
+    let last = PageDone { cursor: String::new(), matched: 3, ..page(80, true, now, now + 1) };
+    assert_eq!(store.campaign_advance(&second, &last).await, Ok(Advance::Done));
+    let loaded = load(store, &c).await;
+    assert_eq!(
+        (loaded.state, loaded.position, loaded.recipients),
+        (CampaignState::Expanded, 80, 10)
     );
 }

@@ -287,6 +287,8 @@ impl Data {
             CampaignState::Expanding => {
                 campaign.position = done.position;
                 campaign.rejected += done.rejected;
+                campaign.recipients += done.matched;
+                campaign.cursor.clone_from(&done.cursor);
             }
             _ => campaign.cursor.clone_from(&done.cursor),
         }

@@ -161,7 +161,7 @@ return out
 /// Records a claimed page if the lease is still the caller's (compare-and-set on the token).
 ///
 /// KEYS: campaign, due. ARGV: token, phase (the state claimed in), position, cursor, rejected,
-/// '1' when done, next page ms, now ms, due member.
+/// '1' when done, next page ms, now ms, due member, recipients matched.
 ///
 /// Returns 1 recorded, 2 cancelled meanwhile (sweep due now), 0 lease lost.
 const ADVANCE: &str = r"
@@ -179,8 +179,9 @@ if state ~= phase then
 end
 redis.call('HSET', h, 'updated', ARGV[8])
 if phase == 'expanding' then
-  redis.call('HSET', h, 'position', ARGV[3])
+  redis.call('HSET', h, 'position', ARGV[3], 'cursor', ARGV[4])
   redis.call('HINCRBY', h, 'rejected', ARGV[5])
+  redis.call('HINCRBY', h, 'recipients', ARGV[10])
 else
   redis.call('HSET', h, 'cursor', ARGV[4])
 end
@@ -612,6 +613,7 @@ impl Campaigns for RedisStore {
             .arg(done.next_at_ms)
             .arg(done.now_ms)
             .arg(keys::due_member(tenant, id))
+            .arg(done.matched)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.error("campaign advance", &e))?;
