@@ -860,6 +860,7 @@ impl Simulation {
             template: TemplateId::new("note").unwrap_or_else(|_| unreachable!()),
             data: data.as_object().cloned().unwrap_or_default(),
             category: Category::new(planned.category).unwrap_or_else(|_| unreachable!()),
+            locale: None,
         };
         // A fresh id per try, as the API mints one per request: the idempotency key makes the
         // retries of a lost reply land on the first id.

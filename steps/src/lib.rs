@@ -7,15 +7,20 @@
 //! - [`model`]: ids, addresses and the notification request.
 //! - [`filter`]: the preference filter (may this go out on this channel?).
 //! - [`fallback`]: channel fallback (SMS exhausted → email), only where it cannot double-deliver.
-//! - [`render`]: tera 2 templates, pinned by version, per channel part.
+//! - [`render`]: tera 2 templates: versions with parts per locale, compiled once, rendered per
+//!   channel with each channel's limits.
+//! - [`locale`]: language tags and their fallback chain (`fr-CA` → `fr` → the default).
+//! - [`sms`]: GSM-7 / UCS-2 encoding and SMS segment counting.
 //! - [`rate`]: the sliding-window rate limit and its decision.
 //! - [`retry`]: retry policies as data, seeded backon delays.
 //! - [`outcome`]: what a provider call came to, and the error taxonomy.
 
 pub mod fallback;
 pub mod filter;
+pub mod locale;
 pub mod model;
 pub mod outcome;
 pub mod rate;
 pub mod render;
 pub mod retry;
+pub mod sms;

@@ -12,6 +12,8 @@
 //! Times are taken from the store's own clock ([`WakeQueue::now_ms`]) so the same checks hold on
 //! Redis, whose idle times and TTLs run on real time.
 
+mod templates;
+
 use std::time::Duration;
 
 use steps::model::{
@@ -31,13 +33,18 @@ use workflows::record::{
 use crate::keys::{self, SHARDS};
 use crate::queue::{Delivery, QueueStats, REAPER_SLACK_MS, Reaped, Retried, TRIES_MAX, WakeQueue};
 
+pub use templates::{
+    a_template_may_start_as_a_draft, template_limits_are_enforced,
+    templates_are_listed_in_pages_and_apart_per_tenant, templates_create_version_publish_and_read,
+};
+
 /// What the suite needs of a store.
 pub trait Conformance: Store + Inbox + WakeQueue {}
 
 impl<S: Store + Inbox + WakeQueue> Conformance for S {}
 
 /// Every check, by name, in the order [`conformance_tests!`](crate::conformance_tests) runs them.
-pub const CHECKS: [&str; 23] = [
+pub const CHECKS: [&str; 27] = [
     "create_and_load_round_trip",
     "idempotent_create",
     "commit_compare_and_set",
@@ -61,6 +68,10 @@ pub const CHECKS: [&str; 23] = [
     "lost_wake_is_redriven_after_its_deadline",
     "settled_records_are_never_redriven",
     "overdue_records_are_counted_and_reaped_in_bounded_chunks",
+    "templates_create_version_publish_and_read",
+    "a_template_may_start_as_a_draft",
+    "template_limits_are_enforced",
+    "templates_are_listed_in_pages_and_apart_per_tenant",
 ];
 
 /// Expands to one `#[tokio::test]` per conformance check. `$fresh` is an `async fn() -> (S, G)`
@@ -92,6 +103,10 @@ macro_rules! conformance_tests {
             lost_wake_is_redriven_after_its_deadline,
             settled_records_are_never_redriven,
             overdue_records_are_counted_and_reaped_in_bounded_chunks,
+            templates_create_version_publish_and_read,
+            a_template_may_start_as_a_draft,
+            template_limits_are_enforced,
+            templates_are_listed_in_pages_and_apart_per_tenant,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {
@@ -135,6 +150,7 @@ fn request() -> Request {
         },
         data: serde_json::Map::from_iter([("name".to_owned(), serde_json::json!("Bob"))]),
         category: Category::new("order_updates").expect("fixture id"),
+        locale: Some(steps::locale::Locale::parse("fr-CA").expect("fixture locale")),
     }
 }
 
@@ -715,6 +731,7 @@ pub async fn inbox_is_idempotent_newest_first_and_capped<S: Conformance>(store: 
         category: Category::new("order_updates").expect("fixture id"),
         at_ms: u64::from(n),
         read: false,
+        action: Some(format!("/orders/{n}")),
     };
     for n in 1..=3 {
         store.inbox_append(&acme, &bob, &item(n, "first")).await.expect("append");

@@ -19,6 +19,9 @@
 //! | `courant:{i:<tenant>:<recipient>}:inbox` | LIST | in-app inbox ids, newest first |
 //! | `courant:{i:<tenant>:<recipient>}:inbox:items` | HASH | in-app inbox entries by id |
 //! | `courant:apikey:<key id>` | STRING | an API key (JSON: tenant, secret hash) |
+//! | `courant:{t:<tenant>}:tpl` | ZSET | the tenant's registry template ids, all scored 0 |
+//! | `courant:{t:<tenant>}:tpl:<id>` | HASH | a template: `published`, `latest`, times, `v:<n>` summaries |
+//! | `courant:{t:<tenant>}:tpl:<id>:content` | HASH | its versions' content (JSON) by number |
 //!
 //! `NN` is the shard (two hex digits) of the notification: [`SHARDS`] shards spread the load over
 //! a cluster while keeping a notification's record, history, indexes and wake-ups in one slot.
@@ -26,7 +29,7 @@
 //! (`steps::model::check_id`), so they cannot break out of a key.
 
 use sha2::{Digest, Sha256};
-use steps::model::{Channel, NotificationId, ProviderName, RecipientId, TenantId};
+use steps::model::{Channel, NotificationId, ProviderName, RecipientId, TemplateId, TenantId};
 use workflows::machine::StateKind;
 
 /// The most a worker host's clock may differ from the store's (Redis `TIME`), in ms. Wake-up
@@ -232,6 +235,25 @@ pub fn api_key(key_id: &str) -> String {
     }
 }
 
+/// A tenant's registry template ids (ZSET, every score 0, so `ZRANGEBYLEX` pages them in id
+/// order). A tenant's whole registry shares one hash tag: creating a template checks the
+/// tenant's count in the same script.
+pub fn templates(tenant: &TenantId) -> String {
+    format!("{PREFIX}:{{t:{tenant}}}:tpl")
+}
+
+/// A registry template (HASH): `published` (absent until one is), `latest`, `created`,
+/// `updated`, and each version's summary under `v:<n>` (JSON).
+pub fn template(tenant: &TenantId, id: &TemplateId) -> String {
+    format!("{PREFIX}:{{t:{tenant}}}:tpl:{id}")
+}
+
+/// A registry template's versions' content (HASH: `<n>` → JSON), apart from the template so that
+/// reading the template does not read every version's text.
+pub fn template_content(tenant: &TenantId, id: &TemplateId) -> String {
+    format!("{PREFIX}:{{t:{tenant}}}:tpl:{id}:content")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,6 +344,10 @@ mod tests {
         assert_eq!(rate(&acme, &bob, Channel::Sms), "courant:{r:acme:bob}:rate:sms");
         assert_eq!(inbox(&acme, &bob), "courant:{i:acme:bob}:inbox");
         assert_eq!(api_key("ab12"), "courant:apikey:ab12");
+        let welcome = TemplateId::new("welcome").unwrap();
+        assert_eq!(templates(&acme), "courant:{t:acme}:tpl");
+        assert_eq!(template(&acme, &welcome), "courant:{t:acme}:tpl:welcome");
+        assert_eq!(template_content(&acme, &welcome), "courant:{t:acme}:tpl:welcome:content");
     }
 
     #[test]

@@ -25,6 +25,7 @@
 mod codec;
 mod queue;
 mod scripts;
+mod templates;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
