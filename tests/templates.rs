@@ -681,3 +681,28 @@ async fn an_in_app_action_is_checked_at_submit_and_delivered_with_the_entry() {
     let (_, inbox) = api.get("/v1/recipients/bob/inbox").await;
     assert_eq!(inbox["items"][0]["action"], "shop://orders/1");
 }
+
+#[test]
+fn template_limits_out_of_range_are_refused_at_start_up_naming_the_field() {
+    for (text, field) in [
+        ("[policy.templates]\nsms_segments_max = 11\n", "templates.sms_segments_max"),
+        ("[policy.templates]\nsms_segments_max = 0\n", "templates.sms_segments_max"),
+        (
+            "[policy.templates]\nlocales_per_version_max = 201\n",
+            "templates.locales_per_version_max",
+        ),
+        ("[policy.templates]\ncompiled_cache_max = 0\n", "templates.compiled_cache_max"),
+    ] {
+        let config: courant::config::Config = toml::from_str(text).unwrap();
+        let err = format!("{:#}", config.finish().unwrap_err());
+        assert!(err.contains(field), "{text}: {err}");
+    }
+    let config: courant::config::Config =
+        toml::from_str("[policy.templates]\nsms_segments_max = 10\n").unwrap();
+    assert_eq!(config.finish().unwrap().policy.templates.sms_segments_max, 10);
+    let err =
+        toml::from_str::<courant::config::Config>("[policy.templates]\nsms_segment_max = 3\n")
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("sms_segment_max"), "{err}");
+}

@@ -17,12 +17,15 @@
 //! breaks.
 //!
 //! # Templates evaluate nothing but their own syntax
-//! Every part is parsed into a tera instance of its own, holding nothing else: `{% include %}`,
-//! `{% extends %}` and `{% import %}` find no other template (and tera 2 has no file loader unless
-//! its `glob_fs` feature is on, which we do not enable); the only functions are tera 2's built-in
-//! `range` (replaced here by one bounded to [`RANGE_LEN_MAX`] items) and `throw`; there is no
-//! `get_env`, `now` or `get_random`, and no filter does I/O. A part that names anything else is
-//! refused when the template is created. A rendered part is written into a buffer capped at
+//! Every part is first parsed into a tera instance of its own, holding nothing else:
+//! `{% include %}`, `{% extends %}` and `{% import %}` find no other template (and tera 2 has no
+//! file loader unless its `glob_fs` feature is on, which we do not enable), a component another
+//! part defines is unknown; the only functions are tera 2's built-in `range` (replaced here by one
+//! bounded to [`RANGE_LEN_MAX`] items) and `throw`; there is no `get_env`, `now` or `get_random`,
+//! and no filter does I/O. A part that names anything else is refused when the template is
+//! created. Only then are a version's parts compiled together into one instance (one per version,
+//! not one per part, to keep cached versions small): a part that stood alone cannot reach its
+//! siblings there either. A rendered part is written into a buffer capped at
 //! [`RENDERED_BYTES_MAX`], so a loop cannot fill memory.
 
 use std::collections::BTreeMap;
@@ -509,20 +512,25 @@ fn bounded_range(kwargs: tera::Kwargs, _: &tera::State) -> tera::TeraResult<Vec<
     Ok(values)
 }
 
-/// A tera instance for one part, holding that part only (see the module doc).
-fn engine(name: &str, source: &str) -> Result<tera::Tera, String> {
+/// An empty tera instance with our functions: autoescaping for `.html` names only, the bounded
+/// `range`.
+fn engine() -> tera::Tera {
     let mut tera = tera::Tera::new();
     tera.autoescape_on([".html"]);
     tera.register_function("range", bounded_range);
-    tera.add_raw_template(name, source).map_err(|e| tera_message(&e))?;
-    Ok(tera)
+    tera
 }
 
-/// The template name a part gets inside its tera instance. The suffix decides autoescaping: only
-/// `.html` is escaped.
-fn tera_name(part: Part) -> String {
+/// Parses one part alone (see the module doc): it must not name anything but its own syntax.
+fn check_alone(name: &str, source: &str) -> Result<(), String> {
+    engine().add_raw_template(name, source).map_err(|e| tera_message(&e))
+}
+
+/// The template name a part of a locale gets inside its version's tera instance. The suffix
+/// decides autoescaping: only `.html` is escaped.
+fn tera_name(locale: &Locale, part: Part) -> String {
     let ext = if part.is_html() { "html" } else { "txt" };
-    format!("{}.{ext}", part.file_name())
+    format!("{locale}/{}.{ext}", part.file_name())
 }
 
 /// A buffer that refuses to grow past [`RENDERED_BYTES_MAX`].
@@ -551,7 +559,8 @@ pub struct CompiledTemplate {
     id: TemplateId,
     version: String,
     content: TemplateContent,
-    engines: BTreeMap<(Locale, Part), tera::Tera>,
+    /// Every part of every locale, named by [`tera_name`].
+    tera: tera::Tera,
 }
 
 impl std::fmt::Debug for CompiledTemplate {
@@ -593,7 +602,7 @@ impl CompiledTemplate {
             let message = format!("'{}' has no parts under locales", content.default_locale);
             return Err(invalid("default_locale".into(), message));
         }
-        let mut engines = BTreeMap::new();
+        let mut sources = Vec::new();
         for (locale, parts) in &content.locales {
             if parts.is_empty() {
                 return Err(invalid(format!("locales.{locale}"), "has no parts".into()));
@@ -609,11 +618,16 @@ impl CompiledTemplate {
                     let message = format!("larger than {PART_BYTES_MAX} bytes");
                     return Err(invalid(field, message));
                 }
-                let engine = engine(&tera_name(*part), source).map_err(|m| invalid(field, m))?;
-                engines.insert((locale.clone(), *part), engine);
+                let name = tera_name(locale, *part);
+                check_alone(&name, source).map_err(|m| invalid(field, m))?;
+                sources.push((name, source.as_str()));
             }
         }
-        Ok(CompiledTemplate { id, version, content, engines })
+        let mut tera = engine();
+        // Parts that parse alone parse together; what could still clash is two parts defining
+        // a component of the same name.
+        tera.add_raw_templates(sources).map_err(|e| invalid("locales".into(), tera_message(&e)))?;
+        Ok(CompiledTemplate { id, version, content, tera })
     }
 
     /// The template's id.
@@ -675,11 +689,8 @@ impl CompiledTemplate {
         };
         let has = |p: Part| parts.contains_key(&p);
         let render = |p: Part| -> Result<String, RenderError> {
-            let engine = self.engines.get(&(locale.clone(), p)).ok_or_else(|| {
-                RenderError::NoChannel { id: id.clone(), channel, needs: needs(channel) }
-            })?;
             let mut out = Bounded { bytes: Vec::new(), overflowed: false };
-            let rendered = engine.render_to(&tera_name(p), &context, &mut out);
+            let rendered = self.tera.render_to(&tera_name(locale, p), &context, &mut out);
             if out.overflowed {
                 return Err(limit(p, format!("renders to more than {RENDERED_BYTES_MAX} bytes")));
             }
@@ -1112,6 +1123,32 @@ mod tests {
                     ("en", Part::SmsBody, source),
                     ("en", Part::EmailSubject, "s"),
                     ("en", Part::EmailText, "t"),
+                ],
+            )
+            .map(|_| ())
+            .expect_err(source);
+            assert!(
+                matches!(&err, RenderError::Invalid { field, .. } if field == "locales.en.sms.body"),
+                "{source}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_part_cannot_reach_its_siblings_once_compiled_together() {
+        // The names the parts have inside the version's tera instance.
+        for source in [
+            "{% include \"en/email.subject.txt\" %}",
+            "{% include \"fr/sms.body.txt\" %}",
+            "{% extends \"en/email.html.html\" %}",
+        ] {
+            let err = compile(
+                "en",
+                &[
+                    ("en", Part::SmsBody, source),
+                    ("en", Part::EmailSubject, "secret subject"),
+                    ("en", Part::EmailHtml, "<p>secret</p>"),
+                    ("fr", Part::SmsBody, "secret fr"),
                 ],
             )
             .map(|_| ())

@@ -116,6 +116,20 @@ fn no_registry() -> StoreError {
     StoreError::Unavailable("no template registry is configured in this process".into())
 }
 
+/// Splits what rendering a stored notification came to: a render error is the lifecycle's
+/// business (the notification fails), a registry that could not be read is an infrastructure
+/// error (nothing is decided, the wake-up is retried).
+fn split(
+    result: Result<Rendered, TemplateError>,
+) -> Result<Result<Rendered, RenderError>, StoreError> {
+    match result {
+        Ok(rendered) => Ok(Ok(rendered)),
+        Err(TemplateError::Render(error)) => Ok(Err(error)),
+        Err(TemplateError::Store(error)) => Err(error),
+        Err(TemplateError::NoRegistry) => Err(no_registry()),
+    }
+}
+
 /// What a submission came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Submitted {
@@ -744,17 +758,9 @@ impl<S: Store, C: Clock> Runner<S, C> {
                     run.handle(Event::Filtered(decision), step("filter"));
                 }
                 Effect::Render { channel } => {
-                    let result = match self.render(&run.record, channel).await {
-                        Ok(rendered) => {
-                            run.content = Some((channel, rendered.content));
-                            Ok(())
-                        }
-                        Err(TemplateError::Render(error)) => Err(error),
-                        // The registry could not be read: nothing is decided, the wake-up is
-                        // retried.
-                        Err(TemplateError::Store(error)) => return Err(error),
-                        Err(TemplateError::NoRegistry) => return Err(no_registry()),
-                    };
+                    let result = split(self.render(&run.record, channel).await)?.map(|rendered| {
+                        run.content = Some((channel, rendered.content));
+                    });
                     run.handle(Event::Rendered(result), step("render"));
                 }
                 Effect::AcquireRate { channel } => {
@@ -814,12 +820,7 @@ impl<S: Store, C: Clock> Runner<S, C> {
                     // recorded after the claim, as the lifecycle expects it there.
                     let content = match run.content.take() {
                         Some((c, content)) if c == channel => Ok(content),
-                        _ => match self.render(&run.record, channel).await {
-                            Ok(rendered) => Ok(rendered.content),
-                            Err(TemplateError::Render(error)) => Err(error),
-                            Err(TemplateError::Store(error)) => return Err(error),
-                            Err(TemplateError::NoRegistry) => return Err(no_registry()),
-                        },
+                        _ => split(self.render(&run.record, channel).await)?.map(|r| r.content),
                     };
                     // Claim: the send is durable before the provider hears of it. If this
                     // worker dies during the call, the lease wake-up finds `sending` at this
