@@ -518,6 +518,9 @@ pub struct Send {
     /// An idempotency key: sending twice with it creates one notification.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// The recipient's locale (`fr-CA`); the template falls back to `fr`, then its default.
+    #[arg(long)]
+    pub locale: Option<String>,
 }
 
 /// `courant send ...`
@@ -531,13 +534,16 @@ pub async fn send(client: &Client, send: &Send) -> Result<(), Failure> {
     if let Some(phone) = &send.phone {
         recipient["phone"] = json!(phone);
     }
-    let body = json!({
+    let mut body = json!({
         "recipient": recipient,
         "channel": send.channel,
         "template": send.template,
         "data": data,
         "category": send.category,
     });
+    if let Some(locale) = &send.locale {
+        body["locale"] = json!(locale);
+    }
     let value = client.post("/v1/notifications", &body, send.idempotency_key.as_deref()).await?;
     client.emit(&value, |v| format!("{}\n", text(&v["id"])))
 }

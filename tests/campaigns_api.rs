@@ -64,13 +64,16 @@ async fn api() -> Api {
         store.clone(),
         Arc::new(clock.clone()),
     ));
-    let runner = Arc::new(Runner::new(
-        store.clone(),
-        clock.clone(),
-        Arc::new(templates),
-        Arc::new(policy),
-        [provider],
-    ));
+    let runner = Arc::new(
+        Runner::new(
+            store.clone(),
+            clock.clone(),
+            Arc::new(templates),
+            Arc::new(policy),
+            [provider],
+        )
+        .with_template_store(Arc::new(store.clone())),
+    );
     let key_a = courant::auth::create(&store, &TenantId::new("a").unwrap()).await.unwrap();
     let key_b = courant::auth::create(&store, &TenantId::new("b").unwrap()).await.unwrap();
     let state = AppState {
@@ -691,4 +694,39 @@ async fn a_listed_recipient_without_an_address_is_skipped_and_counted_by_reason(
     // No SMS provider in this test: ada's notification dead-letters for want of a route.
     assert_eq!(progress["failed"], 1, "{view}");
     assert_eq!(view["state"], "completed");
+}
+
+#[tokio::test]
+async fn each_notification_renders_in_its_recipients_locale() {
+    let api = api().await;
+    let template = json!({
+        "id": "promo",
+        "default_locale": "en",
+        "locales": {
+            "en": { "in_app.title": "Sale", "in_app.body": "Hello {{ name }}" },
+            "fr": { "in_app.title": "Soldes", "in_app.body": "Bonjour {{ name }}" },
+        },
+    });
+    let (status, view) = api.post("/v1/templates", &template).await;
+    assert_eq!(status, StatusCode::CREATED, "{view}");
+    profile(&api, "amelie", json!({ "locale": "fr-CA" })).await;
+    profile(&api, "bob", json!({ "locale": "en-GB" })).await;
+    let body = json!({
+        "template": "promo",
+        "channel": "in_app",
+        "data": { "name": "you" },
+        "segment": { "recipients": ["amelie", "bob", "cy"] },
+    });
+    api.create(&body).await;
+    api.run().await;
+    let tenant = TenantId::new("a").unwrap();
+    let title = |recipient: &str| {
+        let recipient = RecipientId::new(recipient).unwrap();
+        let store = api.store.clone();
+        let tenant = tenant.clone();
+        async move { store.inbox_list(&tenant, &recipient, 1).await.unwrap()[0].title.clone() }
+    };
+    assert_eq!(title("amelie").await, "Soldes", "fr-CA falls back to fr");
+    assert_eq!(title("bob").await, "Sale");
+    assert_eq!(title("cy").await, "Sale", "no profile: the default locale");
 }

@@ -198,8 +198,9 @@ where
         template: body.template.clone(),
         data: body.data.clone(),
         category: body.category.clone(),
+        locale: None,
     };
-    precheck(&state.runner, &check, "")?;
+    precheck(&state.runner, &tenant, &check, "").await?;
 
     let now_ms = state.runner.clock().now_ms();
     // Time-ordered by the clock the campaign is stamped with, so listings read newest first.

@@ -127,6 +127,7 @@ mod tests {
             template: TemplateRef { id: TemplateId::new("otp").unwrap(), version: "v".into() },
             data: Default::default(),
             category: Category::new(category).unwrap(),
+            locale: None,
         }
     }
 

@@ -10,13 +10,17 @@
 //! - [`quiet`]: quiet hours in the recipient's time zone.
 //! - [`recipient`]: the recipients directory's data (profile, devices, locale, time zone).
 //! - [`fallback`]: channel fallback (SMS exhausted → email), only where it cannot double-deliver.
-//! - [`render`]: tera 2 templates, pinned by version, per channel part.
+//! - [`render`]: tera 2 templates: versions with parts per locale, compiled once, rendered per
+//!   channel with each channel's limits.
+//! - [`locale`]: language tags and their fallback chain (`fr-CA` → `fr` → the default).
+//! - [`sms`]: GSM-7 / UCS-2 encoding and SMS segment counting.
 //! - [`rate`]: the sliding-window rate limit and its decision.
 //! - [`retry`]: retry policies as data, seeded backon delays.
 //! - [`outcome`]: what a provider call came to, and the error taxonomy.
 
 pub mod fallback;
 pub mod filter;
+pub mod locale;
 pub mod model;
 pub mod outcome;
 pub mod preferences;
@@ -25,3 +29,4 @@ pub mod rate;
 pub mod recipient;
 pub mod render;
 pub mod retry;
+pub mod sms;

@@ -15,6 +15,7 @@
 //! Redis, whose idle times and TTLs run on real time.
 
 pub mod campaigns;
+mod templates;
 
 use std::time::Duration;
 
@@ -40,13 +41,18 @@ use workflows::record::{
 use crate::keys::{self, SHARDS};
 use crate::queue::{Delivery, QueueStats, REAPER_SLACK_MS, Reaped, Retried, TRIES_MAX, WakeQueue};
 
+pub use templates::{
+    a_template_may_start_as_a_draft, template_limits_are_enforced,
+    templates_are_listed_in_pages_and_apart_per_tenant, templates_create_version_publish_and_read,
+};
+
 /// What the suite needs of a store.
 pub trait Conformance: Store + Inbox + WakeQueue + Directory {}
 
 impl<S: Store + Inbox + WakeQueue + Directory> Conformance for S {}
 
 /// Every check, by name, in the order [`conformance_tests!`](crate::conformance_tests) runs them.
-pub const CHECKS: [&str; 27] = [
+pub const CHECKS: [&str; 31] = [
     "create_and_load_round_trip",
     "idempotent_create",
     "commit_compare_and_set",
@@ -74,6 +80,10 @@ pub const CHECKS: [&str; 27] = [
     "directory_devices_are_bounded_idempotent_and_removable",
     "directory_reads_see_the_latest_write",
     "directory_pages_walk_each_recipient_once_in_id_order",
+    "templates_create_version_publish_and_read",
+    "a_template_may_start_as_a_draft",
+    "template_limits_are_enforced",
+    "templates_are_listed_in_pages_and_apart_per_tenant",
 ];
 
 /// Expands to one `#[tokio::test]` per conformance check. `$fresh` is an `async fn() -> (S, G)`
@@ -109,6 +119,10 @@ macro_rules! conformance_tests {
             directory_devices_are_bounded_idempotent_and_removable,
             directory_reads_see_the_latest_write,
             directory_pages_walk_each_recipient_once_in_id_order,
+            templates_create_version_publish_and_read,
+            a_template_may_start_as_a_draft,
+            template_limits_are_enforced,
+            templates_are_listed_in_pages_and_apart_per_tenant,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {
@@ -152,6 +166,7 @@ fn request() -> Request {
         },
         data: serde_json::Map::from_iter([("name".to_owned(), serde_json::json!("Bob"))]),
         category: Category::new("order_updates").expect("fixture id"),
+        locale: Some(steps::locale::Locale::parse("fr-CA").expect("fixture locale")),
     }
 }
 
@@ -732,6 +747,7 @@ pub async fn inbox_is_idempotent_newest_first_and_capped<S: Conformance>(store: 
         category: Category::new("order_updates").expect("fixture id"),
         at_ms: u64::from(n),
         read: false,
+        action: Some(format!("/orders/{n}")),
     };
     for n in 1..=3 {
         store.inbox_append(&acme, &bob, &item(n, "first")).await.expect("append");

@@ -21,6 +21,9 @@
 //! | `courant:apikey:<key id>` | STRING | an API key (JSON: tenant, secret hash) |
 //! | `courant:{dNN}:t:<tenant>:r:<recipient>` | HASH | a recipient's directory entry |
 //! | `courant:{dNN}:t:<tenant>:recipients` | ZSET | a tenant's recipient ids, all scores 0 |
+//! | `courant:{t:<tenant>}:tpl` | ZSET | the tenant's registry template ids, all scored 0 |
+//! | `courant:{t:<tenant>}:tpl:<id>` | HASH | a template: `published`, `latest`, times, `v:<n>` summaries |
+//! | `courant:{t:<tenant>}:tpl:<id>:content` | HASH | its versions' content (JSON) by number |
 //!
 //! Campaigns' keys are in [`campaigns`].
 //!
@@ -35,7 +38,7 @@
 pub mod campaigns;
 
 use sha2::{Digest, Sha256};
-use steps::model::{Channel, NotificationId, ProviderName, RecipientId, TenantId};
+use steps::model::{Channel, NotificationId, ProviderName, RecipientId, TemplateId, TenantId};
 use workflows::machine::StateKind;
 
 /// The most a worker host's clock may differ from the store's (Redis `TIME`), in ms. Wake-up
@@ -263,6 +266,25 @@ pub fn recipient_index(shard: u16, tenant: &TenantId) -> String {
     format!("{PREFIX}:{{d{shard:02x}}}:t:{tenant}:recipients")
 }
 
+/// A tenant's registry template ids (ZSET, every score 0, so `ZRANGEBYLEX` pages them in id
+/// order). A tenant's whole registry shares one hash tag: creating a template checks the
+/// tenant's count in the same script.
+pub fn templates(tenant: &TenantId) -> String {
+    format!("{PREFIX}:{{t:{tenant}}}:tpl")
+}
+
+/// A registry template (HASH): `published` (absent until one is), `latest`, `created`,
+/// `updated`, and each version's summary under `v:<n>` (JSON).
+pub fn template(tenant: &TenantId, id: &TemplateId) -> String {
+    format!("{PREFIX}:{{t:{tenant}}}:tpl:{id}")
+}
+
+/// A registry template's versions' content (HASH: `<n>` → JSON), apart from the template so that
+/// reading the template does not read every version's text.
+pub fn template_content(tenant: &TenantId, id: &TemplateId) -> String {
+    format!("{PREFIX}:{{t:{tenant}}}:tpl:{id}:content")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,6 +378,10 @@ mod tests {
         let shard = recipient_shard(&acme, &bob);
         assert_eq!(recipient(&acme, &bob), format!("courant:{{d{shard:02x}}}:t:acme:r:bob"));
         assert_eq!(recipient_index(3, &acme), "courant:{d03}:t:acme:recipients");
+        let welcome = TemplateId::new("welcome").unwrap();
+        assert_eq!(templates(&acme), "courant:{t:acme}:tpl");
+        assert_eq!(template(&acme, &welcome), "courant:{t:acme}:tpl:welcome");
+        assert_eq!(template_content(&acme, &welcome), "courant:{t:acme}:tpl:welcome:content");
     }
 
     #[test]

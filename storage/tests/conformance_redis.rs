@@ -21,7 +21,7 @@ use steps::rate::{OverLimit, RateLimit};
 use storage::keys;
 use storage::queue::{REAPER_SLACK_MS, Reaped, WakeQueue};
 use workflows::machine::State;
-use workflows::ports::{ApiKey, Inbox, InboxItem, RateKey, Store};
+use workflows::ports::{ApiKey, Inbox, InboxItem, RateKey, Store, TemplateStore};
 use workflows::record::{Cause, Commit, Created, HistoryEntry, Idempotency, Record};
 
 async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
@@ -114,8 +114,17 @@ async fn every_key_is_namespaced_and_a_notification_lives_in_one_slot() {
         category: steps::model::Category::new("news").unwrap(),
         at_ms: now,
         read: false,
+        action: None,
     };
     store.inbox_append(&acme, &bob, &item).await.expect("inbox");
+    let welcome = steps::model::TemplateId::new("welcome").unwrap();
+    let content: steps::render::TemplateContent = serde_json::from_value(serde_json::json!({
+        "default_locale": "en",
+        "locales": { "en": { "sms.body": "Hi" } }
+    }))
+    .unwrap();
+    let created = store.template_create(&acme, &welcome, &content, true, now, 10).await;
+    assert!(matches!(created, Ok(workflows::ports::TemplateWrite::Done(_))), "{created:?}");
     let api = ApiKey { tenant: acme.clone(), secret_sha256_hex: "00".repeat(32) };
     store.put_api_key("0123456789abcdef", &api).await.expect("api key");
 
@@ -138,6 +147,9 @@ async fn every_key_is_namespaced_and_a_notification_lives_in_one_slot() {
         } else if t.starts_with("i:") {
             assert_eq!(t, "i:acme:bob", "{k}");
             seen.insert("inbox");
+        } else if t.starts_with("t:") {
+            assert_eq!(t, "t:acme", "{k}: a tenant's registry is one slot");
+            seen.insert("templates");
         } else {
             assert!(k.contains(":q:"), "{k} is unexpected");
             seen.insert("queue");
@@ -151,6 +163,9 @@ async fn every_key_is_namespaced_and_a_notification_lives_in_one_slot() {
         keys::state_index(shard, &acme, workflows::machine::StateKind::Cancelled),
         keys::timers(shard),
         keys::ready(shard),
+        keys::templates(&acme),
+        keys::template(&acme, &welcome),
+        keys::template_content(&acme, &welcome),
     ] {
         assert!(all.contains(&k), "{k} missing from {all:?}");
     }
@@ -158,7 +173,7 @@ async fn every_key_is_namespaced_and_a_notification_lives_in_one_slot() {
         !all.contains(&keys::state_index(shard, &acme, workflows::machine::StateKind::Received)),
         "the old state index still holds the record"
     );
-    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert_eq!(seen.len(), 6, "{seen:?}");
     let ttl: i64 = redis::cmd("PTTL")
         .arg(keys::idempotency(&acme, &idem.key))
         .query_async(&mut conn)

@@ -228,9 +228,11 @@ pub fn reachable(entry: &RecipientEntry, channel: Channel) -> bool {
     }
 }
 
-/// Whether a campaign on `channel` needs each recipient's profile (for an address).
-pub fn needs_profile(channel: Channel) -> bool {
-    channel != Channel::InApp
+/// The locale a campaign notification renders in: the recipient's, from their profile (none: the
+/// template's default).
+pub fn locale_for(entry: Option<&RecipientEntry>) -> Option<steps::locale::Locale> {
+    let locale = entry?.contact()?.locale.as_ref()?;
+    steps::locale::Locale::parse(locale.as_str()).ok()
 }
 
 /// The recipient a campaign notification is for: the id, and the addresses of their profile in
@@ -627,7 +629,11 @@ mod tests {
         let r = recipient_for(&id, Some(&entry(Some(contact))));
         assert_eq!((r.phone.is_some(), r.email.is_some()), (true, false));
         assert_eq!(recipient_for(&id, None).phone, None);
-        assert!(needs_profile(Channel::Email) && !needs_profile(Channel::InApp));
+        let french: Contact =
+            serde_json::from_value(serde_json::json!({ "locale": "fr-ca" })).unwrap();
+        let locale = locale_for(Some(&entry(Some(french))));
+        assert_eq!(locale.map(|l| l.as_str().to_owned()), Some("fr-CA".to_owned()));
+        assert_eq!(locale_for(None), None);
     }
 
     #[test]

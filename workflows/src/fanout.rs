@@ -27,12 +27,13 @@
 
 use std::sync::Arc;
 
+use steps::locale::Locale;
 use steps::model::{NotificationId, Recipient, RecipientId};
 use steps::recipient::RecipientEntry;
 
 use crate::campaign::{
     Advance, Campaign, CampaignState, DUE_MAX, HOLD_MS, LEASE_MARGIN_MS, LEASE_MS, PageClaim,
-    PageDone, SWEEP_PAGE_LEN, Segment, needs_profile, page_interval_ms, recipient_for,
+    PageDone, SWEEP_PAGE_LEN, Segment, locale_for, page_interval_ms, recipient_for,
 };
 use crate::ports::{Campaigns, Clock, Directory, Store, StoreError};
 use crate::record::{Cause, Created};
@@ -91,6 +92,7 @@ impl<S: Store + Campaigns, C: Clock> Runner<S, C> {
         &self,
         campaign: &Campaign,
         recipient: Recipient,
+        locale: Option<Locale>,
         position: u64,
     ) -> Result<(Expanded, NotificationId), SubmitError> {
         let store = self.store();
@@ -101,6 +103,7 @@ impl<S: Store + Campaigns, C: Clock> Runner<S, C> {
             template: campaign.spec.template.clone(),
             data: campaign.spec.data.clone(),
             category: campaign.spec.category.clone(),
+            locale,
         };
         let (record, mut first) = self.accept(&campaign.tenant, id.clone(), submission).await?;
         first.cause = Cause::Api { action: "campaign".into() };
@@ -302,26 +305,24 @@ impl<S: Store + Campaigns + Directory, C: Clock> Expander<S, C> {
         }
     }
 
-    /// Creates one member's notification, reading their profile for their addresses when the
-    /// channel needs one and the page did not bring it.
+    /// Creates one member's notification, addressed and localised from their profile (read
+    /// now when the page did not bring it).
     async fn create(
         &self,
         campaign: &Campaign,
         member: &Member,
         position: u64,
     ) -> (Result<Expanded, SubmitError>, u64) {
-        let entry = match (&member.entry, needs_profile(campaign.spec.channel)) {
-            (Some(entry), _) => Some(entry.clone()),
-            (None, false) => None,
-            (None, true) => {
-                match self.runner.store().recipient(&campaign.tenant, &member.id).await {
-                    Ok(entry) => entry,
-                    Err(error) => return (Err(SubmitError::Store(error)), position),
-                }
-            }
+        let entry = match &member.entry {
+            Some(entry) => Some(entry.clone()),
+            None => match self.runner.store().recipient(&campaign.tenant, &member.id).await {
+                Ok(entry) => entry,
+                Err(error) => return (Err(SubmitError::Store(error)), position),
+            },
         };
         let recipient = recipient_for(&member.id, entry.as_ref());
-        let created = self.runner.submit_in_campaign(campaign, recipient, position).await;
+        let locale = locale_for(entry.as_ref());
+        let created = self.runner.submit_in_campaign(campaign, recipient, locale, position).await;
         (created.map(|(expanded, _)| expanded), position)
     }
 

@@ -10,6 +10,7 @@
 //! - [`record`]: the persisted record, its history entries, commits and wake-ups.
 //! - [`ports`]: the traits the shell implements (store, inbox, clock, provider).
 //! - [`runner`]: drives one wake-up through the machine, executing its effects.
+//! - [`templates`]: built-in and registry templates, pinned versions, the compiled-version cache.
 //! - [`campaign`]: campaigns as data: ids, states, pace, counters, progress.
 //! - [`fanout`]: workers expanding campaigns into notifications page by page, and cancelling.
 
@@ -21,3 +22,4 @@ pub mod policy;
 pub mod ports;
 pub mod record;
 pub mod runner;
+pub mod templates;

@@ -6,14 +6,16 @@ use std::future::Future;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use steps::locale::Locale;
 use steps::model::{
-    Attempt, Category, Channel, NotificationId, ProviderName, Recipient, RecipientId, TenantId,
+    Attempt, Category, Channel, NotificationId, ProviderName, Recipient, RecipientId, TemplateId,
+    TenantId,
 };
 use steps::outcome::SendOutcome;
 use steps::preferences::Preferences;
 use steps::rate::{RateCheck, RateLimit, SendRate, SendSlot};
 use steps::recipient::{Contact, Device, DeviceId, RecipientEntry};
-use steps::render::Content;
+use steps::render::{Content, TemplateContent};
 
 use crate::campaign::{
     Advance, Appended, Campaign, CampaignCreated, CampaignId, Counts, Moved, OpenPage, PageClaim,
@@ -198,6 +200,9 @@ pub struct InboxItem {
     pub at_ms: u64,
     /// Whether the recipient has read it.
     pub read: bool,
+    /// The URL or deep link the entry opens (the template's `in_app.action`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
 }
 
 /// The longest in-app inbox kept per recipient; older entries are trimmed.
@@ -489,4 +494,165 @@ pub trait Directory: Send + Sync + 'static {
         after: Option<&RecipientId>,
         limit: usize,
     ) -> impl Future<Output = Result<RecipientPage, StoreError>> + Send;
+}
+
+// ---- The template registry ----------------------------------------------------------------------
+
+/// A template version's summary, as its template lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionSummary {
+    /// The version's number, from 1.
+    pub version: u32,
+    /// When it was created, ms since the Unix epoch.
+    pub created_at_ms: u64,
+    /// Its default locale.
+    pub default_locale: Locale,
+    /// The locales it has parts for.
+    pub locales: Vec<Locale>,
+    /// The channels some locale of it is complete for.
+    pub channels: Vec<Channel>,
+}
+
+impl VersionSummary {
+    /// The summary of `content` as version `version`.
+    pub fn of(version: u32, created_at_ms: u64, content: &TemplateContent) -> VersionSummary {
+        VersionSummary {
+            version,
+            created_at_ms,
+            default_locale: content.default_locale.clone(),
+            locales: content.locales.keys().cloned().collect(),
+            channels: content.channels(),
+        }
+    }
+}
+
+/// A stored template version. Immutable once written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVersion {
+    /// Its number, time, locales and channels.
+    pub summary: VersionSummary,
+    /// Its parts.
+    pub content: TemplateContent,
+}
+
+/// A registry template, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateSummary {
+    /// Its id.
+    pub id: TemplateId,
+    /// The version new notifications pin, if one is published.
+    pub published: Option<u32>,
+    /// Its newest version (also how many it has: versions count from 1, none is deleted).
+    pub latest: u32,
+    /// When it was created, ms since the Unix epoch.
+    pub created_at_ms: u64,
+    /// When a version was last added or published, ms since the Unix epoch.
+    pub updated_at_ms: u64,
+}
+
+/// A registry template with its versions' summaries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateInfo {
+    /// The template.
+    pub summary: TemplateSummary,
+    /// Its versions, oldest first.
+    pub versions: Vec<VersionSummary>,
+}
+
+/// What a registry write came to. Refusals are outcomes, not errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateWrite {
+    /// Written; the template as it is now (a new version is the last of its versions).
+    Done(TemplateInfo),
+    /// `template_create`: the tenant already has a template with this id.
+    Exists,
+    /// `template_add_version`, `template_publish`: the tenant has no template with this id.
+    NotFound,
+    /// `template_publish`: the template has no such version.
+    NoSuchVersion,
+    /// `template_create`: the tenant has `limit` templates already; `template_add_version`: the
+    /// template has `limit` versions already.
+    Full {
+        /// The limit that was reached.
+        limit: u32,
+    },
+}
+
+/// A boxed future, for the object-safe [`TemplateStore`].
+pub type StoreFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
+
+/// Each tenant's template registry: templates with immutable, numbered versions, one of which is
+/// published.
+///
+/// Object-safe (boxed futures, like [`Provider`]) so the runner holds it beside its [`Store`]
+/// without another type parameter, and the built-in-only runners of tests need none. Every write
+/// is one atomic operation; both stores implement it and the conformance suite holds them to the
+/// same behaviour. The content is checked (it compiles, its limits hold) by
+/// [`crate::templates::Templates`] before it reaches the store.
+pub trait TemplateStore: Send + Sync + 'static {
+    /// Creates template `id` with `content` as version 1, published if `publish`, unless the
+    /// tenant has one by that id ([`TemplateWrite::Exists`]) or has `templates_max` templates
+    /// ([`TemplateWrite::Full`]).
+    fn template_create<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a TemplateId,
+        content: &'a TemplateContent,
+        publish: bool,
+        now_ms: u64,
+        templates_max: u32,
+    ) -> StoreFuture<'a, TemplateWrite>;
+
+    /// Adds a draft version (the next number) to template `id`, unless it has `versions_max`.
+    fn template_add_version<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a TemplateId,
+        content: &'a TemplateContent,
+        now_ms: u64,
+        versions_max: u32,
+    ) -> StoreFuture<'a, TemplateWrite>;
+
+    /// Publishes an existing version: new notifications pin it from now on. Publishing the
+    /// published version changes nothing.
+    fn template_publish<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a TemplateId,
+        version: u32,
+        now_ms: u64,
+    ) -> StoreFuture<'a, TemplateWrite>;
+
+    /// The published version of template `id`: `None` when the tenant has no such template,
+    /// `Some(None)` when it has one with no published version. One cheap read: every submission
+    /// makes it.
+    fn template_published<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a TemplateId,
+    ) -> StoreFuture<'a, Option<Option<u32>>>;
+
+    /// Template `id` with its versions' summaries.
+    fn template_info<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a TemplateId,
+    ) -> StoreFuture<'a, Option<TemplateInfo>>;
+
+    /// One version of template `id`, with its content.
+    fn template_version<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a TemplateId,
+        version: u32,
+    ) -> StoreFuture<'a, Option<StoredVersion>>;
+
+    /// The tenant's templates in id order, starting after `after`, at most `limit` (capped at
+    /// [`LIST_LIMIT_MAX`]).
+    fn template_list<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        after: Option<&'a TemplateId>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<TemplateSummary>>;
 }

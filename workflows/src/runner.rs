@@ -14,19 +14,23 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use steps::fallback::FallbackDecision;
-use steps::model::{Category, Channel, NotificationId, ProviderName, Recipient, Request};
+use steps::locale::Locale;
+use steps::model::{
+    Category, Channel, NotificationId, ProviderName, Recipient, Request, TemplateRef,
+};
 use steps::model::{TemplateId, TenantId};
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
 use steps::rate::{RateDecision, SendSlot};
-use steps::render::{Content, RenderError, TemplateSet};
+use steps::render::{Content, Limits, RenderError, Rendered, TemplateSet};
 
 use crate::dlq::{self, DlqFilter, DlqPlan, Truncated};
 use crate::machine::{self, Context, Effect, Event, Machine, Receipt, Resume, State, StateKind};
 use crate::policy::Policy;
-use crate::ports::{Clock, Outbound, Provider, Purged, RateKey, Store, StoreError};
+use crate::ports::{Clock, Outbound, Provider, Purged, RateKey, Store, StoreError, TemplateStore};
 use crate::record::{
     Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
 };
+use crate::templates::{TemplateError, Templates};
 
 /// The most events one wake-up may feed the machine. A well-formed lifecycle needs about ten; more
 /// means the machine loops, which is a bug worth stopping on.
@@ -75,6 +79,8 @@ pub struct Submission {
     pub data: serde_json::Map<String, serde_json::Value>,
     /// The category.
     pub category: Category,
+    /// The locale to render in (absent: the template's default).
+    pub locale: Option<Locale>,
 }
 
 /// Why a submission was refused.
@@ -92,6 +98,36 @@ pub enum SubmitError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<TemplateError> for SubmitError {
+    fn from(error: TemplateError) -> Self {
+        match error {
+            TemplateError::Render(e) => SubmitError::Template(e),
+            TemplateError::Store(e) => SubmitError::Store(e),
+            TemplateError::NoRegistry => SubmitError::Store(no_registry()),
+        }
+    }
+}
+
+/// A runner asked for a registry version without a registry: a wiring mistake, reported as an
+/// infrastructure error so nothing is failed for it.
+fn no_registry() -> StoreError {
+    StoreError::Unavailable("no template registry is configured in this process".into())
+}
+
+/// Splits what rendering a stored notification came to: a render error is the lifecycle's
+/// business (the notification fails), a registry that could not be read is an infrastructure
+/// error (nothing is decided, the wake-up is retried).
+fn split(
+    result: Result<Rendered, TemplateError>,
+) -> Result<Result<Rendered, RenderError>, StoreError> {
+    match result {
+        Ok(rendered) => Ok(Ok(rendered)),
+        Err(TemplateError::Render(error)) => Ok(Err(error)),
+        Err(TemplateError::Store(error)) => Err(error),
+        Err(TemplateError::NoRegistry) => Err(no_registry()),
+    }
 }
 
 /// What a submission came to.
@@ -221,7 +257,7 @@ pub fn seed_for(id: &NotificationId) -> u64 {
 pub struct Runner<S, C> {
     store: S,
     clock: C,
-    templates: Arc<TemplateSet>,
+    templates: Templates,
     policy: Arc<Policy>,
     providers: BTreeMap<ProviderName, Arc<dyn Provider>>,
 }
@@ -340,8 +376,9 @@ fn step(name: &str) -> Cause {
 }
 
 impl<S: Store, C: Clock> Runner<S, C> {
-    /// A runner over the given ports. `providers` are looked up by the names in the policy's
-    /// routes.
+    /// A runner over the given ports, rendering the built-in `templates` only until
+    /// [`with_template_store`](Self::with_template_store) attaches the tenants' registry.
+    /// `providers` are looked up by the names in the policy's routes.
     pub fn new(
         store: S,
         clock: C,
@@ -350,7 +387,14 @@ impl<S: Store, C: Clock> Runner<S, C> {
         providers: impl IntoIterator<Item = Arc<dyn Provider>>,
     ) -> Self {
         let providers = providers.into_iter().map(|p| (p.name().clone(), p)).collect();
+        let templates = Templates::new(templates, policy.templates.compiled_cache_max as usize);
         Self { store, clock, templates, policy, providers }
+    }
+
+    /// Attaches the tenants' template registry (in production, the same store).
+    pub fn with_template_store(mut self, registry: Arc<dyn TemplateStore>) -> Self {
+        self.templates = self.templates.with_registry(registry);
+        self
     }
 
     /// The store.
@@ -363,9 +407,44 @@ impl<S: Store, C: Clock> Runner<S, C> {
         &self.clock
     }
 
-    /// The templates.
-    pub fn templates(&self) -> &TemplateSet {
+    /// The templates: built-ins and the registry.
+    pub fn templates(&self) -> &Templates {
         &self.templates
+    }
+
+    /// The limits rendering checks (the policy's SMS segment cap).
+    pub fn render_limits(&self) -> Limits {
+        self.policy.templates.limits()
+    }
+
+    /// Renders what a submission would send, without storing anything: the template `tenant`
+    /// gets for its id (the published version), in the submission's locale, with its data,
+    /// within every channel limit. What `submit` checks before it stores.
+    pub async fn check_submission(
+        &self,
+        tenant: &TenantId,
+        submission: &Submission,
+    ) -> Result<(TemplateRef, Rendered), SubmitError> {
+        let compiled = self.templates.published(tenant, &submission.template).await?;
+        let rendered = compiled.render(
+            submission.channel,
+            submission.locale.as_ref(),
+            &submission.data,
+            &self.render_limits(),
+        )?;
+        Ok((compiled.pin(), rendered))
+    }
+
+    /// Renders a stored notification for `channel` with the version it pinned.
+    async fn render(&self, record: &Record, channel: Channel) -> Result<Rendered, TemplateError> {
+        let request = &record.request;
+        let compiled = self.templates.pinned(&record.tenant, &request.template).await?;
+        Ok(compiled.render(
+            channel,
+            request.locale.as_ref(),
+            &request.data,
+            &self.render_limits(),
+        )?)
     }
 
     /// The policies.
@@ -373,8 +452,9 @@ impl<S: Store, C: Clock> Runner<S, C> {
         &self.policy
     }
 
-    /// Accepts a notification: pins its template, renders it once to catch missing variables
-    /// now rather than at send time, and stores it with its first wake-up.
+    /// Accepts a notification: pins its template's published version, renders it once to catch
+    /// missing variables and broken limits now rather than at send time, and stores it with its
+    /// first wake-up.
     pub async fn submit(
         &self,
         tenant: &TenantId,
@@ -399,8 +479,7 @@ impl<S: Store, C: Clock> Runner<S, C> {
         id: NotificationId,
         submission: Submission,
     ) -> Result<(Record, HistoryEntry), SubmitError> {
-        let template = self.templates.pin(&submission.template)?;
-        self.templates.render(&template, submission.channel, &submission.data)?;
+        let (template, _) = self.check_submission(tenant, &submission).await?;
         let now_ms = self.clock.now_ms();
         let state = State::Received {};
         let record = Record {
@@ -415,6 +494,7 @@ impl<S: Store, C: Clock> Runner<S, C> {
                 template,
                 data: submission.data,
                 category: submission.category,
+                locale: submission.locale,
             },
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
@@ -717,10 +797,8 @@ impl<S: Store, C: Clock> Runner<S, C> {
                     run.handle(Event::Filtered(decision), step("filter"));
                 }
                 Effect::Render { channel } => {
-                    let request = &run.record.request;
-                    let rendered = self.templates.render(&request.template, channel, &request.data);
-                    let result = rendered.map(|content| {
-                        run.content = Some((channel, content));
+                    let result = split(self.render(&run.record, channel).await)?.map(|rendered| {
+                        run.content = Some((channel, rendered.content));
                     });
                     run.handle(Event::Rendered(result), step("render"));
                 }
@@ -775,6 +853,14 @@ impl<S: Store, C: Clock> Runner<S, C> {
                             continue;
                         }
                     }
+                    // The content: rendered by this wake-up already, or rendered now (a send
+                    // resumed after a wait), with the pinned version. Before the claim, so that
+                    // a registry read that fails leaves nothing claimed; a render error is
+                    // recorded after the claim, as the lifecycle expects it there.
+                    let content = match run.content.take() {
+                        Some((c, content)) if c == channel => Ok(content),
+                        _ => split(self.render(&run.record, channel).await)?.map(|r| r.content),
+                    };
                     // Claim: the send is durable before the provider hears of it. If this
                     // worker dies during the call, the lease wake-up finds `sending` at this
                     // version and reconciles instead of silently sending again.
@@ -783,13 +869,6 @@ impl<S: Store, C: Clock> Runner<S, C> {
                         Some(_) => {}
                         None => return Ok(Advanced::Conflict),
                     }
-                    let content = match run.content.take() {
-                        Some((c, content)) if c == channel => Ok(content),
-                        _ => {
-                            let request = &run.record.request;
-                            self.templates.render(&request.template, channel, &request.data)
-                        }
-                    };
                     let content = match content {
                         Ok(content) => content,
                         Err(error) => {

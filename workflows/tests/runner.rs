@@ -332,6 +332,7 @@ impl World {
             template: TemplateId::new("otp").unwrap(),
             data: serde_json::json!({"code": "123456"}).as_object().unwrap().clone(),
             category: Category::new("otp").unwrap(),
+            locale: None,
         };
         let submitted = block_on(self.runner.submit(&self.tenant, id.clone(), submission, None));
         assert!(submitted.unwrap().created);

@@ -27,6 +27,7 @@ mod codec;
 mod directory;
 mod queue;
 mod scripts;
+mod templates;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
