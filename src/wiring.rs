@@ -15,7 +15,7 @@ use storage::backend::WakeBackend;
 use storage::queue::WakeQueue;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use workflows::ports::{Clock, Inbox, Provider, Store};
+use workflows::ports::{Clock, Directory, Inbox, Provider, Store};
 use workflows::record::Wake;
 use workflows::runner::Runner;
 
@@ -135,7 +135,7 @@ async fn wait_for_signal() {
     }
 }
 
-async fn handle_wake<S: Store, C: Clock>(
+async fn handle_wake<S: Store + Directory, C: Clock>(
     wake: Wake,
     runner: Data<Arc<Runner<S, C>>>,
 ) -> Result<(), BoxDynError> {
@@ -160,7 +160,7 @@ async fn run_workers<S, C, Q>(
     shutdown: Shutdown,
 ) -> anyhow::Result<()>
 where
-    S: Store,
+    S: Store + Directory,
     C: Clock,
     Q: WakeQueue + Clone + Unpin,
 {

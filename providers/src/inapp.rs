@@ -210,6 +210,7 @@ mod tests {
             },
             category: id(Category::new, "order_updates"),
             content,
+            devices: vec![],
         }
     }
 
