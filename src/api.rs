@@ -4,9 +4,11 @@
 //! one tenant asking for another's notification gets 404. Bad input gets a 4xx JSON error naming
 //! the field and the reason, and nothing is written.
 //!
-//! The dead-letter queue's endpoints (list, plan, replay, purge) are in [`dlq`].
+//! The dead-letter queue's endpoints (list, plan, replay, purge) are in [`dlq`], the recipients
+//! directory's (profiles, devices, preferences) in [`recipients`].
 
 pub mod dlq;
+pub mod recipients;
 
 use std::sync::Arc;
 
@@ -25,7 +27,7 @@ use steps::model::{
     Category, Channel, NotificationId, Recipient, RecipientId, TemplateId, TenantId,
 };
 use workflows::machine::{State as LifecycleState, StateKind};
-use workflows::ports::{Clock, Inbox, LIST_LIMIT_MAX, ListQuery, Store, StoreError};
+use workflows::ports::{Clock, Directory, Inbox, LIST_LIMIT_MAX, ListQuery, Store, StoreError};
 use workflows::record::{HistoryEntry, Idempotency, Record};
 use workflows::runner::{Cancelled, Runner, Submission, SubmitError};
 
@@ -169,7 +171,7 @@ impl IntoResponse for ApiError {
 /// Builds the router.
 pub fn router<S, C>(state: AppState<S, C>) -> Router
 where
-    S: Store + Inbox,
+    S: Store + Inbox + Directory,
     C: Clock,
 {
     let body_limit = state.limits.body_bytes_max;
@@ -186,6 +188,7 @@ where
         .route("/v1/dlq/purge", post(dlq::purge::<S, C>))
         .route("/v1/recipients/{id}/inbox", get(inbox::<S, C>))
         .route("/v1/admin/breakers", get(breakers::<S, C>))
+        .merge(recipients::routes::<S, C>())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

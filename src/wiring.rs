@@ -190,7 +190,7 @@ where
         .context("workers stopped with an error")
 }
 
-async fn run_api<S: Store + Inbox, C: Clock>(
+async fn run_api<S: Store + Inbox + Directory, C: Clock>(
     state: AppState<S, C>,
     listen: SocketAddr,
     shutdown: Shutdown,
