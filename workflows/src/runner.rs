@@ -2,13 +2,16 @@
 //! machine's effects through the ports.
 //!
 //! Production workers and the simulator run this same code; only the ports differ. The runner
-//! itself holds no I/O client, no clock and no randomness: it calls [`Store`], [`Provider`] and
-//! [`Clock`].
+//! itself holds no I/O client, no clock and no randomness: it calls [`Store`], [`Directory`],
+//! [`Provider`] and [`Clock`].
 //!
 //! A wake-up runs the pure steps (filter, render, rate decision) in memory and commits twice at
 //! most: once to claim the send (state `sending`, with a lease wake-up in case this worker dies
 //! mid-call), once to record the provider's answer and schedule what follows. Each commit is a
 //! compare-and-set on the record's version, so a duplicate or stale wake-up can never act twice.
+//! The filter reads the recipient's directory entry, and reads it again right after the claim is
+//! committed: the preferences, quiet hours and addresses in force when the send was claimed are
+//! the ones that decide whether, and where, the provider is called.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
