@@ -5,9 +5,11 @@
 //! the field and the reason, and nothing is written.
 //!
 //! The dead-letter queue's endpoints (list, plan, replay, purge) are in [`dlq`]; the template
-//! registry's (create, versions, publish, list, show, preview) in [`templates`].
+//! registry's (create, versions, publish, list, show, preview) in [`templates`]; the recipients
+//! directory's (profiles, devices, preferences) in [`recipients`].
 
 pub mod dlq;
+pub mod recipients;
 pub mod templates;
 
 use std::sync::Arc;
@@ -28,7 +30,7 @@ use steps::model::{
     Category, Channel, NotificationId, Recipient, RecipientId, TemplateId, TenantId,
 };
 use workflows::machine::{State as LifecycleState, StateKind};
-use workflows::ports::{Clock, Inbox, LIST_LIMIT_MAX, ListQuery, Store, StoreError};
+use workflows::ports::{Clock, Directory, Inbox, LIST_LIMIT_MAX, ListQuery, Store, StoreError};
 use workflows::record::{HistoryEntry, Idempotency, Record};
 use workflows::runner::{Cancelled, Runner, Submission, SubmitError};
 
@@ -172,7 +174,7 @@ impl IntoResponse for ApiError {
 /// Builds the router.
 pub fn router<S, C>(state: AppState<S, C>) -> Router
 where
-    S: Store + Inbox,
+    S: Store + Inbox + Directory,
     C: Clock,
 {
     let body_limit = state.limits.body_bytes_max;
@@ -190,6 +192,7 @@ where
         .merge(templates::routes::<S, C>())
         .route("/v1/recipients/{id}/inbox", get(inbox::<S, C>))
         .route("/v1/admin/breakers", get(breakers::<S, C>))
+        .merge(recipients::routes::<S, C>())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -359,7 +362,7 @@ async fn precheck<S: Store, C: Clock>(
     }
 }
 
-async fn accept<S: Store + Inbox, C: Clock>(
+async fn accept<S: Store + Inbox + Directory, C: Clock>(
     state: &AppState<S, C>,
     tenant: &TenantId,
     submission: Submission,
@@ -386,7 +389,7 @@ async fn accept<S: Store + Inbox, C: Clock>(
     }
 }
 
-async fn submit<S: Store + Inbox, C: Clock>(
+async fn submit<S: Store + Inbox + Directory, C: Clock>(
     State(state): State<AppState<S, C>>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
@@ -411,7 +414,7 @@ async fn submit<S: Store + Inbox, C: Clock>(
     Ok(response)
 }
 
-async fn submit_batch<S: Store + Inbox, C: Clock>(
+async fn submit_batch<S: Store + Inbox + Directory, C: Clock>(
     State(state): State<AppState<S, C>>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,

@@ -15,7 +15,7 @@ use storage::backend::WakeBackend;
 use storage::queue::WakeQueue;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use workflows::ports::{Clock, Inbox, Provider, Store};
+use workflows::ports::{Clock, Directory, Inbox, Provider, Store};
 use workflows::record::Wake;
 use workflows::runner::Runner;
 
@@ -135,7 +135,7 @@ async fn wait_for_signal() {
     }
 }
 
-async fn handle_wake<S: Store, C: Clock>(
+async fn handle_wake<S: Store + Directory, C: Clock>(
     wake: Wake,
     runner: Data<Arc<Runner<S, C>>>,
 ) -> Result<(), BoxDynError> {
@@ -160,7 +160,7 @@ async fn run_workers<S, C, Q>(
     shutdown: Shutdown,
 ) -> anyhow::Result<()>
 where
-    S: Store,
+    S: Store + Directory,
     C: Clock,
     Q: WakeQueue + Clone + Unpin,
 {
@@ -190,7 +190,7 @@ where
         .context("workers stopped with an error")
 }
 
-async fn run_api<S: Store + Inbox, C: Clock>(
+async fn run_api<S: Store + Inbox + Directory, C: Clock>(
     state: AppState<S, C>,
     listen: SocketAddr,
     shutdown: Shutdown,
@@ -271,7 +271,7 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
 }
 
 /// Submits a few notifications and prints how they end, so a newcomer sees courant work.
-async fn demo<S: Store, C: Clock>(runner: Arc<Runner<S, C>>, tenant: TenantId) {
+async fn demo<S: Store + Directory, C: Clock>(runner: Arc<Runner<S, C>>, tenant: TenantId) {
     use workflows::runner::Submission;
     let data = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
     let recipient = |id: &str| steps::model::Recipient {
