@@ -5,11 +5,13 @@
 //! the field and the reason, and nothing is written.
 //!
 //! The dead-letter queue's endpoints (list, plan, replay, purge) are in [`dlq`]; the template
-//! registry's (create, versions, publish, list, show, preview) in [`templates`]; the campaigns'
-//! in [`campaigns`].
+//! registry's (create, versions, publish, list, show, preview) in [`templates`]; the recipients
+//! directory's (profiles, devices, preferences) in [`recipients`]; the campaigns' in
+//! [`campaigns`].
 
 pub mod campaigns;
 pub mod dlq;
+pub mod recipients;
 pub mod templates;
 
 use std::sync::Arc;
@@ -30,7 +32,9 @@ use steps::model::{
     Category, Channel, NotificationId, Recipient, RecipientId, TemplateId, TenantId,
 };
 use workflows::machine::{State as LifecycleState, StateKind};
-use workflows::ports::{Campaigns, Clock, Inbox, LIST_LIMIT_MAX, ListQuery, Store, StoreError};
+use workflows::ports::{
+    Campaigns, Clock, Directory, Inbox, LIST_LIMIT_MAX, ListQuery, Store, StoreError,
+};
 use workflows::record::{HistoryEntry, Idempotency, Record};
 use workflows::runner::{Cancelled, Runner, Submission, SubmitError};
 
@@ -174,7 +178,7 @@ impl IntoResponse for ApiError {
 /// Builds the router.
 pub fn router<S, C>(state: AppState<S, C>) -> Router
 where
-    S: Store + Inbox + Campaigns,
+    S: Store + Inbox + Directory + Campaigns,
     C: Clock,
 {
     let body_limit = state.limits.body_bytes_max;
@@ -192,6 +196,7 @@ where
         .merge(templates::routes::<S, C>())
         .route("/v1/recipients/{id}/inbox", get(inbox::<S, C>))
         .route("/v1/admin/breakers", get(breakers::<S, C>))
+        .merge(recipients::routes::<S, C>())
         .merge(campaigns::routes::<S, C>())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
@@ -362,7 +367,7 @@ async fn precheck<S: Store, C: Clock>(
     }
 }
 
-async fn accept<S: Store + Inbox, C: Clock>(
+async fn accept<S: Store + Inbox + Directory, C: Clock>(
     state: &AppState<S, C>,
     tenant: &TenantId,
     submission: Submission,
@@ -389,7 +394,7 @@ async fn accept<S: Store + Inbox, C: Clock>(
     }
 }
 
-async fn submit<S: Store + Inbox, C: Clock>(
+async fn submit<S: Store + Inbox + Directory, C: Clock>(
     State(state): State<AppState<S, C>>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
@@ -414,7 +419,7 @@ async fn submit<S: Store + Inbox, C: Clock>(
     Ok(response)
 }
 
-async fn submit_batch<S: Store + Inbox, C: Clock>(
+async fn submit_batch<S: Store + Inbox + Directory, C: Clock>(
     State(state): State<AppState<S, C>>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,

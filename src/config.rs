@@ -126,8 +126,8 @@ impl Config {
 
     /// Gives channels the configuration does not mention their default retry policy and rate
     /// limit (setting `policy.retry.email` must not silently change SMS), keeps the default
-    /// categories' retry overrides and criticality for every category and channel it does not
-    /// set, fills the routes of channels without one from the configured providers (in name
+    /// categories' retry overrides, criticality and preference defaults for every category and
+    /// channel it does not set, fills the routes of channels without one from the configured providers (in name
     /// order), then checks everything.
     pub fn finish(mut self) -> anyhow::Result<Config> {
         let defaults = Policy::default();
@@ -139,6 +139,9 @@ impl Config {
             entry.critical = entry.critical.or(overrides.critical);
             for (channel, retry) in overrides.retry {
                 entry.retry.entry(channel).or_insert(retry);
+            }
+            for (channel, on) in overrides.defaults {
+                entry.defaults.entry(channel).or_insert(on);
             }
         }
         for (channel, rate) in defaults.rate {
@@ -246,6 +249,11 @@ mod tests {
         assert!(policy.is_critical(&category("otp")), "an otp override keeps otp critical");
         assert!(policy.is_critical(&category("security")));
         assert!(!policy.is_critical(&category("alerts")));
+        // Marketing stays opt-in on SMS.
+        assert_eq!(
+            policy.filter_rules(&category("marketing")).defaults.get(&Channel::Sms),
+            Some(&false)
+        );
         let alerts = policy.retry_for(&category("alerts"), Channel::Email);
         assert_eq!(alerts.nominal_delay_ms(3), 60_000);
         // A bad override is refused at start-up, naming where it is.
@@ -253,6 +261,28 @@ mod tests {
                     factor = 2.0\ndelay_ms_max = 1000\njitter = true\nttl_ms = 30000\n";
         let err = format!("{:#}", toml::from_str::<Config>(text).unwrap().finish().unwrap_err());
         assert!(err.contains("category otp on sms: attempts_max"), "{err}");
+    }
+
+    #[test]
+    fn preference_defaults_and_quiet_hours_come_from_the_policy() {
+        let category = |name: &str| steps::model::Category::new(name).unwrap();
+        let text = "[policy]\nquiet_hours = { start = \"22:00\", end = \"07:30\" }\n\
+                    [policy.categories.marketing.defaults]\nsms = true\npush = false\n";
+        let config = toml::from_str::<Config>(text).unwrap().finish().unwrap();
+        let rules = config.policy.filter_rules(&category("marketing"));
+        assert_eq!(rules.quiet_hours.map(ToString::to_string).as_deref(), Some("22:00–07:30"));
+        assert_eq!(rules.defaults.get(&Channel::Sms), Some(&true), "the file's choice wins");
+        assert_eq!(rules.defaults.get(&Channel::Push), Some(&false));
+        assert!(!rules.critical);
+        assert!(config.policy.filter_rules(&category("otp")).critical);
+        // The shipped defaults: social is opt-in on SMS too; no default quiet hours.
+        let config = toml::from_str::<Config>("").unwrap().finish().unwrap();
+        let social = config.policy.filter_rules(&category("social"));
+        assert_eq!((social.defaults.get(&Channel::Sms), social.quiet_hours), (Some(&false), None));
+        // A bad window names the field.
+        let text = "[policy]\nquiet_hours = { start = \"22:00\", end = \"25:00\" }\n";
+        let err = format!("{:#}", toml::from_str::<Config>(text).unwrap_err());
+        assert!(err.contains("HH:MM") && err.contains("quiet_hours"), "{err}");
     }
 
     #[test]

@@ -137,7 +137,7 @@ async fn wait_for_signal() {
     }
 }
 
-async fn handle_wake<S: Store, C: Clock>(
+async fn handle_wake<S: Store + Directory, C: Clock>(
     wake: Wake,
     runner: Data<Arc<Runner<S, C>>>,
 ) -> Result<(), BoxDynError> {
@@ -253,7 +253,7 @@ where
     campaigns.await.context("the campaign loop panicked")
 }
 
-async fn run_api<S: Store + Inbox + Campaigns, C: Clock>(
+async fn run_api<S: Store + Inbox + Directory + Campaigns, C: Clock>(
     state: AppState<S, C>,
     listen: SocketAddr,
     shutdown: Shutdown,
@@ -334,7 +334,7 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
 }
 
 /// Submits a few notifications and prints how they end, so a newcomer sees courant work.
-async fn demo<S: Store, C: Clock>(runner: Arc<Runner<S, C>>, tenant: TenantId) {
+async fn demo<S: Store + Directory, C: Clock>(runner: Arc<Runner<S, C>>, tenant: TenantId) {
     use workflows::runner::Submission;
     let data = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
     let recipient = |id: &str| steps::model::Recipient {

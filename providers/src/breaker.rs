@@ -369,6 +369,7 @@ mod tests {
             },
             category: Category::new("otp").unwrap(),
             content: Content::Sms { body: "hi".into() },
+            devices: vec![],
         }
     }
 

@@ -211,6 +211,7 @@ mod tests {
             },
             category: id(Category::new, "order_updates"),
             content,
+            devices: vec![],
         }
     }
 

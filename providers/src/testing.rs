@@ -160,5 +160,6 @@ pub(crate) fn message(content: Content) -> Outbound {
         },
         category: Category::new("order_updates").expect("id"),
         content,
+        devices: vec![],
     }
 }

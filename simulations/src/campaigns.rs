@@ -21,14 +21,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 use steps::model::{Category, Channel, NotificationId, RecipientId, TemplateId, TenantId};
-use steps::preferences::Preferences;
-use steps::recipient::{Contact, Device, DeviceId, RecipientEntry};
+use steps::recipient::Contact;
 use workflows::campaign::{
     Advance, Appended, Campaign, CampaignCreated, CampaignId, CampaignSpec, CampaignState, Counts,
     Moved, OpenPage, PageClaim, PageDone, RecipientFilter, Segment, counter_field,
 };
 use workflows::machine::StateKind;
-use workflows::ports::{Campaigns, DeviceAdded, Directory, RecipientPage, Store, StoreError};
+use workflows::ports::{Campaigns, Store, StoreError};
 use workflows::record::{Created, HistoryEntry, Idempotency, Record};
 
 use crate::faults::Fault;
@@ -55,23 +54,33 @@ pub(crate) struct PlannedCampaign {
     pub(crate) channel: Channel,
     /// Its segment: the list of `members`, or a filter whose matches are the `members`.
     pub(crate) segment: Segment,
-    /// The position it ends at: the list's length, or the directory entries walked.
-    pub(crate) end_position: u64,
+    /// The position it ends at: the list's length (a filter's walk ends wherever the directory
+    /// does, which the workload's own changes move).
+    pub(crate) end_position: Option<u64>,
 }
 
-/// The tenant's recipient directory: a profile for each of `count` recipients, a third French
-/// with an email address, a third French without one, a third English with one.
+/// The time zone only the filter campaign's audience lives in (the workload's recipients are in
+/// `directory::ZONES`), so its filter selects exactly these profiles whatever else the
+/// directory holds.
+const AUDIENCE_ZONE: &str = "Pacific/Chatham";
+
+/// The filter campaign's audience in the tenant's directory: `count` profiles (ids `c<i>`, apart
+/// from the workload's `r<i>`), a third French with an email address, a third French without
+/// one, a third English with one.
 pub(crate) fn profiles(count: usize) -> Vec<(RecipientId, Contact)> {
     (0..count)
         .map(|i| {
             let contact = match i % 3 {
-                0 => serde_json::json!({ "email": format!("r{i}@example.com"), "locale": "fr-FR" }),
+                0 => serde_json::json!({ "email": format!("c{i}@example.com"), "locale": "fr-FR" }),
                 1 => serde_json::json!({ "locale": "fr" }),
-                _ => serde_json::json!({ "email": format!("r{i}@example.com"), "locale": "en" }),
+                _ => serde_json::json!({ "email": format!("c{i}@example.com"), "locale": "en" }),
             };
+            let mut contact = contact;
+            contact["time_zone"] = serde_json::json!(AUDIENCE_ZONE);
             let contact: Contact = serde_json::from_value(contact)
                 .unwrap_or_else(|e| unreachable!("a valid fixture contact: {e}"));
-            (recipient(i), contact)
+            let id = RecipientId::new(format!("c{i}")).unwrap_or_else(|_| unreachable!());
+            (id, contact)
         })
         .collect()
 }
@@ -105,7 +114,7 @@ pub(crate) fn plan(
             let cancel_at_ms = (k == 1).then(|| start + rng.range(0, expansion_ms));
             PlannedCampaign {
                 id: campaign_id(&tenant, k),
-                end_position: members.len() as u64,
+                end_position: Some(members.len() as u64),
                 members,
                 rate_per_sec,
                 start_ms: start,
@@ -115,11 +124,12 @@ pub(crate) fn plan(
             }
         })
         .collect();
-    // The directory filter: everyone French with an email address, by email.
+    // The directory filter: everyone of the audience French with an email address, by email.
     let directory = profiles(recipients * 2);
-    let filter: RecipientFilter =
-        serde_json::from_value(serde_json::json!({ "locale": "fr", "reachable": true }))
-            .unwrap_or_else(|e| unreachable!("a valid filter: {e}"));
+    let filter: RecipientFilter = serde_json::from_value(serde_json::json!({
+        "locale": "fr", "time_zone": AUDIENCE_ZONE, "reachable": true
+    }))
+    .unwrap_or_else(|e| unreachable!("a valid filter: {e}"));
     let members = directory
         .iter()
         .filter(|(_, c)| {
@@ -135,7 +145,7 @@ pub(crate) fn plan(
         cancel_at_ms: None,
         channel: Channel::Email,
         segment: Segment::Filter { filter },
-        end_position: directory.len() as u64,
+        end_position: None,
     });
     planned
 }
@@ -322,14 +332,14 @@ impl Checker {
             } else {
                 let matched = BTreeSet::from_iter(&plan.members).len() as u64;
                 let done = campaign.state == CampaignState::Expanded
-                    && campaign.position == plan.end_position
+                    && plan.end_position.is_none_or(|end| campaign.position == end)
                     && (plan.segment == Segment::Recipients || campaign.recipients == matched);
                 if !done {
                     found.push((
                         "campaign-done",
                         None,
                         format!(
-                            "campaign {} is {} at position {} of {} with {} recipients",
+                            "campaign {} is {} at position {} (ends at {:?}) with {} recipients",
                             plan.id,
                             campaign.state,
                             campaign.position,
@@ -579,74 +589,5 @@ impl<S: Store + Campaigns> Campaigns for FaultyStore<S> {
             return Ok(OpenPage::default());
         }
         self.read(self.inner.campaign_open(tenant, id, cursor, len)).await
-    }
-}
-
-/// The directory through the fault dice: the campaign expander reads profiles and walks the
-/// directory through it (and the tenant's profiles are written through it before the run).
-impl<S: Store + Directory> Directory for FaultyStore<S> {
-    async fn recipient(
-        &self,
-        tenant: &TenantId,
-        id: &RecipientId,
-    ) -> Result<Option<RecipientEntry>, StoreError> {
-        match self.dice("load") {
-            StoreFault::Error => Err(Self::unavailable("directory read")),
-            StoreFault::None | StoreFault::LostReply => self.inner.recipient(tenant, id).await,
-        }
-    }
-
-    fn put_contact(
-        &self,
-        tenant: &TenantId,
-        id: &RecipientId,
-        contact: &Contact,
-        now_ms: u64,
-    ) -> impl Future<Output = Result<(u64, bool), StoreError>> + Send {
-        self.inner.put_contact(tenant, id, contact, now_ms)
-    }
-
-    fn put_preferences(
-        &self,
-        tenant: &TenantId,
-        id: &RecipientId,
-        preferences: &Preferences,
-        now_ms: u64,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
-        self.inner.put_preferences(tenant, id, preferences, now_ms)
-    }
-
-    fn add_device(
-        &self,
-        tenant: &TenantId,
-        id: &RecipientId,
-        device: &Device,
-        now_ms: u64,
-    ) -> impl Future<Output = Result<DeviceAdded, StoreError>> + Send {
-        self.inner.add_device(tenant, id, device, now_ms)
-    }
-
-    fn remove_device(
-        &self,
-        tenant: &TenantId,
-        id: &RecipientId,
-        device: &DeviceId,
-        now_ms: u64,
-    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send {
-        self.inner.remove_device(tenant, id, device, now_ms)
-    }
-
-    async fn recipients(
-        &self,
-        tenant: &TenantId,
-        after: Option<&RecipientId>,
-        limit: usize,
-    ) -> Result<RecipientPage, StoreError> {
-        match self.dice("load") {
-            StoreFault::Error => Err(Self::unavailable("directory walk")),
-            StoreFault::None | StoreFault::LostReply => {
-                self.inner.recipients(tenant, after, limit).await
-            }
-        }
     }
 }

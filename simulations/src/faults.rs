@@ -64,11 +64,14 @@ pub enum Fault {
     ClockStep,
     /// Workers' clocks disagree by a constant offset.
     ClockDrift,
+    /// The application changes recipients' preferences (opt-outs and back, global unsubscribe,
+    /// quiet hours) and phone numbers while their notifications are in flight.
+    PreferenceChange,
 }
 
 impl Fault {
     /// Every fault.
-    pub const ALL: [Fault; 26] = [
+    pub const ALL: [Fault; 27] = [
         Fault::ProviderServerError,
         Fault::RateLimitedNoRetryAfter,
         Fault::RateLimitedRetryAfterZero,
@@ -95,6 +98,7 @@ impl Fault {
         Fault::ReceiptLost,
         Fault::ClockStep,
         Fault::ClockDrift,
+        Fault::PreferenceChange,
     ];
 
     /// The highest rate a swarm draws for the fault. Crashes and clock steps are rarer than

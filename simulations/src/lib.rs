@@ -11,6 +11,8 @@
 //!
 //! # Layout
 //! - [`rng`]: SplitMix64, forked into sub-streams (workload, faults, schedule).
+//! - [`directory`]: the recipients' stored profiles and preferences, the preference fault's
+//!   changes, and the oracle of the directory invariants.
 //! - [`faults`]: the fault kinds and how a seed picks which are on (swarm testing).
 //! - [`world`]: virtual time, the fault dice, the send ledger, the trace; the ports (clock, a
 //!   fault-injecting store wrapper, fake providers).
@@ -22,6 +24,7 @@
 //! Nothing on the simulated path reads the wall clock, the OS's randomness or a hash map's order.
 
 mod campaigns;
+pub mod directory;
 pub mod faults;
 pub mod outage;
 pub mod report;

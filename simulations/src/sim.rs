@@ -24,6 +24,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use steps::filter::SkipReason;
 use steps::locale::Locale;
 use steps::model::{
     Category, Channel, EmailAddress, NotificationId, PhoneNumber, ProviderName, Recipient,
@@ -53,6 +54,7 @@ use workflows::runner::{
 use workflows::templates::TemplateError;
 
 use crate::campaigns::{self as campaigns, EXPAND_EVERY_MS, PlannedCampaign};
+use crate::directory::{self, Change};
 use crate::faults::{Fault, FaultSet, Profile};
 use crate::outage::{BREAKER_GRACE_MS, Outage, OutageFigures, peak_in_window};
 use crate::report::{Report, Violation};
@@ -207,6 +209,8 @@ enum Job {
     CampaignCancel(usize, u32, Boxed<Result<Moved, StoreError>>),
     /// The publisher adding revision `n` of the registry template and publishing it.
     Publish(u32, Boxed<Result<Option<u32>, TemplateError>>),
+    /// The application changing what the directory holds about workload recipient `idx`.
+    Directory(usize, Change, Boxed<Result<(), StoreError>>),
 }
 
 struct Task {
@@ -233,6 +237,8 @@ enum Due {
     CampaignCancel(usize, u32),
     /// The publisher publishes a new version of the registry template.
     Publish,
+    /// The application changes a recipient's preferences or address (the preference fault).
+    Directory(usize, Change),
 }
 
 /// One planned notification.
@@ -250,6 +256,8 @@ struct Planned {
     locale: Option<&'static str>,
     /// How its submission must come out.
     expect: Expect,
+    /// Whether the notification carries addresses inline (else it names the recipient only).
+    inline: bool,
 }
 
 struct WorkerState {
@@ -307,6 +315,8 @@ pub struct Simulation {
     refused_on_purpose: u64,
     /// Messages checked against their pinned version.
     renders_checked: u64,
+    /// How many workload recipients there are.
+    recipients: usize,
 }
 
 impl std::fmt::Debug for Simulation {
@@ -486,8 +496,13 @@ impl Simulation {
             } else {
                 Vec::new()
             };
-            let faulty =
-                FaultyStore { inner: store.clone(), shared: shared.clone(), actor, worker };
+            let faulty = FaultyStore {
+                inner: store.clone(),
+                shared: shared.clone(),
+                actor,
+                worker,
+                stale: Arc::default(),
+            };
             let policy = if worker { policy.clone() } else { api_policy.clone() };
             Arc::new(
                 Runner::new(
@@ -531,6 +546,7 @@ impl Simulation {
             campaigns_cancelled: BTreeSet::new(),
             campaign_checker: campaigns::Checker::default(),
             last_expand_ms: START_MS,
+            recipients: 0,
             violations: Vec::new(),
             steps: 0,
             tenant,
@@ -542,6 +558,7 @@ impl Simulation {
             config,
         };
         sim.plan_workload();
+        sim.seed_directory();
         sim.plan_faults();
         sim
     }
@@ -579,6 +596,7 @@ impl Simulation {
                     registry: false,
                     locale: None,
                     expect: Expect::Accepted,
+                    inline: true,
                 };
                 self.plan.push(planned);
                 self.schedule(at, Due::Submit(idx, 0));
@@ -587,6 +605,9 @@ impl Simulation {
             self.schedule(faults_end, Due::FaultsOff);
             return;
         }
+        // A stream of its own, so the directory's draws leave the rest of the workload as it was.
+        let mut directory_rng = Rng::fork(self.config.seed, "directory");
+        self.recipients = recipients;
         for idx in 0..n {
             // Bursts: a tenth of arrivals come at the same instant as the previous one.
             if !rng.chance(0.1) {
@@ -620,6 +641,8 @@ impl Simulation {
             } else {
                 Expect::Accepted
             };
+            // Three in ten name the recipient only: addresses come from the stored profile.
+            let inline = !directory_rng.chance(0.3);
             self.plan.push(Planned {
                 at_ms: at,
                 channel,
@@ -630,6 +653,7 @@ impl Simulation {
                 registry,
                 locale,
                 expect,
+                inline,
             });
             self.schedule(at, Due::Submit(idx, 0));
             if rng.chance(0.02) {
@@ -652,10 +676,15 @@ impl Simulation {
         self.schedule(faults_end + REPLAY_AFTER_FAULTS_MS, Due::Replay);
         self.campaigns = campaigns::plan(self.config.seed, n, recipients, START_MS, faults_end);
         if !self.campaigns.is_empty() {
+            // The filter campaign's audience, logged like the workload's profiles so the
+            // directory invariants judge its sends too.
             for (id, contact) in campaigns::profiles(recipients * 2) {
                 let put = self.store.put_contact(&self.tenant, &id, &contact, START_MS);
                 if let Err(error) = at_once(put) {
                     unreachable!("the in-memory directory takes a profile: {error}");
+                }
+                if let Ok(Some(entry)) = at_once(self.store.recipient(&self.tenant, &id)) {
+                    self.shared.world().log_directory(entry);
                 }
             }
         }
@@ -697,6 +726,19 @@ impl Simulation {
                         self.schedule(at, Due::ClockStep(w));
                     }
                 }
+            }
+        }
+        let changes = self.shared.world().faults.rate(Fault::PreferenceChange);
+        if changes > 0.0 && self.recipients > 0 {
+            // Up to thirty changes over the fault phase, half of them to the hot recipient, whose
+            // notifications wait longest (rate limits): opt-outs, unsubscribes, quiet hours and
+            // removed numbers while they are in flight.
+            let count = (changes * 200.0).ceil() as u64;
+            for _ in 0..count {
+                let at = START_MS + rng.range(0, (faults_end - START_MS).max(1));
+                let who = if rng.chance(0.5) { 0 } else { rng.index(self.recipients) };
+                let change = Change::pick(&mut rng);
+                self.schedule(at, Due::Directory(who, change));
             }
         }
         if brownout {
@@ -941,6 +983,7 @@ impl Simulation {
                     Job::CampaignCreate(_, _, f) => poll_once(f.as_mut()).map(Done::CampaignCreate),
                     Job::CampaignCancel(_, _, f) => poll_once(f.as_mut()).map(Done::CampaignCancel),
                     Job::Publish(_, f) => poll_once(f.as_mut()).map(Done::Publish),
+                    Job::Directory(_, _, f) => poll_once(f.as_mut()).map(Done::Directory),
                 };
                 match poll {
                     Poll::Ready(done) => {
@@ -1104,6 +1147,7 @@ impl Simulation {
                     waits_until_ms: 0,
                 });
             }
+            Due::Directory(idx, change) => self.change_directory(idx, change),
             Due::FaultsOff => {
                 self.faults_on = false;
                 self.shared.world().faults_on = false;
@@ -1130,7 +1174,7 @@ impl Simulation {
             phone: PhoneNumber::parse(&format!("+1415555{:04}", n % 10_000)).ok(),
             opt_out: if planned.opted_out { vec![planned.channel] } else { Vec::new() },
         };
-        let recipient = if planned.no_address {
+        let recipient = if planned.no_address || !planned.inline {
             Recipient { email: None, phone: None, ..recipient }
         } else {
             recipient
@@ -1353,6 +1397,18 @@ impl Simulation {
                     self.schedule(now + 500, Due::CampaignCancel(k, try_ + 1));
                 }
             },
+            (Job::Directory(idx, change, _), Done::Directory(result)) => match result {
+                Ok(()) => {
+                    self.shared.world().count(Fault::PreferenceChange);
+                    self.trace(format!("api directory change of r{idx}: {change:?} done"));
+                }
+                Err(error) => {
+                    // The application retries its write (a lost reply was applied already;
+                    // writing the same change again is harmless).
+                    self.trace(format!("api directory change of r{idx} failed: {error}"));
+                    self.schedule(now + 500, Due::Directory(idx, change));
+                }
+            },
             _ => unreachable!("a task completes with its own kind"),
         }
     }
@@ -1475,7 +1531,8 @@ impl Simulation {
     /// each commit starts from the state the notification was in, attempts within the policy.
     fn check_journal(&mut self) {
         let journal = std::mem::take(&mut self.shared.world().journal);
-        for Journaled { id, from_version, state, history, category } in journal {
+        for Journaled { id, from_version, state, history, category, seq } in journal {
+            self.check_directory_commit(&id, seq, &history);
             if let Some(category) = category {
                 self.categories.insert(id.clone(), category);
             }
@@ -1626,6 +1683,7 @@ impl Simulation {
             self.check_dead_letter(&record, &history);
             self.check_retry_timing(&record, &history);
             self.check_rendered(&record, &taken);
+            self.check_directory_calls(&record);
         }
         self.check_cancelled_campaigns();
         let found = self.campaign_checker.finish(
@@ -1863,6 +1921,7 @@ impl Simulation {
 /// How a task finished.
 enum Done {
     Wake(Result<Advanced, StoreError>),
+    Directory(Result<(), StoreError>),
     Submit(Result<Submitted, SubmitError>),
     Receipt(Result<Received, StoreError>),
     Replay(Result<ReplayReport, StoreError>),
@@ -1897,4 +1956,173 @@ fn describe_entry(entry: &HistoryEntry) -> String {
 /// Runs one seed.
 pub fn run(config: Config) -> Report {
     Simulation::new(config).run()
+}
+
+// ---- the recipients directory ------------------------------------------------------------------
+
+impl Simulation {
+    /// Stores what the application knows about the workload's recipients before anything
+    /// arrives: profiles (addresses, a time zone, push devices) for all but every eleventh, and
+    /// for some preferences and quiet hours. The outage scenario stores nothing.
+    fn seed_directory(&mut self) {
+        if self.config.outage.is_some() {
+            return;
+        }
+        for i in 0..self.recipients {
+            if !directory::has_profile(i) {
+                continue;
+            }
+            let id = directory::id(i);
+            let tenant = &self.tenant;
+            let _ = at_once(self.store.put_contact(tenant, &id, &directory::contact(i), START_MS));
+            for device in directory::devices(i, START_MS) {
+                let _ = at_once(self.store.add_device(tenant, &id, &device, START_MS));
+            }
+            if let Some(preferences) = directory::initial_preferences(i) {
+                let _ = at_once(self.store.put_preferences(tenant, &id, &preferences, START_MS));
+            }
+            if let Ok(Some(entry)) = at_once(self.store.recipient(tenant, &id)) {
+                self.shared.world().log_directory(entry);
+            }
+        }
+    }
+
+    /// The application changes recipient `idx`'s preferences or phone number, through the API
+    /// actor's store (with its faults), reading the entry first as a client would.
+    fn change_directory(&mut self, idx: usize, change: Change) {
+        let api = self.workers.len();
+        let runner = self.runners[api].clone();
+        let tenant = self.tenant.clone();
+        self.trace(format!("api directory change of r{idx}: {change:?} starts"));
+        let job_change = change.clone();
+        let future: Boxed<Result<(), StoreError>> = Box::pin(async move {
+            let store = runner.store();
+            let id = directory::id(idx);
+            let now_ms = runner.clock().now_ms();
+            let entry = store.recipient(&tenant, &id).await?;
+            let preferences = entry.as_ref().map(|e| e.preferences.clone()).unwrap_or_default();
+            if let Some(preferences) = change.preferences(&preferences) {
+                store.put_preferences(&tenant, &id, &preferences, now_ms).await?;
+            }
+            let contact = entry.as_ref().and_then(|e| e.contact());
+            if let Some(contact) = contact.and_then(|c| change.contact(idx, c)) {
+                store.put_contact(&tenant, &id, &contact, now_ms).await?;
+            }
+            Ok(())
+        });
+        self.tasks.push(Task {
+            actor: api,
+            job: Job::Directory(idx, job_change, future),
+            waits_until_ms: 0,
+        });
+    }
+
+    /// The directory invariants of one commit (run from the journal, in write order):
+    /// - a critical notification is never skipped or deferred for preferences or quiet hours;
+    /// - a quiet-hours deferral happens only inside the recipient's quiet hours (as the directory
+    ///   held them when it was committed), and waits until a time after it;
+    /// - a quiet-hours skip happens only when the window ends after the time budget.
+    fn check_directory_commit(&mut self, id: &NotificationId, seq: u64, history: &[HistoryEntry]) {
+        let Some(record) = at_once(self.store.load(&self.tenant, id)).ok().flatten() else {
+            return;
+        };
+        let request = &record.request;
+        let critical = self.policy.is_critical(&request.category);
+        for entry in history {
+            let quiet_deferral = match &entry.to {
+                State::Deferred { until_ms, resume: Resume::Filter { channel } } => {
+                    Some((*until_ms, *channel))
+                }
+                State::Deferred { until_ms, resume: Resume::Send { channel, .. } } if matches!(&entry.cause, Cause::Step { step } if step == "recheck") => {
+                    Some((*until_ms, *channel))
+                }
+                _ => None,
+            };
+            let quiet_skip = match &entry.to {
+                State::Skipped { reason: SkipReason::QuietHours { channel, until_ms } } => {
+                    Some((*until_ms, *channel))
+                }
+                _ => None,
+            };
+            if let State::Skipped { reason } = &entry.to
+                && reason.is_preference()
+                && critical
+            {
+                let detail = format!("critical {} skipped: {reason}", request.category);
+                self.violation("critical", Some(id.clone()), &detail);
+            }
+            let Some((until_ms, channel)) = quiet_deferral.or(quiet_skip) else { continue };
+            if critical {
+                let detail = format!("critical {} held for quiet hours", request.category);
+                self.violation("critical", Some(id.clone()), &detail);
+                continue;
+            }
+            let stored = self.shared.world().directory_at(&request.recipient.id, seq).cloned();
+            let verdict =
+                directory::forbidden(&self.policy, request, channel, stored.as_ref(), entry.at_ms);
+            if !matches!(verdict, Some(("quiet-hours", _))) {
+                let detail = format!(
+                    "{} for quiet hours at {} when the recipient was not in them ({verdict:?})",
+                    entry.to.kind(),
+                    steps::quiet::utc(entry.at_ms)
+                );
+                self.violation("quiet-hours-deferral", Some(id.clone()), &detail);
+            }
+            if until_ms <= entry.at_ms {
+                let detail =
+                    format!("quiet hours deferred to {until_ms}, not after {}", entry.at_ms);
+                self.violation("quiet-hours-deferral", Some(id.clone()), &detail);
+            }
+            let budget_end = record
+                .budget_from_ms()
+                .saturating_add(self.policy.retry_for(&request.category, channel).ttl_ms);
+            let over = until_ms > budget_end;
+            if quiet_skip.is_some() != over {
+                let detail = format!(
+                    "{} although quiet hours end {} the time budget",
+                    entry.to.kind(),
+                    if over { "after" } else { "within" }
+                );
+                self.violation("quiet-hours-dropped", Some(id.clone()), &detail);
+            }
+        }
+    }
+
+    /// The directory invariant of every provider call: under the claim it was made with, the
+    /// recipient's preferences (as the directory held them just before the claim's commit, in
+    /// the store's write order) allowed it, the recipient was not in quiet hours at the claim's
+    /// time, and an address for the channel was given or stored. Critical categories pass the
+    /// first two.
+    fn check_directory_calls(&mut self, record: &Record) {
+        let calls = self.shared.world().call_log.get(&record.id).cloned().unwrap_or_default();
+        for call in calls {
+            let Some(claim) = call.claim else {
+                let detail =
+                    format!("{} call for attempt {} without a claim", call.channel, call.attempt);
+                self.violation("claim", Some(record.id.clone()), &detail);
+                continue;
+            };
+            let recipient = &record.request.recipient.id;
+            let stored = self.shared.world().directory_at(recipient, claim.seq).cloned();
+            let verdict = directory::forbidden(
+                &self.policy,
+                &record.request,
+                call.channel,
+                stored.as_ref(),
+                claim.now_ms,
+            );
+            if let Some((invariant, why)) = verdict {
+                let revision = stored.map_or(0, |e| e.revision);
+                let detail = format!(
+                    "{} reached {} with attempt {} claimed at {}: {why} (directory revision \
+                     {revision})",
+                    record.request.category,
+                    call.provider,
+                    call.attempt,
+                    steps::quiet::utc(claim.now_ms)
+                );
+                self.violation(invariant, Some(record.id.clone()), &detail);
+            }
+        }
+    }
 }

@@ -19,14 +19,17 @@ use steps::model::{
     Attempt, Category, Channel, NotificationId, ProviderName, RecipientId, TenantId,
 };
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
+use steps::preferences::Preferences;
 use steps::rate::{RateCheck, RateLimit, SendRate, SendSlot};
+use steps::recipient::{Contact, Device, DeviceId, RecipientEntry};
 use steps::render::TemplateContent;
 use workflows::campaign::CampaignId;
 use workflows::dlq::{DlqFilter, DlqPage};
 use workflows::machine::{Receipt, State};
 use workflows::ports::{
-    ApiKey, Clock, ListQuery, Outbound, Provider, Purged, RateKey, Store, StoreError, StoreFuture,
-    StoredVersion, TemplateInfo, TemplateStore, TemplateSummary, TemplateWrite,
+    ApiKey, Clock, DeviceAdded, Directory, ListQuery, Outbound, Provider, Purged, RateKey,
+    RecipientPage, Store, StoreError, StoreFuture, StoredVersion, TemplateInfo, TemplateStore,
+    TemplateSummary, TemplateWrite,
 };
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record};
 
@@ -62,6 +65,10 @@ pub struct Planted {
     /// The API checks submissions against a higher SMS segment cap than the policy's (a stale
     /// configuration on the API hosts).
     pub segment_cap_unchecked_at_submit: bool,
+    /// Each actor keeps the first directory entry it read of each recipient and never reads it
+    /// again: a preference cache without invalidation, so the re-check after a claim misses an
+    /// opt-out written since.
+    pub stale_directory: bool,
 }
 
 /// One message a provider really took.
@@ -94,6 +101,17 @@ pub struct Journaled {
     pub history: Vec<HistoryEntry>,
     /// The notification's category, on its creation only.
     pub category: Option<Category>,
+    /// Its place in the store's write order ([`World::seq`]).
+    pub seq: u64,
+}
+
+/// A send claim (a commit into `sending`), as the directory invariants need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// Its place in the store's write order ([`World::seq`]).
+    pub seq: u64,
+    /// The commit's time (the claiming worker's clock): quiet hours are judged at it.
+    pub now_ms: u64,
 }
 
 /// A receipt the fake providers scheduled.
@@ -137,6 +155,8 @@ pub struct CallMade {
     pub class: Option<ErrorClass>,
     /// When the runner got the answer (`None`: it never did, the worker died first).
     pub answered_at_ms: Option<u64>,
+    /// The claim the call was made under: the notification's latest commit into `sending`.
+    pub claim: Option<Claim>,
 }
 
 /// What the sim told the runner about one attempt, for the dead-letter invariant.
@@ -195,6 +215,13 @@ pub struct World {
     pub campaign_created: Vec<(CampaignId, RecipientId, NotificationId)>,
     /// Campaign notification ids handed out (for the planted `campaign_ids_not_derived`).
     pub campaign_ids_minted: u64,
+    /// The store's write order: every journaled commit and every directory write takes the
+    /// next number, so "what the directory held when this send was claimed" is exact.
+    pub seq: u64,
+    /// Each notification's latest send claim.
+    pub claims: BTreeMap<NotificationId, Claim>,
+    /// Every directory write, per recipient, in write order: (seq, the entry it left).
+    pub directory_log: BTreeMap<RecipientId, Vec<(u64, RecipientEntry)>>,
 }
 
 /// How many of the run's last trace lines a violation report shows.
@@ -228,7 +255,28 @@ impl World {
             call_log: BTreeMap::new(),
             campaign_created: Vec::new(),
             campaign_ids_minted: 0,
+            seq: 0,
+            claims: BTreeMap::new(),
+            directory_log: BTreeMap::new(),
         }
+    }
+
+    /// The next place in the store's write order.
+    pub fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Logs a directory write that left `entry`.
+    pub fn log_directory(&mut self, entry: RecipientEntry) {
+        let seq = self.next_seq();
+        self.directory_log.entry(entry.id.clone()).or_default().push((seq, entry));
+    }
+
+    /// What the directory held for `recipient` just before write `seq`.
+    pub fn directory_at(&self, recipient: &RecipientId, seq: u64) -> Option<&RecipientEntry> {
+        let log = self.directory_log.get(recipient)?;
+        log.iter().take_while(|(at, _)| *at < seq).last().map(|(_, entry)| entry)
     }
 
     fn hash_line(&mut self, line: &str) {
@@ -368,7 +416,13 @@ pub struct FaultyStore<S> {
     pub actor: usize,
     /// Whether the actor is a worker (only workers crash).
     pub worker: bool,
+    /// The planted stale directory cache (`Planted::stale_directory`): the first entry read of
+    /// each recipient.
+    pub stale: StaleCache,
 }
+
+/// The planted stale directory cache of one actor: the first entry it read of each recipient.
+pub type StaleCache = Arc<Mutex<BTreeMap<(TenantId, RecipientId), Option<RecipientEntry>>>>;
 
 /// What the dice say about one store call.
 pub(crate) enum StoreFault {
@@ -479,12 +533,17 @@ impl<S: Store> Store for FaultyStore<S> {
                         commit.state.kind()
                     ),
                 );
+                let seq = world.next_seq();
+                if matches!(commit.state, State::Sending { .. }) {
+                    world.claims.insert(id.clone(), Claim { seq, now_ms: commit.now_ms });
+                }
                 world.journal.push(Journaled {
                     id: commit.id.clone(),
                     from_version: commit.expected_version,
                     state: commit.state.clone(),
                     history: commit.history.clone(),
                     category: None,
+                    seq,
                 });
             }
             let claim = matches!(commit.state, State::Sending { .. });
@@ -613,6 +672,33 @@ impl<S: Store + TemplateStore> FaultyStore<S> {
     }
 }
 
+impl<S: Store + Directory> FaultyStore<S> {
+    /// Runs a directory write with the store fault dice, and logs the entry it left in the
+    /// world's write order when it was applied (a lost reply is applied too).
+    async fn directory_write<T>(
+        &self,
+        op: &str,
+        tenant: &TenantId,
+        id: &RecipientId,
+        write: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let fault = self.dice(op);
+        if matches!(fault, StoreFault::Error) {
+            return Err(Self::unavailable(op));
+        }
+        let result = write.await?;
+        if let Some(entry) = self.inner.recipient(tenant, id).await? {
+            let mut world = self.shared.world();
+            world.trace(format!("a{} directory {op} {id} rev {}", self.actor, entry.revision));
+            world.log_directory(entry);
+        }
+        match fault {
+            StoreFault::LostReply => Err(Self::unavailable(op)),
+            _ => Ok(result),
+        }
+    }
+}
+
 /// The registry under the same faults as the rest of the store, and the planted
 /// `template_version_ignored` bug.
 impl<S: Store + TemplateStore> TemplateStore for FaultyStore<S> {
@@ -712,15 +798,94 @@ impl<S: Store + TemplateStore> TemplateStore for FaultyStore<S> {
     }
 }
 
+impl<S: Store + Directory> Directory for FaultyStore<S> {
+    async fn recipient(
+        &self,
+        tenant: &TenantId,
+        id: &RecipientId,
+    ) -> Result<Option<RecipientEntry>, StoreError> {
+        if let StoreFault::Error = self.dice("load") {
+            return Err(Self::unavailable("directory read"));
+        }
+        if self.shared.world().planted.stale_directory {
+            let key = (tenant.clone(), id.clone());
+            let cached =
+                self.stale.lock().unwrap_or_else(PoisonError::into_inner).get(&key).cloned();
+            if let Some(entry) = cached {
+                return Ok(entry);
+            }
+            let entry = self.inner.recipient(tenant, id).await?;
+            self.stale.lock().unwrap_or_else(PoisonError::into_inner).insert(key, entry.clone());
+            return Ok(entry);
+        }
+        self.inner.recipient(tenant, id).await
+    }
+
+    async fn put_contact(
+        &self,
+        tenant: &TenantId,
+        id: &RecipientId,
+        contact: &Contact,
+        now_ms: u64,
+    ) -> Result<(u64, bool), StoreError> {
+        let write = self.inner.put_contact(tenant, id, contact, now_ms);
+        self.directory_write("put_contact", tenant, id, write).await
+    }
+
+    async fn put_preferences(
+        &self,
+        tenant: &TenantId,
+        id: &RecipientId,
+        preferences: &Preferences,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let write = self.inner.put_preferences(tenant, id, preferences, now_ms);
+        self.directory_write("put_preferences", tenant, id, write).await
+    }
+
+    async fn add_device(
+        &self,
+        tenant: &TenantId,
+        id: &RecipientId,
+        device: &Device,
+        now_ms: u64,
+    ) -> Result<DeviceAdded, StoreError> {
+        let write = self.inner.add_device(tenant, id, device, now_ms);
+        self.directory_write("add_device", tenant, id, write).await
+    }
+
+    async fn remove_device(
+        &self,
+        tenant: &TenantId,
+        id: &RecipientId,
+        device: &DeviceId,
+        now_ms: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let write = self.inner.remove_device(tenant, id, device, now_ms);
+        self.directory_write("remove_device", tenant, id, write).await
+    }
+
+    fn recipients(
+        &self,
+        tenant: &TenantId,
+        after: Option<&RecipientId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<RecipientPage, StoreError>> + Send {
+        self.inner.recipients(tenant, after, limit)
+    }
+}
+
 pub(crate) fn journal_create(shared: &Shared, record: &Record, first: &HistoryEntry) {
     let mut world = shared.world();
     world.trace_id(&record.id, format!("create {} {}", record.id, record.request.channel));
+    let seq = world.next_seq();
     world.journal.push(Journaled {
         id: record.id.clone(),
         from_version: 0,
         state: record.state.clone(),
         history: vec![first.clone()],
         category: Some(record.request.category.clone()),
+        seq,
     });
 }
 
@@ -852,6 +1017,7 @@ impl FakeProvider {
                 content: serde_json::to_string(&message.content).unwrap_or_default(),
             });
         }
+        let claim = world.claims.get(id).copied();
         let log = world.call_log.entry(id.clone()).or_default();
         log.push(CallMade {
             provider: self.name.clone(),
@@ -860,6 +1026,7 @@ impl FakeProvider {
             at_ms: now,
             class,
             answered_at_ms: None,
+            claim,
         });
         let logged = (id.clone(), log.len() - 1);
         if taken && world.roll(Fault::CrashAfterSend) {

@@ -221,9 +221,8 @@ fn address(request: &Request, channel: Channel, stored: Option<&RecipientEntry>)
             from(inline.phone.is_some(), contact.is_some_and(|c| c.phone.is_some()), "phone number")
         }
         Channel::Push => {
-            // Until the lifecycle reads the directory, push targets are the provider's to find.
             let n = stored.map_or(0, |e| e.devices().len());
-            Some(format!("{n} push device(s) in the stored profile"))
+            (n > 0).then(|| format!("{n} push device(s) in the stored profile"))
         }
         Channel::InApp => Some("the recipient's in-app inbox".to_owned()),
         // Chat targets arrive with the chat providers; until then the provider answers for them.
@@ -363,7 +362,7 @@ mod tests {
     #[test]
     fn missing_address_skips() {
         let r = request(Channel::Email, vec![], false);
-        for channel in [Channel::Email, Channel::Sms] {
+        for channel in [Channel::Email, Channel::Sms, Channel::Push] {
             assert_eq!(
                 decide_now(&r, channel, None),
                 FilterDecision::Skip(SkipReason::NoAddress { channel })

@@ -235,16 +235,12 @@ pub fn locale_for(entry: Option<&RecipientEntry>) -> Option<steps::locale::Local
     steps::locale::Locale::parse(locale.as_str()).ok()
 }
 
-/// The recipient a campaign notification is for: the id, and the addresses of their profile in
-/// the directory (none without one: the filter step then skips it for want of an address).
-pub fn recipient_for(id: &RecipientId, entry: Option<&RecipientEntry>) -> Recipient {
-    let contact = entry.and_then(RecipientEntry::contact);
-    Recipient {
-        id: id.clone(),
-        email: contact.and_then(|c| c.email.clone()),
-        phone: contact.and_then(|c| c.phone.clone()),
-        opt_out: Vec::new(),
-    }
+/// The recipient a campaign notification is for, named by id alone: the lifecycle reads their
+/// addresses (and preferences) from the directory when it sends, so an address changed or an
+/// opt-out written after the page was expanded is the one that counts. (An address given with
+/// the notification would win over the stored one, which is why none is copied here.)
+pub fn recipient_for(id: &RecipientId) -> Recipient {
+    Recipient { id: id.clone(), email: None, phone: None, opt_out: Vec::new() }
 }
 
 /// What a campaign sends: the same for every recipient.
@@ -622,13 +618,10 @@ mod tests {
     }
 
     #[test]
-    fn a_recipient_takes_the_addresses_of_their_profile() {
-        let contact: Contact =
-            serde_json::from_value(serde_json::json!({ "phone": "+447911123456" })).unwrap();
+    fn a_recipient_is_named_by_id_and_takes_the_locale_of_their_profile() {
         let id = RecipientId::new("ada").unwrap();
-        let r = recipient_for(&id, Some(&entry(Some(contact))));
-        assert_eq!((r.phone.is_some(), r.email.is_some()), (true, false));
-        assert_eq!(recipient_for(&id, None).phone, None);
+        let r = recipient_for(&id);
+        assert_eq!((r.id, r.phone, r.email), (id, None, None), "the directory addresses it");
         let french: Contact =
             serde_json::from_value(serde_json::json!({ "locale": "fr-ca" })).unwrap();
         let locale = locale_for(Some(&entry(Some(french))));

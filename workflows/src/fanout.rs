@@ -10,7 +10,8 @@
 //! 2. expand each: read the page's recipients (the next ids of its list, or the next directory
 //!    entries from its cursor, kept when its filter matches) and create one notification per
 //!    recipient through the same record-building path as `POST /v1/notifications`
-//!    ([`Runner::accept`]), addressed from the recipient's profile in the directory, with an id
+//!    ([`Runner::accept`]), in the recipient's profile locale and addressed from the directory
+//!    when it is sent, with an id
 //!    derived from the campaign and the recipient ([`Campaigns::campaign_notification_id`]): a
 //!    page expanded again after a crash creates only what is missing, and an id listed twice in
 //!    the segment gets one notification;
@@ -84,7 +85,7 @@ pub enum Expanded {
     Existing,
 }
 
-impl<S: Store + Campaigns, C: Clock> Runner<S, C> {
+impl<S: Store + Campaigns + Directory, C: Clock> Runner<S, C> {
     /// Creates `campaign`'s notification for `recipient` (at segment position `position`): the
     /// record [`accept`](Runner::accept) builds, with its id derived from the campaign and the
     /// recipient and its first history entry naming the campaign. Idempotent.
@@ -305,8 +306,8 @@ impl<S: Store + Campaigns + Directory, C: Clock> Expander<S, C> {
         }
     }
 
-    /// Creates one member's notification, addressed and localised from their profile (read
-    /// now when the page did not bring it).
+    /// Creates one member's notification, in the locale of their profile (read now when the
+    /// page did not bring it); the lifecycle addresses it from the directory when it sends.
     async fn create(
         &self,
         campaign: &Campaign,
@@ -320,7 +321,7 @@ impl<S: Store + Campaigns + Directory, C: Clock> Expander<S, C> {
                 Err(error) => return (Err(SubmitError::Store(error)), position),
             },
         };
-        let recipient = recipient_for(&member.id, entry.as_ref());
+        let recipient = recipient_for(&member.id);
         let locale = locale_for(entry.as_ref());
         let created = self.runner.submit_in_campaign(campaign, recipient, locale, position).await;
         (created.map(|(expanded, _)| expanded), position)

@@ -6,9 +6,11 @@
 //! # Layout
 //! - [`machine`]: the statig state machine, its events and effects.
 //! - [`dlq`]: the dead-letter queue's filters, plans and replay schedule.
-//! - [`policy`]: retry, rate and route policies as data.
+//! - [`policy`]: retry, rate, route and preference policies (critical categories, per-category
+//!   defaults, default quiet hours) as data.
 //! - [`record`]: the persisted record, its history entries, commits and wake-ups.
-//! - [`ports`]: the traits the shell implements (store, inbox, clock, provider).
+//! - [`ports`]: the traits the shell implements (store, inbox, recipients directory, clock,
+//!   provider).
 //! - [`runner`]: drives one wake-up through the machine, executing its effects.
 //! - [`templates`]: built-in and registry templates, pinned versions, the compiled-version cache.
 //! - [`campaign`]: campaigns as data: ids, states, pace, counters, progress.

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use steps::fallback::FallbackRule;
+use steps::filter::Rules;
 use steps::model::{Category, Channel, ProviderName};
+use steps::quiet::QuietHours;
 use steps::rate::{OverLimit, RateLimit, SendRate};
 use steps::retry::{PolicyError, RetryPolicy};
 
@@ -85,6 +87,11 @@ pub struct Policy {
     /// re-sending, in ms. Receipts usually arrive within seconds; 30 s catches most without
     /// making an OTP late.
     pub reconcile_grace_ms: u64,
+    /// Quiet hours for recipients who set none, in each recipient's own time zone (recipients
+    /// without a stored time zone get none). Unset by default: quiet hours are the recipient's
+    /// choice unless the operator makes them a default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<QuietHours>,
     /// Template limits: the SMS segment cap and the registry's sizes.
     #[serde(default)]
     pub templates: TemplatePolicy,
@@ -170,6 +177,14 @@ pub struct CategoryPolicy {
     /// keeps the default (`otp` and `security` are critical, nothing else is).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub critical: Option<bool>,
+    /// Per channel, whether the category goes out to a recipient who made no choice about it: a
+    /// channel not listed does; `false` makes the category opt-in there (only the recipient's
+    /// choice for this category on this channel turns it on). `marketing` and `social` are opt-in
+    /// on SMS by default (texts cost the recipient attention, and consent to marketing texts is
+    /// required to be specific); on email, push and in-app they go out until the recipient opts
+    /// out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub defaults: BTreeMap<Channel, bool>,
 }
 
 /// The retry policy of channels without one, as a static so that it can be lent out.
@@ -204,6 +219,17 @@ impl Policy {
     /// Whether a category is critical (see [`CategoryPolicy::critical`]).
     pub fn is_critical(&self, category: &Category) -> bool {
         self.categories.get(category).and_then(|c| c.critical).unwrap_or(false)
+    }
+
+    /// What the preference filter needs to know about a category: whether it is critical, its
+    /// per-channel defaults, and the default quiet hours.
+    pub fn filter_rules(&self, category: &Category) -> Rules<'_> {
+        static NONE: BTreeMap<Channel, bool> = BTreeMap::new();
+        Rules {
+            critical: self.is_critical(category),
+            defaults: self.categories.get(category).map_or(&NONE, |c| &c.defaults),
+            quiet_hours: self.quiet_hours.as_ref(),
+        }
     }
 
     /// The rate limit for a channel, if any.
@@ -263,6 +289,9 @@ impl Default for Policy {
     /// - push gets two quick retries;
     /// - email (transactional) retries after 1 min, 5 min, 15 min, then hourly, for a day;
     ///   `marketing` email waits longer between fewer attempts;
+    /// - `otp` and `security` are critical (no opt-out, unsubscribe or quiet hours stops them);
+    ///   `marketing` and `social` are opt-in on SMS, sent by default elsewhere; no default quiet
+    ///   hours;
     /// - at most 10 SMS and 20 emails per recipient per hour; SMS falls back to email.
     fn default() -> Self {
         let second = 1_000;
@@ -289,11 +318,12 @@ impl Default for Policy {
                         (Channel::Push, exponential(2, second, 2.0, second, 2 * minute)),
                     ]),
                     critical: Some(true),
+                    defaults: BTreeMap::new(),
                 },
             ),
             (
                 Category::new("security").expect("a valid category"),
-                CategoryPolicy { retry: BTreeMap::new(), critical: Some(true) },
+                CategoryPolicy { critical: Some(true), ..CategoryPolicy::default() },
             ),
             (
                 Category::new("marketing").expect("a valid category"),
@@ -303,6 +333,14 @@ impl Default for Policy {
                         (Channel::Push, exponential(2, 10 * minute, 2.0, hour, 6 * hour)),
                     ]),
                     critical: None,
+                    defaults: BTreeMap::from([(Channel::Sms, false)]),
+                },
+            ),
+            (
+                Category::new("social").expect("a valid category"),
+                CategoryPolicy {
+                    defaults: BTreeMap::from([(Channel::Sms, false)]),
+                    ..CategoryPolicy::default()
                 },
             ),
         ]);
@@ -324,6 +362,7 @@ impl Default for Policy {
             send_lease_ms: 30_000,
             reconcile_grace_ms: 30_000,
             templates: TemplatePolicy::default(),
+            quiet_hours: None,
         }
     }
 }

@@ -253,6 +253,9 @@ pub struct Outbound {
     pub category: Category,
     /// The rendered content.
     pub content: Content,
+    /// The recipient's push devices, as the directory holds them when the send is claimed (a
+    /// removed device is not sent to). Empty for other channels' providers to ignore.
+    pub devices: Vec<Device>,
 }
 
 /// A provider of one channel. `send` never panics and never returns an error type: every failure

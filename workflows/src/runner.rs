@@ -2,18 +2,22 @@
 //! machine's effects through the ports.
 //!
 //! Production workers and the simulator run this same code; only the ports differ. The runner
-//! itself holds no I/O client, no clock and no randomness: it calls [`Store`], [`Provider`] and
-//! [`Clock`].
+//! itself holds no I/O client, no clock and no randomness: it calls [`Store`], [`Directory`],
+//! [`Provider`] and [`Clock`].
 //!
 //! A wake-up runs the pure steps (filter, render, rate decision) in memory and commits twice at
 //! most: once to claim the send (state `sending`, with a lease wake-up in case this worker dies
 //! mid-call), once to record the provider's answer and schedule what follows. Each commit is a
 //! compare-and-set on the record's version, so a duplicate or stale wake-up can never act twice.
+//! The filter reads the recipient's directory entry, and reads it again right after the claim is
+//! committed: the preferences, quiet hours and addresses in force when the send was claimed are
+//! the ones that decide whether, and where, the provider is called.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use steps::fallback::FallbackDecision;
+use steps::filter::{self, FilterDecision};
 use steps::locale::Locale;
 use steps::model::{
     Category, Channel, NotificationId, ProviderName, Recipient, Request, TemplateRef,
@@ -21,12 +25,15 @@ use steps::model::{
 use steps::model::{TemplateId, TenantId};
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
 use steps::rate::{RateDecision, SendSlot};
+use steps::recipient::RecipientEntry;
 use steps::render::{Content, Limits, RenderError, Rendered, TemplateSet};
 
 use crate::dlq::{self, DlqFilter, DlqPlan, Truncated};
 use crate::machine::{self, Context, Effect, Event, Machine, Receipt, Resume, State, StateKind};
 use crate::policy::Policy;
-use crate::ports::{Clock, Outbound, Provider, Purged, RateKey, Store, StoreError, TemplateStore};
+use crate::ports::{
+    Clock, Directory, Outbound, Provider, Purged, RateKey, Store, StoreError, TemplateStore,
+};
 use crate::record::{
     Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
 };
@@ -348,6 +355,20 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Appends `text` to the note of the history entry the last `handle` wrote, if it wrote one
+    /// (`written` is the history's length before that `handle`).
+    fn annotate(&mut self, written: usize, text: &str) {
+        if self.history.len() > written
+            && let Some(entry) = self.history.last_mut()
+        {
+            let note = entry.note.get_or_insert_with(String::new);
+            if !note.is_empty() {
+                note.push_str("; ");
+            }
+            note.push_str(text);
+        }
+    }
+
     fn dirty(&self) -> bool {
         !self.history.is_empty() || self.wake_at_ms.is_some()
     }
@@ -450,66 +471,6 @@ impl<S: Store, C: Clock> Runner<S, C> {
     /// The policies.
     pub fn policy(&self) -> &Policy {
         &self.policy
-    }
-
-    /// Accepts a notification: pins its template's published version, renders it once to catch
-    /// missing variables and broken limits now rather than at send time, and stores it with its
-    /// first wake-up.
-    pub async fn submit(
-        &self,
-        tenant: &TenantId,
-        id: NotificationId,
-        submission: Submission,
-        idempotency: Option<&Idempotency>,
-    ) -> Result<Submitted, SubmitError> {
-        let (record, first) = self.accept(tenant, id.clone(), submission).await?;
-        match self.store.create(&record, &first, idempotency).await? {
-            Created::New => Ok(Submitted { id, created: true }),
-            Created::Existing { id, same_request: true } => Ok(Submitted { id, created: false }),
-            Created::Existing { id, same_request: false } => Err(SubmitError::KeyReused { id }),
-        }
-    }
-
-    /// What [`submit`](Self::submit) stores: the record at version 1 in `received`, its
-    /// template pinned and rendered once, and its first history entry. Campaigns create their
-    /// notifications from it too (`fanout`).
-    pub async fn accept(
-        &self,
-        tenant: &TenantId,
-        id: NotificationId,
-        submission: Submission,
-    ) -> Result<(Record, HistoryEntry), SubmitError> {
-        let (template, _) = self.check_submission(tenant, &submission).await?;
-        let now_ms = self.clock.now_ms();
-        let state = State::Received {};
-        let record = Record {
-            tenant: tenant.clone(),
-            seed: seed_for(&id),
-            id: id.clone(),
-            version: 1,
-            state: state.clone(),
-            request: Request {
-                recipient: submission.recipient,
-                channel: submission.channel,
-                template,
-                data: submission.data,
-                category: submission.category,
-                locale: submission.locale,
-            },
-            created_at_ms: now_ms,
-            updated_at_ms: now_ms,
-            wake_at_ms: Some(now_ms),
-            replay: None,
-        };
-        let first = HistoryEntry {
-            at_ms: now_ms,
-            version: 1,
-            from: None,
-            to: state,
-            cause: Cause::Api { action: "submit".into() },
-            note: None,
-        };
-        Ok((record, first))
     }
 
     /// Cancels a notification that has not reached a provider yet.
@@ -772,8 +733,103 @@ impl<S: Store, C: Clock> Runner<S, C> {
         Ok(PurgeReport { dry_run, items, scanned: page.scanned, truncated: page.truncated })
     }
 
+    /// Commits the run's progress; `None` when another worker got there first.
+    async fn commit(&self, run: &mut Run<'_>) -> Result<Option<u64>, StoreError> {
+        let commit = run.commit();
+        match self.store.commit(&commit).await? {
+            CommitOutcome::Committed { version } => {
+                run.record.version = version;
+                run.record.state = commit.state;
+                run.record.updated_at_ms = commit.now_ms;
+                Ok(Some(version))
+            }
+            CommitOutcome::Conflict { .. } | CommitOutcome::NotFound => Ok(None),
+        }
+    }
+}
+
+/// The lifecycle's own work: it reads the recipients directory for every filter decision.
+impl<S: Store + Directory, C: Clock> Runner<S, C> {
+    /// Accepts a notification: pins its template's published version, renders it once to catch
+    /// missing variables and broken limits now rather than at send time, and stores it with its
+    /// first wake-up.
+    pub async fn submit(
+        &self,
+        tenant: &TenantId,
+        id: NotificationId,
+        submission: Submission,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Submitted, SubmitError> {
+        let (record, first) = self.accept(tenant, id.clone(), submission).await?;
+        match self.store.create(&record, &first, idempotency).await? {
+            Created::New => Ok(Submitted { id, created: true }),
+            Created::Existing { id, same_request: true } => Ok(Submitted { id, created: false }),
+            Created::Existing { id, same_request: false } => Err(SubmitError::KeyReused { id }),
+        }
+    }
+
+    /// What [`submit`](Self::submit) stores: the record at version 1 in `received`, rendering in
+    /// the stored profile's locale when none is asked for, its template pinned and rendered once,
+    /// and its first history entry. Campaigns create their notifications from it too
+    /// (`fanout`).
+    pub async fn accept(
+        &self,
+        tenant: &TenantId,
+        id: NotificationId,
+        submission: Submission,
+    ) -> Result<(Record, HistoryEntry), SubmitError> {
+        let mut submission = submission;
+        if submission.locale.is_none() {
+            // No locale asked for: the stored profile's, pinned now so that the check below
+            // renders exactly what the recipient will get.
+            let entry = self.store.recipient(tenant, &submission.recipient.id).await?;
+            submission.locale = entry
+                .as_ref()
+                .and_then(|e| e.contact())
+                .and_then(|c| c.locale.as_ref())
+                .and_then(|l| Locale::parse(l.as_str()).ok());
+        }
+        let (template, _) = self.check_submission(tenant, &submission).await?;
+        let now_ms = self.clock.now_ms();
+        let state = State::Received {};
+        let record = Record {
+            tenant: tenant.clone(),
+            seed: seed_for(&id),
+            id: id.clone(),
+            version: 1,
+            state: state.clone(),
+            request: Request {
+                recipient: submission.recipient,
+                channel: submission.channel,
+                template,
+                data: submission.data,
+                category: submission.category,
+                locale: submission.locale,
+            },
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            wake_at_ms: Some(now_ms),
+            replay: None,
+        };
+        let first = HistoryEntry {
+            at_ms: now_ms,
+            version: 1,
+            from: None,
+            to: state,
+            cause: Cause::Api { action: "submit".into() },
+            note: None,
+        };
+        Ok((record, first))
+    }
+
     /// Handles one wake-up. Business outcomes (retry later, dead-lettered, skipped) are `Ok`;
     /// only infrastructure failures are errors, and the queue retries those.
+    ///
+    /// The preference filter reads the recipient's directory entry as it is now, at the filter
+    /// step and again after every send claim is committed, before the provider is called: an
+    /// opt-out, an unsubscribe, quiet hours or a removed address written before the claim stop
+    /// the send (the history says which). Addresses and devices for the call come from that same
+    /// read (an address given with the notification wins).
     pub async fn advance(&self, wake: &Wake) -> Result<Advanced, StoreError> {
         let Some(record) = self.store.load(&wake.tenant, &wake.id).await? else {
             return Ok(Advanced::Missing);
@@ -786,15 +842,11 @@ impl<S: Store, C: Clock> Runner<S, C> {
         while let Some(effect) = run.effects.pop_front() {
             match effect {
                 Effect::Filter { channel } => {
-                    let rules = steps::filter::Rules::none();
-                    let decision = steps::filter::decide(
-                        &run.record.request,
-                        channel,
-                        &rules,
-                        None,
-                        run.now_ms,
-                    );
+                    let entry = self.directory_entry(&run).await?;
+                    let decision = self.filter(&run.record, channel, entry.as_ref(), run.now_ms);
+                    let written = run.history.len();
                     run.handle(Event::Filtered(decision), step("filter"));
+                    run.annotate(written, &read_at(entry.as_ref()));
                 }
                 Effect::Render { channel } => {
                     let result = split(self.render(&run.record, channel).await)?.map(|rendered| {
@@ -869,6 +921,20 @@ impl<S: Store, C: Clock> Runner<S, C> {
                         Some(_) => {}
                         None => return Ok(Advanced::Conflict),
                     }
+                    // Re-check, after the claim: whatever the directory held when the claim was
+                    // committed is read here, so an opt-out written before the claim is never
+                    // missed. The time is the claim's (quiet hours are judged at the claim).
+                    let entry = self.directory_entry(&run).await?;
+                    let recheck = self.filter(&run.record, channel, entry.as_ref(), run.now_ms);
+                    let rechecked = match recheck {
+                        FilterDecision::Allow { rule, .. } => rule,
+                        refused => {
+                            let written = run.history.len();
+                            run.handle(Event::Rechecked(refused), step("recheck"));
+                            run.annotate(written, &read_at(entry.as_ref()));
+                            continue;
+                        }
+                    };
                     let content = match content {
                         Ok(content) => content,
                         Err(error) => {
@@ -878,14 +944,16 @@ impl<S: Store, C: Clock> Runner<S, C> {
                     };
                     let outcome = match self.providers.get(&provider) {
                         Some(p) => {
+                            let request = &run.record.request;
                             let message = Outbound {
                                 tenant: run.record.tenant.clone(),
                                 notification_id: run.record.id.clone(),
                                 attempt,
                                 idempotency_key: format!("{}:{channel}:{provider}", run.record.id),
-                                recipient: run.record.request.recipient.clone(),
-                                category: run.record.request.category.clone(),
+                                recipient: filter::addressed(&request.recipient, entry.as_ref()),
+                                category: request.category.clone(),
                                 content,
+                                devices: filter::devices(entry.as_ref()),
                             };
                             p.send(&message).await
                         }
@@ -897,7 +965,15 @@ impl<S: Store, C: Clock> Runner<S, C> {
                         )),
                     };
                     run.now_ms = self.clock.now_ms();
+                    let written = run.history.len();
                     run.handle(Event::SendResult(outcome), Cause::Provider { provider });
+                    run.annotate(
+                        written,
+                        &format!(
+                            "re-checked after the claim: {rechecked}; {}",
+                            read_at(entry.as_ref())
+                        ),
+                    );
                 }
             }
         }
@@ -913,8 +989,27 @@ impl<S: Store, C: Clock> Runner<S, C> {
         }
     }
 
+    /// The recipient's directory entry, as it is now.
+    async fn directory_entry(&self, run: &Run<'_>) -> Result<Option<RecipientEntry>, StoreError> {
+        self.store.recipient(&run.record.tenant, &run.record.request.recipient.id).await
+    }
+
+    /// The preference filter for `record` on `channel` at `now_ms`, with the policy's rules for
+    /// its category and what the directory holds (`entry`).
+    fn filter(
+        &self,
+        record: &Record,
+        channel: Channel,
+        entry: Option<&RecipientEntry>,
+        now_ms: u64,
+    ) -> FilterDecision {
+        let rules = self.policy.filter_rules(&record.request.category);
+        filter::decide(&record.request, channel, &rules, entry, now_ms)
+    }
+
     /// Decides the channel fallback from the notification's whole history: which channels it
     /// went through already, and whether an attempt on the failed one had an unknown outcome.
+    /// The fallback channel must pass the preference filter as the directory holds it now.
     async fn fallback(&self, run: &Run<'_>, from: Channel) -> Result<FallbackDecision, StoreError> {
         let record = &run.record;
         let stored = self.store.history(&record.tenant, &record.id).await?;
@@ -932,30 +1027,22 @@ impl<S: Store, C: Clock> Runner<S, C> {
             maybe_delivered |=
                 entry.to.kind() == StateKind::Unknown && entry.to.channel() == Some(from);
         }
+        let entry = self.directory_entry(run).await?;
         Ok(steps::fallback::decide(
             &record.request,
             &self.policy.fallback,
             from,
             &tried,
             maybe_delivered,
-            |channel| {
-                let rules = steps::filter::Rules::none();
-                steps::filter::decide(&record.request, channel, &rules, None, run.now_ms)
-            },
+            |channel| self.filter(record, channel, entry.as_ref(), run.now_ms),
         ))
     }
+}
 
-    /// Commits the run's progress; `None` when another worker got there first.
-    async fn commit(&self, run: &mut Run<'_>) -> Result<Option<u64>, StoreError> {
-        let commit = run.commit();
-        match self.store.commit(&commit).await? {
-            CommitOutcome::Committed { version } => {
-                run.record.version = version;
-                run.record.state = commit.state;
-                run.record.updated_at_ms = commit.now_ms;
-                Ok(Some(version))
-            }
-            CommitOutcome::Conflict { .. } | CommitOutcome::NotFound => Ok(None),
-        }
+/// What a decision read of the directory saw, for the history.
+fn read_at(entry: Option<&RecipientEntry>) -> String {
+    match entry {
+        Some(entry) => format!("read at directory revision {}", entry.revision),
+        None => "nothing stored for the recipient".to_owned(),
     }
 }

@@ -11,18 +11,22 @@ use std::sync::{Arc, Mutex};
 
 use futures::executor::block_on;
 use futures::future::BoxFuture;
+use steps::filter::SkipReason;
 use steps::model::{
     Attempt, Category, Channel, EmailAddress, NotificationId, PhoneNumber, ProviderName,
 };
 use steps::model::{Recipient, RecipientId, TemplateId, TenantId};
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
+use steps::preferences::Preferences;
 use steps::rate::{Pacer, RateCheck, RateLimit, SendRate, SendSlot, SlidingWindow};
+use steps::recipient::{Contact, Device, DeviceId, Profile, RecipientEntry};
 use steps::render::{Part, PartSource, TemplateSet};
 use workflows::dlq::{DlqFilter, DlqPage};
 use workflows::machine::{Resume, State, StateKind};
 use workflows::policy::Policy;
 use workflows::ports::{
-    ApiKey, Clock, ListQuery, Outbound, Provider, Purged, RateKey, Store, StoreError,
+    ApiKey, Clock, DeviceAdded, Directory, ListQuery, Outbound, Provider, Purged, RateKey,
+    RecipientPage, Store, StoreError,
 };
 use workflows::record::{
     Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
@@ -45,6 +49,8 @@ struct Data {
     wakes: Vec<(u64, Wake)>,
     windows: BTreeMap<RateKey, SlidingWindow>,
     pacers: BTreeMap<ProviderName, Pacer>,
+    /// The recipients directory of the one tenant.
+    directory: BTreeMap<RecipientId, RecipientEntry>,
 }
 
 /// One tenant's records behind a mutex; every method is atomic.
@@ -213,6 +219,104 @@ impl Store for FakeStore {
     }
 }
 
+impl FakeStore {
+    /// The recipient's entry, created empty, after `write` changed it (one write: one revision).
+    fn write_entry<T>(
+        &self,
+        id: &RecipientId,
+        now_ms: u64,
+        write: impl FnOnce(&mut RecipientEntry) -> T,
+    ) -> (u64, T) {
+        let mut data = self.0.lock().unwrap();
+        let entry = data.directory.entry(id.clone()).or_insert_with(|| RecipientEntry {
+            id: id.clone(),
+            profile: None,
+            preferences: Preferences::default(),
+            revision: 0,
+            updated_at_ms: now_ms,
+        });
+        let out = write(entry);
+        entry.revision += 1;
+        entry.updated_at_ms = now_ms;
+        (entry.revision, out)
+    }
+}
+
+impl Directory for FakeStore {
+    fn recipient(
+        &self,
+        _tenant: &TenantId,
+        id: &RecipientId,
+    ) -> impl Future<Output = Result<Option<RecipientEntry>, StoreError>> + Send {
+        ready(Ok(self.0.lock().unwrap().directory.get(id).cloned()))
+    }
+
+    fn put_contact(
+        &self,
+        _tenant: &TenantId,
+        id: &RecipientId,
+        contact: &Contact,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(u64, bool), StoreError>> + Send {
+        let (revision, created) = self.write_entry(id, now_ms, |entry| {
+            let profile = entry.profile.get_or_insert_with(Profile::default);
+            let created = profile.contact == Contact::default() && profile.devices.is_empty();
+            profile.contact = contact.clone();
+            created
+        });
+        ready(Ok((revision, created)))
+    }
+
+    fn put_preferences(
+        &self,
+        _tenant: &TenantId,
+        id: &RecipientId,
+        preferences: &Preferences,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        let (revision, ()) =
+            self.write_entry(id, now_ms, |entry| entry.preferences = preferences.clone());
+        ready(Ok(revision))
+    }
+
+    fn add_device(
+        &self,
+        _tenant: &TenantId,
+        id: &RecipientId,
+        device: &Device,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<DeviceAdded, StoreError>> + Send {
+        let (revision, ()) = self.write_entry(id, now_ms, |entry| {
+            entry.profile.get_or_insert_with(Profile::default).devices.push(device.clone());
+        });
+        ready(Ok(DeviceAdded::Added { revision }))
+    }
+
+    fn remove_device(
+        &self,
+        _tenant: &TenantId,
+        id: &RecipientId,
+        device: &DeviceId,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send {
+        let (revision, ()) = self.write_entry(id, now_ms, |entry| {
+            if let Some(profile) = &mut entry.profile {
+                profile.devices.retain(|d| d.id != *device);
+            }
+        });
+        ready(Ok(Some(revision)))
+    }
+
+    fn recipients(
+        &self,
+        _tenant: &TenantId,
+        _after: Option<&RecipientId>,
+        _limit: usize,
+    ) -> impl Future<Output = Result<RecipientPage, StoreError>> + Send {
+        ready(Err(StoreError::Unavailable("not in this fake".into())))
+    }
+}
+
 #[derive(Debug, Default)]
 struct FixedClock(AtomicU64);
 
@@ -254,6 +358,7 @@ struct World {
     runner: Runner<FakeStore, FixedClock>,
     sms: Arc<Scripted>,
     email: Arc<Scripted>,
+    push: Arc<Scripted>,
     tenant: TenantId,
     /// Whether recipients have an email address (so SMS can fall back to email).
     with_email: bool,
@@ -265,6 +370,10 @@ fn twilio() -> ProviderName {
 
 fn sendgrid() -> ProviderName {
     ProviderName::new("sendgrid").unwrap()
+}
+
+fn fcm() -> ProviderName {
+    ProviderName::new("fcm").unwrap()
 }
 
 /// An SMS-only world: recipients have no email address, so nothing falls back.
@@ -292,11 +401,14 @@ fn world_with_policy(
         part(Part::SmsBody, "Your code is {{ code }}"),
         part(Part::EmailSubject, "Your code"),
         part(Part::EmailText, "Your code is {{ code }}"),
+        part(Part::PushTitle, "Your code"),
+        part(Part::PushBody, "Your code is {{ code }}"),
     ])
     .unwrap();
     let mut policy = Policy::default();
     policy.routes.insert(Channel::Sms, vec![twilio()]);
     policy.routes.insert(Channel::Email, vec![sendgrid()]);
+    policy.routes.insert(Channel::Push, vec![fcm()]);
     tweak(&mut policy);
     let scripted = |name, channel, answers: Vec<SendOutcome>| {
         Arc::new(Scripted {
@@ -308,14 +420,19 @@ fn world_with_policy(
     };
     let sms = scripted(twilio(), Channel::Sms, sms);
     let email = scripted(sendgrid(), Channel::Email, email);
+    let push = scripted(fcm(), Channel::Push, vec![]);
     let runner = Runner::new(
         FakeStore::default(),
         FixedClock(AtomicU64::new(T0_MS)),
         Arc::new(templates),
         Arc::new(policy),
-        [sms.clone() as Arc<dyn Provider>, email.clone() as Arc<dyn Provider>],
+        [
+            sms.clone() as Arc<dyn Provider>,
+            email.clone() as Arc<dyn Provider>,
+            push.clone() as Arc<dyn Provider>,
+        ],
     );
-    World { runner, sms, email, tenant: TenantId::new("acme").unwrap(), with_email }
+    World { runner, sms, email, push, tenant: TenantId::new("acme").unwrap(), with_email }
 }
 
 impl World {
@@ -836,4 +953,347 @@ fn a_paced_provider_sends_the_second_message_at_its_reserved_slot() {
     let sent = w.sent();
     assert_eq!(sent.len(), 2);
     assert!(sent.iter().all(|m| m.attempt == Attempt(1)), "no attempt is used by the wait");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The recipients directory, preferences and quiet hours
+// ---------------------------------------------------------------------------------------------
+
+/// 07:00 in Paris the morning after T0 (T0 is 23:13 there): the end of a 22:00–07:00 window.
+const PARIS_MORNING_MS: u64 = T0_MS + 28_000_000;
+
+fn u1() -> RecipientId {
+    RecipientId::new("u1").unwrap()
+}
+
+/// A recipient named by id only: every address comes from the directory.
+fn by_id() -> Recipient {
+    Recipient { id: u1(), email: None, phone: None, opt_out: vec![] }
+}
+
+fn paris(phone: &str) -> Contact {
+    Contact {
+        email: Some(EmailAddress::parse("u1@example.com").unwrap()),
+        phone: Some(PhoneNumber::parse(phone).unwrap()),
+        locale: None,
+        time_zone: Some(steps::recipient::TimeZone::parse("Europe/Paris").unwrap()),
+    }
+}
+
+fn prefs(json: serde_json::Value) -> Preferences {
+    serde_json::from_value(json).unwrap()
+}
+
+impl World {
+    fn submit_as(
+        &self,
+        id: &str,
+        category: &str,
+        channel: Channel,
+        recipient: Recipient,
+    ) -> NotificationId {
+        let id = NotificationId::new(id).unwrap();
+        let submission = Submission {
+            recipient,
+            channel,
+            template: TemplateId::new("otp").unwrap(),
+            data: serde_json::json!({"code": "123456"}).as_object().unwrap().clone(),
+            category: Category::new(category).unwrap(),
+            locale: None,
+        };
+        block_on(self.runner.submit(&self.tenant, id.clone(), submission, None)).unwrap();
+        id
+    }
+
+    fn put_contact(&self, contact: Contact) -> u64 {
+        block_on(self.store().put_contact(&self.tenant, &u1(), &contact, T0_MS)).unwrap().0
+    }
+
+    fn put_preferences(&self, preferences: Preferences) -> u64 {
+        block_on(self.store().put_preferences(&self.tenant, &u1(), &preferences, T0_MS)).unwrap()
+    }
+
+    fn notes(&self, id: &NotificationId) -> Vec<String> {
+        self.store().entries(id).into_iter().filter_map(|e| e.note).collect()
+    }
+}
+
+/// A notification that names only a recipient id gets its addresses from the stored profile,
+/// read when the send goes out: a number changed while a retry waits is the one the retry uses.
+/// The history names the directory revision each decision read.
+#[test]
+fn addresses_come_from_the_stored_profile_as_it_is_at_each_send() {
+    let w = world(vec![failure(ErrorClass::RETRYABLE)]);
+    w.put_contact(paris("+33612345678"));
+    w.set_now(T0_MS + 12 * 3_600_000); // midday in Paris: no quiet hours anyway
+    let id = w.submit_as("n_1", "orders", Channel::Sms, by_id());
+    let Advanced::Committed { state: StateKind::Deferred, wake_at_ms: Some(at), version } =
+        w.advance(&id, 1)
+    else {
+        panic!("a deferred retry");
+    };
+    assert_eq!(w.put_contact(paris("+33699999999")), 2);
+    w.set_now(at);
+    w.advance(&id, version);
+    let phones: Vec<String> =
+        w.sent().iter().map(|m| m.recipient.phone.as_ref().unwrap().expose().to_owned()).collect();
+    assert_eq!(phones, ["+33612345678", "+33699999999"]);
+    let notes = w.notes(&id).join("\n");
+    assert!(notes.contains("phone number from the stored profile"), "{notes}");
+    assert!(notes.contains("read at directory revision 1"), "{notes}");
+    assert!(
+        notes.contains("re-checked after the claim") && notes.contains("revision 2"),
+        "{notes}"
+    );
+    // An inline address wins over the stored one.
+    let inline = Recipient { phone: Some(PhoneNumber::parse("+447911123456").unwrap()), ..by_id() };
+    let id = w.submit_as("n_2", "orders", Channel::Sms, inline);
+    w.advance(&id, 1);
+    assert_eq!(
+        w.sent().last().unwrap().recipient.phone.as_ref().unwrap().expose(),
+        "+447911123456"
+    );
+}
+
+/// Neither an inline nor a stored address: skipped with `no_address`, recorded, nothing sent.
+#[test]
+fn no_address_anywhere_skips_and_says_so() {
+    let w = world(vec![]);
+    let id = w.submit_as("n_1", "orders", Channel::Email, by_id());
+    assert!(matches!(w.advance(&id, 1), Advanced::Committed { state: StateKind::Skipped, .. }));
+    assert_eq!(
+        w.store().record(&id).state,
+        State::Skipped { reason: SkipReason::NoAddress { channel: Channel::Email } }
+    );
+    let notes = w.notes(&id).join("\n");
+    assert!(notes.contains("recipient has no email address"), "{notes}");
+    assert!(notes.contains("nothing stored for the recipient"), "{notes}");
+    assert!(w.email.sent.lock().unwrap().is_empty());
+}
+
+/// An opt-out written while a retry waits stops the retry after its claim, before the provider
+/// is called: the skip, its reason and the moment are in the history.
+#[test]
+fn an_opt_out_while_a_retry_waits_stops_it_before_the_provider() {
+    let w = world(vec![failure(ErrorClass::RETRYABLE)]);
+    w.put_contact(paris("+33612345678"));
+    w.set_now(T0_MS + 12 * 3_600_000);
+    let id = w.submit_as("n_1", "orders", Channel::Sms, by_id());
+    let Advanced::Committed { wake_at_ms: Some(at), version, .. } = w.advance(&id, 1) else {
+        panic!("a deferred retry");
+    };
+    w.put_preferences(prefs(serde_json::json!({"channels": {"sms": false}})));
+    w.set_now(at);
+    assert!(matches!(
+        w.advance(&id, version),
+        Advanced::Committed { state: StateKind::Skipped, .. }
+    ));
+    assert_eq!(w.sent().len(), 1, "only the first attempt reached the provider");
+    assert_eq!(
+        w.store().record(&id).state,
+        State::Skipped { reason: SkipReason::OptedOut { channel: Channel::Sms } }
+    );
+    let last = w.store().entries(&id).pop().unwrap();
+    assert_eq!(
+        (last.from, &last.cause),
+        (Some(StateKind::Sending), &Cause::Step { step: "recheck".into() })
+    );
+    let note = last.note.unwrap();
+    assert!(note.contains("re-checked after attempt 2 was claimed, before twilio"), "{note}");
+    assert!(note.contains("read at directory revision 2"), "{note}");
+}
+
+/// Global unsubscribe blocks everything but critical categories; the policy's opt-in default
+/// (marketing SMS) needs the specific opt-in; each skip names its rule.
+#[test]
+fn unsubscribe_and_opt_in_defaults_spare_only_critical_categories() {
+    let w = world(vec![]);
+    w.set_now(T0_MS + 12 * 3_600_000);
+    w.put_contact(paris("+33612345678"));
+    let marketing = w.submit_as("n_m", "marketing", Channel::Sms, by_id());
+    w.advance(&marketing, 1);
+    assert!(matches!(
+        w.store().record(&marketing).state,
+        State::Skipped { reason: SkipReason::NotOptedIn { .. } }
+    ));
+    w.put_preferences(prefs(
+        serde_json::json!({"categories": {"marketing": {"channels": {"sms": true}}}}),
+    ));
+    let opted_in = w.submit_as("n_m2", "marketing", Channel::Sms, by_id());
+    w.advance(&opted_in, 1);
+    assert_eq!(w.store().record(&opted_in).state.kind(), StateKind::Sent);
+    w.put_preferences(prefs(serde_json::json!({
+        "unsubscribed": true,
+        "categories": {"marketing": {"channels": {"sms": true}}}
+    })));
+    let blocked = w.submit_as("n_o", "orders", Channel::Sms, by_id());
+    w.advance(&blocked, 1);
+    assert_eq!(
+        w.store().record(&blocked).state,
+        State::Skipped { reason: SkipReason::Unsubscribed { channel: Channel::Sms } }
+    );
+    let otp = w.submit_as("n_otp", "otp", Channel::Sms, by_id());
+    w.advance(&otp, 1);
+    assert_eq!(w.store().record(&otp).state.kind(), StateKind::Sent);
+    let notes = w.notes(&otp).join("\n");
+    assert!(notes.contains("otp is a critical category"), "{notes}");
+    assert_eq!(w.sent().len(), 2, "the opted-in marketing text and the code");
+}
+
+/// Quiet hours in the recipient's time zone defer a non-critical message to the window's end
+/// (a durable wake-up, with the reason and the time in the history); at the end the filter runs
+/// again and the message goes out. A critical one passes at once.
+#[test]
+fn quiet_hours_defer_to_the_end_of_the_window_and_critical_passes() {
+    let w = world(vec![]);
+    w.put_contact(paris("+33612345678"));
+    w.put_preferences(prefs(
+        serde_json::json!({"quiet_hours": {"start": "22:00", "end": "07:00"}}),
+    ));
+    let id = w.submit_as("n_1", "orders", Channel::Email, by_id());
+    assert_eq!(
+        w.advance(&id, 1),
+        Advanced::Committed {
+            version: 2,
+            state: StateKind::Deferred,
+            wake_at_ms: Some(PARIS_MORNING_MS)
+        }
+    );
+    assert_eq!(
+        w.store().record(&id).state,
+        State::Deferred {
+            until_ms: PARIS_MORNING_MS,
+            resume: Resume::Filter { channel: Channel::Email }
+        }
+    );
+    let note = w.notes(&id).pop().unwrap();
+    assert!(note.contains("quiet hours 22:00–07:00 in Europe/Paris (it is 23:13 there)"), "{note}");
+    assert!(note.contains("deferred to 07:00 local, 2023-11-15T06:00:00Z"), "{note}");
+    assert!(w.email.sent.lock().unwrap().is_empty());
+    w.set_now(PARIS_MORNING_MS);
+    assert!(matches!(w.advance(&id, 2), Advanced::Committed { state: StateKind::Sent, .. }));
+    assert_eq!(w.email.sent.lock().unwrap().len(), 1);
+    let kinds: Vec<StateKind> = w.store().entries(&id).iter().map(|e| e.to.kind()).collect();
+    use StateKind as K;
+    assert_eq!(
+        kinds,
+        [
+            K::Received,
+            K::Deferred,
+            K::Received,
+            K::Filtered,
+            K::Rendered,
+            K::RateChecked,
+            K::Sending,
+            K::Sent
+        ]
+    );
+    // The code goes out in the middle of the night.
+    w.set_now(T0_MS);
+    let otp = w.submit_as("n_otp", "otp", Channel::Email, by_id());
+    w.advance(&otp, 1);
+    assert_eq!(w.email.sent.lock().unwrap().len(), 2);
+}
+
+/// Quiet hours that end after the message's time budget skip it with that reason (an order
+/// SMS is worth an hour; the window ends in almost eight).
+#[test]
+fn quiet_hours_past_the_time_budget_skip_with_the_reason() {
+    let w = world(vec![]);
+    w.put_contact(paris("+33612345678"));
+    w.put_preferences(prefs(
+        serde_json::json!({"quiet_hours": {"start": "22:00", "end": "07:00"}}),
+    ));
+    let id = w.submit_as("n_1", "orders", Channel::Sms, by_id());
+    w.advance(&id, 1);
+    assert_eq!(
+        w.store().record(&id).state,
+        State::Skipped {
+            reason: SkipReason::QuietHours { channel: Channel::Sms, until_ms: PARIS_MORNING_MS }
+        }
+    );
+    let note = w.notes(&id).pop().unwrap();
+    assert!(note.contains("after the time budget ends"), "{note}");
+    assert!(w.sent().is_empty());
+}
+
+/// A retry that comes due inside quiet hours set meanwhile waits for their end without using an
+/// attempt: the re-check after its claim defers the same attempt.
+#[test]
+fn quiet_hours_set_while_a_retry_waits_defer_the_same_attempt() {
+    let w = world_with(vec![], vec![failure(ErrorClass::RETRYABLE)], false);
+    w.put_contact(paris("+33612345678"));
+    w.set_now(T0_MS - 2 * 3_600_000); // 21:13 in Paris
+    let id = w.submit_as("n_1", "orders", Channel::Email, by_id());
+    let Advanced::Committed { wake_at_ms: Some(at), version, .. } = w.advance(&id, 1) else {
+        panic!("a deferred retry");
+    };
+    w.put_preferences(prefs(
+        serde_json::json!({"quiet_hours": {"start": "21:00", "end": "07:00"}}),
+    ));
+    w.set_now(at);
+    let Advanced::Committed { state: StateKind::Deferred, wake_at_ms: Some(end), version } =
+        w.advance(&id, version)
+    else {
+        panic!("deferred for quiet hours");
+    };
+    assert_eq!(end, PARIS_MORNING_MS);
+    assert!(matches!(
+        w.store().record(&id).state,
+        State::Deferred { resume: Resume::Send { attempt: Attempt(2), .. }, .. }
+    ));
+    assert_eq!(w.email.sent.lock().unwrap().len(), 1);
+    w.set_now(end);
+    w.advance(&id, version);
+    let attempts: Vec<Attempt> = w.email.sent.lock().unwrap().iter().map(|m| m.attempt).collect();
+    assert_eq!(attempts, [Attempt(1), Attempt(2)]);
+}
+
+/// Push goes to the devices stored when the send is claimed: a removed device is not sent to,
+/// and with none left the re-check skips for want of an address.
+#[test]
+fn push_goes_to_the_devices_stored_at_the_send() {
+    let w = world(vec![]);
+    w.set_now(T0_MS + 12 * 3_600_000);
+    w.put_contact(paris("+33612345678"));
+    let device = |token: &str| {
+        let token = steps::recipient::DeviceToken::parse(token).unwrap();
+        Device::new(steps::recipient::Platform::Ios, token, T0_MS)
+    };
+    let (a, b) = (device("token-a"), device("token-b"));
+    for d in [&a, &b] {
+        block_on(w.store().add_device(&w.tenant, &u1(), d, T0_MS)).unwrap();
+    }
+    let id = w.submit_as("n_1", "orders", Channel::Push, by_id());
+    w.advance(&id, 1);
+    block_on(w.store().remove_device(&w.tenant, &u1(), &a.id, T0_MS)).unwrap();
+    let id2 = w.submit_as("n_2", "orders", Channel::Push, by_id());
+    w.advance(&id2, 1);
+    let sent = w.push.sent.lock().unwrap().clone();
+    let ids: Vec<Vec<DeviceId>> =
+        sent.iter().map(|m| m.devices.iter().map(|d| d.id.clone()).collect()).collect();
+    assert_eq!(ids, [vec![a.id.clone(), b.id.clone()], vec![b.id.clone()]]);
+    block_on(w.store().remove_device(&w.tenant, &u1(), &b.id, T0_MS)).unwrap();
+    let id3 = w.submit_as("n_3", "orders", Channel::Push, by_id());
+    w.advance(&id3, 1);
+    assert_eq!(
+        w.store().record(&id3).state,
+        State::Skipped { reason: SkipReason::NoAddress { channel: Channel::Push } }
+    );
+}
+
+/// The channel fallback honours stored preferences: SMS fails for good, and email is no
+/// fallback for a recipient who switched email off.
+#[test]
+fn the_fallback_channel_must_pass_the_stored_preferences() {
+    let w = world_with(vec![failure(ErrorClass::PermanentRecipient)], vec![], false);
+    w.set_now(T0_MS + 12 * 3_600_000);
+    w.put_contact(paris("+33612345678"));
+    w.put_preferences(prefs(serde_json::json!({"channels": {"email": false}})));
+    let id = w.submit_as("n_1", "orders", Channel::Sms, by_id());
+    w.advance(&id, 1);
+    assert_eq!(w.store().record(&id).state.kind(), StateKind::DeadLettered);
+    let notes = w.notes(&id).join("\n");
+    assert!(notes.contains("recipient opted out of email"), "{notes}");
+    assert!(w.email.sent.lock().unwrap().is_empty());
 }

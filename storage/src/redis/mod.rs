@@ -5,7 +5,8 @@
 //! layout ([`crate::keys`]) runs unchanged on Redis Cluster. Reads are single commands or pipelines.
 //!
 //! The runner's round trips per notification are few on purpose: `load` (one HGETALL),
-//! `rate_acquire` (one script), and two `commit`s (one script each).
+//! `rate_acquire` (one script), two `commit`s (one script each), and two reads of the
+//! recipient's directory entry (one HGETALL each: the filter, and the re-check after the claim).
 //!
 //! One rule follows from the one-slot scripts: a notification created with an idempotency key
 //! must live in the key's shard, so `create` refuses an id that was not minted for its key
