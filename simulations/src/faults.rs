@@ -64,11 +64,14 @@ pub enum Fault {
     ClockStep,
     /// Workers' clocks disagree by a constant offset.
     ClockDrift,
+    /// Many notifications for one recipient arrive at the same instant (a fan-out gone wrong, a
+    /// retry storm): every worker takes their limit windows at once.
+    Burst,
 }
 
 impl Fault {
     /// Every fault.
-    pub const ALL: [Fault; 26] = [
+    pub const ALL: [Fault; 27] = [
         Fault::ProviderServerError,
         Fault::RateLimitedNoRetryAfter,
         Fault::RateLimitedRetryAfterZero,
@@ -95,6 +98,7 @@ impl Fault {
         Fault::ReceiptLost,
         Fault::ClockStep,
         Fault::ClockDrift,
+        Fault::Burst,
     ];
 
     /// The highest rate a swarm draws for the fault. Crashes and clock steps are rarer than
@@ -105,7 +109,8 @@ impl Fault {
             | Fault::CrashAfterSend
             | Fault::CrashAfterPersist
             | Fault::CrashBeforeAck
-            | Fault::ClockStep => 0.02,
+            | Fault::ClockStep
+            | Fault::Burst => 0.02,
             Fault::StoreError | Fault::StoreLostReply | Fault::LostWake => 0.03,
             Fault::Brownout | Fault::ClockDrift => 1.0,
             _ => 0.15,

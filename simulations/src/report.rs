@@ -90,6 +90,22 @@ pub struct Report {
     pub planted: Planted,
     /// The outage scenario's figures, when it ran.
     pub outage: Option<crate::outage::OutageFigures>,
+    /// What the policies of issue 5 did: limits, dedup, collapse.
+    pub policy: PolicyFigures,
+}
+
+/// What the recipients' policies did in a run, from the committed histories.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PolicyFigures {
+    /// Slots taken in recipients' windows (channel rate limits and category caps), each checked
+    /// against its window.
+    pub admissions: u64,
+    /// Notifications deferred by a full window (each deferral counted).
+    pub deferred: u64,
+    /// Notifications skipped by a full window (its policy, or its time budget).
+    pub skipped: u64,
+    /// Of the deferrals and skips, those a category cap caused.
+    pub by_cap: u64,
 }
 
 impl Report {
@@ -161,6 +177,13 @@ impl Report {
             );
         }
         let _ = writeln!(out, "reaper         re-drove {} overdue notifications", self.redriven);
+        let p = &self.policy;
+        let _ = writeln!(
+            out,
+            "limits         {} slots taken; {} deferrals and {} skips by a full window ({} by a \
+             category cap)",
+            p.admissions, p.deferred, p.skipped, p.by_cap
+        );
         let _ = writeln!(
             out,
             "virtual time   {:.1} s  steps {}  trace lines {}",

@@ -17,9 +17,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use steps::limits::{Cap, Limit};
 use steps::model::{
     Category, Channel, EmailAddress, NotificationId, PhoneNumber, ProviderName, Recipient,
-    TemplateId, TenantId,
+    RecipientId, TemplateId, TenantId,
 };
 use steps::outcome::ErrorClass;
 use steps::rate::{OverLimit, RateLimit};
@@ -38,7 +39,7 @@ use workflows::runner::{
 
 use crate::faults::{Fault, FaultSet, Profile};
 use crate::outage::{BREAKER_GRACE_MS, Outage, OutageFigures, peak_in_window};
-use crate::report::{Report, Violation};
+use crate::report::{PolicyFigures, Report, Violation};
 use crate::rng::Rng;
 use crate::world::{
     FakeProvider, FaultyStore, Journaled, Planted, ReceiptDue, Shared, SimClock, World,
@@ -230,6 +231,8 @@ pub struct Simulation {
     tenant: TenantId,
     /// Dead letters the operator replayed.
     replayed: u64,
+    /// What the recipients' policies did.
+    policy_figures: PolicyFigures,
 }
 
 impl std::fmt::Debug for Simulation {
@@ -316,6 +319,15 @@ impl Simulation {
             Channel::Email,
             RateLimit { max: 5, window_ms: 3_600_000, over_limit: OverLimit::Defer },
         );
+        // Caps across channels: marketing waits for room in two windows, news is skipped over
+        // its cap; otp (critical) is exempt from every per-recipient window.
+        let category = |name| Category::new(name).unwrap_or_else(|_| unreachable!());
+        policy.categories.entry(category("marketing")).or_default().caps = Some(vec![
+            Cap { max: 2, window_ms: 600_000, over_limit: OverLimit::Defer },
+            Cap { max: 4, window_ms: 3_600_000, over_limit: OverLimit::Defer },
+        ]);
+        policy.categories.entry(category("news")).or_default().caps =
+            Some(vec![Cap { max: 2, window_ms: 300_000, over_limit: OverLimit::Skip }]);
         if let Some(outage) = &config.outage {
             // Distinct recipients and no per-recipient limits: only the provider is in the way.
             policy.rate.clear();
@@ -392,6 +404,7 @@ impl Simulation {
             categories: BTreeMap::new(),
             edges: BTreeMap::new(),
             replayed: 0,
+            policy_figures: PolicyFigures::default(),
             violations: Vec::new(),
             steps: 0,
             tenant: TenantId::new("sim").unwrap_or_else(|_| unreachable!()),
@@ -437,9 +450,18 @@ impl Simulation {
             self.schedule(faults_end, Due::FaultsOff);
             return;
         }
+        let burst_rate = self.shared.world().faults.rate(Fault::Burst);
+        let mut burst_left = 0;
         for idx in 0..n {
+            // The burst fault: many notifications for one recipient at one instant.
+            if burst_left == 0 && burst_rate > 0.0 && rng.chance(burst_rate) {
+                burst_left = rng.range(5, 25);
+                self.shared.world().count(Fault::Burst);
+            }
+            let burst = burst_left > 0;
+            burst_left = burst_left.saturating_sub(1);
             // Bursts: a tenth of arrivals come at the same instant as the previous one.
-            if !rng.chance(0.1) {
+            if !burst && !rng.chance(0.1) {
                 at += rng.range(0, 4);
             }
             let channel = match rng.index(100) {
@@ -448,15 +470,24 @@ impl Simulation {
                 69..=97 => Channel::InApp,
                 _ => Channel::Push,
             };
-            // One recipient is hot (a twentieth of all traffic), so rate limits bite.
-            let recipient = if rng.chance(0.05) { 0 } else { rng.index(recipients) };
+            // One recipient is hot (a twentieth of all traffic), so rate limits bite; a burst
+            // goes to recipient 1.
+            let recipient = if burst {
+                1
+            } else if rng.chance(0.05) {
+                0
+            } else {
+                rng.index(recipients)
+            };
             // A few recipients opted out of the channel, a few have no address for it.
             let opted_out = rng.chance(0.02);
             let no_address = rng.chance(0.02);
-            // Categories with their own retry policies (the defaults' `otp` and `marketing`).
-            let category = match rng.index(100) {
-                0..=14 => "otp",
-                15..=29 => "marketing",
+            // Categories with their own retry policies (the defaults' `otp` and `marketing`) and
+            // caps (`marketing`, `news`); a burst is mostly capped traffic.
+            let category = match (burst, rng.index(100)) {
+                (false, 0..=14) | (true, 0..=9) => "otp",
+                (false, 15..=29) | (true, 10..=59) => "marketing",
+                (false, 30..=39) | (true, 60..=89) => "news",
                 _ => "orders",
             };
             self.plan.push(Planned {
@@ -738,6 +769,10 @@ impl Simulation {
                         i += 1;
                     }
                 }
+            }
+            // A task that gave way is polled again at this instant.
+            if std::mem::take(&mut self.shared.world().yielded) {
+                progressed = true;
             }
             // Workers that died during the polls.
             let crashed = std::mem::take(&mut self.shared.world().crashed);
@@ -1081,6 +1116,7 @@ impl Simulation {
             self.accepted.values().cloned().collect::<BTreeSet<_>>().into_iter().collect();
         let complete = self.violations.is_empty() || !self.config.stop_on_violation;
         let mut finals = Vec::with_capacity(ids.len());
+        let mut admissions = Admissions::new();
         for id in &ids {
             let Some(record) = at_once(self.store.load(&self.tenant, id)).ok().flatten() else {
                 self.violation("lost", Some(id.clone()), "an accepted notification has no record");
@@ -1155,7 +1191,9 @@ impl Simulation {
             }
             self.check_dead_letter(&record, &history);
             self.check_retry_timing(&record, &history);
+            self.collect_admissions(&record, &history, &mut admissions);
         }
+        self.check_windows(&admissions);
         let outage = self.config.outage.clone().map(|o| self.outage_figures(&o, &finals));
         latencies.sort_unstable();
         let pct = |p: f64| -> u64 {
@@ -1200,6 +1238,7 @@ impl Simulation {
             redriven: self.redriven,
             planted: self.config.planted,
             outage,
+            policy: self.policy_figures,
         }
     }
 
@@ -1271,6 +1310,87 @@ impl Simulation {
                     next_call.at_ms.saturating_sub(answered)
                 );
                 self.violation("retry-early", Some(record.id.clone()), &detail);
+            }
+        }
+    }
+
+    /// The recipient's limit windows this notification took a slot in, from its committed
+    /// history (each `rendered → rate_checked` is an admission in every window its category and
+    /// channel take, at the time of the decision), and a check that a critical category was
+    /// never held back by one.
+    fn collect_admissions(
+        &mut self,
+        record: &Record,
+        history: &[HistoryEntry],
+        admissions: &mut Admissions,
+    ) {
+        let request = &record.request;
+        let critical = self.policy.is_critical(&request.category);
+        for entry in history {
+            if entry.from != Some(StateKind::Rendered) {
+                continue;
+            }
+            let held = match &entry.to {
+                State::RateChecked { channel } => {
+                    for window in self.policy.windows(&request.category, *channel) {
+                        self.policy_figures.admissions += 1;
+                        let key = (request.recipient.id.clone(), window.limit.name());
+                        let (_, admitted) =
+                            admissions.entry(key).or_insert_with(|| (window.limit, Vec::new()));
+                        admitted.push((entry.at_ms, record.id.clone()));
+                    }
+                    false
+                }
+                State::Deferred { resume: Resume::RateCheck { .. }, .. } => {
+                    self.policy_figures.deferred += 1;
+                    true
+                }
+                State::Skipped { .. } => {
+                    self.policy_figures.skipped += 1;
+                    true
+                }
+                _ => false,
+            };
+            if held && entry.note.as_deref().is_some_and(|n| n.contains(" cap (")) {
+                self.policy_figures.by_cap += 1;
+            }
+            if held && critical {
+                let detail = format!(
+                    "critical category {} was held back by a per-recipient limit: {}",
+                    request.category,
+                    entry.note.as_deref().unwrap_or("")
+                );
+                self.violation("critical-limited", Some(record.id.clone()), &detail);
+            }
+        }
+    }
+
+    /// No cap or window is ever exceeded: for every admission, the distinct notifications
+    /// admitted to the same recipient's window within its length up to then are at most its max.
+    /// The window is shortened by twice the clock skew the workers are allowed, since each
+    /// decides with its own clock.
+    fn check_windows(&mut self, admissions: &Admissions) {
+        for ((recipient, _), (limit, admitted)) in admissions {
+            let mut admitted = admitted.clone();
+            admitted.sort();
+            let span = limit.window_ms().saturating_sub(2 * MAX_SKEW_MS).max(1);
+            for (t, id) in &admitted {
+                let inside: BTreeSet<&NotificationId> = admitted
+                    .iter()
+                    .filter(|(at, _)| at <= t && at + span > *t)
+                    .map(|(_, id)| id)
+                    .collect();
+                if inside.len() > limit.max() as usize {
+                    let detail = format!(
+                        "{limit} of recipient {recipient} held {} notifications in the {} ms up to \
+                         {} ms: {inside:?}",
+                        inside.len(),
+                        span,
+                        t.saturating_sub(START_MS)
+                    );
+                    self.violation("cap-exceeded", Some(id.clone()), &detail);
+                    return;
+                }
             }
         }
     }
@@ -1373,6 +1493,9 @@ impl Simulation {
         }
     }
 }
+
+/// Per recipient and window (by `Limit::name`): the limit, and every admission (time, id).
+type Admissions = BTreeMap<(RecipientId, String), (Limit, Vec<(u64, NotificationId)>)>;
 
 /// How a task finished.
 enum Done {

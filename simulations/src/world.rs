@@ -14,15 +14,16 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
+use steps::limits::{Admission, Window};
 use steps::model::{
     Attempt, Category, Channel, NotificationId, ProviderName, RecipientId, TenantId,
 };
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
-use steps::rate::{RateCheck, RateLimit, SendRate, SendSlot};
+use steps::rate::{SendRate, SendSlot};
 use workflows::dlq::{DlqFilter, DlqPage};
 use workflows::machine::{Receipt, State};
 use workflows::ports::{
-    ApiKey, Clock, ListQuery, Outbound, Provider, Purged, RateKey, Store, StoreError,
+    ApiKey, Clock, Limits, ListQuery, Outbound, Provider, Purged, RecipientKey, Store, StoreError,
 };
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record};
 
@@ -42,6 +43,9 @@ pub struct Planted {
     pub retry_after_dropped: bool,
     /// The reaper never runs, so a lost wake-up leaves its notification waiting forever.
     pub no_reaper: bool,
+    /// A recipient's limits are checked and then taken in two steps, with other workers running
+    /// in between (a check-then-take instead of one atomic script).
+    pub non_atomic_limits: bool,
 }
 
 /// One message a provider really took.
@@ -169,6 +173,9 @@ pub struct World {
     pub last_call_answer_ms: Option<u64>,
     /// The last trace lines about each notification, for violation reports.
     pub trace_by_id: BTreeMap<NotificationId, std::collections::VecDeque<String>>,
+    /// A task gave way to the others during the current poll round (it must be polled again
+    /// at the same instant).
+    pub yielded: bool,
 }
 
 /// How many of the run's last trace lines a violation report shows.
@@ -200,6 +207,7 @@ impl World {
             trace_by_id: BTreeMap::new(),
             last_call_answer_ms: None,
             call_log: BTreeMap::new(),
+            yielded: false,
         }
     }
 
@@ -504,22 +512,6 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.purge(tenant, id, expected_version)
     }
 
-    async fn rate_acquire(
-        &self,
-        key: &RateKey,
-        limit: &RateLimit,
-        now_ms: u64,
-    ) -> Result<RateCheck, StoreError> {
-        match self.dice("rate") {
-            StoreFault::Error => Err(Self::unavailable("rate")),
-            StoreFault::LostReply => {
-                self.inner.rate_acquire(key, limit, now_ms).await?;
-                Err(Self::unavailable("rate reply"))
-            }
-            StoreFault::None => self.inner.rate_acquire(key, limit, now_ms).await,
-        }
-    }
-
     async fn send_slot(
         &self,
         provider: &ProviderName,
@@ -550,6 +542,88 @@ impl<S: Store> Store for FaultyStore<S> {
         key_id: &str,
     ) -> impl Future<Output = Result<Option<ApiKey>, StoreError>> + Send {
         self.inner.api_key(key_id)
+    }
+}
+
+impl<S: Store> Limits for FaultyStore<S> {
+    async fn acquire_windows(
+        &self,
+        key: &RecipientKey,
+        member: &NotificationId,
+        windows: &[Window],
+        now_ms: u64,
+    ) -> Result<Admission, StoreError> {
+        match self.dice("limits") {
+            StoreFault::Error => Err(Self::unavailable("limits")),
+            StoreFault::LostReply => {
+                self.acquire(key, member, windows, now_ms).await?;
+                Err(Self::unavailable("limits reply"))
+            }
+            StoreFault::None => self.acquire(key, member, windows, now_ms).await,
+        }
+    }
+
+    fn window_usage(
+        &self,
+        key: &RecipientKey,
+        windows: &[Window],
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Vec<u32>, StoreError>> + Send {
+        self.inner.window_usage(key, windows, now_ms)
+    }
+}
+
+impl<S: Store> FaultyStore<S> {
+    /// Takes the limits' slots: one atomic call, or with the planted bug a check, other workers
+    /// running, and then a take that no longer checks.
+    async fn acquire(
+        &self,
+        key: &RecipientKey,
+        member: &NotificationId,
+        windows: &[Window],
+        now_ms: u64,
+    ) -> Result<Admission, StoreError> {
+        if !self.shared.world().planted.non_atomic_limits {
+            return self.inner.acquire_windows(key, member, windows, now_ms).await;
+        }
+        let usage = self.inner.window_usage(key, windows, now_ms).await?;
+        let room = windows.iter().zip(&usage).all(|(w, used)| *used < w.limit.max());
+        if !room {
+            return self.inner.acquire_windows(key, member, windows, now_ms).await;
+        }
+        YieldOnce { shared: self.shared.clone(), done: false }.await;
+        let unchecked: Vec<Window> = windows
+            .iter()
+            .map(|w| {
+                let mut w = w.clone();
+                match &mut w.limit {
+                    steps::limits::Limit::Channel { max, .. }
+                    | steps::limits::Limit::Cap { max, .. } => *max = u32::MAX,
+                }
+                w
+            })
+            .collect();
+        self.inner.acquire_windows(key, member, &unchecked, now_ms).await
+    }
+}
+
+/// Gives way once: pending on the first poll, ready on the next, and tells the loop to poll
+/// again at the same instant.
+struct YieldOnce {
+    shared: Arc<Shared>,
+    done: bool,
+}
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        if self.done {
+            return Poll::Ready(());
+        }
+        self.done = true;
+        self.shared.world().yielded = true;
+        Poll::Pending
     }
 }
 

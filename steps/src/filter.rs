@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Channel, Request};
+use crate::model::{Category, Channel, Request};
 
 /// Why a notification was skipped without being sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +33,15 @@ pub enum SkipReason {
         /// The channel.
         channel: Channel,
     },
+    /// A cap of the category was reached and its policy says skip rather than defer.
+    Capped {
+        /// The category.
+        category: Category,
+        /// The cap's max.
+        max: u32,
+        /// The cap's window, ms.
+        window_ms: u64,
+    },
 }
 
 impl std::fmt::Display for SkipReason {
@@ -44,6 +53,11 @@ impl std::fmt::Display for SkipReason {
             SkipReason::Expired { channel } => {
                 write!(f, "the {channel} message would go out after its time budget")
             }
+            SkipReason::Capped { category, max, window_ms } => write!(
+                f,
+                "the {category} cap ({max} per {}) was reached",
+                crate::limits::human_ms(*window_ms)
+            ),
         }
     }
 }

@@ -8,12 +8,14 @@
 //! - [`filter`]: the preference filter (may this go out on this channel?).
 //! - [`fallback`]: channel fallback (SMS exhausted → email), only where it cannot double-deliver.
 //! - [`render`]: tera 2 templates, pinned by version, per channel part.
-//! - [`rate`]: the sliding-window rate limit and its decision.
+//! - [`rate`]: the per-channel rate limit, the rate decision and the provider send pacer.
+//! - [`limits`]: per-recipient windows and category caps, taken all or nothing.
 //! - [`retry`]: retry policies as data, seeded backon delays.
 //! - [`outcome`]: what a provider call came to, and the error taxonomy.
 
 pub mod fallback;
 pub mod filter;
+pub mod limits;
 pub mod model;
 pub mod outcome;
 pub mod rate;

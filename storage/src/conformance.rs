@@ -14,15 +14,17 @@
 
 use std::time::Duration;
 
+use steps::limits::{self, Admission, Cap, Full, Limit, Window};
 use steps::model::{
     Attempt, Category, Channel, EmailAddress, NotificationId, ProviderName, Recipient, RecipientId,
     Request, TemplateId, TemplateRef, TenantId,
 };
-use steps::rate::{OverLimit, Pacer, RateCheck, RateLimit, SendRate, SendSlot, SlidingWindow};
+use steps::rate::{OverLimit, Pacer, SendRate, SendSlot};
 use workflows::dlq::{DlqFilter, Truncated};
 use workflows::machine::{State, StateKind};
 use workflows::ports::{
-    ApiKey, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem, ListQuery, Purged, RateKey, Store,
+    ApiKey, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem, ListQuery, Purged, RecipientKey,
+    Store,
 };
 use workflows::record::{
     Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
@@ -48,7 +50,7 @@ pub const CHECKS: [&str; 23] = [
     "purge_deletes_everything_about_a_record",
     "replay_data_is_kept",
     "wake_enqueued_with_new_version",
-    "rate_window_follows_the_reference",
+    "limit_windows_follow_the_reference",
     "send_slots_follow_the_reference_pacer",
     "inbox_is_idempotent_newest_first_and_capped",
     "api_keys",
@@ -79,7 +81,7 @@ macro_rules! conformance_tests {
             purge_deletes_everything_about_a_record,
             replay_data_is_kept,
             wake_enqueued_with_new_version,
-            rate_window_follows_the_reference,
+            limit_windows_follow_the_reference,
             send_slots_follow_the_reference_pacer,
             inbox_is_idempotent_newest_first_and_capped,
             api_keys,
@@ -645,40 +647,94 @@ pub async fn wake_enqueued_with_new_version<S: Conformance>(store: &S) {
     assert_eq!(stats(store).await, QueueStats::default());
 }
 
-/// The rate window admits and refuses exactly as `steps::rate::SlidingWindow::admit`, per
-/// recipient and channel.
-pub async fn rate_window_follows_the_reference<S: Conformance>(store: &S) {
+/// A recipient's windows admit and refuse exactly as `steps::limits::admit`: all or nothing,
+/// every full window named with when it has room, a member that holds its slots admitted again
+/// (its slots move to the later time, never back), each recipient with its own windows; and
+/// `window_usage` counts what is held without taking anything.
+pub async fn limit_windows_follow_the_reference<S: Conformance>(store: &S) {
     let acme = tenant("acme");
     let now = store.now_ms();
-    let limit = RateLimit { max: 2, window_ms: 60_000, over_limit: OverLimit::Defer };
-    let key = |recipient: &str, channel| RateKey {
-        tenant: acme.clone(),
-        recipient: RecipientId::new(recipient).expect("fixture id"),
-        channel,
+    let bob =
+        RecipientKey { tenant: acme.clone(), recipient: RecipientId::new("bob").expect("id") };
+    let marketing = Category::new("marketing").expect("fixture id");
+    let sms = Window {
+        limit: Limit::Channel { channel: Channel::Sms, max: 2, window_ms: 60_000 },
+        over_limit: OverLimit::Defer,
     };
-    let mut reference = SlidingWindow::default();
-    let offsets = [0, 1_000, 2_000, 59_999, 60_000, 60_001, 61_000, 61_000, 125_000, 125_000];
-    for offset in offsets {
+    let cap = |c: Cap| Window {
+        limit: Limit::Cap { category: marketing.clone(), max: c.max, window_ms: c.window_ms },
+        over_limit: c.over_limit,
+    };
+    let day = cap(Cap { max: 3, window_ms: 120_000, over_limit: OverLimit::Defer });
+    let week = cap(Cap { max: 4, window_ms: 300_000, over_limit: OverLimit::Skip });
+    let all = [sms.clone(), day.clone(), week.clone()];
+    let member = |n: u32| id(&acme, n);
+    let mut reference = std::collections::BTreeMap::new();
+    // (offset ms, member, which windows)
+    let steps: [(u64, u32, &[Window]); 14] = [
+        (0, 1, &all),
+        (1_000, 2, &all),
+        // The SMS window is full; the caps had room but nothing is taken.
+        (2_000, 3, &all),
+        (2_000, 3, &all[1..]),
+        // The member holding its slots is admitted again; its slots move to now.
+        (3_000, 1, &all),
+        // A worker whose clock is behind: the slot does not move back.
+        (2_500, 1, &all),
+        (59_999, 4, &all),
+        (61_000, 4, &all),
+        (62_000, 5, &all[1..]),
+        (63_000, 6, &all[1..]),
+        (121_000, 6, &all),
+        (200_000, 7, &all),
+        (299_999, 8, &all[1..]),
+        (1_000_000, 8, &all),
+    ];
+    let mut full_seen = std::collections::BTreeSet::new();
+    for (offset, n, windows) in steps {
         let at = now + offset;
-        let expected = reference.admit(&limit, at);
-        let got = store.rate_acquire(&key("bob", Channel::Sms), &limit, at).await;
-        assert_eq!(got, Ok(expected), "at +{offset} ms");
+        let expected = limits::admit(&mut reference, windows, member(n).as_str(), at);
+        if let Admission::Full { full } = &expected {
+            full_seen.extend(full.iter().map(|f| windows[f.index].limit.name()));
+        }
+        let got = store.acquire_windows(&bob, &member(n), windows, at).await;
+        assert_eq!(got, Ok(expected.clone()), "member {n} at +{offset} ms");
+        let usage = limits::usage(&reference, &all, at);
+        assert_eq!(store.window_usage(&bob, &all, at).await, Ok(usage), "usage at +{offset} ms");
     }
-    assert!(matches!(
-        store.rate_acquire(&key("bob", Channel::Sms), &limit, now + 125_001).await,
-        Ok(RateCheck::Limited { retry_at_ms }) if retry_at_ms == now + 185_000
-    ));
-    // Other channels and recipients have their own windows.
-    let fresh = store.rate_acquire(&key("bob", Channel::Email), &limit, now + 125_001).await;
-    assert_eq!(fresh, Ok(RateCheck::Allowed { count: 1 }));
-    let fresh = store.rate_acquire(&key("carol", Channel::Sms), &limit, now + 125_001).await;
-    assert_eq!(fresh, Ok(RateCheck::Allowed { count: 1 }));
-    // A limit of zero refuses everything until a window from now.
-    let zero = RateLimit { max: 0, ..limit };
+    // The sequence filled the channel window and both caps.
+    assert_eq!(full_seen.len(), 3, "{full_seen:?}");
+    let at = now + 1_000_001;
+    let answer = store.acquire_windows(&bob, &member(9), &[day.clone(), week.clone()], at).await;
+    assert_eq!(answer, Ok(limits::admit(&mut reference, &[day, week], member(9).as_str(), at)));
+    let dave =
+        RecipientKey { tenant: acme.clone(), recipient: RecipientId::new("dave").expect("id") };
+    let one = std::slice::from_ref(&sms);
+    assert_eq!(store.acquire_windows(&dave, &member(1), one, now).await, Ok(Admission::Admitted));
     assert_eq!(
-        store.rate_acquire(&key("dave", Channel::Sms), &zero, now).await,
-        Ok(RateCheck::Limited { retry_at_ms: now + 60_000 })
+        store.acquire_windows(&dave, &member(2), one, now + 5).await,
+        Ok(Admission::Admitted)
     );
+    let full = store.acquire_windows(&dave, &member(10), one, now + 10).await;
+    assert_eq!(
+        full,
+        Ok(Admission::Full { full: vec![Full { index: 0, retry_at_ms: now + 60_000 }] }),
+        "a full window says when its oldest admission leaves"
+    );
+    // Other recipients have their own windows; no windows at all admits.
+    let carol =
+        RecipientKey { tenant: acme.clone(), recipient: RecipientId::new("carol").expect("id") };
+    assert_eq!(
+        store.acquire_windows(&carol, &member(10), &all, now).await,
+        Ok(Admission::Admitted)
+    );
+    assert_eq!(store.window_usage(&carol, &all, now).await, Ok(vec![1, 1, 1]));
+    assert_eq!(store.acquire_windows(&carol, &member(11), &[], now).await, Ok(Admission::Admitted));
+    let other = RecipientKey { tenant: tenant("other"), recipient: bob.recipient.clone() };
+    assert_eq!(store.window_usage(&other, &all, now).await, Ok(vec![0, 0, 0]));
+    // More windows than a notification can have is refused.
+    let many = vec![sms; limits::WINDOWS_MAX + 1];
+    assert!(store.acquire_windows(&carol, &member(12), &many, now).await.is_err());
 }
 
 /// Provider send slots are reserved exactly as `steps::rate::Pacer::reserve`, per provider.

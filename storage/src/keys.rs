@@ -15,7 +15,8 @@
 //! | `courant:{sNN}:q:timers` | ZSET | future wake-ups, score = due ms |
 //! | `courant:{sNN}:q:parked` | ZSET | poisoned wake-ups, score = when parked |
 //! | `courant:{sNN}:deadlines` | ZSET | records waiting on a worker, score = when overdue |
-//! | `courant:{r:<tenant>:<recipient>}:rate:<channel>` | ZSET | a sliding rate window |
+//! | `courant:{r:<tenant>:<recipient>}:rate:<channel>` | ZSET | a channel's rate window (member: notification id, score: admitted ms) |
+//! | `courant:{r:<tenant>:<recipient>}:cap:<category>:<window_ms>` | ZSET | a category cap's window (the same) |
 //! | `courant:{i:<tenant>:<recipient>}:inbox` | LIST | in-app inbox ids, newest first |
 //! | `courant:{i:<tenant>:<recipient>}:inbox:items` | HASH | in-app inbox entries by id |
 //! | `courant:apikey:<key id>` | STRING | an API key (JSON: tenant, secret hash) |
@@ -26,7 +27,8 @@
 //! (`steps::model::check_id`), so they cannot break out of a key.
 
 use sha2::{Digest, Sha256};
-use steps::model::{Channel, NotificationId, ProviderName, RecipientId, TenantId};
+use steps::limits::Limit;
+use steps::model::{NotificationId, ProviderName, RecipientId, TenantId};
 use workflows::machine::StateKind;
 
 /// The most a worker host's clock may differ from the store's (Redis `TIME`), in ms. Wake-up
@@ -196,9 +198,11 @@ pub fn deadlines(shard: u16) -> String {
 /// The consumer group every worker reads the ready streams through.
 pub const CONSUMER_GROUP: &str = "workers";
 
-/// A recipient's sliding rate window on a channel (ZSET of admission times).
-pub fn rate(tenant: &TenantId, recipient: &RecipientId, channel: Channel) -> String {
-    format!("{PREFIX}:{{r:{tenant}:{recipient}}}:rate:{}", channel.as_str())
+/// One of a recipient's limit windows (ZSET: member the notification id, score when it was
+/// admitted): `rate:<channel>` or `cap:<category>:<window_ms>` ([`Limit::name`]), all of a
+/// recipient's under one hash tag so one script takes them together.
+pub fn limit(tenant: &TenantId, recipient: &RecipientId, limit: &Limit) -> String {
+    format!("{PREFIX}:{{r:{tenant}:{recipient}}}:{}", limit.name())
 }
 
 /// A provider's send pacer: its next free send slot, in µs (STRING). Shared by every tenant, as
@@ -235,6 +239,7 @@ pub fn api_key(key_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use steps::model::Channel;
 
     const ULID: &str = "01HZY3K7Q5W9X2M4N6P8R0T2V4";
 
@@ -319,7 +324,11 @@ mod tests {
             "the reaper's script reaches a record from the prefix"
         );
         let bob = RecipientId::new("bob").unwrap();
-        assert_eq!(rate(&acme, &bob, Channel::Sms), "courant:{r:acme:bob}:rate:sms");
+        let sms = Limit::Channel { channel: Channel::Sms, max: 3, window_ms: 60_000 };
+        assert_eq!(limit(&acme, &bob, &sms), "courant:{r:acme:bob}:rate:sms");
+        let category = steps::model::Category::new("marketing").unwrap();
+        let cap = Limit::Cap { category, max: 1, window_ms: 86_400_000 };
+        assert_eq!(limit(&acme, &bob, &cap), "courant:{r:acme:bob}:cap:marketing:86400000");
         assert_eq!(inbox(&acme, &bob), "courant:{i:acme:bob}:inbox");
         assert_eq!(api_key("ab12"), "courant:apikey:ab12");
     }

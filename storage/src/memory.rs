@@ -7,20 +7,21 @@
 //!
 //! The semantics follow the Redis store in everything the conformance suite checks
 //! (`conformance`): compare-and-set on the version, capped history, state indexes, the DLQ,
-//! idempotency with fingerprints, the sliding rate window, the inbox, the queue and the deadline
-//! index the reaper reads.
+//! idempotency with fingerprints, the recipients' limit windows, the inbox, the queue and the
+//! deadline index the reaper reads.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::{Future, ready};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use steps::limits::{self, Admission, Counted, Window};
 use steps::model::{NotificationId, ProviderName, RecipientId, TenantId};
-use steps::rate::{Pacer, RateCheck, RateLimit, SendRate, SendSlot, SlidingWindow};
+use steps::rate::{Pacer, SendRate, SendSlot};
 use workflows::dlq::{DLQ_SCAN_MAX, DlqFilter, DlqPage, Truncated};
 use workflows::machine::StateKind;
 use workflows::ports::{
-    ApiKey, Clock, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem, LIST_LIMIT_MAX, ListQuery,
-    Purged, RateKey, Store, StoreError,
+    ApiKey, Clock, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem, LIST_LIMIT_MAX, Limits,
+    ListQuery, Purged, RecipientKey, Store, StoreError,
 };
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Wake};
 
@@ -220,8 +221,8 @@ struct Inner {
     tenants: BTreeMap<TenantId, BTreeMap<NotificationId, Slot>>,
     /// Idempotency keys by tenant and key.
     idempotency: BTreeMap<(TenantId, String), IdempotencyEntry>,
-    /// Rate windows.
-    rate: BTreeMap<RateKey, SlidingWindow>,
+    /// Each recipient's limit windows, by `Limit::name`.
+    limits: BTreeMap<RecipientKey, BTreeMap<String, Counted>>,
     pacers: BTreeMap<ProviderName, Pacer>,
     /// In-app inboxes, newest first, at most [`INBOX_LEN_MAX`] each.
     inbox: BTreeMap<(TenantId, RecipientId), VecDeque<InboxItem>>,
@@ -644,17 +645,6 @@ impl Store for MemoryStore {
         ready(Ok(self.purge_now(tenant, id, expected_version)))
     }
 
-    fn rate_acquire(
-        &self,
-        key: &RateKey,
-        limit: &RateLimit,
-        now_ms: u64,
-    ) -> impl Future<Output = Result<RateCheck, StoreError>> + Send {
-        let mut inner = self.lock();
-        let check = inner.rate.entry(key.clone()).or_default().admit(limit, now_ms);
-        ready(Ok(check))
-    }
-
     fn send_slot(
         &self,
         provider: &ProviderName,
@@ -682,6 +672,37 @@ impl Store for MemoryStore {
         key_id: &str,
     ) -> impl Future<Output = Result<Option<ApiKey>, StoreError>> + Send {
         ready(Ok(self.lock().api_keys.get(key_id).cloned()))
+    }
+}
+
+impl Limits for MemoryStore {
+    fn acquire_windows(
+        &self,
+        key: &RecipientKey,
+        member: &NotificationId,
+        windows: &[Window],
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Admission, StoreError>> + Send {
+        if windows.len() > limits::WINDOWS_MAX {
+            return ready(Err(over_limit("a window set", windows.len(), limits::WINDOWS_MAX)));
+        }
+        let mut inner = self.lock();
+        let counted = inner.limits.entry(key.clone()).or_default();
+        ready(Ok(limits::admit(counted, windows, member.as_str(), now_ms)))
+    }
+
+    fn window_usage(
+        &self,
+        key: &RecipientKey,
+        windows: &[Window],
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Vec<u32>, StoreError>> + Send {
+        let inner = self.lock();
+        let usage = match inner.limits.get(key) {
+            Some(counted) => limits::usage(counted, windows, now_ms),
+            None => vec![0; windows.len()],
+        };
+        ready(Ok(usage))
     }
 }
 

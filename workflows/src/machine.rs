@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use statig::prelude::*;
 use steps::fallback::FallbackDecision;
 use steps::filter::{FilterDecision, SkipReason};
+use steps::limits::Limit;
 use steps::model::{Attempt, Category, Channel, ProviderName};
 use steps::outcome::{ErrorClass, SendOutcome};
 use steps::rate::RateDecision;
@@ -98,7 +99,7 @@ pub enum Event {
     Filtered(FilterDecision),
     /// The template render's result.
     Rendered(Result<(), RenderError>),
-    /// The rate limit's decision.
+    /// The recipient's limits' decision (the channel's window and the category's caps).
     RateChecked(RateDecision),
     /// Move on from a transient state (rate_checked, failed, unknown).
     Proceed,
@@ -154,7 +155,8 @@ pub enum Effect {
         /// The channel.
         channel: Channel,
     },
-    /// Take a slot in the recipient's rate window → [`Event::RateChecked`].
+    /// Take a slot in each of the recipient's windows (the channel's rate limit, the category's
+    /// caps), all or nothing → [`Event::RateChecked`].
     AcquireRate {
         /// The channel.
         channel: Channel,
@@ -372,7 +374,7 @@ impl Lifecycle {
                 Handled
             }
             Event::RateChecked(RateDecision::Allow) => Transition(State::rate_checked(*channel)),
-            Event::RateChecked(RateDecision::Defer { until_ms }) => {
+            Event::RateChecked(RateDecision::Defer { until_ms, limit }) => {
                 let budget_end =
                     context.accepted_at_ms.saturating_add(context.retry(*channel).ttl_ms);
                 if *until_ms > budget_end {
@@ -380,21 +382,27 @@ impl Lifecycle {
                     // an hour late): skip it, with the reason.
                     let reason = SkipReason::Expired { channel: *channel };
                     context.note(format!(
-                        "{channel} rate limit reached and the window has room only {} ms after \
-                         the time budget ends",
+                        "{limit} is reached and has room only {} ms after the time budget ends",
                         until_ms - budget_end
                     ));
                     return Transition(State::skipped(reason));
                 }
                 context.note(format!(
-                    "{channel} rate limit reached; deferred {} ms until the window has room",
+                    "{limit} is reached; deferred {} ms until it has room",
                     until_ms.saturating_sub(context.now_ms)
                 ));
                 Transition(State::deferred(*until_ms, Resume::RateCheck { channel: *channel }))
             }
-            Event::RateChecked(RateDecision::Skip) => {
-                let reason = SkipReason::RateLimited { channel: *channel };
-                context.note(reason.to_string());
+            Event::RateChecked(RateDecision::Skip { limit }) => {
+                let reason = match limit {
+                    Limit::Channel { channel, .. } => SkipReason::RateLimited { channel: *channel },
+                    Limit::Cap { category, max, window_ms } => SkipReason::Capped {
+                        category: category.clone(),
+                        max: *max,
+                        window_ms: *window_ms,
+                    },
+                };
+                context.note(format!("{limit} is reached and its policy is to skip"));
                 Transition(State::skipped(reason))
             }
             _ => Super,

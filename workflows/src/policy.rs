@@ -1,11 +1,12 @@
 //! The policies the lifecycle follows, as data: retries, rate limits and provider routes per
-//! channel, with retry overrides per category. The binary builds this from its configuration and
-//! validates it at start-up.
+//! channel, with retry overrides and per-recipient caps per category. The binary builds this
+//! from its configuration and validates it at start-up.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use steps::fallback::FallbackRule;
+use steps::limits::{CAPS_PER_CATEGORY_MAX, Cap, Limit, Window, WindowError, check_window};
 use steps::model::{Category, Channel, ProviderName};
 use steps::rate::{OverLimit, RateLimit, SendRate};
 use steps::retry::{PolicyError, RetryPolicy};
@@ -32,10 +33,22 @@ pub enum Error {
         error: PolicyError,
     },
     /// A rate limit is invalid.
-    #[error("rate limit for {channel}: max and window_ms must both be > 0")]
+    #[error("rate limit for {channel}: {error}")]
     Rate {
         /// The channel.
         channel: Channel,
+        /// What is wrong.
+        error: WindowError,
+    },
+    /// A category's caps are invalid.
+    #[error("categories.{category}.caps{}: {error}", .index.map(|i| format!("[{i}]")).unwrap_or_default())]
+    Cap {
+        /// The category.
+        category: Category,
+        /// The cap at fault, when one is.
+        index: Option<usize>,
+        /// What is wrong.
+        error: CapError,
     },
     /// A provider's send rate is invalid.
     #[error(
@@ -51,6 +64,20 @@ pub enum Error {
     /// The reconcile grace is too long.
     #[error("reconcile_grace_ms must be at most 600000")]
     Grace,
+}
+
+/// Why a category's caps are invalid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CapError {
+    /// A cap's numbers are out of range.
+    #[error(transparent)]
+    Window(#[from] WindowError),
+    /// More caps than [`CAPS_PER_CATEGORY_MAX`].
+    #[error("at most {CAPS_PER_CATEGORY_MAX} caps per category")]
+    TooMany,
+    /// Two caps of the category have the same window (they would count in one window).
+    #[error("two caps have the same window_ms; merge them (the smaller max wins)")]
+    SameWindow,
 }
 
 /// Every lifecycle policy. Missing fields take their [`Default`] values.
@@ -90,6 +117,12 @@ pub struct CategoryPolicy {
     /// keeps the default (`otp` and `security` are critical, nothing else is).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub critical: Option<bool>,
+    /// Caps per recipient across every channel (`marketing` at most 1 a day and 5 a week): a
+    /// notification takes a slot in each, together with its channel's rate limit, all or
+    /// nothing. Critical categories are exempt. Unset keeps the default (`marketing`: 1 a day,
+    /// 5 a week, deferred; nothing else is capped); `[]` removes every cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caps: Option<Vec<Cap>>,
 }
 
 /// The retry policy of channels without one, as a static so that it can be lent out.
@@ -131,6 +164,34 @@ impl Policy {
         self.rate.get(&channel)
     }
 
+    /// The caps of a category (none for most).
+    pub fn caps(&self, category: &Category) -> &[Cap] {
+        self.categories.get(category).and_then(|c| c.caps.as_deref()).unwrap_or(&[])
+    }
+
+    /// The windows a notification of `category` on `channel` takes a slot in before it goes to
+    /// a provider: the channel's rate limit and the category's caps. None for a critical
+    /// category: security alerts and one-time codes are never held back per recipient (the
+    /// providers' send rates still apply).
+    pub fn windows(&self, category: &Category, channel: Channel) -> Vec<Window> {
+        if self.is_critical(category) {
+            return Vec::new();
+        }
+        let rate = self.rate(channel).map(|r| Window {
+            limit: Limit::Channel { channel, max: r.max, window_ms: r.window_ms },
+            over_limit: r.over_limit,
+        });
+        let caps = self.caps(category).iter().map(|cap| Window {
+            limit: Limit::Cap {
+                category: category.clone(),
+                max: cap.max,
+                window_ms: cap.window_ms,
+            },
+            over_limit: cap.over_limit,
+        });
+        rate.into_iter().chain(caps).collect()
+    }
+
     /// The send rate of a provider, if it is paced.
     pub fn send_rate(&self, provider: &ProviderName) -> Option<&SendRate> {
         self.send_rate.get(provider)
@@ -156,8 +217,20 @@ impl Policy {
             }
         }
         for (channel, rate) in &self.rate {
-            if rate.max == 0 || rate.window_ms == 0 {
-                return Err(Error::Rate { channel: *channel });
+            check_window(rate.max, rate.window_ms)
+                .map_err(|error| Error::Rate { channel: *channel, error })?;
+        }
+        for (category, overrides) in &self.categories {
+            let caps = overrides.caps.as_deref().unwrap_or(&[]);
+            let fault = |index, error| Error::Cap { category: category.clone(), index, error };
+            if caps.len() > CAPS_PER_CATEGORY_MAX {
+                return Err(fault(None, CapError::TooMany));
+            }
+            for (index, cap) in caps.iter().enumerate() {
+                check_window(cap.max, cap.window_ms).map_err(|e| fault(Some(index), e.into()))?;
+                if caps[..index].iter().any(|c| c.window_ms == cap.window_ms) {
+                    return Err(fault(Some(index), CapError::SameWindow));
+                }
             }
         }
         for (provider, rate) in &self.send_rate {
@@ -182,7 +255,9 @@ impl Default for Policy {
     /// - push gets two quick retries;
     /// - email (transactional) retries after 1 min, 5 min, 15 min, then hourly, for a day;
     ///   `marketing` email waits longer between fewer attempts;
-    /// - at most 10 SMS and 20 emails per recipient per hour; SMS falls back to email.
+    /// - at most 10 SMS and 20 emails per recipient per hour; `marketing` at most 1 a day and 5
+    ///   a week per recipient on every channel together (deferred until there is room, or
+    ///   skipped when that is past its time budget); SMS falls back to email.
     fn default() -> Self {
         let second = 1_000;
         let minute = 60 * second;
@@ -208,11 +283,12 @@ impl Default for Policy {
                         (Channel::Push, exponential(2, second, 2.0, second, 2 * minute)),
                     ]),
                     critical: Some(true),
+                    caps: None,
                 },
             ),
             (
                 Category::new("security").expect("a valid category"),
-                CategoryPolicy { retry: BTreeMap::new(), critical: Some(true) },
+                CategoryPolicy { critical: Some(true), ..CategoryPolicy::default() },
             ),
             (
                 Category::new("marketing").expect("a valid category"),
@@ -222,6 +298,10 @@ impl Default for Policy {
                         (Channel::Push, exponential(2, 10 * minute, 2.0, hour, 6 * hour)),
                     ]),
                     critical: None,
+                    caps: Some(vec![
+                        Cap { max: 1, window_ms: 24 * hour, over_limit: OverLimit::Defer },
+                        Cap { max: 5, window_ms: 7 * 24 * hour, over_limit: OverLimit::Defer },
+                    ]),
                 },
             ),
         ]);

@@ -6,11 +6,12 @@ use std::future::Future;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use steps::limits::{Admission, Window};
 use steps::model::{
     Attempt, Category, Channel, NotificationId, ProviderName, Recipient, RecipientId, TenantId,
 };
 use steps::outcome::SendOutcome;
-use steps::rate::{RateCheck, RateLimit, SendRate, SendSlot};
+use steps::rate::{SendRate, SendSlot};
 use steps::render::Content;
 
 use crate::dlq::{DlqFilter, DlqPage};
@@ -27,17 +28,6 @@ pub enum StoreError {
     /// A stored value could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-}
-
-/// The key of a rate window: one recipient on one channel, within a tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RateKey {
-    /// The tenant.
-    pub tenant: TenantId,
-    /// The recipient.
-    pub recipient: RecipientId,
-    /// The channel.
-    pub channel: Channel,
 }
 
 /// A listing query.
@@ -58,8 +48,9 @@ pub const LIST_LIMIT_MAX: usize = 1_000;
 /// The durable store of notification records.
 ///
 /// Every method is one atomic operation. Implementations: Redis (production) and in-memory
-/// (simulator and dev mode), held to one conformance suite.
-pub trait Store: Send + Sync + 'static {
+/// (simulator and dev mode), held to one conformance suite. A store also keeps the recipients'
+/// [`Limits`].
+pub trait Store: Limits + Send + Sync + 'static {
     /// Writes a new record (version 1) with its first history entry, indexes it and enqueues its
     /// first wake-up, all at once. With `idempotency`, a key used before returns the earlier
     /// notification instead.
@@ -119,14 +110,6 @@ pub trait Store: Send + Sync + 'static {
         id: &NotificationId,
         expected_version: u64,
     ) -> impl Future<Output = Result<Purged, StoreError>> + Send;
-
-    /// Takes a slot in a sliding rate window, atomically (see `steps::rate::SlidingWindow`).
-    fn rate_acquire(
-        &self,
-        key: &RateKey,
-        limit: &RateLimit,
-        now_ms: u64,
-    ) -> impl Future<Output = Result<RateCheck, StoreError>> + Send;
 
     /// Reserves the next send slot of a provider's send rate, atomically across workers (see
     /// `steps::rate::Pacer::reserve`): now, at a reserved later time, or too late to wait for.
@@ -253,4 +236,41 @@ pub trait Provider: Send + Sync + std::fmt::Debug + 'static {
     fn channel(&self) -> Channel;
     /// Sends one message.
     fn send<'a>(&'a self, message: &'a Outbound) -> BoxFuture<'a, SendOutcome>;
+}
+
+/// Whose limit windows: one recipient of a tenant. Every window of a recipient lives together
+/// (one hash slot on Redis), so all of them are taken in one atomic step.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecipientKey {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The recipient.
+    pub recipient: RecipientId,
+}
+
+/// The recipients' limits: the windows of the channels' rate limits and the categories' caps
+/// (issue 5: no cap or window is ever exceeded, under concurrent workers).
+///
+/// Every method is one atomic operation, following the reference in `steps::limits`, and held
+/// to the conformance suite on both stores.
+pub trait Limits: Send + Sync + 'static {
+    /// Takes a slot for `member` in every window of `windows` (at most
+    /// [`steps::limits::WINDOWS_MAX`]), all or nothing, at `now_ms`: see
+    /// `steps::limits::admit`.
+    fn acquire_windows(
+        &self,
+        key: &RecipientKey,
+        member: &NotificationId,
+        windows: &[Window],
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Admission, StoreError>> + Send;
+
+    /// How many admissions each of `windows` holds at `now_ms`, taking nothing: see
+    /// `steps::limits::usage`.
+    fn window_usage(
+        &self,
+        key: &RecipientKey,
+        windows: &[Window],
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Vec<u32>, StoreError>> + Send;
 }

@@ -23,7 +23,7 @@ use steps::render::{Content, RenderError, TemplateSet};
 use crate::dlq::{self, DlqFilter, DlqPlan, Truncated};
 use crate::machine::{self, Context, Effect, Event, Machine, Receipt, Resume, State, StateKind};
 use crate::policy::Policy;
-use crate::ports::{Clock, Outbound, Provider, Purged, RateKey, Store, StoreError};
+use crate::ports::{Clock, Outbound, Provider, Purged, RecipientKey, Store, StoreError};
 use crate::record::{
     Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
 };
@@ -686,16 +686,22 @@ impl<S: Store, C: Clock> Runner<S, C> {
                     run.handle(Event::Rendered(result), step("render"));
                 }
                 Effect::AcquireRate { channel } => {
-                    let decision = match self.policy.rate(channel) {
-                        None => RateDecision::Allow,
-                        Some(limit) => {
-                            let key = RateKey {
-                                tenant: run.record.tenant.clone(),
-                                recipient: run.record.request.recipient.id.clone(),
-                                channel,
-                            };
-                            limit.decide(self.store.rate_acquire(&key, limit, run.now_ms).await?)
-                        }
+                    // The channel's window and the category's caps, all or nothing; none for a
+                    // critical category.
+                    let request = &run.record.request;
+                    let windows = self.policy.windows(&request.category, channel);
+                    let decision = if windows.is_empty() {
+                        RateDecision::Allow
+                    } else {
+                        let key = RecipientKey {
+                            tenant: run.record.tenant.clone(),
+                            recipient: request.recipient.id.clone(),
+                        };
+                        let admission = self
+                            .store
+                            .acquire_windows(&key, &run.record.id, &windows, run.now_ms)
+                            .await?;
+                        steps::limits::decide(&windows, &admission)
                     };
                     run.handle(Event::RateChecked(decision), step("rate_limit"));
                 }

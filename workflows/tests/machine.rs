@@ -15,6 +15,7 @@ use proptest::prelude::*;
 use statig::blocking::IntoStateMachineExt;
 use steps::fallback::FallbackDecision;
 use steps::filter::{FilterDecision, SkipReason};
+use steps::limits::Limit;
 use steps::model::{Attempt, Category, Channel, ProviderName, TemplateId};
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
 use steps::rate::RateDecision;
@@ -35,6 +36,16 @@ const NOW_MS: u64 = ACCEPTED_MS + 10_000;
 const UNTIL_MS: u64 = NOW_MS + 60_000;
 /// The notification's seed (retry jitter).
 const SEED: u64 = 0x5eed;
+
+/// The SMS window of the examples.
+fn sms_window() -> Limit {
+    Limit::Channel { channel: Channel::Sms, max: 3, window_ms: 600_000 }
+}
+
+/// A category cap of the examples.
+fn marketing_cap() -> Limit {
+    Limit::Cap { category: Category::new("marketing").unwrap(), max: 1, window_ms: 86_400_000 }
+}
 
 fn twilio() -> ProviderName {
     ProviderName::new("twilio").unwrap()
@@ -315,7 +326,7 @@ fn rate_limit_defers_until_the_window_has_room() {
     let until_ms = NOW_MS + 5_000;
     let step = check(
         State::Rendered { channel: Channel::Sms },
-        Event::RateChecked(RateDecision::Defer { until_ms }),
+        Event::RateChecked(RateDecision::Defer { until_ms, limit: sms_window() }),
     );
     assert_eq!(
         step.state,
@@ -324,19 +335,45 @@ fn rate_limit_defers_until_the_window_has_room() {
     assert_eq!(step.effects, vec![Effect::Wake { at_ms: until_ms }]);
     assert_eq!(
         step.note.as_deref(),
-        Some("sms rate limit reached; deferred 5000 ms until the window has room")
+        Some("the sms rate limit (3 per 10 min) is reached; deferred 5000 ms until it has room")
+    );
+    // A cap defers the same way, and the note names the cap.
+    let step = check(
+        State::Rendered { channel: Channel::Email },
+        Event::RateChecked(RateDecision::Defer { until_ms, limit: marketing_cap() }),
+    );
+    assert_eq!(
+        step.state,
+        State::Deferred { until_ms, resume: Resume::RateCheck { channel: Channel::Email } }
+    );
+    assert_eq!(
+        step.note.as_deref(),
+        Some("the marketing cap (1 per 24 h) is reached; deferred 5000 ms until it has room")
     );
 }
 
 #[test]
 fn rate_limit_skip_policy_skips() {
-    let step =
-        check(State::Rendered { channel: Channel::Sms }, Event::RateChecked(RateDecision::Skip));
+    let skip = |limit| Event::RateChecked(RateDecision::Skip { limit });
+    let step = check(State::Rendered { channel: Channel::Sms }, skip(sms_window()));
     assert_eq!(
         step.state,
         State::Skipped { reason: SkipReason::RateLimited { channel: Channel::Sms } }
     );
     assert_eq!(step.effects, vec![]);
+    // A full cap whose policy is skip skips with the cap as the reason.
+    let step = check(State::Rendered { channel: Channel::Email }, skip(marketing_cap()));
+    let reason = SkipReason::Capped {
+        category: Category::new("marketing").unwrap(),
+        max: 1,
+        window_ms: 86_400_000,
+    };
+    assert_eq!(reason.to_string(), "the marketing cap (1 per 24 h) was reached");
+    assert_eq!(step.state, State::Skipped { reason });
+    assert_eq!(
+        step.note.as_deref(),
+        Some("the marketing cap (1 per 24 h) is reached and its policy is to skip")
+    );
 }
 
 #[test]
@@ -976,15 +1013,15 @@ fn label(event: &Event) -> Label {
         Event::Filtered(FilterDecision::Skip(SkipReason::NoAddress { .. })) => {
             Label::FilteredNoAddress
         }
-        Event::Filtered(FilterDecision::Skip(SkipReason::RateLimited { .. })) => {
-            Label::FilteredRateLimited
-        }
+        Event::Filtered(FilterDecision::Skip(
+            SkipReason::RateLimited { .. } | SkipReason::Capped { .. },
+        )) => Label::FilteredRateLimited,
         Event::Filtered(FilterDecision::Skip(SkipReason::Expired { .. })) => Label::FilteredExpired,
         Event::Rendered(Ok(())) => Label::RenderedOk,
         Event::Rendered(Err(_)) => Label::RenderedErr,
         Event::RateChecked(RateDecision::Allow) => Label::RateAllow,
         Event::RateChecked(RateDecision::Defer { .. }) => Label::RateDefer,
-        Event::RateChecked(RateDecision::Skip) => Label::RateSkip,
+        Event::RateChecked(RateDecision::Skip { .. }) => Label::RateSkip,
         Event::Proceed => Label::Proceed,
         Event::SendResult(SendOutcome::Accepted { delivered: false, .. }) => Label::AcceptedSent,
         Event::SendResult(SendOutcome::Accepted { delivered: true, .. }) => {
@@ -1026,8 +1063,10 @@ fn sample(label: Label) -> Event {
         Label::RenderedOk => Event::Rendered(Ok(())),
         Label::RenderedErr => Event::Rendered(Err(render_error())),
         Label::RateAllow => Event::RateChecked(RateDecision::Allow),
-        Label::RateDefer => Event::RateChecked(RateDecision::Defer { until_ms: UNTIL_MS }),
-        Label::RateSkip => Event::RateChecked(RateDecision::Skip),
+        Label::RateDefer => {
+            Event::RateChecked(RateDecision::Defer { until_ms: UNTIL_MS, limit: sms_window() })
+        }
+        Label::RateSkip => Event::RateChecked(RateDecision::Skip { limit: sms_window() }),
         Label::Proceed => Event::Proceed,
         Label::AcceptedSent => Event::SendResult(SendOutcome::Accepted {
             provider_message_id: Some("m-1".into()),
@@ -1461,7 +1500,9 @@ fn arb_event() -> impl Strategy<Value = Event> {
         2 => Just(Event::Proceed),
         3 => class.prop_map(failure),
         1 => (NOW_MS..NOW_MS + 600_000)
-            .prop_map(|until_ms| Event::RateChecked(RateDecision::Defer { until_ms })),
+            .prop_map(|until_ms| {
+                Event::RateChecked(RateDecision::Defer { until_ms, limit: sms_window() })
+            }),
         4 => proptest::sample::select(Label::ALL.to_vec()).prop_map(sample),
     ]
 }
@@ -1549,18 +1590,19 @@ fn a_rate_deferral_past_the_time_budget_skips_as_expired() {
     let within = ACCEPTED_MS + ttl_ms;
     let step = check(
         State::Rendered { channel: Channel::Sms },
-        Event::RateChecked(RateDecision::Defer { until_ms: within }),
+        Event::RateChecked(RateDecision::Defer { until_ms: within, limit: marketing_cap() }),
     );
     assert!(matches!(step.state, State::Deferred { until_ms, .. } if until_ms == within));
     let step = check(
         State::Rendered { channel: Channel::Sms },
-        Event::RateChecked(RateDecision::Defer { until_ms: within + 1 }),
+        Event::RateChecked(RateDecision::Defer { until_ms: within + 1, limit: marketing_cap() }),
     );
     assert_eq!(
         step.state,
         State::Skipped { reason: SkipReason::Expired { channel: Channel::Sms } }
     );
-    assert!(step.note.unwrap().contains("time budget"));
+    let note = step.note.unwrap();
+    assert!(note.contains("time budget") && note.contains("the marketing cap"), "{note}");
 }
 
 #[test]

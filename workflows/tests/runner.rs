@@ -11,18 +11,20 @@ use std::sync::{Arc, Mutex};
 
 use futures::executor::block_on;
 use futures::future::BoxFuture;
+use steps::filter::SkipReason;
+use steps::limits::{self, Admission, Counted, Window};
 use steps::model::{
     Attempt, Category, Channel, EmailAddress, NotificationId, PhoneNumber, ProviderName,
 };
 use steps::model::{Recipient, RecipientId, TemplateId, TenantId};
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
-use steps::rate::{Pacer, RateCheck, RateLimit, SendRate, SendSlot, SlidingWindow};
+use steps::rate::{Pacer, SendRate, SendSlot};
 use steps::render::{Part, PartSource, TemplateSet};
 use workflows::dlq::{DlqFilter, DlqPage};
 use workflows::machine::{Resume, State, StateKind};
 use workflows::policy::Policy;
 use workflows::ports::{
-    ApiKey, Clock, ListQuery, Outbound, Provider, Purged, RateKey, Store, StoreError,
+    ApiKey, Clock, Limits, ListQuery, Outbound, Provider, Purged, RecipientKey, Store, StoreError,
 };
 use workflows::record::{
     Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
@@ -43,7 +45,7 @@ struct Data {
     history: BTreeMap<NotificationId, Vec<HistoryEntry>>,
     /// Every wake-up enqueued, in order: (due at, wake).
     wakes: Vec<(u64, Wake)>,
-    windows: BTreeMap<RateKey, SlidingWindow>,
+    windows: BTreeMap<RecipientKey, BTreeMap<String, Counted>>,
     pacers: BTreeMap<ProviderName, Pacer>,
 }
 
@@ -71,6 +73,31 @@ impl FakeStore {
         record.version += 1;
         record.state = state;
         record.version
+    }
+}
+
+impl Limits for FakeStore {
+    fn acquire_windows(
+        &self,
+        key: &RecipientKey,
+        member: &NotificationId,
+        windows: &[Window],
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Admission, StoreError>> + Send {
+        let mut data = self.0.lock().unwrap();
+        let counted = data.windows.entry(key.clone()).or_default();
+        ready(Ok(limits::admit(counted, windows, member.as_str(), now_ms)))
+    }
+
+    fn window_usage(
+        &self,
+        key: &RecipientKey,
+        windows: &[Window],
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Vec<u32>, StoreError>> + Send {
+        let data = self.0.lock().unwrap();
+        let empty = BTreeMap::new();
+        ready(Ok(limits::usage(data.windows.get(key).unwrap_or(&empty), windows, now_ms)))
     }
 }
 
@@ -173,16 +200,6 @@ impl Store for FakeStore {
             }
         };
         ready(Ok(outcome))
-    }
-
-    fn rate_acquire(
-        &self,
-        key: &RateKey,
-        limit: &RateLimit,
-        now_ms: u64,
-    ) -> impl Future<Output = Result<RateCheck, StoreError>> + Send {
-        let mut data = self.0.lock().unwrap();
-        ready(Ok(data.windows.entry(key.clone()).or_default().admit(limit, now_ms)))
     }
 
     fn send_slot(
@@ -332,6 +349,27 @@ impl World {
             template: TemplateId::new("otp").unwrap(),
             data: serde_json::json!({"code": "123456"}).as_object().unwrap().clone(),
             category: Category::new("otp").unwrap(),
+        };
+        let submitted = block_on(self.runner.submit(&self.tenant, id.clone(), submission, None));
+        assert!(submitted.unwrap().created);
+        id
+    }
+
+    /// Submits `id` in `category` on `channel` (the recipient `u1` has an email address when the
+    /// world says so).
+    fn submit_as(&self, id: &str, category: &str, channel: Channel) -> NotificationId {
+        let id = NotificationId::new(id).unwrap();
+        let submission = Submission {
+            recipient: Recipient {
+                id: RecipientId::new("u1").unwrap(),
+                email: self.with_email.then(|| EmailAddress::parse("u1@example.com").unwrap()),
+                phone: Some(PhoneNumber::parse("+447911123456").unwrap()),
+                opt_out: vec![],
+            },
+            channel,
+            template: TemplateId::new("otp").unwrap(),
+            data: serde_json::json!({"code": "123456"}).as_object().unwrap().clone(),
+            category: Category::new(category).unwrap(),
         };
         let submitted = block_on(self.runner.submit(&self.tenant, id.clone(), submission, None));
         assert!(submitted.unwrap().created);
@@ -835,4 +873,96 @@ fn a_paced_provider_sends_the_second_message_at_its_reserved_slot() {
     let sent = w.sent();
     assert_eq!(sent.len(), 2);
     assert!(sent.iter().all(|m| m.attempt == Attempt(1)), "no attempt is used by the wait");
+}
+
+fn cap(max: u32, window_ms: u64, over_limit: steps::rate::OverLimit) -> steps::limits::Cap {
+    steps::limits::Cap { max, window_ms, over_limit }
+}
+
+/// A category cap counts across channels, together with each channel's window, all or nothing:
+/// the second marketing message waits for the cap (the reason in its history) without taking an
+/// email slot, and goes out when the cap has room; an OTP passes whatever its caps say.
+#[test]
+fn a_category_cap_holds_back_across_channels_and_critical_categories_pass() {
+    use steps::rate::OverLimit::Defer;
+    let hour = 3_600_000;
+    let w = world_with_policy(vec![], vec![], true, |p| {
+        let marketing = Category::new("marketing").unwrap();
+        p.categories.get_mut(&marketing).unwrap().caps = Some(vec![cap(1, hour, Defer)]);
+        let otp = Category::new("otp").unwrap();
+        p.categories.get_mut(&otp).unwrap().caps = Some(vec![cap(1, hour, Defer)]);
+    });
+    let first = w.submit_as("n_1", "marketing", Channel::Sms);
+    assert!(matches!(w.advance(&first, 1), Advanced::Committed { state: StateKind::Sent, .. }));
+    let second = w.submit_as("n_2", "marketing", Channel::Email);
+    let held = w.advance(&second, 1);
+    let Advanced::Committed { version, state: StateKind::Deferred, wake_at_ms } = held else {
+        panic!("expected a deferral by the cap, got {held:?}");
+    };
+    assert_eq!(wake_at_ms, Some(T0_MS + hour), "until the first send leaves the cap's window");
+    let note = w.store().entries(&second).last().unwrap().note.clone().unwrap();
+    assert_eq!(
+        note,
+        "the marketing cap (1 per 1 h) is reached; deferred 3600000 ms until it has room"
+    );
+    // Nothing was taken in the email window: all or nothing.
+    let key = RecipientKey { tenant: w.tenant.clone(), recipient: RecipientId::new("u1").unwrap() };
+    let marketing = Category::new("marketing").unwrap();
+    let windows = w.runner.policy().windows(&marketing, Channel::Email);
+    assert_eq!(windows.len(), 2);
+    assert_eq!(block_on(w.store().window_usage(&key, &windows, T0_MS)).unwrap(), vec![0, 1]);
+    // OTPs are critical: their caps never hold them back.
+    for n in 3..6 {
+        let otp = w.submit_as(&format!("n_{n}"), "otp", Channel::Sms);
+        assert!(matches!(w.advance(&otp, 1), Advanced::Committed { state: StateKind::Sent, .. }));
+    }
+    // When the cap has room, the deferred message goes out.
+    w.set_now(T0_MS + hour);
+    let sent = w.advance(&second, version);
+    assert!(matches!(sent, Advanced::Committed { state: StateKind::Sent, .. }), "{sent:?}");
+    assert_eq!(w.email.sent.lock().unwrap().len(), 1);
+}
+
+/// Over a cap whose policy is skip, the notification is skipped with the cap as its reason; a
+/// deferral that would end after the time budget is skipped as expired, naming the cap.
+#[test]
+fn a_full_cap_skips_by_policy_or_when_waiting_would_outlast_the_budget() {
+    use steps::rate::OverLimit::{Defer, Skip};
+    let hour = 3_600_000;
+    let w = world_with_policy(vec![], vec![], true, |p| {
+        p.categories.insert(
+            Category::new("news").unwrap(),
+            workflows::policy::CategoryPolicy {
+                caps: Some(vec![cap(1, hour, Skip)]),
+                ..Default::default()
+            },
+        );
+        // A day-long cap on an SMS whose budget is an hour.
+        p.categories.insert(
+            Category::new("promo").unwrap(),
+            workflows::policy::CategoryPolicy {
+                caps: Some(vec![cap(1, 24 * hour, Defer)]),
+                ..Default::default()
+            },
+        );
+    });
+    let first = w.submit_as("n_1", "news", Channel::Sms);
+    assert!(matches!(w.advance(&first, 1), Advanced::Committed { state: StateKind::Sent, .. }));
+    let second = w.submit_as("n_2", "news", Channel::Sms);
+    w.advance(&second, 1);
+    let reason =
+        SkipReason::Capped { category: Category::new("news").unwrap(), max: 1, window_ms: hour };
+    assert_eq!(w.store().record(&second).state, State::Skipped { reason });
+
+    let promo = w.submit_as("n_3", "promo", Channel::Sms);
+    assert!(matches!(w.advance(&promo, 1), Advanced::Committed { state: StateKind::Sent, .. }));
+    let late = w.submit_as("n_4", "promo", Channel::Sms);
+    w.advance(&late, 1);
+    assert_eq!(
+        w.store().record(&late).state,
+        State::Skipped { reason: SkipReason::Expired { channel: Channel::Sms } }
+    );
+    let note = w.store().entries(&late).last().unwrap().note.clone().unwrap();
+    assert!(note.starts_with("the promo cap (1 per 24 h) is reached and has room only"), "{note}");
+    assert_eq!(w.sent().len(), 2, "only the first of each category went out");
 }

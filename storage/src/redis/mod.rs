@@ -5,7 +5,7 @@
 //! layout ([`crate::keys`]) runs unchanged on Redis Cluster. Reads are single commands or pipelines.
 //!
 //! The runner's round trips per notification are few on purpose: `load` (one HGETALL),
-//! `rate_acquire` (one script), and two `commit`s (one script each).
+//! `acquire_windows` (one script, the recipient's limits), and two `commit`s (one script each).
 //!
 //! One rule follows from the one-slot scripts: a notification created with an idempotency key
 //! must live in the key's shard, so `create` refuses an id that was not minted for its key
@@ -23,22 +23,22 @@
 //! multiplexed connection. Both reconnect by themselves after a Redis restart.
 
 mod codec;
+mod limits;
 mod queue;
 mod scripts;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, ErrorKind, RedisError, Value};
 use steps::model::{NotificationId, ProviderName, RecipientId, TenantId};
-use steps::rate::{RateCheck, RateLimit, SendRate, SendSlot};
+use steps::rate::{SendRate, SendSlot};
 use workflows::dlq::{DLQ_SCAN_MAX, DlqFilter, DlqPage, Truncated};
 use workflows::ports::{
     ApiKey, Clock, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem, LIST_LIMIT_MAX, ListQuery,
-    Purged, RateKey, Store, StoreError,
+    Purged, Store, StoreError,
 };
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record};
 
@@ -114,20 +114,6 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_connection_timeout(Some(CONNECTION_TIMEOUT))
         .set_number_of_retries(RECONNECT_RETRIES)
         .set_max_delay(RECONNECT_DELAY_MAX)
-}
-
-/// A process-wide nonce and counter that make rate-window members unique across workers.
-fn rate_member(now_ms: u64) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static NONCE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let nonce = NONCE.get_or_init(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        keys::fnv1a(format!("{}-{nanos}", std::process::id()).as_bytes())
-    });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{now_ms}-{nonce:016x}-{n}")
 }
 
 /// Whether an error is Redis saying a stream or its consumer group is missing (after a restart
@@ -725,36 +711,6 @@ impl Store for RedisStore {
         }
     }
 
-    async fn rate_acquire(
-        &self,
-        key: &RateKey,
-        limit: &RateLimit,
-        now_ms: u64,
-    ) -> Result<RateCheck, StoreError> {
-        let mut conn = self.conn.clone();
-        let reply: Value = scripts::RATE_SCRIPT
-            .key(keys::rate(&key.tenant, &key.recipient, key.channel))
-            .arg(now_ms)
-            .arg(limit.window_ms)
-            .arg(limit.max)
-            .arg(rate_member(now_ms))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.error("rate_acquire", &e))?;
-        let (code, value) = parse_pair(reply).ok_or_else(|| self.corrupt("rate_acquire"))?;
-        let value =
-            value.as_ref().and_then(parse_i64).ok_or_else(|| self.corrupt("rate_acquire"))?;
-        match code {
-            1 => Ok(RateCheck::Allowed {
-                count: u32::try_from(value).map_err(|_| self.corrupt("rate_acquire"))?,
-            }),
-            0 => Ok(RateCheck::Limited {
-                retry_at_ms: u64::try_from(value).map_err(|_| self.corrupt("rate_acquire"))?,
-            }),
-            _ => Err(self.corrupt("rate_acquire")),
-        }
-    }
-
     async fn send_slot(
         &self,
         provider: &ProviderName,
@@ -863,13 +819,5 @@ mod tests {
         assert_eq!(url_secret("redis://bob:hunter2@h:1"), Some("hunter2".into()));
         assert_eq!(url_secret("redis://token@h"), Some("token".into()));
         assert_eq!(url_secret("redis://h:1"), None);
-    }
-
-    #[test]
-    fn rate_members_are_unique() {
-        let a = rate_member(5);
-        let b = rate_member(5);
-        assert_ne!(a, b);
-        assert!(a.starts_with("5-"));
     }
 }

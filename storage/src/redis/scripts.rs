@@ -132,32 +132,6 @@ redis.call('DEL', rec, hist)
 return {1}
 ";
 
-/// One slot in a sliding rate window, exactly as `steps::rate::SlidingWindow::admit`: entries at
-/// or before `now - window` have left; admit if fewer than `max` remain.
-///
-/// KEYS: window. ARGV: now ms, window ms, max, a unique member.
-///
-/// Returns `{1, count}` admitted, `{0, retry_at_ms}` refused.
-const RATE: &str = r"
-local key = KEYS[1]
-local now, window, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local floor = now - window
-if floor < 0 then floor = 0 end
-redis.call('ZREMRANGEBYSCORE', key, '-inf', floor)
-local n = redis.call('ZCARD', key)
-if n < max then
-  redis.call('ZADD', key, now, ARGV[4])
-  local ttl = window
-  if ttl < 1 then ttl = 1 end
-  redis.call('PEXPIRE', key, ttl)
-  return {1, n + 1}
-end
-local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-local at = now
-if oldest[2] then at = tonumber(oldest[2]) end
-return {0, at + window}
-";
-
 /// Reserves a provider's next send slot, exactly as `steps::rate::Pacer::reserve`.
 ///
 /// KEYS: pacer. ARGV: now ms, interval µs, longest wait ms.
@@ -315,8 +289,6 @@ pub(crate) static CREATE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new
 pub(crate) static COMMIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(COMMIT));
 /// See [`PURGE`].
 pub(crate) static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PURGE));
-/// See [`RATE`].
-pub(crate) static RATE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RATE));
 /// See [`PACE`].
 pub(crate) static PACE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PACE));
 /// See [`INBOX_APPEND`].
