@@ -186,6 +186,7 @@ async fn main() {
                     template: TemplateId::new(template).expect("template"),
                     data: data.clone(),
                     category: Category::new("bench").expect("category"),
+                    correlation: Default::default(),
                 };
                 let id = storage::keys::new_notification_id(
                     &tenant,

@@ -290,6 +290,7 @@ async fn demo<S: Store, C: Clock>(runner: Arc<Runner<S, C>>, tenant: TenantId) {
             template: steps::model::TemplateId::new(template).unwrap_or_else(|_| unreachable!()),
             data: data(values),
             category: steps::model::Category::new("demo").unwrap_or_else(|_| unreachable!()),
+            correlation: Default::default(),
         };
         match runner.submit(&tenant, id, submission, None).await {
             Ok(submitted) => ids.push(submitted.id),

@@ -8,7 +8,8 @@
 //! follow the lifecycle's edges; terminal states never move, except a dead letter along its two
 //! edges (a late delivery receipt, a replay); attempts stay within policy; dead-lettered means
 //! the retries were exhausted; no recipient's window or category cap ever holds more than its
-//! max, and critical categories are never held back by one; the same seed gives the same trace.
+//! max, and critical categories are never held back by one; one event for one recipient and
+//! channel makes one notification; the same seed gives the same trace.
 //!
 //! # Layout
 //! - [`rng`]: SplitMix64, forked into sub-streams (workload, faults, schedule).

@@ -38,7 +38,7 @@ pub struct Report {
     pub seed: u64,
     /// Notifications planned.
     pub notifications: usize,
-    /// Notifications accepted by the API.
+    /// Submissions accepted by the API (a duplicate event is accepted with the first one's id).
     pub accepted: usize,
     /// The fault profile.
     pub profile: Profile,
@@ -106,6 +106,10 @@ pub struct PolicyFigures {
     pub skipped: u64,
     /// Of the deferrals and skips, those a category cap caused.
     pub by_cap: u64,
+    /// Distinct events (event id, recipient, channel) submitted.
+    pub events: u64,
+    /// Submissions answered with an earlier notification of their event.
+    pub deduplicated: u64,
 }
 
 impl Report {
@@ -183,6 +187,11 @@ impl Report {
             "limits         {} slots taken; {} deferrals and {} skips by a full window ({} by a \
              category cap)",
             p.admissions, p.deferred, p.skipped, p.by_cap
+        );
+        let _ = writeln!(
+            out,
+            "dedup          {} events, {} duplicate submissions answered with the first",
+            p.events, p.deduplicated
         );
         let _ = writeln!(
             out,

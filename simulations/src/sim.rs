@@ -17,6 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use steps::correlation::{Correlation, EventId};
 use steps::limits::{Cap, Limit};
 use steps::model::{
     Category, Channel, EmailAddress, NotificationId, PhoneNumber, ProviderName, Recipient,
@@ -192,6 +193,9 @@ struct Planned {
     opted_out: bool,
     no_address: bool,
     category: &'static str,
+    /// The event it reports (`evt-N`), if any: a repeat of an earlier submission's event is a
+    /// duplicate the API must answer with the first notification.
+    event: Option<usize>,
 }
 
 struct WorkerState {
@@ -442,6 +446,7 @@ impl Simulation {
                     opted_out: false,
                     no_address: false,
                     category: "orders",
+                    event: None,
                 };
                 self.plan.push(planned);
                 self.schedule(at, Due::Submit(idx, 0));
@@ -490,14 +495,18 @@ impl Simulation {
                 (false, 30..=39) | (true, 60..=89) => "news",
                 _ => "orders",
             };
-            self.plan.push(Planned {
-                at_ms: at,
-                channel,
-                recipient,
-                opted_out,
-                no_address,
-                category,
-            });
+            // A third of submissions report an event; now and then one repeats a recent event (a
+            // producer's retry, a duplicated message on the application's bus).
+            let event = rng.chance(0.3).then_some(idx);
+            let recent: Vec<usize> =
+                (idx.saturating_sub(40)..idx).filter(|&j| self.plan[j].event.is_some()).collect();
+            let planned = if !recent.is_empty() && rng.chance(0.06) {
+                let original = &self.plan[recent[rng.index(recent.len())]];
+                Planned { at_ms: at, ..original.clone() }
+            } else {
+                Planned { at_ms: at, channel, recipient, opted_out, no_address, category, event }
+            };
+            self.plan.push(planned);
             self.schedule(at, Due::Submit(idx, 0));
             if rng.chance(0.02) {
                 let cancel_at = at + rng.range(0, 5_000);
@@ -889,12 +898,19 @@ impl Simulation {
             recipient
         };
         let data = serde_json::json!({ "name": format!("r{n}"), "order": idx });
+        let correlation = Correlation {
+            event_id: planned.event.map(|e| {
+                EventId::new(format!("evt-{e}")).unwrap_or_else(|_| unreachable!("a valid id"))
+            }),
+            collapse_key: None,
+        };
         let submission = Submission {
             recipient,
             channel: planned.channel,
             template: TemplateId::new("note").unwrap_or_else(|_| unreachable!()),
             data: data.as_object().cloned().unwrap_or_default(),
             category: Category::new(planned.category).unwrap_or_else(|_| unreachable!()),
+            correlation,
         };
         // A fresh id per try, as the API mints one per request: the idempotency key makes the
         // retries of a lost reply land on the first id.
@@ -964,6 +980,9 @@ impl Simulation {
             (Job::Submit(idx, try_, _), Done::Submit(result)) => match result {
                 Ok(submitted) => {
                     self.trace(format!("api accepted {} (try {try_})", submitted.id));
+                    if submitted.deduplicated && !submitted.replayed {
+                        self.policy_figures.deduplicated += 1;
+                    }
                     if let Some(previous) = self.accepted.get(&idx)
                         && *previous != submitted.id
                     {
@@ -977,6 +996,11 @@ impl Simulation {
                 Err(SubmitError::Store(error)) => {
                     self.trace(format!("api submit {idx} failed: {error}; the client retries"));
                     self.schedule(now + 500, Due::Submit(idx, try_ + 1));
+                }
+                Err(SubmitError::InFlight { retry_after_ms }) => {
+                    // A lost reply left the key claimed; the client retries when told to.
+                    self.trace(format!("api submit {idx} in flight; retry in {retry_after_ms} ms"));
+                    self.schedule(now + retry_after_ms, Due::Submit(idx, try_ + 1));
                 }
                 Err(other) => {
                     let detail = format!("submission {idx} was refused: {other}");
@@ -1194,6 +1218,7 @@ impl Simulation {
             self.collect_admissions(&record, &history, &mut admissions);
         }
         self.check_windows(&admissions);
+        self.check_events();
         let outage = self.config.outage.clone().map(|o| self.outage_figures(&o, &finals));
         latencies.sort_unstable();
         let pct = |p: f64| -> u64 {
@@ -1207,7 +1232,7 @@ impl Simulation {
         Report {
             seed: self.config.seed,
             notifications: self.config.notifications,
-            accepted: ids.len(),
+            accepted: self.accepted.len(),
             profile: self.config.profile,
             faults: world.faults.clone(),
             fired: world.fired.clone(),
@@ -1391,6 +1416,29 @@ impl Simulation {
                     self.violation("cap-exceeded", Some(id.clone()), &detail);
                     return;
                 }
+            }
+        }
+    }
+
+    /// Event-level dedup: every accepted submission of the same event for the same recipient and
+    /// channel (all within the default 24 h window) got the same notification.
+    fn check_events(&mut self) {
+        let mut made: BTreeMap<(usize, usize, Channel), BTreeSet<NotificationId>> = BTreeMap::new();
+        for (idx, id) in &self.accepted {
+            let planned = &self.plan[*idx];
+            if let Some(event) = planned.event {
+                let key = (event, planned.recipient, planned.channel);
+                made.entry(key).or_default().insert(id.clone());
+            }
+        }
+        for ((event, recipient, channel), ids) in made {
+            self.policy_figures.events += 1;
+            if ids.len() > 1 {
+                let detail = format!(
+                    "event evt-{event} for r{recipient} on {channel} made {} notifications: {ids:?}",
+                    ids.len()
+                );
+                self.violation("dedup", ids.into_iter().next(), &detail);
             }
         }
     }

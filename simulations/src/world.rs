@@ -23,7 +23,8 @@ use steps::rate::{SendRate, SendSlot};
 use workflows::dlq::{DlqFilter, DlqPage};
 use workflows::machine::{Receipt, State};
 use workflows::ports::{
-    ApiKey, Clock, Limits, ListQuery, Outbound, Provider, Purged, RecipientKey, Store, StoreError,
+    ApiKey, Claimed, Clock, CreatedOnce, Dedup, EventKey, Limits, ListQuery, Outbound, Provider,
+    Purged, RecipientKey, Store, StoreError, StoredResponse,
 };
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record};
 
@@ -46,6 +47,8 @@ pub struct Planted {
     /// A recipient's limits are checked and then taken in two steps, with other workers running
     /// in between (a check-then-take instead of one atomic script).
     pub non_atomic_limits: bool,
+    /// A submission's event is never looked up: every submission makes a notification.
+    pub no_dedup: bool,
 }
 
 /// One message a provider really took.
@@ -542,6 +545,78 @@ impl<S: Store> Store for FaultyStore<S> {
         key_id: &str,
     ) -> impl Future<Output = Result<Option<ApiKey>, StoreError>> + Send {
         self.inner.api_key(key_id)
+    }
+}
+
+impl<S: Store> Dedup for FaultyStore<S> {
+    async fn claim_key(
+        &self,
+        tenant: &TenantId,
+        idempotency: &Idempotency,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Claimed, StoreError> {
+        match self.dice("claim") {
+            StoreFault::Error => Err(Self::unavailable("claim")),
+            StoreFault::LostReply => {
+                self.inner.claim_key(tenant, idempotency, now_ms, lease_ms).await?;
+                Err(Self::unavailable("claim reply"))
+            }
+            StoreFault::None => self.inner.claim_key(tenant, idempotency, now_ms, lease_ms).await,
+        }
+    }
+
+    async fn finish_key(
+        &self,
+        tenant: &TenantId,
+        idempotency: &Idempotency,
+        response: &StoredResponse,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        match self.dice("finish") {
+            StoreFault::Error => Err(Self::unavailable("finish")),
+            StoreFault::LostReply => {
+                self.inner.finish_key(tenant, idempotency, response, now_ms).await?;
+                Err(Self::unavailable("finish reply"))
+            }
+            StoreFault::None => self.inner.finish_key(tenant, idempotency, response, now_ms).await,
+        }
+    }
+
+    fn release_key(
+        &self,
+        tenant: &TenantId,
+        idempotency: &Idempotency,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.inner.release_key(tenant, idempotency)
+    }
+
+    async fn create_once(
+        &self,
+        record: &Record,
+        first: &HistoryEntry,
+        event: &EventKey,
+        window_ms: u64,
+    ) -> Result<CreatedOnce, StoreError> {
+        let fault = self.dice("create");
+        if matches!(fault, StoreFault::Error) {
+            return Err(Self::unavailable("create"));
+        }
+        let created = if self.shared.world().planted.no_dedup {
+            match self.inner.create(record, first, None).await? {
+                Created::New => CreatedOnce::New,
+                Created::Existing { .. } => CreatedOnce::IdTaken,
+            }
+        } else {
+            self.inner.create_once(record, first, event, window_ms).await?
+        };
+        if created == CreatedOnce::New {
+            journal_create(&self.shared, record, first);
+        }
+        match fault {
+            StoreFault::LostReply => Err(Self::unavailable("create reply")),
+            _ => Ok(created),
+        }
     }
 }
 

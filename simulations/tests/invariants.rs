@@ -211,3 +211,16 @@ fn caps_hold_back_bursts_and_every_admission_is_checked() {
     assert!(figures.admissions > 1_000, "{figures:?}");
     assert!(figures.deferred > 0 && figures.skipped > 0 && figures.by_cap > 0, "{figures:?}");
 }
+
+#[test]
+fn a_dedup_that_never_looks_up_the_event_is_caught() {
+    let planted = Planted { no_dedup: true, ..Planted::default() };
+    let (seed, report) = first_failure(planted, 300).expect("caught within 300 seeds");
+    eprintln!("no dedup: caught by seed {seed}");
+    let invariants: BTreeSet<&str> =
+        report.violations.iter().map(|v| v.invariant.as_str()).collect();
+    assert!(invariants.contains("dedup"), "seed {seed}: {invariants:?}");
+    let fixed = run(config(seed, 100));
+    assert_passed(&fixed);
+    assert!(fixed.policy.deduplicated > 0, "{}", fixed.text());
+}

@@ -109,6 +109,7 @@ mod tests {
             template: TemplateRef { id: TemplateId::new("otp").unwrap(), version: "v".into() },
             data: Default::default(),
             category: Category::new(category).unwrap(),
+            correlation: Default::default(),
         }
     }
 

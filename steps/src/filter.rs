@@ -113,6 +113,7 @@ mod tests {
             template: TemplateRef { id: TemplateId::new("welcome").unwrap(), version: "v".into() },
             data: Default::default(),
             category: Category::new("account").unwrap(),
+            correlation: Default::default(),
         }
     }
 

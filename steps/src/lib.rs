@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //! - [`model`]: ids, addresses and the notification request.
+//! - [`correlation`]: what relates notifications: the event (dedup) and the collapse key.
 //! - [`filter`]: the preference filter (may this go out on this channel?).
 //! - [`fallback`]: channel fallback (SMS exhausted → email), only where it cannot double-deliver.
 //! - [`render`]: tera 2 templates, pinned by version, per channel part.
@@ -13,6 +14,7 @@
 //! - [`retry`]: retry policies as data, seeded backon delays.
 //! - [`outcome`]: what a provider call came to, and the error taxonomy.
 
+pub mod correlation;
 pub mod fallback;
 pub mod filter;
 pub mod limits;

@@ -329,6 +329,9 @@ pub struct Request {
     pub data: serde_json::Map<String, serde_json::Value>,
     /// The category (drives preferences and policies in later issues).
     pub category: Category,
+    /// The event it reports and the group it may be collapsed into, if any.
+    #[serde(default, skip_serializing_if = "crate::correlation::Correlation::is_empty")]
+    pub correlation: crate::correlation::Correlation,
 }
 
 #[cfg(test)]

@@ -23,8 +23,8 @@ use steps::rate::{OverLimit, Pacer, SendRate, SendSlot};
 use workflows::dlq::{DlqFilter, Truncated};
 use workflows::machine::{State, StateKind};
 use workflows::ports::{
-    ApiKey, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem, ListQuery, Purged, RecipientKey,
-    Store,
+    ApiKey, Claimed, CreatedOnce, EventKey, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem,
+    ListQuery, Purged, RecipientKey, Store, StoredItem, StoredResponse,
 };
 use workflows::record::{
     Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
@@ -39,7 +39,7 @@ pub trait Conformance: Store + Inbox + WakeQueue {}
 impl<S: Store + Inbox + WakeQueue> Conformance for S {}
 
 /// Every check, by name, in the order [`conformance_tests!`](crate::conformance_tests) runs them.
-pub const CHECKS: [&str; 23] = [
+pub const CHECKS: [&str; 25] = [
     "create_and_load_round_trip",
     "idempotent_create",
     "commit_compare_and_set",
@@ -60,6 +60,8 @@ pub const CHECKS: [&str; 23] = [
     "abandoned_deliveries_are_reclaimed",
     "promote_is_bounded_per_shard",
     "tenant_isolation",
+    "idempotency_keys_are_claimed_finished_and_released",
+    "an_event_creates_one_record_within_its_window",
     "lost_wake_is_redriven_after_its_deadline",
     "settled_records_are_never_redriven",
     "overdue_records_are_counted_and_reaped_in_bounded_chunks",
@@ -91,6 +93,8 @@ macro_rules! conformance_tests {
             abandoned_deliveries_are_reclaimed,
             promote_is_bounded_per_shard,
             tenant_isolation,
+            idempotency_keys_are_claimed_finished_and_released,
+            an_event_creates_one_record_within_its_window,
             lost_wake_is_redriven_after_its_deadline,
             settled_records_are_never_redriven,
             overdue_records_are_counted_and_reaped_in_bounded_chunks,
@@ -137,6 +141,7 @@ fn request() -> Request {
         },
         data: serde_json::Map::from_iter([("name".to_owned(), serde_json::json!("Bob"))]),
         category: Category::new("order_updates").expect("fixture id"),
+        correlation: Default::default(),
     }
 }
 
@@ -351,6 +356,135 @@ pub async fn idempotent_create<S: Conformance>(store: &S) {
         Ok(Created::Existing { id: first_id.clone(), same_request: false })
     );
     assert_eq!(stats(store).await.ready, 2, "only the two new records enqueue a wake-up");
+}
+
+/// An idempotency key whose work spans several steps: the first claim holds it; a second with
+/// the same body is in flight until the lease runs out, then takes over; another body is a
+/// reuse; the finished answer is returned to every later claim and never replaced; a release
+/// frees a pending claim only. A key written by a create reads as done. Keys are per tenant.
+pub async fn idempotency_keys_are_claimed_finished_and_released<S: Conformance>(store: &S) {
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let now = store.now_ms();
+    let lease = 10_000;
+    let idem = Idempotency { key: "batch-7".into(), fingerprint: "fp-1".into() };
+    let other = Idempotency { key: "batch-7".into(), fingerprint: "fp-2".into() };
+    assert_eq!(store.claim_key(&acme, &idem, now, lease).await, Ok(Claimed::Held));
+    assert_eq!(
+        store.claim_key(&acme, &idem, now + 1, lease).await,
+        Ok(Claimed::InFlight { until_ms: now + lease })
+    );
+    assert_eq!(
+        store.claim_key(&acme, &other, now + 1, lease).await,
+        Ok(Claimed::Reused { id: None })
+    );
+    // Another tenant's key of the same name is its own.
+    assert_eq!(store.claim_key(&globex, &idem, now + 1, lease).await, Ok(Claimed::Held));
+    // The holder's lease ran out: the next claim with the same body takes over.
+    assert_eq!(store.claim_key(&acme, &idem, now + lease, lease).await, Ok(Claimed::Held));
+    assert_eq!(
+        store.claim_key(&acme, &idem, now + lease + 1, lease).await,
+        Ok(Claimed::InFlight { until_ms: now + 2 * lease })
+    );
+    let answer = StoredResponse {
+        items: vec![
+            StoredItem { id: id(&acme, 1), deduplicated: false },
+            StoredItem { id: id(&acme, 2), deduplicated: true },
+        ],
+    };
+    store.finish_key(&acme, &idem, &answer, now + 20).await.expect("finish");
+    assert_eq!(
+        store.claim_key(&acme, &idem, now + 21, lease).await,
+        Ok(Claimed::Done { response: answer.clone() })
+    );
+    assert_eq!(
+        store.claim_key(&acme, &other, now + 21, lease).await,
+        Ok(Claimed::Reused { id: Some(id(&acme, 1)) })
+    );
+    // A late finish (a holder taken for dead) or a release changes nothing once finished.
+    let late = StoredResponse { items: vec![StoredItem { id: id(&acme, 3), deduplicated: false }] };
+    store.finish_key(&acme, &idem, &late, now + 22).await.expect("finish");
+    store.release_key(&acme, &idem).await.expect("release");
+    assert_eq!(
+        store.claim_key(&acme, &idem, now + 23, lease).await,
+        Ok(Claimed::Done { response: answer })
+    );
+    // A pending claim is released by its own body only.
+    store.release_key(&globex, &other).await.expect("release");
+    assert!(matches!(
+        store.claim_key(&globex, &idem, now + 24, lease).await,
+        Ok(Claimed::InFlight { .. })
+    ));
+    store.release_key(&globex, &idem).await.expect("release");
+    assert_eq!(store.claim_key(&globex, &idem, now + 25, lease).await, Ok(Claimed::Held));
+    // A key a create wrote with its record is done, with that record.
+    let key = "order-9";
+    let created = Idempotency { key: key.into(), fingerprint: "fp-c".into() };
+    let rec = record(&acme, &keys::new_notification_id(&acme, Some(key), &ulid(9)), now, None);
+    assert_eq!(store.create(&rec, &first(now), Some(&created)).await, Ok(Created::New));
+    let item = StoredItem { id: rec.id.clone(), deduplicated: false };
+    assert_eq!(
+        store.claim_key(&acme, &created, now + 1, lease).await,
+        Ok(Claimed::Done { response: StoredResponse { items: vec![item] } })
+    );
+    let reused = Idempotency { key: key.into(), fingerprint: "fp-x".into() };
+    assert_eq!(
+        store.claim_key(&acme, &reused, now + 1, lease).await,
+        Ok(Claimed::Reused { id: Some(rec.id.clone()) })
+    );
+    // A create with a key that a pending claim holds writes nothing.
+    let pending = Idempotency { key: "pending".into(), fingerprint: "fp-p".into() };
+    assert_eq!(store.claim_key(&acme, &pending, now, lease).await, Ok(Claimed::Held));
+    let blocked =
+        record(&acme, &keys::new_notification_id(&acme, Some("pending"), &ulid(10)), now, None);
+    let answer = store.create(&blocked, &first(now), Some(&pending)).await;
+    assert!(matches!(answer, Ok(Created::Existing { same_request: false, .. })), "{answer:?}");
+    assert_eq!(store.load(&acme, &blocked.id).await, Ok(None));
+}
+
+/// The same event for the same recipient and channel creates one record within its window; the
+/// duplicate names the first and writes nothing. Another recipient, channel or tenant is another
+/// event, and after the window the event makes a new record.
+pub async fn an_event_creates_one_record_within_its_window<S: Conformance>(store: &S) {
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let event = |tenant: &TenantId, recipient: &str, channel| EventKey {
+        tenant: tenant.clone(),
+        event: steps::correlation::EventId::new("order-1:shipped").expect("fixture id"),
+        recipient: RecipientId::new(recipient).expect("fixture id"),
+        channel,
+    };
+    let once = async |event: &EventKey, n: u32, window_ms: u64| {
+        let id = keys::new_notification_id_in(keys::event_shard(event), &ulid(n));
+        let now = store.now_ms();
+        let rec = record(&event.tenant, &id, now, Some(now));
+        (id, store.create_once(&rec, &first(now), event, window_ms).await)
+    };
+    let shipped = event(&acme, "bob", Channel::Email);
+    let day = 86_400_000;
+    let (first_id, created) = once(&shipped, 1, day).await;
+    assert_eq!(created, Ok(CreatedOnce::New));
+    let (second_id, again) = once(&shipped, 2, day).await;
+    assert_eq!(again, Ok(CreatedOnce::Duplicate { id: first_id.clone() }));
+    assert_eq!(store.load(&acme, &second_id).await, Ok(None), "a duplicate created a record");
+    for (n, other) in [
+        (3, event(&acme, "carol", Channel::Email)),
+        (4, event(&acme, "bob", Channel::Sms)),
+        (5, event(&globex, "bob", Channel::Email)),
+    ] {
+        assert_eq!(once(&other, n, day).await.1, Ok(CreatedOnce::New), "{other:?}");
+    }
+    // The same id again (with an unseen event of its shard) is refused, never overwritten.
+    let now = store.now_ms();
+    let rec = record(&acme, &first_id, now, None);
+    let fresh = (0..1_000)
+        .map(|n| event(&acme, &format!("dave{n}"), Channel::Email))
+        .find(|e| keys::event_shard(e) == keys::event_shard(&shipped))
+        .expect("an event in the same shard");
+    assert_eq!(store.create_once(&rec, &first(now), &fresh, day).await, Ok(CreatedOnce::IdTaken));
+    // A short window: after it the event makes a new record (TTLs run on the store's clock).
+    let brief = event(&acme, "erin", Channel::Push);
+    assert_eq!(once(&brief, 6, 200).await.1, Ok(CreatedOnce::New));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(once(&brief, 7, 200).await.1, Ok(CreatedOnce::New));
 }
 
 /// A commit applies only at the expected version; a stale one reports the current version; an

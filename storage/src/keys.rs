@@ -10,7 +10,8 @@
 //! | `courant:{sNN}:t:<tenant>:state:<kind>` | ZSET | ids by state, score = updated_at_ms |
 //! | `courant:{sNN}:t:<tenant>:all` | ZSET | every id, score = updated_at_ms |
 //! | `courant:{sNN}:t:<tenant>:dlq` | ZSET | dead-lettered ids, score = when |
-//! | `courant:{sNN}:t:<tenant>:idem:<key>` | STRING | `id\nfingerprint`, 24 h TTL |
+//! | `courant:{sNN}:t:<tenant>:idem:<key>` | STRING | `id\nfingerprint`, or a claim (JSON: fingerprint, lease, answer), 24 h TTL |
+//! | `courant:{sNN}:t:<tenant>:event:<sha256>` | STRING | the notification an event made for a recipient and channel, TTL the dedup window |
 //! | `courant:{sNN}:q:ready` | STREAM | due wake-ups (consumer group `workers`) |
 //! | `courant:{sNN}:q:timers` | ZSET | future wake-ups, score = due ms |
 //! | `courant:{sNN}:q:parked` | ZSET | poisoned wake-ups, score = when parked |
@@ -30,6 +31,7 @@ use sha2::{Digest, Sha256};
 use steps::limits::Limit;
 use steps::model::{NotificationId, ProviderName, RecipientId, TenantId};
 use workflows::machine::StateKind;
+use workflows::ports::EventKey;
 
 /// The most a worker host's clock may differ from the store's (Redis `TIME`), in ms. Wake-up
 /// times are written with the committing worker's clock and promoted with another's; beyond this
@@ -84,6 +86,13 @@ pub fn new_notification_id(
         Some(key) => idempotency_shard(tenant, key),
         None => shard_of_hash(fnv1a(ulid.as_bytes())),
     };
+    new_notification_id_in(shard, ulid)
+}
+
+/// Mints a notification id in `shard` (taken modulo [`SHARDS`]), as [`new_notification_id`]
+/// does: for a notification that must live in its event's shard ([`event_shard`]).
+pub fn new_notification_id_in(shard: u16, ulid: &str) -> NotificationId {
+    let shard = shard % SHARDS;
     let tail: String = ulid.chars().filter(char::is_ascii_alphanumeric).take(26).collect();
     let id = format!("n{shard:02x}{tail}");
     // Invariant: 3 to 29 characters of [a-zA-Z0-9], which `check_id` always accepts.
@@ -171,6 +180,33 @@ pub fn idempotency(tenant: &TenantId, idempotency_key: &str) -> String {
         format!("sha256-{}", hex::encode(Sha256::digest(idempotency_key.as_bytes())))
     };
     format!("{}idem:{name}", tenant_prefix(shard, tenant))
+}
+
+/// The bytes an event is known by: its id, the recipient and the channel, `\0`-separated.
+fn event_bytes(event: &EventKey) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for part in [event.event.as_str(), event.recipient.as_str(), event.channel.as_str()] {
+        bytes.extend_from_slice(part.as_bytes());
+        bytes.push(0);
+    }
+    bytes
+}
+
+/// The shard an event of a tenant lives in (its dedup key, and the notification it makes): a
+/// submission with an `event_id` is minted there ([`new_notification_id_in`]) so the check,
+/// the record and the remembered event are one script.
+pub fn event_shard(event: &EventKey) -> u16 {
+    let mut bytes = event.tenant.as_str().as_bytes().to_vec();
+    bytes.push(0);
+    bytes.extend(event_bytes(event));
+    shard_of_hash(fnv1a(&bytes))
+}
+
+/// An event seen for a recipient on a channel (STRING: the notification it made, TTL the dedup
+/// window), in the event's shard. The application's event id is hashed into the name.
+pub fn event(event: &EventKey) -> String {
+    let name = hex::encode(Sha256::digest(event_bytes(event)));
+    format!("{}event:{name}", tenant_prefix(event_shard(event), &event.tenant))
 }
 
 /// A shard's ready wake-ups (STREAM, consumer group [`CONSUMER_GROUP`]).
@@ -331,6 +367,29 @@ mod tests {
         assert_eq!(limit(&acme, &bob, &cap), "courant:{r:acme:bob}:cap:marketing:86400000");
         assert_eq!(inbox(&acme, &bob), "courant:{i:acme:bob}:inbox");
         assert_eq!(api_key("ab12"), "courant:apikey:ab12");
+    }
+
+    #[test]
+    fn an_event_puts_its_notification_in_the_event_shard() {
+        let key = |event: &str, recipient: &str, channel| EventKey {
+            tenant: tenant("acme"),
+            event: steps::correlation::EventId::new(event).unwrap(),
+            recipient: RecipientId::new(recipient).unwrap(),
+            channel,
+        };
+        let shipped = key("order-1:shipped", "bob", Channel::Email);
+        let shard = event_shard(&shipped);
+        let id = new_notification_id_in(shard, ULID);
+        assert_eq!(shard_of(&id), Some(shard));
+        let name = event(&shipped);
+        assert!(name.starts_with(&format!("courant:{}:t:acme:event:", shard_tag(shard))), "{name}");
+        assert!(!name.contains("order-1"), "the application's event id is hashed: {name}");
+        // Another recipient, channel or tenant is another event.
+        assert_ne!(name, event(&key("order-1:shipped", "carol", Channel::Email)));
+        assert_ne!(name, event(&key("order-1:shipped", "bob", Channel::Sms)));
+        let other = EventKey { tenant: tenant("zeta"), ..shipped.clone() };
+        assert_ne!(name, event(&other));
+        assert_eq!(new_notification_id_in(SHARDS + 3, ULID), new_notification_id_in(3, ULID));
     }
 
     #[test]

@@ -64,7 +64,17 @@ pub enum Error {
     /// The reconcile grace is too long.
     #[error("reconcile_grace_ms must be at most 600000")]
     Grace,
+    /// A dedup window is too long.
+    #[error("{}dedup_window_ms must be at most {DEDUP_WINDOW_MS_MAX} (30 days)", .category.as_ref().map(|c| format!("categories.{c}.")).unwrap_or_default())]
+    DedupWindow {
+        /// The category whose window it is (none: the default window).
+        category: Option<Category>,
+    },
 }
+
+/// The longest dedup window: 30 days (an event id is remembered that long per recipient and
+/// channel).
+pub const DEDUP_WINDOW_MS_MAX: u64 = 30 * 24 * 3_600_000;
 
 /// Why a category's caps are invalid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -104,6 +114,11 @@ pub struct Policy {
     /// re-sending, in ms. Receipts usually arrive within seconds; 30 s catches most without
     /// making an OTP late.
     pub reconcile_grace_ms: u64,
+    /// How long an `event_id` is remembered per recipient and channel, in ms: a submission of
+    /// the same event for the same recipient and channel within it creates no second
+    /// notification (the answer names the first). 24 h by default; 0 turns dedup off. A
+    /// category may set its own.
+    pub dedup_window_ms: u64,
 }
 
 /// What a category changes in the policy.
@@ -123,6 +138,9 @@ pub struct CategoryPolicy {
     /// 5 a week, deferred; nothing else is capped); `[]` removes every cap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caps: Option<Vec<Cap>>,
+    /// This category's dedup window (see [`Policy::dedup_window_ms`]); unset uses the policy's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dedup_window_ms: Option<u64>,
 }
 
 /// The retry policy of channels without one, as a static so that it can be lent out.
@@ -162,6 +180,14 @@ impl Policy {
     /// The rate limit for a channel, if any.
     pub fn rate(&self, channel: Channel) -> Option<&RateLimit> {
         self.rate.get(&channel)
+    }
+
+    /// How long an `event_id` of `category` is remembered (0: not at all).
+    pub fn dedup_window_ms_for(&self, category: &Category) -> u64 {
+        self.categories
+            .get(category)
+            .and_then(|c| c.dedup_window_ms)
+            .unwrap_or(self.dedup_window_ms)
     }
 
     /// The caps of a category (none for most).
@@ -244,6 +270,14 @@ impl Policy {
         if self.reconcile_grace_ms > 600_000 {
             return Err(Error::Grace);
         }
+        if self.dedup_window_ms > DEDUP_WINDOW_MS_MAX {
+            return Err(Error::DedupWindow { category: None });
+        }
+        for (category, overrides) in &self.categories {
+            if overrides.dedup_window_ms.is_some_and(|ms| ms > DEDUP_WINDOW_MS_MAX) {
+                return Err(Error::DedupWindow { category: Some(category.clone()) });
+            }
+        }
         Ok(())
     }
 }
@@ -283,7 +317,7 @@ impl Default for Policy {
                         (Channel::Push, exponential(2, second, 2.0, second, 2 * minute)),
                     ]),
                     critical: Some(true),
-                    caps: None,
+                    ..CategoryPolicy::default()
                 },
             ),
             (
@@ -302,6 +336,7 @@ impl Default for Policy {
                         Cap { max: 1, window_ms: 24 * hour, over_limit: OverLimit::Defer },
                         Cap { max: 5, window_ms: 7 * 24 * hour, over_limit: OverLimit::Defer },
                     ]),
+                    ..CategoryPolicy::default()
                 },
             ),
         ]);
@@ -322,6 +357,7 @@ impl Default for Policy {
             fallback,
             send_lease_ms: 30_000,
             reconcile_grace_ms: 30_000,
+            dedup_window_ms: 24 * hour,
         }
     }
 }

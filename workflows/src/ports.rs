@@ -6,6 +6,7 @@ use std::future::Future;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use steps::correlation::EventId;
 use steps::limits::{Admission, Window};
 use steps::model::{
     Attempt, Category, Channel, NotificationId, ProviderName, Recipient, RecipientId, TenantId,
@@ -49,8 +50,8 @@ pub const LIST_LIMIT_MAX: usize = 1_000;
 ///
 /// Every method is one atomic operation. Implementations: Redis (production) and in-memory
 /// (simulator and dev mode), held to one conformance suite. A store also keeps the recipients'
-/// [`Limits`].
-pub trait Store: Limits + Send + Sync + 'static {
+/// [`Limits`] and the keys of [`Dedup`].
+pub trait Store: Limits + Dedup + Send + Sync + 'static {
     /// Writes a new record (version 1) with its first history entry, indexes it and enqueues its
     /// first wake-up, all at once. With `idempotency`, a key used before returns the earlier
     /// notification instead.
@@ -273,4 +274,123 @@ pub trait Limits: Send + Sync + 'static {
         windows: &[Window],
         now_ms: u64,
     ) -> impl Future<Output = Result<Vec<u32>, StoreError>> + Send;
+}
+
+/// One notification an idempotent request came to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredItem {
+    /// The notification.
+    pub id: NotificationId,
+    /// Whether it was an earlier notification of the same event (nothing new was created).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deduplicated: bool,
+}
+
+/// What an idempotent request came to, kept with its key, so a retry with the same key and body
+/// gets the same answer: one item for a submit, one per notification for a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResponse {
+    /// The notifications, in the request's order.
+    pub items: Vec<StoredItem>,
+}
+
+/// What claiming an idempotency key came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// The caller holds the key (fresh, or taken over from a holder whose lease ran out): it
+    /// does the work, then [`Dedup::finish_key`] (or [`Dedup::release_key`] if it gives up).
+    Held,
+    /// A request with the same key and body is done: its answer.
+    Done {
+        /// The stored answer.
+        response: StoredResponse,
+    },
+    /// A request with the same key and body holds it until `until_ms`.
+    InFlight {
+        /// When its lease runs out, ms since the Unix epoch.
+        until_ms: u64,
+    },
+    /// The key was used with another body.
+    Reused {
+        /// The notification it made, when known.
+        id: Option<NotificationId>,
+    },
+}
+
+/// How long a request may hold an idempotency key before another request with the same key and
+/// body may take over (its holder is taken for dead): far above a batch's few hundred ms.
+pub const CLAIM_LEASE_MS: u64 = 10_000;
+
+/// An event for one recipient on one channel: what event-level dedup counts.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EventKey {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The application's event id.
+    pub event: EventId,
+    /// The recipient.
+    pub recipient: RecipientId,
+    /// The channel.
+    pub channel: Channel,
+}
+
+/// What creating a record once per event came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreatedOnce {
+    /// A new record was written (and the event remembered with it).
+    New,
+    /// The event was seen within its window: nothing was written; `id` is the notification it
+    /// made.
+    Duplicate {
+        /// The earlier notification.
+        id: NotificationId,
+    },
+    /// A record with this id exists already (an id collision); nothing was written.
+    IdTaken,
+}
+
+/// Idempotency keys whose work spans more than one atomic step, and event-level dedup.
+///
+/// A submit's idempotency key is checked in the script that creates the record when both live
+/// in one hash slot. When they cannot (a batch of notifications in many slots, a notification
+/// that must live in its event's slot), the key is *claimed* first: a pending entry with a lease
+/// that a retry sees as in flight, then *finished* with the answer, which a retry gets back.
+pub trait Dedup: Send + Sync + 'static {
+    /// Claims `idempotency.key` of `tenant` for a request with `idempotency.fingerprint`, for
+    /// `lease_ms` from `now_ms`. The key is kept 24 h from its first claim.
+    fn claim_key(
+        &self,
+        tenant: &TenantId,
+        idempotency: &Idempotency,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> impl Future<Output = Result<Claimed, StoreError>> + Send;
+
+    /// Stores the answer of a claimed key. A key already finished keeps its first answer.
+    fn finish_key(
+        &self,
+        tenant: &TenantId,
+        idempotency: &Idempotency,
+        response: &StoredResponse,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Drops a pending claim with this fingerprint (its holder gave up), so a retry need not
+    /// wait for the lease. A finished key is kept.
+    fn release_key(
+        &self,
+        tenant: &TenantId,
+        idempotency: &Idempotency,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Creates a record as [`Store::create`] does, unless `event` was seen within `window_ms`:
+    /// the check, the record and the remembered event are one atomic step (the record lives in
+    /// the event's hash slot).
+    fn create_once(
+        &self,
+        record: &Record,
+        first: &HistoryEntry,
+        event: &EventKey,
+        window_ms: u64,
+    ) -> impl Future<Output = Result<CreatedOnce, StoreError>> + Send;
 }

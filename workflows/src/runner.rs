@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use steps::correlation::Correlation;
 use steps::fallback::FallbackDecision;
 use steps::model::{Category, Channel, NotificationId, ProviderName, Recipient, Request};
 use steps::model::{TemplateId, TenantId};
@@ -23,7 +24,10 @@ use steps::render::{Content, RenderError, TemplateSet};
 use crate::dlq::{self, DlqFilter, DlqPlan, Truncated};
 use crate::machine::{self, Context, Effect, Event, Machine, Receipt, Resume, State, StateKind};
 use crate::policy::Policy;
-use crate::ports::{Clock, Outbound, Provider, Purged, RecipientKey, Store, StoreError};
+use crate::ports::{
+    CLAIM_LEASE_MS, Claimed, Clock, CreatedOnce, EventKey, Outbound, Provider, Purged,
+    RecipientKey, Store, StoreError, StoredItem, StoredResponse,
+};
 use crate::record::{
     Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
 };
@@ -75,6 +79,8 @@ pub struct Submission {
     pub data: serde_json::Map<String, serde_json::Value>,
     /// The category.
     pub category: Category,
+    /// The event it reports and the group it may be collapsed into, if any.
+    pub correlation: Correlation,
 }
 
 /// Why a submission was refused.
@@ -84,10 +90,16 @@ pub enum SubmitError {
     #[error(transparent)]
     Template(#[from] RenderError),
     /// The idempotency key was used before with a different request.
-    #[error("idempotency key was already used for notification {id} with a different request")]
+    #[error("idempotency key was already used{} with a different request", .id.as_ref().map(|id| format!(" for notification {id}")).unwrap_or_default())]
     KeyReused {
-        /// The earlier notification.
-        id: NotificationId,
+        /// The earlier notification, when known.
+        id: Option<NotificationId>,
+    },
+    /// A request with the same idempotency key and body is still being handled.
+    #[error("a request with this idempotency key is in flight; retry in {retry_after_ms} ms")]
+    InFlight {
+        /// When to retry, ms from now.
+        retry_after_ms: u64,
     },
     /// The store failed.
     #[error(transparent)]
@@ -99,8 +111,34 @@ pub enum SubmitError {
 pub struct Submitted {
     /// The notification's id.
     pub id: NotificationId,
-    /// False when the idempotency key returned an earlier notification.
+    /// Whether this request created it (false: an idempotent replay, or a duplicate event).
     pub created: bool,
+    /// Whether the id is an earlier notification of the same event (event-level dedup), now or
+    /// in the request an idempotent replay repeats.
+    pub deduplicated: bool,
+    /// Whether this is the stored answer of an earlier request with the same idempotency key.
+    pub replayed: bool,
+}
+
+impl Submitted {
+    fn new(id: NotificationId) -> Self {
+        Self { id, created: true, deduplicated: false, replayed: false }
+    }
+
+    /// The answer stored for an idempotent replay.
+    pub fn stored(&self) -> StoredItem {
+        StoredItem { id: self.id.clone(), deduplicated: self.deduplicated }
+    }
+
+    /// A stored answer, replayed.
+    pub fn replay(item: &StoredItem) -> Self {
+        Self {
+            id: item.id.clone(),
+            created: false,
+            deduplicated: item.deduplicated,
+            replayed: true,
+        }
+    }
 }
 
 /// What a cancel came to.
@@ -375,6 +413,13 @@ impl<S: Store, C: Clock> Runner<S, C> {
 
     /// Accepts a notification: pins its template, renders it once to catch missing variables
     /// now rather than at send time, and stores it with its first wake-up.
+    ///
+    /// With an `event_id` (and a dedup window for its category), the record is created once per
+    /// event, recipient and channel: a duplicate answers with the first notification's id. The
+    /// record then lives in the event's hash slot, so an idempotency key (which lives in its
+    /// own) is claimed first and finished with the answer; a retry meanwhile is
+    /// [`SubmitError::InFlight`]. `id` must be minted for that slot (see the storage crate's
+    /// `keys::new_notification_id`).
     pub async fn submit(
         &self,
         tenant: &TenantId,
@@ -385,6 +430,7 @@ impl<S: Store, C: Clock> Runner<S, C> {
         let template = self.templates.pin(&submission.template)?;
         self.templates.render(&template, submission.channel, &submission.data)?;
         let now_ms = self.clock.now_ms();
+        let event = self.event_key(tenant, &submission);
         let state = State::Received {};
         let record = Record {
             tenant: tenant.clone(),
@@ -398,6 +444,7 @@ impl<S: Store, C: Clock> Runner<S, C> {
                 template,
                 data: submission.data,
                 category: submission.category,
+                correlation: submission.correlation,
             },
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
@@ -412,10 +459,114 @@ impl<S: Store, C: Clock> Runner<S, C> {
             cause: Cause::Api { action: "submit".into() },
             note: None,
         };
-        match self.store.create(&record, &first, idempotency).await? {
-            Created::New => Ok(Submitted { id, created: true }),
-            Created::Existing { id, same_request: true } => Ok(Submitted { id, created: false }),
-            Created::Existing { id, same_request: false } => Err(SubmitError::KeyReused { id }),
+        let Some((event, window_ms)) = event else {
+            return match self.store.create(&record, &first, idempotency).await? {
+                Created::New => Ok(Submitted::new(id)),
+                Created::Existing { id, same_request: true } => {
+                    Ok(Submitted::replay(&StoredItem { id, deduplicated: false }))
+                }
+                // The record's own id: a key claimed by a request that has not finished (or an id
+                // collision), which names no earlier notification.
+                Created::Existing { id: other, same_request: false } => {
+                    Err(SubmitError::KeyReused { id: (other != id).then_some(other) })
+                }
+            };
+        };
+        let Some(idempotency) = idempotency else {
+            return self.create_once(&record, &first, &event, window_ms).await;
+        };
+        let work = || async {
+            let submitted = self.create_once(&record, &first, &event, window_ms).await?;
+            let response = StoredResponse { items: vec![submitted.stored()] };
+            Ok((submitted, response))
+        };
+        self.claimed::<_, SubmitError, _>(tenant, idempotency, now_ms, work).await.and_then(
+            |claimed| match claimed {
+                Ok(submitted) => Ok(submitted),
+                Err(response) => response
+                    .items
+                    .first()
+                    .map(Submitted::replay)
+                    .ok_or_else(|| StoreError::Corrupt("an empty stored answer".into()).into()),
+            },
+        )
+    }
+
+    /// The dedup key and window of a submission: `None` without an `event_id`, or when its
+    /// category's dedup window is 0.
+    pub fn event_key(&self, tenant: &TenantId, submission: &Submission) -> Option<(EventKey, u64)> {
+        let event = submission.correlation.event_id.clone()?;
+        let window_ms = self.policy.dedup_window_ms_for(&submission.category);
+        (window_ms > 0).then(|| {
+            let key = EventKey {
+                tenant: tenant.clone(),
+                event,
+                recipient: submission.recipient.id.clone(),
+                channel: submission.channel,
+            };
+            (key, window_ms)
+        })
+    }
+
+    async fn create_once(
+        &self,
+        record: &Record,
+        first: &HistoryEntry,
+        event: &EventKey,
+        window_ms: u64,
+    ) -> Result<Submitted, SubmitError> {
+        match self.store.create_once(record, first, event, window_ms).await? {
+            CreatedOnce::New => Ok(Submitted::new(record.id.clone())),
+            CreatedOnce::Duplicate { id } => {
+                Ok(Submitted { id, created: false, deduplicated: true, replayed: false })
+            }
+            CreatedOnce::IdTaken => Err(SubmitError::KeyReused { id: Some(record.id.clone()) }),
+        }
+    }
+
+    /// Runs `work` under a claim of `idempotency`'s key: `Ok(Ok(value))` when this request did
+    /// the work (its answer is stored with the key), `Ok(Err(response))` with the stored answer
+    /// when a request with the same key and body was done before. A request in flight with the
+    /// same key ([`SubmitError::InFlight`]), or the key used with another body
+    /// ([`SubmitError::KeyReused`]), is an error. When `work` fails, the claim is released so a
+    /// retry can start at once; when the process dies instead, the claim's lease runs out and a
+    /// retry takes over (so `work` must be idempotent: each notification it creates has its own
+    /// key or event).
+    pub async fn claimed<T, E, W>(
+        &self,
+        tenant: &TenantId,
+        idempotency: &Idempotency,
+        now_ms: u64,
+        work: impl FnOnce() -> W,
+    ) -> Result<Result<T, StoredResponse>, E>
+    where
+        W: Future<Output = Result<(T, StoredResponse), E>>,
+        E: From<SubmitError>,
+    {
+        let store_error = |e: StoreError| E::from(SubmitError::Store(e));
+        let claim = self.store.claim_key(tenant, idempotency, now_ms, CLAIM_LEASE_MS).await;
+        match claim.map_err(store_error)? {
+            Claimed::Done { response } => return Ok(Err(response)),
+            Claimed::InFlight { until_ms } => {
+                let retry_after_ms = until_ms.saturating_sub(now_ms).max(1);
+                return Err(SubmitError::InFlight { retry_after_ms }.into());
+            }
+            Claimed::Reused { id } => return Err(SubmitError::KeyReused { id }.into()),
+            Claimed::Held => {}
+        }
+        match work().await {
+            Ok((value, response)) => {
+                let done_ms = self.clock.now_ms();
+                let finished = self.store.finish_key(tenant, idempotency, &response, done_ms).await;
+                finished.map_err(store_error)?;
+                Ok(Ok(value))
+            }
+            Err(error) => {
+                // Best effort: if the release fails too, the lease runs out and a retry takes
+                // over then.
+                let _ = self.store.release_key(tenant, idempotency).await;
+                Err(error)
+            }
         }
     }
 

@@ -24,7 +24,8 @@ use workflows::dlq::{DlqFilter, DlqPage};
 use workflows::machine::{Resume, State, StateKind};
 use workflows::policy::Policy;
 use workflows::ports::{
-    ApiKey, Clock, Limits, ListQuery, Outbound, Provider, Purged, RecipientKey, Store, StoreError,
+    ApiKey, CLAIM_LEASE_MS, Claimed, Clock, CreatedOnce, Dedup, EventKey, Limits, ListQuery,
+    Outbound, Provider, Purged, RecipientKey, Store, StoreError, StoredResponse,
 };
 use workflows::record::{
     Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
@@ -46,6 +47,10 @@ struct Data {
     /// Every wake-up enqueued, in order: (due at, wake).
     wakes: Vec<(u64, Wake)>,
     windows: BTreeMap<RecipientKey, BTreeMap<String, Counted>>,
+    /// Idempotency claims: fingerprint, lease end, answer.
+    claims: BTreeMap<String, (String, u64, Option<StoredResponse>)>,
+    /// Events seen, and the notification each made (windows are not modelled here).
+    events: BTreeMap<EventKey, NotificationId>,
     pacers: BTreeMap<ProviderName, Pacer>,
 }
 
@@ -73,6 +78,81 @@ impl FakeStore {
         record.version += 1;
         record.state = state;
         record.version
+    }
+}
+
+impl Dedup for FakeStore {
+    fn claim_key(
+        &self,
+        _tenant: &TenantId,
+        idempotency: &Idempotency,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> impl Future<Output = Result<Claimed, StoreError>> + Send {
+        let mut data = self.0.lock().unwrap();
+        let fresh = (idempotency.fingerprint.clone(), now_ms + lease_ms, None);
+        let claimed = match data.claims.get_mut(&idempotency.key) {
+            None => {
+                data.claims.insert(idempotency.key.clone(), fresh);
+                Claimed::Held
+            }
+            Some((fp, _, response)) if *fp != idempotency.fingerprint => {
+                Claimed::Reused { id: response.as_ref().map(|r| r.items[0].id.clone()) }
+            }
+            Some((_, _, Some(response))) => Claimed::Done { response: response.clone() },
+            Some((_, until_ms, None)) if *until_ms > now_ms => {
+                Claimed::InFlight { until_ms: *until_ms }
+            }
+            Some(held) => {
+                *held = fresh;
+                Claimed::Held
+            }
+        };
+        ready(Ok(claimed))
+    }
+
+    fn finish_key(
+        &self,
+        _tenant: &TenantId,
+        idempotency: &Idempotency,
+        response: &StoredResponse,
+        _now_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let mut data = self.0.lock().unwrap();
+        if let Some((fp, _, stored @ None)) = data.claims.get_mut(&idempotency.key)
+            && *fp == idempotency.fingerprint
+        {
+            *stored = Some(response.clone());
+        }
+        ready(Ok(()))
+    }
+
+    fn release_key(
+        &self,
+        _tenant: &TenantId,
+        idempotency: &Idempotency,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let mut data = self.0.lock().unwrap();
+        if matches!(data.claims.get(&idempotency.key), Some((_, _, None))) {
+            data.claims.remove(&idempotency.key);
+        }
+        ready(Ok(()))
+    }
+
+    fn create_once(
+        &self,
+        record: &Record,
+        first: &HistoryEntry,
+        event: &EventKey,
+        _window_ms: u64,
+    ) -> impl Future<Output = Result<CreatedOnce, StoreError>> + Send {
+        if let Some(id) = self.0.lock().unwrap().events.get(event) {
+            return ready(Ok(CreatedOnce::Duplicate { id: id.clone() }));
+        }
+        self.0.lock().unwrap().events.insert(event.clone(), record.id.clone());
+        let created = futures::FutureExt::now_or_never(self.create(record, first, None));
+        assert_eq!(created, Some(Ok(Created::New)), "the fake's create is immediate");
+        ready(Ok(CreatedOnce::New))
     }
 }
 
@@ -349,6 +429,7 @@ impl World {
             template: TemplateId::new("otp").unwrap(),
             data: serde_json::json!({"code": "123456"}).as_object().unwrap().clone(),
             category: Category::new("otp").unwrap(),
+            correlation: Default::default(),
         };
         let submitted = block_on(self.runner.submit(&self.tenant, id.clone(), submission, None));
         assert!(submitted.unwrap().created);
@@ -370,10 +451,39 @@ impl World {
             template: TemplateId::new("otp").unwrap(),
             data: serde_json::json!({"code": "123456"}).as_object().unwrap().clone(),
             category: Category::new(category).unwrap(),
+            correlation: Default::default(),
         };
         let submitted = block_on(self.runner.submit(&self.tenant, id.clone(), submission, None));
         assert!(submitted.unwrap().created);
         id
+    }
+
+    /// Submits `id` (an otp SMS) reporting `event`, with an idempotency key if given.
+    fn submit_event(
+        &self,
+        id: &str,
+        event: &str,
+        category: &str,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<workflows::runner::Submitted, workflows::runner::SubmitError> {
+        let submission = Submission {
+            recipient: Recipient {
+                id: RecipientId::new("u1").unwrap(),
+                email: None,
+                phone: Some(PhoneNumber::parse("+447911123456").unwrap()),
+                opt_out: vec![],
+            },
+            channel: Channel::Sms,
+            template: TemplateId::new("otp").unwrap(),
+            data: serde_json::json!({"code": "123456"}).as_object().unwrap().clone(),
+            category: Category::new(category).unwrap(),
+            correlation: steps::correlation::Correlation {
+                event_id: Some(steps::correlation::EventId::new(event).unwrap()),
+                collapse_key: None,
+            },
+        };
+        let id = NotificationId::new(id).unwrap();
+        block_on(self.runner.submit(&self.tenant, id, submission, idempotency))
     }
 
     fn advance(&self, id: &NotificationId, version: u64) -> Advanced {
@@ -965,4 +1075,72 @@ fn a_full_cap_skips_by_policy_or_when_waiting_would_outlast_the_budget() {
     let note = w.store().entries(&late).last().unwrap().note.clone().unwrap();
     assert!(note.starts_with("the promo cap (1 per 24 h) is reached and has room only"), "{note}");
     assert_eq!(w.sent().len(), 2, "only the first of each category went out");
+}
+
+/// The same event for the same recipient and channel makes one notification: a duplicate is
+/// answered with the first one's id and writes nothing; a category whose dedup window is 0
+/// does not deduplicate.
+#[test]
+fn a_duplicate_event_is_answered_with_the_first_notification() {
+    let w = world_with_policy(vec![], vec![], false, |p| {
+        p.categories.insert(
+            Category::new("chatter").unwrap(),
+            workflows::policy::CategoryPolicy { dedup_window_ms: Some(0), ..Default::default() },
+        );
+    });
+    let first = w.submit_event("n_1", "order-1:shipped", "otp", None).unwrap();
+    assert!(first.created && !first.deduplicated);
+    let again = w.submit_event("n_2", "order-1:shipped", "otp", None).unwrap();
+    assert_eq!(again.id, first.id);
+    assert!(!again.created && again.deduplicated && !again.replayed);
+    assert!(
+        block_on(w.store().load(&w.tenant, &NotificationId::new("n_2").unwrap()))
+            .unwrap()
+            .is_none()
+    );
+    // Without a dedup window, the same event makes another notification.
+    let a = w.submit_event("n_3", "ping", "chatter", None).unwrap();
+    let b = w.submit_event("n_4", "ping", "chatter", None).unwrap();
+    assert!(a.created && b.created && a.id != b.id);
+}
+
+/// With an idempotency key and an event, the key is claimed, the record made once per event,
+/// and the answer stored with the key: a retry gets it back, another body is refused, and a
+/// request that finds the key claimed is told to retry once the holder's lease runs out (then
+/// it takes over).
+#[test]
+fn an_idempotency_key_with_an_event_is_claimed_then_answered() {
+    use workflows::runner::SubmitError;
+    let w = world(vec![]);
+    let key = Idempotency { key: "k1".into(), fingerprint: "fp-1".into() };
+    let first = w.submit_event("n_1", "e1", "otp", Some(&key)).unwrap();
+    assert!(first.created);
+    let retry = w.submit_event("n_2", "e1", "otp", Some(&key)).unwrap();
+    assert_eq!(retry.id, first.id);
+    assert!(retry.replayed && !retry.created && !retry.deduplicated);
+    let changed = Idempotency { key: "k1".into(), fingerprint: "fp-2".into() };
+    assert_eq!(
+        w.submit_event("n_3", "e1", "otp", Some(&changed)),
+        Err(SubmitError::KeyReused { id: Some(first.id.clone()) })
+    );
+    // Another request holds k2 (its process may have died).
+    let held = Idempotency { key: "k2".into(), fingerprint: "fp-3".into() };
+    let claim = block_on(w.store().claim_key(&w.tenant, &held, T0_MS, CLAIM_LEASE_MS)).unwrap();
+    assert_eq!(claim, Claimed::Held);
+    w.set_now(T0_MS + 1_000);
+    assert_eq!(
+        w.submit_event("n_4", "e2", "otp", Some(&held)),
+        Err(SubmitError::InFlight { retry_after_ms: CLAIM_LEASE_MS - 1_000 })
+    );
+    w.set_now(T0_MS + CLAIM_LEASE_MS);
+    let taken_over = w.submit_event("n_5", "e2", "otp", Some(&held)).unwrap();
+    assert!(taken_over.created);
+    let replayed = w.submit_event("n_6", "e2", "otp", Some(&held)).unwrap();
+    assert_eq!((replayed.id, replayed.replayed), (taken_over.id, true));
+    // A duplicate event under a new key is answered with the first, and stored so.
+    let other = Idempotency { key: "k3".into(), fingerprint: "fp-4".into() };
+    let duplicate = w.submit_event("n_7", "e1", "otp", Some(&other)).unwrap();
+    assert_eq!((duplicate.id.clone(), duplicate.deduplicated), (first.id.clone(), true));
+    let again = w.submit_event("n_8", "e1", "otp", Some(&other)).unwrap();
+    assert_eq!((again.id, again.deduplicated, again.replayed), (first.id, true, true));
 }

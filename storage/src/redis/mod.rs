@@ -23,6 +23,7 @@
 //! multiplexed connection. Both reconnect by themselves after a Redis restart.
 
 mod codec;
+mod dedup;
 mod limits;
 mod queue;
 mod scripts;
@@ -143,6 +144,15 @@ fn parse_string(value: Value) -> Option<String> {
         Value::VerbatimString { text, .. } => Some(text),
         _ => None,
     }
+}
+
+/// What a create checks besides the id: an idempotency key in the record's slot, or an event
+/// (event-level dedup) in the record's slot.
+#[derive(Debug, Clone, Copy)]
+enum Once<'a> {
+    None,
+    Key(&'a Idempotency),
+    Event(&'a workflows::ports::EventKey, u64),
 }
 
 /// An optional time as a script argument: the number, or `''` for none.
@@ -345,6 +355,91 @@ impl RedisStore {
         codec::decode_record(&fields)
     }
 
+    /// Runs the create script: a record with an idempotency key, an event, or neither.
+    /// Returns the script's `{code, value}`.
+    async fn run_create(
+        &self,
+        record: &Record,
+        first: &HistoryEntry,
+        once: Once<'_>,
+    ) -> Result<(i64, Option<Value>), StoreError> {
+        let shard = keys::shard_for(&record.id);
+        let (home, what) = match once {
+            Once::None => (shard, ""),
+            Once::Key(idem) => {
+                (keys::idempotency_shard(&record.tenant, &idem.key), "idempotency key")
+            }
+            Once::Event(event, _) => (keys::event_shard(event), "event"),
+        };
+        if home != shard {
+            return Err(StoreError::Corrupt(format!(
+                "notification id {} is not in the shard of its {what}, so the two cannot be \
+                 written atomically; mint ids with storage::keys::new_notification_id",
+                record.id
+            )));
+        }
+        let idempotency = match once {
+            Once::Key(idem) => Some(idem),
+            _ => None,
+        };
+        let wake = workflows::record::Wake {
+            tenant: record.tenant.clone(),
+            id: record.id.clone(),
+            version: record.version,
+        };
+        let fields = codec::RecordFields::encode(record)?;
+        let first_json = codec::to_json(first)?;
+        let mut invocation = scripts::CREATE_SCRIPT.prepare_invoke();
+        invocation
+            .key(keys::record(&record.tenant, &record.id))
+            .key(keys::history(&record.tenant, &record.id))
+            .key(keys::ready(shard))
+            .key(keys::timers(shard))
+            .key(keys::deadlines(shard));
+        match once {
+            Once::None => {}
+            Once::Key(idem) => {
+                invocation.key(keys::idempotency(&record.tenant, &idem.key));
+            }
+            Once::Event(event, _) => {
+                invocation.key(keys::event(event));
+            }
+        }
+        let deadline = deadline_ms(record.state.kind(), record.wake_at_ms, record.created_at_ms);
+        invocation
+            .arg(keys::tenant_prefix(shard, &record.tenant))
+            .arg(record.id.as_str())
+            .arg(record.tenant.as_str())
+            .arg(record.version)
+            .arg(&fields.state)
+            .arg(record.state.kind().as_str())
+            .arg(&fields.request)
+            .arg(record.seed.to_string())
+            .arg(record.created_at_ms)
+            .arg(record.updated_at_ms)
+            .arg(optional_ms(record.wake_at_ms))
+            .arg(first_json)
+            .arg(HISTORY_LEN_MAX)
+            .arg(wake.key())
+            .arg(
+                idempotency
+                    .map(|i| format!("{}\n{}", record.id, i.fingerprint))
+                    .unwrap_or_default(),
+            )
+            .arg(IDEMPOTENCY_TTL_MS)
+            .arg(&fields.replay)
+            .arg(optional_ms(deadline))
+            .arg(deadline_member(&record.tenant, &record.id));
+        match once {
+            Once::Event(_, window_ms) => invocation.arg("event").arg(window_ms.max(1)),
+            _ => invocation.arg("").arg(""),
+        };
+        let mut conn = self.conn.clone();
+        let reply: Value =
+            invocation.invoke_async(&mut conn).await.map_err(|e| self.error("create", &e))?;
+        parse_pair(reply).ok_or_else(|| self.corrupt("create"))
+    }
+
     /// Newest-first ids from one ZSET per shard, merged: the `limit` newest overall.
     async fn newest_ids(
         &self,
@@ -475,74 +570,19 @@ impl Store for RedisStore {
         first: &HistoryEntry,
         idempotency: Option<&Idempotency>,
     ) -> Result<Created, StoreError> {
-        let shard = keys::shard_for(&record.id);
-        if let Some(idem) = idempotency {
-            let key_shard = keys::idempotency_shard(&record.tenant, &idem.key);
-            if key_shard != shard {
-                return Err(StoreError::Corrupt(format!(
-                    "notification id {} is not in the shard of its idempotency key, so the two \
-                     cannot be written atomically; mint ids with storage::keys::new_notification_id",
-                    record.id
-                )));
-            }
-        }
-        let wake = workflows::record::Wake {
-            tenant: record.tenant.clone(),
-            id: record.id.clone(),
-            version: record.version,
-        };
-        let fields = codec::RecordFields::encode(record)?;
-        let first_json = codec::to_json(first)?;
-        let mut invocation = scripts::CREATE_SCRIPT.prepare_invoke();
-        invocation
-            .key(keys::record(&record.tenant, &record.id))
-            .key(keys::history(&record.tenant, &record.id))
-            .key(keys::ready(shard))
-            .key(keys::timers(shard))
-            .key(keys::deadlines(shard));
-        if let Some(idem) = idempotency {
-            invocation.key(keys::idempotency(&record.tenant, &idem.key));
-        }
-        let deadline = deadline_ms(record.state.kind(), record.wake_at_ms, record.created_at_ms);
-        invocation
-            .arg(keys::tenant_prefix(shard, &record.tenant))
-            .arg(record.id.as_str())
-            .arg(record.tenant.as_str())
-            .arg(record.version)
-            .arg(&fields.state)
-            .arg(record.state.kind().as_str())
-            .arg(&fields.request)
-            .arg(record.seed.to_string())
-            .arg(record.created_at_ms)
-            .arg(record.updated_at_ms)
-            .arg(optional_ms(record.wake_at_ms))
-            .arg(first_json)
-            .arg(HISTORY_LEN_MAX)
-            .arg(wake.key())
-            .arg(
-                idempotency
-                    .map(|i| format!("{}\n{}", record.id, i.fingerprint))
-                    .unwrap_or_default(),
-            )
-            .arg(IDEMPOTENCY_TTL_MS)
-            .arg(&fields.replay)
-            .arg(optional_ms(deadline))
-            .arg(deadline_member(&record.tenant, &record.id));
-        let mut conn = self.conn.clone();
-        let reply: Value =
-            invocation.invoke_async(&mut conn).await.map_err(|e| self.error("create", &e))?;
-        match parse_pair(reply).ok_or_else(|| self.corrupt("create"))? {
+        let once = idempotency.map_or(Once::None, Once::Key);
+        match self.run_create(record, first, once).await? {
             (0, _) => Ok(Created::New),
             (1, Some(prior)) => {
                 let prior = parse_string(prior).ok_or_else(|| self.corrupt("create"))?;
-                let (id, fingerprint) = prior.split_once('\n').ok_or_else(|| {
-                    StoreError::Corrupt(format!("idempotency entry of {} is malformed", record.id))
-                })?;
-                let id = NotificationId::new(id).map_err(|e| {
-                    StoreError::Corrupt(format!("idempotency entry names a bad id: {e}"))
-                })?;
-                let same_request = idempotency.is_some_and(|i| i.fingerprint == fingerprint);
-                Ok(Created::Existing { id, same_request })
+                let (id, fingerprint) = match dedup::KeyValue::parse(&prior)? {
+                    dedup::KeyValue::Created { id, fingerprint } => (Some(id), fingerprint),
+                    dedup::KeyValue::Claim(claim) => (claim.first_id(), claim.fp),
+                };
+                // A key claimed by a request that has not finished names no notification yet.
+                let same_request =
+                    id.is_some() && idempotency.is_some_and(|i| i.fingerprint == fingerprint);
+                Ok(Created::Existing { id: id.unwrap_or_else(|| record.id.clone()), same_request })
             }
             (2, _) => Ok(Created::Existing { id: record.id.clone(), same_request: false }),
             _ => Err(self.corrupt("create")),
