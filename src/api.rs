@@ -362,11 +362,7 @@ fn precheck<S: Store, C: Clock>(
     submission: &Submission,
     prefix: &str,
 ) -> Result<(), ApiError> {
-    let templates = runner.templates();
-    let pinned = templates.pin(&submission.template).map_err(|e| template_error(prefix, e))?;
-    templates
-        .render(&pinned, submission.channel, &submission.data)
-        .map_err(|e| template_error(prefix, e))?;
+    runner.check_renders(submission).map_err(|e| template_error(prefix, e))?;
     Ok(())
 }
 

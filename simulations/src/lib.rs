@@ -9,7 +9,8 @@
 //! edges (a late delivery receipt, a replay); attempts stay within policy; dead-lettered means
 //! the retries were exhausted; no recipient's window or category cap ever holds more than its
 //! max, and critical categories are never held back by one; one event for one recipient and
-//! channel makes one notification; the same seed gives the same trace.
+//! channel makes one notification; a collapsed notification's data goes out in exactly one
+//! survivor's message; the same seed gives the same trace.
 //!
 //! # Layout
 //! - [`rng`]: SplitMix64, forked into sub-streams (workload, faults, schedule).

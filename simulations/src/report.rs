@@ -110,6 +110,8 @@ pub struct PolicyFigures {
     pub events: u64,
     /// Submissions answered with an earlier notification of their event.
     pub deduplicated: u64,
+    /// Notifications collapsed into another's message.
+    pub collapsed: u64,
 }
 
 impl Report {
@@ -192,6 +194,11 @@ impl Report {
             out,
             "dedup          {} events, {} duplicate submissions answered with the first",
             p.events, p.deduplicated
+        );
+        let _ = writeln!(
+            out,
+            "collapse       {} notifications merged into another's message",
+            p.collapsed
         );
         let _ = writeln!(
             out,

@@ -17,7 +17,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use steps::correlation::{Correlation, EventId};
+use steps::correlation::{CollapseKey, Correlation, EventId};
+use steps::filter::SkipReason;
 use steps::limits::{Cap, Limit};
 use steps::model::{
     Category, Channel, EmailAddress, NotificationId, PhoneNumber, ProviderName, Recipient,
@@ -31,7 +32,7 @@ use storage::queue::{Delivery, REAPER_SLACK_MS, WakeQueue, retry_delay_ms};
 use workflows::dlq::DlqFilter;
 use workflows::machine::{Resume, State, StateKind};
 use workflows::policy::Policy;
-use workflows::ports::{Provider, Store, StoreError};
+use workflows::ports::{Collapse, Provider, Store, StoreError};
 use workflows::record::{Cause, HistoryEntry, Idempotency, Record};
 use workflows::runner::{
     Advanced, Cancelled, Received, ReplayOptions, ReplayReport, ReplayVerdict, Runner, Submission,
@@ -196,6 +197,8 @@ struct Planned {
     /// The event it reports (`evt-N`), if any: a repeat of an earlier submission's event is a
     /// duplicate the API must answer with the first notification.
     event: Option<usize>,
+    /// Its collapse key (`thread-N`), for the `social` category.
+    collapse: Option<usize>,
 }
 
 struct WorkerState {
@@ -268,7 +271,20 @@ fn templates() -> TemplateSet {
     let id = TemplateId::new("note").unwrap_or_else(|_| unreachable!());
     let part =
         |part, source: &str| PartSource { template: id.clone(), part, source: source.into() };
+    // The digest of a collapse group: a count and every merged notification's order, which the
+    // collapse invariant looks for in what the provider took.
+    let digest = TemplateId::new("digest").unwrap_or_else(|_| unreachable!());
+    let items = "{% for item in collapse.items %}[{{ item.order }}]{% endfor %}";
+    let merged =
+        |part, source: &str| PartSource { template: digest.clone(), part, source: source.into() };
     TemplateSet::from_parts([
+        merged(Part::EmailSubject, "{{ collapse.count }} new messages"),
+        merged(Part::EmailText, items),
+        merged(Part::SmsBody, items),
+        merged(Part::InAppTitle, "{{ collapse.count }} new"),
+        merged(Part::InAppBody, items),
+        merged(Part::PushTitle, "{{ collapse.count }} new"),
+        merged(Part::PushBody, items),
         part(Part::EmailSubject, "Hello {{ name }}"),
         part(Part::EmailText, "Hello {{ name }}, your order {{ order }} shipped."),
         part(Part::SmsBody, "Order {{ order }} shipped."),
@@ -332,6 +348,8 @@ impl Simulation {
         ]);
         policy.categories.entry(category("news")).or_default().caps =
             Some(vec![Cap { max: 2, window_ms: 300_000, over_limit: OverLimit::Skip }]);
+        // Social notifications with one collapse key go out as one message per 20 s.
+        policy.categories.entry(category("social")).or_default().collapse_window_ms = Some(20_000);
         if let Some(outage) = &config.outage {
             // Distinct recipients and no per-recipient limits: only the provider is in the way.
             policy.rate.clear();
@@ -447,6 +465,7 @@ impl Simulation {
                     no_address: false,
                     category: "orders",
                     event: None,
+                    collapse: None,
                 };
                 self.plan.push(planned);
                 self.schedule(at, Due::Submit(idx, 0));
@@ -493,7 +512,14 @@ impl Simulation {
                 (false, 0..=14) | (true, 0..=9) => "otp",
                 (false, 15..=29) | (true, 10..=59) => "marketing",
                 (false, 30..=39) | (true, 60..=89) => "news",
+                (false, 40..=44) | (true, 90..=94) => "social",
                 _ => "orders",
+            };
+            // Social threads: a few recipients, two threads each, so groups fill.
+            let (recipient, collapse) = if category == "social" {
+                (if burst { recipient } else { rng.index(3) }, Some(rng.index(2)))
+            } else {
+                (recipient, None)
             };
             // A third of submissions report an event; now and then one repeats a recent event (a
             // producer's retry, a duplicated message on the application's bus).
@@ -504,7 +530,16 @@ impl Simulation {
                 let original = &self.plan[recent[rng.index(recent.len())]];
                 Planned { at_ms: at, ..original.clone() }
             } else {
-                Planned { at_ms: at, channel, recipient, opted_out, no_address, category, event }
+                Planned {
+                    at_ms: at,
+                    channel,
+                    recipient,
+                    opted_out,
+                    no_address,
+                    category,
+                    event,
+                    collapse,
+                }
             };
             self.plan.push(planned);
             self.schedule(at, Due::Submit(idx, 0));
@@ -902,12 +937,15 @@ impl Simulation {
             event_id: planned.event.map(|e| {
                 EventId::new(format!("evt-{e}")).unwrap_or_else(|_| unreachable!("a valid id"))
             }),
-            collapse_key: None,
+            collapse_key: planned.collapse.map(|k| {
+                CollapseKey::new(format!("thread-{k}")).unwrap_or_else(|_| unreachable!("valid"))
+            }),
         };
+        let template = if planned.collapse.is_some() { "digest" } else { "note" };
         let submission = Submission {
             recipient,
             channel: planned.channel,
-            template: TemplateId::new("note").unwrap_or_else(|_| unreachable!()),
+            template: TemplateId::new(template).unwrap_or_else(|_| unreachable!()),
             data: data.as_object().cloned().unwrap_or_default(),
             category: Category::new(planned.category).unwrap_or_else(|_| unreachable!()),
             correlation,
@@ -1141,6 +1179,7 @@ impl Simulation {
         let complete = self.violations.is_empty() || !self.config.stop_on_violation;
         let mut finals = Vec::with_capacity(ids.len());
         let mut admissions = Admissions::new();
+        let mut collapse = CollapseView::default();
         for id in &ids {
             let Some(record) = at_once(self.store.load(&self.tenant, id)).ok().flatten() else {
                 self.violation("lost", Some(id.clone()), "an accepted notification has no record");
@@ -1216,9 +1255,11 @@ impl Simulation {
             self.check_dead_letter(&record, &history);
             self.check_retry_timing(&record, &history);
             self.collect_admissions(&record, &history, &mut admissions);
+            self.collect_collapse(&record, &mut collapse);
         }
         self.check_windows(&admissions);
         self.check_events();
+        self.check_collapse(&collapse);
         let outage = self.config.outage.clone().map(|o| self.outage_figures(&o, &finals));
         latencies.sort_unstable();
         let pct = |p: f64| -> u64 {
@@ -1420,6 +1461,82 @@ impl Simulation {
         }
     }
 
+    /// What a record says about collapse: a member (collapsed into a survivor) or a survivor
+    /// (what its group merged, and what its provider took).
+    fn collapse_record(&self, record: &Record) -> Option<Result<NotificationId, SurvivorView>> {
+        if let State::Skipped { reason: SkipReason::Collapsed { into } } = &record.state {
+            return Some(Ok(into.clone()));
+        }
+        let merged = at_once(self.store.merged(&self.tenant, &record.id)).ok().flatten()?;
+        let delivered = self
+            .shared
+            .world()
+            .ledger
+            .get(&record.id)
+            .into_iter()
+            .flatten()
+            .filter(|t| !t.undelivered)
+            .map(|t| t.body.clone())
+            .collect();
+        Some(Err(SurvivorView { merged, delivered }))
+    }
+
+    fn collect_collapse(&mut self, record: &Record, view: &mut CollapseView) {
+        match self.collapse_record(record) {
+            Some(Ok(into)) => {
+                self.policy_figures.collapsed += 1;
+                view.members.insert(record.id.clone(), into);
+            }
+            Some(Err(survivor)) => {
+                view.survivors.insert(record.id.clone(), (record.state.kind(), survivor));
+            }
+            None => {
+                view.others.insert(record.id.clone(), record.state.kind());
+            }
+        }
+    }
+
+    /// Collapse: every notification collapsed into a survivor is in that survivor's group exactly
+    /// once and in no other, the survivor's message (what the provider took) carries every
+    /// member's data, and no member of a group went out on its own; a survivor with no merged
+    /// group is accounted for (cancelled while it waited).
+    fn check_collapse(&mut self, view: &CollapseView) {
+        let mut found: BTreeMap<&NotificationId, Vec<&NotificationId>> = BTreeMap::new();
+        for (survivor, (_, s)) in &view.survivors {
+            for item in &s.merged.items {
+                found.entry(&item.id).or_default().push(survivor);
+                if item.id != *survivor && view.members.get(&item.id) != Some(survivor) {
+                    let detail =
+                        format!("{} is merged into {survivor} but not collapsed into it", item.id);
+                    self.violation("collapse", Some(item.id.clone()), &detail);
+                }
+                for body in &s.delivered {
+                    let order = item.data.get("order").map(ToString::to_string).unwrap_or_default();
+                    if !body.contains(&format!("[{order}]")) {
+                        let detail = format!(
+                            "{survivor}'s message lacks {}'s data [{order}]: {body}",
+                            item.id
+                        );
+                        self.violation("collapse", Some(survivor.clone()), &detail);
+                    }
+                }
+            }
+        }
+        for (member, into) in &view.members {
+            let groups = found.get(member).map_or(0, Vec::len);
+            let accounted = view.others.get(into) == Some(&StateKind::Cancelled);
+            let in_its_group = found.get(member).is_some_and(|g| g == &vec![into]);
+            if !(in_its_group || groups == 0 && accounted) {
+                let detail = format!(
+                    "collapsed into {into}, but in {groups} group(s) {:?}; {into} is {:?}",
+                    found.get(member),
+                    view.survivors.get(into).map(|s| s.0).or(view.others.get(into).copied())
+                );
+                self.violation("collapse", Some(member.clone()), &detail);
+            }
+        }
+    }
+
     /// Event-level dedup: every accepted submission of the same event for the same recipient and
     /// channel (all within the default 24 h window) got the same notification.
     fn check_events(&mut self) {
@@ -1540,6 +1657,23 @@ impl Simulation {
             _ => {}
         }
     }
+}
+
+/// A survivor of a collapse group: what its group merged, and the bodies its providers took.
+struct SurvivorView {
+    merged: steps::collapse::Merged,
+    delivered: Vec<String>,
+}
+
+/// Every notification's part in collapse, at the end of a run.
+#[derive(Default)]
+struct CollapseView {
+    /// Members and the survivor each was collapsed into.
+    members: BTreeMap<NotificationId, NotificationId>,
+    /// Survivors (a merged group kept with the record) and their final state.
+    survivors: BTreeMap<NotificationId, (StateKind, SurvivorView)>,
+    /// The rest, with their final state.
+    others: BTreeMap<NotificationId, StateKind>,
 }
 
 /// Per recipient and window (by `Limit::name`): the limit, and every admission (time, id).

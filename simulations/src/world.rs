@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
+use steps::collapse::{Joined, Merged};
 use steps::limits::{Admission, Window};
 use steps::model::{
     Attempt, Category, Channel, NotificationId, ProviderName, RecipientId, TenantId,
@@ -23,8 +24,8 @@ use steps::rate::{SendRate, SendSlot};
 use workflows::dlq::{DlqFilter, DlqPage};
 use workflows::machine::{Receipt, State};
 use workflows::ports::{
-    ApiKey, Claimed, Clock, CreatedOnce, Dedup, EventKey, Limits, ListQuery, Outbound, Provider,
-    Purged, RecipientKey, Store, StoreError, StoredResponse,
+    ApiKey, Claimed, Clock, Collapse, CollapseGroup, CreatedOnce, Dedup, EventKey, Limits,
+    ListQuery, Outbound, Provider, Purged, RecipientKey, Store, StoreError, StoredResponse,
 };
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record};
 
@@ -49,6 +50,9 @@ pub struct Planted {
     pub non_atomic_limits: bool,
     /// A submission's event is never looked up: every submission makes a notification.
     pub no_dedup: bool,
+    /// Closing a collapse group returns only the survivor's own item (a store that reads the
+    /// first item and forgets the rest).
+    pub collapse_drops_items: bool,
 }
 
 /// One message a provider really took.
@@ -64,6 +68,8 @@ pub struct Taken {
     pub channel: Channel,
     /// Whether the provider will report it undelivered (so it did not reach the recipient).
     pub undelivered: bool,
+    /// What it said (the rendered content, as text).
+    pub body: String,
 }
 
 /// A committed transition, as the checker sees it.
@@ -620,6 +626,74 @@ impl<S: Store> Dedup for FaultyStore<S> {
     }
 }
 
+impl<S: Store> Collapse for FaultyStore<S> {
+    async fn collapse_join(
+        &self,
+        group: &CollapseGroup,
+        member: &NotificationId,
+        data: &serde_json::Map<String, serde_json::Value>,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> Result<Joined, StoreError> {
+        match self.dice("collapse") {
+            StoreFault::Error => Err(Self::unavailable("collapse")),
+            StoreFault::LostReply => {
+                self.inner.collapse_join(group, member, data, window_ms, now_ms).await?;
+                Err(Self::unavailable("collapse reply"))
+            }
+            StoreFault::None => {
+                self.inner.collapse_join(group, member, data, window_ms, now_ms).await
+            }
+        }
+    }
+
+    async fn collapse_close(
+        &self,
+        group: &CollapseGroup,
+        survivor: &NotificationId,
+        now_ms: u64,
+    ) -> Result<Option<Merged>, StoreError> {
+        let fault = self.dice("collapse close");
+        if matches!(fault, StoreFault::Error) {
+            return Err(Self::unavailable("collapse close"));
+        }
+        let mut merged = self.inner.collapse_close(group, survivor, now_ms).await?;
+        if self.shared.world().planted.collapse_drops_items
+            && let Some(merged) = &mut merged
+        {
+            merged.items.truncate(1);
+        }
+        match fault {
+            StoreFault::LostReply => Err(Self::unavailable("collapse close reply")),
+            _ => Ok(merged),
+        }
+    }
+
+    async fn keep_merged(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+        merged: &Merged,
+    ) -> Result<(), StoreError> {
+        match self.dice("keep merged") {
+            StoreFault::Error => Err(Self::unavailable("keep merged")),
+            StoreFault::LostReply => {
+                self.inner.keep_merged(tenant, id, merged).await?;
+                Err(Self::unavailable("keep merged reply"))
+            }
+            StoreFault::None => self.inner.keep_merged(tenant, id, merged).await,
+        }
+    }
+
+    fn merged(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+    ) -> impl Future<Output = Result<Option<Merged>, StoreError>> + Send {
+        self.inner.merged(tenant, id)
+    }
+}
+
 impl<S: Store> Limits for FaultyStore<S> {
     async fn acquire_windows(
         &self,
@@ -839,6 +913,7 @@ impl FakeProvider {
                 at_ms: now,
                 channel: self.channel,
                 undelivered,
+                body: format!("{:?}", message.content),
             });
         }
         let log = world.call_log.entry(id.clone()).or_default();

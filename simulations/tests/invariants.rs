@@ -224,3 +224,16 @@ fn a_dedup_that_never_looks_up_the_event_is_caught() {
     assert_passed(&fixed);
     assert!(fixed.policy.deduplicated > 0, "{}", fixed.text());
 }
+
+#[test]
+fn a_collapse_that_loses_merged_data_is_caught() {
+    let planted = Planted { collapse_drops_items: true, ..Planted::default() };
+    let (seed, report) = first_failure(planted, 300).expect("caught within 300 seeds");
+    eprintln!("collapse drops items: caught by seed {seed}");
+    let invariants: BTreeSet<&str> =
+        report.violations.iter().map(|v| v.invariant.as_str()).collect();
+    assert!(invariants.contains("collapse"), "seed {seed}: {invariants:?}");
+    let fixed = run(config(seed, 100));
+    assert_passed(&fixed);
+    assert!(fixed.policy.collapsed > 0, "{}", fixed.text());
+}

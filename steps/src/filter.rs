@@ -33,6 +33,12 @@ pub enum SkipReason {
         /// The channel.
         channel: Channel,
     },
+    /// Merged into another notification's message by its collapse key (that one carries this
+    /// one's data).
+    Collapsed {
+        /// The notification whose message carries it.
+        into: crate::model::NotificationId,
+    },
     /// A cap of the category was reached and its policy says skip rather than defer.
     Capped {
         /// The category.
@@ -53,6 +59,7 @@ impl std::fmt::Display for SkipReason {
             SkipReason::Expired { channel } => {
                 write!(f, "the {channel} message would go out after its time budget")
             }
+            SkipReason::Collapsed { into } => write!(f, "collapsed into notification {into}"),
             SkipReason::Capped { category, max, window_ms } => write!(
                 f,
                 "the {category} cap ({max} per {}) was reached",

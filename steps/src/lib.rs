@@ -5,6 +5,8 @@
 //!
 //! # Layout
 //! - [`model`]: ids, addresses and the notification request.
+//! - [`collapse`]: collapse groups ("3 new messages"): the reference join and close, and the
+//!   template variables.
 //! - [`correlation`]: what relates notifications: the event (dedup) and the collapse key.
 //! - [`filter`]: the preference filter (may this go out on this channel?).
 //! - [`fallback`]: channel fallback (SMS exhausted → email), only where it cannot double-deliver.
@@ -14,6 +16,7 @@
 //! - [`retry`]: retry policies as data, seeded backon delays.
 //! - [`outcome`]: what a provider call came to, and the error taxonomy.
 
+pub mod collapse;
 pub mod correlation;
 pub mod fallback;
 pub mod filter;

@@ -23,8 +23,8 @@ use steps::rate::{OverLimit, Pacer, SendRate, SendSlot};
 use workflows::dlq::{DlqFilter, Truncated};
 use workflows::machine::{State, StateKind};
 use workflows::ports::{
-    ApiKey, Claimed, CreatedOnce, EventKey, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem,
-    ListQuery, Purged, RecipientKey, Store, StoredItem, StoredResponse,
+    ApiKey, Claimed, CollapseGroup, CreatedOnce, EventKey, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox,
+    InboxItem, ListQuery, Purged, RecipientKey, Store, StoredItem, StoredResponse,
 };
 use workflows::record::{
     Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
@@ -39,7 +39,7 @@ pub trait Conformance: Store + Inbox + WakeQueue {}
 impl<S: Store + Inbox + WakeQueue> Conformance for S {}
 
 /// Every check, by name, in the order [`conformance_tests!`](crate::conformance_tests) runs them.
-pub const CHECKS: [&str; 25] = [
+pub const CHECKS: [&str; 26] = [
     "create_and_load_round_trip",
     "idempotent_create",
     "commit_compare_and_set",
@@ -62,6 +62,7 @@ pub const CHECKS: [&str; 25] = [
     "tenant_isolation",
     "idempotency_keys_are_claimed_finished_and_released",
     "an_event_creates_one_record_within_its_window",
+    "collapse_groups_follow_the_reference",
     "lost_wake_is_redriven_after_its_deadline",
     "settled_records_are_never_redriven",
     "overdue_records_are_counted_and_reaped_in_bounded_chunks",
@@ -95,6 +96,7 @@ macro_rules! conformance_tests {
             tenant_isolation,
             idempotency_keys_are_claimed_finished_and_released,
             an_event_creates_one_record_within_its_window,
+            collapse_groups_follow_the_reference,
             lost_wake_is_redriven_after_its_deadline,
             settled_records_are_never_redriven,
             overdue_records_are_counted_and_reaped_in_bounded_chunks,
@@ -485,6 +487,106 @@ pub async fn an_event_creates_one_record_within_its_window<S: Conformance>(store
     assert_eq!(once(&brief, 6, 200).await.1, Ok(CreatedOnce::New));
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(once(&brief, 7, 200).await.1, Ok(CreatedOnce::New));
+}
+
+/// Collapse groups join and close exactly as `steps::collapse::join` and `close`: the first
+/// opens a group and waits, the next ones inside the window merge into it, a repeated join gets
+/// the same answer, a closed or full group takes no newcomer, each key, channel and recipient has
+/// its own groups. What a survivor keeps with its record is kept once.
+pub async fn collapse_groups_follow_the_reference<S: Conformance>(store: &S) {
+    use steps::collapse::{self, COLLAPSE_ITEMS_MAX, COLLAPSE_KEEP_MS, Groups, Merged};
+    let acme = tenant("acme");
+    let now = store.now_ms();
+    let group = |recipient: &str, channel, key: &str| CollapseGroup {
+        tenant: acme.clone(),
+        recipient: RecipientId::new(recipient).expect("fixture id"),
+        channel,
+        key: steps::correlation::CollapseKey::new(key).expect("fixture key"),
+    };
+    let chat = group("bob", Channel::InApp, "room:42");
+    let data = |n: u32| {
+        serde_json::Map::from_iter([("message".to_owned(), serde_json::json!(format!("m{n}")))])
+    };
+    let window = 60_000;
+    let mut reference = Groups::default();
+    enum Step {
+        Join(u32, u64),
+        Close(u32, u64),
+    }
+    let steps = [
+        Step::Join(1, 0),
+        Step::Join(2, 10),
+        Step::Join(3, 20),
+        Step::Join(2, 30),
+        Step::Join(1, 40),
+        Step::Join(4, 60_000),
+        Step::Close(1, 60_001),
+        Step::Join(1, 60_002),
+        Step::Close(1, 60_003),
+        Step::Join(5, 60_004),
+        Step::Close(4, 60_005),
+        Step::Join(6, 60_006),
+        Step::Join(3, 60_007),
+        Step::Close(9, 60_008),
+    ];
+    for step in steps {
+        match step {
+            Step::Join(n, offset) => {
+                let member = id(&acme, n);
+                let expected = collapse::join(
+                    &mut reference,
+                    &member,
+                    &data(n),
+                    window,
+                    COLLAPSE_KEEP_MS,
+                    now + offset,
+                );
+                let got = store.collapse_join(&chat, &member, &data(n), window, now + offset).await;
+                assert_eq!(got, Ok(expected), "join {n} at +{offset} ms");
+            }
+            Step::Close(n, offset) => {
+                let survivor = id(&acme, n);
+                let expected = collapse::close(&mut reference, &survivor, now + offset);
+                let got = store.collapse_close(&chat, &survivor, now + offset).await;
+                assert_eq!(got, Ok(expected), "close {n} at +{offset} ms");
+            }
+        }
+    }
+    let merged = store.collapse_close(&chat, &id(&acme, 1), now + 60_010).await.expect("close");
+    let ids: Vec<NotificationId> =
+        merged.expect("a group").items.into_iter().map(|i| i.id).collect();
+    assert_eq!(ids, [id(&acme, 1), id(&acme, 2), id(&acme, 3)], "the reference merged as expected");
+    // Other keys, channels and recipients have their own groups.
+    for other in [
+        group("bob", Channel::InApp, "room:7"),
+        group("bob", Channel::Email, "room:42"),
+        group("carol", Channel::InApp, "room:42"),
+    ] {
+        let joined = store.collapse_join(&other, &id(&acme, 20), &data(20), window, now + 5).await;
+        assert_eq!(joined, Ok(collapse::Joined::Wait { until_ms: now + 5 + window }), "{other:?}");
+    }
+    // A full group sends the next one to a group of its own.
+    let busy = group("dave", Channel::Sms, "k");
+    for n in 0..COLLAPSE_ITEMS_MAX as u32 {
+        store.collapse_join(&busy, &id(&acme, 100 + n), &data(n), window, now).await.expect("join");
+    }
+    let next = id(&acme, 999);
+    let joined = store.collapse_join(&busy, &next, &data(999), window, now + 1).await;
+    assert_eq!(joined, Ok(collapse::Joined::Wait { until_ms: now + 1 + window }));
+    let full = store.collapse_close(&busy, &id(&acme, 100), now + 2).await.expect("close");
+    assert_eq!(full.map(|m| m.items.len()), Some(COLLAPSE_ITEMS_MAX));
+    // What a survivor keeps with its record is kept once, and only for a record that exists.
+    let rec = record(&acme, &id(&acme, 1), now, None);
+    create(store, &rec).await;
+    assert_eq!(store.merged(&acme, &rec.id).await, Ok(None));
+    let first_kept = Merged::alone(&rec.id, &data(1));
+    store.keep_merged(&acme, &rec.id, &first_kept).await.expect("keep");
+    store.keep_merged(&acme, &rec.id, &Merged::alone(&rec.id, &data(2))).await.expect("keep");
+    assert_eq!(store.merged(&acme, &rec.id).await, Ok(Some(first_kept)));
+    assert_eq!(store.load(&acme, &rec.id).await.expect("load"), Some(rec), "the record is intact");
+    let ghost = id(&acme, 77);
+    store.keep_merged(&acme, &ghost, &Merged::alone(&ghost, &data(7))).await.expect("keep");
+    assert_eq!(store.merged(&acme, &ghost).await, Ok(None));
 }
 
 /// A commit applies only at the expected version; a stale one reports the current version; an

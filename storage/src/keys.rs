@@ -5,7 +5,7 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `courant:{sNN}:t:<tenant>:n:<id>` | HASH | the record |
+//! | `courant:{sNN}:t:<tenant>:n:<id>` | HASH | the record (field `merged`: what its collapse group merged) |
 //! | `courant:{sNN}:t:<tenant>:h:<id>` | STREAM | its history, capped at `HISTORY_LEN_MAX` |
 //! | `courant:{sNN}:t:<tenant>:state:<kind>` | ZSET | ids by state, score = updated_at_ms |
 //! | `courant:{sNN}:t:<tenant>:all` | ZSET | every id, score = updated_at_ms |
@@ -18,6 +18,9 @@
 //! | `courant:{sNN}:deadlines` | ZSET | records waiting on a worker, score = when overdue |
 //! | `courant:{r:<tenant>:<recipient>}:rate:<channel>` | ZSET | a channel's rate window (member: notification id, score: admitted ms) |
 //! | `courant:{r:<tenant>:<recipient>}:cap:<category>:<window_ms>` | ZSET | a category cap's window (the same) |
+//! | `courant:{r:<tenant>:<recipient>}:collapse:<channel>:<sha256>` | STRING | the open collapse group of a key (its survivor), TTL the window |
+//! | `courant:{r:<tenant>:<recipient>}:collapse:g:<survivor>` | HASH | a collapse group: window end, closed, merged items |
+//! | `courant:{r:<tenant>:<recipient>}:collapse:of:<id>` | STRING | the group a notification joined (its survivor) |
 //! | `courant:{i:<tenant>:<recipient>}:inbox` | LIST | in-app inbox ids, newest first |
 //! | `courant:{i:<tenant>:<recipient>}:inbox:items` | HASH | in-app inbox entries by id |
 //! | `courant:apikey:<key id>` | STRING | an API key (JSON: tenant, secret hash) |
@@ -31,7 +34,7 @@ use sha2::{Digest, Sha256};
 use steps::limits::Limit;
 use steps::model::{NotificationId, ProviderName, RecipientId, TenantId};
 use workflows::machine::StateKind;
-use workflows::ports::EventKey;
+use workflows::ports::{CollapseGroup, EventKey};
 
 /// The most a worker host's clock may differ from the store's (Redis `TIME`), in ms. Wake-up
 /// times are written with the committing worker's clock and promoted with another's; beyond this
@@ -207,6 +210,26 @@ pub fn event_shard(event: &EventKey) -> u16 {
 pub fn event(event: &EventKey) -> String {
     let name = hex::encode(Sha256::digest(event_bytes(event)));
     format!("{}event:{name}", tenant_prefix(event_shard(event), &event.tenant))
+}
+
+/// The open collapse group of a recipient's key on a channel (STRING: its survivor's id, TTL
+/// the window), under the recipient's hash tag. The application's key is hashed into the name.
+pub fn collapse_open(group: &CollapseGroup) -> String {
+    let key = hex::encode(Sha256::digest(group.key.as_str().as_bytes()));
+    format!("{PREFIX}:{{r:{}:{}}}:collapse:{}:{key}", group.tenant, group.recipient, group.channel)
+}
+
+/// The prefix of a recipient's collapse groups, `courant:{r:<tenant>:<recipient>}:collapse:g:`:
+/// each group (HASH: `closes`, `closed`, `n`, `i:<k>` the k-th merged item's JSON) is named by
+/// its survivor's id after it, so the join script reaches any group of the recipient in its
+/// slot.
+pub fn collapse_groups_prefix(tenant: &TenantId, recipient: &RecipientId) -> String {
+    format!("{PREFIX}:{{r:{tenant}:{recipient}}}:collapse:g:")
+}
+
+/// Which group a notification joined (STRING: its survivor's id; a survivor names itself).
+pub fn collapse_member(tenant: &TenantId, recipient: &RecipientId, id: &NotificationId) -> String {
+    format!("{PREFIX}:{{r:{tenant}:{recipient}}}:collapse:of:{id}")
 }
 
 /// A shard's ready wake-ups (STREAM, consumer group [`CONSUMER_GROUP`]).

@@ -14,15 +14,16 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::{Future, ready};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use steps::collapse::{self, COLLAPSE_KEEP_MS, Groups, Joined, Merged};
 use steps::limits::{self, Admission, Counted, Window};
 use steps::model::{NotificationId, ProviderName, RecipientId, TenantId};
 use steps::rate::{Pacer, SendRate, SendSlot};
 use workflows::dlq::{DLQ_SCAN_MAX, DlqFilter, DlqPage, Truncated};
 use workflows::machine::StateKind;
 use workflows::ports::{
-    ApiKey, Claimed, Clock, CreatedOnce, Dedup, EventKey, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox,
-    InboxItem, LIST_LIMIT_MAX, Limits, ListQuery, Purged, RecipientKey, Store, StoreError,
-    StoredItem, StoredResponse,
+    ApiKey, Claimed, Clock, Collapse, CollapseGroup, CreatedOnce, Dedup, EventKey, HISTORY_LEN_MAX,
+    INBOX_LEN_MAX, Inbox, InboxItem, LIST_LIMIT_MAX, Limits, ListQuery, Purged, RecipientKey,
+    Store, StoreError, StoredItem, StoredResponse,
 };
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Wake};
 
@@ -86,6 +87,8 @@ struct Slot {
     dead_lettered_at_ms: Option<u64>,
     /// The idempotency key it was created with, if any (a purge forgets the key too).
     idempotency_key: Option<String>,
+    /// What its collapse group merged, once it closed the group.
+    merged: Option<Merged>,
 }
 
 /// A remembered idempotency key.
@@ -283,6 +286,8 @@ struct Inner {
     idempotency: BTreeMap<(TenantId, String), IdempotencyEntry>,
     /// Events seen: the notification each made, and when the event is forgotten.
     events: BTreeMap<EventKey, (NotificationId, u64)>,
+    /// Collapse groups.
+    collapse: BTreeMap<CollapseGroup, Groups>,
     /// Each recipient's limit windows, by `Limit::name`.
     limits: BTreeMap<RecipientKey, BTreeMap<String, Counted>>,
     pacers: BTreeMap<ProviderName, Pacer>,
@@ -380,6 +385,7 @@ impl MemoryStore {
                 history: VecDeque::from([first.clone()]),
                 dead_lettered_at_ms: dead,
                 idempotency_key: idempotency.map(|i| i.key.clone()),
+                merged: None,
             },
         );
         if let Some(at_ms) = record.wake_at_ms {
@@ -902,6 +908,59 @@ impl Dedup for MemoryStore {
             CreateReply::IdTaken | CreateReply::KeyUsed { .. } => CreatedOnce::IdTaken,
         };
         ready(Ok(created))
+    }
+}
+
+impl Collapse for MemoryStore {
+    fn collapse_join(
+        &self,
+        group: &CollapseGroup,
+        member: &NotificationId,
+        data: &serde_json::Map<String, serde_json::Value>,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Joined, StoreError>> + Send {
+        let mut inner = self.lock();
+        let groups = inner.collapse.entry(group.clone()).or_default();
+        ready(Ok(collapse::join(groups, member, data, window_ms, COLLAPSE_KEEP_MS, now_ms)))
+    }
+
+    fn collapse_close(
+        &self,
+        group: &CollapseGroup,
+        survivor: &NotificationId,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Option<Merged>, StoreError>> + Send {
+        let mut inner = self.lock();
+        let merged = inner
+            .collapse
+            .get_mut(group)
+            .and_then(|groups| collapse::close(groups, survivor, now_ms));
+        ready(Ok(merged))
+    }
+
+    fn keep_merged(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+        merged: &Merged,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let mut inner = self.lock();
+        if let Some(slot) = inner.tenants.get_mut(tenant).and_then(|t| t.get_mut(id)) {
+            slot.merged.get_or_insert_with(|| merged.clone());
+        }
+        ready(Ok(()))
+    }
+
+    fn merged(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+    ) -> impl Future<Output = Result<Option<Merged>, StoreError>> + Send {
+        let inner = self.lock();
+        let merged =
+            inner.tenants.get(tenant).and_then(|t| t.get(id)).and_then(|s| s.merged.clone());
+        ready(Ok(merged))
     }
 }
 

@@ -14,6 +14,9 @@
 //! dead_lettered → delivered (a late delivery receipt from the provider it was last with)
 //! sending → deferred(reserved slot) → sending (the provider's send rate is used up; no attempt
 //!   is used)
+//! filtered → skipped(collapsed into N) | deferred(collapse window) → filtered (a notification
+//!   with a collapse key merges into the open group of its key, or opens one, waits its window,
+//!   and renders once for all)
 //! also: filtered / rate_checked → failed (render error, no provider);
 //!       sending / unknown → delivered (accepted as delivered, or a receipt); sent → failed
 //! ```
@@ -35,6 +38,7 @@
 
 use serde::{Deserialize, Serialize};
 use statig::prelude::*;
+use steps::collapse::CollapseDecision;
 use steps::fallback::FallbackDecision;
 use steps::filter::{FilterDecision, SkipReason};
 use steps::limits::Limit;
@@ -50,6 +54,11 @@ use crate::policy::Policy;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "at")]
 pub enum Resume {
+    /// Close the collapse group this notification opened (its window ended), then render.
+    Collapse {
+        /// The channel.
+        channel: Channel,
+    },
     /// Re-check the rate limit (it was over the limit).
     RateCheck {
         /// The channel.
@@ -113,6 +122,8 @@ pub enum Event {
     Fallback(FallbackDecision),
     /// An operator replays a dead-lettered notification: it starts over from `received`.
     Replay,
+    /// What a collapse step came to (joining a group, or closing one).
+    Collapsed(CollapseDecision),
     /// The provider's send rate is used up: the send holds a slot at `until_ms` (`reserved`), or
     /// the first free slot is later than the message can wait.
     Throttled {
@@ -138,6 +149,7 @@ impl Event {
             Event::Fallback(_) => "fallback",
             Event::Replay => "replay",
             Event::Throttled { .. } => "throttled",
+            Event::Collapsed(_) => "collapsed",
         }
     }
 }
@@ -179,6 +191,17 @@ pub enum Effect {
         /// When, in ms since the Unix epoch.
         at_ms: u64,
     },
+    /// Join (or open) the recipient's collapse group of the notification's key on the channel →
+    /// [`Event::Collapsed`].
+    Collapse {
+        /// The channel.
+        channel: Channel,
+    },
+    /// Close the collapse group this notification opened → [`Event::Collapsed`] (`Closed`).
+    CollapseClose {
+        /// The channel.
+        channel: Channel,
+    },
     /// Decide the channel fallback after `from` failed for good → [`Event::Fallback`].
     Fallback {
         /// The channel that failed.
@@ -205,6 +228,9 @@ pub struct Context<'a> {
     /// Whether every send may duplicate an attempt made before an operator's replay, whose
     /// outcome was unknown (`Record::possible_duplicate`): the first send is then flagged too.
     pub possible_duplicate: bool,
+    /// The collapse window, when the notification collapses (it has a `collapse_key` and its
+    /// category a window): it joins a group before it is rendered.
+    pub collapse_window_ms: Option<u64>,
     /// Effects pushed while handling the event, in order.
     pub effects: Vec<Effect>,
     /// The decision inputs that mattered, recorded in the history entry of the transition.
@@ -228,6 +254,7 @@ impl<'a> Context<'a> {
             category: None,
             policy,
             possible_duplicate: false,
+            collapse_window_ms: None,
             effects: Vec::new(),
             note: None,
         }
@@ -342,12 +369,12 @@ impl Lifecycle {
         }
     }
 
-    /// Allowed on `channel`; rendering next.
+    /// Allowed on `channel`; rendering next (a collapsing notification joins its group first).
     #[state(superstate = "active", entry_action = "enter_filtered")]
     fn filtered(channel: &mut Channel, context: &mut Context<'_>, event: &Event) -> Outcome<State> {
         match event {
             Event::Wake => {
-                context.effects.push(Effect::Render { channel: *channel });
+                enter_filtered_effect(*channel, context);
                 Handled
             }
             Event::Rendered(Ok(())) => Transition(State::rendered(*channel)),
@@ -356,13 +383,38 @@ impl Lifecycle {
                 context.note(reason.clone());
                 Transition(State::failed(*channel, None, Attempt(0), reason))
             }
+            Event::Collapsed(CollapseDecision::Merged { into }) => {
+                context.note(format!(
+                    "collapsed into notification {into}, whose message carries this one's data"
+                ));
+                Transition(State::skipped(SkipReason::Collapsed { into: into.clone() }))
+            }
+            Event::Collapsed(CollapseDecision::Wait { until_ms }) => {
+                let budget_end =
+                    context.accepted_at_ms.saturating_add(context.retry(*channel).ttl_ms);
+                if *until_ms > budget_end {
+                    // Waiting out the window would outlast the message's time budget: close the
+                    // group now and go with what it holds.
+                    context.effects.push(Effect::CollapseClose { channel: *channel });
+                    return Handled;
+                }
+                context.note(format!(
+                    "opened a collapse group; waits {} ms for others to merge into it",
+                    until_ms.saturating_sub(context.now_ms)
+                ));
+                Transition(State::deferred(*until_ms, Resume::Collapse { channel: *channel }))
+            }
+            Event::Collapsed(CollapseDecision::Closed { .. }) => {
+                context.effects.push(Effect::Render { channel: *channel });
+                Handled
+            }
             _ => Super,
         }
     }
 
     #[action]
     fn enter_filtered(channel: &mut Channel, context: &mut Context<'_>) {
-        context.effects.push(Effect::Render { channel: *channel });
+        enter_filtered_effect(*channel, context);
     }
 
     /// Rendered; the rate limit next.
@@ -702,6 +754,10 @@ impl Lifecycle {
                     ));
                 }
                 match resume.clone() {
+                    Resume::Collapse { channel } => {
+                        context.effects.push(Effect::CollapseClose { channel });
+                        Handled
+                    }
                     Resume::RateCheck { channel } => Transition(State::rendered(channel)),
                     Resume::Send { channel, provider, attempt, possible_duplicate }
                     | Resume::SendSlot { channel, provider, attempt, possible_duplicate } => {
@@ -709,6 +765,15 @@ impl Lifecycle {
                     }
                 }
             }
+            Event::Collapsed(CollapseDecision::Closed { count }) => match resume {
+                Resume::Collapse { channel } => {
+                    context.note(format!(
+                        "the collapse window ended: one message for {count} notification(s)"
+                    ));
+                    Transition(State::filtered(*channel))
+                }
+                _ => Super,
+            },
             Event::Receipt(Receipt::Delivered) => match resume {
                 // A re-send is waiting because an earlier attempt's outcome was unknown, and the
                 // receipt says that attempt arrived: settle it, and never send it again.
@@ -869,6 +934,16 @@ impl Lifecycle {
     }
 }
 
+/// What `filtered` asks for first: the collapse step for a collapsing notification, else the
+/// render.
+fn enter_filtered_effect(channel: Channel, context: &mut Context<'_>) {
+    let effect = match context.collapse_window_ms {
+        Some(_) => Effect::Collapse { channel },
+        None => Effect::Render { channel },
+    };
+    context.effects.push(effect);
+}
+
 /// The kind of a state, without its data: index names, filters and table columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -960,7 +1035,7 @@ impl StateKind {
 impl StateKind {
     /// Every transition the lifecycle may make, as (from, to). The module diagram, as data: the
     /// simulator checks every committed transition against it.
-    pub const EDGES: [(StateKind, StateKind); 32] = {
+    pub const EDGES: [(StateKind, StateKind); 35] = {
         use StateKind as K;
         [
             (K::Received, K::Filtered),
@@ -969,6 +1044,9 @@ impl StateKind {
             (K::Filtered, K::Rendered),
             (K::Filtered, K::Failed),
             (K::Filtered, K::Cancelled),
+            // Collapse: merged into another's group, or waiting for the group's window.
+            (K::Filtered, K::Skipped),
+            (K::Filtered, K::Deferred),
             (K::Rendered, K::RateChecked),
             (K::Rendered, K::Deferred),
             (K::Rendered, K::Skipped),
@@ -985,6 +1063,8 @@ impl StateKind {
             (K::Unknown, K::Failed),
             (K::Unknown, K::Delivered),
             (K::Deferred, K::Rendered),
+            // A collapse group's window ended: the survivor renders with what it merged.
+            (K::Deferred, K::Filtered),
             (K::Deferred, K::Sending),
             (K::Deferred, K::Cancelled),
             (K::Deferred, K::Delivered),
@@ -1051,7 +1131,8 @@ impl State {
             | State::Failed { channel, .. }
             | State::Delivered { channel, .. }
             | State::DeadLettered { channel, .. } => Some(*channel),
-            State::Deferred { resume: Resume::RateCheck { channel }, .. }
+            State::Deferred { resume: Resume::Collapse { channel }, .. }
+            | State::Deferred { resume: Resume::RateCheck { channel }, .. }
             | State::Deferred { resume: Resume::Send { channel, .. }, .. }
             | State::Deferred { resume: Resume::SendSlot { channel, .. }, .. } => Some(*channel),
             State::Received {} | State::Skipped { .. } | State::Cancelled {} => None,

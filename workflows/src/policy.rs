@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use steps::collapse::COLLAPSE_WINDOW_MS_MAX;
 use steps::fallback::FallbackRule;
 use steps::limits::{CAPS_PER_CATEGORY_MAX, Cap, Limit, Window, WindowError, check_window};
 use steps::model::{Category, Channel, ProviderName};
@@ -64,6 +65,14 @@ pub enum Error {
     /// The reconcile grace is too long.
     #[error("reconcile_grace_ms must be at most 600000")]
     Grace,
+    /// A collapse window is out of range.
+    #[error(
+        "categories.{category}.collapse_window_ms must be between 1 and {COLLAPSE_WINDOW_MS_MAX} (an hour)"
+    )]
+    CollapseWindow {
+        /// The category.
+        category: Category,
+    },
     /// A dedup window is too long.
     #[error("{}dedup_window_ms must be at most {DEDUP_WINDOW_MS_MAX} (30 days)", .category.as_ref().map(|c| format!("categories.{c}.")).unwrap_or_default())]
     DedupWindow {
@@ -141,6 +150,11 @@ pub struct CategoryPolicy {
     /// This category's dedup window (see [`Policy::dedup_window_ms`]); unset uses the policy's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dedup_window_ms: Option<u64>,
+    /// Collapse: notifications of this category with the same `collapse_key` for the same
+    /// recipient and channel within this many ms go out as one message (the first waits the
+    /// window, the others merge into it). Unset: no collapsing (the key is kept, unused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collapse_window_ms: Option<u64>,
 }
 
 /// The retry policy of channels without one, as a static so that it can be lent out.
@@ -180,6 +194,11 @@ impl Policy {
     /// The rate limit for a channel, if any.
     pub fn rate(&self, channel: Channel) -> Option<&RateLimit> {
         self.rate.get(&channel)
+    }
+
+    /// The collapse window of `category`, if it collapses.
+    pub fn collapse_window_ms(&self, category: &Category) -> Option<u64> {
+        self.categories.get(category).and_then(|c| c.collapse_window_ms)
     }
 
     /// How long an `event_id` of `category` is remembered (0: not at all).
@@ -276,6 +295,10 @@ impl Policy {
         for (category, overrides) in &self.categories {
             if overrides.dedup_window_ms.is_some_and(|ms| ms > DEDUP_WINDOW_MS_MAX) {
                 return Err(Error::DedupWindow { category: Some(category.clone()) });
+            }
+            if overrides.collapse_window_ms.is_some_and(|ms| ms == 0 || ms > COLLAPSE_WINDOW_MS_MAX)
+            {
+                return Err(Error::CollapseWindow { category: category.clone() });
             }
         }
         Ok(())

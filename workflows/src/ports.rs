@@ -6,7 +6,8 @@ use std::future::Future;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use steps::correlation::EventId;
+use steps::collapse::{Joined, Merged};
+use steps::correlation::{CollapseKey, EventId};
 use steps::limits::{Admission, Window};
 use steps::model::{
     Attempt, Category, Channel, NotificationId, ProviderName, Recipient, RecipientId, TenantId,
@@ -50,8 +51,8 @@ pub const LIST_LIMIT_MAX: usize = 1_000;
 ///
 /// Every method is one atomic operation. Implementations: Redis (production) and in-memory
 /// (simulator and dev mode), held to one conformance suite. A store also keeps the recipients'
-/// [`Limits`] and the keys of [`Dedup`].
-pub trait Store: Limits + Dedup + Send + Sync + 'static {
+/// [`Limits`], the keys of [`Dedup`] and the groups of [`Collapse`].
+pub trait Store: Limits + Dedup + Collapse + Send + Sync + 'static {
     /// Writes a new record (version 1) with its first history entry, indexes it and enqueues its
     /// first wake-up, all at once. With `idempotency`, a key used before returns the earlier
     /// notification instead.
@@ -393,4 +394,60 @@ pub trait Dedup: Send + Sync + 'static {
         event: &EventKey,
         window_ms: u64,
     ) -> impl Future<Output = Result<CreatedOnce, StoreError>> + Send;
+}
+
+/// A collapse group's key: one recipient's notifications on one channel with one
+/// `collapse_key`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CollapseGroup {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The recipient.
+    pub recipient: RecipientId,
+    /// The channel.
+    pub channel: Channel,
+    /// The application's collapse key.
+    pub key: CollapseKey,
+}
+
+/// Collapse groups ("3 new messages"): joining and closing follow the reference in
+/// `steps::collapse` (`join`, `close`), each one atomic step; a survivor keeps what its group
+/// merged with its record, so every later render (a retry, a replay) has it.
+pub trait Collapse: Send + Sync + 'static {
+    /// Joins `member` (with its template `data`) to the open group of `group`, or opens one
+    /// that newcomers join for `window_ms`; see `steps::collapse::join`. Groups and
+    /// memberships are kept `steps::collapse::COLLAPSE_KEEP_MS` past their window.
+    fn collapse_join(
+        &self,
+        group: &CollapseGroup,
+        member: &NotificationId,
+        data: &serde_json::Map<String, serde_json::Value>,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Joined, StoreError>> + Send;
+
+    /// Closes the group `survivor` opened and returns what it merged (`None`: it is gone); see
+    /// `steps::collapse::close`.
+    fn collapse_close(
+        &self,
+        group: &CollapseGroup,
+        survivor: &NotificationId,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Option<Merged>, StoreError>> + Send;
+
+    /// Keeps what a survivor's group merged with its record (the first kept stays; nothing is
+    /// kept for a record that does not exist).
+    fn keep_merged(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+        merged: &Merged,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// What a survivor's group merged, kept with its record.
+    fn merged(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+    ) -> impl Future<Output = Result<Option<Merged>, StoreError>> + Send;
 }

@@ -13,10 +13,12 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use serde_json::{Map, Value};
+use steps::collapse::{CollapseDecision, Joined, Merged};
 use steps::correlation::Correlation;
 use steps::fallback::FallbackDecision;
 use steps::model::{Category, Channel, NotificationId, ProviderName, Recipient, Request};
-use steps::model::{TemplateId, TenantId};
+use steps::model::{TemplateId, TemplateRef, TenantId};
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
 use steps::rate::{RateDecision, SendSlot};
 use steps::render::{Content, RenderError, TemplateSet};
@@ -25,8 +27,8 @@ use crate::dlq::{self, DlqFilter, DlqPlan, Truncated};
 use crate::machine::{self, Context, Effect, Event, Machine, Receipt, Resume, State, StateKind};
 use crate::policy::Policy;
 use crate::ports::{
-    CLAIM_LEASE_MS, Claimed, Clock, CreatedOnce, EventKey, Outbound, Provider, Purged,
-    RecipientKey, Store, StoreError, StoredItem, StoredResponse,
+    CLAIM_LEASE_MS, Claimed, Clock, CollapseGroup, CreatedOnce, EventKey, Outbound, Provider,
+    Purged, RecipientKey, Store, StoreError, StoredItem, StoredResponse,
 };
 use crate::record::{
     Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
@@ -282,6 +284,8 @@ struct Run<'a> {
     content: Option<(Channel, Content)>,
     /// The provider whose send slot this notification holds (it was deferred to that slot).
     slot: Option<ProviderName>,
+    /// What this notification's collapse group merged, once known in this wake-up.
+    merged: Option<Merged>,
     now_ms: u64,
     events: usize,
 }
@@ -297,6 +301,7 @@ impl<'a> Run<'a> {
         };
         Run {
             slot,
+            merged: None,
             policy,
             record,
             machine,
@@ -326,6 +331,7 @@ impl<'a> Run<'a> {
         )
         .with_category(&self.record.request.category);
         context.possible_duplicate = self.record.possible_duplicate();
+        context.collapse_window_ms = collapse_window_ms(self.policy, &self.record.request);
         self.machine.handle_with_context(&event, &mut context);
         self.effects.extend(context.effects);
         let after = self.machine.state();
@@ -371,6 +377,13 @@ impl<'a> Run<'a> {
             replay: None,
         }
     }
+}
+
+/// The collapse window of a request, when it collapses: it has a `collapse_key` and its category
+/// a collapse window.
+fn collapse_window_ms(policy: &Policy, request: &Request) -> Option<u64> {
+    request.correlation.collapse_key.as_ref()?;
+    policy.collapse_window_ms(&request.category)
 }
 
 fn step(name: &str) -> Cause {
@@ -427,8 +440,7 @@ impl<S: Store, C: Clock> Runner<S, C> {
         submission: Submission,
         idempotency: Option<&Idempotency>,
     ) -> Result<Submitted, SubmitError> {
-        let template = self.templates.pin(&submission.template)?;
-        self.templates.render(&template, submission.channel, &submission.data)?;
+        let template = self.check_renders(&submission)?;
         let now_ms = self.clock.now_ms();
         let event = self.event_key(tenant, &submission);
         let state = State::Received {};
@@ -490,6 +502,24 @@ impl<S: Store, C: Clock> Runner<S, C> {
                     .ok_or_else(|| StoreError::Corrupt("an empty stored answer".into()).into()),
             },
         )
+    }
+
+    /// Pins a submission's template and renders it once, so that a missing variable is refused
+    /// now rather than found at send time. A collapsing submission renders as a group of one
+    /// (the `collapse` variables are there).
+    pub fn check_renders(&self, submission: &Submission) -> Result<TemplateRef, RenderError> {
+        let template = self.templates.pin(&submission.template)?;
+        let collapses = submission.correlation.collapse_key.is_some()
+            && self.policy.collapse_window_ms(&submission.category).is_some();
+        let data = if collapses {
+            let placeholder = NotificationId::new("n").unwrap_or_else(|_| unreachable!("valid"));
+            let alone = Merged::alone(&placeholder, &submission.data);
+            std::borrow::Cow::Owned(steps::collapse::context(&submission.data, &alone))
+        } else {
+            std::borrow::Cow::Borrowed(&submission.data)
+        };
+        self.templates.render(&template, submission.channel, &data)?;
+        Ok(template)
     }
 
     /// The dedup key and window of a submission: `None` without an `event_id`, or when its
@@ -829,12 +859,21 @@ impl<S: Store, C: Clock> Runner<S, C> {
                     run.handle(Event::Filtered(decision), step("filter"));
                 }
                 Effect::Render { channel } => {
-                    let request = &run.record.request;
-                    let rendered = self.templates.render(&request.template, channel, &request.data);
+                    let data = self.render_data(&mut run).await?;
+                    let template = &run.record.request.template;
+                    let rendered = self.templates.render(template, channel, &data);
                     let result = rendered.map(|content| {
                         run.content = Some((channel, content));
                     });
                     run.handle(Event::Rendered(result), step("render"));
+                }
+                Effect::Collapse { channel } => {
+                    let decision = self.collapse_join(&mut run, channel).await?;
+                    run.handle(Event::Collapsed(decision), step("collapse"));
+                }
+                Effect::CollapseClose { channel } => {
+                    let decision = self.collapse_close(&mut run, channel).await?;
+                    run.handle(Event::Collapsed(decision), step("collapse"));
                 }
                 Effect::AcquireRate { channel } => {
                     // The channel's window and the category's caps, all or nothing; none for a
@@ -904,8 +943,8 @@ impl<S: Store, C: Clock> Runner<S, C> {
                     let content = match run.content.take() {
                         Some((c, content)) if c == channel => Ok(content),
                         _ => {
-                            let request = &run.record.request;
-                            self.templates.render(&request.template, channel, &request.data)
+                            let data = self.render_data(&mut run).await?;
+                            self.templates.render(&run.record.request.template, channel, &data)
                         }
                     };
                     let content = match content {
@@ -950,6 +989,95 @@ impl<S: Store, C: Clock> Runner<S, C> {
             }
             None => Ok(Advanced::Conflict),
         }
+    }
+
+    /// The variables a notification renders with: its data, and for a collapsing one what its
+    /// group merged (`steps::collapse::context`), kept with its record once the group closed.
+    async fn render_data(&self, run: &mut Run<'_>) -> Result<Map<String, Value>, StoreError> {
+        let record = &run.record;
+        if collapse_window_ms(run.policy, &record.request).is_none() {
+            return Ok(record.request.data.clone());
+        }
+        if run.merged.is_none() {
+            run.merged = self.store.merged(&record.tenant, &record.id).await?;
+        }
+        let data = &run.record.request.data;
+        let alone;
+        let merged = match &run.merged {
+            Some(merged) => merged,
+            None => {
+                alone = Merged::alone(&run.record.id, data);
+                &alone
+            }
+        };
+        Ok(steps::collapse::context(data, merged))
+    }
+
+    fn collapse_group(record: &Record, channel: Channel) -> Option<CollapseGroup> {
+        Some(CollapseGroup {
+            tenant: record.tenant.clone(),
+            recipient: record.request.recipient.id.clone(),
+            channel,
+            key: record.request.correlation.collapse_key.clone()?,
+        })
+    }
+
+    /// Keeps what the group merged with the record, for every later render, and says so.
+    async fn closed(
+        &self,
+        run: &mut Run<'_>,
+        merged: Merged,
+    ) -> Result<CollapseDecision, StoreError> {
+        let record = &run.record;
+        self.store.keep_merged(&record.tenant, &record.id, &merged).await?;
+        let count = merged.items.len();
+        run.merged = Some(merged);
+        Ok(CollapseDecision::Closed { count })
+    }
+
+    /// Joins the notification's collapse group (or opens one). A survivor whose group closed
+    /// before (a replay, a fallback to another channel) has what it merged already.
+    async fn collapse_join(
+        &self,
+        run: &mut Run<'_>,
+        channel: Channel,
+    ) -> Result<CollapseDecision, StoreError> {
+        let record = &run.record;
+        if let Some(merged) = self.store.merged(&record.tenant, &record.id).await? {
+            let count = merged.items.len();
+            run.merged = Some(merged);
+            return Ok(CollapseDecision::Closed { count });
+        }
+        let (Some(group), Some(window_ms)) = (
+            Self::collapse_group(record, channel),
+            collapse_window_ms(run.policy, &record.request),
+        ) else {
+            // The machine asks only for collapsing notifications: render it alone.
+            let merged = Merged::alone(&record.id, &record.request.data);
+            return self.closed(run, merged).await;
+        };
+        let data = &record.request.data;
+        match self.store.collapse_join(&group, &record.id, data, window_ms, run.now_ms).await? {
+            Joined::Merged { into } => Ok(CollapseDecision::Merged { into }),
+            Joined::Wait { until_ms } => Ok(CollapseDecision::Wait { until_ms }),
+            Joined::Closed { merged } => self.closed(run, merged).await,
+        }
+    }
+
+    /// Closes the group the notification opened, once its window ended (or its time budget
+    /// cannot wait for that).
+    async fn collapse_close(
+        &self,
+        run: &mut Run<'_>,
+        channel: Channel,
+    ) -> Result<CollapseDecision, StoreError> {
+        let record = &run.record;
+        let merged = match Self::collapse_group(record, channel) {
+            Some(group) => self.store.collapse_close(&group, &record.id, run.now_ms).await?,
+            None => None,
+        };
+        let merged = merged.unwrap_or_else(|| Merged::alone(&record.id, &record.request.data));
+        self.closed(run, merged).await
     }
 
     /// Decides the channel fallback from the notification's whole history: which channels it

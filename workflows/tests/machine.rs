@@ -13,6 +13,7 @@ use std::sync::LazyLock;
 
 use proptest::prelude::*;
 use statig::blocking::IntoStateMachineExt;
+use steps::collapse::CollapseDecision;
 use steps::fallback::FallbackDecision;
 use steps::filter::{FilterDecision, SkipReason};
 use steps::limits::Limit;
@@ -896,6 +897,10 @@ fn examples_of(kind: StateKind) -> Vec<State> {
             State::Deferred { until_ms: UNTIL_MS, resume: send(3, true) },
             State::Deferred {
                 until_ms: UNTIL_MS,
+                resume: Resume::Collapse { channel: Channel::Sms },
+            },
+            State::Deferred {
+                until_ms: UNTIL_MS,
                 resume: Resume::SendSlot {
                     channel: Channel::Sms,
                     provider: twilio(),
@@ -999,6 +1004,9 @@ labels! {
     Replay,
     ThrottledReserved,
     ThrottledTooLate,
+    CollapsedMerged,
+    CollapsedWait,
+    CollapsedClosed,
 }
 
 /// The label of an event. Exhaustive: a new event (or decision, outcome, class) needs a label.
@@ -1013,8 +1021,11 @@ fn label(event: &Event) -> Label {
         Event::Filtered(FilterDecision::Skip(SkipReason::NoAddress { .. })) => {
             Label::FilteredNoAddress
         }
+        // Skip reasons the filter never gives (they come from later steps) label alike.
         Event::Filtered(FilterDecision::Skip(
-            SkipReason::RateLimited { .. } | SkipReason::Capped { .. },
+            SkipReason::RateLimited { .. }
+            | SkipReason::Capped { .. }
+            | SkipReason::Collapsed { .. },
         )) => Label::FilteredRateLimited,
         Event::Filtered(FilterDecision::Skip(SkipReason::Expired { .. })) => Label::FilteredExpired,
         Event::Rendered(Ok(())) => Label::RenderedOk,
@@ -1044,6 +1055,9 @@ fn label(event: &Event) -> Label {
         Event::Replay => Label::Replay,
         Event::Throttled { reserved: true, .. } => Label::ThrottledReserved,
         Event::Throttled { reserved: false, .. } => Label::ThrottledTooLate,
+        Event::Collapsed(CollapseDecision::Merged { .. }) => Label::CollapsedMerged,
+        Event::Collapsed(CollapseDecision::Wait { .. }) => Label::CollapsedWait,
+        Event::Collapsed(CollapseDecision::Closed { .. }) => Label::CollapsedClosed,
     }
 }
 
@@ -1097,6 +1111,11 @@ fn sample(label: Label) -> Event {
         Label::Replay => Event::Replay,
         Label::ThrottledReserved => Event::Throttled { until_ms: UNTIL_MS, reserved: true },
         Label::ThrottledTooLate => Event::Throttled { until_ms: UNTIL_MS, reserved: false },
+        Label::CollapsedMerged => Event::Collapsed(CollapseDecision::Merged {
+            into: steps::model::NotificationId::new("n_first").unwrap(),
+        }),
+        Label::CollapsedWait => Event::Collapsed(CollapseDecision::Wait { until_ms: UNTIL_MS }),
+        Label::CollapsedClosed => Event::Collapsed(CollapseDecision::Closed { count: 3 }),
     }
 }
 
@@ -1114,7 +1133,15 @@ fn handles(kind: StateKind) -> &'static [Label] {
             L::FilteredExpired,
             L::Cancel,
         ],
-        StateKind::Filtered => &[L::Wake, L::RenderedOk, L::RenderedErr, L::Cancel],
+        StateKind::Filtered => &[
+            L::Wake,
+            L::RenderedOk,
+            L::RenderedErr,
+            L::Cancel,
+            L::CollapsedMerged,
+            L::CollapsedWait,
+            L::CollapsedClosed,
+        ],
         StateKind::Rendered => &[L::Wake, L::RateAllow, L::RateDefer, L::RateSkip, L::Cancel],
         StateKind::RateChecked => &[L::Wake, L::Proceed, L::Cancel],
         StateKind::Sending => &[
@@ -1134,8 +1161,9 @@ fn handles(kind: StateKind) -> &'static [Label] {
             L::ThrottledTooLate,
         ],
         StateKind::Unknown => &[L::Wake, L::Proceed, L::ReceiptDelivered],
-        // A receipt is taken only by a re-send waiting on an unknown outcome (data-dependent).
-        StateKind::Deferred => &[L::Wake, L::Cancel, L::ReceiptDelivered],
+        // A receipt is taken only by a re-send waiting on an unknown outcome, a closed collapse
+        // group only by a collapse wait (both data-dependent).
+        StateKind::Deferred => &[L::Wake, L::Cancel, L::ReceiptDelivered, L::CollapsedClosed],
         StateKind::Sent => &[L::ReceiptDelivered, L::ReceiptUndelivered],
         StateKind::Failed => &[L::Wake, L::Proceed, L::FallbackTo, L::FallbackNone],
         // An operator's replay, and a late delivery receipt (data-dependent: only with the
@@ -1186,6 +1214,9 @@ fn allowed(from: StateKind, to: StateKind) -> bool {
             | (K::Rendered | K::Sending, K::Deferred)
             // "back where it was": the rate check (rendered) or the send (sending).
             | (K::Deferred, K::Rendered | K::Sending)
+            // Collapse: the first of a group waits its window, then renders for the group.
+            | (K::Filtered, K::Deferred)
+            | (K::Deferred, K::Filtered)
             // A receipt settles a re-send that waits on an unknown outcome.
             | (K::Deferred, K::Delivered)
             | (K::Sending, K::Unknown)
@@ -1248,29 +1279,35 @@ fn every_state_times_every_event() {
             }
             if step.state == state
                 && matches!(kind, StateKind::Deferred | StateKind::DeadLettered)
-                && l == Label::ReceiptDelivered
+                && matches!(l, Label::ReceiptDelivered | Label::CollapsedClosed)
             {
-                // A deferral that is not a flagged re-send ignores receipts, and so does a dead
-                // letter that never reached a provider.
+                // A deferral that is not a flagged re-send ignores receipts, one that is not a
+                // collapse wait ignores a closed group, and a dead letter that never reached a
+                // provider ignores receipts.
                 assert_eq!(step.effects, vec![], "{context}");
                 continue;
             }
             if step.state == state {
-                // Handled in place: only the documented re-drive effects.
-                let expected = match &state {
-                    State::Received {} => vec![Effect::Filter { channel: Channel::Sms }],
-                    State::Filtered { channel } => vec![Effect::Render { channel: *channel }],
-                    State::Rendered { channel } => vec![Effect::AcquireRate { channel: *channel }],
-                    State::Deferred { until_ms, .. } => vec![Effect::Wake { at_ms: *until_ms }],
-                    State::Failed { channel, .. } => vec![Effect::Fallback { from: *channel }],
-                    other => panic!("{context}: {other:?} handled the event but did nothing"),
+                // Handled in place: only the documented re-drive effects (a wake-up's, a failed
+                // one's proceed), the close of a collapse wait, and the render of a closed group.
+                let expected = match (&state, l) {
+                    (State::Received {}, Label::Wake) => {
+                        vec![Effect::Filter { channel: Channel::Sms }]
+                    }
+                    (State::Filtered { channel }, Label::Wake | Label::CollapsedClosed) => {
+                        vec![Effect::Render { channel: *channel }]
+                    }
+                    (State::Rendered { channel }, Label::Wake) => {
+                        vec![Effect::AcquireRate { channel: *channel }]
+                    }
+                    (State::Deferred { resume: Resume::Collapse { channel }, .. }, Label::Wake) => {
+                        vec![Effect::CollapseClose { channel: *channel }]
+                    }
+                    (State::Failed { channel, .. }, Label::Wake | Label::Proceed) => {
+                        vec![Effect::Fallback { from: *channel }]
+                    }
+                    (other, l) => panic!("{context}: {other:?} handled {l:?} in place"),
                 };
-                let redrive =
-                    l == Label::Wake || (kind == StateKind::Failed && l == Label::Proceed);
-                assert!(
-                    redrive,
-                    "{context}: only a wake-up (or a failed's proceed) is handled in place"
-                );
                 assert_eq!(step.effects, expected, "{context}");
             } else {
                 let to = step.state.kind();
@@ -1699,4 +1736,67 @@ fn a_send_whose_first_free_slot_is_past_the_budget_fails() {
     };
     assert_eq!(*attempt, Attempt(1));
     assert!(reason.contains("no free slot before the time budget ends"), "{reason}");
+}
+
+/// Feeds `event` to `state` for a collapsing notification (its category has a collapse window).
+fn check_collapsing(state: State, event: Event) -> Step {
+    let channel = channel_of(&state);
+    let mut machine = machine::restore(state, &POLICY, channel);
+    let mut context = Context::new(&POLICY, channel, SEED, ACCEPTED_MS, NOW_MS);
+    context.collapse_window_ms = Some(30_000);
+    machine.handle_with_context(&event, &mut context);
+    Step { state: machine.state().clone(), effects: context.effects, note: context.note }
+}
+
+/// A collapsing notification joins its group before it renders: merged, it is skipped naming
+/// the survivor; the first waits the window (unless its time budget cannot), and when the window
+/// ends it closes the group and renders for all.
+#[test]
+fn a_collapsing_notification_joins_waits_or_merges_before_it_renders() {
+    let allow = Event::Filtered(FilterDecision::Allow { channel: Channel::Sms, rule: "ok".into() });
+    let step = check_collapsing(State::Received {}, allow);
+    assert_eq!(step.state, State::Filtered { channel: Channel::Sms });
+    assert_eq!(step.effects, vec![Effect::Collapse { channel: Channel::Sms }]);
+    let filtered = State::Filtered { channel: Channel::Sms };
+    let into = steps::model::NotificationId::new("n_first").unwrap();
+    let step = check_collapsing(
+        filtered.clone(),
+        Event::Collapsed(CollapseDecision::Merged { into: into.clone() }),
+    );
+    assert_eq!(step.state, State::Skipped { reason: SkipReason::Collapsed { into } });
+    assert_eq!(
+        step.note.as_deref(),
+        Some("collapsed into notification n_first, whose message carries this one's data")
+    );
+    let until_ms = NOW_MS + 30_000;
+    let step =
+        check_collapsing(filtered.clone(), Event::Collapsed(CollapseDecision::Wait { until_ms }));
+    let waiting = State::Deferred { until_ms, resume: Resume::Collapse { channel: Channel::Sms } };
+    assert_eq!(step.state, waiting);
+    assert_eq!(step.effects, vec![Effect::Wake { at_ms: until_ms }]);
+    // A window that outlasts the time budget is cut short: the group is closed now.
+    let budget_end = ACCEPTED_MS + POLICY.retry(Channel::Sms).ttl_ms;
+    let late = Event::Collapsed(CollapseDecision::Wait { until_ms: budget_end + 1 });
+    let step = check_collapsing(filtered.clone(), late);
+    assert_eq!(step.state, filtered);
+    assert_eq!(step.effects, vec![Effect::CollapseClose { channel: Channel::Sms }]);
+    // The window ends: close, then render once the group is closed.
+    let step = check_collapsing(waiting.clone(), Event::Wake);
+    assert_eq!(
+        (step.state.clone(), step.effects),
+        (waiting.clone(), vec![Effect::CollapseClose { channel: Channel::Sms }])
+    );
+    let step =
+        check_collapsing(waiting.clone(), Event::Collapsed(CollapseDecision::Closed { count: 3 }));
+    assert_eq!(step.state, filtered);
+    assert_eq!(step.effects, vec![Effect::Collapse { channel: Channel::Sms }]);
+    assert_eq!(
+        step.note.as_deref(),
+        Some("the collapse window ended: one message for 3 notification(s)")
+    );
+    let step =
+        check_collapsing(filtered.clone(), Event::Collapsed(CollapseDecision::Closed { count: 3 }));
+    assert_eq!(step.effects, vec![Effect::Render { channel: Channel::Sms }]);
+    // The wait can be cancelled like any deferral.
+    assert_eq!(check_collapsing(waiting, Event::Cancel).state, State::Cancelled {});
 }

@@ -280,3 +280,48 @@ fn invalid_caps_are_refused_naming_the_category_and_the_cap() {
     let error = with((1..=9).map(|i| cap(1, i * 1_000)).collect()).unwrap_err();
     assert_eq!(error.to_string(), "categories.news.caps: at most 8 caps per category");
 }
+
+#[test]
+fn dedup_and_collapse_windows_are_checked_and_read_per_category() {
+    let mut p = Policy::default();
+    let orders = category("orders");
+    assert_eq!(p.dedup_window_ms_for(&orders), 86_400_000, "24 h by default");
+    assert_eq!(p.collapse_window_ms(&orders), None, "nothing collapses by default");
+    p.categories.insert(
+        category("chat"),
+        CategoryPolicy {
+            dedup_window_ms: Some(0),
+            collapse_window_ms: Some(30_000),
+            ..CategoryPolicy::default()
+        },
+    );
+    assert_eq!(p.validate(), Ok(()));
+    assert_eq!(p.dedup_window_ms_for(&category("chat")), 0);
+    assert_eq!(p.collapse_window_ms(&category("chat")), Some(30_000));
+    let too_long = Policy { dedup_window_ms: 31 * 86_400_000, ..Policy::default() };
+    let error = too_long.validate().unwrap_err();
+    assert_eq!(error, Error::DedupWindow { category: None });
+    assert_eq!(error.to_string(), "dedup_window_ms must be at most 2592000000 (30 days)");
+    for bad in [0, 3_600_001] {
+        let mut p = Policy::default();
+        p.categories.insert(
+            category("chat"),
+            CategoryPolicy { collapse_window_ms: Some(bad), ..CategoryPolicy::default() },
+        );
+        let error = p.validate().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "categories.chat.collapse_window_ms must be between 1 and 3600000 (an hour)",
+            "{bad}"
+        );
+    }
+    let mut p = Policy::default();
+    p.categories.insert(
+        category("chat"),
+        CategoryPolicy { dedup_window_ms: Some(31 * 86_400_000), ..CategoryPolicy::default() },
+    );
+    assert_eq!(
+        p.validate().unwrap_err().to_string(),
+        "categories.chat.dedup_window_ms must be at most 2592000000 (30 days)"
+    );
+}

@@ -24,8 +24,8 @@ use workflows::dlq::{DlqFilter, DlqPage};
 use workflows::machine::{Resume, State, StateKind};
 use workflows::policy::Policy;
 use workflows::ports::{
-    ApiKey, CLAIM_LEASE_MS, Claimed, Clock, CreatedOnce, Dedup, EventKey, Limits, ListQuery,
-    Outbound, Provider, Purged, RecipientKey, Store, StoreError, StoredResponse,
+    ApiKey, CLAIM_LEASE_MS, Claimed, Clock, Collapse, CollapseGroup, CreatedOnce, Dedup, EventKey,
+    Limits, ListQuery, Outbound, Provider, Purged, RecipientKey, Store, StoreError, StoredResponse,
 };
 use workflows::record::{
     Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
@@ -51,6 +51,9 @@ struct Data {
     claims: BTreeMap<String, (String, u64, Option<StoredResponse>)>,
     /// Events seen, and the notification each made (windows are not modelled here).
     events: BTreeMap<EventKey, NotificationId>,
+    /// Collapse groups (the reference semantics), and what survivors kept.
+    collapse: BTreeMap<CollapseGroup, steps::collapse::Groups>,
+    merged: BTreeMap<NotificationId, steps::collapse::Merged>,
     pacers: BTreeMap<ProviderName, Pacer>,
 }
 
@@ -153,6 +156,52 @@ impl Dedup for FakeStore {
         let created = futures::FutureExt::now_or_never(self.create(record, first, None));
         assert_eq!(created, Some(Ok(Created::New)), "the fake's create is immediate");
         ready(Ok(CreatedOnce::New))
+    }
+}
+
+impl Collapse for FakeStore {
+    fn collapse_join(
+        &self,
+        group: &CollapseGroup,
+        member: &NotificationId,
+        data: &serde_json::Map<String, serde_json::Value>,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<steps::collapse::Joined, StoreError>> + Send {
+        let mut data_ = self.0.lock().unwrap();
+        let groups = data_.collapse.entry(group.clone()).or_default();
+        let keep = steps::collapse::COLLAPSE_KEEP_MS;
+        ready(Ok(steps::collapse::join(groups, member, data, window_ms, keep, now_ms)))
+    }
+
+    fn collapse_close(
+        &self,
+        group: &CollapseGroup,
+        survivor: &NotificationId,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Option<steps::collapse::Merged>, StoreError>> + Send {
+        let mut data = self.0.lock().unwrap();
+        let merged =
+            data.collapse.get_mut(group).and_then(|g| steps::collapse::close(g, survivor, now_ms));
+        ready(Ok(merged))
+    }
+
+    fn keep_merged(
+        &self,
+        _tenant: &TenantId,
+        id: &NotificationId,
+        merged: &steps::collapse::Merged,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.0.lock().unwrap().merged.entry(id.clone()).or_insert_with(|| merged.clone());
+        ready(Ok(()))
+    }
+
+    fn merged(
+        &self,
+        _tenant: &TenantId,
+        id: &NotificationId,
+    ) -> impl Future<Output = Result<Option<steps::collapse::Merged>, StoreError>> + Send {
+        ready(Ok(self.0.lock().unwrap().merged.get(id).cloned()))
     }
 }
 
@@ -385,10 +434,18 @@ fn world_with_policy(
     let template = TemplateId::new("otp").unwrap();
     let part =
         |part, source: &str| PartSource { template: template.clone(), part, source: source.into() };
+    let digest = TemplateId::new("digest").unwrap();
     let templates = TemplateSet::from_parts([
         part(Part::SmsBody, "Your code is {{ code }}"),
         part(Part::EmailSubject, "Your code"),
         part(Part::EmailText, "Your code is {{ code }}"),
+        PartSource {
+            template: digest,
+            part: Part::SmsBody,
+            source: "{{ collapse.count }} new:{% for item in collapse.items %} [{{ item.code }}]\
+                     {% endfor %}"
+                .into(),
+        },
     ])
     .unwrap();
     let mut policy = Policy::default();
@@ -453,6 +510,30 @@ impl World {
             category: Category::new(category).unwrap(),
             correlation: Default::default(),
         };
+        let submitted = block_on(self.runner.submit(&self.tenant, id.clone(), submission, None));
+        assert!(submitted.unwrap().created);
+        id
+    }
+
+    /// Submits `id`, a `chat` SMS with the `digest` template and collapse key `key`.
+    fn submit_chat(&self, id: &str, key: &str, code: u32) -> NotificationId {
+        let submission = Submission {
+            recipient: Recipient {
+                id: RecipientId::new("u1").unwrap(),
+                email: None,
+                phone: Some(PhoneNumber::parse("+447911123456").unwrap()),
+                opt_out: vec![],
+            },
+            channel: Channel::Sms,
+            template: TemplateId::new("digest").unwrap(),
+            data: serde_json::json!({ "code": code }).as_object().unwrap().clone(),
+            category: Category::new("chat").unwrap(),
+            correlation: steps::correlation::Correlation {
+                event_id: None,
+                collapse_key: Some(steps::correlation::CollapseKey::new(key).unwrap()),
+            },
+        };
+        let id = NotificationId::new(id).unwrap();
         let submitted = block_on(self.runner.submit(&self.tenant, id.clone(), submission, None));
         assert!(submitted.unwrap().created);
         id
@@ -1143,4 +1224,138 @@ fn an_idempotency_key_with_an_event_is_claimed_then_answered() {
     assert_eq!((duplicate.id.clone(), duplicate.deduplicated), (first.id.clone(), true));
     let again = w.submit_event("n_8", "e1", "otp", Some(&other)).unwrap();
     assert_eq!((again.id, again.deduplicated, again.replayed), (first.id, true, true));
+}
+
+/// A chat world: `chat` collapses SMS for 30 s.
+fn chat_world(sms: Vec<SendOutcome>) -> World {
+    world_with_policy(sms, vec![], false, |p| {
+        p.categories.insert(
+            Category::new("chat").unwrap(),
+            workflows::policy::CategoryPolicy {
+                collapse_window_ms: Some(30_000),
+                ..Default::default()
+            },
+        );
+    })
+}
+
+/// Three notifications with one collapse key inside the window go out as one message: the first
+/// waits the window, the others end skipped, collapsed into it (their history says so), and the
+/// one message renders with a count and every one's data.
+#[test]
+fn notifications_with_one_collapse_key_go_out_as_one_message() {
+    let w = chat_world(vec![]);
+    let first = w.submit_chat("n_1", "room-1", 1);
+    let second = w.submit_chat("n_2", "room-1", 2);
+    let third = w.submit_chat("n_3", "room-1", 3);
+    let other_room = w.submit_chat("n_4", "room-2", 4);
+    let held = w.advance(&first, 1);
+    assert_eq!(
+        held,
+        Advanced::Committed {
+            version: 2,
+            state: StateKind::Deferred,
+            wake_at_ms: Some(T0_MS + 30_000)
+        }
+    );
+    assert!(matches!(
+        w.store().record(&first).state,
+        State::Deferred { resume: Resume::Collapse { channel: Channel::Sms }, .. }
+    ));
+    w.set_now(T0_MS + 5_000);
+    for member in [&second, &third] {
+        w.advance(member, 1);
+        let reason = SkipReason::Collapsed { into: first.clone() };
+        assert_eq!(w.store().record(member).state, State::Skipped { reason });
+        let note = w.store().entries(member).last().unwrap().note.clone().unwrap();
+        assert!(note.starts_with("collapsed into notification n_1"), "{note}");
+    }
+    // Another key has its own group.
+    assert!(matches!(
+        w.advance(&other_room, 1),
+        Advanced::Committed { state: StateKind::Deferred, .. }
+    ));
+    assert!(w.sent().is_empty(), "nothing goes out before the window ends");
+    w.set_now(T0_MS + 30_000);
+    let sent = w.advance(&first, 2);
+    assert!(matches!(sent, Advanced::Committed { state: StateKind::Sent, .. }), "{sent:?}");
+    let sent = w.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].content, steps::render::Content::Sms { body: "3 new: [1] [2] [3]".into() });
+    let closing =
+        w.store().entries(&first).iter().find(|e| e.from == Some(StateKind::Deferred)).cloned();
+    assert_eq!(
+        closing.and_then(|e| e.note).as_deref(),
+        Some("the collapse window ended: one message for 3 notification(s)")
+    );
+}
+
+/// A worker that joined the group and died before committing: the re-run joins again and is
+/// answered the same, so the data is merged once; the survivor's retry, on a later wake-up,
+/// renders with the same merged data (kept with its record).
+#[test]
+fn a_merge_repeated_after_a_crash_counts_once_and_a_retry_renders_the_same_message() {
+    let w = chat_world(vec![failure(ErrorClass::RETRYABLE)]);
+    let first = w.submit_chat("n_1", "room-1", 1);
+    let second = w.submit_chat("n_2", "room-1", 2);
+    w.advance(&first, 1);
+    // The dead worker's join.
+    let group = CollapseGroup {
+        tenant: w.tenant.clone(),
+        recipient: RecipientId::new("u1").unwrap(),
+        channel: Channel::Sms,
+        key: steps::correlation::CollapseKey::new("room-1").unwrap(),
+    };
+    let data = w.store().record(&second).request.data;
+    let joined = block_on(w.store().collapse_join(&group, &second, &data, 30_000, T0_MS)).unwrap();
+    assert_eq!(joined, steps::collapse::Joined::Merged { into: first.clone() });
+    // Its wake-up runs again.
+    w.advance(&second, 1);
+    let reason = SkipReason::Collapsed { into: first.clone() };
+    assert_eq!(w.store().record(&second).state, State::Skipped { reason });
+    w.set_now(T0_MS + 30_000);
+    let Advanced::Committed { version, state: StateKind::Deferred, wake_at_ms: Some(retry_at) } =
+        w.advance(&first, 2)
+    else {
+        panic!("expected a retry after the failed send");
+    };
+    w.set_now(retry_at);
+    assert!(matches!(
+        w.advance(&first, version),
+        Advanced::Committed { state: StateKind::Sent, .. }
+    ));
+    let bodies: Vec<steps::render::Content> = w.sent().into_iter().map(|m| m.content).collect();
+    let one = steps::render::Content::Sms { body: "2 new: [1] [2]".into() };
+    assert_eq!(bodies, vec![one.clone(), one], "the retry renders the same merged message");
+}
+
+/// A collapsing submission is checked with the collapse variables; a missing one of its own is
+/// still refused at submit.
+#[test]
+fn a_collapsing_template_is_checked_at_submit_with_its_collapse_variables() {
+    let w = chat_world(vec![]);
+    let mut submission = Submission {
+        recipient: Recipient {
+            id: RecipientId::new("u1").unwrap(),
+            email: None,
+            phone: Some(PhoneNumber::parse("+447911123456").unwrap()),
+            opt_out: vec![],
+        },
+        channel: Channel::Sms,
+        template: TemplateId::new("digest").unwrap(),
+        data: serde_json::Map::new(),
+        category: Category::new("chat").unwrap(),
+        correlation: steps::correlation::Correlation {
+            event_id: None,
+            collapse_key: Some(steps::correlation::CollapseKey::new("room").unwrap()),
+        },
+    };
+    let error = w.runner.check_renders(&submission).unwrap_err().to_string();
+    assert!(error.contains("code"), "{error}");
+    submission.data.insert("code".into(), serde_json::json!(7));
+    assert!(w.runner.check_renders(&submission).is_ok());
+    // Without a collapse key there are no collapse variables.
+    submission.correlation.collapse_key = None;
+    let error = w.runner.check_renders(&submission).unwrap_err().to_string();
+    assert!(error.contains("collapse"), "{error}");
 }

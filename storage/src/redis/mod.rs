@@ -23,6 +23,7 @@
 //! multiplexed connection. Both reconnect by themselves after a Redis restart.
 
 mod codec;
+mod collapse;
 mod dedup;
 mod limits;
 mod queue;
