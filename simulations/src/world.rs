@@ -24,7 +24,7 @@ use steps::rate::{SendRate, SendSlot};
 use workflows::dlq::{DlqFilter, DlqPage};
 use workflows::machine::{Receipt, State};
 use workflows::ports::{
-    ApiKey, Claimed, Clock, Collapse, CollapseGroup, CreatedOnce, Dedup, EventKey, Limits,
+    ApiKey, Claimed, Clock, Collapse, CollapseGroup, CreatedOnce, Dedup, EventKey, LimitWindows,
     ListQuery, Outbound, Provider, Purged, RecipientKey, Store, StoreError, StoredResponse,
 };
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record};
@@ -694,7 +694,7 @@ impl<S: Store> Collapse for FaultyStore<S> {
     }
 }
 
-impl<S: Store> Limits for FaultyStore<S> {
+impl<S: Store> LimitWindows for FaultyStore<S> {
     async fn acquire_windows(
         &self,
         key: &RecipientKey,

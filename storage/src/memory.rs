@@ -22,7 +22,7 @@ use workflows::dlq::{DLQ_SCAN_MAX, DlqFilter, DlqPage, Truncated};
 use workflows::machine::StateKind;
 use workflows::ports::{
     ApiKey, Claimed, Clock, Collapse, CollapseGroup, CreatedOnce, Dedup, EventKey, HISTORY_LEN_MAX,
-    INBOX_LEN_MAX, Inbox, InboxItem, LIST_LIMIT_MAX, Limits, ListQuery, Purged, RecipientKey,
+    INBOX_LEN_MAX, Inbox, InboxItem, LIST_LIMIT_MAX, LimitWindows, ListQuery, Purged, RecipientKey,
     Store, StoreError, StoredItem, StoredResponse,
 };
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Wake};
@@ -964,7 +964,7 @@ impl Collapse for MemoryStore {
     }
 }
 
-impl Limits for MemoryStore {
+impl LimitWindows for MemoryStore {
     fn acquire_windows(
         &self,
         key: &RecipientKey,

@@ -21,7 +21,7 @@ use steps::rate::OverLimit;
 use storage::keys;
 use storage::queue::{REAPER_SLACK_MS, Reaped, WakeQueue};
 use workflows::machine::State;
-use workflows::ports::{ApiKey, Inbox, InboxItem, Limits, RecipientKey, Store};
+use workflows::ports::{ApiKey, Inbox, InboxItem, LimitWindows, RecipientKey, Store};
 use workflows::record::{Cause, Commit, Created, HistoryEntry, Idempotency, Record};
 
 async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {

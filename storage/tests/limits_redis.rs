@@ -1,6 +1,6 @@
 //! No cap or window is ever exceeded under concurrent workers, on Redis: many acquirers on
 //! several connections take slots for one recipient at the same instants, over a stretch of
-//! time, through `Limits::acquire_windows` (one script per acquisition). The same checker run
+//! time, through `LimitWindows::acquire_windows` (one script per acquisition). The same checker run
 //! over a naive check-then-take (count, then add, in two round trips) finds the windows
 //! exceeded, so it is not a check that cannot fail.
 
@@ -15,7 +15,7 @@ use storage::queue::WakeQueue;
 use storage::redis::RedisStore;
 use storage::testing::RedisServer;
 use tokio::sync::Barrier;
-use workflows::ports::{Limits, RecipientKey};
+use workflows::ports::{LimitWindows, RecipientKey};
 
 /// Connections (each its own multiplexed connection, as separate worker processes have).
 const CONNECTIONS: usize = 8;

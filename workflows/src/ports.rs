@@ -51,8 +51,8 @@ pub const LIST_LIMIT_MAX: usize = 1_000;
 ///
 /// Every method is one atomic operation. Implementations: Redis (production) and in-memory
 /// (simulator and dev mode), held to one conformance suite. A store also keeps the recipients'
-/// [`Limits`], the keys of [`Dedup`] and the groups of [`Collapse`].
-pub trait Store: Limits + Dedup + Collapse + Send + Sync + 'static {
+/// [`LimitWindows`], the keys of [`Dedup`] and the groups of [`Collapse`].
+pub trait Store: LimitWindows + Dedup + Collapse + Send + Sync + 'static {
     /// Writes a new record (version 1) with its first history entry, indexes it and enqueues its
     /// first wake-up, all at once. With `idempotency`, a key used before returns the earlier
     /// notification instead.
@@ -255,7 +255,7 @@ pub struct RecipientKey {
 ///
 /// Every method is one atomic operation, following the reference in `steps::limits`, and held
 /// to the conformance suite on both stores.
-pub trait Limits: Send + Sync + 'static {
+pub trait LimitWindows: Send + Sync + 'static {
     /// Takes a slot for `member` in every window of `windows` (at most
     /// [`steps::limits::WINDOWS_MAX`]), all or nothing, at `now_ms`: see
     /// `steps::limits::admit`.

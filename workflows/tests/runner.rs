@@ -25,7 +25,8 @@ use workflows::machine::{Resume, State, StateKind};
 use workflows::policy::Policy;
 use workflows::ports::{
     ApiKey, CLAIM_LEASE_MS, Claimed, Clock, Collapse, CollapseGroup, CreatedOnce, Dedup, EventKey,
-    Limits, ListQuery, Outbound, Provider, Purged, RecipientKey, Store, StoreError, StoredResponse,
+    LimitWindows, ListQuery, Outbound, Provider, Purged, RecipientKey, Store, StoreError,
+    StoredResponse,
 };
 use workflows::record::{
     Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
@@ -205,7 +206,7 @@ impl Collapse for FakeStore {
     }
 }
 
-impl Limits for FakeStore {
+impl LimitWindows for FakeStore {
     fn acquire_windows(
         &self,
         key: &RecipientKey,

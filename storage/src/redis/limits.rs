@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use redis::{Script, Value};
 use steps::limits::{self, Admission, Full, Window};
 use steps::model::NotificationId;
-use workflows::ports::{Limits, RecipientKey, StoreError};
+use workflows::ports::{LimitWindows, RecipientKey, StoreError};
 
 use super::{RedisStore, parse_i64};
 use crate::keys;
@@ -52,7 +52,7 @@ fn after(now_ms: u64, window_ms: u64) -> String {
     format!("({}", i128::from(now_ms) - i128::from(window_ms))
 }
 
-impl Limits for RedisStore {
+impl LimitWindows for RedisStore {
     async fn acquire_windows(
         &self,
         key: &RecipientKey,
