@@ -1,8 +1,11 @@
-//! No cap or window is ever exceeded under concurrent workers, on Redis: many acquirers on
-//! several connections take slots for one recipient at the same instants, over a stretch of
-//! time, through `LimitWindows::acquire_windows` (one script per acquisition). The same checker run
-//! over a naive check-then-take (count, then add, in two round trips) finds the windows
-//! exceeded, so it is not a check that cannot fail.
+//! Issue 5's policies under concurrent workers, on Redis.
+//!
+//! No cap or window is ever exceeded: many acquirers on several connections take slots for one
+//! recipient at the same instants, over a stretch of time, through
+//! `LimitWindows::acquire_windows` (one script per acquisition). The same checker run over a
+//! naive check-then-take (count, then add, in two round trips) finds the windows exceeded, so it
+//! is not a check that cannot fail. And one event submitted at once on every connection makes one
+//! record; notifications joining one collapse group at once each land in it exactly once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -203,4 +206,98 @@ async fn the_same_check_catches_a_check_then_take() {
         }
     }
     assert!(!exceeded(&admitted, &all_limits()).is_empty(), "the naive take went unnoticed");
+}
+
+fn fixture_record(tenant: &TenantId, id: &NotificationId, now: u64) -> workflows::record::Record {
+    storage::conformance::record(tenant, id, now, None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_event_submitted_on_every_connection_at_once_makes_one_record() {
+    use workflows::ports::{CreatedOnce, Dedup, EventKey};
+    let server = RedisServer::start();
+    let stores = stores(&server).await;
+    let tenant = TenantId::new("acme").unwrap();
+    let event = EventKey {
+        tenant: tenant.clone(),
+        event: steps::correlation::EventId::new("order-1:shipped").unwrap(),
+        recipient: RecipientId::new("bob").unwrap(),
+        channel: Channel::Email,
+    };
+    let now = stores[0].now_ms();
+    let barrier = Arc::new(Barrier::new(ACQUIRERS));
+    let mut tasks = Vec::new();
+    for i in 0..ACQUIRERS {
+        let (store, event, barrier, tenant) =
+            (stores[i % CONNECTIONS].clone(), event.clone(), barrier.clone(), tenant.clone());
+        tasks.push(tokio::spawn(async move {
+            let ulid = format!("01HZZZZZZZZZZZZZZZZZ{i:06}");
+            let id = keys::new_notification_id_in(keys::event_shard(&event), &ulid);
+            let record = fixture_record(&tenant, &id, now);
+            let first = storage::conformance::first(now);
+            barrier.wait().await;
+            (id, store.create_once(&record, &first, &event, 86_400_000).await.expect("create"))
+        }));
+    }
+    let mut made = Vec::new();
+    let mut named = BTreeSet::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            (id, CreatedOnce::New) => made.push(id),
+            (_, CreatedOnce::Duplicate { id }) => {
+                named.insert(id);
+            }
+            (id, CreatedOnce::IdTaken) => panic!("{id} collided"),
+        }
+    }
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(named, BTreeSet::from([made[0].clone()]), "every duplicate names the one record");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn notifications_joining_one_group_at_once_each_land_in_it_once() {
+    use steps::collapse::Joined;
+    use workflows::ports::{Collapse, CollapseGroup};
+    let server = RedisServer::start();
+    let stores = stores(&server).await;
+    let group = CollapseGroup {
+        tenant: TenantId::new("acme").unwrap(),
+        recipient: RecipientId::new("bob").unwrap(),
+        channel: Channel::InApp,
+        key: steps::correlation::CollapseKey::new("room-1").unwrap(),
+    };
+    let now = stores[0].now_ms();
+    let barrier = Arc::new(Barrier::new(ACQUIRERS));
+    let mut tasks = Vec::new();
+    for i in 0..ACQUIRERS {
+        let (store, group, barrier) =
+            (stores[i % CONNECTIONS].clone(), group.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let id = member(0, i);
+            let data = serde_json::Map::from_iter([("n".to_owned(), serde_json::json!(i))]);
+            barrier.wait().await;
+            let joined = store.collapse_join(&group, &id, &data, 60_000, now).await.expect("join");
+            // Every joiner asks again (a worker re-driven after a crash): the same answer.
+            let again = store.collapse_join(&group, &id, &data, 60_000, now).await.expect("join");
+            assert_eq!(again, joined, "{id}");
+            (id, joined)
+        }));
+    }
+    let mut survivors = Vec::new();
+    let mut members = BTreeMap::<NotificationId, Vec<NotificationId>>::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            (id, Joined::Wait { .. }) => survivors.push(id),
+            (id, Joined::Merged { into }) => members.entry(into).or_default().push(id),
+            (id, other) => panic!("{id}: {other:?}"),
+        }
+    }
+    assert_eq!(survivors.len(), 1, "one group opened: {survivors:?}");
+    let survivor = &survivors[0];
+    let merged = stores[0].collapse_close(&group, survivor, now + 60_000).await.unwrap().unwrap();
+    let ids: BTreeSet<NotificationId> = merged.items.iter().map(|i| i.id.clone()).collect();
+    assert_eq!(merged.items.len(), ACQUIRERS, "no one twice");
+    assert_eq!(ids.len(), ACQUIRERS);
+    assert_eq!(&merged.items[0].id, survivor, "the survivor first");
+    assert_eq!(members[survivor].len(), ACQUIRERS - 1);
 }
