@@ -122,13 +122,12 @@ async fn main() {
         "/templates"
     )))
     .expect("templates");
-    let runner = Arc::new(Runner::new(
-        store.clone(),
-        SystemClock,
-        Arc::new(templates),
-        Arc::new(policy),
-        providers,
-    ));
+    // As `serve` wires it: the registry in the same store (a submission reads which version is
+    // published, one HMGET).
+    let runner = Arc::new(
+        Runner::new(store.clone(), SystemClock, Arc::new(templates), Arc::new(policy), providers)
+            .with_template_store(Arc::new(store.clone())),
+    );
     let tenant = TenantId::new("bench").expect("tenant");
     let data =
         serde_json::json!({"name": "Ada", "product": "courant", "order_id": "A-1", "code": "1"});
@@ -186,6 +185,7 @@ async fn main() {
                     template: TemplateId::new(template).expect("template"),
                     data: data.clone(),
                     category: Category::new("bench").expect("category"),
+                    locale: None,
                     correlation: Default::default(),
                 };
                 let id = storage::keys::new_notification_id(

@@ -4,9 +4,11 @@
 //! one tenant asking for another's notification gets 404. Bad input gets a 4xx JSON error naming
 //! the field and the reason, and nothing is written.
 //!
-//! The dead-letter queue's endpoints (list, plan, replay, purge) are in [`dlq`].
+//! The dead-letter queue's endpoints (list, plan, replay, purge) are in [`dlq`]; the template
+//! registry's (create, versions, publish, list, show, preview) in [`templates`].
 
 pub mod dlq;
+pub mod templates;
 
 use std::sync::Arc;
 
@@ -22,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use steps::correlation::{CollapseKey, Correlation, EventId};
+use steps::locale::Locale;
 use steps::model::{
     Category, Channel, NotificationId, Recipient, RecipientId, TemplateId, TenantId,
 };
@@ -208,6 +211,7 @@ where
         .route("/v1/dlq/plan", post(dlq::plan::<S, C>))
         .route("/v1/dlq/replay", post(dlq::replay::<S, C>))
         .route("/v1/dlq/purge", post(dlq::purge::<S, C>))
+        .merge(templates::routes::<S, C>())
         .route("/v1/recipients/{id}/inbox", get(inbox::<S, C>))
         .route("/v1/admin/breakers", get(breakers::<S, C>))
         .layer(DefaultBodyLimit::max(body_limit))
@@ -254,6 +258,10 @@ struct SubmitBody {
     /// The group it may be collapsed into, where its category has a collapse window.
     #[serde(default)]
     collapse_key: Option<CollapseKey>,
+    /// The recipient's locale; the template falls back to the locale's parents, then to its
+    /// default locale.
+    #[serde(default)]
+    locale: Option<Locale>,
 }
 
 fn default_category() -> Category {
@@ -339,31 +347,46 @@ fn submission(body: SubmitBody) -> Submission {
         template: body.template,
         data: body.data,
         category: body.category,
+        locale: body.locale,
         correlation: Correlation { event_id: body.event_id, collapse_key: body.collapse_key },
     }
 }
 
+/// A template that cannot be used for a submission, as a 422 naming what to fix: a missing
+/// variable is `data.<name>`, a broken channel limit (SMS segments, push sizes, the in-app
+/// action) is `data`, an unknown or unpublished template is `template`.
 fn template_error(prefix: &str, error: steps::render::RenderError) -> ApiError {
     use steps::render::RenderError as E;
     let (code, field) = match &error {
-        E::UnknownTemplate(_) | E::VersionGone { .. } | E::BadId { .. } => {
-            ("unknown_template", "template")
-        }
-        E::NoChannel { .. } => ("template_lacks_channel", "channel"),
-        E::Template { .. } | E::Limit { .. } => ("template_render_failed", "data"),
+        E::UnknownTemplate(_)
+        | E::VersionGone { .. }
+        | E::BadId { .. }
+        | E::UnknownVersion { .. } => ("unknown_template", "template".to_owned()),
+        E::NotPublished(_) => ("template_not_published", "template".to_owned()),
+        E::Invalid { .. } => ("template_invalid", "template".to_owned()),
+        E::NoChannel { .. } => ("template_lacks_channel", "channel".to_owned()),
+        E::Template { .. } => match error.missing_variable() {
+            Some(name) => ("template_render_failed", format!("data.{name}")),
+            None => ("template_render_failed", "data".to_owned()),
+        },
+        E::Limit { .. } => ("template_limit_exceeded", "data".to_owned()),
     };
-    let field = if prefix.is_empty() { field.to_owned() } else { format!("{prefix}.{field}") };
+    let field = if prefix.is_empty() { field } else { format!("{prefix}.{field}") };
     ApiError::Unprocessable { code, field, message: error.to_string() }
 }
 
-/// Checks that a submission will render, before anything is written.
-fn precheck<S: Store, C: Clock>(
+/// Checks that a submission will render (the template its tenant gets, in its locale, within
+/// every channel limit), before anything is written.
+async fn precheck<S: Store, C: Clock>(
     runner: &Runner<S, C>,
+    tenant: &TenantId,
     submission: &Submission,
     prefix: &str,
 ) -> Result<(), ApiError> {
-    runner.check_renders(submission).map_err(|e| template_error(prefix, e))?;
-    Ok(())
+    match runner.check_submission(tenant, submission).await {
+        Ok(_) => Ok(()),
+        Err(error) => Err(submit_error(prefix, error)),
+    }
 }
 
 impl From<SubmitError> for ApiError {
@@ -441,8 +464,9 @@ async fn submit<S: Store + Inbox, C: Clock>(
     let value: serde_json::Value = parse(&bytes, "")?;
     let fingerprint = fingerprint(&value);
     let body: SubmitBody = parse_value(value, "")?;
+    // `submit` pins and renders the template before it writes anything: a template error is a
+    // 422 from there.
     let submission = submission(body);
-    precheck(&state.runner, &submission, "")?;
     let idempotency = key.map(|key| Idempotency { key, fingerprint });
     let submitted = accept(&state, &tenant, submission, idempotency, "").await?;
     tracing::info!(
@@ -486,7 +510,7 @@ async fn submit_batch<S: Store + Inbox, C: Clock>(
         let item_fingerprint = self::fingerprint(&value);
         let body: SubmitBody = parse_value(value, &prefix)?;
         let submission = submission(body);
-        precheck(&state.runner, &submission, &prefix)?;
+        precheck(&state.runner, &tenant, &submission, &prefix).await?;
         let idempotency = key.as_ref().map(|key| Idempotency {
             key: item_key(key, index),
             fingerprint: item_fingerprint.clone(),

@@ -518,6 +518,9 @@ pub struct Send {
     /// An idempotency key: sending twice with it creates one notification.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// The recipient's locale (`fr-CA`); the template falls back to `fr`, then its default.
+    #[arg(long)]
+    pub locale: Option<String>,
     /// The event it reports: the same event for the same recipient and channel within the dedup
     /// window makes one notification (the answer names the first).
     #[arg(long)]
@@ -545,6 +548,9 @@ pub async fn send(client: &Client, send: &Send) -> Result<(), Failure> {
         "data": data,
         "category": send.category,
     });
+    if let Some(locale) = &send.locale {
+        body["locale"] = json!(locale);
+    }
     if let Some(event_id) = &send.event_id {
         body["event_id"] = json!(event_id);
     }

@@ -233,13 +233,18 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     let templates = Arc::new(crate::templates::load(&config.templates_dir)?);
     let breakers = providers::breaker::Registry::default();
     let providers = build_providers(&config, &store, &breakers)?;
-    let runner = Arc::new(Runner::new(
-        store.clone(),
-        SystemClock,
-        templates,
-        Arc::new(config.policy.clone()),
-        providers,
-    ));
+    // The built-in templates (the directory) for every tenant, and each tenant's registry in
+    // the same store.
+    let runner = Arc::new(
+        Runner::new(
+            store.clone(),
+            SystemClock,
+            templates,
+            Arc::new(config.policy.clone()),
+            providers,
+        )
+        .with_template_store(Arc::new(store.clone())),
+    );
     let tenant = TenantId::new("dev")?;
     let key = crate::auth::create(&store, &tenant).await?;
     eprintln!(
@@ -290,6 +295,7 @@ async fn demo<S: Store, C: Clock>(runner: Arc<Runner<S, C>>, tenant: TenantId) {
             template: steps::model::TemplateId::new(template).unwrap_or_else(|_| unreachable!()),
             data: data(values),
             category: steps::model::Category::new("demo").unwrap_or_else(|_| unreachable!()),
+            locale: None,
             correlation: Default::default(),
         };
         match runner.submit(&tenant, id, submission, None).await {
@@ -355,13 +361,16 @@ pub async fn serve(
     if config.policy.routes.is_empty() {
         tracing::warn!("No provider is configured: every notification will dead-letter.");
     }
-    let runner = Arc::new(Runner::new(
-        store.clone(),
-        SystemClock,
-        templates,
-        Arc::new(config.policy.clone()),
-        providers,
-    ));
+    let runner = Arc::new(
+        Runner::new(
+            store.clone(),
+            SystemClock,
+            templates,
+            Arc::new(config.policy.clone()),
+            providers,
+        )
+        .with_template_store(Arc::new(store.clone())),
+    );
     let shutdown = Shutdown::listen();
     let probe_store = store.clone();
     let state = AppState {

@@ -233,6 +233,7 @@ async fn a_batch_in_flight_gets_409_and_a_dead_holder_is_taken_over_without_dupl
             data: single["data"].as_object().unwrap().clone(),
             category: steps::model::Category::new("account").unwrap(),
             correlation: Default::default(),
+            locale: None,
         };
         api.runner.submit(&tenant, id, submission, Some(&item)).await.unwrap().id
     };

@@ -21,4 +21,6 @@ fn the_readme_configuration_example_is_valid() {
         assert_eq!(config.policy.retry(channel), defaults.retry(channel), "{channel}");
     }
     assert_eq!(config.policy.retry_for(&otp, Channel::Sms), defaults.retry_for(&otp, Channel::Sms));
+    // The template limits it shows are the defaults, as it says.
+    assert_eq!(config.policy.templates, defaults.templates);
 }

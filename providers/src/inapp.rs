@@ -49,8 +49,8 @@ impl<I: Inbox> InAppProvider<I> {
     }
 
     async fn store(&self, message: &Outbound) -> SendOutcome {
-        let (title, body) = match &message.content {
-            Content::InApp { title, body } => (title, body),
+        let (title, body, action) = match &message.content {
+            Content::InApp { title, body, action } => (title, body, action),
             other => {
                 // The route sent another channel's content here: a configuration mistake that
                 // fails every such message the same way, so it opens the breaker and alerts.
@@ -69,6 +69,7 @@ impl<I: Inbox> InAppProvider<I> {
             category: message.category.clone(),
             at_ms: self.clock.now_ms(),
             read: false,
+            action: action.clone(),
         };
         match self.inbox.inbox_append(&message.tenant, &message.recipient.id, &item).await {
             Ok(()) => {
@@ -223,7 +224,11 @@ mod tests {
     }
 
     fn in_app() -> Content {
-        Content::InApp { title: "Shipped".into(), body: "Your order is on its way.".into() }
+        Content::InApp {
+            title: "Shipped".into(),
+            body: "Your order is on its way.".into(),
+            action: Some("myapp://orders/1".into()),
+        }
     }
 
     #[test]
@@ -244,6 +249,7 @@ mod tests {
         assert_eq!(items[0].body, "Your order is on its way.");
         assert_eq!(items[0].at_ms, 42);
         assert_eq!(items[0].category.as_str(), "order_updates");
+        assert_eq!(items[0].action.as_deref(), Some("myapp://orders/1"));
         assert!(!items[0].read);
     }
 

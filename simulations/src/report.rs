@@ -86,6 +86,12 @@ pub struct Report {
     pub breaker_rejections: u64,
     /// Overdue notifications the reaper re-drove (their wake-up was lost or very late).
     pub redriven: u64,
+    /// Versions of the registry template published during the run.
+    pub versions_published: u64,
+    /// Submissions refused as planned (a missing variable, an SMS over the segment cap).
+    pub refused_on_purpose: u64,
+    /// Messages the providers took that were checked against their pinned version.
+    pub renders_checked: u64,
     /// Bugs planted on purpose (tests only).
     pub planted: Planted,
     /// The outage scenario's figures, when it ran.
@@ -199,6 +205,12 @@ impl Report {
             out,
             "collapse       {} notifications merged into another's message",
             p.collapsed
+        );
+        let _ = writeln!(
+            out,
+            "templates      {} versions published, {} submissions refused as planned, {} sends \
+             matched their pinned version",
+            self.versions_published, self.refused_on_purpose, self.renders_checked
         );
         let _ = writeln!(
             out,

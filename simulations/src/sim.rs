@@ -10,6 +10,13 @@
 //! (`Runner::dlq_replay`, as `courant dlq replay --yes` does): once in the middle of the fault
 //! phase, racing workers and receipts, and once after it. Replays skip notifications that may
 //! have been delivered, so the send invariants hold across them.
+//!
+//! Most notifications use a registry template (`notice`, in three locales) that a publisher
+//! re-publishes, a new version each time, while they arrive and are in flight, through the same
+//! faulty store; the rest use a built-in. Every message a provider took must be exactly its
+//! notification's pinned version rendered in its locale with its data, and no SMS may exceed the
+//! segment cap. Some submissions are planned to be refused (a missing variable, an SMS over the
+//! cap) and must be, for that reason.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -20,31 +27,38 @@ use std::task::{Context, Poll, Waker};
 use steps::correlation::{CollapseKey, Correlation, EventId};
 use steps::filter::SkipReason;
 use steps::limits::{Cap, Limit};
+use steps::locale::Locale;
 use steps::model::{
     Category, Channel, EmailAddress, NotificationId, PhoneNumber, ProviderName, Recipient,
     RecipientId, TemplateId, TenantId,
 };
 use steps::outcome::ErrorClass;
 use steps::rate::{OverLimit, RateLimit};
-use steps::render::{Part, PartSource, TemplateSet};
+use steps::render::{
+    CompiledTemplate, Content, LOCALES_CEILING, Limits, Part, PartSource, RenderError,
+    SMS_SEGMENTS_CEILING, TemplateContent, TemplateSet,
+};
 use storage::memory::MemoryStore;
 use storage::queue::{Delivery, REAPER_SLACK_MS, WakeQueue, retry_delay_ms};
 use workflows::dlq::DlqFilter;
 use workflows::machine::{Resume, State, StateKind};
 use workflows::policy::Policy;
-use workflows::ports::{Collapse, Provider, Store, StoreError};
+use workflows::ports::{
+    Clock, Collapse, Provider, Store, StoreError, TemplateStore, TemplateWrite,
+};
 use workflows::record::{Cause, HistoryEntry, Idempotency, Record};
 use workflows::runner::{
     Advanced, Cancelled, Received, ReplayOptions, ReplayReport, ReplayVerdict, Runner, Submission,
     SubmitError, Submitted,
 };
+use workflows::templates::TemplateError;
 
 use crate::faults::{Fault, FaultSet, Profile};
 use crate::outage::{BREAKER_GRACE_MS, Outage, OutageFigures, peak_in_window};
 use crate::report::{PolicyFigures, Report, Violation};
 use crate::rng::Rng;
 use crate::world::{
-    FakeProvider, FaultyStore, Journaled, Planted, ReceiptDue, Shared, SimClock, World,
+    FakeProvider, FaultyStore, Journaled, Planted, ReceiptDue, Shared, SimClock, Taken, World,
 };
 
 /// Virtual time at the start of every run: 2026-01-01T00:00:00Z (a fixed epoch keeps traces
@@ -78,6 +92,17 @@ const STEPS_PER_INSTANT_MAX: u64 = 1_000_000;
 const REPLAY_AFTER_FAULTS_MS: u64 = 2 * 3_600_000;
 /// The operator's replay rate, per second.
 const REPLAY_RATE_PER_SEC: u32 = 100;
+/// The SMS segment cap of the simulator's policy: low, so that the oversized submissions it plans
+/// are easy to make (a 400-character name).
+const SMS_SEGMENTS_MAX: u32 = 2;
+/// The registry template most notifications use, re-published while they are in flight.
+const REGISTRY_TEMPLATE: &str = "notice";
+/// The most versions the publisher adds in a run (the policy allows 500 a template).
+const PUBLISHES_MAX: usize = 200;
+/// The locales notifications ask for. The registry template has `en` (its default), `fr` and
+/// `fr-CA`: these take each step of the fallback chain.
+const LOCALES: [Option<&str>; 6] =
+    [None, Some("fr"), Some("fr-CA"), Some("fr-BE"), Some("de"), Some("en-GB")];
 
 /// What to simulate.
 #[derive(Debug, Clone, PartialEq)]
@@ -149,6 +174,17 @@ impl Config {
 }
 
 type SimRunner = Runner<FaultyStore<MemoryStore>, SimClock>;
+
+/// How a planned submission must come out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// Accepted.
+    Accepted,
+    /// Refused: its data lacks `order`, which every part uses.
+    MissingVariable,
+    /// Refused: an SMS whose body is over the segment cap.
+    OverSmsCap,
+}
 type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// What an actor is doing.
@@ -163,6 +199,8 @@ enum Job {
     Cancel(usize, Boxed<Result<Cancelled, StoreError>>),
     /// An operator replaying the dead-letter queue.
     Replay(Boxed<Result<ReplayReport, StoreError>>),
+    /// The publisher adding revision `n` of the registry template and publishing it.
+    Publish(u32, Boxed<Result<Option<u32>, TemplateError>>),
 }
 
 struct Task {
@@ -183,6 +221,8 @@ enum Due {
     FaultsOff,
     /// An operator replays the whole dead-letter queue.
     Replay,
+    /// The publisher publishes a new version of the registry template.
+    Publish,
 }
 
 /// One planned notification.
@@ -199,6 +239,12 @@ struct Planned {
     event: Option<usize>,
     /// Its collapse key (`thread-N`), for the `social` category.
     collapse: Option<usize>,
+    /// The registry template (else the built-in `note`).
+    registry: bool,
+    /// The locale it asks for.
+    locale: Option<&'static str>,
+    /// How its submission must come out.
+    expect: Expect,
 }
 
 struct WorkerState {
@@ -240,6 +286,16 @@ pub struct Simulation {
     replayed: u64,
     /// What the recipients' policies did.
     policy_figures: PolicyFigures,
+    /// The built-in templates, for the checker.
+    builtin: Arc<TemplateSet>,
+    /// The registry template's revisions so far.
+    revisions: u32,
+    /// Versions the publisher published.
+    versions_published: u64,
+    /// Submissions refused as planned.
+    refused_on_purpose: u64,
+    /// Messages checked against their pinned version.
+    renders_checked: u64,
 }
 
 impl std::fmt::Debug for Simulation {
@@ -296,6 +352,37 @@ fn templates() -> TemplateSet {
     .unwrap_or_else(|e| unreachable!("the simulator's templates are valid: {e}"))
 }
 
+/// Revision `revision` of the registry template, in `en` (its default), `fr` and `fr-CA`: every
+/// part names its revision and locale, so a message shows which version and locale it was
+/// rendered from, and every part uses `order`.
+fn registry_content(revision: u32) -> TemplateContent {
+    let parts = |tag: &str| {
+        let mark = format!("[{tag} rev-{revision}]");
+        std::collections::BTreeMap::from([
+            (Part::EmailSubject, format!("{mark} Order {{{{ order }}}}")),
+            (
+                Part::EmailText,
+                format!("{mark} Hello {{{{ name }}}}, order {{{{ order }}}} shipped."),
+            ),
+            (Part::SmsBody, format!("{mark} Order {{{{ order }}}} shipped, {{{{ name }}}}.")),
+            (Part::InAppTitle, format!("{mark} Order {{{{ order }}}}")),
+            (Part::InAppBody, format!("{mark} Hello {{{{ name }}}}, it shipped.")),
+            (Part::InAppAction, "/orders/{{ order }}".to_owned()),
+            (Part::PushTitle, format!("{mark} Order {{{{ order }}}}")),
+            (Part::PushBody, format!("{mark} It shipped.")),
+        ])
+    };
+    let locale = |tag: &str| Locale::parse(tag).unwrap_or_else(|_| unreachable!("a valid tag"));
+    TemplateContent {
+        default_locale: locale("en"),
+        locales: ["en", "fr", "fr-CA"].into_iter().map(|tag| (locale(tag), parts(tag))).collect(),
+    }
+}
+
+fn registry_id() -> TemplateId {
+    TemplateId::new(REGISTRY_TEMPLATE).unwrap_or_else(|_| unreachable!())
+}
+
 fn provider_name(s: &str) -> ProviderName {
     ProviderName::new(s).unwrap_or_else(|_| unreachable!())
 }
@@ -319,7 +406,19 @@ impl Simulation {
             actor: store_actor,
         }));
         let templates = Arc::new(templates());
+        let tenant = TenantId::new("sim").unwrap_or_else(|_| unreachable!());
+        // The registry template's first version, published before anything arrives.
+        let created = at_once(store.template_create(
+            &tenant,
+            &registry_id(),
+            &registry_content(0),
+            true,
+            START_MS,
+            1_000,
+        ));
+        assert!(matches!(created, Ok(TemplateWrite::Done(_))), "{created:?}");
         let mut policy = Policy::default();
+        policy.templates.sms_segments_max = SMS_SEGMENTS_MAX;
         policy.routes.insert(Channel::Email, vec![provider_name("mail-a")]);
         // Two SMS providers, so a broken one fails over to the other.
         policy.routes.insert(Channel::Sms, vec![provider_name("sms-a"), provider_name("sms-b")]);
@@ -360,6 +459,15 @@ impl Simulation {
                 .outages
                 .insert(outage.provider.clone(), (from, from + outage.duration_ms));
         }
+        // The planted stale API configuration: the API checks submissions against the highest
+        // cap a policy allows, the workers and the checker against the real one.
+        let api_policy = if config.planted.segment_cap_unchecked_at_submit {
+            let mut stale = policy.clone();
+            stale.templates.sms_segments_max = SMS_SEGMENTS_CEILING;
+            Arc::new(stale)
+        } else {
+            Arc::new(policy.clone())
+        };
         let policy = Arc::new(policy);
         let breakers: Vec<providers::breaker::Registry> =
             (0..workers).map(|_| providers::breaker::Registry::default()).collect();
@@ -391,13 +499,19 @@ impl Simulation {
             } else {
                 Vec::new()
             };
-            Arc::new(Runner::new(
-                FaultyStore { inner: store.clone(), shared: shared.clone(), actor, worker },
-                SimClock { shared: shared.clone(), actor },
-                templates.clone(),
-                policy.clone(),
-                providers,
-            ))
+            let faulty =
+                FaultyStore { inner: store.clone(), shared: shared.clone(), actor, worker };
+            let policy = if worker { policy.clone() } else { api_policy.clone() };
+            Arc::new(
+                Runner::new(
+                    faulty.clone(),
+                    SimClock { shared: shared.clone(), actor },
+                    templates.clone(),
+                    policy,
+                    providers,
+                )
+                .with_template_store(Arc::new(faulty)),
+            )
         };
         let mut runners: Vec<Arc<SimRunner>> = (0..workers).map(|w| runner(w, true)).collect();
         runners.push(runner(api, false));
@@ -429,7 +543,12 @@ impl Simulation {
             policy_figures: PolicyFigures::default(),
             violations: Vec::new(),
             steps: 0,
-            tenant: TenantId::new("sim").unwrap_or_else(|_| unreachable!()),
+            tenant,
+            builtin: templates,
+            revisions: 0,
+            versions_published: 0,
+            refused_on_purpose: 0,
+            renders_checked: 0,
             config,
         };
         sim.plan_workload();
@@ -444,6 +563,9 @@ impl Simulation {
 
     fn plan_workload(&mut self) {
         let mut rng = Rng::fork(self.config.seed, "workload");
+        // The template choices have their own stream, so they leave the rest of the workload as
+        // it was before templates had a registry.
+        let mut template_rng = Rng::fork(self.config.seed, "templates");
         let n = self.config.notifications;
         let recipients = (n / 4).max(5);
         let mut at = START_MS;
@@ -466,6 +588,9 @@ impl Simulation {
                     category: "orders",
                     event: None,
                     collapse: None,
+                    registry: false,
+                    locale: None,
+                    expect: Expect::Accepted,
                 };
                 self.plan.push(planned);
                 self.schedule(at, Due::Submit(idx, 0));
@@ -515,12 +640,26 @@ impl Simulation {
                 (false, 40..=44) | (true, 90..=94) => "social",
                 _ => "orders",
             };
-            // Social threads: a few recipients, two threads each, so groups fill.
+            let registry = template_rng.chance(0.8);
+            let locale = LOCALES[template_rng.index(LOCALES.len())];
+            let expect = if !registry {
+                Expect::Accepted
+            } else if template_rng.chance(0.02) {
+                Expect::MissingVariable
+            } else if channel == Channel::Sms && template_rng.chance(0.05) {
+                Expect::OverSmsCap
+            } else {
+                Expect::Accepted
+            };
+            // Social threads: a few recipients, two threads each, so groups fill; they render the
+            // built-in digest.
             let (recipient, collapse) = if category == "social" {
                 (if burst { recipient } else { rng.index(3) }, Some(rng.index(2)))
             } else {
                 (recipient, None)
             };
+            let (registry, expect) =
+                if collapse.is_some() { (false, Expect::Accepted) } else { (registry, expect) };
             // A third of submissions report an event; now and then one repeats a recent event (a
             // producer's retry, a duplicated message on the application's bus).
             let event = rng.chance(0.3).then_some(idx);
@@ -539,6 +678,9 @@ impl Simulation {
                     category,
                     event,
                     collapse,
+                    registry,
+                    locale,
+                    expect,
                 }
             };
             self.plan.push(planned);
@@ -549,6 +691,15 @@ impl Simulation {
             }
         }
         let faults_end = at + FAULT_TAIL_MS;
+        // New versions of the registry template while notifications arrive (so they pin
+        // different versions, and workers render versions published after them), and a few
+        // while they are in flight after the last arrival.
+        let publishes = (n / 10 + 3).min(PUBLISHES_MAX);
+        for p in 0..publishes {
+            let (from, to) = if p + 3 < publishes { (START_MS, at) } else { (at, faults_end) };
+            let when = template_rng.range(from, to);
+            self.schedule(when, Due::Publish);
+        }
         self.schedule(faults_end, Due::FaultsOff);
         self.schedule(START_MS + (faults_end - START_MS) / 2, Due::Replay);
         self.schedule(faults_end + REPLAY_AFTER_FAULTS_MS, Due::Replay);
@@ -799,6 +950,7 @@ impl Simulation {
                     Job::Receipt(_, f) => poll_once(f.as_mut()).map(Done::Receipt),
                     Job::Cancel(_, f) => poll_once(f.as_mut()).map(Done::Cancel),
                     Job::Replay(f) => poll_once(f.as_mut()).map(Done::Replay),
+                    Job::Publish(_, f) => poll_once(f.as_mut()).map(Done::Publish),
                 };
                 match poll {
                     Poll::Ready(done) => {
@@ -901,6 +1053,33 @@ impl Simulation {
                     waits_until_ms: 0,
                 });
             }
+            Due::Publish => {
+                self.revisions += 1;
+                let revision = self.revisions;
+                let runner = self.runners[self.workers.len()].clone();
+                let tenant = self.tenant.clone();
+                self.trace(format!("publisher adds rev-{revision}"));
+                let future: Boxed<_> = Box::pin(async move {
+                    let templates = runner.templates();
+                    let policy = runner.policy().templates;
+                    let id = registry_id();
+                    let now = runner.clock().now_ms();
+                    let content = registry_content(revision);
+                    match templates.add_version(&tenant, &id, content, now, &policy).await? {
+                        TemplateWrite::Done(info) => {
+                            let version = info.summary.latest;
+                            templates.publish(&tenant, &id, version, now).await?;
+                            Ok(Some(version))
+                        }
+                        _ => Ok(None),
+                    }
+                });
+                self.tasks.push(Task {
+                    actor: self.workers.len(),
+                    job: Job::Publish(revision, future),
+                    waits_until_ms: 0,
+                });
+            }
             Due::FaultsOff => {
                 self.faults_on = false;
                 self.shared.world().faults_on = false;
@@ -932,7 +1111,15 @@ impl Simulation {
         } else {
             recipient
         };
-        let data = serde_json::json!({ "name": format!("r{n}"), "order": idx });
+        let name = match planned.expect {
+            Expect::OverSmsCap => "x".repeat(400),
+            _ => format!("r{n}"),
+        };
+        let mut data = serde_json::Map::new();
+        data.insert("name".into(), serde_json::json!(name));
+        if planned.expect != Expect::MissingVariable {
+            data.insert("order".into(), serde_json::json!(idx));
+        }
         let correlation = Correlation {
             event_id: planned.event.map(|e| {
                 EventId::new(format!("evt-{e}")).unwrap_or_else(|_| unreachable!("a valid id"))
@@ -941,13 +1128,20 @@ impl Simulation {
                 CollapseKey::new(format!("thread-{k}")).unwrap_or_else(|_| unreachable!("valid"))
             }),
         };
-        let template = if planned.collapse.is_some() { "digest" } else { "note" };
+        let template = if planned.collapse.is_some() {
+            TemplateId::new("digest").unwrap_or_else(|_| unreachable!())
+        } else if planned.registry {
+            registry_id()
+        } else {
+            TemplateId::new("note").unwrap_or_else(|_| unreachable!())
+        };
         let submission = Submission {
             recipient,
             channel: planned.channel,
-            template: TemplateId::new(template).unwrap_or_else(|_| unreachable!()),
-            data: data.as_object().cloned().unwrap_or_default(),
+            template,
+            data,
             category: Category::new(planned.category).unwrap_or_else(|_| unreachable!()),
+            locale: planned.locale.and_then(|l| Locale::parse(l).ok()),
             correlation,
         };
         // A fresh id per try, as the API mints one per request: the idempotency key makes the
@@ -1021,6 +1215,22 @@ impl Simulation {
                     if submitted.deduplicated && !submitted.replayed {
                         self.policy_figures.deduplicated += 1;
                     }
+                    match self.plan[idx].expect {
+                        Expect::Accepted => {}
+                        Expect::MissingVariable => self.violation(
+                            "missing-variable",
+                            Some(submitted.id.clone()),
+                            &format!("submission {idx} lacks `order` but was accepted"),
+                        ),
+                        Expect::OverSmsCap => self.violation(
+                            "segment-cap",
+                            Some(submitted.id.clone()),
+                            &format!(
+                                "submission {idx} is an SMS over {SMS_SEGMENTS_MAX} segments but \
+                                 was accepted"
+                            ),
+                        ),
+                    }
                     if let Some(previous) = self.accepted.get(&idx)
                         && *previous != submitted.id
                     {
@@ -1040,9 +1250,26 @@ impl Simulation {
                     self.trace(format!("api submit {idx} in flight; retry in {retry_after_ms} ms"));
                     self.schedule(now + retry_after_ms, Due::Submit(idx, try_ + 1));
                 }
+                Err(SubmitError::Template(error)) if self.refused_as_planned(idx, &error) => {
+                    self.refused_on_purpose += 1;
+                    self.trace(format!("api refused submission {idx} as planned: {error}"));
+                }
                 Err(other) => {
                     let detail = format!("submission {idx} was refused: {other}");
                     self.violation("submit", None, &detail);
+                }
+            },
+            (Job::Publish(revision, _), Done::Publish(result)) => match result {
+                Ok(Some(version)) => {
+                    self.versions_published += 1;
+                    self.trace(format!("publisher published rev-{revision} as version {version}"));
+                }
+                Ok(None) => self.trace(format!("publisher: rev-{revision} refused, template full")),
+                Err(error) => {
+                    // A lost reply may have added (even published) the version: the next
+                    // revision is a new version either way, which is what a client does.
+                    self.trace(format!("publisher: rev-{revision} failed: {error}; again in 1 s"));
+                    self.schedule(now + 1_000, Due::Publish);
                 }
             },
             (Job::Receipt(receipt, _), Done::Receipt(result)) => match result {
@@ -1079,6 +1306,96 @@ impl Simulation {
                 }
             },
             _ => unreachable!("a task completes with its own kind"),
+        }
+    }
+
+    /// Whether a refusal is the one planned for submission `idx`: a missing `order`, or an SMS
+    /// over the cap.
+    fn refused_as_planned(&self, idx: usize, error: &RenderError) -> bool {
+        match self.plan[idx].expect {
+            Expect::Accepted => false,
+            Expect::MissingVariable => error.missing_variable() == Some("order"),
+            Expect::OverSmsCap => matches!(error, RenderError::Limit { part: "sms.body", .. }),
+        }
+    }
+
+    /// Every message a provider took is its notification's pinned version rendered in its
+    /// locale with its data (the checker renders it again from the store's copy of that
+    /// version), and no SMS is over the segment cap.
+    fn check_rendered(&mut self, record: &Record, taken: &[Taken]) {
+        let request = &record.request;
+        let template = &request.template;
+        let compiled = match template.registry_version() {
+            Some(version) => {
+                at_once(self.store.template_version(&self.tenant, &template.id, version))
+                    .ok()
+                    .flatten()
+                    .and_then(|stored| {
+                        let limits = Limits {
+                            locales_per_version_max: LOCALES_CEILING,
+                            ..Limits::default()
+                        };
+                        CompiledTemplate::compile(
+                            template.id.clone(),
+                            template.version.clone(),
+                            stored.content,
+                            &limits,
+                        )
+                        .ok()
+                    })
+                    .map(Arc::new)
+            }
+            None => self.builtin.compiled(template).ok().cloned(),
+        };
+        let limits = self.policy.templates.limits();
+        // A collapse survivor renders with what its group merged (kept with its record).
+        let collapses = request.correlation.collapse_key.is_some()
+            && self.policy.collapse_window_ms(&request.category).is_some();
+        let data = if collapses {
+            let merged = at_once(self.store.merged(&self.tenant, &record.id))
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| steps::collapse::Merged::alone(&record.id, &request.data));
+            steps::collapse::context(&request.data, &merged)
+        } else {
+            request.data.clone()
+        };
+        for send in taken {
+            self.renders_checked += 1;
+            if let Ok(Content::Sms { body }) = serde_json::from_str::<Content>(&send.content) {
+                let segments = steps::sms::segments(&body).segments;
+                if segments > SMS_SEGMENTS_MAX {
+                    let detail = format!("an SMS of {segments} segments reached {}", send.provider);
+                    self.violation("segment-cap", Some(record.id.clone()), &detail);
+                }
+            }
+            let Some(compiled) = &compiled else {
+                let detail =
+                    format!("version {} of {} is not in the store", template.version, template.id);
+                self.violation("pinned-version", Some(record.id.clone()), &detail);
+                continue;
+            };
+            let render = |locale: Option<&Locale>| {
+                compiled
+                    .render(send.channel, locale, &data, &limits)
+                    .map(|r| serde_json::to_string(&r.content).unwrap_or_default())
+            };
+            let expected = render(request.locale.as_ref());
+            if expected.as_ref().ok() == Some(&send.content) {
+                continue;
+            }
+            let in_default = render(None).ok();
+            let invariant =
+                if request.locale.is_some() && in_default.as_ref() == Some(&send.content) {
+                    "locale"
+                } else {
+                    "pinned-version"
+                };
+            let detail = format!(
+                "{} took {} but version {} in locale {:?} renders {:?}",
+                send.provider, send.content, template.version, request.locale, expected
+            );
+            self.violation(invariant, Some(record.id.clone()), &detail);
         }
     }
 
@@ -1256,6 +1573,7 @@ impl Simulation {
             self.check_retry_timing(&record, &history);
             self.collect_admissions(&record, &history, &mut admissions);
             self.collect_collapse(&record, &mut collapse);
+            self.check_rendered(&record, &taken);
         }
         self.check_windows(&admissions);
         self.check_events();
@@ -1302,6 +1620,9 @@ impl Simulation {
                 .map(|v| v.rejected)
                 .sum(),
             redriven: self.redriven,
+            versions_published: self.versions_published,
+            refused_on_purpose: self.refused_on_purpose,
+            renders_checked: self.renders_checked,
             planted: self.config.planted,
             outage,
             policy: self.policy_figures,
@@ -1476,7 +1797,7 @@ impl Simulation {
             .into_iter()
             .flatten()
             .filter(|t| !t.undelivered)
-            .map(|t| t.body.clone())
+            .map(|t| t.content.clone())
             .collect();
         Some(Err(SurvivorView { merged, delivered }))
     }
@@ -1686,6 +2007,7 @@ enum Done {
     Receipt(Result<Received, StoreError>),
     Replay(Result<ReplayReport, StoreError>),
     Cancel(Result<Cancelled, StoreError>),
+    Publish(Result<Option<u32>, TemplateError>),
 }
 
 fn describe_entry(entry: &HistoryEntry) -> String {

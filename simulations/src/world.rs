@@ -16,16 +16,19 @@ use std::task::{Context, Poll};
 use futures::future::BoxFuture;
 use steps::collapse::{Joined, Merged};
 use steps::limits::{Admission, Window};
+use steps::model::TemplateId;
 use steps::model::{
     Attempt, Category, Channel, NotificationId, ProviderName, RecipientId, TenantId,
 };
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
 use steps::rate::{SendRate, SendSlot};
+use steps::render::TemplateContent;
 use workflows::dlq::{DlqFilter, DlqPage};
 use workflows::machine::{Receipt, State};
 use workflows::ports::{
     ApiKey, Claimed, Clock, Collapse, CollapseGroup, CreatedOnce, Dedup, EventKey, LimitWindows,
-    ListQuery, Outbound, Provider, Purged, RecipientKey, Store, StoreError, StoredResponse,
+    ListQuery, Outbound, Provider, Purged, RecipientKey, Store, StoreError, StoreFuture,
+    StoredResponse, StoredVersion, TemplateInfo, TemplateStore, TemplateSummary, TemplateWrite,
 };
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record};
 
@@ -53,6 +56,16 @@ pub struct Planted {
     /// Closing a collapse group returns only the survivor's own item (a store that reads the
     /// first item and forgets the rest).
     pub collapse_drops_items: bool,
+    /// The template registry answers a request for any version with the latest version's
+    /// content (a store that reads the wrong field): a notification renders a version it did not
+    /// pin.
+    pub template_version_ignored: bool,
+    /// Loading a record loses its locale (a codec that forgets the field): a notification renders
+    /// in the template's default locale.
+    pub locale_dropped: bool,
+    /// The API checks submissions against a higher SMS segment cap than the policy's (a stale
+    /// configuration on the API hosts).
+    pub segment_cap_unchecked_at_submit: bool,
 }
 
 /// One message a provider really took.
@@ -68,8 +81,8 @@ pub struct Taken {
     pub channel: Channel,
     /// Whether the provider will report it undelivered (so it did not reach the recipient).
     pub undelivered: bool,
-    /// What it said (the rendered content, as text).
-    pub body: String,
+    /// What it said: the rendered content, as JSON.
+    pub content: String,
 }
 
 /// A committed transition, as the checker sees it.
@@ -430,10 +443,15 @@ impl<S: Store> Store for FaultyStore<S> {
         tenant: &TenantId,
         id: &NotificationId,
     ) -> Result<Option<Record>, StoreError> {
-        match self.dice("load") {
-            StoreFault::None | StoreFault::LostReply => self.inner.load(tenant, id).await,
-            StoreFault::Error => Err(Self::unavailable("load")),
+        let mut record = match self.dice("load") {
+            StoreFault::None | StoreFault::LostReply => self.inner.load(tenant, id).await?,
+            StoreFault::Error => return Err(Self::unavailable("load")),
+        };
+        let dropped = self.shared.world().planted.locale_dropped;
+        if dropped && let Some(record) = &mut record {
+            record.request.locale = None;
         }
+        Ok(record)
     }
 
     async fn commit(&self, commit: &Commit) -> Result<CommitOutcome, StoreError> {
@@ -551,6 +569,132 @@ impl<S: Store> Store for FaultyStore<S> {
         key_id: &str,
     ) -> impl Future<Output = Result<Option<ApiKey>, StoreError>> + Send {
         self.inner.api_key(key_id)
+    }
+}
+
+impl<S: Store + TemplateStore> FaultyStore<S> {
+    /// A registry write under the dice: an error does nothing, a lost reply does the write and
+    /// then fails (the caller cannot tell them apart).
+    async fn template_write(
+        &self,
+        op: &str,
+        write: impl Future<Output = Result<TemplateWrite, StoreError>>,
+    ) -> Result<TemplateWrite, StoreError> {
+        match self.dice(op) {
+            StoreFault::Error => Err(Self::unavailable(op)),
+            StoreFault::LostReply => {
+                write.await?;
+                Err(Self::unavailable(op))
+            }
+            StoreFault::None => write.await,
+        }
+    }
+
+    /// A registry read under the dice: a lost reply is an error too.
+    fn template_read(&self, op: &str) -> Result<(), StoreError> {
+        match self.dice(op) {
+            StoreFault::None => Ok(()),
+            StoreFault::Error | StoreFault::LostReply => Err(Self::unavailable(op)),
+        }
+    }
+}
+
+/// The registry under the same faults as the rest of the store, and the planted
+/// `template_version_ignored` bug.
+impl<S: Store + TemplateStore> TemplateStore for FaultyStore<S> {
+    fn template_create<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a TemplateId,
+        content: &'a TemplateContent,
+        publish: bool,
+        now_ms: u64,
+        templates_max: u32,
+    ) -> StoreFuture<'a, TemplateWrite> {
+        let write = self.inner.template_create(tenant, id, content, publish, now_ms, templates_max);
+        Box::pin(self.template_write("template create", write))
+    }
+
+    fn template_add_version<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a TemplateId,
+        content: &'a TemplateContent,
+        now_ms: u64,
+        versions_max: u32,
+    ) -> StoreFuture<'a, TemplateWrite> {
+        let write = self.inner.template_add_version(tenant, id, content, now_ms, versions_max);
+        Box::pin(self.template_write("template add version", write))
+    }
+
+    fn template_publish<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a TemplateId,
+        version: u32,
+        now_ms: u64,
+    ) -> StoreFuture<'a, TemplateWrite> {
+        let write = self.inner.template_publish(tenant, id, version, now_ms);
+        Box::pin(self.template_write("template publish", write))
+    }
+
+    fn template_published<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a TemplateId,
+    ) -> StoreFuture<'a, Option<Option<u32>>> {
+        Box::pin(async move {
+            self.template_read("template published")?;
+            self.inner.template_published(tenant, id).await
+        })
+    }
+
+    fn template_info<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a TemplateId,
+    ) -> StoreFuture<'a, Option<TemplateInfo>> {
+        Box::pin(async move {
+            self.template_read("template info")?;
+            self.inner.template_info(tenant, id).await
+        })
+    }
+
+    fn template_version<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a TemplateId,
+        version: u32,
+    ) -> StoreFuture<'a, Option<StoredVersion>> {
+        Box::pin(async move {
+            self.template_read("template version")?;
+            let asked = version;
+            let ignored = self.shared.world().planted.template_version_ignored;
+            let version = match ignored {
+                true => match self.inner.template_info(tenant, id).await? {
+                    Some(info) => info.summary.latest,
+                    None => version,
+                },
+                false => version,
+            };
+            let mut stored = self.inner.template_version(tenant, id, version).await?;
+            if let Some(stored) = &mut stored {
+                stored.summary.version = asked;
+            }
+            Ok(stored)
+        })
+    }
+
+    fn template_list<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        after: Option<&'a TemplateId>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<TemplateSummary>> {
+        Box::pin(async move {
+            self.template_read("template list")?;
+            self.inner.template_list(tenant, after, limit).await
+        })
     }
 }
 
@@ -913,7 +1057,7 @@ impl FakeProvider {
                 at_ms: now,
                 channel: self.channel,
                 undelivered,
-                body: format!("{:?}", message.content),
+                content: serde_json::to_string(&message.content).unwrap_or_default(),
             });
         }
         let log = world.call_log.entry(id.clone()).or_default();

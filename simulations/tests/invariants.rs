@@ -52,7 +52,10 @@ fn the_same_seed_gives_the_same_trace() {
 fn seed_7_with_10000_notifications_passes_and_replays() {
     let a = run(config(7, 10_000));
     assert_passed(&a);
-    assert_eq!(a.accepted, 10_000);
+    // Every submission is accepted but those refused as planned (a missing variable, an SMS
+    // over the segment cap), which any other outcome would have made a violation.
+    assert_eq!(a.accepted + a.refused_on_purpose as usize, 10_000);
+    assert!(a.refused_on_purpose > 0);
     let b = run(config(7, 10_000));
     assert_eq!(a.trace_hash, b.trace_hash);
 }
@@ -70,14 +73,20 @@ fn without_faults_everything_is_delivered_or_skipped_on_purpose() {
 /// Transitions a record can never be seen making, because the state it starts from is never
 /// committed: filter, render, rate check and route run inside one wake-up and commit together,
 /// and `unknown` moves on (to a deferred re-send) in the same commit that enters it. A template
-/// that stops rendering after acceptance needs a template change, which the simulator does not
-/// make.
+/// that stops rendering after acceptance needs its pinned version to change, which never happens:
+/// the simulator publishes new versions all along, but a publish only changes what new
+/// notifications pin.
 const UNREACHABLE_AT_REST: &[(StateKind, StateKind)] = &[
     (StateKind::Filtered, StateKind::Failed),
     (StateKind::Filtered, StateKind::Cancelled),
     (StateKind::Rendered, StateKind::Cancelled),
     (StateKind::RateChecked, StateKind::Cancelled),
     (StateKind::Unknown, StateKind::Delivered),
+    // Quiet hours and the re-check after a claim: not simulated until the simulator's recipients
+    // have stored preferences (the milestone after the directory's).
+    (StateKind::Received, StateKind::Deferred),
+    (StateKind::Deferred, StateKind::Received),
+    (StateKind::Sending, StateKind::Skipped),
 ];
 
 /// A simulator that exercises nothing must fail: across a batch of seeds every fault fires and
@@ -236,4 +245,50 @@ fn a_collapse_that_loses_merged_data_is_caught() {
     let fixed = run(config(seed, 100));
     assert_passed(&fixed);
     assert!(fixed.policy.collapsed > 0, "{}", fixed.text());
+}
+
+#[test]
+fn a_registry_that_renders_a_version_other_than_the_pinned_one_is_caught() {
+    let planted = Planted { template_version_ignored: true, ..Planted::default() };
+    let (seed, report) = first_failure(planted, 300).expect("caught within 300 seeds");
+    eprintln!("version ignored: caught by seed {seed}");
+    let invariants: BTreeSet<&str> =
+        report.violations.iter().map(|v| v.invariant.as_str()).collect();
+    assert!(invariants.contains("pinned-version"), "seed {seed}: {invariants:?}");
+    assert!(report.versions_published > 0, "{}", report.text());
+}
+
+#[test]
+fn a_store_that_loses_the_locale_is_caught() {
+    let planted = Planted { locale_dropped: true, ..Planted::default() };
+    let (seed, report) = first_failure(planted, 300).expect("caught within 300 seeds");
+    eprintln!("locale dropped: caught by seed {seed}");
+    let invariants: BTreeSet<&str> =
+        report.violations.iter().map(|v| v.invariant.as_str()).collect();
+    assert!(invariants.contains("locale"), "seed {seed}: {invariants:?}");
+}
+
+#[test]
+fn an_api_that_accepts_sms_over_the_segment_cap_is_caught() {
+    let planted = Planted { segment_cap_unchecked_at_submit: true, ..Planted::default() };
+    let (seed, report) = first_failure(planted, 300).expect("caught within 300 seeds");
+    eprintln!("segment cap unchecked at submit: caught by seed {seed}");
+    let invariants: BTreeSet<&str> =
+        report.violations.iter().map(|v| v.invariant.as_str()).collect();
+    assert!(invariants.contains("segment-cap"), "seed {seed}: {invariants:?}");
+    // The same seed without the bug refuses those submissions as planned.
+    let honest = run(config(seed, 100));
+    assert_passed(&honest);
+    assert!(honest.refused_on_purpose > 0, "{}", honest.text());
+}
+
+/// Templates are exercised: versions are published while notifications are in flight, sends are
+/// checked against their pinned versions, and planned refusals happen.
+#[test]
+fn templates_are_published_checked_and_refused_as_planned() {
+    let report = run(config(11, 400));
+    assert_passed(&report);
+    assert!(report.versions_published >= 10, "{}", report.text());
+    assert!(report.renders_checked >= 200, "{}", report.text());
+    assert!(report.refused_on_purpose > 0, "{}", report.text());
 }

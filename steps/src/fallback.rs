@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::filter::{self, FilterDecision};
+use crate::filter::FilterDecision;
 use crate::model::{Category, Channel, Request};
 
 /// One fallback route: from a channel to another, for some categories or all.
@@ -49,13 +49,16 @@ pub enum FallbackDecision {
 ///
 /// `tried` are the channels the notification already went through (no channel is tried twice);
 /// `maybe_delivered` says whether an attempt on `from` had an unknown outcome, in which case the
-/// message may have arrived and falling back could deliver it twice.
+/// message may have arrived and falling back could deliver it twice. `filter` is the preference
+/// filter for a channel (`crate::filter::decide` with what the directory holds now): a channel it
+/// skips is no fallback, one it defers for quiet hours is (the send waits for the window's end).
 pub fn decide(
     request: &Request,
     rules: &[FallbackRule],
     from: Channel,
     tried: &[Channel],
     maybe_delivered: bool,
+    filter: impl Fn(Channel) -> FilterDecision,
 ) -> FallbackDecision {
     if maybe_delivered {
         return FallbackDecision::None {
@@ -70,8 +73,9 @@ pub fn decide(
             refusals.push(format!("{} was tried already", rule.to));
             continue;
         }
-        match filter::decide(request, rule.to) {
-            FilterDecision::Allow { channel, rule: allowed } => {
+        match filter(rule.to) {
+            FilterDecision::Allow { channel, rule: allowed }
+            | FilterDecision::Defer { channel, rule: allowed, .. } => {
                 return FallbackDecision::To {
                     channel,
                     why: format!(
@@ -95,7 +99,21 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::filter::{self, Rules};
     use crate::model::*;
+
+    /// `decide` with the filter as it is without stored data.
+    fn decide(
+        request: &Request,
+        rules: &[FallbackRule],
+        from: Channel,
+        tried: &[Channel],
+        maybe_delivered: bool,
+    ) -> FallbackDecision {
+        super::decide(request, rules, from, tried, maybe_delivered, |channel| {
+            filter::decide(request, channel, &Rules::none(), None, 0)
+        })
+    }
 
     fn request(email: bool, opt_out: Vec<Channel>, category: &str) -> Request {
         Request {
@@ -109,6 +127,7 @@ mod tests {
             template: TemplateRef { id: TemplateId::new("otp").unwrap(), version: "v".into() },
             data: Default::default(),
             category: Category::new(category).unwrap(),
+            locale: None,
             correlation: Default::default(),
         }
     }

@@ -8,6 +8,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::locale::Locale;
+
 /// The longest id (tenant, recipient, template, category, provider) accepted anywhere. Ids end up
 /// in Redis keys and log lines; a limit keeps both bounded.
 pub const ID_LEN_MAX: usize = 128;
@@ -307,13 +309,29 @@ pub struct Recipient {
     pub opt_out: Vec<Channel>,
 }
 
-/// A template pinned at acceptance: the id and the content version that was current then.
+/// A template pinned at acceptance: the id and the version that was published then.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateRef {
     /// The template's id.
     pub id: TemplateId,
-    /// The content hash of the template's parts when the notification was accepted.
+    /// The version: a registry template's version number in decimal (`"3"`), or a built-in
+    /// template's content hash (16 hex digits). The two never look alike: see
+    /// [`TemplateRef::registry_version`].
     pub version: String,
+}
+
+impl TemplateRef {
+    /// The registry version this pins, if it pins one: a decimal number without leading zeros
+    /// that fits a `u32`. A built-in's 16-digit hash never does (it is longer than `u32::MAX`'s
+    /// ten digits, or has a letter).
+    pub fn registry_version(&self) -> Option<u32> {
+        let v = &self.version;
+        let decimal = !v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_digit());
+        if !decimal || (v.len() > 1 && v.starts_with('0')) {
+            return None;
+        }
+        v.parse().ok().filter(|n| *n > 0)
+    }
 }
 
 /// What the application asked for: one recipient, one message intent.
@@ -329,6 +347,10 @@ pub struct Request {
     pub data: serde_json::Map<String, serde_json::Value>,
     /// The category (drives preferences and policies in later issues).
     pub category: Category,
+    /// The locale to render in (the template falls back along `fr-CA` → `fr` → its default).
+    /// Absent: the template's default locale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<Locale>,
     /// The event it reports and the group it may be collapsed into, if any.
     #[serde(default, skip_serializing_if = "crate::correlation::Correlation::is_empty")]
     pub correlation: crate::correlation::Correlation,
@@ -345,6 +367,16 @@ mod tests {
         let err = serde_json::from_str::<TenantId>("\"a:b\"").unwrap_err().to_string();
         assert!(err.contains("may only contain"), "{err}");
         assert!(serde_json::from_str::<TenantId>("\"\"").is_err());
+    }
+
+    #[test]
+    fn registry_versions_are_told_from_content_hashes() {
+        let pin = |v: &str| TemplateRef { id: TemplateId::new("t").unwrap(), version: v.into() };
+        assert_eq!(pin("1").registry_version(), Some(1));
+        assert_eq!(pin("4294967295").registry_version(), Some(u32::MAX));
+        for hash in ["0123456789012345", "00000000000000ff", "4294967296", "0", "01", "v1", ""] {
+            assert_eq!(pin(hash).registry_version(), None, "{hash}");
+        }
     }
 
     #[test]

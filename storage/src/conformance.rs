@@ -12,19 +12,26 @@
 //! Times are taken from the store's own clock ([`WakeQueue::now_ms`]) so the same checks hold on
 //! Redis, whose idle times and TTLs run on real time.
 
+mod templates;
+
 use std::time::Duration;
 
 use steps::limits::{self, Admission, Cap, Full, Limit, Window};
 use steps::model::{
-    Attempt, Category, Channel, EmailAddress, NotificationId, ProviderName, Recipient, RecipientId,
-    Request, TemplateId, TemplateRef, TenantId,
+    Attempt, Category, Channel, EmailAddress, NotificationId, PhoneNumber, ProviderName, Recipient,
+    RecipientId, Request, TemplateId, TemplateRef, TenantId,
 };
+use steps::preferences::Preferences;
 use steps::rate::{OverLimit, Pacer, SendRate, SendSlot};
+use steps::recipient::{
+    Contact, DEVICES_MAX, Device, DeviceId, DeviceToken, Locale, Platform, RecipientEntry, TimeZone,
+};
 use workflows::dlq::{DlqFilter, Truncated};
 use workflows::machine::{State, StateKind};
 use workflows::ports::{
-    ApiKey, Claimed, CollapseGroup, CreatedOnce, EventKey, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox,
-    InboxItem, ListQuery, Purged, RecipientKey, Store, StoredItem, StoredResponse,
+    ApiKey, Claimed, CollapseGroup, CreatedOnce, DeviceAdded, Directory, EventKey, HISTORY_LEN_MAX,
+    INBOX_LEN_MAX, Inbox, InboxItem, ListQuery, Purged, RecipientKey, Store, StoredItem,
+    StoredResponse,
 };
 use workflows::record::{
     Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
@@ -33,13 +40,18 @@ use workflows::record::{
 use crate::keys::{self, SHARDS};
 use crate::queue::{Delivery, QueueStats, REAPER_SLACK_MS, Reaped, Retried, TRIES_MAX, WakeQueue};
 
-/// What the suite needs of a store.
-pub trait Conformance: Store + Inbox + WakeQueue {}
+pub use templates::{
+    a_template_may_start_as_a_draft, template_limits_are_enforced,
+    templates_are_listed_in_pages_and_apart_per_tenant, templates_create_version_publish_and_read,
+};
 
-impl<S: Store + Inbox + WakeQueue> Conformance for S {}
+/// What the suite needs of a store.
+pub trait Conformance: Store + Inbox + WakeQueue + Directory {}
+
+impl<S: Store + Inbox + WakeQueue + Directory> Conformance for S {}
 
 /// Every check, by name, in the order [`conformance_tests!`](crate::conformance_tests) runs them.
-pub const CHECKS: [&str; 26] = [
+pub const CHECKS: [&str; 34] = [
     "create_and_load_round_trip",
     "idempotent_create",
     "commit_compare_and_set",
@@ -66,6 +78,14 @@ pub const CHECKS: [&str; 26] = [
     "lost_wake_is_redriven_after_its_deadline",
     "settled_records_are_never_redriven",
     "overdue_records_are_counted_and_reaped_in_bounded_chunks",
+    "directory_entries_round_trip_with_revisions",
+    "directory_devices_are_bounded_idempotent_and_removable",
+    "directory_reads_see_the_latest_write",
+    "directory_pages_walk_each_recipient_once_in_id_order",
+    "templates_create_version_publish_and_read",
+    "a_template_may_start_as_a_draft",
+    "template_limits_are_enforced",
+    "templates_are_listed_in_pages_and_apart_per_tenant",
 ];
 
 /// Expands to one `#[tokio::test]` per conformance check. `$fresh` is an `async fn() -> (S, G)`
@@ -100,6 +120,14 @@ macro_rules! conformance_tests {
             lost_wake_is_redriven_after_its_deadline,
             settled_records_are_never_redriven,
             overdue_records_are_counted_and_reaped_in_bounded_chunks,
+            directory_entries_round_trip_with_revisions,
+            directory_devices_are_bounded_idempotent_and_removable,
+            directory_reads_see_the_latest_write,
+            directory_pages_walk_each_recipient_once_in_id_order,
+            templates_create_version_publish_and_read,
+            a_template_may_start_as_a_draft,
+            template_limits_are_enforced,
+            templates_are_listed_in_pages_and_apart_per_tenant,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {
@@ -143,6 +171,7 @@ fn request() -> Request {
         },
         data: serde_json::Map::from_iter([("name".to_owned(), serde_json::json!("Bob"))]),
         category: Category::new("order_updates").expect("fixture id"),
+        locale: Some(steps::locale::Locale::parse("fr-CA").expect("fixture locale")),
         correlation: Default::default(),
     }
 }
@@ -1007,6 +1036,7 @@ pub async fn inbox_is_idempotent_newest_first_and_capped<S: Conformance>(store: 
         category: Category::new("order_updates").expect("fixture id"),
         at_ms: u64::from(n),
         read: false,
+        action: Some(format!("/orders/{n}")),
     };
     for n in 1..=3 {
         store.inbox_append(&acme, &bob, &item(n, "first")).await.expect("append");
@@ -1301,4 +1331,204 @@ pub async fn overdue_records_are_counted_and_reaped_in_bounded_chunks<S: Conform
     expected.sort_by_key(Wake::key);
     assert_eq!(woken, expected, "each overdue record woken once, at its version");
     store.ack(&all).await.expect("ack");
+}
+
+// ---- the recipients directory ------------------------------------------------------------------
+
+fn recipient_id(s: &str) -> RecipientId {
+    RecipientId::new(s).expect("fixture recipient id")
+}
+
+fn contact(email: &str) -> Contact {
+    Contact {
+        email: Some(EmailAddress::parse(email).expect("fixture address")),
+        phone: Some(PhoneNumber::parse("+447911123456").expect("fixture number")),
+        locale: Some(Locale::parse("en-GB").expect("fixture locale")),
+        time_zone: Some(TimeZone::parse("Europe/London").expect("fixture zone")),
+    }
+}
+
+fn device(token: &str, added_at_ms: u64) -> Device {
+    let token = DeviceToken::parse(token).expect("fixture token");
+    Device::new(Platform::Android, token, added_at_ms)
+}
+
+fn opted_out_of_sms() -> Preferences {
+    Preferences { channels: [(Channel::Sms, false)].into(), ..Preferences::default() }
+}
+
+async fn entry_of<S: Conformance>(
+    store: &S,
+    tenant: &TenantId,
+    id: &RecipientId,
+) -> RecipientEntry {
+    store.recipient(tenant, id).await.expect("read").expect("an entry")
+}
+
+/// Contact data and preferences are written independently (a `PUT` of one keeps the other),
+/// every write bumps the revision by one, and a read returns what was written.
+pub async fn directory_entries_round_trip_with_revisions<S: Conformance>(store: &S) {
+    let acme = tenant("acme");
+    let bob = recipient_id("bob");
+    let now = store.now_ms();
+    assert_eq!(store.recipient(&acme, &bob).await, Ok(None));
+    assert_eq!(
+        store.put_contact(&acme, &bob, &contact("bob@example.com"), now).await,
+        Ok((1, true))
+    );
+    let entry = entry_of(store, &acme, &bob).await;
+    assert_eq!(entry.id, bob);
+    assert_eq!(entry.revision, 1);
+    assert_eq!(entry.updated_at_ms, now);
+    assert_eq!(entry.contact(), Some(&contact("bob@example.com")));
+    assert_eq!(entry.preferences, Preferences::default());
+    assert_eq!(store.put_preferences(&acme, &bob, &opted_out_of_sms(), now + 1).await, Ok(2));
+    let changed = contact("robert@example.com");
+    assert_eq!(store.put_contact(&acme, &bob, &changed, now + 2).await, Ok((3, false)));
+    let entry = entry_of(store, &acme, &bob).await;
+    assert_eq!((entry.revision, entry.updated_at_ms), (3, now + 2));
+    assert_eq!(entry.contact(), Some(&changed));
+    assert_eq!(entry.preferences, opted_out_of_sms(), "a profile PUT keeps the preferences");
+    // Preferences without a profile: an inline-addressed recipient can have them too.
+    let ann = recipient_id("ann");
+    assert_eq!(store.put_preferences(&acme, &ann, &opted_out_of_sms(), now).await, Ok(1));
+    let entry = entry_of(store, &acme, &ann).await;
+    assert_eq!((entry.profile, entry.preferences), (None, opted_out_of_sms()));
+    // Another tenant's recipient of the same id is someone else.
+    assert_eq!(store.recipient(&tenant("globex"), &bob).await, Ok(None));
+}
+
+/// Devices need a profile, are at most `DEVICES_MAX`, register idempotently by their id (derived
+/// from the token), come back oldest first, are removed by id, and a profile `PUT` keeps them.
+pub async fn directory_devices_are_bounded_idempotent_and_removable<S: Conformance>(store: &S) {
+    let acme = tenant("acme");
+    let bob = recipient_id("bob");
+    let now = store.now_ms();
+    let first = device("token-0", now);
+    assert_eq!(store.add_device(&acme, &bob, &first, now).await, Ok(DeviceAdded::NoProfile));
+    assert_eq!(store.recipient(&acme, &bob).await, Ok(None), "nothing written");
+    store.put_contact(&acme, &bob, &contact("bob@example.com"), now).await.expect("put");
+    let mut added = Vec::new();
+    for i in 0..DEVICES_MAX {
+        // Registered newest token first in time order reversed, to check the order on read.
+        let d = device(&format!("token-{i}"), now + 100 - i as u64);
+        let revision = 2 + i as u64;
+        assert_eq!(
+            store.add_device(&acme, &bob, &d, now).await,
+            Ok(DeviceAdded::Added { revision })
+        );
+        added.push(d);
+    }
+    let last = 1 + DEVICES_MAX as u64;
+    let extra = device("token-extra", now);
+    assert_eq!(store.add_device(&acme, &bob, &extra, now).await, Ok(DeviceAdded::Full));
+    let again = device("token-3", now + 999);
+    assert_eq!(
+        store.add_device(&acme, &bob, &again, now).await,
+        Ok(DeviceAdded::Exists { revision: last }),
+        "the same token is the same device"
+    );
+    let entry = entry_of(store, &acme, &bob).await;
+    added.reverse();
+    assert_eq!(entry.devices(), added.as_slice(), "oldest first, unchanged by the re-register");
+    assert_eq!(entry.revision, last);
+    // A profile PUT keeps the devices.
+    store.put_contact(&acme, &bob, &contact("bob@example.com"), now).await.expect("put");
+    assert_eq!(entry_of(store, &acme, &bob).await.devices().len(), DEVICES_MAX);
+    assert_eq!(store.remove_device(&acme, &bob, &again.id, now + 5).await, Ok(Some(last + 2)));
+    assert_eq!(store.remove_device(&acme, &bob, &again.id, now + 5).await, Ok(None));
+    let entry = entry_of(store, &acme, &bob).await;
+    assert_eq!(entry.devices().len(), DEVICES_MAX - 1);
+    assert!(entry.devices().iter().all(|d| d.id != again.id));
+    assert_eq!(
+        store.add_device(&acme, &bob, &extra, now).await,
+        Ok(DeviceAdded::Added { revision: last + 3 })
+    );
+    let unknown = DeviceId::new("d0000000000000000").expect("id");
+    assert_eq!(store.remove_device(&acme, &recipient_id("nobody"), &unknown, now).await, Ok(None));
+}
+
+/// Every write is seen by the very next read: an opt-out, then an opt-in, then an opt-out again,
+/// each read right after its write sees it (the lifecycle reads before every decision; there is
+/// no cache to invalidate).
+pub async fn directory_reads_see_the_latest_write<S: Conformance>(store: &S) {
+    let acme = tenant("acme");
+    let bob = recipient_id("bob");
+    let now = store.now_ms();
+    for round in 0..20_u64 {
+        let opted_out = round % 2 == 0;
+        let preferences = Preferences {
+            unsubscribed: opted_out,
+            channels: [(Channel::Email, !opted_out)].into(),
+            ..Preferences::default()
+        };
+        let revision = store.put_preferences(&acme, &bob, &preferences, now + round).await;
+        assert_eq!(revision, Ok(round + 1));
+        let entry = entry_of(store, &acme, &bob).await;
+        assert_eq!(entry.preferences, preferences, "round {round}");
+        assert_eq!(entry.revision, round + 1);
+    }
+}
+
+/// A tenant's recipients walk in pages, in id order, each exactly once: only that tenant's, the
+/// cursor excluding what came before, the last page saying so; recipients added behind the
+/// cursor during the walk are not visited twice, those ahead of it are visited.
+pub async fn directory_pages_walk_each_recipient_once_in_id_order<S: Conformance>(store: &S) {
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let now = store.now_ms();
+    let mut expected: Vec<RecipientId> =
+        (0..37).map(|i| recipient_id(&format!("u{:03}", (i * 7919) % 1_000))).collect();
+    for (i, id) in expected.iter().enumerate() {
+        if i % 3 == 0 {
+            store.put_preferences(&acme, id, &opted_out_of_sms(), now).await.expect("put");
+        } else {
+            store.put_contact(&acme, id, &contact("x@example.com"), now).await.expect("put");
+        }
+    }
+    store
+        .put_contact(&globex, &recipient_id("g1"), &contact("g@example.com"), now)
+        .await
+        .expect("put");
+    expected.sort();
+    let mut seen = Vec::new();
+    let mut cursor: Option<RecipientId> = None;
+    let mut pages = 0;
+    loop {
+        let page = store.recipients(&acme, cursor.as_ref(), 5).await.expect("page");
+        assert!(page.entries.len() <= 5);
+        seen.extend(page.entries.iter().map(|e| e.id.clone()));
+        pages += 1;
+        if pages == 2 {
+            // Behind the cursor and ahead of it.
+            store
+                .put_contact(&acme, &recipient_id("a000"), &contact("a@example.com"), now)
+                .await
+                .expect("put");
+            store
+                .put_contact(&acme, &recipient_id("z999"), &contact("z@example.com"), now)
+                .await
+                .expect("put");
+        }
+        match page.next {
+            Some(next) => {
+                assert_eq!(Some(&next), page.entries.last().map(|e| &e.id));
+                cursor = Some(next);
+            }
+            None => break,
+        }
+        assert!(pages < 100, "the walk does not end");
+    }
+    expected.push(recipient_id("z999"));
+    assert_eq!(seen, expected);
+    assert_eq!(pages, expected.len().div_ceil(5));
+    // The entries carry what was stored.
+    let page = store.recipients(&acme, None, 1_000_000).await.expect("page");
+    assert_eq!(page.entries.len(), expected.len() + 1, "capped, not refused");
+    assert_eq!(page.next, None);
+    let first = &page.entries[0];
+    assert_eq!((first.id.as_str(), first.contact().is_some()), ("a000", true));
+    assert_eq!(store.recipients(&acme, None, 0).await.expect("page").entries, vec![]);
+    let theirs = store.recipients(&globex, None, 10).await.expect("page");
+    assert_eq!(theirs.entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["g1"]);
+    assert_eq!(store.recipients(&tenant("initech"), None, 10).await.expect("page").entries, vec![]);
 }

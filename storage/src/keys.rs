@@ -24,15 +24,23 @@
 //! | `courant:{i:<tenant>:<recipient>}:inbox` | LIST | in-app inbox ids, newest first |
 //! | `courant:{i:<tenant>:<recipient>}:inbox:items` | HASH | in-app inbox entries by id |
 //! | `courant:apikey:<key id>` | STRING | an API key (JSON: tenant, secret hash) |
+//! | `courant:{dNN}:t:<tenant>:r:<recipient>` | HASH | a recipient's directory entry |
+//! | `courant:{dNN}:t:<tenant>:recipients` | ZSET | a tenant's recipient ids, all scores 0 |
+//! | `courant:{t:<tenant>}:tpl` | ZSET | the tenant's registry template ids, all scored 0 |
+//! | `courant:{t:<tenant>}:tpl:<id>` | HASH | a template: `published`, `latest`, times, `v:<n>` summaries |
+//! | `courant:{t:<tenant>}:tpl:<id>:content` | HASH | its versions' content (JSON) by number |
 //!
 //! `NN` is the shard (two hex digits) of the notification: [`SHARDS`] shards spread the load over
 //! a cluster while keeping a notification's record, history, indexes and wake-ups in one slot.
+//! The recipients directory has its own [`SHARDS`] shards (`{dNN}`, by tenant and recipient id,
+//! see [`recipient_shard`]), so an entry and its place in the tenant's index are in one slot,
+//! and a tenant's recipients spread over the cluster.
 //! Tenant, recipient and notification ids are restricted to `[A-Za-z0-9._-]`
 //! (`steps::model::check_id`), so they cannot break out of a key.
 
 use sha2::{Digest, Sha256};
 use steps::limits::Limit;
-use steps::model::{NotificationId, ProviderName, RecipientId, TenantId};
+use steps::model::{NotificationId, ProviderName, RecipientId, TemplateId, TenantId};
 use workflows::machine::StateKind;
 use workflows::ports::{CollapseGroup, EventKey};
 
@@ -295,6 +303,47 @@ pub fn api_key(key_id: &str) -> String {
     }
 }
 
+/// The directory shard of a recipient: its entry and its index entry live there.
+pub fn recipient_shard(tenant: &TenantId, recipient: &RecipientId) -> u16 {
+    let mut bytes = Vec::with_capacity(tenant.as_str().len() + 1 + recipient.as_str().len());
+    bytes.extend_from_slice(tenant.as_str().as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(recipient.as_str().as_bytes());
+    shard_of_hash(fnv1a(&bytes))
+}
+
+/// A recipient's directory entry (HASH: `contact` and `prefs` JSON, `rev`, `updated`, and one
+/// `dev:<device id>` JSON field per push device).
+pub fn recipient(tenant: &TenantId, recipient: &RecipientId) -> String {
+    let shard = recipient_shard(tenant, recipient);
+    format!("{PREFIX}:{{d{shard:02x}}}:t:{tenant}:r:{recipient}")
+}
+
+/// A tenant's recipient ids in one directory shard (ZSET, every score 0, so `ZRANGEBYLEX` walks
+/// them in id order).
+pub fn recipient_index(shard: u16, tenant: &TenantId) -> String {
+    format!("{PREFIX}:{{d{shard:02x}}}:t:{tenant}:recipients")
+}
+
+/// A tenant's registry template ids (ZSET, every score 0, so `ZRANGEBYLEX` pages them in id
+/// order). A tenant's whole registry shares one hash tag: creating a template checks the
+/// tenant's count in the same script.
+pub fn templates(tenant: &TenantId) -> String {
+    format!("{PREFIX}:{{t:{tenant}}}:tpl")
+}
+
+/// A registry template (HASH): `published` (absent until one is), `latest`, `created`,
+/// `updated`, and each version's summary under `v:<n>` (JSON).
+pub fn template(tenant: &TenantId, id: &TemplateId) -> String {
+    format!("{PREFIX}:{{t:{tenant}}}:tpl:{id}")
+}
+
+/// A registry template's versions' content (HASH: `<n>` → JSON), apart from the template so that
+/// reading the template does not read every version's text.
+pub fn template_content(tenant: &TenantId, id: &TemplateId) -> String {
+    format!("{PREFIX}:{{t:{tenant}}}:tpl:{id}:content")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,6 +439,13 @@ mod tests {
         assert_eq!(limit(&acme, &bob, &cap), "courant:{r:acme:bob}:cap:marketing:86400000");
         assert_eq!(inbox(&acme, &bob), "courant:{i:acme:bob}:inbox");
         assert_eq!(api_key("ab12"), "courant:apikey:ab12");
+        let shard = recipient_shard(&acme, &bob);
+        assert_eq!(recipient(&acme, &bob), format!("courant:{{d{shard:02x}}}:t:acme:r:bob"));
+        assert_eq!(recipient_index(3, &acme), "courant:{d03}:t:acme:recipients");
+        let welcome = TemplateId::new("welcome").unwrap();
+        assert_eq!(templates(&acme), "courant:{t:acme}:tpl");
+        assert_eq!(template(&acme, &welcome), "courant:{t:acme}:tpl:welcome");
+        assert_eq!(template_content(&acme, &welcome), "courant:{t:acme}:tpl:welcome:content");
     }
 
     #[test]

@@ -7,8 +7,12 @@
 //!
 //! The semantics follow the Redis store in everything the conformance suite checks
 //! (`conformance`): compare-and-set on the version, capped history, state indexes, the DLQ,
-//! idempotency with fingerprints, the recipients' limit windows, the inbox, the queue and the
-//! deadline index the reaper reads.
+//! idempotency with fingerprints, the recipients' limit windows, the inbox, the queue, the deadline
+//! index the reaper reads, the recipients directory (`memory/directory.rs`) and the template
+//! registry (`memory/templates.rs`).
+
+mod directory;
+mod templates;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::{Future, ready};
@@ -56,6 +60,8 @@ pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
     /// The clock of the queue (retry times, reclaim idle times).
     clock: Arc<dyn Clock>,
+    /// The template registry, behind its own lock (`memory/templates.rs`).
+    templates: Arc<templates::RegistryLock>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -295,6 +301,8 @@ struct Inner {
     inbox: BTreeMap<(TenantId, RecipientId), VecDeque<InboxItem>>,
     /// API keys by key id.
     api_keys: BTreeMap<String, ApiKey>,
+    /// The recipients directory (see `directory`).
+    recipients: directory::Recipients,
     /// The wake-up queue.
     queue: MemQueue,
     /// The deadline index: `tenant/id` of every record waiting on a worker, by when it is
@@ -337,7 +345,7 @@ impl MemoryStore {
 
     /// An empty store whose queue reads `clock` (the simulator's virtual clock).
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
-        Self { inner: Arc::new(Mutex::new(Inner::default())), clock }
+        Self { inner: Arc::new(Mutex::new(Inner::default())), clock, templates: Arc::default() }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

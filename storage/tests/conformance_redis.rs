@@ -21,7 +21,9 @@ use steps::rate::OverLimit;
 use storage::keys;
 use storage::queue::{REAPER_SLACK_MS, Reaped, WakeQueue};
 use workflows::machine::State;
-use workflows::ports::{ApiKey, Inbox, InboxItem, LimitWindows, RecipientKey, Store};
+use workflows::ports::{
+    ApiKey, Inbox, InboxItem, LimitWindows, RecipientKey, Store, TemplateStore,
+};
 use workflows::record::{Cause, Commit, Created, HistoryEntry, Idempotency, Record};
 
 async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
@@ -124,8 +126,17 @@ async fn every_key_is_namespaced_and_a_notification_lives_in_one_slot() {
         category: steps::model::Category::new("news").unwrap(),
         at_ms: now,
         read: false,
+        action: None,
     };
     store.inbox_append(&acme, &bob, &item).await.expect("inbox");
+    let welcome = steps::model::TemplateId::new("welcome").unwrap();
+    let content: steps::render::TemplateContent = serde_json::from_value(serde_json::json!({
+        "default_locale": "en",
+        "locales": { "en": { "sms.body": "Hi" } }
+    }))
+    .unwrap();
+    let created = store.template_create(&acme, &welcome, &content, true, now, 10).await;
+    assert!(matches!(created, Ok(workflows::ports::TemplateWrite::Done(_))), "{created:?}");
     let api = ApiKey { tenant: acme.clone(), secret_sha256_hex: "00".repeat(32) };
     store.put_api_key("0123456789abcdef", &api).await.expect("api key");
 
@@ -148,6 +159,9 @@ async fn every_key_is_namespaced_and_a_notification_lives_in_one_slot() {
         } else if t.starts_with("i:") {
             assert_eq!(t, "i:acme:bob", "{k}");
             seen.insert("inbox");
+        } else if t.starts_with("t:") {
+            assert_eq!(t, "t:acme", "{k}: a tenant's registry is one slot");
+            seen.insert("templates");
         } else {
             assert!(k.contains(":q:"), "{k} is unexpected");
             seen.insert("queue");
@@ -161,6 +175,9 @@ async fn every_key_is_namespaced_and_a_notification_lives_in_one_slot() {
         keys::state_index(shard, &acme, workflows::machine::StateKind::Cancelled),
         keys::timers(shard),
         keys::ready(shard),
+        keys::templates(&acme),
+        keys::template(&acme, &welcome),
+        keys::template_content(&acme, &welcome),
     ] {
         assert!(all.contains(&k), "{k} missing from {all:?}");
     }
@@ -168,7 +185,7 @@ async fn every_key_is_namespaced_and_a_notification_lives_in_one_slot() {
         !all.contains(&keys::state_index(shard, &acme, workflows::machine::StateKind::Received)),
         "the old state index still holds the record"
     );
-    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert_eq!(seen.len(), 6, "{seen:?}");
     let ttl: i64 = redis::cmd("PTTL")
         .arg(keys::idempotency(&acme, &idem.key))
         .query_async(&mut conn)
@@ -297,4 +314,63 @@ async fn the_reaper_drops_entries_of_missing_or_unreadable_records() {
     );
     assert_eq!(store.stats().await, Ok(storage::queue::QueueStats::default()));
     assert_eq!(store.fetch("w", 10, 0).await, Ok(vec![]));
+}
+
+/// A recipient's directory entry and its index entry are in one slot (`{dNN}`, the recipient's
+/// directory shard), under the namespace.
+#[tokio::test]
+async fn a_recipients_directory_keys_share_one_slot() {
+    use steps::preferences::Preferences;
+    use steps::recipient::{Device, DeviceToken, Platform};
+    use workflows::ports::Directory;
+
+    let (store, server) = fresh().await;
+    let acme = TenantId::new("acme").unwrap();
+    let bob = RecipientId::new("bob").unwrap();
+    let now = store.now_ms();
+    store.put_contact(&acme, &bob, &Default::default(), now).await.expect("contact");
+    store.put_preferences(&acme, &bob, &Preferences::default(), now).await.expect("prefs");
+    let token = DeviceToken::parse("secret-token").unwrap();
+    store.add_device(&acme, &bob, &Device::new(Platform::Ios, token, now), now).await.expect("dev");
+    let mut conn = raw(&server).await;
+    // Everything but the ready streams `connect` creates.
+    let all: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+    let all: Vec<String> = all.into_iter().filter(|k| !k.ends_with(":q:ready")).collect();
+    let shard = keys::recipient_shard(&acme, &bob);
+    let expected =
+        BTreeSet::from([keys::recipient(&acme, &bob), keys::recipient_index(shard, &acme)]);
+    assert_eq!(all.iter().cloned().collect::<BTreeSet<_>>(), expected);
+    for k in &all {
+        assert_eq!(hash_tag(k), Some(format!("d{shard:02x}").as_str()), "{k}");
+    }
+}
+
+/// Two processes on one Redis: what one writes, the other's very next read sees. The directory
+/// has no cache, so there is nothing to invalidate and nothing to miss.
+#[tokio::test]
+async fn an_opt_out_written_by_one_process_is_read_by_another_at_once() {
+    use steps::model::Category;
+    use steps::preferences::{CategoryChoice, Preferences};
+    use workflows::ports::Directory;
+
+    let (api, server) = fresh().await;
+    let worker = RedisStore::connect(&server.url()).await.expect("a second connection");
+    let acme = TenantId::new("acme").unwrap();
+    let bob = RecipientId::new("bob").unwrap();
+    let now = api.now_ms();
+    let marketing = Category::new("marketing").unwrap();
+    for round in 0..50_u64 {
+        // The worker reads (as the lifecycle does before a decision), then the API writes.
+        let before = worker.recipient(&acme, &bob).await.expect("read");
+        let on = round % 2 == 1;
+        let mut preferences = Preferences::default();
+        preferences
+            .categories
+            .insert(marketing.clone(), CategoryChoice { enabled: Some(on), ..Default::default() });
+        let revision = api.put_preferences(&acme, &bob, &preferences, now).await.expect("write");
+        let after = worker.recipient(&acme, &bob).await.expect("read").expect("entry");
+        assert_eq!(after.revision, revision);
+        assert_eq!(after.preferences, preferences, "round {round}");
+        assert_ne!(before.map(|e| e.preferences), Some(preferences));
+    }
 }

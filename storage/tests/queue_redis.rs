@@ -182,6 +182,7 @@ async fn submit(store: &RedisStore, n: u32) -> Wake {
             template: TemplateRef { id: TemplateId::new("welcome").unwrap(), version: "v1".into() },
             data: serde_json::Map::new(),
             category: Category::new("news").unwrap(),
+            locale: None,
             correlation: Default::default(),
         },
         seed: 1,
@@ -516,6 +517,7 @@ async fn notifications_whose_wake_ups_were_lost_are_redriven_and_complete() {
             template: template.clone(),
             data: serde_json::Map::from_iter([("order".to_owned(), serde_json::json!(i))]),
             category: Category::new("news").unwrap(),
+            locale: None,
             correlation: Default::default(),
         };
         runner.submit(&tenant(), id.clone(), submission, None).await.expect("submit");

@@ -50,13 +50,24 @@ pub mod http {
 
     /// One HTTP/1.1 request; returns the status code and the body.
     pub fn request(method: &str, url: &str, body: Option<&str>) -> std::io::Result<(u16, String)> {
+        request_with_key(method, url, None, body)
+    }
+
+    /// One HTTP/1.1 request with `Authorization: Bearer <key>` when a key is given.
+    pub fn request_with_key(
+        method: &str,
+        url: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+    ) -> std::io::Result<(u16, String)> {
         let (host, path) = split(url);
         let mut stream = TcpStream::connect(&host)?;
         stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
         let body = body.unwrap_or("");
+        let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
         write!(
             stream,
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{auth}\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )?;

@@ -10,6 +10,7 @@
 //! - [`record`]: the persisted record, its history entries, commits and wake-ups.
 //! - [`ports`]: the traits the shell implements (store, inbox, clock, provider).
 //! - [`runner`]: drives one wake-up through the machine, executing its effects.
+//! - [`templates`]: built-in and registry templates, pinned versions, the compiled-version cache.
 
 pub mod dlq;
 pub mod machine;
@@ -17,3 +18,4 @@ pub mod policy;
 pub mod ports;
 pub mod record;
 pub mod runner;
+pub mod templates;

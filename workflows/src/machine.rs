@@ -14,6 +14,9 @@
 //! dead_lettered → delivered (a late delivery receipt from the provider it was last with)
 //! sending → deferred(reserved slot) → sending (the provider's send rate is used up; no attempt
 //!   is used)
+//! received → deferred(quiet hours) → received (the filter runs again when they end)
+//! sending → skipped | deferred(quiet hours) (the re-check after the claim, before the provider
+//!   is called: an opt-out, an unsubscribe, quiet hours or a removed address since the filter)
 //! filtered → skipped(collapsed into N) | deferred(collapse window) → filtered (a notification
 //!   with a collapse key merges into the open group of its key, or opens one, waits its window,
 //!   and renders once for all)
@@ -56,6 +59,12 @@ use crate::policy::Policy;
 pub enum Resume {
     /// Close the collapse group this notification opened (its window ended), then render.
     Collapse {
+        /// The channel.
+        channel: Channel,
+    },
+    /// Run the preference filter again from `received` (the recipient's quiet hours deferred it;
+    /// their preferences may have changed meanwhile).
+    Filter {
         /// The channel.
         channel: Channel,
     },
@@ -132,6 +141,10 @@ pub enum Event {
         /// Whether the slot is reserved for this send.
         reserved: bool,
     },
+    /// The preference filter again, after the send was claimed and before the provider hears of
+    /// it: an opt-out, an unsubscribe, quiet hours or a removed address since the first filter
+    /// stop the send here.
+    Rechecked(FilterDecision),
 }
 
 impl Event {
@@ -150,6 +163,7 @@ impl Event {
             Event::Replay => "replay",
             Event::Throttled { .. } => "throttled",
             Event::Collapsed(_) => "collapsed",
+            Event::Rechecked(_) => "rechecked",
         }
     }
 }
@@ -278,6 +292,29 @@ impl<'a> Context<'a> {
         self.note = Some(note.into());
     }
 
+    /// What follows a quiet-hours deferral to `until_ms` on `channel`: waiting until then and
+    /// resuming at `resume`, or, when that is past the time budget, a skip (a message is never
+    /// dropped for quiet hours alone, only when it would stop mattering before they end).
+    fn quiet_hours(
+        &mut self,
+        channel: Channel,
+        until_ms: u64,
+        rule: &str,
+        resume: Resume,
+    ) -> State {
+        let budget_end = self.accepted_at_ms.saturating_add(self.retry(channel).ttl_ms);
+        if until_ms > budget_end {
+            let reason = SkipReason::QuietHours { channel, until_ms };
+            self.note(format!(
+                "{rule}; that is {} ms after the time budget ends: {reason}",
+                until_ms - budget_end
+            ));
+            return State::skipped(reason);
+        }
+        self.note(format!("{rule}; waits {} ms", until_ms.saturating_sub(self.now_ms)));
+        State::deferred(until_ms, resume)
+    }
+
     /// What follows a failed or unknown attempt: a deferred retry, or failure.
     fn after_failure(
         &mut self,
@@ -364,6 +401,14 @@ impl Lifecycle {
             Event::Filtered(FilterDecision::Skip(reason)) => {
                 context.note(reason.to_string());
                 Transition(State::skipped(reason.clone()))
+            }
+            Event::Filtered(FilterDecision::Defer { channel, until_ms, rule }) => {
+                Transition(context.quiet_hours(
+                    *channel,
+                    *until_ms,
+                    rule,
+                    Resume::Filter { channel: *channel },
+                ))
             }
             _ => Super,
         }
@@ -660,6 +705,29 @@ impl Lifecycle {
                     },
                 ))
             }
+            Event::Rechecked(FilterDecision::Allow { .. }) => Handled,
+            Event::Rechecked(FilterDecision::Skip(reason)) => {
+                context.note(format!(
+                    "{reason}; re-checked after attempt {attempt} was claimed, before {provider} \
+                     was called"
+                ));
+                Transition(State::skipped(reason.clone()))
+            }
+            // The decision is about this state's channel; its own `channel` is not read, so a
+            // stray decision can never move the send to another channel.
+            Event::Rechecked(FilterDecision::Defer { until_ms, rule, .. }) => {
+                let resume = Resume::Send {
+                    channel: *channel,
+                    provider: provider.clone(),
+                    attempt: *attempt,
+                    possible_duplicate: *possible_duplicate,
+                };
+                let rule = format!(
+                    "{rule}; re-checked after attempt {attempt} was claimed, before {provider} \
+                     was called (the attempt is not used)"
+                );
+                Transition(context.quiet_hours(*channel, *until_ms, &rule, resume))
+            }
             Event::Rendered(Err(error)) => {
                 let reason = format!("render failed before attempt {attempt}: {error}");
                 context.note(reason.clone());
@@ -757,6 +825,12 @@ impl Lifecycle {
                     Resume::Collapse { channel } => {
                         context.effects.push(Effect::CollapseClose { channel });
                         Handled
+                    }
+                    Resume::Filter { channel } => {
+                        // `received` has no entry action (a replay into it schedules its own
+                        // wake-up), so ask for the filter here.
+                        context.effects.push(Effect::Filter { channel });
+                        Transition(State::received())
                     }
                     Resume::RateCheck { channel } => Transition(State::rendered(channel)),
                     Resume::Send { channel, provider, attempt, possible_duplicate }
@@ -1035,7 +1109,7 @@ impl StateKind {
 impl StateKind {
     /// Every transition the lifecycle may make, as (from, to). The module diagram, as data: the
     /// simulator checks every committed transition against it.
-    pub const EDGES: [(StateKind, StateKind); 35] = {
+    pub const EDGES: [(StateKind, StateKind); 38] = {
         use StateKind as K;
         [
             (K::Received, K::Filtered),
@@ -1079,6 +1153,12 @@ impl StateKind {
             (K::DeadLettered, K::Received),
             // A late delivery receipt: it arrived after all, and leaves the dead-letter queue.
             (K::DeadLettered, K::Delivered),
+            // Quiet hours: the filter defers, and runs again when they end.
+            (K::Received, K::Deferred),
+            (K::Deferred, K::Received),
+            // The re-check after a claim: an opt-out, an unsubscribe or a removed address since
+            // the filter stops the send before the provider is called.
+            (K::Sending, K::Skipped),
         ]
     };
 
@@ -1133,6 +1213,7 @@ impl State {
             | State::DeadLettered { channel, .. } => Some(*channel),
             State::Deferred { resume: Resume::Collapse { channel }, .. }
             | State::Deferred { resume: Resume::RateCheck { channel }, .. }
+            | State::Deferred { resume: Resume::Filter { channel }, .. }
             | State::Deferred { resume: Resume::Send { channel, .. }, .. }
             | State::Deferred { resume: Resume::SendSlot { channel, .. }, .. } => Some(*channel),
             State::Received {} | State::Skipped { .. } | State::Cancelled {} => None,

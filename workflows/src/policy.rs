@@ -65,6 +65,14 @@ pub enum Error {
     /// The reconcile grace is too long.
     #[error("reconcile_grace_ms must be at most 600000")]
     Grace,
+    /// A template limit is out of its range.
+    #[error("templates.{field} must be between 1 and {max}")]
+    Templates {
+        /// The limit.
+        field: &'static str,
+        /// Its highest allowed value.
+        max: u64,
+    },
     /// A collapse window is out of range.
     #[error(
         "categories.{category}.collapse_window_ms must be between 1 and {COLLAPSE_WINDOW_MS_MAX} (an hour)"
@@ -128,6 +136,78 @@ pub struct Policy {
     /// notification (the answer names the first). 24 h by default; 0 turns dedup off. A
     /// category may set its own.
     pub dedup_window_ms: u64,
+    /// Template limits: the SMS segment cap and the registry's sizes.
+    #[serde(default)]
+    pub templates: TemplatePolicy,
+}
+
+/// Template limits (`[policy.templates]`). Every one is checked when a template or a
+/// notification is submitted, with a 422 that names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplatePolicy {
+    /// Most SMS segments a rendered SMS may take, 1 to 10 (GSM-7: 160 characters in one SMS,
+    /// 153 a segment beyond; UCS-2: 70 and 67). Each segment is billed as one SMS. Checked at
+    /// submit (422) and again at render. Default 6: 918 GSM-7 or 402 UCS-2 characters.
+    pub sms_segments_max: u32,
+    /// Most templates a tenant may create in the registry (built-ins do not count). Default
+    /// 1,000.
+    pub templates_per_tenant_max: u32,
+    /// Most versions one registry template may have. Versions are immutable and never deleted
+    /// (a pinned notification may still need one), so this bounds a template's storage. Default
+    /// 500.
+    pub versions_per_template_max: u32,
+    /// Most locales one version may hold. Default 50.
+    pub locales_per_version_max: u32,
+    /// Compiled template versions each process keeps (least recently used go first). Versions
+    /// never change, so a cached one is never stale. Default 1,024.
+    pub compiled_cache_max: u32,
+}
+
+impl Default for TemplatePolicy {
+    fn default() -> Self {
+        Self {
+            sms_segments_max: steps::render::SMS_SEGMENTS_DEFAULT,
+            templates_per_tenant_max: 1_000,
+            versions_per_template_max: 500,
+            locales_per_version_max: steps::render::LOCALES_DEFAULT as u32,
+            compiled_cache_max: 1_024,
+        }
+    }
+}
+
+impl TemplatePolicy {
+    /// The limits rendering checks.
+    pub fn limits(&self) -> steps::render::Limits {
+        steps::render::Limits {
+            sms_segments_max: self.sms_segments_max,
+            locales_per_version_max: self.locales_per_version_max as usize,
+        }
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let checks: [(&'static str, u32, u64); 5] = [
+            (
+                "sms_segments_max",
+                self.sms_segments_max,
+                u64::from(steps::render::SMS_SEGMENTS_CEILING),
+            ),
+            ("templates_per_tenant_max", self.templates_per_tenant_max, 100_000),
+            ("versions_per_template_max", self.versions_per_template_max, 10_000),
+            (
+                "locales_per_version_max",
+                self.locales_per_version_max,
+                steps::render::LOCALES_CEILING as u64,
+            ),
+            ("compiled_cache_max", self.compiled_cache_max, 100_000),
+        ];
+        for (field, value, max) in checks {
+            if value == 0 || u64::from(value) > max {
+                return Err(Error::Templates { field, max });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What a category changes in the policy.
@@ -301,6 +381,7 @@ impl Policy {
                 return Err(Error::CollapseWindow { category: category.clone() });
             }
         }
+        self.templates.validate()?;
         Ok(())
     }
 }
@@ -381,6 +462,7 @@ impl Default for Policy {
             send_lease_ms: 30_000,
             reconcile_grace_ms: 30_000,
             dedup_window_ms: 24 * hour,
+            templates: TemplatePolicy::default(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The ports: what the lifecycle needs from the outside world, as traits. The shell implements them
-//! (`storage` for [`Store`] and [`Inbox`], `providers` for [`Provider`], the binary for
-//! [`Clock`]); the simulator implements them again with fakes. The runner only ever sees these.
+//! (`storage` for [`Store`], [`Inbox`] and [`Directory`], `providers` for [`Provider`], the binary
+//! for [`Clock`]); the simulator implements them again with fakes. The runner only ever sees these.
 
 use std::future::Future;
 
@@ -9,12 +9,16 @@ use serde::{Deserialize, Serialize};
 use steps::collapse::{Joined, Merged};
 use steps::correlation::{CollapseKey, EventId};
 use steps::limits::{Admission, Window};
+use steps::locale::Locale;
 use steps::model::{
-    Attempt, Category, Channel, NotificationId, ProviderName, Recipient, RecipientId, TenantId,
+    Attempt, Category, Channel, NotificationId, ProviderName, Recipient, RecipientId, TemplateId,
+    TenantId,
 };
 use steps::outcome::SendOutcome;
+use steps::preferences::Preferences;
 use steps::rate::{SendRate, SendSlot};
-use steps::render::Content;
+use steps::recipient::{Contact, Device, DeviceId, RecipientEntry};
+use steps::render::{Content, TemplateContent};
 
 use crate::dlq::{DlqFilter, DlqPage};
 use crate::machine::StateKind;
@@ -177,6 +181,9 @@ pub struct InboxItem {
     pub at_ms: u64,
     /// Whether the recipient has read it.
     pub read: bool,
+    /// The URL or deep link the entry opens (the template's `in_app.action`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
 }
 
 /// The longest in-app inbox kept per recipient; older entries are trimmed.
@@ -450,4 +457,262 @@ pub trait Collapse: Send + Sync + 'static {
         tenant: &TenantId,
         id: &NotificationId,
     ) -> impl Future<Output = Result<Option<Merged>, StoreError>> + Send;
+}
+
+/// The most recipients one page of [`Directory::recipients`] returns.
+pub const RECIPIENT_PAGE_MAX: usize = 1_000;
+
+/// One page of a tenant's recipients, in id order (bytewise).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecipientPage {
+    /// The entries, in id order.
+    pub entries: Vec<RecipientEntry>,
+    /// The cursor of the next page (the last id of this one), `None` when this is the last.
+    pub next: Option<RecipientId>,
+}
+
+/// What registering a push device came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceAdded {
+    /// Registered; the entry is now at `revision`.
+    Added {
+        /// The entry's new revision.
+        revision: u64,
+    },
+    /// The same token on the same platform was registered already; nothing changed.
+    Exists {
+        /// The entry's revision.
+        revision: u64,
+    },
+    /// The recipient has [`DEVICES_MAX`](steps::recipient::DEVICES_MAX) devices already;
+    /// nothing changed.
+    Full,
+    /// No profile is stored for the recipient; nothing changed.
+    NoProfile,
+}
+
+/// The recipients directory: per tenant and recipient id, a profile (addresses, push devices,
+/// locale, time zone) and preferences, with a revision that grows with every write.
+///
+/// Every method is one atomic operation, and a read sees every write that completed before it
+/// started, from any process: the lifecycle reads the directory for each decision (the filter,
+/// and again after each send's claim), so an opt-out is honoured by the next decision after it is
+/// written. Implementations: Redis and in-memory, held to the conformance suite.
+pub trait Directory: Send + Sync + 'static {
+    /// The recipient's entry, `None` when nothing is stored for them.
+    fn recipient(
+        &self,
+        tenant: &TenantId,
+        id: &RecipientId,
+    ) -> impl Future<Output = Result<Option<RecipientEntry>, StoreError>> + Send;
+
+    /// Sets the recipient's contact data (creating the profile), keeping their devices and
+    /// preferences. Returns the new revision and whether the profile is new.
+    fn put_contact(
+        &self,
+        tenant: &TenantId,
+        id: &RecipientId,
+        contact: &Contact,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(u64, bool), StoreError>> + Send;
+
+    /// Replaces the recipient's preferences (with or without a profile). Returns the new revision.
+    fn put_preferences(
+        &self,
+        tenant: &TenantId,
+        id: &RecipientId,
+        preferences: &Preferences,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Registers a push device on the recipient's profile, at most
+    /// [`DEVICES_MAX`](steps::recipient::DEVICES_MAX).
+    fn add_device(
+        &self,
+        tenant: &TenantId,
+        id: &RecipientId,
+        device: &Device,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<DeviceAdded, StoreError>> + Send;
+
+    /// Removes a push device. Returns the new revision, `None` when there was no such device.
+    fn remove_device(
+        &self,
+        tenant: &TenantId,
+        id: &RecipientId,
+        device: &DeviceId,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// A tenant's recipients with anything stored, in id order, from just after `after` (from the
+    /// start when `None`), at most `limit` (capped at [`RECIPIENT_PAGE_MAX`]). Walking the pages
+    /// visits every recipient stored before the walk began exactly once, whatever is written
+    /// meanwhile.
+    fn recipients(
+        &self,
+        tenant: &TenantId,
+        after: Option<&RecipientId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<RecipientPage, StoreError>> + Send;
+}
+
+// ---- The template registry ----------------------------------------------------------------------
+
+/// A template version's summary, as its template lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionSummary {
+    /// The version's number, from 1.
+    pub version: u32,
+    /// When it was created, ms since the Unix epoch.
+    pub created_at_ms: u64,
+    /// Its default locale.
+    pub default_locale: Locale,
+    /// The locales it has parts for.
+    pub locales: Vec<Locale>,
+    /// The channels some locale of it is complete for.
+    pub channels: Vec<Channel>,
+}
+
+impl VersionSummary {
+    /// The summary of `content` as version `version`.
+    pub fn of(version: u32, created_at_ms: u64, content: &TemplateContent) -> VersionSummary {
+        VersionSummary {
+            version,
+            created_at_ms,
+            default_locale: content.default_locale.clone(),
+            locales: content.locales.keys().cloned().collect(),
+            channels: content.channels(),
+        }
+    }
+}
+
+/// A stored template version. Immutable once written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVersion {
+    /// Its number, time, locales and channels.
+    pub summary: VersionSummary,
+    /// Its parts.
+    pub content: TemplateContent,
+}
+
+/// A registry template, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateSummary {
+    /// Its id.
+    pub id: TemplateId,
+    /// The version new notifications pin, if one is published.
+    pub published: Option<u32>,
+    /// Its newest version (also how many it has: versions count from 1, none is deleted).
+    pub latest: u32,
+    /// When it was created, ms since the Unix epoch.
+    pub created_at_ms: u64,
+    /// When a version was last added or published, ms since the Unix epoch.
+    pub updated_at_ms: u64,
+}
+
+/// A registry template with its versions' summaries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateInfo {
+    /// The template.
+    pub summary: TemplateSummary,
+    /// Its versions, oldest first.
+    pub versions: Vec<VersionSummary>,
+}
+
+/// What a registry write came to. Refusals are outcomes, not errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateWrite {
+    /// Written; the template as it is now (a new version is the last of its versions).
+    Done(TemplateInfo),
+    /// `template_create`: the tenant already has a template with this id.
+    Exists,
+    /// `template_add_version`, `template_publish`: the tenant has no template with this id.
+    NotFound,
+    /// `template_publish`: the template has no such version.
+    NoSuchVersion,
+    /// `template_create`: the tenant has `limit` templates already; `template_add_version`: the
+    /// template has `limit` versions already.
+    Full {
+        /// The limit that was reached.
+        limit: u32,
+    },
+}
+
+/// A boxed future, for the object-safe [`TemplateStore`].
+pub type StoreFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
+
+/// Each tenant's template registry: templates with immutable, numbered versions, one of which is
+/// published.
+///
+/// Object-safe (boxed futures, like [`Provider`]) so the runner holds it beside its [`Store`]
+/// without another type parameter, and the built-in-only runners of tests need none. Every write
+/// is one atomic operation; both stores implement it and the conformance suite holds them to the
+/// same behaviour. The content is checked (it compiles, its limits hold) by
+/// [`crate::templates::Templates`] before it reaches the store.
+pub trait TemplateStore: Send + Sync + 'static {
+    /// Creates template `id` with `content` as version 1, published if `publish`, unless the
+    /// tenant has one by that id ([`TemplateWrite::Exists`]) or has `templates_max` templates
+    /// ([`TemplateWrite::Full`]).
+    fn template_create<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a TemplateId,
+        content: &'a TemplateContent,
+        publish: bool,
+        now_ms: u64,
+        templates_max: u32,
+    ) -> StoreFuture<'a, TemplateWrite>;
+
+    /// Adds a draft version (the next number) to template `id`, unless it has `versions_max`.
+    fn template_add_version<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a TemplateId,
+        content: &'a TemplateContent,
+        now_ms: u64,
+        versions_max: u32,
+    ) -> StoreFuture<'a, TemplateWrite>;
+
+    /// Publishes an existing version: new notifications pin it from now on. Publishing the
+    /// published version changes nothing.
+    fn template_publish<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a TemplateId,
+        version: u32,
+        now_ms: u64,
+    ) -> StoreFuture<'a, TemplateWrite>;
+
+    /// The published version of template `id`: `None` when the tenant has no such template,
+    /// `Some(None)` when it has one with no published version. One cheap read: every submission
+    /// makes it.
+    fn template_published<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a TemplateId,
+    ) -> StoreFuture<'a, Option<Option<u32>>>;
+
+    /// Template `id` with its versions' summaries.
+    fn template_info<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a TemplateId,
+    ) -> StoreFuture<'a, Option<TemplateInfo>>;
+
+    /// One version of template `id`, with its content.
+    fn template_version<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a TemplateId,
+        version: u32,
+    ) -> StoreFuture<'a, Option<StoredVersion>>;
+
+    /// The tenant's templates in id order, starting after `after`, at most `limit` (capped at
+    /// [`LIST_LIMIT_MAX`]).
+    fn template_list<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        after: Option<&'a TemplateId>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<TemplateSummary>>;
 }

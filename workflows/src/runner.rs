@@ -17,22 +17,26 @@ use serde_json::{Map, Value};
 use steps::collapse::{CollapseDecision, Joined, Merged};
 use steps::correlation::Correlation;
 use steps::fallback::FallbackDecision;
-use steps::model::{Category, Channel, NotificationId, ProviderName, Recipient, Request};
-use steps::model::{TemplateId, TemplateRef, TenantId};
+use steps::locale::Locale;
+use steps::model::{
+    Category, Channel, NotificationId, ProviderName, Recipient, Request, TemplateRef,
+};
+use steps::model::{TemplateId, TenantId};
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
 use steps::rate::{RateDecision, SendSlot};
-use steps::render::{Content, RenderError, TemplateSet};
+use steps::render::{Content, Limits, RenderError, Rendered, TemplateSet};
 
 use crate::dlq::{self, DlqFilter, DlqPlan, Truncated};
 use crate::machine::{self, Context, Effect, Event, Machine, Receipt, Resume, State, StateKind};
 use crate::policy::Policy;
 use crate::ports::{
     CLAIM_LEASE_MS, Claimed, Clock, CollapseGroup, CreatedOnce, EventKey, Outbound, Provider,
-    Purged, RecipientKey, Store, StoreError, StoredItem, StoredResponse,
+    Purged, RecipientKey, Store, StoreError, StoredItem, StoredResponse, TemplateStore,
 };
 use crate::record::{
     Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
 };
+use crate::templates::{TemplateError, Templates};
 
 /// The most events one wake-up may feed the machine. A well-formed lifecycle needs about ten; more
 /// means the machine loops, which is a bug worth stopping on.
@@ -81,6 +85,8 @@ pub struct Submission {
     pub data: serde_json::Map<String, serde_json::Value>,
     /// The category.
     pub category: Category,
+    /// The locale to render in (absent: the template's default).
+    pub locale: Option<Locale>,
     /// The event it reports and the group it may be collapsed into, if any.
     pub correlation: Correlation,
 }
@@ -106,6 +112,36 @@ pub enum SubmitError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<TemplateError> for SubmitError {
+    fn from(error: TemplateError) -> Self {
+        match error {
+            TemplateError::Render(e) => SubmitError::Template(e),
+            TemplateError::Store(e) => SubmitError::Store(e),
+            TemplateError::NoRegistry => SubmitError::Store(no_registry()),
+        }
+    }
+}
+
+/// A runner asked for a registry version without a registry: a wiring mistake, reported as an
+/// infrastructure error so nothing is failed for it.
+fn no_registry() -> StoreError {
+    StoreError::Unavailable("no template registry is configured in this process".into())
+}
+
+/// Splits what rendering a stored notification came to: a render error is the lifecycle's
+/// business (the notification fails), a registry that could not be read is an infrastructure
+/// error (nothing is decided, the wake-up is retried).
+fn split(
+    result: Result<Rendered, TemplateError>,
+) -> Result<Result<Rendered, RenderError>, StoreError> {
+    match result {
+        Ok(rendered) => Ok(Ok(rendered)),
+        Err(TemplateError::Render(error)) => Ok(Err(error)),
+        Err(TemplateError::Store(error)) => Err(error),
+        Err(TemplateError::NoRegistry) => Err(no_registry()),
+    }
 }
 
 /// What a submission came to.
@@ -261,7 +297,7 @@ pub fn seed_for(id: &NotificationId) -> u64 {
 pub struct Runner<S, C> {
     store: S,
     clock: C,
-    templates: Arc<TemplateSet>,
+    templates: Templates,
     policy: Arc<Policy>,
     providers: BTreeMap<ProviderName, Arc<dyn Provider>>,
 }
@@ -391,8 +427,9 @@ fn step(name: &str) -> Cause {
 }
 
 impl<S: Store, C: Clock> Runner<S, C> {
-    /// A runner over the given ports. `providers` are looked up by the names in the policy's
-    /// routes.
+    /// A runner over the given ports, rendering the built-in `templates` only until
+    /// [`with_template_store`](Self::with_template_store) attaches the tenants' registry.
+    /// `providers` are looked up by the names in the policy's routes.
     pub fn new(
         store: S,
         clock: C,
@@ -401,7 +438,14 @@ impl<S: Store, C: Clock> Runner<S, C> {
         providers: impl IntoIterator<Item = Arc<dyn Provider>>,
     ) -> Self {
         let providers = providers.into_iter().map(|p| (p.name().clone(), p)).collect();
+        let templates = Templates::new(templates, policy.templates.compiled_cache_max as usize);
         Self { store, clock, templates, policy, providers }
+    }
+
+    /// Attaches the tenants' template registry (in production, the same store).
+    pub fn with_template_store(mut self, registry: Arc<dyn TemplateStore>) -> Self {
+        self.templates = self.templates.with_registry(registry);
+        self
     }
 
     /// The store.
@@ -414,9 +458,55 @@ impl<S: Store, C: Clock> Runner<S, C> {
         &self.clock
     }
 
-    /// The templates.
-    pub fn templates(&self) -> &TemplateSet {
+    /// The templates: built-ins and the registry.
+    pub fn templates(&self) -> &Templates {
         &self.templates
+    }
+
+    /// The limits rendering checks (the policy's SMS segment cap).
+    pub fn render_limits(&self) -> Limits {
+        self.policy.templates.limits()
+    }
+
+    /// Renders what a submission would send, without storing anything: the template `tenant`
+    /// gets for its id (the published version), in the submission's locale, with its data,
+    /// within every channel limit. What `submit` checks before it stores.
+    pub async fn check_submission(
+        &self,
+        tenant: &TenantId,
+        submission: &Submission,
+    ) -> Result<(TemplateRef, Rendered), SubmitError> {
+        let compiled = self.templates.published(tenant, &submission.template).await?;
+        // A collapsing submission renders as a group of one: the `collapse` variables are there.
+        let collapses = submission.correlation.collapse_key.is_some()
+            && self.policy.collapse_window_ms(&submission.category).is_some();
+        let data = if collapses {
+            let placeholder = NotificationId::new("n").unwrap_or_else(|_| unreachable!("valid"));
+            let alone = Merged::alone(&placeholder, &submission.data);
+            std::borrow::Cow::Owned(steps::collapse::context(&submission.data, &alone))
+        } else {
+            std::borrow::Cow::Borrowed(&submission.data)
+        };
+        let rendered = compiled.render(
+            submission.channel,
+            submission.locale.as_ref(),
+            &data,
+            &self.render_limits(),
+        )?;
+        Ok((compiled.pin(), rendered))
+    }
+
+    /// Renders a stored notification for `channel` with the version it pinned and `data` (its
+    /// own, or for a collapsing one with what its group merged: see [`Runner::render_data`]).
+    async fn render(
+        &self,
+        record: &Record,
+        channel: Channel,
+        data: &Map<String, Value>,
+    ) -> Result<Rendered, TemplateError> {
+        let request = &record.request;
+        let compiled = self.templates.pinned(&record.tenant, &request.template).await?;
+        Ok(compiled.render(channel, request.locale.as_ref(), data, &self.render_limits())?)
     }
 
     /// The policies.
@@ -424,8 +514,9 @@ impl<S: Store, C: Clock> Runner<S, C> {
         &self.policy
     }
 
-    /// Accepts a notification: pins its template, renders it once to catch missing variables
-    /// now rather than at send time, and stores it with its first wake-up.
+    /// Accepts a notification: pins its template's published version, renders it once to catch
+    /// missing variables and broken limits now rather than at send time, and stores it with its
+    /// first wake-up.
     ///
     /// With an `event_id` (and a dedup window for its category), the record is created once per
     /// event, recipient and channel: a duplicate answers with the first notification's id. The
@@ -440,7 +531,7 @@ impl<S: Store, C: Clock> Runner<S, C> {
         submission: Submission,
         idempotency: Option<&Idempotency>,
     ) -> Result<Submitted, SubmitError> {
-        let template = self.check_renders(&submission)?;
+        let (template, _) = self.check_submission(tenant, &submission).await?;
         let now_ms = self.clock.now_ms();
         let event = self.event_key(tenant, &submission);
         let state = State::Received {};
@@ -456,6 +547,7 @@ impl<S: Store, C: Clock> Runner<S, C> {
                 template,
                 data: submission.data,
                 category: submission.category,
+                locale: submission.locale,
                 correlation: submission.correlation,
             },
             created_at_ms: now_ms,
@@ -502,24 +594,6 @@ impl<S: Store, C: Clock> Runner<S, C> {
                     .ok_or_else(|| StoreError::Corrupt("an empty stored answer".into()).into()),
             },
         )
-    }
-
-    /// Pins a submission's template and renders it once, so that a missing variable is refused
-    /// now rather than found at send time. A collapsing submission renders as a group of one
-    /// (the `collapse` variables are there).
-    pub fn check_renders(&self, submission: &Submission) -> Result<TemplateRef, RenderError> {
-        let template = self.templates.pin(&submission.template)?;
-        let collapses = submission.correlation.collapse_key.is_some()
-            && self.policy.collapse_window_ms(&submission.category).is_some();
-        let data = if collapses {
-            let placeholder = NotificationId::new("n").unwrap_or_else(|_| unreachable!("valid"));
-            let alone = Merged::alone(&placeholder, &submission.data);
-            std::borrow::Cow::Owned(steps::collapse::context(&submission.data, &alone))
-        } else {
-            std::borrow::Cow::Borrowed(&submission.data)
-        };
-        self.templates.render(&template, submission.channel, &data)?;
-        Ok(template)
     }
 
     /// The dedup key and window of a submission: `None` without an `event_id`, or when its
@@ -855,15 +929,21 @@ impl<S: Store, C: Clock> Runner<S, C> {
         while let Some(effect) = run.effects.pop_front() {
             match effect {
                 Effect::Filter { channel } => {
-                    let decision = steps::filter::decide(&run.record.request, channel);
+                    let rules = steps::filter::Rules::none();
+                    let decision = steps::filter::decide(
+                        &run.record.request,
+                        channel,
+                        &rules,
+                        None,
+                        run.now_ms,
+                    );
                     run.handle(Event::Filtered(decision), step("filter"));
                 }
                 Effect::Render { channel } => {
                     let data = self.render_data(&mut run).await?;
-                    let template = &run.record.request.template;
-                    let rendered = self.templates.render(template, channel, &data);
-                    let result = rendered.map(|content| {
-                        run.content = Some((channel, content));
+                    let rendered = split(self.render(&run.record, channel, &data).await)?;
+                    let result = rendered.map(|rendered| {
+                        run.content = Some((channel, rendered.content));
                     });
                     run.handle(Event::Rendered(result), step("render"));
                 }
@@ -932,6 +1012,18 @@ impl<S: Store, C: Clock> Runner<S, C> {
                             continue;
                         }
                     }
+                    // The content: rendered by this wake-up already, or rendered now (a send
+                    // resumed after a wait), with the pinned version. Before the claim, so that
+                    // a registry read that fails leaves nothing claimed; a render error is
+                    // recorded after the claim, as the lifecycle expects it there.
+                    let content = match run.content.take() {
+                        Some((c, content)) if c == channel => Ok(content),
+                        _ => {
+                            let data = self.render_data(&mut run).await?;
+                            let rendered = self.render(&run.record, channel, &data).await;
+                            split(rendered)?.map(|r| r.content)
+                        }
+                    };
                     // Claim: the send is durable before the provider hears of it. If this
                     // worker dies during the call, the lease wake-up finds `sending` at this
                     // version and reconciles instead of silently sending again.
@@ -940,13 +1032,6 @@ impl<S: Store, C: Clock> Runner<S, C> {
                         Some(_) => {}
                         None => return Ok(Advanced::Conflict),
                     }
-                    let content = match run.content.take() {
-                        Some((c, content)) if c == channel => Ok(content),
-                        _ => {
-                            let data = self.render_data(&mut run).await?;
-                            self.templates.render(&run.record.request.template, channel, &data)
-                        }
-                    };
                     let content = match content {
                         Ok(content) => content,
                         Err(error) => {
@@ -1105,6 +1190,10 @@ impl<S: Store, C: Clock> Runner<S, C> {
             from,
             &tried,
             maybe_delivered,
+            |channel| {
+                let rules = steps::filter::Rules::none();
+                steps::filter::decide(&record.request, channel, &rules, None, run.now_ms)
+            },
         ))
     }
 

@@ -130,6 +130,17 @@ fn send_effect(channel: Channel, provider: ProviderName, attempt: u32, dup: bool
     Effect::Send { channel, provider, attempt: Attempt(attempt), possible_duplicate: dup }
 }
 
+/// The effects a move from `before` to `after` pushes: the entry action of `after`, and the
+/// filter when quiet hours end (`received` has no entry action of its own).
+fn move_effects(before: &State, after: &State) -> Vec<Effect> {
+    match (before, after) {
+        (State::Deferred { resume: Resume::Filter { channel }, .. }, State::Received {}) => {
+            vec![Effect::Filter { channel: *channel }]
+        }
+        _ => entry_effects(after),
+    }
+}
+
 /// The effects the entry action of `state` pushes (module docs: entry actions only push effects).
 fn entry_effects(state: &State) -> Vec<Effect> {
     match state {
@@ -894,6 +905,10 @@ fn examples_of(kind: StateKind) -> Vec<State> {
                 resume: Resume::RateCheck { channel: Channel::Sms },
             },
             State::Deferred { until_ms: UNTIL_MS, resume: send(2, false) },
+            State::Deferred {
+                until_ms: UNTIL_MS,
+                resume: Resume::Filter { channel: Channel::Sms },
+            },
             State::Deferred { until_ms: UNTIL_MS, resume: send(3, true) },
             State::Deferred {
                 until_ms: UNTIL_MS,
@@ -981,6 +996,11 @@ labels! {
     FilteredNoAddress,
     FilteredRateLimited,
     FilteredExpired,
+    FilteredPreference,
+    FilteredDefer,
+    RecheckedAllow,
+    RecheckedSkip,
+    RecheckedDefer,
     RenderedOk,
     RenderedErr,
     RateAllow,
@@ -1028,6 +1048,16 @@ fn label(event: &Event) -> Label {
             | SkipReason::Collapsed { .. },
         )) => Label::FilteredRateLimited,
         Event::Filtered(FilterDecision::Skip(SkipReason::Expired { .. })) => Label::FilteredExpired,
+        Event::Filtered(FilterDecision::Skip(
+            SkipReason::Unsubscribed { .. }
+            | SkipReason::CategoryOptedOut { .. }
+            | SkipReason::NotOptedIn { .. }
+            | SkipReason::QuietHours { .. },
+        )) => Label::FilteredPreference,
+        Event::Filtered(FilterDecision::Defer { .. }) => Label::FilteredDefer,
+        Event::Rechecked(FilterDecision::Allow { .. }) => Label::RecheckedAllow,
+        Event::Rechecked(FilterDecision::Skip(_)) => Label::RecheckedSkip,
+        Event::Rechecked(FilterDecision::Defer { .. }) => Label::RecheckedDefer,
         Event::Rendered(Ok(())) => Label::RenderedOk,
         Event::Rendered(Err(_)) => Label::RenderedErr,
         Event::RateChecked(RateDecision::Allow) => Label::RateAllow,
@@ -1074,6 +1104,24 @@ fn sample(label: Label) -> Event {
         Label::FilteredNoAddress => skip(SkipReason::NoAddress { channel: Channel::Sms }),
         Label::FilteredRateLimited => skip(SkipReason::RateLimited { channel: Channel::Sms }),
         Label::FilteredExpired => skip(SkipReason::Expired { channel: Channel::Sms }),
+        Label::FilteredPreference => skip(SkipReason::Unsubscribed { channel: Channel::Sms }),
+        Label::FilteredDefer => Event::Filtered(FilterDecision::Defer {
+            channel: Channel::Sms,
+            until_ms: UNTIL_MS,
+            rule: "quiet hours".into(),
+        }),
+        Label::RecheckedAllow => Event::Rechecked(FilterDecision::Allow {
+            channel: Channel::Sms,
+            rule: "no opt-out for sms".into(),
+        }),
+        Label::RecheckedSkip => Event::Rechecked(FilterDecision::Skip(SkipReason::Unsubscribed {
+            channel: Channel::Sms,
+        })),
+        Label::RecheckedDefer => Event::Rechecked(FilterDecision::Defer {
+            channel: Channel::Sms,
+            until_ms: UNTIL_MS,
+            rule: "quiet hours".into(),
+        }),
         Label::RenderedOk => Event::Rendered(Ok(())),
         Label::RenderedErr => Event::Rendered(Err(render_error())),
         Label::RateAllow => Event::RateChecked(RateDecision::Allow),
@@ -1131,6 +1179,8 @@ fn handles(kind: StateKind) -> &'static [Label] {
             L::FilteredNoAddress,
             L::FilteredRateLimited,
             L::FilteredExpired,
+            L::FilteredPreference,
+            L::FilteredDefer,
             L::Cancel,
         ],
         StateKind::Filtered => &[
@@ -1159,6 +1209,9 @@ fn handles(kind: StateKind) -> &'static [Label] {
             L::ReceiptDelivered,
             L::ThrottledReserved,
             L::ThrottledTooLate,
+            L::RecheckedAllow,
+            L::RecheckedSkip,
+            L::RecheckedDefer,
         ],
         StateKind::Unknown => &[L::Wake, L::Proceed, L::ReceiptDelivered],
         // A receipt is taken only by a re-send waiting on an unknown outcome, a closed collapse
@@ -1192,6 +1245,8 @@ const ACTIVE: [StateKind; 5] = [
 /// sending → unknown (request written, no answer) → re-send flagged, or failed
 /// dead_lettered → received (an operator's replay)
 /// dead_lettered → delivered (a late delivery receipt from the provider it was last with)
+/// received → deferred(quiet hours) → received
+/// sending → skipped | deferred(quiet hours) (the re-check after the claim)
 /// ```
 ///
 /// Edges marked "not drawn" are taken by the code and follow from the design but are missing from
@@ -1224,6 +1279,11 @@ fn allowed(from: StateKind, to: StateKind) -> bool {
             | (K::Unknown, K::Deferred | K::Failed)
             // Out of the dead-letter queue: an operator's replay, a late delivery receipt.
             | (K::DeadLettered, K::Received | K::Delivered)
+            // Quiet hours: the filter defers and runs again.
+            | (K::Received, K::Deferred)
+            | (K::Deferred, K::Received)
+            // The re-check after the claim: an opt-out since the filter.
+            | (K::Sending, K::Skipped)
     );
     let any_active = ACTIVE.contains(&from) && matches!(to, K::Skipped | K::Cancelled);
     let not_drawn = matches!(
@@ -1287,6 +1347,11 @@ fn every_state_times_every_event() {
                 assert_eq!(step.effects, vec![], "{context}");
                 continue;
             }
+            if step.state == state && kind == StateKind::Sending && l == Label::RecheckedAllow {
+                // The re-check allowed the claimed send: nothing changes, the call goes ahead.
+                assert_eq!((step.effects.clone(), step.note.clone()), (vec![], None), "{context}");
+                continue;
+            }
             if step.state == state {
                 // Handled in place: only the documented re-drive effects (a wake-up's, a failed
                 // one's proceed), the close of a collapse wait, and the render of a closed group.
@@ -1312,7 +1377,7 @@ fn every_state_times_every_event() {
             } else {
                 let to = step.state.kind();
                 assert!(allowed(kind, to), "{context}: {kind} → {to} is not an allowed edge");
-                assert_eq!(step.effects, entry_effects(&step.state), "{context}");
+                assert_eq!(step.effects, move_effects(&state, &step.state), "{context}");
                 moved.insert((kind, to));
             }
         }
@@ -1576,7 +1641,7 @@ proptest! {
             }
             if step.state != before {
                 prop_assert!(allowed(from, to), "{} → {} on {:?}", from, to, event);
-                prop_assert_eq!(&step.effects, &entry_effects(&step.state));
+                prop_assert_eq!(&step.effects, &move_effects(&before, &step.state));
             }
             if let (Some(attempt), Some(channel)) = (step.state.attempt(), step.state.channel()) {
                 let max = POLICY.retry(channel).attempts_max;
@@ -1799,4 +1864,101 @@ fn a_collapsing_notification_joins_waits_or_merges_before_it_renders() {
     assert_eq!(step.effects, vec![Effect::Render { channel: Channel::Sms }]);
     // The wait can be cancelled like any deferral.
     assert_eq!(check_collapsing(waiting, Event::Cancel).state, State::Cancelled {});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Preferences and quiet hours
+// ---------------------------------------------------------------------------------------------
+
+fn quiet(until_ms: u64) -> FilterDecision {
+    FilterDecision::Defer {
+        channel: Channel::Sms,
+        until_ms,
+        rule: "quiet hours 22:00–07:00 in Europe/Paris".into(),
+    }
+}
+
+/// SMS's time budget under the test policy: the channel's default (an hour).
+fn sms_budget_end() -> u64 {
+    ACCEPTED_MS + POLICY.retry(Channel::Sms).ttl_ms
+}
+
+/// Quiet hours at the filter: the notification waits for their end with a durable wake-up, the
+/// history names the window and the wait, and when they end the filter runs again (the
+/// recipient's preferences may have changed meanwhile).
+#[test]
+fn quiet_hours_defer_at_the_filter_and_the_filter_runs_again() {
+    let until_ms = NOW_MS + 30 * 60_000;
+    let step = check(State::Received {}, Event::Filtered(quiet(until_ms)));
+    let expected = State::Deferred { until_ms, resume: Resume::Filter { channel: Channel::Sms } };
+    assert_eq!(step.state, expected);
+    assert_eq!(step.effects, vec![Effect::Wake { at_ms: until_ms }]);
+    let note = step.note.unwrap();
+    assert!(
+        note.contains("quiet hours 22:00–07:00") && note.contains("waits 1800000 ms"),
+        "{note}"
+    );
+    let step = check_at(expected, Event::Wake, until_ms);
+    assert_eq!(step.state, State::Received {});
+    assert_eq!(step.effects, vec![Effect::Filter { channel: Channel::Sms }]);
+    // A cancel still works while waiting.
+    let waiting = State::Deferred { until_ms, resume: Resume::Filter { channel: Channel::Sms } };
+    assert_eq!(check(waiting, Event::Cancel).state, State::Cancelled {});
+}
+
+/// Quiet hours that end after the time budget skip the message with that reason; one that ends
+/// exactly at the budget's end still waits.
+#[test]
+fn quiet_hours_past_the_time_budget_skip() {
+    let late = sms_budget_end() + 1;
+    let step = check(State::Received {}, Event::Filtered(quiet(late)));
+    let reason = SkipReason::QuietHours { channel: Channel::Sms, until_ms: late };
+    assert_eq!(step.state, State::Skipped { reason: reason.clone() });
+    assert_eq!(step.effects, vec![]);
+    let note = step.note.unwrap();
+    assert!(note.contains("1 ms after the time budget ends"), "{note}");
+    assert!(reason.to_string().contains("after the sms message's time budget"), "{reason}");
+    let on_time = sms_budget_end();
+    let step = check(State::Received {}, Event::Filtered(quiet(on_time)));
+    assert_eq!(step.state.kind(), StateKind::Deferred);
+}
+
+/// After a claim, the re-check: an allow changes nothing; a refusal skips with the reason and
+/// says the provider was never called; quiet hours defer the same attempt (it was not used) and
+/// keep the possible-duplicate flag.
+#[test]
+fn the_recheck_after_a_claim_skips_or_defers_without_using_the_attempt() {
+    let claimed = sending(Channel::Sms, twilio(), 2, true);
+    let allow = FilterDecision::Allow { channel: Channel::Sms, rule: "ok".into() };
+    let step = check(claimed.clone(), Event::Rechecked(allow));
+    assert_eq!((step.state, step.effects, step.note), (claimed.clone(), vec![], None));
+
+    let reason = SkipReason::Unsubscribed { channel: Channel::Sms };
+    let step = check(claimed.clone(), Event::Rechecked(FilterDecision::Skip(reason.clone())));
+    assert_eq!(step.state, State::Skipped { reason });
+    assert_eq!(step.effects, vec![]);
+    let note = step.note.unwrap();
+    assert!(note.contains("before twilio was called"), "{note}");
+
+    let until_ms = NOW_MS + 60_000;
+    let step = check(claimed.clone(), Event::Rechecked(quiet(until_ms)));
+    let resume = Resume::Send {
+        channel: Channel::Sms,
+        provider: twilio(),
+        attempt: Attempt(2),
+        possible_duplicate: true,
+    };
+    assert_eq!(step.state, State::Deferred { until_ms, resume });
+    assert_eq!(step.effects, vec![Effect::Wake { at_ms: until_ms }]);
+    assert!(step.note.unwrap().contains("the attempt is not used"));
+    // Past the budget: skipped, not failed (nothing went wrong with the provider).
+    let late = sms_budget_end() + 1;
+    let step = check(claimed, Event::Rechecked(quiet(late)));
+    assert_eq!(
+        step.state,
+        State::Skipped { reason: SkipReason::QuietHours { channel: Channel::Sms, until_ms: late } }
+    );
+    // A filter decision outside `sending` changes nothing there (only `received` filters).
+    let step = check(sms_sending(1), Event::Filtered(quiet(NOW_MS + 1)));
+    assert_eq!(step.state, sms_sending(1));
 }

@@ -20,7 +20,7 @@ const CORE: [&str; 2] = ["steps", "workflows"];
 
 /// Crates the core must not depend on, by exact name: the async runtime and its reactor, sockets,
 /// the Redis and HTTP clients and servers, the job queue, and global / OS randomness.
-const DENIED: [&str; 11] = [
+const DENIED: [&str; 12] = [
     "tokio",
     "mio",
     "socket2",
@@ -33,6 +33,8 @@ const DENIED: [&str; 11] = [
     // OS entropy: a syscall, and a seed nobody can replay.
     "getrandom",
     "apalis",
+    // Reads the host's time zone from the OS (chrono's `clock` feature pulls it in).
+    "iana-time-zone",
 ];
 /// Crate families denied by prefix (`apalis-core`, `apalis-redis`, `tokio-util`, `hyper-util`, ...).
 const DENIED_PREFIXES: [&str; 4] = ["apalis-", "tokio-", "hyper-", "axum-"];
@@ -218,9 +220,11 @@ fn deny_list_matches_families_not_lookalikes() {
 
 /// What the core's sources must never name, with why. The names are spelled with a Unicode escape
 /// so this file does not contain them itself (the pre-stop check greps the core for them).
-const FORBIDDEN: [(&str, &str); 10] = [
+const FORBIDDEN: [(&str, &str); 12] = [
     ("SystemTime::n\u{6f}w", "reads the wall clock; take `now_ms` as an argument"),
     ("Instant::n\u{6f}w", "reads the monotonic clock; take `now_ms` as an argument"),
+    ("Utc::n\u{6f}w", "reads the wall clock through chrono; take `now_ms` as an argument"),
+    ("Local::n\u{6f}w", "reads the wall clock and the host's zone; take `now_ms` as an argument"),
     ("thread_r\u{6e}g", "global RNG; derive from the notification's seed"),
     ("rand::rando\u{6d}", "global RNG; derive from the notification's seed"),
     ("fastrand::", "fastrand's global RNG; use backon's seeded jitter"),

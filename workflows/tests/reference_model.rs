@@ -100,6 +100,8 @@ static POLICIES: LazyLock<[Policy; 2]> = LazyLock::new(|| {
 /// Where a deferred notification goes when its wake-up is due.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Then {
+    /// Back to the filter (quiet hours ended).
+    Filter(Channel),
     /// Back to the rate check.
     RateCheck(Channel),
     /// Send attempt `attempt` again on `provider`.
@@ -194,6 +196,7 @@ impl Phase {
             Phase::Deferred { until_ms, then } => State::Deferred {
                 until_ms,
                 resume: match then {
+                    Then::Filter(channel) => Resume::Filter { channel },
                     Then::RateCheck(channel) => Resume::RateCheck { channel },
                     Then::Send { channel, provider, attempt, possible_duplicate } => Resume::Send {
                         channel,
@@ -230,6 +233,9 @@ enum Reaction {
     Stay(Vec<Effect>),
     /// The phase changes; the new phase's entry effects follow.
     Go(Phase),
+    /// The phase changes, with these effects (the end of quiet hours asks for the filter, which
+    /// `received` has no entry action for).
+    GoWith(Phase, Vec<Effect>),
 }
 
 /// The reference state: the lifecycle phase plus what the machine's context is built from.
@@ -298,6 +304,10 @@ impl Model {
             }
             (Phase::Received, Event::Filtered(FilterDecision::Skip(reason))) => {
                 Go(Phase::Skipped(reason.clone()))
+            }
+            // Quiet hours: wait for their end, unless that is past the time budget.
+            (Phase::Received, Event::Filtered(FilterDecision::Defer { channel, until_ms, .. })) => {
+                Go(self.quiet_hours(*channel, *until_ms, Then::Filter(*channel)))
             }
 
             // filtered: render.
@@ -455,6 +465,25 @@ impl Model {
                     }
                 }
             },
+            // The re-check after the claim: an allow changes nothing, a refusal skips, quiet hours
+            // defer the same attempt (it was not used).
+            (Phase::Sending { .. }, Event::Rechecked(FilterDecision::Allow { .. })) => Stay(vec![]),
+            (Phase::Sending { .. }, Event::Rechecked(FilterDecision::Skip(reason))) => {
+                Go(Phase::Skipped(reason.clone()))
+            }
+            (
+                Phase::Sending { channel, provider, attempt, possible_duplicate },
+                Event::Rechecked(FilterDecision::Defer { until_ms, .. }),
+            ) => Go(self.quiet_hours(
+                *channel,
+                *until_ms,
+                Then::Send {
+                    channel: *channel,
+                    provider: provider.clone(),
+                    attempt: *attempt,
+                    possible_duplicate: *possible_duplicate,
+                },
+            )),
             (Phase::Sending { channel, provider, attempt, .. }, Event::Rendered(Err(error))) => {
                 Go(Phase::Failed {
                     channel: *channel,
@@ -493,7 +522,12 @@ impl Model {
 
             // deferred: the queue decides when it is due, so a wake-up resumes it whatever this
             // worker's clock says.
+            (Phase::Deferred { then: Then::Filter(channel), .. }, Event::Wake) => {
+                // `received` has no entry action: the deferral asks for the filter itself.
+                Reaction::GoWith(Phase::Received, vec![Effect::Filter { channel: *channel }])
+            }
             (Phase::Deferred { then, .. }, Event::Wake) => Go(match then.clone() {
+                Then::Filter(_) => Phase::Received,
                 Then::RateCheck(channel) => Phase::Rendered(channel),
                 Then::Send { channel, provider, attempt, possible_duplicate } => {
                     Phase::Sending { channel, provider, attempt, possible_duplicate }
@@ -543,6 +577,16 @@ impl Model {
 
             // Anything else is out of place here and changes nothing.
             _ => Stay(vec![]),
+        }
+    }
+
+    /// Quiet hours until `until_ms`: wait and resume at `then`, or skip when they end after the
+    /// channel's time budget.
+    fn quiet_hours(&self, channel: Channel, until_ms: u64, then: Then) -> Phase {
+        if until_ms > self.accepted_ms + self.policy().retry(channel).ttl_ms {
+            Phase::Skipped(SkipReason::QuietHours { channel, until_ms })
+        } else {
+            Phase::Deferred { until_ms, then }
         }
     }
 
@@ -644,22 +688,47 @@ fn arb_time_around(now_ms: u64, until_ms: u64) -> BoxedStrategy<u64> {
     .boxed()
 }
 
-fn arb_filtered(channel: Channel) -> BoxedStrategy<Event> {
+/// A preference filter decision: mostly allow, sometimes a skip (preferences, no address), and
+/// quiet hours until a time that may fall before or after the time budget.
+fn arb_filter_decision(channel: Channel, now_ms: u64) -> BoxedStrategy<FilterDecision> {
     // The filter allows the submitted channel; another channel stands for a fallback decision.
     let allowed = prop_oneof![9 => Just(channel), 1 => arb_channel()];
     let rule =
         select(vec!["no opt-out for this channel", "critical category: otp", "per-user override"]);
+    let category = steps::model::Category::new("marketing").unwrap();
     prop_oneof![
         7 => (allowed, rule).prop_map(|(channel, rule)| {
-            Event::Filtered(FilterDecision::Allow { channel, rule: rule.to_owned() })
+            FilterDecision::Allow { channel, rule: rule.to_owned() }
         }),
         1 => prop_oneof![
             Just(SkipReason::OptedOut { channel }),
             Just(SkipReason::NoAddress { channel }),
+            Just(SkipReason::Unsubscribed { channel }),
+            Just(SkipReason::CategoryOptedOut { category: category.clone(), channel, everywhere: true }),
+            Just(SkipReason::NotOptedIn { category, channel }),
         ]
-        .prop_map(|reason| Event::Filtered(FilterDecision::Skip(reason))),
+        .prop_map(FilterDecision::Skip),
+        // Quiet hours end within ten minutes, within a day (past some budgets), or in two days.
+        2 => prop_oneof![
+            3 => now_ms + 1..now_ms + 600_000,
+            2 => now_ms + 1..now_ms + 86_400_000,
+            1 => now_ms + 86_400_000..now_ms + 2 * 86_400_000,
+        ]
+        .prop_map(move |until_ms| FilterDecision::Defer {
+            channel,
+            until_ms,
+            rule: "quiet hours 22:00–07:00 in Europe/Paris".into(),
+        }),
     ]
     .boxed()
+}
+
+fn arb_filtered(channel: Channel, now_ms: u64) -> BoxedStrategy<Event> {
+    arb_filter_decision(channel, now_ms).prop_map(Event::Filtered).boxed()
+}
+
+fn arb_rechecked(channel: Channel, now_ms: u64) -> BoxedStrategy<Event> {
+    arb_filter_decision(channel, now_ms).prop_map(Event::Rechecked).boxed()
 }
 
 fn arb_render_error(channel: Channel) -> BoxedStrategy<RenderError> {
@@ -779,7 +848,9 @@ fn arb_any_event(model: &Model) -> BoxedStrategy<Event> {
         3 => Just(Event::Wake),
         2 => Just(Event::Proceed),
         1 => Just(Event::Cancel),
-        1 => arb_filtered(model.channel),
+        1 => arb_filtered(model.channel, model.now_ms),
+        // Noise comes at any later time: quiet hours that end after the longest step ahead.
+        1 => arb_rechecked(model.channel, model.now_ms + 2 * 86_400_000),
         1 => arb_rendered(model.channel),
         1 => arb_rate_checked(model.now_ms),
         2 => arb_send_result(),
@@ -830,7 +901,7 @@ fn arb_expected(model: &Model) -> BoxedStrategy<Step> {
             .boxed();
         }
         Phase::Received => {
-            prop_oneof![1 => Just(Event::Wake), 4 => arb_filtered(model.channel)].boxed()
+            prop_oneof![1 => Just(Event::Wake), 4 => arb_filtered(model.channel, now_ms)].boxed()
         }
         Phase::Filtered(channel) => {
             prop_oneof![1 => Just(Event::Wake), 4 => arb_rendered(*channel)].boxed()
@@ -847,12 +918,21 @@ fn arb_expected(model: &Model) -> BoxedStrategy<Step> {
             4 => arb_fallback(),
         ]
         .boxed(),
-        Phase::Sending { .. } => prop_oneof![
-            8 => arb_send_result(),
-            1 => Just(Event::Wake),
-            1 => Just(Event::Receipt(Receipt::Delivered)),
-        ]
-        .boxed(),
+        Phase::Sending { channel, .. } => {
+            // The re-check's quiet hours end after the moment it runs, as the filter computes.
+            let channel = *channel;
+            return arb_time(now_ms)
+                .prop_flat_map(move |at_ms| {
+                    prop_oneof![
+                        8 => arb_send_result(),
+                        3 => arb_rechecked(channel, at_ms),
+                        1 => Just(Event::Wake),
+                        1 => Just(Event::Receipt(Receipt::Delivered)),
+                    ]
+                    .prop_map(move |e| Step { at_ms, input: Input::Event(e) })
+                })
+                .boxed();
+        }
         Phase::Deferred { until_ms, .. } => {
             return arb_time_around(now_ms, *until_ms)
                 .prop_map(|at_ms| Step { at_ms, input: Input::Event(Event::Wake) })
@@ -890,6 +970,9 @@ fn arb_phase(policy: usize, channel: Channel, now_ms: u64) -> BoxedStrategy<Phas
         until
             .clone()
             .prop_map(move |until_ms| Phase::Deferred { until_ms, then: Then::RateCheck(channel) }),
+        until
+            .clone()
+            .prop_map(move |until_ms| Phase::Deferred { until_ms, then: Then::Filter(channel) }),
         (until, next_attempt, any::<bool>()).prop_map(move |(until_ms, attempt, dup)| {
             Phase::Deferred {
                 until_ms,
@@ -1011,11 +1094,19 @@ impl ReferenceStateMachine for Reference {
                     effects
                 }
                 Reaction::Stay(effects) => effects,
+                Reaction::GoWith(phase, effects) => {
+                    model.phase = phase;
+                    effects
+                }
             },
             Input::Event(event) => match model.react(event) {
                 Reaction::Stay(effects) => effects,
                 Reaction::Go(phase) => {
                     let effects = phase.on_entry();
+                    model.phase = phase;
+                    effects
+                }
+                Reaction::GoWith(phase, effects) => {
                     model.phase = phase;
                     effects
                 }
@@ -1146,6 +1237,16 @@ impl StateMachineTest for LifecycleTest {
             // or on the next one now.
             sut.sent.remove(&(*channel, attempt.0));
         }
+        if let (
+            State::Sending { channel, attempt, .. },
+            State::Deferred { .. },
+            Input::Event(Event::Rechecked(FilterDecision::Defer { .. })),
+        ) = (&before, after, &step.input)
+        {
+            // The re-check stopped the claimed attempt before the provider call: it goes out
+            // again when quiet hours end.
+            sut.sent.remove(&(*channel, attempt.0));
+        }
         if let (State::Failed { .. }, State::Filtered { channel }) = (&before, after) {
             // A fallback starts the new channel afresh: its attempts count from 1 and nothing
             // about it is a possible duplicate (the runner only falls back when the failed
@@ -1179,9 +1280,10 @@ impl StateMachineTest for LifecycleTest {
                     ..
                 }))
             );
-            if circuit_open {
-                // Nothing was sent: the same attempt waits for the breaker.
-                assert_eq!(next.0, attempt.0, "an open breaker uses no attempt");
+            let quiet_hours = matches!(event, Event::Rechecked(FilterDecision::Defer { .. }));
+            if circuit_open || quiet_hours {
+                // Nothing was sent: the same attempt waits for the breaker or quiet hours.
+                assert_eq!(next.0, attempt.0, "an open breaker or quiet hours use no attempt");
             } else {
                 assert_eq!(next.0, attempt.0 + 1, "the retry is the next attempt");
             }

@@ -487,6 +487,7 @@ impl World {
             template: TemplateId::new("otp").unwrap(),
             data: serde_json::json!({"code": "123456"}).as_object().unwrap().clone(),
             category: Category::new("otp").unwrap(),
+            locale: None,
             correlation: Default::default(),
         };
         let submitted = block_on(self.runner.submit(&self.tenant, id.clone(), submission, None));
@@ -510,6 +511,7 @@ impl World {
             data: serde_json::json!({"code": "123456"}).as_object().unwrap().clone(),
             category: Category::new(category).unwrap(),
             correlation: Default::default(),
+            locale: None,
         };
         let submitted = block_on(self.runner.submit(&self.tenant, id.clone(), submission, None));
         assert!(submitted.unwrap().created);
@@ -533,6 +535,7 @@ impl World {
                 event_id: None,
                 collapse_key: Some(steps::correlation::CollapseKey::new(key).unwrap()),
             },
+            locale: None,
         };
         let id = NotificationId::new(id).unwrap();
         let submitted = block_on(self.runner.submit(&self.tenant, id.clone(), submission, None));
@@ -563,6 +566,7 @@ impl World {
                 event_id: Some(steps::correlation::EventId::new(event).unwrap()),
                 collapse_key: None,
             },
+            locale: None,
         };
         let id = NotificationId::new(id).unwrap();
         block_on(self.runner.submit(&self.tenant, id, submission, idempotency))
@@ -1350,13 +1354,16 @@ fn a_collapsing_template_is_checked_at_submit_with_its_collapse_variables() {
             event_id: None,
             collapse_key: Some(steps::correlation::CollapseKey::new("room").unwrap()),
         },
+        locale: None,
     };
-    let error = w.runner.check_renders(&submission).unwrap_err().to_string();
+    let error =
+        block_on(w.runner.check_submission(&w.tenant, &submission)).unwrap_err().to_string();
     assert!(error.contains("code"), "{error}");
     submission.data.insert("code".into(), serde_json::json!(7));
-    assert!(w.runner.check_renders(&submission).is_ok());
+    assert!(block_on(w.runner.check_submission(&w.tenant, &submission)).is_ok());
     // Without a collapse key there are no collapse variables.
     submission.correlation.collapse_key = None;
-    let error = w.runner.check_renders(&submission).unwrap_err().to_string();
+    let error =
+        block_on(w.runner.check_submission(&w.tenant, &submission)).unwrap_err().to_string();
     assert!(error.contains("collapse"), "{error}");
 }

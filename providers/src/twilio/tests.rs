@@ -78,8 +78,9 @@ fn status_callback_url_is_rebuildable_by_the_webhook() {
 #[test]
 fn wrong_content_missing_phone_and_empty_body_are_classified() {
     let sender = Sender::From("+15005550006".into());
-    let e = form(&sender, None, Content::InApp { title: "t".into(), body: "b".into() })
-        .expect_err("wrong channel");
+    let e =
+        form(&sender, None, Content::InApp { title: "t".into(), body: "b".into(), action: None })
+            .expect_err("wrong channel");
     assert_eq!(e.class, ErrorClass::ProviderConfig);
     assert_eq!(e.message, "SMS provider got in_app content");
 

@@ -25,9 +25,11 @@
 mod codec;
 mod collapse;
 mod dedup;
+mod directory;
 mod limits;
 mod queue;
 mod scripts;
+mod templates;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
