@@ -17,6 +17,7 @@ mod templates;
 use std::time::Duration;
 
 use steps::limits::{self, Admission, Cap, Full, Limit, Window};
+use steps::locale::Locale;
 use steps::model::{
     Attempt, Category, Channel, EmailAddress, NotificationId, PhoneNumber, ProviderName, Recipient,
     RecipientId, Request, TemplateId, TemplateRef, TenantId,
@@ -24,7 +25,7 @@ use steps::model::{
 use steps::preferences::Preferences;
 use steps::rate::{OverLimit, Pacer, SendRate, SendSlot};
 use steps::recipient::{
-    Contact, DEVICES_MAX, Device, DeviceId, DeviceToken, Locale, Platform, RecipientEntry, TimeZone,
+    Contact, DEVICES_MAX, Device, DeviceId, DeviceToken, Platform, RecipientEntry, TimeZone,
 };
 use workflows::dlq::{DlqFilter, Truncated};
 use workflows::machine::{State, StateKind};

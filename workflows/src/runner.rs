@@ -891,11 +891,8 @@ impl<S: Store + Directory, C: Clock> Runner<S, C> {
             // No locale asked for: the stored profile's, pinned now so that the check below
             // renders exactly what the recipient will get.
             let entry = self.store.recipient(tenant, &submission.recipient.id).await?;
-            submission.locale = entry
-                .as_ref()
-                .and_then(|e| e.contact())
-                .and_then(|c| c.locale.as_ref())
-                .and_then(|l| Locale::parse(l.as_str()).ok());
+            submission.locale =
+                entry.as_ref().and_then(|e| e.contact()).and_then(|c| c.locale.clone());
         }
         let (template, _) = self.check_submission(tenant, &submission).await?;
         let now_ms = self.clock.now_ms();
