@@ -1547,6 +1547,10 @@ fn a_category_cap_holds_back_across_channels_and_critical_categories_pass() {
         let otp = Category::new("otp").unwrap();
         p.categories.get_mut(&otp).unwrap().caps = Some(vec![cap(1, hour, Defer)]);
     });
+    // Marketing SMS is opt-in by default: this recipient opted in.
+    w.put_preferences(prefs(
+        serde_json::json!({"categories": {"marketing": {"channels": {"sms": true}}}}),
+    ));
     let first = w.submit_as("n_1", "marketing", Channel::Sms);
     assert!(matches!(w.advance(&first, 1), Advanced::Committed { state: StateKind::Sent, .. }));
     let second = w.submit_as("n_2", "marketing", Channel::Email);
