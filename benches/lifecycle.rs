@@ -186,6 +186,7 @@ async fn main() {
                     data: data.clone(),
                     category: Category::new("bench").expect("category"),
                     locale: None,
+                    correlation: Default::default(),
                 };
                 let id = storage::keys::new_notification_id(
                     &tenant,

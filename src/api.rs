@@ -27,6 +27,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use steps::correlation::{CollapseKey, Correlation, EventId};
 use steps::locale::Locale;
 use steps::model::{
     Category, Channel, NotificationId, Recipient, RecipientId, TemplateId, TenantId,
@@ -34,9 +35,10 @@ use steps::model::{
 use workflows::machine::{State as LifecycleState, StateKind};
 use workflows::ports::{
     Campaigns, Clock, Directory, Inbox, LIST_LIMIT_MAX, ListQuery, Store, StoreError,
+    StoredResponse,
 };
 use workflows::record::{HistoryEntry, Idempotency, Record};
-use workflows::runner::{Cancelled, Runner, Submission, SubmitError};
+use workflows::runner::{Cancelled, Runner, Submission, SubmitError, Submitted};
 
 use crate::auth;
 
@@ -124,6 +126,11 @@ pub enum ApiError {
         /// Why.
         message: String,
     },
+    /// 409 with `Retry-After`: a request with the same `Idempotency-Key` and body is in flight.
+    InFlight {
+        /// When to retry, whole seconds from now (at least 1).
+        retry_after_s: u64,
+    },
     /// 503: the store is unavailable.
     Unavailable,
 }
@@ -160,6 +167,22 @@ impl IntoResponse for ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, code, message, Some(field))
             }
             ApiError::Conflict { message } => (StatusCode::CONFLICT, "conflict", message, None),
+            ApiError::InFlight { retry_after_s } => {
+                let message = format!(
+                    "a request with this Idempotency-Key is still in flight; retry in \
+                     {retry_after_s} s"
+                );
+                let body = json!({ "error": {
+                    "code": "idempotency_key_in_flight",
+                    "message": message,
+                    "field": "Idempotency-Key",
+                }});
+                let mut response = (StatusCode::CONFLICT, axum::Json(body)).into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+                return response;
+            }
             ApiError::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -235,6 +258,13 @@ struct SubmitBody {
     data: serde_json::Map<String, serde_json::Value>,
     #[serde(default = "default_category")]
     category: Category,
+    /// The event it reports: the same event for the same recipient and channel within the dedup
+    /// window makes no second notification.
+    #[serde(default)]
+    event_id: Option<EventId>,
+    /// The group it may be collapsed into, where its category has a collapse window.
+    #[serde(default)]
+    collapse_key: Option<CollapseKey>,
     /// The recipient's locale; the template falls back to the locale's parents, then to its
     /// default locale.
     #[serde(default)]
@@ -325,6 +355,7 @@ fn submission(body: SubmitBody) -> Submission {
         data: body.data,
         category: body.category,
         locale: body.locale,
+        correlation: Correlation { event_id: body.event_id, collapse_key: body.collapse_key },
     }
 }
 
@@ -361,37 +392,72 @@ async fn precheck<S: Store, C: Clock>(
 ) -> Result<(), ApiError> {
     match runner.check_submission(tenant, submission).await {
         Ok(_) => Ok(()),
-        Err(SubmitError::Template(e)) => Err(template_error(prefix, e)),
-        Err(SubmitError::Store(e)) => Err(e.into()),
-        Err(SubmitError::KeyReused { .. }) => Ok(()),
+        Err(error) => Err(submit_error(prefix, error)),
     }
 }
 
+impl From<SubmitError> for ApiError {
+    fn from(error: SubmitError) -> Self {
+        submit_error("", error)
+    }
+}
+
+fn submit_error(prefix: &str, error: SubmitError) -> ApiError {
+    match error {
+        SubmitError::Template(e) => template_error(prefix, e),
+        SubmitError::KeyReused { id } => ApiError::Unprocessable {
+            code: "idempotency_key_reused",
+            field: "Idempotency-Key".into(),
+            message: format!(
+                "this key was already used{} with a different request body",
+                id.map(|id| format!(" for notification {id}")).unwrap_or_default()
+            ),
+        },
+        SubmitError::InFlight { retry_after_ms } => {
+            ApiError::InFlight { retry_after_s: retry_after_ms.div_ceil(1_000).max(1) }
+        }
+        SubmitError::Store(e) => e.into(),
+    }
+}
+
+/// Mints the notification's id where its keys live (the event's shard for a submission that is
+/// deduplicated, else the idempotency key's) and submits it.
 async fn accept<S: Store + Inbox + Directory, C: Clock>(
     state: &AppState<S, C>,
     tenant: &TenantId,
     submission: Submission,
     idempotency: Option<Idempotency>,
     prefix: &str,
-) -> Result<(NotificationId, bool), ApiError> {
+) -> Result<Submitted, ApiError> {
     let ulid = ulid::Ulid::generate().to_string();
-    let id = storage::keys::new_notification_id(
-        tenant,
-        idempotency.as_ref().map(|i| i.key.as_str()),
-        &ulid,
-    );
-    match state.runner.submit(tenant, id, submission, idempotency.as_ref()).await {
-        Ok(submitted) => Ok((submitted.id, submitted.created)),
-        Err(SubmitError::Template(e)) => Err(template_error(prefix, e)),
-        Err(SubmitError::KeyReused { id }) => Err(ApiError::Unprocessable {
-            code: "idempotency_key_reused",
-            field: "Idempotency-Key".into(),
-            message: format!(
-                "this key was already used for notification {id} with a different request body"
-            ),
-        }),
-        Err(SubmitError::Store(e)) => Err(e.into()),
+    let id = match state.runner.event_key(tenant, &submission) {
+        Some((event, _)) => {
+            storage::keys::new_notification_id_in(storage::keys::event_shard(&event), &ulid)
+        }
+        None => storage::keys::new_notification_id(
+            tenant,
+            idempotency.as_ref().map(|i| i.key.as_str()),
+            &ulid,
+        ),
+    };
+    let submitted = state.runner.submit(tenant, id, submission, idempotency.as_ref()).await;
+    submitted.map_err(|e| submit_error(prefix, e))
+}
+
+/// A submission's answer: 202 with the new notification, 200 with the earlier one of the same
+/// event (`deduplicated`), and for an idempotent replay the same, with `Idempotent-Replayed`.
+fn submitted_response(submitted: &Submitted) -> Response {
+    let status = if submitted.deduplicated { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let body = json!({
+        "id": submitted.id,
+        "created": submitted.created,
+        "deduplicated": submitted.deduplicated,
+    });
+    let mut response = (status, axum::Json(body)).into_response();
+    if submitted.replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
+    response
 }
 
 async fn submit<S: Store + Inbox + Directory, C: Clock>(
@@ -409,14 +475,21 @@ async fn submit<S: Store + Inbox + Directory, C: Clock>(
     // 422 from there.
     let submission = submission(body);
     let idempotency = key.map(|key| Idempotency { key, fingerprint });
-    let (id, created) = accept(&state, &tenant, submission, idempotency, "").await?;
-    tracing::info!(notification = %id, %tenant, created, "Notification accepted.");
-    let mut response =
-        (StatusCode::ACCEPTED, axum::Json(json!({ "id": id, "created": created }))).into_response();
-    if !created {
-        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    let submitted = accept(&state, &tenant, submission, idempotency, "").await?;
+    tracing::info!(
+        notification = %submitted.id,
+        %tenant,
+        created = submitted.created,
+        deduplicated = submitted.deduplicated,
+        "Notification accepted."
+    );
+    Ok(submitted_response(&submitted))
+}
+
+/// The key of item `index` of a batch submitted with `key`. A space cannot occur in a client's
+/// key, so an item's key never collides with one.
+fn item_key(key: &str, index: usize) -> String {
+    format!("{key} #{index}")
 }
 
 async fn submit_batch<S: Store + Inbox + Directory, C: Clock>(
@@ -427,7 +500,9 @@ async fn submit_batch<S: Store + Inbox + Directory, C: Clock>(
     let tenant = tenant(&state, &headers).await?;
     let bytes = body(&state, raw)?;
     let key = idempotency_key(&headers)?;
-    let batch: BatchBody = parse(&bytes, "")?;
+    let value: serde_json::Value = parse(&bytes, "")?;
+    let fingerprint = fingerprint(&value);
+    let batch: BatchBody = parse_value(value, "")?;
     let max = state.limits.batch_len_max;
     if batch.notifications.is_empty() || batch.notifications.len() > max {
         return Err(ApiError::BadRequest {
@@ -439,23 +514,48 @@ async fn submit_batch<S: Store + Inbox + Directory, C: Clock>(
     let mut accepted = Vec::with_capacity(batch.notifications.len());
     for (index, value) in batch.notifications.into_iter().enumerate() {
         let prefix = format!("notifications[{index}]");
-        let fingerprint = fingerprint(&value);
+        let item_fingerprint = self::fingerprint(&value);
         let body: SubmitBody = parse_value(value, &prefix)?;
         let submission = submission(body);
         precheck(&state.runner, &tenant, &submission, &prefix).await?;
         let idempotency = key.as_ref().map(|key| Idempotency {
-            key: format!("{key}#{index}"),
-            fingerprint: fingerprint.clone(),
+            key: item_key(key, index),
+            fingerprint: item_fingerprint.clone(),
         });
         accepted.push((prefix, submission, idempotency));
     }
-    let mut ids = Vec::with_capacity(accepted.len());
-    for (prefix, submission, idempotency) in accepted {
-        let (id, _) = accept(&state, &tenant, submission, idempotency, &prefix).await?;
-        ids.push(id);
+    // Every item has its own key, so a batch retried after a crash mid-way makes each
+    // notification once; the batch's key holds the whole answer, and while the first request
+    // works a retry is told to wait (409, Retry-After).
+    let work = || async {
+        let mut items = Vec::with_capacity(accepted.len());
+        for (prefix, submission, idempotency) in accepted {
+            items.push(accept(&state, &tenant, submission, idempotency, &prefix).await?.stored());
+        }
+        let response = StoredResponse { items };
+        Ok::<_, ApiError>((response.clone(), response))
+    };
+    let (response, replayed) = match key {
+        None => (work().await?.0, false),
+        Some(key) => {
+            let idempotency = Idempotency { key, fingerprint };
+            let now_ms = state.runner.clock().now_ms();
+            match state.runner.claimed(&tenant, &idempotency, now_ms, work).await? {
+                Ok(response) => (response, false),
+                Err(stored) => (stored, true),
+            }
+        }
+    };
+    let ids: Vec<&NotificationId> = response.items.iter().map(|i| &i.id).collect();
+    let deduplicated: Vec<usize> =
+        response.items.iter().enumerate().filter(|(_, i)| i.deduplicated).map(|(n, _)| n).collect();
+    tracing::info!(%tenant, count = ids.len(), replayed, "Batch accepted.");
+    let body = json!({ "ids": ids, "deduplicated": deduplicated });
+    let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    tracing::info!(%tenant, count = ids.len(), "Batch accepted.");
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({ "ids": ids }))).into_response())
+    Ok(response)
 }
 
 /// A history entry as the API shows it.

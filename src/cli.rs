@@ -521,6 +521,13 @@ pub struct Send {
     /// The recipient's locale (`fr-CA`); the template falls back to `fr`, then its default.
     #[arg(long)]
     pub locale: Option<String>,
+    /// The event it reports: the same event for the same recipient and channel within the dedup
+    /// window makes one notification (the answer names the first).
+    #[arg(long)]
+    pub event_id: Option<String>,
+    /// The group it may be merged into with others, where its category has a collapse window.
+    #[arg(long)]
+    pub collapse_key: Option<String>,
 }
 
 /// `courant send ...`
@@ -544,7 +551,16 @@ pub async fn send(client: &Client, send: &Send) -> Result<(), Failure> {
     if let Some(locale) = &send.locale {
         body["locale"] = json!(locale);
     }
+    if let Some(event_id) = &send.event_id {
+        body["event_id"] = json!(event_id);
+    }
+    if let Some(collapse_key) = &send.collapse_key {
+        body["collapse_key"] = json!(collapse_key);
+    }
     let value = client.post("/v1/notifications", &body, send.idempotency_key.as_deref()).await?;
+    if value["deduplicated"] == json!(true) {
+        eprintln!("deduplicated: the event already made this notification");
+    }
     client.emit(&value, |v| format!("{}\n", text(&v["id"])))
 }
 

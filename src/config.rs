@@ -126,8 +126,8 @@ impl Config {
 
     /// Gives channels the configuration does not mention their default retry policy and rate
     /// limit (setting `policy.retry.email` must not silently change SMS), keeps the default
-    /// categories' retry overrides, criticality and preference defaults for every category and
-    /// channel it does not set, fills the routes of channels without one from the configured providers (in name
+    /// categories' retry overrides, criticality, preference defaults and caps for every category
+    /// and channel it does not set, fills the routes of channels without one from the configured providers (in name
     /// order), then checks everything.
     pub fn finish(mut self) -> anyhow::Result<Config> {
         let defaults = Policy::default();
@@ -137,6 +137,7 @@ impl Config {
         for (category, overrides) in defaults.categories {
             let entry = self.policy.categories.entry(category).or_default();
             entry.critical = entry.critical.or(overrides.critical);
+            entry.caps = entry.caps.take().or(overrides.caps);
             for (channel, retry) in overrides.retry {
                 entry.retry.entry(channel).or_insert(retry);
             }
@@ -283,6 +284,33 @@ mod tests {
         let text = "[policy]\nquiet_hours = { start = \"22:00\", end = \"25:00\" }\n";
         let err = format!("{:#}", toml::from_str::<Config>(text).unwrap_err());
         assert!(err.contains("HH:MM") && err.contains("quiet_hours"), "{err}");
+    }
+
+    #[test]
+    fn caps_are_read_checked_and_keep_their_defaults() {
+        let category = |name: &str| steps::model::Category::new(name).unwrap();
+        let text = "[policy.categories.news]\ncaps = [{ max = 2, window_ms = 3600000 }, \
+                    { max = 3, window_ms = 86400000, over_limit = \"skip\" }]\n\
+                    [policy.categories.marketing.retry.sms]\nattempts_max = 2\n\
+                    delay_ms_base = 500\nfactor = 2.0\ndelay_ms_max = 1000\njitter = true\n\
+                    ttl_ms = 30000\n";
+        let config = toml::from_str::<Config>(text).unwrap().finish().unwrap();
+        let news = config.policy.caps(&category("news"));
+        assert_eq!(news.len(), 2);
+        assert_eq!(news[1].over_limit, steps::rate::OverLimit::Skip);
+        // Setting marketing's SMS retries keeps its default caps; `caps = []` removes them.
+        assert_eq!(config.policy.caps(&category("marketing")).len(), 2);
+        let text = "[policy.categories.marketing]\ncaps = []\n";
+        let config = toml::from_str::<Config>(text).unwrap().finish().unwrap();
+        assert!(config.policy.caps(&category("marketing")).is_empty());
+        // A bad cap is refused at start-up, naming where it is.
+        let text = "[policy.categories.news]\ncaps = [{ max = 0, window_ms = 1000 }]\n";
+        let err = format!("{:#}", toml::from_str::<Config>(text).unwrap().finish().unwrap_err());
+        assert!(err.contains("categories.news.caps[0]: max must be between 1 and"), "{err}");
+        let err = toml::from_str::<Config>("[policy.categories.news]\ncaps = [{ max = 1 }]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("window_ms"), "{err}");
     }
 
     #[test]

@@ -359,6 +359,7 @@ async fn demo<S: Store + Directory, C: Clock>(runner: Arc<Runner<S, C>>, tenant:
             data: data(values),
             category: steps::model::Category::new("demo").unwrap_or_else(|_| unreachable!()),
             locale: None,
+            correlation: Default::default(),
         };
         match runner.submit(&tenant, id, submission, None).await {
             Ok(submitted) => ids.push(submitted.id),

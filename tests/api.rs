@@ -365,6 +365,8 @@ async fn dlq_inputs_are_checked_and_a_bad_one_names_its_field_and_writes_nothing
 async fn dlq_list_plan_replay_and_purge_through_the_api() {
     let api = api().await;
     let first = dead_letter(&api).await;
+    // Two dead letters of the same millisecond are ordered by id; "newest first" needs two.
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     let second = dead_letter(&api).await;
     let key = api.key_a.clone();
 

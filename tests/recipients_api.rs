@@ -180,7 +180,7 @@ async fn bad_profile_fields_are_named_and_nothing_is_written() {
         (json!({ "phone": "07911123456" }), "phone", "E.164"),
         (json!({ "email": "ada" }), "email", "email address"),
         (json!({ "time_zone": "Europe/Atlantis" }), "time_zone", "IANA time zone"),
-        (json!({ "locale": "english_GB" }), "locale", "BCP 47"),
+        (json!({ "locale": "english_GB" }), "locale", "language tag"),
         (json!({ "email": 7 }), "email", "string"),
     ];
     for (body, field, message) in cases {
@@ -411,4 +411,41 @@ async fn the_history_records_each_preference_decision() {
     let text = notes(&view);
     assert!(text.contains("quiet hours") && text.contains("in UTC"), "{text}");
     assert!(text.contains("read at directory revision 3"), "{text}");
+}
+
+/// A notification submitted without a locale is pinned to the recipient's stored locale when it
+/// is accepted (normalised, as the templates spell it; the template renders in it, falling back
+/// as usual); one that names a locale keeps it; a recipient without a profile keeps the
+/// template's default.
+#[tokio::test]
+async fn a_notification_without_a_locale_takes_the_stored_one() {
+    use workflows::ports::Store;
+
+    let api = api().await;
+    let (status, _) = api
+        .put("/v1/recipients/ada", json!({ "email": "ada@example.com", "locale": "fr_ca" }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let submit = |recipient: &str, locale: Option<&str>| {
+        let mut body = json!({
+            "recipient": { "id": recipient, "email": "x@example.com" },
+            "channel": "email",
+            "template": "welcome",
+            "data": { "name": "Ada", "product": "courant" }
+        });
+        if let Some(locale) = locale {
+            body["locale"] = json!(locale);
+        }
+        body
+    };
+    let mut locales = Vec::new();
+    for (recipient, locale) in [("ada", None), ("ada", Some("de")), ("grace", None)] {
+        let (status, accepted) = api.post("/v1/notifications", submit(recipient, locale)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        let id = steps::model::NotificationId::new(accepted["id"].as_str().unwrap()).unwrap();
+        let tenant = TenantId::new("a").unwrap();
+        let record = api.store.load(&tenant, &id).await.unwrap().unwrap();
+        locales.push(record.request.locale.map(|l| l.as_str().to_owned()));
+    }
+    assert_eq!(locales, [Some("fr-CA".to_owned()), Some("de".to_owned()), None]);
 }

@@ -67,11 +67,14 @@ pub enum Fault {
     /// The application changes recipients' preferences (opt-outs and back, global unsubscribe,
     /// quiet hours) and phone numbers while their notifications are in flight.
     PreferenceChange,
+    /// Many notifications for one recipient arrive at the same instant (a fan-out gone wrong, a
+    /// retry storm): every worker takes their limit windows at once.
+    Burst,
 }
 
 impl Fault {
     /// Every fault.
-    pub const ALL: [Fault; 27] = [
+    pub const ALL: [Fault; 28] = [
         Fault::ProviderServerError,
         Fault::RateLimitedNoRetryAfter,
         Fault::RateLimitedRetryAfterZero,
@@ -99,6 +102,7 @@ impl Fault {
         Fault::ClockStep,
         Fault::ClockDrift,
         Fault::PreferenceChange,
+        Fault::Burst,
     ];
 
     /// The highest rate a swarm draws for the fault. Crashes and clock steps are rarer than
@@ -109,7 +113,8 @@ impl Fault {
             | Fault::CrashAfterSend
             | Fault::CrashAfterPersist
             | Fault::CrashBeforeAck
-            | Fault::ClockStep => 0.02,
+            | Fault::ClockStep
+            | Fault::Burst => 0.02,
             Fault::StoreError | Fault::StoreLostReply | Fault::LostWake => 0.03,
             Fault::Brownout | Fault::ClockDrift => 1.0,
             _ => 0.15,

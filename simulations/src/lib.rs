@@ -7,7 +7,10 @@
 //! flagged (an operator's DLQ replay, which the simulator also runs, included); transitions
 //! follow the lifecycle's edges; terminal states never move, except a dead letter along its two
 //! edges (a late delivery receipt, a replay); attempts stay within policy; dead-lettered means
-//! the retries were exhausted; the same seed gives the same trace.
+//! the retries were exhausted; no recipient's window or category cap ever holds more than its
+//! max, and critical categories are never held back by one; one event for one recipient and
+//! channel makes one notification; a collapsed notification's data goes out in exactly one
+//! survivor's message; the same seed gives the same trace.
 //!
 //! # Layout
 //! - [`rng`]: SplitMix64, forked into sub-streams (workload, faults, schedule).
@@ -33,6 +36,6 @@ pub mod sim;
 pub mod world;
 
 pub use faults::{Fault, Profile};
-pub use report::{Report, Violation};
+pub use report::{PolicyFigures, Report, Violation};
 pub use sim::{Config, run};
 pub use world::Planted;

@@ -38,7 +38,7 @@ pub struct Report {
     pub seed: u64,
     /// Notifications planned.
     pub notifications: usize,
-    /// Notifications accepted by the API.
+    /// Submissions accepted by the API (a duplicate event is accepted with the first one's id).
     pub accepted: usize,
     /// Notifications the tenant's campaigns created.
     pub campaign_notifications: usize,
@@ -100,6 +100,28 @@ pub struct Report {
     pub planted: Planted,
     /// The outage scenario's figures, when it ran.
     pub outage: Option<crate::outage::OutageFigures>,
+    /// What the policies of issue 5 did: limits, dedup, collapse.
+    pub policy: PolicyFigures,
+}
+
+/// What the recipients' policies did in a run, from the committed histories.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PolicyFigures {
+    /// Slots taken in recipients' windows (channel rate limits and category caps), each checked
+    /// against its window.
+    pub admissions: u64,
+    /// Notifications deferred by a full window (each deferral counted).
+    pub deferred: u64,
+    /// Notifications skipped by a full window (its policy, or its time budget).
+    pub skipped: u64,
+    /// Of the deferrals and skips, those a category cap caused.
+    pub by_cap: u64,
+    /// Distinct events (event id, recipient, channel) submitted.
+    pub events: u64,
+    /// Submissions answered with an earlier notification of their event.
+    pub deduplicated: u64,
+    /// Notifications collapsed into another's message.
+    pub collapsed: u64,
 }
 
 impl Report {
@@ -171,6 +193,23 @@ impl Report {
             );
         }
         let _ = writeln!(out, "reaper         re-drove {} overdue notifications", self.redriven);
+        let p = &self.policy;
+        let _ = writeln!(
+            out,
+            "limits         {} slots taken; {} deferrals and {} skips by a full window ({} by a \
+             category cap)",
+            p.admissions, p.deferred, p.skipped, p.by_cap
+        );
+        let _ = writeln!(
+            out,
+            "dedup          {} events, {} duplicate submissions answered with the first",
+            p.events, p.deduplicated
+        );
+        let _ = writeln!(
+            out,
+            "collapse       {} notifications merged into another's message",
+            p.collapsed
+        );
         let _ = writeln!(
             out,
             "templates      {} versions published, {} submissions refused as planned, {} sends \

@@ -24,11 +24,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use steps::correlation::{CollapseKey, Correlation, EventId};
 use steps::filter::SkipReason;
+use steps::limits::{Cap, Limit};
 use steps::locale::Locale;
 use steps::model::{
     Category, Channel, EmailAddress, NotificationId, PhoneNumber, ProviderName, Recipient,
-    TemplateId, TenantId,
+    RecipientId, TemplateId, TenantId,
 };
 use steps::outcome::ErrorClass;
 use steps::rate::{OverLimit, RateLimit};
@@ -44,7 +46,8 @@ use workflows::fanout::{Expander, Tick};
 use workflows::machine::{Resume, State, StateKind};
 use workflows::policy::Policy;
 use workflows::ports::{
-    Campaigns, Clock, Directory, Provider, Store, StoreError, TemplateStore, TemplateWrite,
+    Campaigns, Clock, Collapse, Directory, Provider, Store, StoreError, TemplateStore,
+    TemplateWrite,
 };
 use workflows::record::{Cause, HistoryEntry, Idempotency, Record};
 use workflows::runner::{
@@ -57,7 +60,7 @@ use crate::campaigns::{self as campaigns, EXPAND_EVERY_MS, PlannedCampaign};
 use crate::directory::{self, Change};
 use crate::faults::{Fault, FaultSet, Profile};
 use crate::outage::{BREAKER_GRACE_MS, Outage, OutageFigures, peak_in_window};
-use crate::report::{Report, Violation};
+use crate::report::{PolicyFigures, Report, Violation};
 use crate::rng::Rng;
 use crate::world::{
     FakeProvider, FaultyStore, Journaled, Planted, ReceiptDue, Shared, SimClock, Taken, World,
@@ -250,6 +253,11 @@ struct Planned {
     opted_out: bool,
     no_address: bool,
     category: &'static str,
+    /// The event it reports (`evt-N`), if any: a repeat of an earlier submission's event is a
+    /// duplicate the API must answer with the first notification.
+    event: Option<usize>,
+    /// Its collapse key (`thread-N`), for the `social` category.
+    collapse: Option<usize>,
     /// The registry template (else the built-in `note`).
     registry: bool,
     /// The locale it asks for.
@@ -305,6 +313,8 @@ pub struct Simulation {
     campaign_checker: campaigns::Checker,
     /// When the workers last looked for campaign pages.
     last_expand_ms: u64,
+    /// What the recipients' policies did.
+    policy_figures: PolicyFigures,
     /// The built-in templates, for the checker.
     builtin: Arc<TemplateSet>,
     /// The registry template's revisions so far.
@@ -348,7 +358,20 @@ fn templates() -> TemplateSet {
     let id = TemplateId::new("note").unwrap_or_else(|_| unreachable!());
     let part =
         |part, source: &str| PartSource { template: id.clone(), part, source: source.into() };
+    // The digest of a collapse group: a count and every merged notification's order, which the
+    // collapse invariant looks for in what the provider took.
+    let digest = TemplateId::new("digest").unwrap_or_else(|_| unreachable!());
+    let items = "{% for item in collapse.items %}[{{ item.order }}]{% endfor %}";
+    let merged =
+        |part, source: &str| PartSource { template: digest.clone(), part, source: source.into() };
     TemplateSet::from_parts([
+        merged(Part::EmailSubject, "{{ collapse.count }} new messages"),
+        merged(Part::EmailText, items),
+        merged(Part::SmsBody, items),
+        merged(Part::InAppTitle, "{{ collapse.count }} new"),
+        merged(Part::InAppBody, items),
+        merged(Part::PushTitle, "{{ collapse.count }} new"),
+        merged(Part::PushBody, items),
         part(Part::EmailSubject, "Hello {{ name }}"),
         part(Part::EmailText, "Hello {{ name }}, your order {{ order }} shipped."),
         part(Part::SmsBody, "Order {{ order }} shipped."),
@@ -446,6 +469,17 @@ impl Simulation {
             Channel::Email,
             RateLimit { max: 5, window_ms: 3_600_000, over_limit: OverLimit::Defer },
         );
+        // Caps across channels: marketing waits for room in two windows, news is skipped over
+        // its cap; otp (critical) is exempt from every per-recipient window.
+        let category = |name| Category::new(name).unwrap_or_else(|_| unreachable!());
+        policy.categories.entry(category("marketing")).or_default().caps = Some(vec![
+            Cap { max: 2, window_ms: 600_000, over_limit: OverLimit::Defer },
+            Cap { max: 4, window_ms: 3_600_000, over_limit: OverLimit::Defer },
+        ]);
+        policy.categories.entry(category("news")).or_default().caps =
+            Some(vec![Cap { max: 2, window_ms: 300_000, over_limit: OverLimit::Skip }]);
+        // Social notifications with one collapse key go out as one message per 20 s.
+        policy.categories.entry(category("social")).or_default().collapse_window_ms = Some(20_000);
         if let Some(outage) = &config.outage {
             // Distinct recipients and no per-recipient limits: only the provider is in the way.
             policy.rate.clear();
@@ -547,6 +581,7 @@ impl Simulation {
             campaign_checker: campaigns::Checker::default(),
             last_expand_ms: START_MS,
             recipients: 0,
+            policy_figures: PolicyFigures::default(),
             violations: Vec::new(),
             steps: 0,
             tenant,
@@ -593,6 +628,8 @@ impl Simulation {
                     opted_out: false,
                     no_address: false,
                     category: "orders",
+                    event: None,
+                    collapse: None,
                     registry: false,
                     locale: None,
                     expect: Expect::Accepted,
@@ -608,9 +645,18 @@ impl Simulation {
         // A stream of its own, so the directory's draws leave the rest of the workload as it was.
         let mut directory_rng = Rng::fork(self.config.seed, "directory");
         self.recipients = recipients;
+        let burst_rate = self.shared.world().faults.rate(Fault::Burst);
+        let mut burst_left = 0;
         for idx in 0..n {
+            // The burst fault: many notifications for one recipient at one instant.
+            if burst_left == 0 && burst_rate > 0.0 && rng.chance(burst_rate) {
+                burst_left = rng.range(5, 25);
+                self.shared.world().count(Fault::Burst);
+            }
+            let burst = burst_left > 0;
+            burst_left = burst_left.saturating_sub(1);
             // Bursts: a tenth of arrivals come at the same instant as the previous one.
-            if !rng.chance(0.1) {
+            if !burst && !rng.chance(0.1) {
                 at += rng.range(0, 4);
             }
             let channel = match rng.index(100) {
@@ -619,15 +665,25 @@ impl Simulation {
                 69..=97 => Channel::InApp,
                 _ => Channel::Push,
             };
-            // One recipient is hot (a twentieth of all traffic), so rate limits bite.
-            let recipient = if rng.chance(0.05) { 0 } else { rng.index(recipients) };
+            // One recipient is hot (a twentieth of all traffic), so rate limits bite; a burst
+            // goes to recipient 1.
+            let recipient = if burst {
+                1
+            } else if rng.chance(0.05) {
+                0
+            } else {
+                rng.index(recipients)
+            };
             // A few recipients opted out of the channel, a few have no address for it.
             let opted_out = rng.chance(0.02);
             let no_address = rng.chance(0.02);
-            // Categories with their own retry policies (the defaults' `otp` and `marketing`).
-            let category = match rng.index(100) {
-                0..=14 => "otp",
-                15..=29 => "marketing",
+            // Categories with their own retry policies (the defaults' `otp` and `marketing`) and
+            // caps (`marketing`, `news`); a burst is mostly capped traffic.
+            let category = match (burst, rng.index(100)) {
+                (false, 0..=14) | (true, 0..=9) => "otp",
+                (false, 15..=29) | (true, 10..=59) => "marketing",
+                (false, 30..=39) | (true, 60..=89) => "news",
+                (false, 40..=44) | (true, 90..=94) => "social",
                 _ => "orders",
             };
             let registry = template_rng.chance(0.8);
@@ -643,18 +699,40 @@ impl Simulation {
             };
             // Three in ten name the recipient only: addresses come from the stored profile.
             let inline = !directory_rng.chance(0.3);
-            self.plan.push(Planned {
-                at_ms: at,
-                channel,
-                recipient,
-                opted_out,
-                no_address,
-                category,
-                registry,
-                locale,
-                expect,
-                inline,
-            });
+            // Social threads: a few recipients, two threads each, so groups fill; they render the
+            // built-in digest.
+            let (recipient, collapse) = if category == "social" {
+                (if burst { recipient } else { rng.index(3) }, Some(rng.index(2)))
+            } else {
+                (recipient, None)
+            };
+            let (registry, expect) =
+                if collapse.is_some() { (false, Expect::Accepted) } else { (registry, expect) };
+            // A third of submissions report an event; now and then one repeats a recent event (a
+            // producer's retry, a duplicated message on the application's bus).
+            let event = rng.chance(0.3).then_some(idx);
+            let recent: Vec<usize> =
+                (idx.saturating_sub(40)..idx).filter(|&j| self.plan[j].event.is_some()).collect();
+            let planned = if !recent.is_empty() && rng.chance(0.06) {
+                let original = &self.plan[recent[rng.index(recent.len())]];
+                Planned { at_ms: at, ..original.clone() }
+            } else {
+                Planned {
+                    at_ms: at,
+                    channel,
+                    recipient,
+                    opted_out,
+                    no_address,
+                    category,
+                    event,
+                    collapse,
+                    registry,
+                    locale,
+                    expect,
+                    inline,
+                }
+            };
+            self.plan.push(planned);
             self.schedule(at, Due::Submit(idx, 0));
             if rng.chance(0.02) {
                 let cancel_at = at + rng.range(0, 5_000);
@@ -999,6 +1077,10 @@ impl Simulation {
                     }
                 }
             }
+            // A task that gave way is polled again at this instant.
+            if std::mem::take(&mut self.shared.world().yielded) {
+                progressed = true;
+            }
             // Workers that died during the polls.
             let crashed = std::mem::take(&mut self.shared.world().crashed);
             for actor in crashed {
@@ -1188,7 +1270,17 @@ impl Simulation {
         if planned.expect != Expect::MissingVariable {
             data.insert("order".into(), serde_json::json!(idx));
         }
-        let template = if planned.registry {
+        let correlation = Correlation {
+            event_id: planned.event.map(|e| {
+                EventId::new(format!("evt-{e}")).unwrap_or_else(|_| unreachable!("a valid id"))
+            }),
+            collapse_key: planned.collapse.map(|k| {
+                CollapseKey::new(format!("thread-{k}")).unwrap_or_else(|_| unreachable!("valid"))
+            }),
+        };
+        let template = if planned.collapse.is_some() {
+            TemplateId::new("digest").unwrap_or_else(|_| unreachable!())
+        } else if planned.registry {
             registry_id()
         } else {
             TemplateId::new("note").unwrap_or_else(|_| unreachable!())
@@ -1200,6 +1292,7 @@ impl Simulation {
             data,
             category: Category::new(planned.category).unwrap_or_else(|_| unreachable!()),
             locale: planned.locale.and_then(|l| Locale::parse(l).ok()),
+            correlation,
         };
         // A fresh id per try, as the API mints one per request: the idempotency key makes the
         // retries of a lost reply land on the first id.
@@ -1269,6 +1362,9 @@ impl Simulation {
             (Job::Submit(idx, try_, _), Done::Submit(result)) => match result {
                 Ok(submitted) => {
                     self.trace(format!("api accepted {} (try {try_})", submitted.id));
+                    if submitted.deduplicated && !submitted.replayed {
+                        self.policy_figures.deduplicated += 1;
+                    }
                     match self.plan[idx].expect {
                         Expect::Accepted => {}
                         Expect::MissingVariable => self.violation(
@@ -1298,6 +1394,11 @@ impl Simulation {
                 Err(SubmitError::Store(error)) => {
                     self.trace(format!("api submit {idx} failed: {error}; the client retries"));
                     self.schedule(now + 500, Due::Submit(idx, try_ + 1));
+                }
+                Err(SubmitError::InFlight { retry_after_ms }) => {
+                    // A lost reply left the key claimed; the client retries when told to.
+                    self.trace(format!("api submit {idx} in flight; retry in {retry_after_ms} ms"));
+                    self.schedule(now + retry_after_ms, Due::Submit(idx, try_ + 1));
                 }
                 Err(SubmitError::Template(error)) if self.refused_as_planned(idx, &error) => {
                     self.refused_on_purpose += 1;
@@ -1464,6 +1565,18 @@ impl Simulation {
             None => self.builtin.compiled(template).ok().cloned(),
         };
         let limits = self.policy.templates.limits();
+        // A collapse survivor renders with what its group merged (kept with its record).
+        let collapses = request.correlation.collapse_key.is_some()
+            && self.policy.collapse_window_ms(&request.category).is_some();
+        let data = if collapses {
+            let merged = at_once(self.store.merged(&self.tenant, &record.id))
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| steps::collapse::Merged::alone(&record.id, &request.data));
+            steps::collapse::context(&request.data, &merged)
+        } else {
+            request.data.clone()
+        };
         for send in taken {
             self.renders_checked += 1;
             if let Ok(Content::Sms { body }) = serde_json::from_str::<Content>(&send.content) {
@@ -1481,7 +1594,7 @@ impl Simulation {
             };
             let render = |locale: Option<&Locale>| {
                 compiled
-                    .render(send.channel, locale, &request.data, &limits)
+                    .render(send.channel, locale, &data, &limits)
                     .map(|r| serde_json::to_string(&r.content).unwrap_or_default())
             };
             let expected = render(request.locale.as_ref());
@@ -1608,6 +1721,8 @@ impl Simulation {
             .collect();
         let complete = self.violations.is_empty() || !self.config.stop_on_violation;
         let mut finals = Vec::with_capacity(ids.len());
+        let mut admissions = Admissions::new();
+        let mut collapse = CollapseView::default();
         for id in &ids {
             let Some(record) = at_once(self.store.load(&self.tenant, id)).ok().flatten() else {
                 self.violation("lost", Some(id.clone()), "an accepted notification has no record");
@@ -1682,6 +1797,8 @@ impl Simulation {
             }
             self.check_dead_letter(&record, &history);
             self.check_retry_timing(&record, &history);
+            self.collect_admissions(&record, &history, &mut admissions);
+            self.collect_collapse(&record, &mut collapse);
             self.check_rendered(&record, &taken);
             self.check_directory_calls(&record);
         }
@@ -1695,6 +1812,9 @@ impl Simulation {
         for (invariant, id, detail) in found {
             self.violation(invariant, id, &detail);
         }
+        self.check_windows(&admissions);
+        self.check_events();
+        self.check_collapse(&collapse);
         let outage = self.config.outage.clone().map(|o| self.outage_figures(&o, &finals));
         latencies.sort_unstable();
         let pct = |p: f64| -> u64 {
@@ -1708,7 +1828,7 @@ impl Simulation {
         Report {
             seed: self.config.seed,
             notifications: self.config.notifications,
-            accepted: ids.len() - created.len(),
+            accepted: self.accepted.len(),
             campaign_notifications: created.len(),
             campaigns_cancelled: self.campaign_checker.cancelled_with.len(),
             profile: self.config.profile,
@@ -1744,6 +1864,7 @@ impl Simulation {
             renders_checked: self.renders_checked,
             planted: self.config.planted,
             outage,
+            policy: self.policy_figures,
         }
     }
 
@@ -1815,6 +1936,190 @@ impl Simulation {
                     next_call.at_ms.saturating_sub(answered)
                 );
                 self.violation("retry-early", Some(record.id.clone()), &detail);
+            }
+        }
+    }
+
+    /// The recipient's limit windows this notification took a slot in, from its committed
+    /// history (each `rendered → rate_checked` is an admission in every window its category and
+    /// channel take, at the time of the decision), and a check that a critical category was
+    /// never held back by one.
+    fn collect_admissions(
+        &mut self,
+        record: &Record,
+        history: &[HistoryEntry],
+        admissions: &mut Admissions,
+    ) {
+        let request = &record.request;
+        let critical = self.policy.is_critical(&request.category);
+        for entry in history {
+            if entry.from != Some(StateKind::Rendered) {
+                continue;
+            }
+            let held = match &entry.to {
+                State::RateChecked { channel } => {
+                    for window in self.policy.windows(&request.category, *channel) {
+                        self.policy_figures.admissions += 1;
+                        let key = (request.recipient.id.clone(), window.limit.name());
+                        let (_, admitted) =
+                            admissions.entry(key).or_insert_with(|| (window.limit, Vec::new()));
+                        admitted.push((entry.at_ms, record.id.clone()));
+                    }
+                    false
+                }
+                State::Deferred { resume: Resume::RateCheck { .. }, .. } => {
+                    self.policy_figures.deferred += 1;
+                    true
+                }
+                State::Skipped { .. } => {
+                    self.policy_figures.skipped += 1;
+                    true
+                }
+                _ => false,
+            };
+            if held && entry.note.as_deref().is_some_and(|n| n.contains(" cap (")) {
+                self.policy_figures.by_cap += 1;
+            }
+            if held && critical {
+                let detail = format!(
+                    "critical category {} was held back by a per-recipient limit: {}",
+                    request.category,
+                    entry.note.as_deref().unwrap_or("")
+                );
+                self.violation("critical-limited", Some(record.id.clone()), &detail);
+            }
+        }
+    }
+
+    /// No cap or window is ever exceeded: for every admission, the distinct notifications
+    /// admitted to the same recipient's window within its length up to then are at most its max.
+    /// The window is shortened by twice the clock skew the workers are allowed, since each
+    /// decides with its own clock.
+    fn check_windows(&mut self, admissions: &Admissions) {
+        for ((recipient, _), (limit, admitted)) in admissions {
+            let mut admitted = admitted.clone();
+            admitted.sort();
+            let span = limit.window_ms().saturating_sub(2 * MAX_SKEW_MS).max(1);
+            for (t, id) in &admitted {
+                let inside: BTreeSet<&NotificationId> = admitted
+                    .iter()
+                    .filter(|(at, _)| at <= t && at + span > *t)
+                    .map(|(_, id)| id)
+                    .collect();
+                if inside.len() > limit.max() as usize {
+                    let detail = format!(
+                        "{limit} of recipient {recipient} held {} notifications in the {} ms up to \
+                         {} ms: {inside:?}",
+                        inside.len(),
+                        span,
+                        t.saturating_sub(START_MS)
+                    );
+                    self.violation("cap-exceeded", Some(id.clone()), &detail);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// What a record says about collapse: a member (collapsed into a survivor) or a survivor
+    /// (what its group merged, and what its provider took).
+    fn collapse_record(&self, record: &Record) -> Option<Result<NotificationId, SurvivorView>> {
+        if let State::Skipped { reason: SkipReason::Collapsed { into } } = &record.state {
+            return Some(Ok(into.clone()));
+        }
+        let merged = at_once(self.store.merged(&self.tenant, &record.id)).ok().flatten()?;
+        let delivered = self
+            .shared
+            .world()
+            .ledger
+            .get(&record.id)
+            .into_iter()
+            .flatten()
+            .filter(|t| !t.undelivered)
+            .map(|t| t.content.clone())
+            .collect();
+        Some(Err(SurvivorView { merged, delivered }))
+    }
+
+    fn collect_collapse(&mut self, record: &Record, view: &mut CollapseView) {
+        match self.collapse_record(record) {
+            Some(Ok(into)) => {
+                self.policy_figures.collapsed += 1;
+                view.members.insert(record.id.clone(), into);
+            }
+            Some(Err(survivor)) => {
+                view.survivors.insert(record.id.clone(), (record.state.kind(), survivor));
+            }
+            None => {
+                view.others.insert(record.id.clone(), record.state.kind());
+            }
+        }
+    }
+
+    /// Collapse: every notification collapsed into a survivor is in that survivor's group exactly
+    /// once and in no other, the survivor's message (what the provider took) carries every
+    /// member's data, and no member of a group went out on its own; a survivor with no merged
+    /// group is accounted for (cancelled while it waited).
+    fn check_collapse(&mut self, view: &CollapseView) {
+        let mut found: BTreeMap<&NotificationId, Vec<&NotificationId>> = BTreeMap::new();
+        for (survivor, (_, s)) in &view.survivors {
+            for item in &s.merged.items {
+                found.entry(&item.id).or_default().push(survivor);
+                if item.id != *survivor && view.members.get(&item.id) != Some(survivor) {
+                    let detail =
+                        format!("{} is merged into {survivor} but not collapsed into it", item.id);
+                    self.violation("collapse", Some(item.id.clone()), &detail);
+                }
+                for body in &s.delivered {
+                    let order = item.data.get("order").map(ToString::to_string).unwrap_or_default();
+                    if !body.contains(&format!("[{order}]")) {
+                        let detail = format!(
+                            "{survivor}'s message lacks {}'s data [{order}]: {body}",
+                            item.id
+                        );
+                        self.violation("collapse", Some(survivor.clone()), &detail);
+                    }
+                }
+            }
+        }
+        for (member, into) in &view.members {
+            let groups = found.get(member).map_or(0, Vec::len);
+            // A survivor cancelled, or skipped by a rule that applies to its whole group (the
+            // recipient's preferences or quiet hours changed while the group waited, a cap), takes
+            // the group's one message with it.
+            let accounted =
+                matches!(view.others.get(into), Some(StateKind::Cancelled | StateKind::Skipped));
+            let in_its_group = found.get(member).is_some_and(|g| g == &vec![into]);
+            if !(in_its_group || groups == 0 && accounted) {
+                let detail = format!(
+                    "collapsed into {into}, but in {groups} group(s) {:?}; {into} is {:?}",
+                    found.get(member),
+                    view.survivors.get(into).map(|s| s.0).or(view.others.get(into).copied())
+                );
+                self.violation("collapse", Some(member.clone()), &detail);
+            }
+        }
+    }
+
+    /// Event-level dedup: every accepted submission of the same event for the same recipient and
+    /// channel (all within the default 24 h window) got the same notification.
+    fn check_events(&mut self) {
+        let mut made: BTreeMap<(usize, usize, Channel), BTreeSet<NotificationId>> = BTreeMap::new();
+        for (idx, id) in &self.accepted {
+            let planned = &self.plan[*idx];
+            if let Some(event) = planned.event {
+                let key = (event, planned.recipient, planned.channel);
+                made.entry(key).or_default().insert(id.clone());
+            }
+        }
+        for ((event, recipient, channel), ids) in made {
+            self.policy_figures.events += 1;
+            if ids.len() > 1 {
+                let detail = format!(
+                    "event evt-{event} for r{recipient} on {channel} made {} notifications: {ids:?}",
+                    ids.len()
+                );
+                self.violation("dedup", ids.into_iter().next(), &detail);
             }
         }
     }
@@ -1917,6 +2222,26 @@ impl Simulation {
         }
     }
 }
+
+/// A survivor of a collapse group: what its group merged, and the bodies its providers took.
+struct SurvivorView {
+    merged: steps::collapse::Merged,
+    delivered: Vec<String>,
+}
+
+/// Every notification's part in collapse, at the end of a run.
+#[derive(Default)]
+struct CollapseView {
+    /// Members and the survivor each was collapsed into.
+    members: BTreeMap<NotificationId, NotificationId>,
+    /// Survivors (a merged group kept with the record) and their final state.
+    survivors: BTreeMap<NotificationId, (StateKind, SurvivorView)>,
+    /// The rest, with their final state.
+    others: BTreeMap<NotificationId, StateKind>,
+}
+
+/// Per recipient and window (by `Limit::name`): the limit, and every admission (time, id).
+type Admissions = BTreeMap<(RecipientId, String), (Limit, Vec<(u64, NotificationId)>)>;
 
 /// How a task finished.
 enum Done {

@@ -14,21 +14,24 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
+use steps::collapse::{Joined, Merged};
+use steps::limits::{Admission, Window};
 use steps::model::TemplateId;
 use steps::model::{
     Attempt, Category, Channel, NotificationId, ProviderName, RecipientId, TenantId,
 };
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
 use steps::preferences::Preferences;
-use steps::rate::{RateCheck, RateLimit, SendRate, SendSlot};
+use steps::rate::{SendRate, SendSlot};
 use steps::recipient::{Contact, Device, DeviceId, RecipientEntry};
 use steps::render::TemplateContent;
 use workflows::campaign::CampaignId;
 use workflows::dlq::{DlqFilter, DlqPage};
 use workflows::machine::{Receipt, State};
 use workflows::ports::{
-    ApiKey, Clock, DeviceAdded, Directory, ListQuery, Outbound, Provider, Purged, RateKey,
-    RecipientPage, Store, StoreError, StoreFuture, StoredVersion, TemplateInfo, TemplateStore,
+    ApiKey, Claimed, Clock, Collapse, CollapseGroup, CreatedOnce, Dedup, DeviceAdded, Directory,
+    EventKey, LimitWindows, ListQuery, Outbound, Provider, Purged, RecipientKey, RecipientPage,
+    Store, StoreError, StoreFuture, StoredResponse, StoredVersion, TemplateInfo, TemplateStore,
     TemplateSummary, TemplateWrite,
 };
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record};
@@ -55,6 +58,14 @@ pub struct Planted {
     /// A campaign notification's id is not derived from the campaign and the recipient alone
     /// (a counter is mixed in), so a page expanded again creates its notifications again.
     pub campaign_ids_not_derived: bool,
+    /// A recipient's limits are checked and then taken in two steps, with other workers running
+    /// in between (a check-then-take instead of one atomic script).
+    pub non_atomic_limits: bool,
+    /// A submission's event is never looked up: every submission makes a notification.
+    pub no_dedup: bool,
+    /// Closing a collapse group returns only the survivor's own item (a store that reads the
+    /// first item and forgets the rest).
+    pub collapse_drops_items: bool,
     /// The template registry answers a request for any version with the latest version's
     /// content (a store that reads the wrong field): a notification renders a version it did not
     /// pin.
@@ -222,6 +233,9 @@ pub struct World {
     pub claims: BTreeMap<NotificationId, Claim>,
     /// Every directory write, per recipient, in write order: (seq, the entry it left).
     pub directory_log: BTreeMap<RecipientId, Vec<(u64, RecipientEntry)>>,
+    /// A task gave way to the others during the current poll round (it must be polled again
+    /// at the same instant).
+    pub yielded: bool,
 }
 
 /// How many of the run's last trace lines a violation report shows.
@@ -258,6 +272,7 @@ impl World {
             seq: 0,
             claims: BTreeMap::new(),
             directory_log: BTreeMap::new(),
+            yielded: false,
         }
     }
 
@@ -596,22 +611,6 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.purge(tenant, id, expected_version)
     }
 
-    async fn rate_acquire(
-        &self,
-        key: &RateKey,
-        limit: &RateLimit,
-        now_ms: u64,
-    ) -> Result<RateCheck, StoreError> {
-        match self.dice("rate") {
-            StoreFault::Error => Err(Self::unavailable("rate")),
-            StoreFault::LostReply => {
-                self.inner.rate_acquire(key, limit, now_ms).await?;
-                Err(Self::unavailable("rate reply"))
-            }
-            StoreFault::None => self.inner.rate_acquire(key, limit, now_ms).await,
-        }
-    }
-
     async fn send_slot(
         &self,
         provider: &ProviderName,
@@ -872,6 +871,242 @@ impl<S: Store + Directory> Directory for FaultyStore<S> {
         limit: usize,
     ) -> impl Future<Output = Result<RecipientPage, StoreError>> + Send {
         self.inner.recipients(tenant, after, limit)
+    }
+}
+
+impl<S: Store> Dedup for FaultyStore<S> {
+    async fn claim_key(
+        &self,
+        tenant: &TenantId,
+        idempotency: &Idempotency,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Claimed, StoreError> {
+        match self.dice("claim") {
+            StoreFault::Error => Err(Self::unavailable("claim")),
+            StoreFault::LostReply => {
+                self.inner.claim_key(tenant, idempotency, now_ms, lease_ms).await?;
+                Err(Self::unavailable("claim reply"))
+            }
+            StoreFault::None => self.inner.claim_key(tenant, idempotency, now_ms, lease_ms).await,
+        }
+    }
+
+    async fn finish_key(
+        &self,
+        tenant: &TenantId,
+        idempotency: &Idempotency,
+        response: &StoredResponse,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        match self.dice("finish") {
+            StoreFault::Error => Err(Self::unavailable("finish")),
+            StoreFault::LostReply => {
+                self.inner.finish_key(tenant, idempotency, response, now_ms).await?;
+                Err(Self::unavailable("finish reply"))
+            }
+            StoreFault::None => self.inner.finish_key(tenant, idempotency, response, now_ms).await,
+        }
+    }
+
+    fn release_key(
+        &self,
+        tenant: &TenantId,
+        idempotency: &Idempotency,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.inner.release_key(tenant, idempotency)
+    }
+
+    async fn create_once(
+        &self,
+        record: &Record,
+        first: &HistoryEntry,
+        event: &EventKey,
+        window_ms: u64,
+    ) -> Result<CreatedOnce, StoreError> {
+        let fault = self.dice("create");
+        if matches!(fault, StoreFault::Error) {
+            return Err(Self::unavailable("create"));
+        }
+        let created = if self.shared.world().planted.no_dedup {
+            match self.inner.create(record, first, None).await? {
+                Created::New => CreatedOnce::New,
+                Created::Existing { .. } => CreatedOnce::IdTaken,
+            }
+        } else {
+            self.inner.create_once(record, first, event, window_ms).await?
+        };
+        if created == CreatedOnce::New {
+            journal_create(&self.shared, record, first);
+        }
+        match fault {
+            StoreFault::LostReply => Err(Self::unavailable("create reply")),
+            _ => Ok(created),
+        }
+    }
+}
+
+impl<S: Store> Collapse for FaultyStore<S> {
+    async fn collapse_join(
+        &self,
+        group: &CollapseGroup,
+        member: &NotificationId,
+        data: &serde_json::Map<String, serde_json::Value>,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> Result<Joined, StoreError> {
+        match self.dice("collapse") {
+            StoreFault::Error => Err(Self::unavailable("collapse")),
+            StoreFault::LostReply => {
+                self.inner.collapse_join(group, member, data, window_ms, now_ms).await?;
+                Err(Self::unavailable("collapse reply"))
+            }
+            StoreFault::None => {
+                self.inner.collapse_join(group, member, data, window_ms, now_ms).await
+            }
+        }
+    }
+
+    async fn collapse_close(
+        &self,
+        group: &CollapseGroup,
+        survivor: &NotificationId,
+        now_ms: u64,
+    ) -> Result<Option<Merged>, StoreError> {
+        let fault = self.dice("collapse close");
+        if matches!(fault, StoreFault::Error) {
+            return Err(Self::unavailable("collapse close"));
+        }
+        let mut merged = self.inner.collapse_close(group, survivor, now_ms).await?;
+        if self.shared.world().planted.collapse_drops_items
+            && let Some(merged) = &mut merged
+        {
+            merged.items.truncate(1);
+        }
+        match fault {
+            StoreFault::LostReply => Err(Self::unavailable("collapse close reply")),
+            _ => Ok(merged),
+        }
+    }
+
+    async fn collapse_member(
+        &self,
+        group: &CollapseGroup,
+        member: &NotificationId,
+        now_ms: u64,
+    ) -> Result<Option<NotificationId>, StoreError> {
+        match self.dice("load") {
+            StoreFault::Error => Err(Self::unavailable("collapse member")),
+            StoreFault::None | StoreFault::LostReply => {
+                self.inner.collapse_member(group, member, now_ms).await
+            }
+        }
+    }
+
+    async fn keep_merged(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+        merged: &Merged,
+    ) -> Result<(), StoreError> {
+        match self.dice("keep merged") {
+            StoreFault::Error => Err(Self::unavailable("keep merged")),
+            StoreFault::LostReply => {
+                self.inner.keep_merged(tenant, id, merged).await?;
+                Err(Self::unavailable("keep merged reply"))
+            }
+            StoreFault::None => self.inner.keep_merged(tenant, id, merged).await,
+        }
+    }
+
+    fn merged(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+    ) -> impl Future<Output = Result<Option<Merged>, StoreError>> + Send {
+        self.inner.merged(tenant, id)
+    }
+}
+
+impl<S: Store> LimitWindows for FaultyStore<S> {
+    async fn acquire_windows(
+        &self,
+        key: &RecipientKey,
+        member: &NotificationId,
+        windows: &[Window],
+        now_ms: u64,
+    ) -> Result<Admission, StoreError> {
+        match self.dice("limits") {
+            StoreFault::Error => Err(Self::unavailable("limits")),
+            StoreFault::LostReply => {
+                self.acquire(key, member, windows, now_ms).await?;
+                Err(Self::unavailable("limits reply"))
+            }
+            StoreFault::None => self.acquire(key, member, windows, now_ms).await,
+        }
+    }
+
+    fn window_usage(
+        &self,
+        key: &RecipientKey,
+        windows: &[Window],
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Vec<u32>, StoreError>> + Send {
+        self.inner.window_usage(key, windows, now_ms)
+    }
+}
+
+impl<S: Store> FaultyStore<S> {
+    /// Takes the limits' slots: one atomic call, or with the planted bug a check, other workers
+    /// running, and then a take that no longer checks.
+    async fn acquire(
+        &self,
+        key: &RecipientKey,
+        member: &NotificationId,
+        windows: &[Window],
+        now_ms: u64,
+    ) -> Result<Admission, StoreError> {
+        if !self.shared.world().planted.non_atomic_limits {
+            return self.inner.acquire_windows(key, member, windows, now_ms).await;
+        }
+        let usage = self.inner.window_usage(key, windows, now_ms).await?;
+        let room = windows.iter().zip(&usage).all(|(w, used)| *used < w.limit.max());
+        if !room {
+            return self.inner.acquire_windows(key, member, windows, now_ms).await;
+        }
+        YieldOnce { shared: self.shared.clone(), done: false }.await;
+        let unchecked: Vec<Window> = windows
+            .iter()
+            .map(|w| {
+                let mut w = w.clone();
+                match &mut w.limit {
+                    steps::limits::Limit::Channel { max, .. }
+                    | steps::limits::Limit::Cap { max, .. } => *max = u32::MAX,
+                }
+                w
+            })
+            .collect();
+        self.inner.acquire_windows(key, member, &unchecked, now_ms).await
+    }
+}
+
+/// Gives way once: pending on the first poll, ready on the next, and tells the loop to poll
+/// again at the same instant.
+struct YieldOnce {
+    shared: Arc<Shared>,
+    done: bool,
+}
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        if self.done {
+            return Poll::Ready(());
+        }
+        self.done = true;
+        self.shared.world().yielded = true;
+        Poll::Pending
     }
 }
 

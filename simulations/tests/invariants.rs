@@ -186,6 +186,66 @@ fn a_lost_wake_up_without_the_reaper_is_caught() {
 }
 
 #[test]
+fn a_check_then_take_of_the_limits_is_caught() {
+    let planted = Planted { non_atomic_limits: true, ..Planted::default() };
+    let (seed, report) = first_failure(planted, 300).expect("caught within 300 seeds");
+    eprintln!("check-then-take limits: caught by seed {seed}");
+    let invariants: BTreeSet<&str> =
+        report.violations.iter().map(|v| v.invariant.as_str()).collect();
+    assert!(invariants.contains("cap-exceeded"), "seed {seed}: {invariants:?}");
+    // The same seed with the atomic acquisition holds every invariant.
+    assert_passed(&run(config(seed, 100)));
+}
+
+/// Caps and bursts are not dead weight: across a few seeds with every fault on, the category caps
+/// held notifications back (deferred and skipped) and every admission was checked.
+#[test]
+fn caps_hold_back_bursts_and_every_admission_is_checked() {
+    let mut figures = simulations::PolicyFigures::default();
+    let mut bursts = 0;
+    for seed in 0..10 {
+        let mut c = config(seed, 300);
+        c.profile = Profile::All;
+        let report = run(c);
+        assert_passed(&report);
+        bursts += report.fired.get(&Fault::Burst).copied().unwrap_or(0);
+        figures.admissions += report.policy.admissions;
+        figures.deferred += report.policy.deferred;
+        figures.skipped += report.policy.skipped;
+        figures.by_cap += report.policy.by_cap;
+    }
+    assert!(bursts > 0, "no burst fired");
+    assert!(figures.admissions > 1_000, "{figures:?}");
+    assert!(figures.deferred > 0 && figures.skipped > 0 && figures.by_cap > 0, "{figures:?}");
+}
+
+#[test]
+fn a_dedup_that_never_looks_up_the_event_is_caught() {
+    let planted = Planted { no_dedup: true, ..Planted::default() };
+    let (seed, report) = first_failure(planted, 300).expect("caught within 300 seeds");
+    eprintln!("no dedup: caught by seed {seed}");
+    let invariants: BTreeSet<&str> =
+        report.violations.iter().map(|v| v.invariant.as_str()).collect();
+    assert!(invariants.contains("dedup"), "seed {seed}: {invariants:?}");
+    let fixed = run(config(seed, 100));
+    assert_passed(&fixed);
+    assert!(fixed.policy.deduplicated > 0, "{}", fixed.text());
+}
+
+#[test]
+fn a_collapse_that_loses_merged_data_is_caught() {
+    let planted = Planted { collapse_drops_items: true, ..Planted::default() };
+    let (seed, report) = first_failure(planted, 300).expect("caught within 300 seeds");
+    eprintln!("collapse drops items: caught by seed {seed}");
+    let invariants: BTreeSet<&str> =
+        report.violations.iter().map(|v| v.invariant.as_str()).collect();
+    assert!(invariants.contains("collapse"), "seed {seed}: {invariants:?}");
+    let fixed = run(config(seed, 100));
+    assert_passed(&fixed);
+    assert!(fixed.policy.collapsed > 0, "{}", fixed.text());
+}
+
+#[test]
 fn a_registry_that_renders_a_version_other_than_the_pinned_one_is_caught() {
     let planted = Planted { template_version_ignored: true, ..Planted::default() };
     let (seed, report) = first_failure(planted, 300).expect("caught within 300 seeds");

@@ -199,6 +199,7 @@ where
         data: body.data.clone(),
         category: body.category.clone(),
         locale: None,
+        correlation: Default::default(),
     };
     precheck(&state.runner, &tenant, &check, "").await?;
 

@@ -128,6 +128,7 @@ mod tests {
             data: Default::default(),
             category: Category::new(category).unwrap(),
             locale: None,
+            correlation: Default::default(),
         }
     }
 

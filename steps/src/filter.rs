@@ -49,6 +49,21 @@ pub enum SkipReason {
         /// The channel.
         channel: Channel,
     },
+    /// Merged into another notification's message by its collapse key (that one carries this
+    /// one's data).
+    Collapsed {
+        /// The notification whose message carries it.
+        into: crate::model::NotificationId,
+    },
+    /// A cap of the category was reached and its policy says skip rather than defer.
+    Capped {
+        /// The category.
+        category: Category,
+        /// The cap's max.
+        max: u32,
+        /// The cap's window, ms.
+        window_ms: u64,
+    },
     /// The recipient unsubscribed from everything but critical messages.
     Unsubscribed {
         /// The channel it was for.
@@ -103,6 +118,12 @@ impl std::fmt::Display for SkipReason {
             SkipReason::Expired { channel } => {
                 write!(f, "the {channel} message would go out after its time budget")
             }
+            SkipReason::Collapsed { into } => write!(f, "collapsed into notification {into}"),
+            SkipReason::Capped { category, max, window_ms } => write!(
+                f,
+                "the {category} cap ({max} per {}) was reached",
+                crate::limits::human_ms(*window_ms)
+            ),
             SkipReason::Unsubscribed { .. } => {
                 write!(f, "recipient unsubscribed from everything but critical messages")
             }
@@ -311,6 +332,7 @@ mod tests {
             data: Default::default(),
             category: Category::new("account").unwrap(),
             locale: None,
+            correlation: Default::default(),
         }
     }
 

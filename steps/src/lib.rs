@@ -5,6 +5,9 @@
 //!
 //! # Layout
 //! - [`model`]: ids, addresses and the notification request.
+//! - [`collapse`]: collapse groups ("3 new messages"): the reference join and close, and the
+//!   template variables.
+//! - [`correlation`]: what relates notifications: the event (dedup) and the collapse key.
 //! - [`filter`]: the preference filter (may this go out on this channel, now?).
 //! - [`preferences`]: a recipient's choices and the rule that weighs them.
 //! - [`quiet`]: quiet hours in the recipient's time zone.
@@ -14,12 +17,16 @@
 //!   channel with each channel's limits.
 //! - [`locale`]: language tags and their fallback chain (`fr-CA` → `fr` → the default).
 //! - [`sms`]: GSM-7 / UCS-2 encoding and SMS segment counting.
-//! - [`rate`]: the sliding-window rate limit and its decision.
+//! - [`rate`]: the per-channel rate limit, the rate decision and the provider send pacer.
+//! - [`limits`]: per-recipient windows and category caps, taken all or nothing.
 //! - [`retry`]: retry policies as data, seeded backon delays.
 //! - [`outcome`]: what a provider call came to, and the error taxonomy.
 
+pub mod collapse;
+pub mod correlation;
 pub mod fallback;
 pub mod filter;
+pub mod limits;
 pub mod locale;
 pub mod model;
 pub mod outcome;

@@ -351,6 +351,9 @@ pub struct Request {
     /// Absent: the template's default locale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locale: Option<Locale>,
+    /// The event it reports and the group it may be collapsed into, if any.
+    #[serde(default, skip_serializing_if = "crate::correlation::Correlation::is_empty")]
+    pub correlation: crate::correlation::Correlation,
 }
 
 #[cfg(test)]

@@ -1,11 +1,14 @@
-//! Rates: the per-recipient, per-channel sliding window, and the per-provider send pacer.
+//! Rates: the per-recipient, per-channel rate limit, the lifecycle's rate decision, and the
+//! per-provider send pacer.
 //!
 //! The counting itself must be atomic across workers, so it happens in the store (a Lua script on
-//! Redis, a mutex in memory). Both follow [`SlidingWindow::admit`] and [`Pacer::reserve`], the
-//! reference semantics the conformance tests hold them to. This module turns the store's answer
-//! into a lifecycle decision.
+//! Redis, a mutex in memory). A recipient's windows (the channel's and the category caps) are
+//! taken together, all or nothing, following [`crate::limits::admit`]; the pacer follows
+//! [`Pacer::reserve`]. Those are the reference semantics the conformance tests hold the stores to.
 
 use serde::{Deserialize, Serialize};
+
+use crate::limits::Limit;
 
 /// What happens to a notification over the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,70 +32,23 @@ pub struct RateLimit {
     pub over_limit: OverLimit,
 }
 
-/// The store's answer to "may one more go out now?".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "result")]
-pub enum RateCheck {
-    /// Admitted; `count` sends are now in the window, this one included.
-    Allowed {
-        /// Sends in the window after this one.
-        count: u32,
-    },
-    /// Refused; the window has room again at `retry_at_ms`.
-    Limited {
-        /// When the oldest entry leaves the window.
-        retry_at_ms: u64,
-    },
-}
-
-/// What the lifecycle does with the answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the lifecycle does about the recipient's limits (see [`crate::limits::decide`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RateDecision {
-    /// Go ahead.
+    /// Go ahead: a slot is held in every window.
     Allow,
-    /// Wait until `until_ms`.
+    /// Wait until `until_ms`, when every full window has room again.
     Defer {
         /// When to try again.
         until_ms: u64,
+        /// The full window that has room last (recorded as the reason).
+        limit: Limit,
     },
-    /// Give up on the notification.
-    Skip,
-}
-
-impl RateLimit {
-    /// Turns the store's answer into a decision.
-    pub fn decide(&self, check: RateCheck) -> RateDecision {
-        match (check, self.over_limit) {
-            (RateCheck::Allowed { .. }, _) => RateDecision::Allow,
-            (RateCheck::Limited { retry_at_ms }, OverLimit::Defer) => {
-                RateDecision::Defer { until_ms: retry_at_ms }
-            }
-            (RateCheck::Limited { .. }, OverLimit::Skip) => RateDecision::Skip,
-        }
-    }
-}
-
-/// The reference sliding window: the timestamps (ms) of admitted sends, oldest first.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SlidingWindow {
-    /// Admission times still inside the window, oldest first.
-    pub admitted_ms: Vec<u64>,
-}
-
-impl SlidingWindow {
-    /// Drops entries older than the window, then admits one more at `now_ms` if there is room.
-    /// An entry at exactly `now_ms - window_ms` has left the window.
-    pub fn admit(&mut self, limit: &RateLimit, now_ms: u64) -> RateCheck {
-        let floor = now_ms.saturating_sub(limit.window_ms);
-        self.admitted_ms.retain(|&t| t > floor);
-        if (self.admitted_ms.len() as u64) < u64::from(limit.max) {
-            self.admitted_ms.push(now_ms);
-            RateCheck::Allowed { count: self.admitted_ms.len() as u32 }
-        } else {
-            let oldest = self.admitted_ms.first().copied().unwrap_or(now_ms);
-            RateCheck::Limited { retry_at_ms: oldest + limit.window_ms }
-        }
-    }
+    /// Give up on the notification: a full window's policy says skip.
+    Skip {
+        /// That window.
+        limit: Limit,
+    },
 }
 
 /// A provider's send rate: at most `max` sends in any `window_ms`, paced evenly (one every
@@ -213,25 +169,5 @@ mod tests {
                 proptest::prop_assert!(within <= max as usize, "{within} sends in {window_ms} ms");
             }
         }
-    }
-
-    const LIMIT: RateLimit = RateLimit { max: 2, window_ms: 1_000, over_limit: OverLimit::Defer };
-
-    #[test]
-    fn window_admits_max_then_defers_until_the_oldest_leaves() {
-        let mut w = SlidingWindow::default();
-        assert_eq!(w.admit(&LIMIT, 100), RateCheck::Allowed { count: 1 });
-        assert_eq!(w.admit(&LIMIT, 200), RateCheck::Allowed { count: 2 });
-        assert_eq!(w.admit(&LIMIT, 300), RateCheck::Limited { retry_at_ms: 1_100 });
-        assert_eq!(w.admit(&LIMIT, 1_100), RateCheck::Allowed { count: 2 });
-    }
-
-    #[test]
-    fn decision_follows_policy() {
-        let limited = RateCheck::Limited { retry_at_ms: 5 };
-        assert_eq!(LIMIT.decide(limited), RateDecision::Defer { until_ms: 5 });
-        let skip = RateLimit { over_limit: OverLimit::Skip, ..LIMIT };
-        assert_eq!(skip.decide(limited), RateDecision::Skip);
-        assert_eq!(skip.decide(RateCheck::Allowed { count: 1 }), RateDecision::Allow);
     }
 }

@@ -12,6 +12,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::locale::Locale;
 use crate::model::{EmailAddress, IdError, PhoneNumber, RecipientId, check_id};
 use crate::preferences::Preferences;
 
@@ -22,19 +23,10 @@ pub const DEVICES_MAX: usize = 10;
 /// The longest device token accepted, in bytes. APNs tokens are 64 hex characters, FCM
 /// registration tokens about 160; a web push subscription (endpoint and keys) fits in 4 KiB.
 pub const DEVICE_TOKEN_LEN_MAX: usize = 4_096;
-/// The longest locale tag accepted (RFC 5646 suggests implementations support at least 35).
-pub const LOCALE_LEN_MAX: usize = 35;
 
 /// Why a value of the directory was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// Not a locale tag.
-    #[error(
-        "must be a BCP 47 language tag such as 'en', 'fr-CA' or 'zh-Hant-TW': a 2 or 3 letter \
-         language, then subtags of 1 to 8 letters or digits separated by '-', at most \
-         {LOCALE_LEN_MAX} characters"
-    )]
-    Locale,
     /// Not a known IANA time zone.
     #[error("must be an IANA time zone name such as 'Europe/Paris' or 'America/New_York'")]
     TimeZone,
@@ -44,47 +36,6 @@ pub enum Error {
          issued)"
     )]
     DeviceToken,
-}
-
-/// A BCP 47 language tag, checked for shape (language, then subtags), not against the registry:
-/// the application knows which locales its templates have.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Locale(String);
-
-impl Locale {
-    /// Parses a tag.
-    pub fn parse(s: &str) -> Result<Self, Error> {
-        let mut parts = s.split('-');
-        let language = parts.next().unwrap_or("");
-        let language_ok =
-            (2..=3).contains(&language.len()) && language.bytes().all(|b| b.is_ascii_alphabetic());
-        let subtags_ok = parts
-            .all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()));
-        if s.len() <= LOCALE_LEN_MAX && language_ok && subtags_ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(Error::Locale)
-        }
-    }
-
-    /// The tag.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for Locale {
-    type Error = Error;
-    fn try_from(s: String) -> Result<Self, Error> {
-        Locale::parse(&s)
-    }
-}
-
-impl From<Locale> for String {
-    fn from(l: Locale) -> String {
-        l.0
-    }
 }
 
 /// An IANA time zone (`Europe/Paris`), from the database compiled into `chrono-tz`.
@@ -286,7 +237,8 @@ pub struct Contact {
     /// E.164 phone number, for the SMS channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone: Option<PhoneNumber>,
-    /// Preferred locale (templates choose their language from it).
+    /// Preferred locale (the templates' tag, normalised): a notification submitted without a
+    /// locale is rendered in it, pinned when it is accepted with the template version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locale: Option<Locale>,
     /// Time zone, for quiet hours. Without one, quiet hours are not applied.
@@ -341,19 +293,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn locales_are_checked_for_shape() {
-        for good in ["en", "fr-CA", "zh-Hant-TW", "es-419", "de-DE-1996", "yue"] {
-            assert_eq!(Locale::parse(good).unwrap().as_str(), good);
-        }
-        for bad in ["", "e", "english", "en_US", "en-", "-en", "en--US", "en-abcdefghi", "12"] {
-            assert_eq!(Locale::parse(bad), Err(Error::Locale), "{bad:?}");
-        }
-        assert!(Locale::parse(&format!("en{}", "-abc".repeat(9))).is_err(), "too long");
-        let err = serde_json::from_str::<Locale>("\"en_US\"").unwrap_err().to_string();
-        assert!(err.contains("BCP 47"), "{err}");
-    }
-
-    #[test]
     fn time_zones_come_from_the_iana_database() {
         let paris = TimeZone::parse("Europe/Paris").unwrap();
         assert_eq!(paris.name(), "Europe/Paris");
@@ -400,6 +339,7 @@ mod tests {
             r#"{"email":"nobody"}"#,
             r#"{"time_zone":"Nowhere"}"#,
             r#"{"locale":"english"}"#,
+            r#"{"locale":"en--GB"}"#,
             r#"{"nickname":"ada"}"#,
         ] {
             assert!(serde_json::from_str::<Contact>(bad).is_err(), "{bad}");

@@ -19,20 +19,23 @@ mod templates;
 
 use std::time::Duration;
 
+use steps::limits::{self, Admission, Cap, Full, Limit, Window};
+use steps::locale::Locale;
 use steps::model::{
     Attempt, Category, Channel, EmailAddress, NotificationId, PhoneNumber, ProviderName, Recipient,
     RecipientId, Request, TemplateId, TemplateRef, TenantId,
 };
 use steps::preferences::Preferences;
-use steps::rate::{OverLimit, Pacer, RateCheck, RateLimit, SendRate, SendSlot, SlidingWindow};
+use steps::rate::{OverLimit, Pacer, SendRate, SendSlot};
 use steps::recipient::{
-    Contact, DEVICES_MAX, Device, DeviceId, DeviceToken, Locale, Platform, RecipientEntry, TimeZone,
+    Contact, DEVICES_MAX, Device, DeviceId, DeviceToken, Platform, RecipientEntry, TimeZone,
 };
 use workflows::dlq::{DlqFilter, Truncated};
 use workflows::machine::{State, StateKind};
 use workflows::ports::{
-    ApiKey, DeviceAdded, Directory, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem, ListQuery,
-    Purged, RateKey, Store,
+    ApiKey, Claimed, CollapseGroup, CreatedOnce, DeviceAdded, Directory, EventKey, HISTORY_LEN_MAX,
+    INBOX_LEN_MAX, Inbox, InboxItem, ListQuery, Purged, RecipientKey, Store, StoredItem,
+    StoredResponse,
 };
 use workflows::record::{
     Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
@@ -52,7 +55,7 @@ pub trait Conformance: Store + Inbox + WakeQueue + Directory {}
 impl<S: Store + Inbox + WakeQueue + Directory> Conformance for S {}
 
 /// Every check, by name, in the order [`conformance_tests!`](crate::conformance_tests) runs them.
-pub const CHECKS: [&str; 31] = [
+pub const CHECKS: [&str; 34] = [
     "create_and_load_round_trip",
     "idempotent_create",
     "commit_compare_and_set",
@@ -63,7 +66,7 @@ pub const CHECKS: [&str; 31] = [
     "purge_deletes_everything_about_a_record",
     "replay_data_is_kept",
     "wake_enqueued_with_new_version",
-    "rate_window_follows_the_reference",
+    "limit_windows_follow_the_reference",
     "send_slots_follow_the_reference_pacer",
     "inbox_is_idempotent_newest_first_and_capped",
     "api_keys",
@@ -73,6 +76,9 @@ pub const CHECKS: [&str; 31] = [
     "abandoned_deliveries_are_reclaimed",
     "promote_is_bounded_per_shard",
     "tenant_isolation",
+    "idempotency_keys_are_claimed_finished_and_released",
+    "an_event_creates_one_record_within_its_window",
+    "collapse_groups_follow_the_reference",
     "lost_wake_is_redriven_after_its_deadline",
     "settled_records_are_never_redriven",
     "overdue_records_are_counted_and_reaped_in_bounded_chunks",
@@ -102,7 +108,7 @@ macro_rules! conformance_tests {
             purge_deletes_everything_about_a_record,
             replay_data_is_kept,
             wake_enqueued_with_new_version,
-            rate_window_follows_the_reference,
+            limit_windows_follow_the_reference,
             send_slots_follow_the_reference_pacer,
             inbox_is_idempotent_newest_first_and_capped,
             api_keys,
@@ -112,6 +118,9 @@ macro_rules! conformance_tests {
             abandoned_deliveries_are_reclaimed,
             promote_is_bounded_per_shard,
             tenant_isolation,
+            idempotency_keys_are_claimed_finished_and_released,
+            an_event_creates_one_record_within_its_window,
+            collapse_groups_follow_the_reference,
             lost_wake_is_redriven_after_its_deadline,
             settled_records_are_never_redriven,
             overdue_records_are_counted_and_reaped_in_bounded_chunks,
@@ -167,6 +176,7 @@ fn request() -> Request {
         data: serde_json::Map::from_iter([("name".to_owned(), serde_json::json!("Bob"))]),
         category: Category::new("order_updates").expect("fixture id"),
         locale: Some(steps::locale::Locale::parse("fr-CA").expect("fixture locale")),
+        correlation: Default::default(),
     }
 }
 
@@ -381,6 +391,241 @@ pub async fn idempotent_create<S: Conformance>(store: &S) {
         Ok(Created::Existing { id: first_id.clone(), same_request: false })
     );
     assert_eq!(stats(store).await.ready, 2, "only the two new records enqueue a wake-up");
+}
+
+/// An idempotency key whose work spans several steps: the first claim holds it; a second with
+/// the same body is in flight until the lease runs out, then takes over; another body is a
+/// reuse; the finished answer is returned to every later claim and never replaced; a release
+/// frees a pending claim only. A key written by a create reads as done. Keys are per tenant.
+pub async fn idempotency_keys_are_claimed_finished_and_released<S: Conformance>(store: &S) {
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let now = store.now_ms();
+    let lease = 10_000;
+    let idem = Idempotency { key: "batch-7".into(), fingerprint: "fp-1".into() };
+    let other = Idempotency { key: "batch-7".into(), fingerprint: "fp-2".into() };
+    assert_eq!(store.claim_key(&acme, &idem, now, lease).await, Ok(Claimed::Held));
+    assert_eq!(
+        store.claim_key(&acme, &idem, now + 1, lease).await,
+        Ok(Claimed::InFlight { until_ms: now + lease })
+    );
+    assert_eq!(
+        store.claim_key(&acme, &other, now + 1, lease).await,
+        Ok(Claimed::Reused { id: None })
+    );
+    // Another tenant's key of the same name is its own.
+    assert_eq!(store.claim_key(&globex, &idem, now + 1, lease).await, Ok(Claimed::Held));
+    // The holder's lease ran out: the next claim with the same body takes over.
+    assert_eq!(store.claim_key(&acme, &idem, now + lease, lease).await, Ok(Claimed::Held));
+    assert_eq!(
+        store.claim_key(&acme, &idem, now + lease + 1, lease).await,
+        Ok(Claimed::InFlight { until_ms: now + 2 * lease })
+    );
+    let answer = StoredResponse {
+        items: vec![
+            StoredItem { id: id(&acme, 1), deduplicated: false },
+            StoredItem { id: id(&acme, 2), deduplicated: true },
+        ],
+    };
+    store.finish_key(&acme, &idem, &answer, now + 20).await.expect("finish");
+    assert_eq!(
+        store.claim_key(&acme, &idem, now + 21, lease).await,
+        Ok(Claimed::Done { response: answer.clone() })
+    );
+    assert_eq!(
+        store.claim_key(&acme, &other, now + 21, lease).await,
+        Ok(Claimed::Reused { id: Some(id(&acme, 1)) })
+    );
+    // A late finish (a holder taken for dead) or a release changes nothing once finished.
+    let late = StoredResponse { items: vec![StoredItem { id: id(&acme, 3), deduplicated: false }] };
+    store.finish_key(&acme, &idem, &late, now + 22).await.expect("finish");
+    store.release_key(&acme, &idem).await.expect("release");
+    assert_eq!(
+        store.claim_key(&acme, &idem, now + 23, lease).await,
+        Ok(Claimed::Done { response: answer })
+    );
+    // A pending claim is released by its own body only.
+    store.release_key(&globex, &other).await.expect("release");
+    assert!(matches!(
+        store.claim_key(&globex, &idem, now + 24, lease).await,
+        Ok(Claimed::InFlight { .. })
+    ));
+    store.release_key(&globex, &idem).await.expect("release");
+    assert_eq!(store.claim_key(&globex, &idem, now + 25, lease).await, Ok(Claimed::Held));
+    // A key a create wrote with its record is done, with that record.
+    let key = "order-9";
+    let created = Idempotency { key: key.into(), fingerprint: "fp-c".into() };
+    let rec = record(&acme, &keys::new_notification_id(&acme, Some(key), &ulid(9)), now, None);
+    assert_eq!(store.create(&rec, &first(now), Some(&created)).await, Ok(Created::New));
+    let item = StoredItem { id: rec.id.clone(), deduplicated: false };
+    assert_eq!(
+        store.claim_key(&acme, &created, now + 1, lease).await,
+        Ok(Claimed::Done { response: StoredResponse { items: vec![item] } })
+    );
+    let reused = Idempotency { key: key.into(), fingerprint: "fp-x".into() };
+    assert_eq!(
+        store.claim_key(&acme, &reused, now + 1, lease).await,
+        Ok(Claimed::Reused { id: Some(rec.id.clone()) })
+    );
+    // A create with a key that a pending claim holds writes nothing.
+    let pending = Idempotency { key: "pending".into(), fingerprint: "fp-p".into() };
+    assert_eq!(store.claim_key(&acme, &pending, now, lease).await, Ok(Claimed::Held));
+    let blocked =
+        record(&acme, &keys::new_notification_id(&acme, Some("pending"), &ulid(10)), now, None);
+    let answer = store.create(&blocked, &first(now), Some(&pending)).await;
+    assert!(matches!(answer, Ok(Created::Existing { same_request: false, .. })), "{answer:?}");
+    assert_eq!(store.load(&acme, &blocked.id).await, Ok(None));
+}
+
+/// The same event for the same recipient and channel creates one record within its window; the
+/// duplicate names the first and writes nothing. Another recipient, channel or tenant is another
+/// event, and after the window the event makes a new record.
+pub async fn an_event_creates_one_record_within_its_window<S: Conformance>(store: &S) {
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let event = |tenant: &TenantId, recipient: &str, channel| EventKey {
+        tenant: tenant.clone(),
+        event: steps::correlation::EventId::new("order-1:shipped").expect("fixture id"),
+        recipient: RecipientId::new(recipient).expect("fixture id"),
+        channel,
+    };
+    let once = async |event: &EventKey, n: u32, window_ms: u64| {
+        let id = keys::new_notification_id_in(keys::event_shard(event), &ulid(n));
+        let now = store.now_ms();
+        let rec = record(&event.tenant, &id, now, Some(now));
+        (id, store.create_once(&rec, &first(now), event, window_ms).await)
+    };
+    let shipped = event(&acme, "bob", Channel::Email);
+    let day = 86_400_000;
+    let (first_id, created) = once(&shipped, 1, day).await;
+    assert_eq!(created, Ok(CreatedOnce::New));
+    let (second_id, again) = once(&shipped, 2, day).await;
+    assert_eq!(again, Ok(CreatedOnce::Duplicate { id: first_id.clone() }));
+    assert_eq!(store.load(&acme, &second_id).await, Ok(None), "a duplicate created a record");
+    for (n, other) in [
+        (3, event(&acme, "carol", Channel::Email)),
+        (4, event(&acme, "bob", Channel::Sms)),
+        (5, event(&globex, "bob", Channel::Email)),
+    ] {
+        assert_eq!(once(&other, n, day).await.1, Ok(CreatedOnce::New), "{other:?}");
+    }
+    // The same id again (with an unseen event of its shard) is refused, never overwritten.
+    let now = store.now_ms();
+    let rec = record(&acme, &first_id, now, None);
+    let fresh = (0..1_000)
+        .map(|n| event(&acme, &format!("dave{n}"), Channel::Email))
+        .find(|e| keys::event_shard(e) == keys::event_shard(&shipped))
+        .expect("an event in the same shard");
+    assert_eq!(store.create_once(&rec, &first(now), &fresh, day).await, Ok(CreatedOnce::IdTaken));
+    // A short window: after it the event makes a new record (TTLs run on the store's clock).
+    let brief = event(&acme, "erin", Channel::Push);
+    assert_eq!(once(&brief, 6, 200).await.1, Ok(CreatedOnce::New));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(once(&brief, 7, 200).await.1, Ok(CreatedOnce::New));
+}
+
+/// Collapse groups join and close exactly as `steps::collapse::join` and `close`: the first
+/// opens a group and waits, the next ones inside the window merge into it, a repeated join gets
+/// the same answer, a closed or full group takes no newcomer, each key, channel and recipient has
+/// its own groups. What a survivor keeps with its record is kept once.
+pub async fn collapse_groups_follow_the_reference<S: Conformance>(store: &S) {
+    use steps::collapse::{self, COLLAPSE_ITEMS_MAX, COLLAPSE_KEEP_MS, Groups, Merged};
+    let acme = tenant("acme");
+    let now = store.now_ms();
+    let group = |recipient: &str, channel, key: &str| CollapseGroup {
+        tenant: acme.clone(),
+        recipient: RecipientId::new(recipient).expect("fixture id"),
+        channel,
+        key: steps::correlation::CollapseKey::new(key).expect("fixture key"),
+    };
+    let chat = group("bob", Channel::InApp, "room:42");
+    let data = |n: u32| {
+        serde_json::Map::from_iter([("message".to_owned(), serde_json::json!(format!("m{n}")))])
+    };
+    let window = 60_000;
+    let mut reference = Groups::default();
+    enum Step {
+        Join(u32, u64),
+        Close(u32, u64),
+    }
+    let steps = [
+        Step::Join(1, 0),
+        Step::Join(2, 10),
+        Step::Join(3, 20),
+        Step::Join(2, 30),
+        Step::Join(1, 40),
+        Step::Join(4, 60_000),
+        Step::Close(1, 60_001),
+        Step::Join(1, 60_002),
+        Step::Close(1, 60_003),
+        Step::Join(5, 60_004),
+        Step::Close(4, 60_005),
+        Step::Join(6, 60_006),
+        Step::Join(3, 60_007),
+        Step::Close(9, 60_008),
+    ];
+    for step in steps {
+        match step {
+            Step::Join(n, offset) => {
+                let member = id(&acme, n);
+                let expected = collapse::join(
+                    &mut reference,
+                    &member,
+                    &data(n),
+                    window,
+                    COLLAPSE_KEEP_MS,
+                    now + offset,
+                );
+                let got = store.collapse_join(&chat, &member, &data(n), window, now + offset).await;
+                assert_eq!(got, Ok(expected), "join {n} at +{offset} ms");
+                // Which group each notification joined, as the reference says (reads only).
+                for m in 1..=9 {
+                    let expected = collapse::member_of(&reference, &id(&acme, m), now + offset);
+                    let got = store.collapse_member(&chat, &id(&acme, m), now + offset).await;
+                    assert_eq!(got, Ok(expected), "member {m} after join {n} at +{offset} ms");
+                }
+            }
+            Step::Close(n, offset) => {
+                let survivor = id(&acme, n);
+                let expected = collapse::close(&mut reference, &survivor, now + offset);
+                let got = store.collapse_close(&chat, &survivor, now + offset).await;
+                assert_eq!(got, Ok(expected), "close {n} at +{offset} ms");
+            }
+        }
+    }
+    let merged = store.collapse_close(&chat, &id(&acme, 1), now + 60_010).await.expect("close");
+    let ids: Vec<NotificationId> =
+        merged.expect("a group").items.into_iter().map(|i| i.id).collect();
+    assert_eq!(ids, [id(&acme, 1), id(&acme, 2), id(&acme, 3)], "the reference merged as expected");
+    // Other keys, channels and recipients have their own groups.
+    for other in [
+        group("bob", Channel::InApp, "room:7"),
+        group("bob", Channel::Email, "room:42"),
+        group("carol", Channel::InApp, "room:42"),
+    ] {
+        let joined = store.collapse_join(&other, &id(&acme, 20), &data(20), window, now + 5).await;
+        assert_eq!(joined, Ok(collapse::Joined::Wait { until_ms: now + 5 + window }), "{other:?}");
+    }
+    // A full group sends the next one to a group of its own.
+    let busy = group("dave", Channel::Sms, "k");
+    for n in 0..COLLAPSE_ITEMS_MAX as u32 {
+        store.collapse_join(&busy, &id(&acme, 100 + n), &data(n), window, now).await.expect("join");
+    }
+    let next = id(&acme, 999);
+    let joined = store.collapse_join(&busy, &next, &data(999), window, now + 1).await;
+    assert_eq!(joined, Ok(collapse::Joined::Wait { until_ms: now + 1 + window }));
+    let full = store.collapse_close(&busy, &id(&acme, 100), now + 2).await.expect("close");
+    assert_eq!(full.map(|m| m.items.len()), Some(COLLAPSE_ITEMS_MAX));
+    // What a survivor keeps with its record is kept once, and only for a record that exists.
+    let rec = record(&acme, &id(&acme, 1), now, None);
+    create(store, &rec).await;
+    assert_eq!(store.merged(&acme, &rec.id).await, Ok(None));
+    let first_kept = Merged::alone(&rec.id, &data(1));
+    store.keep_merged(&acme, &rec.id, &first_kept).await.expect("keep");
+    store.keep_merged(&acme, &rec.id, &Merged::alone(&rec.id, &data(2))).await.expect("keep");
+    assert_eq!(store.merged(&acme, &rec.id).await, Ok(Some(first_kept)));
+    assert_eq!(store.load(&acme, &rec.id).await.expect("load"), Some(rec), "the record is intact");
+    let ghost = id(&acme, 77);
+    store.keep_merged(&acme, &ghost, &Merged::alone(&ghost, &data(7))).await.expect("keep");
+    assert_eq!(store.merged(&acme, &ghost).await, Ok(None));
 }
 
 /// A commit applies only at the expected version; a stale one reports the current version; an
@@ -677,40 +922,94 @@ pub async fn wake_enqueued_with_new_version<S: Conformance>(store: &S) {
     assert_eq!(stats(store).await, QueueStats::default());
 }
 
-/// The rate window admits and refuses exactly as `steps::rate::SlidingWindow::admit`, per
-/// recipient and channel.
-pub async fn rate_window_follows_the_reference<S: Conformance>(store: &S) {
+/// A recipient's windows admit and refuse exactly as `steps::limits::admit`: all or nothing,
+/// every full window named with when it has room, a member that holds its slots admitted again
+/// (its slots move to the later time, never back), each recipient with its own windows; and
+/// `window_usage` counts what is held without taking anything.
+pub async fn limit_windows_follow_the_reference<S: Conformance>(store: &S) {
     let acme = tenant("acme");
     let now = store.now_ms();
-    let limit = RateLimit { max: 2, window_ms: 60_000, over_limit: OverLimit::Defer };
-    let key = |recipient: &str, channel| RateKey {
-        tenant: acme.clone(),
-        recipient: RecipientId::new(recipient).expect("fixture id"),
-        channel,
+    let bob =
+        RecipientKey { tenant: acme.clone(), recipient: RecipientId::new("bob").expect("id") };
+    let marketing = Category::new("marketing").expect("fixture id");
+    let sms = Window {
+        limit: Limit::Channel { channel: Channel::Sms, max: 2, window_ms: 60_000 },
+        over_limit: OverLimit::Defer,
     };
-    let mut reference = SlidingWindow::default();
-    let offsets = [0, 1_000, 2_000, 59_999, 60_000, 60_001, 61_000, 61_000, 125_000, 125_000];
-    for offset in offsets {
+    let cap = |c: Cap| Window {
+        limit: Limit::Cap { category: marketing.clone(), max: c.max, window_ms: c.window_ms },
+        over_limit: c.over_limit,
+    };
+    let day = cap(Cap { max: 3, window_ms: 120_000, over_limit: OverLimit::Defer });
+    let week = cap(Cap { max: 4, window_ms: 300_000, over_limit: OverLimit::Skip });
+    let all = [sms.clone(), day.clone(), week.clone()];
+    let member = |n: u32| id(&acme, n);
+    let mut reference = std::collections::BTreeMap::new();
+    // (offset ms, member, which windows)
+    let steps: [(u64, u32, &[Window]); 14] = [
+        (0, 1, &all),
+        (1_000, 2, &all),
+        // The SMS window is full; the caps had room but nothing is taken.
+        (2_000, 3, &all),
+        (2_000, 3, &all[1..]),
+        // The member holding its slots is admitted again; its slots move to now.
+        (3_000, 1, &all),
+        // A worker whose clock is behind: the slot does not move back.
+        (2_500, 1, &all),
+        (59_999, 4, &all),
+        (61_000, 4, &all),
+        (62_000, 5, &all[1..]),
+        (63_000, 6, &all[1..]),
+        (121_000, 6, &all),
+        (200_000, 7, &all),
+        (299_999, 8, &all[1..]),
+        (1_000_000, 8, &all),
+    ];
+    let mut full_seen = std::collections::BTreeSet::new();
+    for (offset, n, windows) in steps {
         let at = now + offset;
-        let expected = reference.admit(&limit, at);
-        let got = store.rate_acquire(&key("bob", Channel::Sms), &limit, at).await;
-        assert_eq!(got, Ok(expected), "at +{offset} ms");
+        let expected = limits::admit(&mut reference, windows, member(n).as_str(), at);
+        if let Admission::Full { full } = &expected {
+            full_seen.extend(full.iter().map(|f| windows[f.index].limit.name()));
+        }
+        let got = store.acquire_windows(&bob, &member(n), windows, at).await;
+        assert_eq!(got, Ok(expected.clone()), "member {n} at +{offset} ms");
+        let usage = limits::usage(&reference, &all, at);
+        assert_eq!(store.window_usage(&bob, &all, at).await, Ok(usage), "usage at +{offset} ms");
     }
-    assert!(matches!(
-        store.rate_acquire(&key("bob", Channel::Sms), &limit, now + 125_001).await,
-        Ok(RateCheck::Limited { retry_at_ms }) if retry_at_ms == now + 185_000
-    ));
-    // Other channels and recipients have their own windows.
-    let fresh = store.rate_acquire(&key("bob", Channel::Email), &limit, now + 125_001).await;
-    assert_eq!(fresh, Ok(RateCheck::Allowed { count: 1 }));
-    let fresh = store.rate_acquire(&key("carol", Channel::Sms), &limit, now + 125_001).await;
-    assert_eq!(fresh, Ok(RateCheck::Allowed { count: 1 }));
-    // A limit of zero refuses everything until a window from now.
-    let zero = RateLimit { max: 0, ..limit };
+    // The sequence filled the channel window and both caps.
+    assert_eq!(full_seen.len(), 3, "{full_seen:?}");
+    let at = now + 1_000_001;
+    let answer = store.acquire_windows(&bob, &member(9), &[day.clone(), week.clone()], at).await;
+    assert_eq!(answer, Ok(limits::admit(&mut reference, &[day, week], member(9).as_str(), at)));
+    let dave =
+        RecipientKey { tenant: acme.clone(), recipient: RecipientId::new("dave").expect("id") };
+    let one = std::slice::from_ref(&sms);
+    assert_eq!(store.acquire_windows(&dave, &member(1), one, now).await, Ok(Admission::Admitted));
     assert_eq!(
-        store.rate_acquire(&key("dave", Channel::Sms), &zero, now).await,
-        Ok(RateCheck::Limited { retry_at_ms: now + 60_000 })
+        store.acquire_windows(&dave, &member(2), one, now + 5).await,
+        Ok(Admission::Admitted)
     );
+    let full = store.acquire_windows(&dave, &member(10), one, now + 10).await;
+    assert_eq!(
+        full,
+        Ok(Admission::Full { full: vec![Full { index: 0, retry_at_ms: now + 60_000 }] }),
+        "a full window says when its oldest admission leaves"
+    );
+    // Other recipients have their own windows; no windows at all admits.
+    let carol =
+        RecipientKey { tenant: acme.clone(), recipient: RecipientId::new("carol").expect("id") };
+    assert_eq!(
+        store.acquire_windows(&carol, &member(10), &all, now).await,
+        Ok(Admission::Admitted)
+    );
+    assert_eq!(store.window_usage(&carol, &all, now).await, Ok(vec![1, 1, 1]));
+    assert_eq!(store.acquire_windows(&carol, &member(11), &[], now).await, Ok(Admission::Admitted));
+    let other = RecipientKey { tenant: tenant("other"), recipient: bob.recipient.clone() };
+    assert_eq!(store.window_usage(&other, &all, now).await, Ok(vec![0, 0, 0]));
+    // More windows than a notification can have is refused.
+    let many = vec![sms; limits::WINDOWS_MAX + 1];
+    assert!(store.acquire_windows(&carol, &member(12), &many, now).await.is_err());
 }
 
 /// Provider send slots are reserved exactly as `steps::rate::Pacer::reserve`, per provider.

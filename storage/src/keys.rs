@@ -5,17 +5,22 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `courant:{sNN}:t:<tenant>:n:<id>` | HASH | the record |
+//! | `courant:{sNN}:t:<tenant>:n:<id>` | HASH | the record (field `merged`: what its collapse group merged) |
 //! | `courant:{sNN}:t:<tenant>:h:<id>` | STREAM | its history, capped at `HISTORY_LEN_MAX` |
 //! | `courant:{sNN}:t:<tenant>:state:<kind>` | ZSET | ids by state, score = updated_at_ms |
 //! | `courant:{sNN}:t:<tenant>:all` | ZSET | every id, score = updated_at_ms |
 //! | `courant:{sNN}:t:<tenant>:dlq` | ZSET | dead-lettered ids, score = when |
-//! | `courant:{sNN}:t:<tenant>:idem:<key>` | STRING | `id\nfingerprint`, 24 h TTL |
+//! | `courant:{sNN}:t:<tenant>:idem:<key>` | STRING | `id\nfingerprint`, or a claim (JSON: fingerprint, lease, answer), 24 h TTL |
+//! | `courant:{sNN}:t:<tenant>:event:<sha256>` | STRING | the notification an event made for a recipient and channel, TTL the dedup window |
 //! | `courant:{sNN}:q:ready` | STREAM | due wake-ups (consumer group `workers`) |
 //! | `courant:{sNN}:q:timers` | ZSET | future wake-ups, score = due ms |
 //! | `courant:{sNN}:q:parked` | ZSET | poisoned wake-ups, score = when parked |
 //! | `courant:{sNN}:deadlines` | ZSET | records waiting on a worker, score = when overdue |
-//! | `courant:{r:<tenant>:<recipient>}:rate:<channel>` | ZSET | a sliding rate window |
+//! | `courant:{r:<tenant>:<recipient>}:rate:<channel>` | ZSET | a channel's rate window (member: notification id, score: admitted ms) |
+//! | `courant:{r:<tenant>:<recipient>}:cap:<category>:<window_ms>` | ZSET | a category cap's window (the same) |
+//! | `courant:{r:<tenant>:<recipient>}:collapse:<channel>:<sha256>` | STRING | the open collapse group of a key (its survivor), TTL the window |
+//! | `courant:{r:<tenant>:<recipient>}:collapse:g:<survivor>` | HASH | a collapse group: window end, closed, merged items |
+//! | `courant:{r:<tenant>:<recipient>}:collapse:of:<id>` | STRING | the group a notification joined (its survivor) |
 //! | `courant:{i:<tenant>:<recipient>}:inbox` | LIST | in-app inbox ids, newest first |
 //! | `courant:{i:<tenant>:<recipient>}:inbox:items` | HASH | in-app inbox entries by id |
 //! | `courant:apikey:<key id>` | STRING | an API key (JSON: tenant, secret hash) |
@@ -38,8 +43,10 @@
 pub mod campaigns;
 
 use sha2::{Digest, Sha256};
-use steps::model::{Channel, NotificationId, ProviderName, RecipientId, TemplateId, TenantId};
+use steps::limits::Limit;
+use steps::model::{NotificationId, ProviderName, RecipientId, TemplateId, TenantId};
 use workflows::machine::StateKind;
+use workflows::ports::{CollapseGroup, EventKey};
 
 /// The most a worker host's clock may differ from the store's (Redis `TIME`), in ms. Wake-up
 /// times are written with the committing worker's clock and promoted with another's; beyond this
@@ -94,6 +101,13 @@ pub fn new_notification_id(
         Some(key) => idempotency_shard(tenant, key),
         None => shard_of_hash(fnv1a(ulid.as_bytes())),
     };
+    new_notification_id_in(shard, ulid)
+}
+
+/// Mints a notification id in `shard` (taken modulo [`SHARDS`]), as [`new_notification_id`]
+/// does: for a notification that must live in its event's shard ([`event_shard`]).
+pub fn new_notification_id_in(shard: u16, ulid: &str) -> NotificationId {
+    let shard = shard % SHARDS;
     let tail: String = ulid.chars().filter(char::is_ascii_alphanumeric).take(26).collect();
     let id = format!("n{shard:02x}{tail}");
     // Invariant: 3 to 29 characters of [a-zA-Z0-9], which `check_id` always accepts.
@@ -183,6 +197,53 @@ pub fn idempotency(tenant: &TenantId, idempotency_key: &str) -> String {
     format!("{}idem:{name}", tenant_prefix(shard, tenant))
 }
 
+/// The bytes an event is known by: its id, the recipient and the channel, `\0`-separated.
+fn event_bytes(event: &EventKey) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for part in [event.event.as_str(), event.recipient.as_str(), event.channel.as_str()] {
+        bytes.extend_from_slice(part.as_bytes());
+        bytes.push(0);
+    }
+    bytes
+}
+
+/// The shard an event of a tenant lives in (its dedup key, and the notification it makes): a
+/// submission with an `event_id` is minted there ([`new_notification_id_in`]) so the check,
+/// the record and the remembered event are one script.
+pub fn event_shard(event: &EventKey) -> u16 {
+    let mut bytes = event.tenant.as_str().as_bytes().to_vec();
+    bytes.push(0);
+    bytes.extend(event_bytes(event));
+    shard_of_hash(fnv1a(&bytes))
+}
+
+/// An event seen for a recipient on a channel (STRING: the notification it made, TTL the dedup
+/// window), in the event's shard. The application's event id is hashed into the name.
+pub fn event(event: &EventKey) -> String {
+    let name = hex::encode(Sha256::digest(event_bytes(event)));
+    format!("{}event:{name}", tenant_prefix(event_shard(event), &event.tenant))
+}
+
+/// The open collapse group of a recipient's key on a channel (STRING: its survivor's id, TTL
+/// the window), under the recipient's hash tag. The application's key is hashed into the name.
+pub fn collapse_open(group: &CollapseGroup) -> String {
+    let key = hex::encode(Sha256::digest(group.key.as_str().as_bytes()));
+    format!("{PREFIX}:{{r:{}:{}}}:collapse:{}:{key}", group.tenant, group.recipient, group.channel)
+}
+
+/// The prefix of a recipient's collapse groups, `courant:{r:<tenant>:<recipient>}:collapse:g:`:
+/// each group (HASH: `closes`, `closed`, `n`, `i:<k>` the k-th merged item's JSON) is named by
+/// its survivor's id after it, so the join script reaches any group of the recipient in its
+/// slot.
+pub fn collapse_groups_prefix(tenant: &TenantId, recipient: &RecipientId) -> String {
+    format!("{PREFIX}:{{r:{tenant}:{recipient}}}:collapse:g:")
+}
+
+/// Which group a notification joined (STRING: its survivor's id; a survivor names itself).
+pub fn collapse_member(tenant: &TenantId, recipient: &RecipientId, id: &NotificationId) -> String {
+    format!("{PREFIX}:{{r:{tenant}:{recipient}}}:collapse:of:{id}")
+}
+
 /// A shard's ready wake-ups (STREAM, consumer group [`CONSUMER_GROUP`]).
 pub fn ready(shard: u16) -> String {
     format!("{PREFIX}:{}:q:ready", shard_tag(shard))
@@ -208,9 +269,11 @@ pub fn deadlines(shard: u16) -> String {
 /// The consumer group every worker reads the ready streams through.
 pub const CONSUMER_GROUP: &str = "workers";
 
-/// A recipient's sliding rate window on a channel (ZSET of admission times).
-pub fn rate(tenant: &TenantId, recipient: &RecipientId, channel: Channel) -> String {
-    format!("{PREFIX}:{{r:{tenant}:{recipient}}}:rate:{}", channel.as_str())
+/// One of a recipient's limit windows (ZSET: member the notification id, score when it was
+/// admitted): `rate:<channel>` or `cap:<category>:<window_ms>` ([`Limit::name`]), all of a
+/// recipient's under one hash tag so one script takes them together.
+pub fn limit(tenant: &TenantId, recipient: &RecipientId, limit: &Limit) -> String {
+    format!("{PREFIX}:{{r:{tenant}:{recipient}}}:{}", limit.name())
 }
 
 /// A provider's send pacer: its next free send slot, in µs (STRING). Shared by every tenant, as
@@ -288,6 +351,7 @@ pub fn template_content(tenant: &TenantId, id: &TemplateId) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use steps::model::Channel;
 
     const ULID: &str = "01HZY3K7Q5W9X2M4N6P8R0T2V4";
 
@@ -372,7 +436,11 @@ mod tests {
             "the reaper's script reaches a record from the prefix"
         );
         let bob = RecipientId::new("bob").unwrap();
-        assert_eq!(rate(&acme, &bob, Channel::Sms), "courant:{r:acme:bob}:rate:sms");
+        let sms = Limit::Channel { channel: Channel::Sms, max: 3, window_ms: 60_000 };
+        assert_eq!(limit(&acme, &bob, &sms), "courant:{r:acme:bob}:rate:sms");
+        let category = steps::model::Category::new("marketing").unwrap();
+        let cap = Limit::Cap { category, max: 1, window_ms: 86_400_000 };
+        assert_eq!(limit(&acme, &bob, &cap), "courant:{r:acme:bob}:cap:marketing:86400000");
         assert_eq!(inbox(&acme, &bob), "courant:{i:acme:bob}:inbox");
         assert_eq!(api_key("ab12"), "courant:apikey:ab12");
         let shard = recipient_shard(&acme, &bob);
@@ -382,6 +450,29 @@ mod tests {
         assert_eq!(templates(&acme), "courant:{t:acme}:tpl");
         assert_eq!(template(&acme, &welcome), "courant:{t:acme}:tpl:welcome");
         assert_eq!(template_content(&acme, &welcome), "courant:{t:acme}:tpl:welcome:content");
+    }
+
+    #[test]
+    fn an_event_puts_its_notification_in_the_event_shard() {
+        let key = |event: &str, recipient: &str, channel| EventKey {
+            tenant: tenant("acme"),
+            event: steps::correlation::EventId::new(event).unwrap(),
+            recipient: RecipientId::new(recipient).unwrap(),
+            channel,
+        };
+        let shipped = key("order-1:shipped", "bob", Channel::Email);
+        let shard = event_shard(&shipped);
+        let id = new_notification_id_in(shard, ULID);
+        assert_eq!(shard_of(&id), Some(shard));
+        let name = event(&shipped);
+        assert!(name.starts_with(&format!("courant:{}:t:acme:event:", shard_tag(shard))), "{name}");
+        assert!(!name.contains("order-1"), "the application's event id is hashed: {name}");
+        // Another recipient, channel or tenant is another event.
+        assert_ne!(name, event(&key("order-1:shipped", "carol", Channel::Email)));
+        assert_ne!(name, event(&key("order-1:shipped", "bob", Channel::Sms)));
+        let other = EventKey { tenant: tenant("zeta"), ..shipped.clone() };
+        assert_ne!(name, event(&other));
+        assert_eq!(new_notification_id_in(SHARDS + 3, ULID), new_notification_id_in(3, ULID));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!
 //! The semantics follow the Redis store in everything the conformance suite checks
 //! (`conformance`): compare-and-set on the version, capped history, state indexes, the DLQ,
-//! idempotency with fingerprints, the sliding rate window, the inbox, the queue, the deadline
+//! idempotency with fingerprints, the recipients' limit windows, the inbox, the queue, the deadline
 //! index the reaper reads, the recipients directory (`memory/directory.rs`) and the template
 //! registry (`memory/templates.rs`).
 
@@ -18,14 +18,17 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::{Future, ready};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use steps::collapse::{self, COLLAPSE_KEEP_MS, Groups, Joined, Merged};
+use steps::limits::{self, Admission, Counted, Window};
 use steps::model::{NotificationId, ProviderName, RecipientId, TenantId};
-use steps::rate::{Pacer, RateCheck, RateLimit, SendRate, SendSlot, SlidingWindow};
+use steps::rate::{Pacer, SendRate, SendSlot};
 use workflows::campaign::CampaignId;
 use workflows::dlq::{DLQ_SCAN_MAX, DlqFilter, DlqPage, Truncated};
 use workflows::machine::StateKind;
 use workflows::ports::{
-    ApiKey, Clock, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem, LIST_LIMIT_MAX, ListQuery,
-    Purged, RateKey, Store, StoreError,
+    ApiKey, Claimed, Clock, Collapse, CollapseGroup, CreatedOnce, Dedup, EventKey, HISTORY_LEN_MAX,
+    INBOX_LEN_MAX, Inbox, InboxItem, LIST_LIMIT_MAX, LimitWindows, ListQuery, Purged, RecipientKey,
+    Store, StoreError, StoredItem, StoredResponse,
 };
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Wake};
 
@@ -95,17 +98,78 @@ struct Slot {
     idempotency_key: Option<String>,
     /// The campaign that created it, if any: its counters follow the record's state.
     campaign: Option<CampaignId>,
+    /// What its collapse group merged, once it closed the group.
+    merged: Option<Merged>,
 }
 
 /// A remembered idempotency key.
 #[derive(Debug)]
 struct IdempotencyEntry {
-    /// The notification created with it.
-    id: NotificationId,
-    /// The request fingerprint it came with.
-    fingerprint: String,
+    /// What the key holds.
+    value: KeyValue,
     /// When it is forgotten.
     expires_at_ms: u64,
+}
+
+/// What an idempotency key holds.
+#[derive(Debug)]
+enum KeyValue {
+    /// The notification created with it, in the create itself.
+    Created {
+        /// The notification.
+        id: NotificationId,
+        /// The request fingerprint it came with.
+        fingerprint: String,
+    },
+    /// A claim ([`Dedup::claim_key`]): pending until `until_ms`, or done with its answer.
+    Claim {
+        /// The request fingerprint it came with.
+        fingerprint: String,
+        /// When a pending claim's lease runs out.
+        until_ms: u64,
+        /// The answer, once finished.
+        response: Option<StoredResponse>,
+    },
+}
+
+impl KeyValue {
+    fn fingerprint(&self) -> &str {
+        match self {
+            KeyValue::Created { fingerprint, .. } | KeyValue::Claim { fingerprint, .. } => {
+                fingerprint
+            }
+        }
+    }
+
+    /// The (first) notification it names, if it names one.
+    fn id(&self) -> Option<&NotificationId> {
+        match self {
+            KeyValue::Created { id, .. } => Some(id),
+            KeyValue::Claim { response, .. } => response.as_ref()?.items.first().map(|i| &i.id),
+        }
+    }
+}
+
+/// What a create came to (before it is told apart for [`Store::create`] and
+/// [`Dedup::create_once`]).
+enum CreateReply {
+    New,
+    /// The idempotency key was used before: what it holds.
+    KeyUsed {
+        id: Option<NotificationId>,
+        same_request: bool,
+    },
+    /// The event was seen within its window.
+    Duplicate(NotificationId),
+    IdTaken,
+}
+
+/// What a create checks besides the id: an idempotency key, or an event.
+#[derive(Clone, Copy)]
+enum Once<'a> {
+    None,
+    Key(&'a Idempotency),
+    Event(&'a EventKey, u64),
 }
 
 /// A wake-up in the queue.
@@ -231,8 +295,12 @@ struct Inner {
     tenants: BTreeMap<TenantId, BTreeMap<NotificationId, Slot>>,
     /// Idempotency keys by tenant and key.
     idempotency: BTreeMap<(TenantId, String), IdempotencyEntry>,
-    /// Rate windows.
-    rate: BTreeMap<RateKey, SlidingWindow>,
+    /// Events seen: the notification each made, and when the event is forgotten.
+    events: BTreeMap<EventKey, (NotificationId, u64)>,
+    /// Collapse groups.
+    collapse: BTreeMap<CollapseGroup, Groups>,
+    /// Each recipient's limit windows, by `Limit::name`.
+    limits: BTreeMap<RecipientKey, BTreeMap<String, Counted>>,
     pacers: BTreeMap<ProviderName, Pacer>,
     /// In-app inboxes, newest first, at most [`INBOX_LEN_MAX`] each.
     inbox: BTreeMap<(TenantId, RecipientId), VecDeque<InboxItem>>,
@@ -296,26 +364,39 @@ impl MemoryStore {
         &self,
         record: &Record,
         first: &HistoryEntry,
-        idempotency: Option<&Idempotency>,
+        once: Once<'_>,
         campaign: Option<&CampaignId>,
-    ) -> Created {
+    ) -> CreateReply {
         let mut inner = self.lock();
         let now_ms = record.created_at_ms;
-        if let Some(idem) = idempotency {
-            let key = (record.tenant.clone(), idem.key.clone());
-            if let Some(entry) = inner.idempotency.get(&key)
-                && entry.expires_at_ms > now_ms
-            {
-                return Created::Existing {
-                    id: entry.id.clone(),
-                    same_request: entry.fingerprint == idem.fingerprint,
-                };
+        match once {
+            Once::Key(idem) => {
+                let key = (record.tenant.clone(), idem.key.clone());
+                if let Some(entry) = inner.idempotency.get(&key)
+                    && entry.expires_at_ms > now_ms
+                {
+                    let same_request = entry.value.fingerprint() == idem.fingerprint;
+                    let id = entry.value.id().cloned();
+                    return CreateReply::KeyUsed { id, same_request };
+                }
             }
+            Once::Event(event, _) => {
+                if let Some((id, expires_at_ms)) = inner.events.get(event)
+                    && *expires_at_ms > now_ms
+                {
+                    return CreateReply::Duplicate(id.clone());
+                }
+            }
+            Once::None => {}
         }
+        let idempotency = match once {
+            Once::Key(idem) => Some(idem),
+            _ => None,
+        };
         let tenant = inner.tenants.entry(record.tenant.clone()).or_default();
         if tenant.contains_key(&record.id) {
-            // Never overwrite: an id collision is refused like a reused key.
-            return Created::Existing { id: record.id.clone(), same_request: false };
+            // Never overwrite: an id collision is refused.
+            return CreateReply::IdTaken;
         }
         let dead = (record.state.kind() == StateKind::DeadLettered).then_some(record.updated_at_ms);
         tenant.insert(
@@ -326,6 +407,7 @@ impl MemoryStore {
                 dead_lettered_at_ms: dead,
                 idempotency_key: idempotency.map(|i| i.key.clone()),
                 campaign: campaign.cloned(),
+                merged: None,
             },
         );
         if let Some(campaign) = campaign {
@@ -341,17 +423,115 @@ impl MemoryStore {
         }
         let deadline = deadline_ms(record.state.kind(), record.wake_at_ms, now_ms);
         inner.set_deadline(&record.tenant, &record.id, deadline);
-        if let Some(idem) = idempotency {
-            inner.idempotency.insert(
-                (record.tenant.clone(), idem.key.clone()),
-                IdempotencyEntry {
-                    id: record.id.clone(),
-                    fingerprint: idem.fingerprint.clone(),
-                    expires_at_ms: now_ms.saturating_add(IDEMPOTENCY_TTL_MS),
-                },
-            );
+        match once {
+            Once::Key(idem) => {
+                inner.idempotency.insert(
+                    (record.tenant.clone(), idem.key.clone()),
+                    IdempotencyEntry {
+                        value: KeyValue::Created {
+                            id: record.id.clone(),
+                            fingerprint: idem.fingerprint.clone(),
+                        },
+                        expires_at_ms: now_ms.saturating_add(IDEMPOTENCY_TTL_MS),
+                    },
+                );
+            }
+            Once::Event(event, window_ms) => {
+                let expires_at_ms = now_ms.saturating_add(window_ms);
+                inner.events.insert(event.clone(), (record.id.clone(), expires_at_ms));
+            }
+            Once::None => {}
         }
-        Created::New
+        CreateReply::New
+    }
+
+    fn claim_now(
+        &self,
+        tenant: &TenantId,
+        idem: &Idempotency,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Claimed {
+        let mut inner = self.lock();
+        let key = (tenant.clone(), idem.key.clone());
+        let until_ms = now_ms.saturating_add(lease_ms);
+        match inner.idempotency.get_mut(&key).filter(|e| e.expires_at_ms > now_ms) {
+            None => {
+                let value = KeyValue::Claim {
+                    fingerprint: idem.fingerprint.clone(),
+                    until_ms,
+                    response: None,
+                };
+                let expires_at_ms = now_ms.saturating_add(IDEMPOTENCY_TTL_MS);
+                inner.idempotency.insert(key, IdempotencyEntry { value, expires_at_ms });
+                Claimed::Held
+            }
+            Some(entry) if entry.value.fingerprint() != idem.fingerprint => {
+                Claimed::Reused { id: entry.value.id().cloned() }
+            }
+            Some(entry) => match &mut entry.value {
+                KeyValue::Created { id, .. } => Claimed::Done {
+                    response: StoredResponse {
+                        items: vec![StoredItem { id: id.clone(), deduplicated: false }],
+                    },
+                },
+                KeyValue::Claim { response: Some(response), .. } => {
+                    Claimed::Done { response: response.clone() }
+                }
+                KeyValue::Claim { until_ms: held_until, response: None, .. } => {
+                    if *held_until > now_ms {
+                        Claimed::InFlight { until_ms: *held_until }
+                    } else {
+                        // The holder's lease ran out: it is taken for dead, this caller takes
+                        // over (what it did is idempotent, so doing it again is safe).
+                        *held_until = until_ms;
+                        Claimed::Held
+                    }
+                }
+            },
+        }
+    }
+
+    fn finish_now(
+        &self,
+        tenant: &TenantId,
+        idem: &Idempotency,
+        response: &StoredResponse,
+        now_ms: u64,
+    ) {
+        let mut inner = self.lock();
+        let key = (tenant.clone(), idem.key.clone());
+        match inner.idempotency.get_mut(&key).filter(|e| e.expires_at_ms > now_ms) {
+            Some(IdempotencyEntry {
+                value: KeyValue::Claim { fingerprint, response: stored @ None, .. },
+                ..
+            }) if *fingerprint == idem.fingerprint => {
+                *stored = Some(response.clone());
+            }
+            Some(_) => {}
+            None => {
+                // The claim expired meanwhile (a request that took a day): keep the answer anyway.
+                let value = KeyValue::Claim {
+                    fingerprint: idem.fingerprint.clone(),
+                    until_ms: now_ms,
+                    response: Some(response.clone()),
+                };
+                let expires_at_ms = now_ms.saturating_add(IDEMPOTENCY_TTL_MS);
+                inner.idempotency.insert(key, IdempotencyEntry { value, expires_at_ms });
+            }
+        }
+    }
+
+    fn release_now(&self, tenant: &TenantId, idem: &Idempotency) {
+        let mut inner = self.lock();
+        let key = (tenant.clone(), idem.key.clone());
+        let pending = inner.idempotency.get(&key).is_some_and(|e| {
+            matches!(&e.value, KeyValue::Claim { fingerprint, response: None, .. }
+                if *fingerprint == idem.fingerprint)
+        });
+        if pending {
+            inner.idempotency.remove(&key);
+        }
     }
 
     fn commit_now(&self, commit: &Commit) -> CommitOutcome {
@@ -467,7 +647,9 @@ impl MemoryStore {
             let key = (tenant.clone(), key);
             // Only while the key still names this notification (it may have expired and been
             // reused since).
-            if inner.idempotency.get(&key).is_some_and(|entry| entry.id == *id) {
+            if inner.idempotency.get(&key).is_some_and(|entry| {
+                matches!(&entry.value, KeyValue::Created { id: created, .. } if created == id)
+            }) {
                 inner.idempotency.remove(&key);
             }
         }
@@ -614,7 +796,20 @@ impl Store for MemoryStore {
         first: &HistoryEntry,
         idempotency: Option<&Idempotency>,
     ) -> impl Future<Output = Result<Created, StoreError>> + Send {
-        ready(Ok(self.create_now(record, first, idempotency, None)))
+        let once = idempotency.map_or(Once::None, Once::Key);
+        let created = match self.create_now(record, first, once, None) {
+            CreateReply::New => Created::New,
+            CreateReply::KeyUsed { id, same_request } => Created::Existing {
+                // A key whose claim is still pending names no notification yet.
+                same_request: same_request && id.is_some(),
+                id: id.unwrap_or_else(|| record.id.clone()),
+            },
+            CreateReply::Duplicate(id) => Created::Existing { id, same_request: false },
+            CreateReply::IdTaken => {
+                Created::Existing { id: record.id.clone(), same_request: false }
+            }
+        };
+        ready(Ok(created))
     }
 
     fn load(
@@ -675,17 +870,6 @@ impl Store for MemoryStore {
         ready(Ok(self.purge_now(tenant, id, expected_version)))
     }
 
-    fn rate_acquire(
-        &self,
-        key: &RateKey,
-        limit: &RateLimit,
-        now_ms: u64,
-    ) -> impl Future<Output = Result<RateCheck, StoreError>> + Send {
-        let mut inner = self.lock();
-        let check = inner.rate.entry(key.clone()).or_default().admit(limit, now_ms);
-        ready(Ok(check))
-    }
-
     fn send_slot(
         &self,
         provider: &ProviderName,
@@ -713,6 +897,151 @@ impl Store for MemoryStore {
         key_id: &str,
     ) -> impl Future<Output = Result<Option<ApiKey>, StoreError>> + Send {
         ready(Ok(self.lock().api_keys.get(key_id).cloned()))
+    }
+}
+
+impl Dedup for MemoryStore {
+    fn claim_key(
+        &self,
+        tenant: &TenantId,
+        idempotency: &Idempotency,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> impl Future<Output = Result<Claimed, StoreError>> + Send {
+        ready(Ok(self.claim_now(tenant, idempotency, now_ms, lease_ms)))
+    }
+
+    fn finish_key(
+        &self,
+        tenant: &TenantId,
+        idempotency: &Idempotency,
+        response: &StoredResponse,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.finish_now(tenant, idempotency, response, now_ms);
+        ready(Ok(()))
+    }
+
+    fn release_key(
+        &self,
+        tenant: &TenantId,
+        idempotency: &Idempotency,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.release_now(tenant, idempotency);
+        ready(Ok(()))
+    }
+
+    fn create_once(
+        &self,
+        record: &Record,
+        first: &HistoryEntry,
+        event: &EventKey,
+        window_ms: u64,
+    ) -> impl Future<Output = Result<CreatedOnce, StoreError>> + Send {
+        let created = match self.create_now(record, first, Once::Event(event, window_ms), None) {
+            CreateReply::New => CreatedOnce::New,
+            CreateReply::Duplicate(id) => CreatedOnce::Duplicate { id },
+            CreateReply::IdTaken | CreateReply::KeyUsed { .. } => CreatedOnce::IdTaken,
+        };
+        ready(Ok(created))
+    }
+}
+
+impl Collapse for MemoryStore {
+    fn collapse_join(
+        &self,
+        group: &CollapseGroup,
+        member: &NotificationId,
+        data: &serde_json::Map<String, serde_json::Value>,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Joined, StoreError>> + Send {
+        let mut inner = self.lock();
+        let groups = inner.collapse.entry(group.clone()).or_default();
+        ready(Ok(collapse::join(groups, member, data, window_ms, COLLAPSE_KEEP_MS, now_ms)))
+    }
+
+    fn collapse_close(
+        &self,
+        group: &CollapseGroup,
+        survivor: &NotificationId,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Option<Merged>, StoreError>> + Send {
+        let mut inner = self.lock();
+        let merged = inner
+            .collapse
+            .get_mut(group)
+            .and_then(|groups| collapse::close(groups, survivor, now_ms));
+        ready(Ok(merged))
+    }
+
+    fn collapse_member(
+        &self,
+        group: &CollapseGroup,
+        member: &NotificationId,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Option<NotificationId>, StoreError>> + Send {
+        let inner = self.lock();
+        let survivor = inner
+            .collapse
+            .get(group)
+            .and_then(|groups| collapse::member_of(groups, member, now_ms));
+        ready(Ok(survivor))
+    }
+
+    fn keep_merged(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+        merged: &Merged,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let mut inner = self.lock();
+        if let Some(slot) = inner.tenants.get_mut(tenant).and_then(|t| t.get_mut(id)) {
+            slot.merged.get_or_insert_with(|| merged.clone());
+        }
+        ready(Ok(()))
+    }
+
+    fn merged(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+    ) -> impl Future<Output = Result<Option<Merged>, StoreError>> + Send {
+        let inner = self.lock();
+        let merged =
+            inner.tenants.get(tenant).and_then(|t| t.get(id)).and_then(|s| s.merged.clone());
+        ready(Ok(merged))
+    }
+}
+
+impl LimitWindows for MemoryStore {
+    fn acquire_windows(
+        &self,
+        key: &RecipientKey,
+        member: &NotificationId,
+        windows: &[Window],
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Admission, StoreError>> + Send {
+        if windows.len() > limits::WINDOWS_MAX {
+            return ready(Err(over_limit("a window set", windows.len(), limits::WINDOWS_MAX)));
+        }
+        let mut inner = self.lock();
+        let counted = inner.limits.entry(key.clone()).or_default();
+        ready(Ok(limits::admit(counted, windows, member.as_str(), now_ms)))
+    }
+
+    fn window_usage(
+        &self,
+        key: &RecipientKey,
+        windows: &[Window],
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Vec<u32>, StoreError>> + Send {
+        let inner = self.lock();
+        let usage = match inner.limits.get(key) {
+            Some(counted) => limits::usage(counted, windows, now_ms),
+            None => vec![0; windows.len()],
+        };
+        ready(Ok(usage))
     }
 }
 

@@ -16,12 +16,15 @@ storage::campaign_conformance_tests!(fresh);
 
 use std::collections::BTreeSet;
 
+use steps::limits::{Limit, Window};
 use steps::model::{Channel, RecipientId, TenantId};
-use steps::rate::{OverLimit, RateLimit};
+use steps::rate::OverLimit;
 use storage::keys;
 use storage::queue::{REAPER_SLACK_MS, Reaped, WakeQueue};
 use workflows::machine::State;
-use workflows::ports::{ApiKey, Inbox, InboxItem, RateKey, Store, TemplateStore};
+use workflows::ports::{
+    ApiKey, Inbox, InboxItem, LimitWindows, RecipientKey, Store, TemplateStore,
+};
 use workflows::record::{Cause, Commit, Created, HistoryEntry, Idempotency, Record};
 
 async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
@@ -104,9 +107,19 @@ async fn every_key_is_namespaced_and_a_notification_lives_in_one_slot() {
     store.commit(&commit).await.expect("commit");
     assert_eq!(deadline(&mut conn).await, None, "a cancelled record keeps no deadline");
     let bob = RecipientId::new("bob").unwrap();
-    let limit = RateLimit { max: 5, window_ms: 60_000, over_limit: OverLimit::Defer };
-    let key = RateKey { tenant: acme.clone(), recipient: bob.clone(), channel: Channel::Sms };
-    store.rate_acquire(&key, &limit, now).await.expect("rate");
+    let key = RecipientKey { tenant: acme.clone(), recipient: bob.clone() };
+    let category = steps::model::Category::new("news").unwrap();
+    let windows = [
+        Window {
+            limit: Limit::Channel { channel: Channel::Sms, max: 5, window_ms: 60_000 },
+            over_limit: OverLimit::Defer,
+        },
+        Window {
+            limit: Limit::Cap { category, max: 1, window_ms: 86_400_000 },
+            over_limit: OverLimit::Defer,
+        },
+    ];
+    store.acquire_windows(&key, &id, &windows, now).await.expect("limits");
     let item = InboxItem {
         notification_id: id.clone(),
         title: "t".into(),

@@ -183,6 +183,7 @@ async fn submit(store: &RedisStore, n: u32) -> Wake {
             data: serde_json::Map::new(),
             category: Category::new("news").unwrap(),
             locale: None,
+            correlation: Default::default(),
         },
         seed: 1,
         created_at_ms: now,
@@ -517,6 +518,7 @@ async fn notifications_whose_wake_ups_were_lost_are_redriven_and_complete() {
             data: serde_json::Map::from_iter([("order".to_owned(), serde_json::json!(i))]),
             category: Category::new("news").unwrap(),
             locale: None,
+            correlation: Default::default(),
         };
         runner.submit(&tenant(), id.clone(), submission, None).await.expect("submit");
         ids.push(id);

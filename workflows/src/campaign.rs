@@ -19,10 +19,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use steps::locale::Locale;
 use steps::model::{
     Category, Channel, IdError, Recipient, RecipientId, TemplateId, TenantId, check_id,
 };
-use steps::recipient::{Locale, RecipientEntry, TimeZone};
+use steps::recipient::{RecipientEntry, TimeZone};
 
 use crate::machine::{State, StateKind};
 
@@ -230,9 +231,8 @@ pub fn reachable(entry: &RecipientEntry, channel: Channel) -> bool {
 
 /// The locale a campaign notification renders in: the recipient's, from their profile (none: the
 /// template's default).
-pub fn locale_for(entry: Option<&RecipientEntry>) -> Option<steps::locale::Locale> {
-    let locale = entry?.contact()?.locale.as_ref()?;
-    steps::locale::Locale::parse(locale.as_str()).ok()
+pub fn locale_for(entry: Option<&RecipientEntry>) -> Option<Locale> {
+    entry?.contact()?.locale.clone()
 }
 
 /// The recipient a campaign notification is for, named by id alone: the lifecycle reads their

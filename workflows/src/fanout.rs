@@ -105,6 +105,7 @@ impl<S: Store + Campaigns + Directory, C: Clock> Runner<S, C> {
             data: campaign.spec.data.clone(),
             category: campaign.spec.category.clone(),
             locale,
+            correlation: Default::default(),
         };
         let (record, mut first) = self.accept(&campaign.tenant, id.clone(), submission).await?;
         first.cause = Cause::Api { action: "campaign".into() };
@@ -228,6 +229,14 @@ impl<S: Store + Campaigns + Directory, C: Clock> Expander<S, C> {
                     Ok(Expanded::Created) => tick.created += 1,
                     Ok(Expanded::Existing) => tick.existing += 1,
                     Err(SubmitError::Store(error)) => return Err(error),
+                    // Only an idempotency claim is ever in flight, and a campaign notification
+                    // is created without one: the page comes back when its lease ends.
+                    Err(SubmitError::InFlight { .. }) => {
+                        return Err(StoreError::Unavailable(format!(
+                            "campaign {} position {position}: a create was in flight",
+                            campaign.id
+                        )));
+                    }
                     // The campaign's template rendered with its data when it was accepted; it
                     // no longer does (a template changed under it). The data is the same for
                     // every recipient, so this is the campaign's problem: counted, not retried

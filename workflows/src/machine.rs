@@ -17,6 +17,9 @@
 //! received → deferred(quiet hours) → received (the filter runs again when they end)
 //! sending → skipped | deferred(quiet hours) (the re-check after the claim, before the provider
 //!   is called: an opt-out, an unsubscribe, quiet hours or a removed address since the filter)
+//! filtered → skipped(collapsed into N) | deferred(collapse window) → filtered (a notification
+//!   with a collapse key merges into the open group of its key, or opens one, waits its window,
+//!   and renders once for all)
 //! also: filtered / rate_checked → failed (render error, no provider);
 //!       sending / unknown → delivered (accepted as delivered, or a receipt); sent → failed
 //! ```
@@ -38,8 +41,10 @@
 
 use serde::{Deserialize, Serialize};
 use statig::prelude::*;
+use steps::collapse::CollapseDecision;
 use steps::fallback::FallbackDecision;
 use steps::filter::{FilterDecision, SkipReason};
+use steps::limits::Limit;
 use steps::model::{Attempt, Category, Channel, ProviderName};
 use steps::outcome::{ErrorClass, SendOutcome};
 use steps::rate::RateDecision;
@@ -52,6 +57,11 @@ use crate::policy::Policy;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "at")]
 pub enum Resume {
+    /// Close the collapse group this notification opened (its window ended), then render.
+    Collapse {
+        /// The channel.
+        channel: Channel,
+    },
     /// Run the preference filter again from `received` (the recipient's quiet hours deferred it;
     /// their preferences may have changed meanwhile).
     Filter {
@@ -107,7 +117,7 @@ pub enum Event {
     Filtered(FilterDecision),
     /// The template render's result.
     Rendered(Result<(), RenderError>),
-    /// The rate limit's decision.
+    /// The recipient's limits' decision (the channel's window and the category's caps).
     RateChecked(RateDecision),
     /// Move on from a transient state (rate_checked, failed, unknown).
     Proceed,
@@ -121,6 +131,8 @@ pub enum Event {
     Fallback(FallbackDecision),
     /// An operator replays a dead-lettered notification: it starts over from `received`.
     Replay,
+    /// What a collapse step came to (joining a group, or closing one).
+    Collapsed(CollapseDecision),
     /// The provider's send rate is used up: the send holds a slot at `until_ms` (`reserved`), or
     /// the first free slot is later than the message can wait.
     Throttled {
@@ -150,6 +162,7 @@ impl Event {
             Event::Fallback(_) => "fallback",
             Event::Replay => "replay",
             Event::Throttled { .. } => "throttled",
+            Event::Collapsed(_) => "collapsed",
             Event::Rechecked(_) => "rechecked",
         }
     }
@@ -168,7 +181,8 @@ pub enum Effect {
         /// The channel.
         channel: Channel,
     },
-    /// Take a slot in the recipient's rate window → [`Event::RateChecked`].
+    /// Take a slot in each of the recipient's windows (the channel's rate limit, the category's
+    /// caps), all or nothing → [`Event::RateChecked`].
     AcquireRate {
         /// The channel.
         channel: Channel,
@@ -190,6 +204,17 @@ pub enum Effect {
     Wake {
         /// When, in ms since the Unix epoch.
         at_ms: u64,
+    },
+    /// Join (or open) the recipient's collapse group of the notification's key on the channel →
+    /// [`Event::Collapsed`].
+    Collapse {
+        /// The channel.
+        channel: Channel,
+    },
+    /// Close the collapse group this notification opened → [`Event::Collapsed`] (`Closed`).
+    CollapseClose {
+        /// The channel.
+        channel: Channel,
     },
     /// Decide the channel fallback after `from` failed for good → [`Event::Fallback`].
     Fallback {
@@ -217,6 +242,9 @@ pub struct Context<'a> {
     /// Whether every send may duplicate an attempt made before an operator's replay, whose
     /// outcome was unknown (`Record::possible_duplicate`): the first send is then flagged too.
     pub possible_duplicate: bool,
+    /// The collapse window, when the notification collapses (it has a `collapse_key` and its
+    /// category a window): it joins a group before it is rendered.
+    pub collapse_window_ms: Option<u64>,
     /// Effects pushed while handling the event, in order.
     pub effects: Vec<Effect>,
     /// The decision inputs that mattered, recorded in the history entry of the transition.
@@ -240,6 +268,7 @@ impl<'a> Context<'a> {
             category: None,
             policy,
             possible_duplicate: false,
+            collapse_window_ms: None,
             effects: Vec::new(),
             note: None,
         }
@@ -385,12 +414,12 @@ impl Lifecycle {
         }
     }
 
-    /// Allowed on `channel`; rendering next.
+    /// Allowed on `channel`; rendering next (a collapsing notification joins its group first).
     #[state(superstate = "active", entry_action = "enter_filtered")]
     fn filtered(channel: &mut Channel, context: &mut Context<'_>, event: &Event) -> Outcome<State> {
         match event {
             Event::Wake => {
-                context.effects.push(Effect::Render { channel: *channel });
+                enter_filtered_effect(*channel, context);
                 Handled
             }
             Event::Rendered(Ok(())) => Transition(State::rendered(*channel)),
@@ -399,13 +428,38 @@ impl Lifecycle {
                 context.note(reason.clone());
                 Transition(State::failed(*channel, None, Attempt(0), reason))
             }
+            Event::Collapsed(CollapseDecision::Merged { into }) => {
+                context.note(format!(
+                    "collapsed into notification {into}, whose message carries this one's data"
+                ));
+                Transition(State::skipped(SkipReason::Collapsed { into: into.clone() }))
+            }
+            Event::Collapsed(CollapseDecision::Wait { until_ms }) => {
+                let budget_end =
+                    context.accepted_at_ms.saturating_add(context.retry(*channel).ttl_ms);
+                if *until_ms > budget_end {
+                    // Waiting out the window would outlast the message's time budget: close the
+                    // group now and go with what it holds.
+                    context.effects.push(Effect::CollapseClose { channel: *channel });
+                    return Handled;
+                }
+                context.note(format!(
+                    "opened a collapse group; waits {} ms for others to merge into it",
+                    until_ms.saturating_sub(context.now_ms)
+                ));
+                Transition(State::deferred(*until_ms, Resume::Collapse { channel: *channel }))
+            }
+            Event::Collapsed(CollapseDecision::Closed { .. }) => {
+                context.effects.push(Effect::Render { channel: *channel });
+                Handled
+            }
             _ => Super,
         }
     }
 
     #[action]
     fn enter_filtered(channel: &mut Channel, context: &mut Context<'_>) {
-        context.effects.push(Effect::Render { channel: *channel });
+        enter_filtered_effect(*channel, context);
     }
 
     /// Rendered; the rate limit next.
@@ -417,7 +471,7 @@ impl Lifecycle {
                 Handled
             }
             Event::RateChecked(RateDecision::Allow) => Transition(State::rate_checked(*channel)),
-            Event::RateChecked(RateDecision::Defer { until_ms }) => {
+            Event::RateChecked(RateDecision::Defer { until_ms, limit }) => {
                 let budget_end =
                     context.accepted_at_ms.saturating_add(context.retry(*channel).ttl_ms);
                 if *until_ms > budget_end {
@@ -425,21 +479,27 @@ impl Lifecycle {
                     // an hour late): skip it, with the reason.
                     let reason = SkipReason::Expired { channel: *channel };
                     context.note(format!(
-                        "{channel} rate limit reached and the window has room only {} ms after \
-                         the time budget ends",
+                        "{limit} is reached and has room only {} ms after the time budget ends",
                         until_ms - budget_end
                     ));
                     return Transition(State::skipped(reason));
                 }
                 context.note(format!(
-                    "{channel} rate limit reached; deferred {} ms until the window has room",
+                    "{limit} is reached; deferred {} ms until it has room",
                     until_ms.saturating_sub(context.now_ms)
                 ));
                 Transition(State::deferred(*until_ms, Resume::RateCheck { channel: *channel }))
             }
-            Event::RateChecked(RateDecision::Skip) => {
-                let reason = SkipReason::RateLimited { channel: *channel };
-                context.note(reason.to_string());
+            Event::RateChecked(RateDecision::Skip { limit }) => {
+                let reason = match limit {
+                    Limit::Channel { channel, .. } => SkipReason::RateLimited { channel: *channel },
+                    Limit::Cap { category, max, window_ms } => SkipReason::Capped {
+                        category: category.clone(),
+                        max: *max,
+                        window_ms: *window_ms,
+                    },
+                };
+                context.note(format!("{limit} is reached and its policy is to skip"));
                 Transition(State::skipped(reason))
             }
             _ => Super,
@@ -762,6 +822,10 @@ impl Lifecycle {
                     ));
                 }
                 match resume.clone() {
+                    Resume::Collapse { channel } => {
+                        context.effects.push(Effect::CollapseClose { channel });
+                        Handled
+                    }
                     Resume::Filter { channel } => {
                         // `received` has no entry action (a replay into it schedules its own
                         // wake-up), so ask for the filter here.
@@ -775,6 +839,15 @@ impl Lifecycle {
                     }
                 }
             }
+            Event::Collapsed(CollapseDecision::Closed { count }) => match resume {
+                Resume::Collapse { channel } => {
+                    context.note(format!(
+                        "the collapse window ended: one message for {count} notification(s)"
+                    ));
+                    Transition(State::filtered(*channel))
+                }
+                _ => Super,
+            },
             Event::Receipt(Receipt::Delivered) => match resume {
                 // A re-send is waiting because an earlier attempt's outcome was unknown, and the
                 // receipt says that attempt arrived: settle it, and never send it again.
@@ -935,6 +1008,16 @@ impl Lifecycle {
     }
 }
 
+/// What `filtered` asks for first: the collapse step for a collapsing notification, else the
+/// render.
+fn enter_filtered_effect(channel: Channel, context: &mut Context<'_>) {
+    let effect = match context.collapse_window_ms {
+        Some(_) => Effect::Collapse { channel },
+        None => Effect::Render { channel },
+    };
+    context.effects.push(effect);
+}
+
 /// The kind of a state, without its data: index names, filters and table columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -1026,7 +1109,7 @@ impl StateKind {
 impl StateKind {
     /// Every transition the lifecycle may make, as (from, to). The module diagram, as data: the
     /// simulator checks every committed transition against it.
-    pub const EDGES: [(StateKind, StateKind); 35] = {
+    pub const EDGES: [(StateKind, StateKind); 38] = {
         use StateKind as K;
         [
             (K::Received, K::Filtered),
@@ -1035,6 +1118,9 @@ impl StateKind {
             (K::Filtered, K::Rendered),
             (K::Filtered, K::Failed),
             (K::Filtered, K::Cancelled),
+            // Collapse: merged into another's group, or waiting for the group's window.
+            (K::Filtered, K::Skipped),
+            (K::Filtered, K::Deferred),
             (K::Rendered, K::RateChecked),
             (K::Rendered, K::Deferred),
             (K::Rendered, K::Skipped),
@@ -1051,6 +1137,8 @@ impl StateKind {
             (K::Unknown, K::Failed),
             (K::Unknown, K::Delivered),
             (K::Deferred, K::Rendered),
+            // A collapse group's window ended: the survivor renders with what it merged.
+            (K::Deferred, K::Filtered),
             (K::Deferred, K::Sending),
             (K::Deferred, K::Cancelled),
             (K::Deferred, K::Delivered),
@@ -1123,7 +1211,8 @@ impl State {
             | State::Failed { channel, .. }
             | State::Delivered { channel, .. }
             | State::DeadLettered { channel, .. } => Some(*channel),
-            State::Deferred { resume: Resume::RateCheck { channel }, .. }
+            State::Deferred { resume: Resume::Collapse { channel }, .. }
+            | State::Deferred { resume: Resume::RateCheck { channel }, .. }
             | State::Deferred { resume: Resume::Filter { channel }, .. }
             | State::Deferred { resume: Resume::Send { channel, .. }, .. }
             | State::Deferred { resume: Resume::SendSlot { channel, .. }, .. } => Some(*channel),

@@ -1,12 +1,14 @@
 //! The policies the lifecycle follows, as data: retries, rate limits and provider routes per
-//! channel, with retry overrides per category. The binary builds this from its configuration and
-//! validates it at start-up.
+//! channel, with retry overrides and per-recipient caps per category. The binary builds this
+//! from its configuration and validates it at start-up.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use steps::collapse::COLLAPSE_WINDOW_MS_MAX;
 use steps::fallback::FallbackRule;
 use steps::filter::Rules;
+use steps::limits::{CAPS_PER_CATEGORY_MAX, Cap, Limit, Window, WindowError, check_window};
 use steps::model::{Category, Channel, ProviderName};
 use steps::quiet::QuietHours;
 use steps::rate::{OverLimit, RateLimit, SendRate};
@@ -34,10 +36,22 @@ pub enum Error {
         error: PolicyError,
     },
     /// A rate limit is invalid.
-    #[error("rate limit for {channel}: max and window_ms must both be > 0")]
+    #[error("rate limit for {channel}: {error}")]
     Rate {
         /// The channel.
         channel: Channel,
+        /// What is wrong.
+        error: WindowError,
+    },
+    /// A category's caps are invalid.
+    #[error("categories.{category}.caps{}: {error}", .index.map(|i| format!("[{i}]")).unwrap_or_default())]
+    Cap {
+        /// The category.
+        category: Category,
+        /// The cap at fault, when one is.
+        index: Option<usize>,
+        /// What is wrong.
+        error: CapError,
     },
     /// A provider's send rate is invalid.
     #[error(
@@ -61,6 +75,38 @@ pub enum Error {
         /// Its highest allowed value.
         max: u64,
     },
+    /// A collapse window is out of range.
+    #[error(
+        "categories.{category}.collapse_window_ms must be between 1 and {COLLAPSE_WINDOW_MS_MAX} (an hour)"
+    )]
+    CollapseWindow {
+        /// The category.
+        category: Category,
+    },
+    /// A dedup window is too long.
+    #[error("{}dedup_window_ms must be at most {DEDUP_WINDOW_MS_MAX} (30 days)", .category.as_ref().map(|c| format!("categories.{c}.")).unwrap_or_default())]
+    DedupWindow {
+        /// The category whose window it is (none: the default window).
+        category: Option<Category>,
+    },
+}
+
+/// The longest dedup window: 30 days (an event id is remembered that long per recipient and
+/// channel).
+pub const DEDUP_WINDOW_MS_MAX: u64 = 30 * 24 * 3_600_000;
+
+/// Why a category's caps are invalid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CapError {
+    /// A cap's numbers are out of range.
+    #[error(transparent)]
+    Window(#[from] WindowError),
+    /// More caps than [`CAPS_PER_CATEGORY_MAX`].
+    #[error("at most {CAPS_PER_CATEGORY_MAX} caps per category")]
+    TooMany,
+    /// Two caps of the category have the same window (they would count in one window).
+    #[error("two caps have the same window_ms; merge them (the smaller max wins)")]
+    SameWindow,
 }
 
 /// Every lifecycle policy. Missing fields take their [`Default`] values.
@@ -92,6 +138,11 @@ pub struct Policy {
     /// choice unless the operator makes them a default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_hours: Option<QuietHours>,
+    /// How long an `event_id` is remembered per recipient and channel, in ms: a submission of
+    /// the same event for the same recipient and channel within it creates no second
+    /// notification (the answer names the first). 24 h by default; 0 turns dedup off. A
+    /// category may set its own.
+    pub dedup_window_ms: u64,
     /// Template limits: the SMS segment cap and the registry's sizes.
     #[serde(default)]
     pub templates: TemplatePolicy,
@@ -185,6 +236,20 @@ pub struct CategoryPolicy {
     /// out.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub defaults: BTreeMap<Channel, bool>,
+    /// Caps per recipient across every channel (`marketing` at most 1 a day and 5 a week): a
+    /// notification takes a slot in each, together with its channel's rate limit, all or
+    /// nothing. Critical categories are exempt. Unset keeps the default (`marketing`: 1 a day,
+    /// 5 a week, deferred; nothing else is capped); `[]` removes every cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caps: Option<Vec<Cap>>,
+    /// This category's dedup window (see [`Policy::dedup_window_ms`]); unset uses the policy's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dedup_window_ms: Option<u64>,
+    /// Collapse: notifications of this category with the same `collapse_key` for the same
+    /// recipient and channel within this many ms go out as one message (the first waits the
+    /// window, the others merge into it). Unset: no collapsing (the key is kept, unused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collapse_window_ms: Option<u64>,
 }
 
 /// The retry policy of channels without one, as a static so that it can be lent out.
@@ -237,6 +302,47 @@ impl Policy {
         self.rate.get(&channel)
     }
 
+    /// The collapse window of `category`, if it collapses.
+    pub fn collapse_window_ms(&self, category: &Category) -> Option<u64> {
+        self.categories.get(category).and_then(|c| c.collapse_window_ms)
+    }
+
+    /// How long an `event_id` of `category` is remembered (0: not at all).
+    pub fn dedup_window_ms_for(&self, category: &Category) -> u64 {
+        self.categories
+            .get(category)
+            .and_then(|c| c.dedup_window_ms)
+            .unwrap_or(self.dedup_window_ms)
+    }
+
+    /// The caps of a category (none for most).
+    pub fn caps(&self, category: &Category) -> &[Cap] {
+        self.categories.get(category).and_then(|c| c.caps.as_deref()).unwrap_or(&[])
+    }
+
+    /// The windows a notification of `category` on `channel` takes a slot in before it goes to
+    /// a provider: the channel's rate limit and the category's caps. None for a critical
+    /// category: security alerts and one-time codes are never held back per recipient (the
+    /// providers' send rates still apply).
+    pub fn windows(&self, category: &Category, channel: Channel) -> Vec<Window> {
+        if self.is_critical(category) {
+            return Vec::new();
+        }
+        let rate = self.rate(channel).map(|r| Window {
+            limit: Limit::Channel { channel, max: r.max, window_ms: r.window_ms },
+            over_limit: r.over_limit,
+        });
+        let caps = self.caps(category).iter().map(|cap| Window {
+            limit: Limit::Cap {
+                category: category.clone(),
+                max: cap.max,
+                window_ms: cap.window_ms,
+            },
+            over_limit: cap.over_limit,
+        });
+        rate.into_iter().chain(caps).collect()
+    }
+
     /// The send rate of a provider, if it is paced.
     pub fn send_rate(&self, provider: &ProviderName) -> Option<&SendRate> {
         self.send_rate.get(provider)
@@ -262,8 +368,20 @@ impl Policy {
             }
         }
         for (channel, rate) in &self.rate {
-            if rate.max == 0 || rate.window_ms == 0 {
-                return Err(Error::Rate { channel: *channel });
+            check_window(rate.max, rate.window_ms)
+                .map_err(|error| Error::Rate { channel: *channel, error })?;
+        }
+        for (category, overrides) in &self.categories {
+            let caps = overrides.caps.as_deref().unwrap_or(&[]);
+            let fault = |index, error| Error::Cap { category: category.clone(), index, error };
+            if caps.len() > CAPS_PER_CATEGORY_MAX {
+                return Err(fault(None, CapError::TooMany));
+            }
+            for (index, cap) in caps.iter().enumerate() {
+                check_window(cap.max, cap.window_ms).map_err(|e| fault(Some(index), e.into()))?;
+                if caps[..index].iter().any(|c| c.window_ms == cap.window_ms) {
+                    return Err(fault(Some(index), CapError::SameWindow));
+                }
             }
         }
         for (provider, rate) in &self.send_rate {
@@ -277,6 +395,18 @@ impl Policy {
         if self.reconcile_grace_ms > 600_000 {
             return Err(Error::Grace);
         }
+        if self.dedup_window_ms > DEDUP_WINDOW_MS_MAX {
+            return Err(Error::DedupWindow { category: None });
+        }
+        for (category, overrides) in &self.categories {
+            if overrides.dedup_window_ms.is_some_and(|ms| ms > DEDUP_WINDOW_MS_MAX) {
+                return Err(Error::DedupWindow { category: Some(category.clone()) });
+            }
+            if overrides.collapse_window_ms.is_some_and(|ms| ms == 0 || ms > COLLAPSE_WINDOW_MS_MAX)
+            {
+                return Err(Error::CollapseWindow { category: category.clone() });
+            }
+        }
         self.templates.validate()?;
         Ok(())
     }
@@ -289,10 +419,12 @@ impl Default for Policy {
     /// - push gets two quick retries;
     /// - email (transactional) retries after 1 min, 5 min, 15 min, then hourly, for a day;
     ///   `marketing` email waits longer between fewer attempts;
-    /// - `otp` and `security` are critical (no opt-out, unsubscribe or quiet hours stops them);
-    ///   `marketing` and `social` are opt-in on SMS, sent by default elsewhere; no default quiet
-    ///   hours;
-    /// - at most 10 SMS and 20 emails per recipient per hour; SMS falls back to email.
+    /// - `otp` and `security` are critical (no opt-out, unsubscribe, quiet hours or cap stops
+    ///   them); `marketing` and `social` are opt-in on SMS, sent by default elsewhere; no default
+    ///   quiet hours;
+    /// - at most 10 SMS and 20 emails per recipient per hour; `marketing` at most 1 a day and 5
+    ///   a week per recipient on every channel together (deferred until there is room, or
+    ///   skipped when that is past its time budget); SMS falls back to email.
     fn default() -> Self {
         let second = 1_000;
         let minute = 60 * second;
@@ -318,7 +450,7 @@ impl Default for Policy {
                         (Channel::Push, exponential(2, second, 2.0, second, 2 * minute)),
                     ]),
                     critical: Some(true),
-                    defaults: BTreeMap::new(),
+                    ..CategoryPolicy::default()
                 },
             ),
             (
@@ -334,6 +466,11 @@ impl Default for Policy {
                     ]),
                     critical: None,
                     defaults: BTreeMap::from([(Channel::Sms, false)]),
+                    caps: Some(vec![
+                        Cap { max: 1, window_ms: 24 * hour, over_limit: OverLimit::Defer },
+                        Cap { max: 5, window_ms: 7 * 24 * hour, over_limit: OverLimit::Defer },
+                    ]),
+                    ..CategoryPolicy::default()
                 },
             ),
             (
@@ -361,6 +498,7 @@ impl Default for Policy {
             fallback,
             send_lease_ms: 30_000,
             reconcile_grace_ms: 30_000,
+            dedup_window_ms: 24 * hour,
             templates: TemplatePolicy::default(),
             quiet_hours: None,
         }

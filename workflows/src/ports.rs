@@ -6,6 +6,9 @@ use std::future::Future;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use steps::collapse::{Joined, Merged};
+use steps::correlation::{CollapseKey, EventId};
+use steps::limits::{Admission, Window};
 use steps::locale::Locale;
 use steps::model::{
     Attempt, Category, Channel, NotificationId, ProviderName, Recipient, RecipientId, TemplateId,
@@ -13,7 +16,7 @@ use steps::model::{
 };
 use steps::outcome::SendOutcome;
 use steps::preferences::Preferences;
-use steps::rate::{RateCheck, RateLimit, SendRate, SendSlot};
+use steps::rate::{SendRate, SendSlot};
 use steps::recipient::{Contact, Device, DeviceId, RecipientEntry};
 use steps::render::{Content, TemplateContent};
 
@@ -37,17 +40,6 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// The key of a rate window: one recipient on one channel, within a tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RateKey {
-    /// The tenant.
-    pub tenant: TenantId,
-    /// The recipient.
-    pub recipient: RecipientId,
-    /// The channel.
-    pub channel: Channel,
-}
-
 /// A listing query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListQuery {
@@ -66,8 +58,9 @@ pub const LIST_LIMIT_MAX: usize = 1_000;
 /// The durable store of notification records.
 ///
 /// Every method is one atomic operation. Implementations: Redis (production) and in-memory
-/// (simulator and dev mode), held to one conformance suite.
-pub trait Store: Send + Sync + 'static {
+/// (simulator and dev mode), held to one conformance suite. A store also keeps the recipients'
+/// [`LimitWindows`], the keys of [`Dedup`] and the groups of [`Collapse`].
+pub trait Store: LimitWindows + Dedup + Collapse + Send + Sync + 'static {
     /// Writes a new record (version 1) with its first history entry, indexes it and enqueues its
     /// first wake-up, all at once. With `idempotency`, a key used before returns the earlier
     /// notification instead.
@@ -127,14 +120,6 @@ pub trait Store: Send + Sync + 'static {
         id: &NotificationId,
         expected_version: u64,
     ) -> impl Future<Output = Result<Purged, StoreError>> + Send;
-
-    /// Takes a slot in a sliding rate window, atomically (see `steps::rate::SlidingWindow`).
-    fn rate_acquire(
-        &self,
-        key: &RateKey,
-        limit: &RateLimit,
-        now_ms: u64,
-    ) -> impl Future<Output = Result<RateCheck, StoreError>> + Send;
 
     /// Reserves the next send slot of a provider's send rate, atomically across workers (see
     /// `steps::rate::Pacer::reserve`): now, at a reserved later time, or too late to wait for.
@@ -400,6 +385,230 @@ pub trait Campaigns: Send + Sync + 'static {
         cursor: &str,
         len: usize,
     ) -> impl Future<Output = Result<OpenPage, StoreError>> + Send;
+}
+
+/// Whose limit windows: one recipient of a tenant. Every window of a recipient lives together
+/// (one hash slot on Redis), so all of them are taken in one atomic step.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecipientKey {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The recipient.
+    pub recipient: RecipientId,
+}
+
+/// The recipients' limits: the windows of the channels' rate limits and the categories' caps
+/// (issue 5: no cap or window is ever exceeded, under concurrent workers).
+///
+/// Every method is one atomic operation, following the reference in `steps::limits`, and held
+/// to the conformance suite on both stores.
+pub trait LimitWindows: Send + Sync + 'static {
+    /// Takes a slot for `member` in every window of `windows` (at most
+    /// [`steps::limits::WINDOWS_MAX`]), all or nothing, at `now_ms`: see
+    /// `steps::limits::admit`.
+    fn acquire_windows(
+        &self,
+        key: &RecipientKey,
+        member: &NotificationId,
+        windows: &[Window],
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Admission, StoreError>> + Send;
+
+    /// How many admissions each of `windows` holds at `now_ms`, taking nothing: see
+    /// `steps::limits::usage`.
+    fn window_usage(
+        &self,
+        key: &RecipientKey,
+        windows: &[Window],
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Vec<u32>, StoreError>> + Send;
+}
+
+/// One notification an idempotent request came to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredItem {
+    /// The notification.
+    pub id: NotificationId,
+    /// Whether it was an earlier notification of the same event (nothing new was created).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deduplicated: bool,
+}
+
+/// What an idempotent request came to, kept with its key, so a retry with the same key and body
+/// gets the same answer: one item for a submit, one per notification for a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResponse {
+    /// The notifications, in the request's order.
+    pub items: Vec<StoredItem>,
+}
+
+/// What claiming an idempotency key came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// The caller holds the key (fresh, or taken over from a holder whose lease ran out): it
+    /// does the work, then [`Dedup::finish_key`] (or [`Dedup::release_key`] if it gives up).
+    Held,
+    /// A request with the same key and body is done: its answer.
+    Done {
+        /// The stored answer.
+        response: StoredResponse,
+    },
+    /// A request with the same key and body holds it until `until_ms`.
+    InFlight {
+        /// When its lease runs out, ms since the Unix epoch.
+        until_ms: u64,
+    },
+    /// The key was used with another body.
+    Reused {
+        /// The notification it made, when known.
+        id: Option<NotificationId>,
+    },
+}
+
+/// How long a request may hold an idempotency key before another request with the same key and
+/// body may take over (its holder is taken for dead): far above a batch's few hundred ms.
+pub const CLAIM_LEASE_MS: u64 = 10_000;
+
+/// An event for one recipient on one channel: what event-level dedup counts.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EventKey {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The application's event id.
+    pub event: EventId,
+    /// The recipient.
+    pub recipient: RecipientId,
+    /// The channel.
+    pub channel: Channel,
+}
+
+/// What creating a record once per event came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreatedOnce {
+    /// A new record was written (and the event remembered with it).
+    New,
+    /// The event was seen within its window: nothing was written; `id` is the notification it
+    /// made.
+    Duplicate {
+        /// The earlier notification.
+        id: NotificationId,
+    },
+    /// A record with this id exists already (an id collision); nothing was written.
+    IdTaken,
+}
+
+/// Idempotency keys whose work spans more than one atomic step, and event-level dedup.
+///
+/// A submit's idempotency key is checked in the script that creates the record when both live
+/// in one hash slot. When they cannot (a batch of notifications in many slots, a notification
+/// that must live in its event's slot), the key is *claimed* first: a pending entry with a lease
+/// that a retry sees as in flight, then *finished* with the answer, which a retry gets back.
+pub trait Dedup: Send + Sync + 'static {
+    /// Claims `idempotency.key` of `tenant` for a request with `idempotency.fingerprint`, for
+    /// `lease_ms` from `now_ms`. The key is kept 24 h from its first claim.
+    fn claim_key(
+        &self,
+        tenant: &TenantId,
+        idempotency: &Idempotency,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> impl Future<Output = Result<Claimed, StoreError>> + Send;
+
+    /// Stores the answer of a claimed key. A key already finished keeps its first answer.
+    fn finish_key(
+        &self,
+        tenant: &TenantId,
+        idempotency: &Idempotency,
+        response: &StoredResponse,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Drops a pending claim with this fingerprint (its holder gave up), so a retry need not
+    /// wait for the lease. A finished key is kept.
+    fn release_key(
+        &self,
+        tenant: &TenantId,
+        idempotency: &Idempotency,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Creates a record as [`Store::create`] does, unless `event` was seen within `window_ms`:
+    /// the check, the record and the remembered event are one atomic step (the record lives in
+    /// the event's hash slot).
+    fn create_once(
+        &self,
+        record: &Record,
+        first: &HistoryEntry,
+        event: &EventKey,
+        window_ms: u64,
+    ) -> impl Future<Output = Result<CreatedOnce, StoreError>> + Send;
+}
+
+/// A collapse group's key: one recipient's notifications on one channel with one
+/// `collapse_key`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CollapseGroup {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The recipient.
+    pub recipient: RecipientId,
+    /// The channel.
+    pub channel: Channel,
+    /// The application's collapse key.
+    pub key: CollapseKey,
+}
+
+/// Collapse groups ("3 new messages"): joining and closing follow the reference in
+/// `steps::collapse` (`join`, `close`), each one atomic step; a survivor keeps what its group
+/// merged with its record, so every later render (a retry, a replay) has it.
+pub trait Collapse: Send + Sync + 'static {
+    /// Joins `member` (with its template `data`) to the open group of `group`, or opens one
+    /// that newcomers join for `window_ms`; see `steps::collapse::join`. Groups and
+    /// memberships are kept `steps::collapse::COLLAPSE_KEEP_MS` past their window.
+    fn collapse_join(
+        &self,
+        group: &CollapseGroup,
+        member: &NotificationId,
+        data: &serde_json::Map<String, serde_json::Value>,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Joined, StoreError>> + Send;
+
+    /// Closes the group `survivor` opened and returns what it merged (`None`: it is gone); see
+    /// `steps::collapse::close`.
+    fn collapse_close(
+        &self,
+        group: &CollapseGroup,
+        survivor: &NotificationId,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Option<Merged>, StoreError>> + Send;
+
+    /// Keeps what a survivor's group merged with its record (the first kept stays; nothing is
+    /// kept for a record that does not exist).
+    fn keep_merged(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+        merged: &Merged,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The survivor of the group `member` joined in `group` (a survivor is its own), while the
+    /// membership is kept; `None` when it never joined. Reads only; see
+    /// `steps::collapse::member_of`. The filter asks it before skipping a collapsing
+    /// notification: one that joined a group before (a lost reply, then a retry) is collapsed,
+    /// its data already in the group's one message.
+    fn collapse_member(
+        &self,
+        group: &CollapseGroup,
+        member: &NotificationId,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Option<NotificationId>, StoreError>> + Send;
+
+    /// What a survivor's group merged, kept with its record.
+    fn merged(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+    ) -> impl Future<Output = Result<Option<Merged>, StoreError>> + Send;
 }
 
 /// The most recipients one page of [`Directory::recipients`] returns.

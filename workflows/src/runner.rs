@@ -16,6 +16,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use serde_json::{Map, Value};
+use steps::collapse::{CollapseDecision, Joined, Merged};
+use steps::correlation::Correlation;
 use steps::fallback::FallbackDecision;
 use steps::filter::{self, FilterDecision};
 use steps::locale::Locale;
@@ -32,7 +35,8 @@ use crate::dlq::{self, DlqFilter, DlqPlan, Truncated};
 use crate::machine::{self, Context, Effect, Event, Machine, Receipt, Resume, State, StateKind};
 use crate::policy::Policy;
 use crate::ports::{
-    Clock, Directory, Outbound, Provider, Purged, RateKey, Store, StoreError, TemplateStore,
+    CLAIM_LEASE_MS, Claimed, Clock, CollapseGroup, CreatedOnce, Directory, EventKey, Outbound,
+    Provider, Purged, RecipientKey, Store, StoreError, StoredItem, StoredResponse, TemplateStore,
 };
 use crate::record::{
     Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
@@ -88,6 +92,8 @@ pub struct Submission {
     pub category: Category,
     /// The locale to render in (absent: the template's default).
     pub locale: Option<Locale>,
+    /// The event it reports and the group it may be collapsed into, if any.
+    pub correlation: Correlation,
 }
 
 /// Why a submission was refused.
@@ -97,10 +103,16 @@ pub enum SubmitError {
     #[error(transparent)]
     Template(#[from] RenderError),
     /// The idempotency key was used before with a different request.
-    #[error("idempotency key was already used for notification {id} with a different request")]
+    #[error("idempotency key was already used{} with a different request", .id.as_ref().map(|id| format!(" for notification {id}")).unwrap_or_default())]
     KeyReused {
-        /// The earlier notification.
-        id: NotificationId,
+        /// The earlier notification, when known.
+        id: Option<NotificationId>,
+    },
+    /// A request with the same idempotency key and body is still being handled.
+    #[error("a request with this idempotency key is in flight; retry in {retry_after_ms} ms")]
+    InFlight {
+        /// When to retry, ms from now.
+        retry_after_ms: u64,
     },
     /// The store failed.
     #[error(transparent)]
@@ -142,8 +154,34 @@ fn split(
 pub struct Submitted {
     /// The notification's id.
     pub id: NotificationId,
-    /// False when the idempotency key returned an earlier notification.
+    /// Whether this request created it (false: an idempotent replay, or a duplicate event).
     pub created: bool,
+    /// Whether the id is an earlier notification of the same event (event-level dedup), now or
+    /// in the request an idempotent replay repeats.
+    pub deduplicated: bool,
+    /// Whether this is the stored answer of an earlier request with the same idempotency key.
+    pub replayed: bool,
+}
+
+impl Submitted {
+    fn new(id: NotificationId) -> Self {
+        Self { id, created: true, deduplicated: false, replayed: false }
+    }
+
+    /// The answer stored for an idempotent replay.
+    pub fn stored(&self) -> StoredItem {
+        StoredItem { id: self.id.clone(), deduplicated: self.deduplicated }
+    }
+
+    /// A stored answer, replayed.
+    pub fn replay(item: &StoredItem) -> Self {
+        Self {
+            id: item.id.clone(),
+            created: false,
+            deduplicated: item.deduplicated,
+            replayed: true,
+        }
+    }
 }
 
 /// What a cancel came to.
@@ -287,6 +325,8 @@ struct Run<'a> {
     content: Option<(Channel, Content)>,
     /// The provider whose send slot this notification holds (it was deferred to that slot).
     slot: Option<ProviderName>,
+    /// What this notification's collapse group merged, once known in this wake-up.
+    merged: Option<Merged>,
     now_ms: u64,
     events: usize,
 }
@@ -302,6 +342,7 @@ impl<'a> Run<'a> {
         };
         Run {
             slot,
+            merged: None,
             policy,
             record,
             machine,
@@ -331,6 +372,7 @@ impl<'a> Run<'a> {
         )
         .with_category(&self.record.request.category);
         context.possible_duplicate = self.record.possible_duplicate();
+        context.collapse_window_ms = collapse_window_ms(self.policy, &self.record.request);
         self.machine.handle_with_context(&event, &mut context);
         self.effects.extend(context.effects);
         let after = self.machine.state();
@@ -392,6 +434,13 @@ impl<'a> Run<'a> {
     }
 }
 
+/// The collapse window of a request, when it collapses: it has a `collapse_key` and its category
+/// a collapse window.
+fn collapse_window_ms(policy: &Policy, request: &Request) -> Option<u64> {
+    request.correlation.collapse_key.as_ref()?;
+    policy.collapse_window_ms(&request.category)
+}
+
 fn step(name: &str) -> Cause {
     Cause::Step { step: name.to_owned() }
 }
@@ -447,30 +496,119 @@ impl<S: Store, C: Clock> Runner<S, C> {
         submission: &Submission,
     ) -> Result<(TemplateRef, Rendered), SubmitError> {
         let compiled = self.templates.published(tenant, &submission.template).await?;
+        // A collapsing submission renders as a group of one: the `collapse` variables are there.
+        let collapses = submission.correlation.collapse_key.is_some()
+            && self.policy.collapse_window_ms(&submission.category).is_some();
+        let data = if collapses {
+            let placeholder = NotificationId::new("n").unwrap_or_else(|_| unreachable!("valid"));
+            let alone = Merged::alone(&placeholder, &submission.data);
+            std::borrow::Cow::Owned(steps::collapse::context(&submission.data, &alone))
+        } else {
+            std::borrow::Cow::Borrowed(&submission.data)
+        };
         let rendered = compiled.render(
             submission.channel,
             submission.locale.as_ref(),
-            &submission.data,
+            &data,
             &self.render_limits(),
         )?;
         Ok((compiled.pin(), rendered))
     }
 
-    /// Renders a stored notification for `channel` with the version it pinned.
-    async fn render(&self, record: &Record, channel: Channel) -> Result<Rendered, TemplateError> {
+    /// Renders a stored notification for `channel` with the version it pinned and `data` (its
+    /// own, or for a collapsing one with what its group merged: see [`Runner::render_data`]).
+    async fn render(
+        &self,
+        record: &Record,
+        channel: Channel,
+        data: &Map<String, Value>,
+    ) -> Result<Rendered, TemplateError> {
         let request = &record.request;
         let compiled = self.templates.pinned(&record.tenant, &request.template).await?;
-        Ok(compiled.render(
-            channel,
-            request.locale.as_ref(),
-            &request.data,
-            &self.render_limits(),
-        )?)
+        Ok(compiled.render(channel, request.locale.as_ref(), data, &self.render_limits())?)
     }
 
     /// The policies.
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// The dedup key and window of a submission: `None` without an `event_id`, or when its
+    /// category's dedup window is 0.
+    pub fn event_key(&self, tenant: &TenantId, submission: &Submission) -> Option<(EventKey, u64)> {
+        let event = submission.correlation.event_id.clone()?;
+        let window_ms = self.policy.dedup_window_ms_for(&submission.category);
+        (window_ms > 0).then(|| {
+            let key = EventKey {
+                tenant: tenant.clone(),
+                event,
+                recipient: submission.recipient.id.clone(),
+                channel: submission.channel,
+            };
+            (key, window_ms)
+        })
+    }
+
+    async fn create_once(
+        &self,
+        record: &Record,
+        first: &HistoryEntry,
+        event: &EventKey,
+        window_ms: u64,
+    ) -> Result<Submitted, SubmitError> {
+        match self.store.create_once(record, first, event, window_ms).await? {
+            CreatedOnce::New => Ok(Submitted::new(record.id.clone())),
+            CreatedOnce::Duplicate { id } => {
+                Ok(Submitted { id, created: false, deduplicated: true, replayed: false })
+            }
+            CreatedOnce::IdTaken => Err(SubmitError::KeyReused { id: Some(record.id.clone()) }),
+        }
+    }
+
+    /// Runs `work` under a claim of `idempotency`'s key: `Ok(Ok(value))` when this request did
+    /// the work (its answer is stored with the key), `Ok(Err(response))` with the stored answer
+    /// when a request with the same key and body was done before. A request in flight with the
+    /// same key ([`SubmitError::InFlight`]), or the key used with another body
+    /// ([`SubmitError::KeyReused`]), is an error. When `work` fails, the claim is released so a
+    /// retry can start at once; when the process dies instead, the claim's lease runs out and a
+    /// retry takes over (so `work` must be idempotent: each notification it creates has its own
+    /// key or event).
+    pub async fn claimed<T, E, W>(
+        &self,
+        tenant: &TenantId,
+        idempotency: &Idempotency,
+        now_ms: u64,
+        work: impl FnOnce() -> W,
+    ) -> Result<Result<T, StoredResponse>, E>
+    where
+        W: Future<Output = Result<(T, StoredResponse), E>>,
+        E: From<SubmitError>,
+    {
+        let store_error = |e: StoreError| E::from(SubmitError::Store(e));
+        let claim = self.store.claim_key(tenant, idempotency, now_ms, CLAIM_LEASE_MS).await;
+        match claim.map_err(store_error)? {
+            Claimed::Done { response } => return Ok(Err(response)),
+            Claimed::InFlight { until_ms } => {
+                let retry_after_ms = until_ms.saturating_sub(now_ms).max(1);
+                return Err(SubmitError::InFlight { retry_after_ms }.into());
+            }
+            Claimed::Reused { id } => return Err(SubmitError::KeyReused { id }.into()),
+            Claimed::Held => {}
+        }
+        match work().await {
+            Ok((value, response)) => {
+                let done_ms = self.clock.now_ms();
+                let finished = self.store.finish_key(tenant, idempotency, &response, done_ms).await;
+                finished.map_err(store_error)?;
+                Ok(Ok(value))
+            }
+            Err(error) => {
+                // Best effort: if the release fails too, the lease runs out and a retry takes
+                // over then.
+                let _ = self.store.release_key(tenant, idempotency).await;
+                Err(error)
+            }
+        }
     }
 
     /// Cancels a notification that has not reached a provider yet.
@@ -753,6 +891,13 @@ impl<S: Store + Directory, C: Clock> Runner<S, C> {
     /// Accepts a notification: pins its template's published version, renders it once to catch
     /// missing variables and broken limits now rather than at send time, and stores it with its
     /// first wake-up.
+    ///
+    /// With an `event_id` (and a dedup window for its category), the record is created once per
+    /// event, recipient and channel: a duplicate answers with the first notification's id. The
+    /// record then lives in the event's hash slot, so an idempotency key (which lives in its
+    /// own) is claimed first and finished with the answer; a retry meanwhile is
+    /// [`SubmitError::InFlight`]. `id` must be minted for that slot (see the storage crate's
+    /// `keys::new_notification_id`).
     pub async fn submit(
         &self,
         tenant: &TenantId,
@@ -760,12 +905,40 @@ impl<S: Store + Directory, C: Clock> Runner<S, C> {
         submission: Submission,
         idempotency: Option<&Idempotency>,
     ) -> Result<Submitted, SubmitError> {
+        let event = self.event_key(tenant, &submission);
         let (record, first) = self.accept(tenant, id.clone(), submission).await?;
-        match self.store.create(&record, &first, idempotency).await? {
-            Created::New => Ok(Submitted { id, created: true }),
-            Created::Existing { id, same_request: true } => Ok(Submitted { id, created: false }),
-            Created::Existing { id, same_request: false } => Err(SubmitError::KeyReused { id }),
-        }
+        let now_ms = record.created_at_ms;
+        let Some((event, window_ms)) = event else {
+            return match self.store.create(&record, &first, idempotency).await? {
+                Created::New => Ok(Submitted::new(id)),
+                Created::Existing { id, same_request: true } => {
+                    Ok(Submitted::replay(&StoredItem { id, deduplicated: false }))
+                }
+                // The record's own id: a key claimed by a request that has not finished (or an id
+                // collision), which names no earlier notification.
+                Created::Existing { id: other, same_request: false } => {
+                    Err(SubmitError::KeyReused { id: (other != id).then_some(other) })
+                }
+            };
+        };
+        let Some(idempotency) = idempotency else {
+            return self.create_once(&record, &first, &event, window_ms).await;
+        };
+        let work = || async {
+            let submitted = self.create_once(&record, &first, &event, window_ms).await?;
+            let response = StoredResponse { items: vec![submitted.stored()] };
+            Ok((submitted, response))
+        };
+        self.claimed::<_, SubmitError, _>(tenant, idempotency, now_ms, work).await.and_then(
+            |claimed| match claimed {
+                Ok(submitted) => Ok(submitted),
+                Err(response) => response
+                    .items
+                    .first()
+                    .map(Submitted::replay)
+                    .ok_or_else(|| StoreError::Corrupt("an empty stored answer".into()).into()),
+            },
+        )
     }
 
     /// What [`submit`](Self::submit) stores: the record at version 1 in `received`, rendering in
@@ -783,11 +956,8 @@ impl<S: Store + Directory, C: Clock> Runner<S, C> {
             // No locale asked for: the stored profile's, pinned now so that the check below
             // renders exactly what the recipient will get.
             let entry = self.store.recipient(tenant, &submission.recipient.id).await?;
-            submission.locale = entry
-                .as_ref()
-                .and_then(|e| e.contact())
-                .and_then(|c| c.locale.as_ref())
-                .and_then(|l| Locale::parse(l.as_str()).ok());
+            submission.locale =
+                entry.as_ref().and_then(|e| e.contact()).and_then(|c| c.locale.clone());
         }
         let (template, _) = self.check_submission(tenant, &submission).await?;
         let now_ms = self.clock.now_ms();
@@ -805,6 +975,7 @@ impl<S: Store + Directory, C: Clock> Runner<S, C> {
                 data: submission.data,
                 category: submission.category,
                 locale: submission.locale,
+                correlation: submission.correlation,
             },
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
@@ -844,27 +1015,44 @@ impl<S: Store + Directory, C: Clock> Runner<S, C> {
                 Effect::Filter { channel } => {
                     let entry = self.directory_entry(&run).await?;
                     let decision = self.filter(&run.record, channel, entry.as_ref(), run.now_ms);
+                    let decision = self.joined_before(&run, channel, decision).await?;
                     let written = run.history.len();
                     run.handle(Event::Filtered(decision), step("filter"));
                     run.annotate(written, &read_at(entry.as_ref()));
                 }
                 Effect::Render { channel } => {
-                    let result = split(self.render(&run.record, channel).await)?.map(|rendered| {
+                    let data = self.render_data(&mut run).await?;
+                    let rendered = split(self.render(&run.record, channel, &data).await)?;
+                    let result = rendered.map(|rendered| {
                         run.content = Some((channel, rendered.content));
                     });
                     run.handle(Event::Rendered(result), step("render"));
                 }
+                Effect::Collapse { channel } => {
+                    let decision = self.collapse_join(&mut run, channel).await?;
+                    run.handle(Event::Collapsed(decision), step("collapse"));
+                }
+                Effect::CollapseClose { channel } => {
+                    let decision = self.collapse_close(&mut run, channel).await?;
+                    run.handle(Event::Collapsed(decision), step("collapse"));
+                }
                 Effect::AcquireRate { channel } => {
-                    let decision = match self.policy.rate(channel) {
-                        None => RateDecision::Allow,
-                        Some(limit) => {
-                            let key = RateKey {
-                                tenant: run.record.tenant.clone(),
-                                recipient: run.record.request.recipient.id.clone(),
-                                channel,
-                            };
-                            limit.decide(self.store.rate_acquire(&key, limit, run.now_ms).await?)
-                        }
+                    // The channel's window and the category's caps, all or nothing; none for a
+                    // critical category.
+                    let request = &run.record.request;
+                    let windows = self.policy.windows(&request.category, channel);
+                    let decision = if windows.is_empty() {
+                        RateDecision::Allow
+                    } else {
+                        let key = RecipientKey {
+                            tenant: run.record.tenant.clone(),
+                            recipient: request.recipient.id.clone(),
+                        };
+                        let admission = self
+                            .store
+                            .acquire_windows(&key, &run.record.id, &windows, run.now_ms)
+                            .await?;
+                        steps::limits::decide(&windows, &admission)
                     };
                     run.handle(Event::RateChecked(decision), step("rate_limit"));
                 }
@@ -911,7 +1099,11 @@ impl<S: Store + Directory, C: Clock> Runner<S, C> {
                     // recorded after the claim, as the lifecycle expects it there.
                     let content = match run.content.take() {
                         Some((c, content)) if c == channel => Ok(content),
-                        _ => split(self.render(&run.record, channel).await)?.map(|r| r.content),
+                        _ => {
+                            let data = self.render_data(&mut run).await?;
+                            let rendered = self.render(&run.record, channel, &data).await;
+                            split(rendered)?.map(|r| r.content)
+                        }
                     };
                     // Claim: the send is durable before the provider hears of it. If this
                     // worker dies during the call, the lease wake-up finds `sending` at this
@@ -1005,6 +1197,126 @@ impl<S: Store + Directory, C: Clock> Runner<S, C> {
     ) -> FilterDecision {
         let rules = self.policy.filter_rules(&record.request.category);
         filter::decide(&record.request, channel, &rules, entry, now_ms)
+    }
+
+    /// The variables a notification renders with: its data, and for a collapsing one what its
+    /// group merged (`steps::collapse::context`), kept with its record once the group closed.
+    async fn render_data(&self, run: &mut Run<'_>) -> Result<Map<String, Value>, StoreError> {
+        let record = &run.record;
+        if collapse_window_ms(run.policy, &record.request).is_none() {
+            return Ok(record.request.data.clone());
+        }
+        if run.merged.is_none() {
+            run.merged = self.store.merged(&record.tenant, &record.id).await?;
+        }
+        let data = &run.record.request.data;
+        let alone;
+        let merged = match &run.merged {
+            Some(merged) => merged,
+            None => {
+                alone = Merged::alone(&run.record.id, data);
+                &alone
+            }
+        };
+        Ok(steps::collapse::context(data, merged))
+    }
+
+    /// A collapsing notification the filter would skip, but that joined another's collapse group
+    /// before (a wake-up whose join was applied but whose answer was lost, run again after an
+    /// opt-out): its data is in that group's one message already, so it goes on to its collapse
+    /// step, which finds the membership and ends it collapsed into the survivor, as its history
+    /// then says. (The survivor's own send is checked against the preferences at its claim.)
+    async fn joined_before(
+        &self,
+        run: &Run<'_>,
+        channel: Channel,
+        decision: FilterDecision,
+    ) -> Result<FilterDecision, StoreError> {
+        let FilterDecision::Skip(reason) = &decision else { return Ok(decision) };
+        let record = &run.record;
+        let (Some(group), Some(_)) = (
+            Self::collapse_group(record, channel),
+            collapse_window_ms(run.policy, &record.request),
+        ) else {
+            return Ok(decision);
+        };
+        match self.store.collapse_member(&group, &record.id, run.now_ms).await? {
+            Some(into) if into != record.id => Ok(FilterDecision::Allow {
+                channel,
+                rule: format!(
+                    "joined the collapse group of {into} before this decision ({reason}); that \
+                     group's message carries this one"
+                ),
+            }),
+            _ => Ok(decision),
+        }
+    }
+
+    fn collapse_group(record: &Record, channel: Channel) -> Option<CollapseGroup> {
+        Some(CollapseGroup {
+            tenant: record.tenant.clone(),
+            recipient: record.request.recipient.id.clone(),
+            channel,
+            key: record.request.correlation.collapse_key.clone()?,
+        })
+    }
+
+    /// Keeps what the group merged with the record, for every later render, and says so.
+    async fn closed(
+        &self,
+        run: &mut Run<'_>,
+        merged: Merged,
+    ) -> Result<CollapseDecision, StoreError> {
+        let record = &run.record;
+        self.store.keep_merged(&record.tenant, &record.id, &merged).await?;
+        let count = merged.items.len();
+        run.merged = Some(merged);
+        Ok(CollapseDecision::Closed { count })
+    }
+
+    /// Joins the notification's collapse group (or opens one). A survivor whose group closed
+    /// before (a replay, a fallback to another channel) has what it merged already.
+    async fn collapse_join(
+        &self,
+        run: &mut Run<'_>,
+        channel: Channel,
+    ) -> Result<CollapseDecision, StoreError> {
+        let record = &run.record;
+        if let Some(merged) = self.store.merged(&record.tenant, &record.id).await? {
+            let count = merged.items.len();
+            run.merged = Some(merged);
+            return Ok(CollapseDecision::Closed { count });
+        }
+        let (Some(group), Some(window_ms)) = (
+            Self::collapse_group(record, channel),
+            collapse_window_ms(run.policy, &record.request),
+        ) else {
+            // The machine asks only for collapsing notifications: render it alone.
+            let merged = Merged::alone(&record.id, &record.request.data);
+            return self.closed(run, merged).await;
+        };
+        let data = &record.request.data;
+        match self.store.collapse_join(&group, &record.id, data, window_ms, run.now_ms).await? {
+            Joined::Merged { into } => Ok(CollapseDecision::Merged { into }),
+            Joined::Wait { until_ms } => Ok(CollapseDecision::Wait { until_ms }),
+            Joined::Closed { merged } => self.closed(run, merged).await,
+        }
+    }
+
+    /// Closes the group the notification opened, once its window ended (or its time budget
+    /// cannot wait for that).
+    async fn collapse_close(
+        &self,
+        run: &mut Run<'_>,
+        channel: Channel,
+    ) -> Result<CollapseDecision, StoreError> {
+        let record = &run.record;
+        let merged = match Self::collapse_group(record, channel) {
+            Some(group) => self.store.collapse_close(&group, &record.id, run.now_ms).await?,
+            None => None,
+        };
+        let merged = merged.unwrap_or_else(|| Merged::alone(&record.id, &record.request.data));
+        self.closed(run, merged).await
     }
 
     /// Decides the channel fallback from the notification's whole history: which channels it

@@ -13,8 +13,10 @@ use std::sync::LazyLock;
 
 use proptest::prelude::*;
 use statig::blocking::IntoStateMachineExt;
+use steps::collapse::CollapseDecision;
 use steps::fallback::FallbackDecision;
 use steps::filter::{FilterDecision, SkipReason};
+use steps::limits::Limit;
 use steps::model::{Attempt, Category, Channel, ProviderName, TemplateId};
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
 use steps::rate::RateDecision;
@@ -35,6 +37,16 @@ const NOW_MS: u64 = ACCEPTED_MS + 10_000;
 const UNTIL_MS: u64 = NOW_MS + 60_000;
 /// The notification's seed (retry jitter).
 const SEED: u64 = 0x5eed;
+
+/// The SMS window of the examples.
+fn sms_window() -> Limit {
+    Limit::Channel { channel: Channel::Sms, max: 3, window_ms: 600_000 }
+}
+
+/// A category cap of the examples.
+fn marketing_cap() -> Limit {
+    Limit::Cap { category: Category::new("marketing").unwrap(), max: 1, window_ms: 86_400_000 }
+}
 
 fn twilio() -> ProviderName {
     ProviderName::new("twilio").unwrap()
@@ -326,7 +338,7 @@ fn rate_limit_defers_until_the_window_has_room() {
     let until_ms = NOW_MS + 5_000;
     let step = check(
         State::Rendered { channel: Channel::Sms },
-        Event::RateChecked(RateDecision::Defer { until_ms }),
+        Event::RateChecked(RateDecision::Defer { until_ms, limit: sms_window() }),
     );
     assert_eq!(
         step.state,
@@ -335,19 +347,45 @@ fn rate_limit_defers_until_the_window_has_room() {
     assert_eq!(step.effects, vec![Effect::Wake { at_ms: until_ms }]);
     assert_eq!(
         step.note.as_deref(),
-        Some("sms rate limit reached; deferred 5000 ms until the window has room")
+        Some("the sms rate limit (3 per 10 min) is reached; deferred 5000 ms until it has room")
+    );
+    // A cap defers the same way, and the note names the cap.
+    let step = check(
+        State::Rendered { channel: Channel::Email },
+        Event::RateChecked(RateDecision::Defer { until_ms, limit: marketing_cap() }),
+    );
+    assert_eq!(
+        step.state,
+        State::Deferred { until_ms, resume: Resume::RateCheck { channel: Channel::Email } }
+    );
+    assert_eq!(
+        step.note.as_deref(),
+        Some("the marketing cap (1 per 24 h) is reached; deferred 5000 ms until it has room")
     );
 }
 
 #[test]
 fn rate_limit_skip_policy_skips() {
-    let step =
-        check(State::Rendered { channel: Channel::Sms }, Event::RateChecked(RateDecision::Skip));
+    let skip = |limit| Event::RateChecked(RateDecision::Skip { limit });
+    let step = check(State::Rendered { channel: Channel::Sms }, skip(sms_window()));
     assert_eq!(
         step.state,
         State::Skipped { reason: SkipReason::RateLimited { channel: Channel::Sms } }
     );
     assert_eq!(step.effects, vec![]);
+    // A full cap whose policy is skip skips with the cap as the reason.
+    let step = check(State::Rendered { channel: Channel::Email }, skip(marketing_cap()));
+    let reason = SkipReason::Capped {
+        category: Category::new("marketing").unwrap(),
+        max: 1,
+        window_ms: 86_400_000,
+    };
+    assert_eq!(reason.to_string(), "the marketing cap (1 per 24 h) was reached");
+    assert_eq!(step.state, State::Skipped { reason });
+    assert_eq!(
+        step.note.as_deref(),
+        Some("the marketing cap (1 per 24 h) is reached and its policy is to skip")
+    );
 }
 
 #[test]
@@ -874,6 +912,10 @@ fn examples_of(kind: StateKind) -> Vec<State> {
             State::Deferred { until_ms: UNTIL_MS, resume: send(3, true) },
             State::Deferred {
                 until_ms: UNTIL_MS,
+                resume: Resume::Collapse { channel: Channel::Sms },
+            },
+            State::Deferred {
+                until_ms: UNTIL_MS,
                 resume: Resume::SendSlot {
                     channel: Channel::Sms,
                     provider: twilio(),
@@ -982,6 +1024,9 @@ labels! {
     Replay,
     ThrottledReserved,
     ThrottledTooLate,
+    CollapsedMerged,
+    CollapsedWait,
+    CollapsedClosed,
 }
 
 /// The label of an event. Exhaustive: a new event (or decision, outcome, class) needs a label.
@@ -996,9 +1041,12 @@ fn label(event: &Event) -> Label {
         Event::Filtered(FilterDecision::Skip(SkipReason::NoAddress { .. })) => {
             Label::FilteredNoAddress
         }
-        Event::Filtered(FilterDecision::Skip(SkipReason::RateLimited { .. })) => {
-            Label::FilteredRateLimited
-        }
+        // Skip reasons the filter never gives (they come from later steps) label alike.
+        Event::Filtered(FilterDecision::Skip(
+            SkipReason::RateLimited { .. }
+            | SkipReason::Capped { .. }
+            | SkipReason::Collapsed { .. },
+        )) => Label::FilteredRateLimited,
         Event::Filtered(FilterDecision::Skip(SkipReason::Expired { .. })) => Label::FilteredExpired,
         Event::Filtered(FilterDecision::Skip(
             SkipReason::Unsubscribed { .. }
@@ -1014,7 +1062,7 @@ fn label(event: &Event) -> Label {
         Event::Rendered(Err(_)) => Label::RenderedErr,
         Event::RateChecked(RateDecision::Allow) => Label::RateAllow,
         Event::RateChecked(RateDecision::Defer { .. }) => Label::RateDefer,
-        Event::RateChecked(RateDecision::Skip) => Label::RateSkip,
+        Event::RateChecked(RateDecision::Skip { .. }) => Label::RateSkip,
         Event::Proceed => Label::Proceed,
         Event::SendResult(SendOutcome::Accepted { delivered: false, .. }) => Label::AcceptedSent,
         Event::SendResult(SendOutcome::Accepted { delivered: true, .. }) => {
@@ -1037,6 +1085,9 @@ fn label(event: &Event) -> Label {
         Event::Replay => Label::Replay,
         Event::Throttled { reserved: true, .. } => Label::ThrottledReserved,
         Event::Throttled { reserved: false, .. } => Label::ThrottledTooLate,
+        Event::Collapsed(CollapseDecision::Merged { .. }) => Label::CollapsedMerged,
+        Event::Collapsed(CollapseDecision::Wait { .. }) => Label::CollapsedWait,
+        Event::Collapsed(CollapseDecision::Closed { .. }) => Label::CollapsedClosed,
     }
 }
 
@@ -1074,8 +1125,10 @@ fn sample(label: Label) -> Event {
         Label::RenderedOk => Event::Rendered(Ok(())),
         Label::RenderedErr => Event::Rendered(Err(render_error())),
         Label::RateAllow => Event::RateChecked(RateDecision::Allow),
-        Label::RateDefer => Event::RateChecked(RateDecision::Defer { until_ms: UNTIL_MS }),
-        Label::RateSkip => Event::RateChecked(RateDecision::Skip),
+        Label::RateDefer => {
+            Event::RateChecked(RateDecision::Defer { until_ms: UNTIL_MS, limit: sms_window() })
+        }
+        Label::RateSkip => Event::RateChecked(RateDecision::Skip { limit: sms_window() }),
         Label::Proceed => Event::Proceed,
         Label::AcceptedSent => Event::SendResult(SendOutcome::Accepted {
             provider_message_id: Some("m-1".into()),
@@ -1106,6 +1159,11 @@ fn sample(label: Label) -> Event {
         Label::Replay => Event::Replay,
         Label::ThrottledReserved => Event::Throttled { until_ms: UNTIL_MS, reserved: true },
         Label::ThrottledTooLate => Event::Throttled { until_ms: UNTIL_MS, reserved: false },
+        Label::CollapsedMerged => Event::Collapsed(CollapseDecision::Merged {
+            into: steps::model::NotificationId::new("n_first").unwrap(),
+        }),
+        Label::CollapsedWait => Event::Collapsed(CollapseDecision::Wait { until_ms: UNTIL_MS }),
+        Label::CollapsedClosed => Event::Collapsed(CollapseDecision::Closed { count: 3 }),
     }
 }
 
@@ -1125,7 +1183,15 @@ fn handles(kind: StateKind) -> &'static [Label] {
             L::FilteredDefer,
             L::Cancel,
         ],
-        StateKind::Filtered => &[L::Wake, L::RenderedOk, L::RenderedErr, L::Cancel],
+        StateKind::Filtered => &[
+            L::Wake,
+            L::RenderedOk,
+            L::RenderedErr,
+            L::Cancel,
+            L::CollapsedMerged,
+            L::CollapsedWait,
+            L::CollapsedClosed,
+        ],
         StateKind::Rendered => &[L::Wake, L::RateAllow, L::RateDefer, L::RateSkip, L::Cancel],
         StateKind::RateChecked => &[L::Wake, L::Proceed, L::Cancel],
         StateKind::Sending => &[
@@ -1148,8 +1214,9 @@ fn handles(kind: StateKind) -> &'static [Label] {
             L::RecheckedDefer,
         ],
         StateKind::Unknown => &[L::Wake, L::Proceed, L::ReceiptDelivered],
-        // A receipt is taken only by a re-send waiting on an unknown outcome (data-dependent).
-        StateKind::Deferred => &[L::Wake, L::Cancel, L::ReceiptDelivered],
+        // A receipt is taken only by a re-send waiting on an unknown outcome, a closed collapse
+        // group only by a collapse wait (both data-dependent).
+        StateKind::Deferred => &[L::Wake, L::Cancel, L::ReceiptDelivered, L::CollapsedClosed],
         StateKind::Sent => &[L::ReceiptDelivered, L::ReceiptUndelivered],
         StateKind::Failed => &[L::Wake, L::Proceed, L::FallbackTo, L::FallbackNone],
         // An operator's replay, and a late delivery receipt (data-dependent: only with the
@@ -1202,6 +1269,9 @@ fn allowed(from: StateKind, to: StateKind) -> bool {
             | (K::Rendered | K::Sending, K::Deferred)
             // "back where it was": the rate check (rendered) or the send (sending).
             | (K::Deferred, K::Rendered | K::Sending)
+            // Collapse: the first of a group waits its window, then renders for the group.
+            | (K::Filtered, K::Deferred)
+            | (K::Deferred, K::Filtered)
             // A receipt settles a re-send that waits on an unknown outcome.
             | (K::Deferred, K::Delivered)
             | (K::Sending, K::Unknown)
@@ -1269,10 +1339,11 @@ fn every_state_times_every_event() {
             }
             if step.state == state
                 && matches!(kind, StateKind::Deferred | StateKind::DeadLettered)
-                && l == Label::ReceiptDelivered
+                && matches!(l, Label::ReceiptDelivered | Label::CollapsedClosed)
             {
-                // A deferral that is not a flagged re-send ignores receipts, and so does a dead
-                // letter that never reached a provider.
+                // A deferral that is not a flagged re-send ignores receipts, one that is not a
+                // collapse wait ignores a closed group, and a dead letter that never reached a
+                // provider ignores receipts.
                 assert_eq!(step.effects, vec![], "{context}");
                 continue;
             }
@@ -1282,21 +1353,26 @@ fn every_state_times_every_event() {
                 continue;
             }
             if step.state == state {
-                // Handled in place: only the documented re-drive effects.
-                let expected = match &state {
-                    State::Received {} => vec![Effect::Filter { channel: Channel::Sms }],
-                    State::Filtered { channel } => vec![Effect::Render { channel: *channel }],
-                    State::Rendered { channel } => vec![Effect::AcquireRate { channel: *channel }],
-                    State::Deferred { until_ms, .. } => vec![Effect::Wake { at_ms: *until_ms }],
-                    State::Failed { channel, .. } => vec![Effect::Fallback { from: *channel }],
-                    other => panic!("{context}: {other:?} handled the event but did nothing"),
+                // Handled in place: only the documented re-drive effects (a wake-up's, a failed
+                // one's proceed), the close of a collapse wait, and the render of a closed group.
+                let expected = match (&state, l) {
+                    (State::Received {}, Label::Wake) => {
+                        vec![Effect::Filter { channel: Channel::Sms }]
+                    }
+                    (State::Filtered { channel }, Label::Wake | Label::CollapsedClosed) => {
+                        vec![Effect::Render { channel: *channel }]
+                    }
+                    (State::Rendered { channel }, Label::Wake) => {
+                        vec![Effect::AcquireRate { channel: *channel }]
+                    }
+                    (State::Deferred { resume: Resume::Collapse { channel }, .. }, Label::Wake) => {
+                        vec![Effect::CollapseClose { channel: *channel }]
+                    }
+                    (State::Failed { channel, .. }, Label::Wake | Label::Proceed) => {
+                        vec![Effect::Fallback { from: *channel }]
+                    }
+                    (other, l) => panic!("{context}: {other:?} handled {l:?} in place"),
                 };
-                let redrive =
-                    l == Label::Wake || (kind == StateKind::Failed && l == Label::Proceed);
-                assert!(
-                    redrive,
-                    "{context}: only a wake-up (or a failed's proceed) is handled in place"
-                );
                 assert_eq!(step.effects, expected, "{context}");
             } else {
                 let to = step.state.kind();
@@ -1526,7 +1602,9 @@ fn arb_event() -> impl Strategy<Value = Event> {
         2 => Just(Event::Proceed),
         3 => class.prop_map(failure),
         1 => (NOW_MS..NOW_MS + 600_000)
-            .prop_map(|until_ms| Event::RateChecked(RateDecision::Defer { until_ms })),
+            .prop_map(|until_ms| {
+                Event::RateChecked(RateDecision::Defer { until_ms, limit: sms_window() })
+            }),
         4 => proptest::sample::select(Label::ALL.to_vec()).prop_map(sample),
     ]
 }
@@ -1614,18 +1692,19 @@ fn a_rate_deferral_past_the_time_budget_skips_as_expired() {
     let within = ACCEPTED_MS + ttl_ms;
     let step = check(
         State::Rendered { channel: Channel::Sms },
-        Event::RateChecked(RateDecision::Defer { until_ms: within }),
+        Event::RateChecked(RateDecision::Defer { until_ms: within, limit: marketing_cap() }),
     );
     assert!(matches!(step.state, State::Deferred { until_ms, .. } if until_ms == within));
     let step = check(
         State::Rendered { channel: Channel::Sms },
-        Event::RateChecked(RateDecision::Defer { until_ms: within + 1 }),
+        Event::RateChecked(RateDecision::Defer { until_ms: within + 1, limit: marketing_cap() }),
     );
     assert_eq!(
         step.state,
         State::Skipped { reason: SkipReason::Expired { channel: Channel::Sms } }
     );
-    assert!(step.note.unwrap().contains("time budget"));
+    let note = step.note.unwrap();
+    assert!(note.contains("time budget") && note.contains("the marketing cap"), "{note}");
 }
 
 #[test]
@@ -1722,6 +1801,69 @@ fn a_send_whose_first_free_slot_is_past_the_budget_fails() {
     };
     assert_eq!(*attempt, Attempt(1));
     assert!(reason.contains("no free slot before the time budget ends"), "{reason}");
+}
+
+/// Feeds `event` to `state` for a collapsing notification (its category has a collapse window).
+fn check_collapsing(state: State, event: Event) -> Step {
+    let channel = channel_of(&state);
+    let mut machine = machine::restore(state, &POLICY, channel);
+    let mut context = Context::new(&POLICY, channel, SEED, ACCEPTED_MS, NOW_MS);
+    context.collapse_window_ms = Some(30_000);
+    machine.handle_with_context(&event, &mut context);
+    Step { state: machine.state().clone(), effects: context.effects, note: context.note }
+}
+
+/// A collapsing notification joins its group before it renders: merged, it is skipped naming
+/// the survivor; the first waits the window (unless its time budget cannot), and when the window
+/// ends it closes the group and renders for all.
+#[test]
+fn a_collapsing_notification_joins_waits_or_merges_before_it_renders() {
+    let allow = Event::Filtered(FilterDecision::Allow { channel: Channel::Sms, rule: "ok".into() });
+    let step = check_collapsing(State::Received {}, allow);
+    assert_eq!(step.state, State::Filtered { channel: Channel::Sms });
+    assert_eq!(step.effects, vec![Effect::Collapse { channel: Channel::Sms }]);
+    let filtered = State::Filtered { channel: Channel::Sms };
+    let into = steps::model::NotificationId::new("n_first").unwrap();
+    let step = check_collapsing(
+        filtered.clone(),
+        Event::Collapsed(CollapseDecision::Merged { into: into.clone() }),
+    );
+    assert_eq!(step.state, State::Skipped { reason: SkipReason::Collapsed { into } });
+    assert_eq!(
+        step.note.as_deref(),
+        Some("collapsed into notification n_first, whose message carries this one's data")
+    );
+    let until_ms = NOW_MS + 30_000;
+    let step =
+        check_collapsing(filtered.clone(), Event::Collapsed(CollapseDecision::Wait { until_ms }));
+    let waiting = State::Deferred { until_ms, resume: Resume::Collapse { channel: Channel::Sms } };
+    assert_eq!(step.state, waiting);
+    assert_eq!(step.effects, vec![Effect::Wake { at_ms: until_ms }]);
+    // A window that outlasts the time budget is cut short: the group is closed now.
+    let budget_end = ACCEPTED_MS + POLICY.retry(Channel::Sms).ttl_ms;
+    let late = Event::Collapsed(CollapseDecision::Wait { until_ms: budget_end + 1 });
+    let step = check_collapsing(filtered.clone(), late);
+    assert_eq!(step.state, filtered);
+    assert_eq!(step.effects, vec![Effect::CollapseClose { channel: Channel::Sms }]);
+    // The window ends: close, then render once the group is closed.
+    let step = check_collapsing(waiting.clone(), Event::Wake);
+    assert_eq!(
+        (step.state.clone(), step.effects),
+        (waiting.clone(), vec![Effect::CollapseClose { channel: Channel::Sms }])
+    );
+    let step =
+        check_collapsing(waiting.clone(), Event::Collapsed(CollapseDecision::Closed { count: 3 }));
+    assert_eq!(step.state, filtered);
+    assert_eq!(step.effects, vec![Effect::Collapse { channel: Channel::Sms }]);
+    assert_eq!(
+        step.note.as_deref(),
+        Some("the collapse window ended: one message for 3 notification(s)")
+    );
+    let step =
+        check_collapsing(filtered.clone(), Event::Collapsed(CollapseDecision::Closed { count: 3 }));
+    assert_eq!(step.effects, vec![Effect::Render { channel: Channel::Sms }]);
+    // The wait can be cancelled like any deferral.
+    assert_eq!(check_collapsing(waiting, Event::Cancel).state, State::Cancelled {});
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
-//! Policy validation (`workflows::policy`): the defaults are valid, and every invalid retry, rate
-//! or lease value is refused with its documented error, naming the channel.
+//! Policy validation (`workflows::policy`): the defaults are valid, and every invalid retry, rate,
+//! cap or lease value is refused with its documented error, naming the channel or the category;
+//! and which windows a notification takes a slot in.
 
+use steps::limits::{Cap, Limit, Window, WindowError};
 use steps::model::{Category, Channel, ProviderName};
 use steps::rate::{OverLimit, RateLimit};
 use steps::retry::{PolicyError, RetryPolicy};
-use workflows::policy::{Error, Policy};
+use workflows::policy::{CapError, CategoryPolicy, Error, Policy};
 
 /// A valid retry policy to break one field at a time.
 const RETRY: RetryPolicy = RetryPolicy {
@@ -122,10 +124,17 @@ fn invalid_category_retry_is_refused_naming_category_and_channel() {
 
 #[test]
 fn invalid_rate_limits_are_refused_naming_the_channel() {
-    for (max, window_ms) in [(0, 1_000), (1, 0), (0, 0)] {
+    for (max, window_ms, error) in [
+        (0, 1_000, WindowError::Max),
+        (1, 0, WindowError::WindowMs),
+        (0, 0, WindowError::Max),
+        (100_001, 1_000, WindowError::Max),
+        (1, 367 * 86_400_000, WindowError::WindowMs),
+    ] {
         let mut p = Policy::default();
         p.rate.insert(Channel::Chat, RateLimit { max, window_ms, over_limit: OverLimit::Skip });
-        assert_eq!(p.validate(), Err(Error::Rate { channel: Channel::Chat }), "{max}/{window_ms}");
+        let expected = Err(Error::Rate { channel: Channel::Chat, error });
+        assert_eq!(p.validate(), expected, "{max}/{window_ms}");
     }
     let mut p = Policy::default();
     p.rate.insert(Channel::Chat, RateLimit { max: 1, window_ms: 1, over_limit: OverLimit::Defer });
@@ -153,8 +162,8 @@ fn errors_read_as_documented() {
         "retry policy for email: delay_ms_base must be >= 1 and <= delay_ms_max"
     );
     assert_eq!(
-        Error::Rate { channel: Channel::InApp }.to_string(),
-        "rate limit for in_app: max and window_ms must both be > 0"
+        Error::Rate { channel: Channel::InApp, error: WindowError::Max }.to_string(),
+        "rate limit for in_app: max must be between 1 and 100000"
     );
     assert_eq!(Error::Lease.to_string(), "send_lease_ms must be between 1000 and 600000");
 }
@@ -189,4 +198,130 @@ fn policy_is_serde_data() {
     assert_eq!(empty, Policy::default());
     let lease: Policy = serde_json::from_str(r#"{"send_lease_ms": 5000}"#).unwrap();
     assert_eq!(lease, Policy { send_lease_ms: 5_000, ..Policy::default() });
+}
+
+fn category(name: &str) -> Category {
+    Category::new(name).unwrap()
+}
+
+#[test]
+fn marketing_is_capped_by_default_and_critical_categories_take_no_window() {
+    let p = Policy::default();
+    let marketing = category("marketing");
+    let day = 86_400_000;
+    assert_eq!(
+        p.caps(&marketing),
+        &[
+            Cap { max: 1, window_ms: day, over_limit: OverLimit::Defer },
+            Cap { max: 5, window_ms: 7 * day, over_limit: OverLimit::Defer },
+        ]
+    );
+    // Marketing email: the email window and both caps, all or nothing.
+    let windows = p.windows(&marketing, Channel::Email);
+    let limits: Vec<String> = windows.iter().map(|w| w.limit.to_string()).collect();
+    assert_eq!(
+        limits,
+        [
+            "the email rate limit (20 per 1 h)",
+            "the marketing cap (1 per 24 h)",
+            "the marketing cap (5 per 168 h)"
+        ]
+    );
+    // An uncapped category on a channel without a rate limit takes no window.
+    assert_eq!(p.windows(&category("orders"), Channel::InApp), vec![]);
+    assert_eq!(
+        p.windows(&category("orders"), Channel::Sms),
+        vec![Window {
+            limit: Limit::Channel { channel: Channel::Sms, max: 10, window_ms: 3_600_000 },
+            over_limit: OverLimit::Defer
+        }]
+    );
+    // Critical categories are exempt from every per-recipient window, even with caps set.
+    let mut p = Policy::default();
+    let otp = category("otp");
+    p.categories.get_mut(&otp).unwrap().caps =
+        Some(vec![Cap { max: 1, window_ms: 1_000, over_limit: OverLimit::Skip }]);
+    assert!(p.is_critical(&otp));
+    assert_eq!(p.windows(&otp, Channel::Sms), vec![]);
+    assert_eq!(p.validate(), Ok(()));
+}
+
+#[test]
+fn invalid_caps_are_refused_naming_the_category_and_the_cap() {
+    let cap = |max, window_ms| Cap { max, window_ms, over_limit: OverLimit::Defer };
+    let with = |caps: Vec<Cap>| {
+        let mut p = Policy::default();
+        p.categories.insert(
+            category("news"),
+            CategoryPolicy { caps: Some(caps), ..CategoryPolicy::default() },
+        );
+        p.validate()
+    };
+    assert_eq!(with(vec![cap(1, 1_000), cap(3, 60_000)]), Ok(()));
+    assert_eq!(with(vec![]), Ok(()));
+    let error = with(vec![cap(1, 1_000), cap(0, 60_000)]).unwrap_err();
+    assert_eq!(
+        error,
+        Error::Cap {
+            category: category("news"),
+            index: Some(1),
+            error: CapError::Window(WindowError::Max)
+        }
+    );
+    assert_eq!(error.to_string(), "categories.news.caps[1]: max must be between 1 and 100000");
+    let error = with(vec![cap(1, 1_000), cap(2, 1_000)]).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "categories.news.caps[1]: two caps have the same window_ms; merge them (the smaller max \
+         wins)"
+    );
+    let error = with(vec![cap(1, 0)]).unwrap_err();
+    assert!(error.to_string().contains("caps[0]: window_ms must be between 1 and"), "{error}");
+    let error = with((1..=9).map(|i| cap(1, i * 1_000)).collect()).unwrap_err();
+    assert_eq!(error.to_string(), "categories.news.caps: at most 8 caps per category");
+}
+
+#[test]
+fn dedup_and_collapse_windows_are_checked_and_read_per_category() {
+    let mut p = Policy::default();
+    let orders = category("orders");
+    assert_eq!(p.dedup_window_ms_for(&orders), 86_400_000, "24 h by default");
+    assert_eq!(p.collapse_window_ms(&orders), None, "nothing collapses by default");
+    p.categories.insert(
+        category("chat"),
+        CategoryPolicy {
+            dedup_window_ms: Some(0),
+            collapse_window_ms: Some(30_000),
+            ..CategoryPolicy::default()
+        },
+    );
+    assert_eq!(p.validate(), Ok(()));
+    assert_eq!(p.dedup_window_ms_for(&category("chat")), 0);
+    assert_eq!(p.collapse_window_ms(&category("chat")), Some(30_000));
+    let too_long = Policy { dedup_window_ms: 31 * 86_400_000, ..Policy::default() };
+    let error = too_long.validate().unwrap_err();
+    assert_eq!(error, Error::DedupWindow { category: None });
+    assert_eq!(error.to_string(), "dedup_window_ms must be at most 2592000000 (30 days)");
+    for bad in [0, 3_600_001] {
+        let mut p = Policy::default();
+        p.categories.insert(
+            category("chat"),
+            CategoryPolicy { collapse_window_ms: Some(bad), ..CategoryPolicy::default() },
+        );
+        let error = p.validate().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "categories.chat.collapse_window_ms must be between 1 and 3600000 (an hour)",
+            "{bad}"
+        );
+    }
+    let mut p = Policy::default();
+    p.categories.insert(
+        category("chat"),
+        CategoryPolicy { dedup_window_ms: Some(31 * 86_400_000), ..CategoryPolicy::default() },
+    );
+    assert_eq!(
+        p.validate().unwrap_err().to_string(),
+        "categories.chat.dedup_window_ms must be at most 2592000000 (30 days)"
+    );
 }

@@ -31,7 +31,8 @@ use proptest::test_runner::FileFailurePersistence;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
 use steps::fallback::FallbackDecision;
 use steps::filter::{FilterDecision, SkipReason};
-use steps::model::{Attempt, Channel, ProviderName, TemplateId};
+use steps::limits::Limit;
+use steps::model::{Attempt, Category, Channel, ProviderName, TemplateId};
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
 use steps::rate::RateDecision;
 use steps::render::RenderError;
@@ -327,16 +328,24 @@ impl Model {
             }
             (Phase::Rendered(channel), Event::RateChecked(decision)) => match decision {
                 RateDecision::Allow => Go(Phase::RateChecked(*channel)),
-                RateDecision::Defer { until_ms }
+                RateDecision::Defer { until_ms, .. }
                     if *until_ms > self.accepted_ms + self.policy().retry(*channel).ttl_ms =>
                 {
                     Go(Phase::Skipped(SkipReason::Expired { channel: *channel }))
                 }
-                RateDecision::Defer { until_ms } => {
+                RateDecision::Defer { until_ms, .. } => {
                     Go(Phase::Deferred { until_ms: *until_ms, then: Then::RateCheck(*channel) })
                 }
-                RateDecision::Skip => {
+                // The reason names the window that was full: a channel's, or a category cap.
+                RateDecision::Skip { limit: Limit::Channel { channel, .. } } => {
                     Go(Phase::Skipped(SkipReason::RateLimited { channel: *channel }))
+                }
+                RateDecision::Skip { limit: Limit::Cap { category, max, window_ms } } => {
+                    Go(Phase::Skipped(SkipReason::Capped {
+                        category: category.clone(),
+                        max: *max,
+                        window_ms: *window_ms,
+                    }))
                 }
             },
 
@@ -745,14 +754,27 @@ fn arb_rendered(channel: Channel) -> BoxedStrategy<Event> {
     .boxed()
 }
 
+fn arb_limit() -> BoxedStrategy<Limit> {
+    prop_oneof![
+        Just(Limit::Channel { channel: Channel::Sms, max: 3, window_ms: 600_000 }),
+        Just(Limit::Cap {
+            category: Category::new("marketing").unwrap(),
+            max: 1,
+            window_ms: 86_400_000,
+        }),
+    ]
+    .boxed()
+}
+
 fn arb_rate_checked(now_ms: u64) -> BoxedStrategy<Event> {
     prop_oneof![
         6 => Just(RateDecision::Allow),
-        3 => (now_ms..now_ms + 3_600_000).prop_map(|until_ms| RateDecision::Defer { until_ms }),
+        3 => (now_ms..now_ms + 3_600_000, arb_limit())
+            .prop_map(|(until_ms, limit)| RateDecision::Defer { until_ms, limit }),
         // A window that already has room again (a slow worker).
-        1 => (now_ms.saturating_sub(30_000)..=now_ms)
-            .prop_map(|until_ms| RateDecision::Defer { until_ms }),
-        1 => Just(RateDecision::Skip),
+        1 => (now_ms.saturating_sub(30_000)..=now_ms, arb_limit())
+            .prop_map(|(until_ms, limit)| RateDecision::Defer { until_ms, limit }),
+        1 => arb_limit().prop_map(|limit| RateDecision::Skip { limit }),
     ]
     .prop_map(Event::RateChecked)
     .boxed()

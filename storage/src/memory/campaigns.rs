@@ -14,7 +14,7 @@ use workflows::machine::State;
 use workflows::ports::{Campaigns, StoreError};
 use workflows::record::{Created, HistoryEntry, Idempotency, Record};
 
-use super::{IDEMPOTENCY_TTL_MS, MemoryStore, ScoreSet};
+use super::{CreateReply, IDEMPOTENCY_TTL_MS, MemoryStore, Once, ScoreSet};
 use crate::keys::campaigns as keys;
 
 /// One stored campaign.
@@ -468,7 +468,12 @@ impl Campaigns for MemoryStore {
         first: &HistoryEntry,
         campaign: &CampaignId,
     ) -> impl Future<Output = Result<Created, StoreError>> + Send {
-        ready(Ok(self.create_now(record, first, None, Some(campaign))))
+        let created = match self.create_now(record, first, Once::None, Some(campaign)) {
+            CreateReply::New => Created::New,
+            // No key and no event: only the id can be taken (the page was expanded before).
+            _ => Created::Existing { id: record.id.clone(), same_request: false },
+        };
+        ready(Ok(created))
     }
 
     fn campaign_open(

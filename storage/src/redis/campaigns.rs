@@ -20,7 +20,7 @@ use workflows::campaign::{
 use workflows::ports::{Campaigns, StoreError};
 use workflows::record::{Created, HistoryEntry, Idempotency, Record};
 
-use super::{RedisStore, codec, parse_i64, parse_pair, parse_string};
+use super::{Once, RedisStore, codec, parse_i64, parse_pair, parse_string};
 use crate::keys::campaigns as keys;
 use crate::keys::{self as all_keys, SHARDS, tenants_prefix};
 use crate::memory::IDEMPOTENCY_TTL_MS;
@@ -640,7 +640,11 @@ impl Campaigns for RedisStore {
         first: &HistoryEntry,
         campaign: &CampaignId,
     ) -> Result<Created, StoreError> {
-        self.create_tagged(record, first, None, Some(campaign)).await
+        match self.run_create(record, first, Once::None, Some(campaign)).await? {
+            (0, _) => Ok(Created::New),
+            (2, _) => Ok(Created::Existing { id: record.id.clone(), same_request: false }),
+            _ => Err(self.corrupt("campaign create notification")),
+        }
     }
 
     async fn campaign_open(

@@ -5,8 +5,9 @@
 //! layout ([`crate::keys`]) runs unchanged on Redis Cluster. Reads are single commands or pipelines.
 //!
 //! The runner's round trips per notification are few on purpose: `load` (one HGETALL),
-//! `rate_acquire` (one script), two `commit`s (one script each), and two reads of the
-//! recipient's directory entry (one HGETALL each: the filter, and the re-check after the claim).
+//! `acquire_windows` (one script, the recipient's limits), two `commit`s (one script each), and
+//! two reads of the recipient's directory entry (one HGETALL each: the filter, and the re-check
+//! after the claim).
 //!
 //! One rule follows from the one-slot scripts: a notification created with an idempotency key
 //! must live in the key's shard, so `create` refuses an id that was not minted for its key
@@ -25,25 +26,27 @@
 
 mod campaigns;
 mod codec;
+mod collapse;
+mod dedup;
 mod directory;
+mod limits;
 mod queue;
 mod scripts;
 mod templates;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, ErrorKind, RedisError, Value};
 use steps::model::{NotificationId, ProviderName, RecipientId, TenantId};
-use steps::rate::{RateCheck, RateLimit, SendRate, SendSlot};
+use steps::rate::{SendRate, SendSlot};
 use workflows::campaign::{CampaignId, counter_field};
 use workflows::dlq::{DLQ_SCAN_MAX, DlqFilter, DlqPage, Truncated};
 use workflows::ports::{
     ApiKey, Clock, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem, LIST_LIMIT_MAX, ListQuery,
-    Purged, RateKey, Store, StoreError,
+    Purged, Store, StoreError,
 };
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record};
 
@@ -121,20 +124,6 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_max_delay(RECONNECT_DELAY_MAX)
 }
 
-/// A process-wide nonce and counter that make rate-window members unique across workers.
-fn rate_member(now_ms: u64) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static NONCE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let nonce = NONCE.get_or_init(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        keys::fnv1a(format!("{}-{nanos}", std::process::id()).as_bytes())
-    });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{now_ms}-{nonce:016x}-{n}")
-}
-
 /// Whether an error is Redis saying a stream or its consumer group is missing (after a restart
 /// without persistence, a FLUSHALL, or a deleted stream), by itself or in a pipeline's failures
 /// (which carry no code of their own: `stats` and `reclaim_abandoned` are pipelines).
@@ -162,6 +151,15 @@ fn parse_string(value: Value) -> Option<String> {
         Value::VerbatimString { text, .. } => Some(text),
         _ => None,
     }
+}
+
+/// What a create checks besides the id: an idempotency key in the record's slot, or an event
+/// (event-level dedup) in the record's slot.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Once<'a> {
+    None,
+    Key(&'a Idempotency),
+    Event(&'a workflows::ports::EventKey, u64),
 }
 
 /// An optional time as a script argument: the number, or `''` for none.
@@ -364,6 +362,97 @@ impl RedisStore {
         codec::decode_record(&fields)
     }
 
+    /// Runs the create script: a record with an idempotency key, an event, or neither, and for a
+    /// campaign's notification its campaign (the script tags the record and counts it in the
+    /// campaign's counters, see `campaigns`). Returns the script's `{code, value}`.
+    pub(crate) async fn run_create(
+        &self,
+        record: &Record,
+        first: &HistoryEntry,
+        once: Once<'_>,
+        campaign: Option<&CampaignId>,
+    ) -> Result<(i64, Option<Value>), StoreError> {
+        let shard = keys::shard_for(&record.id);
+        let (home, what) = match once {
+            Once::None => (shard, ""),
+            Once::Key(idem) => {
+                (keys::idempotency_shard(&record.tenant, &idem.key), "idempotency key")
+            }
+            Once::Event(event, _) => (keys::event_shard(event), "event"),
+        };
+        if home != shard {
+            return Err(StoreError::Corrupt(format!(
+                "notification id {} is not in the shard of its {what}, so the two cannot be \
+                 written atomically; mint ids with storage::keys::new_notification_id",
+                record.id
+            )));
+        }
+        let idempotency = match once {
+            Once::Key(idem) => Some(idem),
+            _ => None,
+        };
+        let wake = workflows::record::Wake {
+            tenant: record.tenant.clone(),
+            id: record.id.clone(),
+            version: record.version,
+        };
+        let fields = codec::RecordFields::encode(record)?;
+        let first_json = codec::to_json(first)?;
+        let mut invocation = scripts::CREATE_SCRIPT.prepare_invoke();
+        invocation
+            .key(keys::record(&record.tenant, &record.id))
+            .key(keys::history(&record.tenant, &record.id))
+            .key(keys::ready(shard))
+            .key(keys::timers(shard))
+            .key(keys::deadlines(shard));
+        match once {
+            Once::None => {}
+            Once::Key(idem) => {
+                invocation.key(keys::idempotency(&record.tenant, &idem.key));
+            }
+            Once::Event(event, _) => {
+                invocation.key(keys::event(event));
+            }
+        }
+        let deadline = deadline_ms(record.state.kind(), record.wake_at_ms, record.created_at_ms);
+        invocation
+            .arg(keys::tenant_prefix(shard, &record.tenant))
+            .arg(record.id.as_str())
+            .arg(record.tenant.as_str())
+            .arg(record.version)
+            .arg(&fields.state)
+            .arg(record.state.kind().as_str())
+            .arg(&fields.request)
+            .arg(record.seed.to_string())
+            .arg(record.created_at_ms)
+            .arg(record.updated_at_ms)
+            .arg(optional_ms(record.wake_at_ms))
+            .arg(first_json)
+            .arg(HISTORY_LEN_MAX)
+            .arg(wake.key())
+            .arg(
+                idempotency
+                    .map(|i| format!("{}\n{}", record.id, i.fingerprint))
+                    .unwrap_or_default(),
+            )
+            .arg(IDEMPOTENCY_TTL_MS)
+            .arg(&fields.replay)
+            .arg(optional_ms(deadline))
+            .arg(deadline_member(&record.tenant, &record.id));
+        match once {
+            Once::Event(_, window_ms) => invocation.arg("event").arg(window_ms.max(1)),
+            _ => invocation.arg("").arg(""),
+        };
+        invocation
+            .arg(campaign.map(CampaignId::as_str).unwrap_or_default())
+            .arg(counter_field(&record.state))
+            .arg(if record.state.is_terminal() { "0" } else { "1" });
+        let mut conn = self.conn.clone();
+        let reply: Value =
+            invocation.invoke_async(&mut conn).await.map_err(|e| self.error("create", &e))?;
+        parse_pair(reply).ok_or_else(|| self.corrupt("create"))
+    }
+
     /// Newest-first ids from one ZSET per shard, merged: the `limit` newest overall.
     async fn newest_ids(
         &self,
@@ -487,94 +576,6 @@ fn connect_error(shown_url: &str, secret: Option<&str>, e: &RedisError) -> Store
     StoreError::Unavailable(message)
 }
 
-impl RedisStore {
-    /// [`Store::create`], and for a campaign's notification its campaign: the create script
-    /// tags the record and counts it in the campaign's counters (`campaigns`).
-    pub(crate) async fn create_tagged(
-        &self,
-        record: &Record,
-        first: &HistoryEntry,
-        idempotency: Option<&Idempotency>,
-        campaign: Option<&CampaignId>,
-    ) -> Result<Created, StoreError> {
-        let shard = keys::shard_for(&record.id);
-        if let Some(idem) = idempotency {
-            let key_shard = keys::idempotency_shard(&record.tenant, &idem.key);
-            if key_shard != shard {
-                return Err(StoreError::Corrupt(format!(
-                    "notification id {} is not in the shard of its idempotency key, so the two \
-                     cannot be written atomically; mint ids with storage::keys::new_notification_id",
-                    record.id
-                )));
-            }
-        }
-        let wake = workflows::record::Wake {
-            tenant: record.tenant.clone(),
-            id: record.id.clone(),
-            version: record.version,
-        };
-        let fields = codec::RecordFields::encode(record)?;
-        let first_json = codec::to_json(first)?;
-        let mut invocation = scripts::CREATE_SCRIPT.prepare_invoke();
-        invocation
-            .key(keys::record(&record.tenant, &record.id))
-            .key(keys::history(&record.tenant, &record.id))
-            .key(keys::ready(shard))
-            .key(keys::timers(shard))
-            .key(keys::deadlines(shard));
-        if let Some(idem) = idempotency {
-            invocation.key(keys::idempotency(&record.tenant, &idem.key));
-        }
-        let deadline = deadline_ms(record.state.kind(), record.wake_at_ms, record.created_at_ms);
-        invocation
-            .arg(keys::tenant_prefix(shard, &record.tenant))
-            .arg(record.id.as_str())
-            .arg(record.tenant.as_str())
-            .arg(record.version)
-            .arg(&fields.state)
-            .arg(record.state.kind().as_str())
-            .arg(&fields.request)
-            .arg(record.seed.to_string())
-            .arg(record.created_at_ms)
-            .arg(record.updated_at_ms)
-            .arg(optional_ms(record.wake_at_ms))
-            .arg(first_json)
-            .arg(HISTORY_LEN_MAX)
-            .arg(wake.key())
-            .arg(
-                idempotency
-                    .map(|i| format!("{}\n{}", record.id, i.fingerprint))
-                    .unwrap_or_default(),
-            )
-            .arg(IDEMPOTENCY_TTL_MS)
-            .arg(&fields.replay)
-            .arg(optional_ms(deadline))
-            .arg(deadline_member(&record.tenant, &record.id))
-            .arg(campaign.map(CampaignId::as_str).unwrap_or_default())
-            .arg(counter_field(&record.state))
-            .arg(if record.state.is_terminal() { "0" } else { "1" });
-        let mut conn = self.conn.clone();
-        let reply: Value =
-            invocation.invoke_async(&mut conn).await.map_err(|e| self.error("create", &e))?;
-        match parse_pair(reply).ok_or_else(|| self.corrupt("create"))? {
-            (0, _) => Ok(Created::New),
-            (1, Some(prior)) => {
-                let prior = parse_string(prior).ok_or_else(|| self.corrupt("create"))?;
-                let (id, fingerprint) = prior.split_once('\n').ok_or_else(|| {
-                    StoreError::Corrupt(format!("idempotency entry of {} is malformed", record.id))
-                })?;
-                let id = NotificationId::new(id).map_err(|e| {
-                    StoreError::Corrupt(format!("idempotency entry names a bad id: {e}"))
-                })?;
-                let same_request = idempotency.is_some_and(|i| i.fingerprint == fingerprint);
-                Ok(Created::Existing { id, same_request })
-            }
-            (2, _) => Ok(Created::Existing { id: record.id.clone(), same_request: false }),
-            _ => Err(self.corrupt("create")),
-        }
-    }
-}
-
 impl Store for RedisStore {
     async fn create(
         &self,
@@ -582,7 +583,23 @@ impl Store for RedisStore {
         first: &HistoryEntry,
         idempotency: Option<&Idempotency>,
     ) -> Result<Created, StoreError> {
-        self.create_tagged(record, first, idempotency, None).await
+        let once = idempotency.map_or(Once::None, Once::Key);
+        match self.run_create(record, first, once, None).await? {
+            (0, _) => Ok(Created::New),
+            (1, Some(prior)) => {
+                let prior = parse_string(prior).ok_or_else(|| self.corrupt("create"))?;
+                let (id, fingerprint) = match dedup::KeyValue::parse(&prior)? {
+                    dedup::KeyValue::Created { id, fingerprint } => (Some(id), fingerprint),
+                    dedup::KeyValue::Claim(claim) => (claim.first_id(), claim.fp),
+                };
+                // A key claimed by a request that has not finished names no notification yet.
+                let same_request =
+                    id.is_some() && idempotency.is_some_and(|i| i.fingerprint == fingerprint);
+                Ok(Created::Existing { id: id.unwrap_or_else(|| record.id.clone()), same_request })
+            }
+            (2, _) => Ok(Created::Existing { id: record.id.clone(), same_request: false }),
+            _ => Err(self.corrupt("create")),
+        }
     }
 
     async fn load(
@@ -747,36 +764,6 @@ impl Store for RedisStore {
         }
     }
 
-    async fn rate_acquire(
-        &self,
-        key: &RateKey,
-        limit: &RateLimit,
-        now_ms: u64,
-    ) -> Result<RateCheck, StoreError> {
-        let mut conn = self.conn.clone();
-        let reply: Value = scripts::RATE_SCRIPT
-            .key(keys::rate(&key.tenant, &key.recipient, key.channel))
-            .arg(now_ms)
-            .arg(limit.window_ms)
-            .arg(limit.max)
-            .arg(rate_member(now_ms))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.error("rate_acquire", &e))?;
-        let (code, value) = parse_pair(reply).ok_or_else(|| self.corrupt("rate_acquire"))?;
-        let value =
-            value.as_ref().and_then(parse_i64).ok_or_else(|| self.corrupt("rate_acquire"))?;
-        match code {
-            1 => Ok(RateCheck::Allowed {
-                count: u32::try_from(value).map_err(|_| self.corrupt("rate_acquire"))?,
-            }),
-            0 => Ok(RateCheck::Limited {
-                retry_at_ms: u64::try_from(value).map_err(|_| self.corrupt("rate_acquire"))?,
-            }),
-            _ => Err(self.corrupt("rate_acquire")),
-        }
-    }
-
     async fn send_slot(
         &self,
         provider: &ProviderName,
@@ -885,13 +872,5 @@ mod tests {
         assert_eq!(url_secret("redis://bob:hunter2@h:1"), Some("hunter2".into()));
         assert_eq!(url_secret("redis://token@h"), Some("token".into()));
         assert_eq!(url_secret("redis://h:1"), None);
-    }
-
-    #[test]
-    fn rate_members_are_unique() {
-        let a = rate_member(5);
-        let b = rate_member(5);
-        assert_ne!(a, b);
-        assert!(a.starts_with("5-"));
     }
 }

@@ -12,27 +12,34 @@ use std::sync::LazyLock;
 use redis::Script;
 
 /// Creates a record with its first history entry, indexes, deadline and first wake-up, honouring
-/// an idempotency key.
+/// an idempotency key or, instead, an event seen before (event-level dedup).
 ///
-/// KEYS: record, history, ready, timers, deadlines, [idempotency].
+/// KEYS: record, history, ready, timers, deadlines, [idempotency key, or with ARGV[20] =
+/// 'event' the event's dedup key].
 /// ARGV: tenant prefix, id, tenant, version, state json, state kind, request json, seed,
 /// created ms, updated ms, wake ms or '', first history entry json, history max len,
 /// wake key, idempotency value (`id\nfingerprint`), idempotency ttl ms, replay json or '',
-/// deadline ms or '', deadline member, campaign id or '', campaign counter field, '1' when the
-/// state is not terminal.
+/// deadline ms or '', deadline member, what KEYS[6] is ('' or 'event'), event window ms,
+/// campaign id or '', campaign counter field, '1' when the state is not terminal.
 ///
 /// The record keeps the name of its idempotency key (field `idem`), so a purge can forget it.
 /// A campaign's notification keeps its campaign (`campaign`) and the counter it is counted
 /// under (`cfield`), is counted in the campaign's counters of this shard and, while not
 /// terminal, is in its open set (`workflows::campaign`).
 ///
-/// Returns `{0}` created, `{1, "id\nfingerprint"}` the key was used before, `{2}` the id exists.
+/// Returns `{0}` created, `{1, value}` the key was used before (its value), `{2}` the id exists,
+/// `{3, id}` the event was seen within its window (the notification it made).
 const CREATE: &str = r"
 local rec, hist, ready, timers, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local idem = KEYS[6]
+local idem, event = KEYS[6], nil
+if ARGV[20] == 'event' then idem, event = nil, KEYS[6] end
 if idem then
   local prior = redis.call('GET', idem)
   if prior then return {1, prior} end
+end
+if event then
+  local prior = redis.call('GET', event)
+  if prior then return {3, prior} end
 end
 if redis.call('EXISTS', rec) == 1 then return {2} end
 local p, id, kind, wake = ARGV[1], ARGV[2], ARGV[6], ARGV[11]
@@ -54,11 +61,12 @@ if wake ~= '' then
 end
 if ARGV[18] ~= '' then redis.call('ZADD', deadlines, ARGV[18], ARGV[19]) end
 if idem then redis.call('SET', idem, ARGV[15], 'PX', ARGV[16]) end
-if ARGV[20] ~= '' then
-  local base = p .. 'c:' .. ARGV[20]
-  redis.call('HSET', rec, 'campaign', ARGV[20], 'cfield', ARGV[21])
-  redis.call('HINCRBY', base .. ':counts', ARGV[21], 1)
-  if ARGV[22] == '1' then redis.call('SADD', base .. ':open', id) end
+if event then redis.call('SET', event, ARGV[2], 'PX', ARGV[21]) end
+if ARGV[22] ~= '' then
+  local base = p .. 'c:' .. ARGV[22]
+  redis.call('HSET', rec, 'campaign', ARGV[22], 'cfield', ARGV[23])
+  redis.call('HINCRBY', base .. ':counts', ARGV[23], 1)
+  if ARGV[24] == '1' then redis.call('SADD', base .. ':open', id) end
 end
 return {0}
 ";
@@ -174,32 +182,6 @@ if idem and string.sub(idem, 1, #idem_prefix) == idem_prefix then
 end
 redis.call('DEL', rec, hist)
 return {1}
-";
-
-/// One slot in a sliding rate window, exactly as `steps::rate::SlidingWindow::admit`: entries at
-/// or before `now - window` have left; admit if fewer than `max` remain.
-///
-/// KEYS: window. ARGV: now ms, window ms, max, a unique member.
-///
-/// Returns `{1, count}` admitted, `{0, retry_at_ms}` refused.
-const RATE: &str = r"
-local key = KEYS[1]
-local now, window, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local floor = now - window
-if floor < 0 then floor = 0 end
-redis.call('ZREMRANGEBYSCORE', key, '-inf', floor)
-local n = redis.call('ZCARD', key)
-if n < max then
-  redis.call('ZADD', key, now, ARGV[4])
-  local ttl = window
-  if ttl < 1 then ttl = 1 end
-  redis.call('PEXPIRE', key, ttl)
-  return {1, n + 1}
-end
-local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-local at = now
-if oldest[2] then at = tonumber(oldest[2]) end
-return {0, at + window}
 ";
 
 /// Reserves a provider's next send slot, exactly as `steps::rate::Pacer::reserve`.
@@ -359,8 +341,6 @@ pub(crate) static CREATE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new
 pub(crate) static COMMIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(COMMIT));
 /// See [`PURGE`].
 pub(crate) static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PURGE));
-/// See [`RATE`].
-pub(crate) static RATE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RATE));
 /// See [`PACE`].
 pub(crate) static PACE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PACE));
 /// See [`INBOX_APPEND`].
