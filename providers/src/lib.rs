@@ -13,6 +13,8 @@
 //! - [`secret`]: [`Secret`], the credential type whose `Debug` and `Display` print `***`.
 //! - [`options`]: the defaults and bounds shared by the HTTP providers' configs (timeouts).
 //! - [`breaker`]: per-provider circuit breakers (failsafe) around any provider.
+//! - [`receipt`]: [`receipt::ReceiptEvent`], what a delivery receipt says, the same for every
+//!   provider's webhook.
 //! - [`inapp`]: the in-app inbox provider (no feature needed).
 //! - [`sendgrid`]: SendGrid v3 mail send (email).
 //! - [`twilio`]: Twilio Programmable Messaging (SMS).
@@ -40,6 +42,7 @@ pub mod breaker;
 pub mod fcm;
 pub mod inapp;
 pub mod options;
+pub mod receipt;
 pub mod secret;
 pub mod sendgrid;
 pub mod twilio;
