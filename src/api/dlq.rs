@@ -21,7 +21,7 @@ use steps::model::{Channel, NotificationId, ProviderName};
 use workflows::dlq::{
     DLQ_SCAN_MAX, DlqFilter, DlqPlan, REPLAY_RATE_DEFAULT, REPLAY_RATE_MAX, Truncated,
 };
-use workflows::machine::State as LifecycleState;
+use workflows::machine::{State as LifecycleState, StateKind};
 use workflows::ports::{Clock, Inbox, LIST_LIMIT_MAX, Store};
 use workflows::record::Record;
 use workflows::runner::{PurgeVerdict, ReplayOptions, ReplayVerdict};
@@ -295,20 +295,15 @@ pub(super) async fn replay<S: Store + Inbox, C: Clock>(
             ReplayVerdict::MaybeDelivered => {
                 skipped += 1;
                 maybe_delivered += 1;
-                json!({ "id": id, "outcome": "skipped", "skip_reason": "maybe_delivered" })
+                skipped_item(id, "maybe_delivered", None)
             }
             ReplayVerdict::NotDeadLettered { state } => {
                 skipped += 1;
-                json!({
-                    "id": id,
-                    "outcome": "skipped",
-                    "skip_reason": "not_dead_lettered",
-                    "state": state,
-                })
+                skipped_item(id, "not_dead_lettered", Some(*state))
             }
             ReplayVerdict::NotFound => {
                 skipped += 1;
-                json!({ "id": id, "outcome": "skipped", "skip_reason": "not_found" })
+                skipped_item(id, "not_found", None)
             }
         })
         .collect();
@@ -331,6 +326,16 @@ pub(super) async fn replay<S: Store + Inbox, C: Clock>(
         "truncated": truncated(report.truncated),
     }))
     .into_response())
+}
+
+/// One item a replay or purge left alone, and why (with the state it was found in, when it was
+/// not dead-lettered).
+fn skipped_item(id: &NotificationId, reason: &str, state: Option<StateKind>) -> Value {
+    let mut item = json!({ "id": id, "outcome": "skipped", "skip_reason": reason });
+    if let Some(state) = state {
+        item["state"] = json!(state);
+    }
+    item
 }
 
 /// `POST /v1/dlq/purge`
@@ -369,16 +374,11 @@ pub(super) async fn purge<S: Store + Inbox, C: Clock>(
             }
             PurgeVerdict::NotDeadLettered { state } => {
                 skipped += 1;
-                json!({
-                    "id": id,
-                    "outcome": "skipped",
-                    "skip_reason": "not_dead_lettered",
-                    "state": state,
-                })
+                skipped_item(id, "not_dead_lettered", Some(*state))
             }
             PurgeVerdict::NotFound => {
                 skipped += 1;
-                json!({ "id": id, "outcome": "skipped", "skip_reason": "not_found" })
+                skipped_item(id, "not_found", None)
             }
         })
         .collect();

@@ -275,6 +275,30 @@ fn moved(reply: Value, store: &RedisStore, what: &str) -> Result<Moved, StoreErr
     }
 }
 
+impl RedisStore {
+    /// Runs a start or cancel script: both move one campaign and its due entry, and answer
+    /// with the state it is in after.
+    async fn move_campaign(
+        &self,
+        script: &Script,
+        what: &str,
+        tenant: &TenantId,
+        id: &CampaignId,
+        now_ms: u64,
+    ) -> Result<Moved, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: Value = script
+            .key(keys::campaign(tenant, id))
+            .key(keys::due(keys::campaign_shard(id)))
+            .arg(now_ms)
+            .arg(keys::due_member(tenant, id))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.error(what, &e))?;
+        moved(reply, self, what)
+    }
+}
+
 /// Parses an open-set cursor, `shard:scan cursor` (empty: the start).
 fn parse_open_cursor(cursor: &str) -> (u16, String) {
     cursor
@@ -407,16 +431,7 @@ impl Campaigns for RedisStore {
         id: &CampaignId,
         now_ms: u64,
     ) -> Result<Moved, StoreError> {
-        let mut conn = self.conn.clone();
-        let reply: Value = START_SCRIPT
-            .key(keys::campaign(tenant, id))
-            .key(keys::due(keys::campaign_shard(id)))
-            .arg(now_ms)
-            .arg(keys::due_member(tenant, id))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.error("campaign start", &e))?;
-        moved(reply, self, "campaign start")
+        self.move_campaign(&START_SCRIPT, "campaign start", tenant, id, now_ms).await
     }
 
     async fn campaign_cancel(
@@ -425,16 +440,7 @@ impl Campaigns for RedisStore {
         id: &CampaignId,
         now_ms: u64,
     ) -> Result<Moved, StoreError> {
-        let mut conn = self.conn.clone();
-        let reply: Value = CANCEL_SCRIPT
-            .key(keys::campaign(tenant, id))
-            .key(keys::due(keys::campaign_shard(id)))
-            .arg(now_ms)
-            .arg(keys::due_member(tenant, id))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.error("campaign cancel", &e))?;
-        moved(reply, self, "campaign cancel")
+        self.move_campaign(&CANCEL_SCRIPT, "campaign cancel", tenant, id, now_ms).await
     }
 
     async fn campaign(
