@@ -212,6 +212,7 @@ where
         .route("/v1/notifications/batch", post(submit_batch::<S, C>))
         .route("/v1/notifications/{id}", get(show::<S, C>))
         .route("/v1/notifications/{id}/cancel", post(cancel::<S, C>))
+        .route("/v1/notifications/{id}/explain", get(explain::<S, C>))
         .route("/v1/dlq", get(dlq::list::<S, C>))
         .route("/v1/dlq/plan", post(dlq::plan::<S, C>))
         .route("/v1/dlq/replay", post(dlq::replay::<S, C>))
@@ -636,6 +637,30 @@ async fn show<S: Store + Inbox, C: Clock>(
     let history = store.history(&tenant, &id).await?;
     let mut view = summary(&record);
     view["history"] = json!(history.iter().map(history_view).collect::<Vec<_>>());
+    Ok(axum::Json(view).into_response())
+}
+
+/// `GET /v1/notifications/{id}/explain`: why it is where it is, from its recorded decisions
+/// (`workflows::explain`).
+async fn explain<S: Store + Inbox, C: Clock>(
+    State(state): State<AppState<S, C>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let id = notification_id(&id)?;
+    let store = state.runner.store();
+    let record = store.load(&tenant, &id).await?.ok_or(ApiError::NotFound)?;
+    let history = store.history(&tenant, &id).await?;
+    let explanation = workflows::explain::explain(&record, &history);
+    let mut view = json!(explanation);
+    if let Some(findings) = view["findings"].as_array_mut() {
+        for finding in findings {
+            if let Some(at_ms) = finding["at_ms"].as_u64() {
+                finding["at"] = json!(rfc3339(at_ms));
+            }
+        }
+    }
     Ok(axum::Json(view).into_response())
 }
 

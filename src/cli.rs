@@ -348,6 +348,36 @@ pub async fn history(client: &Client, id: &str) -> Result<(), Failure> {
     })
 }
 
+/// `courant explain ID`: the answer, then the decisions behind it.
+pub async fn explain(client: &Client, id: &str) -> Result<(), Failure> {
+    let value = client.get(&format!("/v1/notifications/{id}/explain")).await?;
+    client.emit(&value, |v| {
+        let rows: Vec<Vec<String>> = v["findings"]
+            .as_array()
+            .map(|findings| {
+                findings
+                    .iter()
+                    .map(|f| {
+                        vec![
+                            text(&f["at"]),
+                            text(&f["kind"]),
+                            text(&f["summary"]),
+                            text(&f["data"]),
+                        ]
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        format!(
+            "{} ({}): {}\n\n{}",
+            text(&v["id"]),
+            text(&v["state"]),
+            text(&v["answer"]),
+            table(&["TIME", "DECISION", "WHAT", "DATA"], &rows)
+        )
+    })
+}
+
 /// `courant list`
 pub async fn list(client: &Client, state: Option<&str>, limit: usize) -> Result<(), Failure> {
     let mut path = format!("/v1/notifications?limit={limit}");

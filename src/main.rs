@@ -93,6 +93,12 @@ enum Command {
         /// The notification id.
         id: String,
     },
+    /// Explain why a notification is where it is: not sent, late, sent by another channel,
+    /// possibly sent twice, dead-lettered; from its recorded decisions and their data.
+    Explain {
+        /// The notification id.
+        id: String,
+    },
     /// List notifications, most recently updated first.
     List {
         /// Only this state (received, sending, sent, delivered, dead_lettered, ...).
@@ -227,6 +233,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Send(send) => cli::send(&client, &send).await,
         Command::Status { id } => cli::status(&client, &id).await,
         Command::History { id } => cli::history(&client, &id).await,
+        Command::Explain { id } => cli::explain(&client, &id).await,
         Command::List { state, limit } => cli::list(&client, state.as_deref(), limit).await,
         Command::Dlq { command } => cli::dlq(&client, &command).await,
         Command::Cancel { id } => cli::cancel(&client, &id).await,

@@ -18,6 +18,7 @@
 
 pub mod campaign;
 pub mod dlq;
+pub mod explain;
 pub mod fanout;
 pub mod machine;
 pub mod policy;
