@@ -4,41 +4,17 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use common::Stack;
 use serde_json::Value;
-
-/// One authorised HTTP/1.1 request to the API; returns the status and the JSON body.
-fn call(stack: &Stack, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let rest = stack.api_url.strip_prefix("http://").expect("http URL");
-    let host = rest.split('/').next().unwrap_or(rest);
-    let mut stream = TcpStream::connect(host).expect("the API listens");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
-         Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        stack.key,
-        body.len()
-    )
-    .expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
 
 #[test]
 fn a_stored_profile_addresses_a_notification_and_a_stored_opt_out_stops_the_next() {
     let stack = Stack::start("");
     let _serve = stack.serve("all", "e2e-recipients");
     let profile = r#"{"phone":"+14155550199","email":"grace@example.com","time_zone":"UTC"}"#;
-    let (status, body) = call(&stack, "PUT", "/v1/recipients/grace", profile);
+    let (status, body) = stack.call("PUT", "/v1/recipients/grace", profile);
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["revision"], 1);
 
@@ -56,10 +32,9 @@ fn a_stored_profile_addresses_a_notification_and_a_stored_opt_out_stops_the_next
 
     // An SMS opt-out, stored: the next non-critical SMS is skipped, and the history says why.
     let (status, body) =
-        call(&stack, "PUT", "/v1/recipients/grace/preferences", r#"{"channels":{"sms":false}}"#);
+        stack.call("PUT", "/v1/recipients/grace/preferences", r#"{"channels":{"sms":false}}"#);
     assert_eq!((status, &body["revision"]), (200, &Value::from(2)), "{body}");
-    let (status, submitted) = call(
-        &stack,
+    let (status, submitted) = stack.call(
         "POST",
         "/v1/notifications",
         r#"{"recipient":{"id":"grace"},"channel":"sms","template":"otp",

@@ -305,6 +305,15 @@ kind = "in_app"
         }
     }
 
+    /// One authorised request to the API with a JSON body; returns the status and the JSON
+    /// answer (`null` when the answer is not JSON).
+    pub fn call(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let url = format!("{}{path}", self.api_url);
+        let (status, text) = http::request_with_key(method, &url, Some(&self.key), Some(body))
+            .expect("the API answers");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     /// Sets a sandbox provider's behaviour (JSON as in the sandbox config).
     pub fn sandbox_behaviour(&self, provider: &str, behaviour: &str) {
         let url = format!("{}/sandbox/behaviour/{provider}", self.sandbox_url);
