@@ -16,6 +16,7 @@
 //! | `courant:{sNN}:q:timers` | ZSET | future wake-ups, score = due ms |
 //! | `courant:{sNN}:q:parked` | ZSET | poisoned wake-ups, score = when parked |
 //! | `courant:{sNN}:deadlines` | ZSET | records waiting on a worker, score = when overdue |
+//! | `courant:{sNN}:dlq:count` | STRING | how many of the shard's records (every tenant) are dead-lettered |
 //! | `courant:{r:<tenant>:<recipient>}:rate:<channel>` | ZSET | a channel's rate window (member: notification id, score: admitted ms) |
 //! | `courant:{r:<tenant>:<recipient>}:cap:<category>:<window_ms>` | ZSET | a category cap's window (the same) |
 //! | `courant:{r:<tenant>:<recipient>}:collapse:<channel>:<sha256>` | STRING | the open collapse group of a key (its survivor), TTL the window |
@@ -265,6 +266,17 @@ pub fn parked(shard: u16) -> String {
 pub fn deadlines(shard: u16) -> String {
     format!("{PREFIX}:{}:deadlines", shard_tag(shard))
 }
+
+/// How many records of a shard, every tenant's, are dead-lettered (STRING counter). The scripts
+/// that add to or remove from a tenant's `dlq` index keep it, from the index's own answer (ZADD
+/// of a new member, ZREM of a present one), so it never drifts; [`DLQ_COUNT_SUFFIX`] is how they
+/// name it after the shard's `courant:{sNN}:` prefix.
+pub fn dlq_count(shard: u16) -> String {
+    format!("{PREFIX}:{}:{DLQ_COUNT_SUFFIX}", shard_tag(shard))
+}
+
+/// See [`dlq_count`].
+pub const DLQ_COUNT_SUFFIX: &str = "dlq:count";
 
 /// The consumer group every worker reads the ready streams through.
 pub const CONSUMER_GROUP: &str = "workers";

@@ -318,6 +318,14 @@ struct Inner {
 }
 
 impl Inner {
+    /// Records in the dead-letter queue, every tenant's.
+    fn dead_lettered(&self) -> usize {
+        let slots = self.tenants.values().flat_map(BTreeMap::values);
+        slots.filter(|slot| slot.dead_lettered_at_ms.is_some()).count()
+    }
+}
+
+impl Inner {
     /// Writes a record's deadline, or drops it for a state that has none.
     fn set_deadline(&mut self, tenant: &TenantId, id: &NotificationId, deadline_ms: Option<u64>) {
         let member = deadline_member(tenant, id);
@@ -1173,6 +1181,7 @@ impl WakeQueue for MemoryStore {
             pending: count(q.pending.len()),
             parked: count(q.parked.len()),
             overdue: count(inner.deadlines.count_up_to(now_ms)),
+            dead_lettered: count(inner.dead_lettered()),
         }))
     }
 }

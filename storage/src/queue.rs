@@ -177,6 +177,8 @@ pub struct QueueStats {
     /// Records past their deadline and not re-driven yet: their wake-up is late or lost. The
     /// reaper ([`WakeQueue::redrive_overdue`]) brings this back to zero.
     pub overdue: u64,
+    /// Records in the dead-letter queue, every tenant's.
+    pub dead_lettered: u64,
 }
 
 /// The backoff of [`WakeQueue::retry_later`] after the `tries`-th failure (counted from 0):

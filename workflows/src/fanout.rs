@@ -111,7 +111,10 @@ impl<S: Store + Campaigns + Directory, C: Clock> Runner<S, C> {
         first.cause = Cause::Api { action: "campaign".into() };
         first.note = Some(format!("campaign {}, segment position {position}", campaign.id));
         match store.campaign_create_notification(&record, &first, &campaign.id).await? {
-            Created::New => Ok((Expanded::Created, id)),
+            Created::New => {
+                self.observe_created(&record, &first, true);
+                Ok((Expanded::Created, id))
+            }
             Created::Existing { .. } => Ok((Expanded::Existing, id)),
         }
     }

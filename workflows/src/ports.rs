@@ -213,6 +213,19 @@ pub trait Inbox: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<InboxItem>, StoreError>> + Send;
 }
 
+/// Sees every transition the runner commits, after it is committed: the shell's metrics. It is
+/// told, never asked, so it cannot change what the lifecycle does; an implementation must be
+/// cheap and must not block (counters in memory, not I/O).
+pub trait Observer: Send + Sync + std::fmt::Debug + 'static {
+    /// A notification was created (`entry` is its first history entry).
+    fn created(&self, record: &Record, entry: &HistoryEntry);
+    /// A duplicate submission was answered with an earlier notification (event dedup).
+    fn deduplicated(&self, record: &Record);
+    /// `entries` were committed for `record` (as it was before the commit: its request and
+    /// acceptance time are what matter).
+    fn committed(&self, record: &Record, entries: &[HistoryEntry]);
+}
+
 /// The time, in ms since the Unix epoch. Production reads the system clock; the simulator hands
 /// out virtual time.
 pub trait Clock: Send + Sync + 'static {

@@ -35,8 +35,9 @@ use crate::dlq::{self, DlqFilter, DlqPlan, Truncated};
 use crate::machine::{self, Context, Effect, Event, Machine, Receipt, Resume, State, StateKind};
 use crate::policy::Policy;
 use crate::ports::{
-    CLAIM_LEASE_MS, Claimed, Clock, CollapseGroup, CreatedOnce, Directory, EventKey, Outbound,
-    Provider, Purged, RecipientKey, Store, StoreError, StoredItem, StoredResponse, TemplateStore,
+    CLAIM_LEASE_MS, Claimed, Clock, CollapseGroup, CreatedOnce, Directory, EventKey, Observer,
+    Outbound, Provider, Purged, RecipientKey, Store, StoreError, StoredItem, StoredResponse,
+    TemplateStore,
 };
 use crate::record::{
     Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
@@ -305,6 +306,8 @@ pub struct Runner<S, C> {
     templates: Templates,
     policy: Arc<Policy>,
     providers: BTreeMap<ProviderName, Arc<dyn Provider>>,
+    /// Told of every committed transition (the shell's metrics), if attached.
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl<S, C> std::fmt::Debug for Runner<S, C> {
@@ -458,7 +461,37 @@ impl<S: Store, C: Clock> Runner<S, C> {
     ) -> Self {
         let providers = providers.into_iter().map(|p| (p.name().clone(), p)).collect();
         let templates = Templates::new(templates, policy.templates.compiled_cache_max as usize);
-        Self { store, clock, templates, policy, providers }
+        Self { store, clock, templates, policy, providers, observer: None }
+    }
+
+    /// Attaches an observer, told of every transition after it is committed.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Commits `commit` to `record`, telling the observer when it is applied.
+    async fn commit_to(
+        &self,
+        record: &Record,
+        commit: &Commit,
+    ) -> Result<CommitOutcome, StoreError> {
+        let outcome = self.store.commit(commit).await?;
+        if let (CommitOutcome::Committed { .. }, Some(observer)) = (&outcome, &self.observer) {
+            observer.committed(record, &commit.history);
+        }
+        Ok(outcome)
+    }
+
+    /// Tells the observer about a created notification, or a duplicate answered instead.
+    pub(crate) fn observe_created(&self, record: &Record, first: &HistoryEntry, created: bool) {
+        if let Some(observer) = &self.observer {
+            if created {
+                observer.created(record, first);
+            } else {
+                observer.deduplicated(record);
+            }
+        }
     }
 
     /// Attaches the tenants' template registry (in production, the same store).
@@ -557,8 +590,12 @@ impl<S: Store, C: Clock> Runner<S, C> {
         window_ms: u64,
     ) -> Result<Submitted, SubmitError> {
         match self.store.create_once(record, first, event, window_ms).await? {
-            CreatedOnce::New => Ok(Submitted::new(record.id.clone())),
+            CreatedOnce::New => {
+                self.observe_created(record, first, true);
+                Ok(Submitted::new(record.id.clone()))
+            }
             CreatedOnce::Duplicate { id } => {
+                self.observe_created(record, first, false);
                 Ok(Submitted { id, created: false, deduplicated: true, replayed: false })
             }
             CreatedOnce::IdTaken => Err(SubmitError::KeyReused { id: Some(record.id.clone()) }),
@@ -649,7 +686,8 @@ impl<S: Store, C: Clock> Runner<S, C> {
                 }
                 note.push_str(why);
             }
-            match self.store.commit(&run.commit()).await? {
+            let commit = run.commit();
+            match self.commit_to(&run.record, &commit).await? {
                 CommitOutcome::Committed { .. } => return Ok(Cancelled::Done),
                 CommitOutcome::NotFound => return Ok(Cancelled::NotFound),
                 CommitOutcome::Conflict { .. } => continue,
@@ -691,7 +729,8 @@ impl<S: Store, C: Clock> Runner<S, C> {
                 return Ok(Received::Ignored { state: run.machine.state().kind() });
             }
             let state = run.machine.state().kind();
-            match self.store.commit(&run.commit()).await? {
+            let commit = run.commit();
+            match self.commit_to(&run.record, &commit).await? {
                 CommitOutcome::Committed { .. } => return Ok(Received::Applied { state }),
                 CommitOutcome::NotFound => return Ok(Received::NotFound),
                 CommitOutcome::Conflict { .. } => continue,
@@ -754,7 +793,7 @@ impl<S: Store, C: Clock> Runner<S, C> {
             run.wake_at_ms = Some(at_ms);
             let mut commit = run.commit();
             commit.replay = Some(Replay { budget_from_ms: at_ms, possible_duplicate, count });
-            match self.store.commit(&commit).await? {
+            match self.commit_to(&run.record, &commit).await? {
                 CommitOutcome::Committed { .. } => {
                     return Ok(ReplayVerdict::Replay { at_ms, possible_duplicate });
                 }
@@ -874,7 +913,7 @@ impl<S: Store, C: Clock> Runner<S, C> {
     /// Commits the run's progress; `None` when another worker got there first.
     async fn commit(&self, run: &mut Run<'_>) -> Result<Option<u64>, StoreError> {
         let commit = run.commit();
-        match self.store.commit(&commit).await? {
+        match self.commit_to(&run.record, &commit).await? {
             CommitOutcome::Committed { version } => {
                 run.record.version = version;
                 run.record.state = commit.state;
@@ -910,7 +949,10 @@ impl<S: Store + Directory, C: Clock> Runner<S, C> {
         let now_ms = record.created_at_ms;
         let Some((event, window_ms)) = event else {
             return match self.store.create(&record, &first, idempotency).await? {
-                Created::New => Ok(Submitted::new(id)),
+                Created::New => {
+                    self.observe_created(&record, &first, true);
+                    Ok(Submitted::new(id))
+                }
                 Created::Existing { id, same_request: true } => {
                     Ok(Submitted::replay(&StoredItem { id, deduplicated: false }))
                 }

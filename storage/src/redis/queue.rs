@@ -425,6 +425,7 @@ impl WakeQueue for RedisStore {
             pipe.cmd("ZCARD").arg(keys::timers(shard));
             pipe.cmd("ZCARD").arg(keys::parked(shard));
             pipe.cmd("ZCOUNT").arg(keys::deadlines(shard)).arg("-inf").arg(now_ms);
+            pipe.cmd("GET").arg(keys::dlq_count(shard));
         }
         let replies: Vec<Value> = self
             .with_groups("stats", || {
@@ -435,8 +436,8 @@ impl WakeQueue for RedisStore {
             .await?;
         let mut stats = QueueStats::default();
         let count = |v: &Value| parse_i64(v).and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
-        for chunk in replies.chunks(5) {
-            let [len, pending, timers, parked, overdue] = chunk else {
+        for chunk in replies.chunks(6) {
+            let [len, pending, timers, parked, overdue, dead] = chunk else {
                 return Err(self.corrupt("stats"));
             };
             // XPENDING's summary starts with the number of pending entries.
@@ -450,6 +451,7 @@ impl WakeQueue for RedisStore {
             stats.scheduled += count(timers);
             stats.parked += count(parked);
             stats.overdue += count(overdue);
+            stats.dead_lettered += count(dead);
         }
         Ok(stats)
     }

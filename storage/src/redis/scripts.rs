@@ -51,7 +51,9 @@ if idem then redis.call('HSET', rec, 'idem', idem) end
 redis.call('XADD', hist, 'MAXLEN', ARGV[13], '*', 'e', ARGV[12])
 redis.call('ZADD', p .. 'state:' .. kind, ARGV[10], id)
 redis.call('ZADD', p .. 'all', ARGV[10], id)
-if kind == 'dead_lettered' then redis.call('ZADD', p .. 'dlq', ARGV[10], id) end
+if kind == 'dead_lettered' and redis.call('ZADD', p .. 'dlq', ARGV[10], id) == 1 then
+  redis.call('INCR', string.match(p, '^(.-}:)') .. 'dlq:count')
+end
 if wake ~= '' then
   if tonumber(wake) <= tonumber(ARGV[9]) then
     redis.call('XADD', ready, '*', 'w', ARGV[14], 't', '0')
@@ -108,9 +110,13 @@ end
 redis.call('ZADD', p .. 'state:' .. kind, now, id)
 redis.call('ZADD', p .. 'all', now, id)
 if kind == 'dead_lettered' and old_kind ~= 'dead_lettered' then
-  redis.call('ZADD', p .. 'dlq', now, id)
+  if redis.call('ZADD', p .. 'dlq', now, id) == 1 then
+    redis.call('INCR', string.match(p, '^(.-}:)') .. 'dlq:count')
+  end
 elseif kind ~= 'dead_lettered' and old_kind == 'dead_lettered' then
-  redis.call('ZREM', p .. 'dlq', id)
+  if redis.call('ZREM', p .. 'dlq', id) == 1 then
+    redis.call('DECR', string.match(p, '^(.-}:)') .. 'dlq:count')
+  end
 end
 if wake ~= '' then
   if tonumber(wake) <= tonumber(now) then
@@ -168,7 +174,9 @@ local kind = redis.call('HGET', rec, 'kind')
 local idem = redis.call('HGET', rec, 'idem')
 if kind then redis.call('ZREM', p .. 'state:' .. kind, id) end
 redis.call('ZREM', p .. 'all', id)
-redis.call('ZREM', p .. 'dlq', id)
+if redis.call('ZREM', p .. 'dlq', id) == 1 then
+  redis.call('DECR', string.match(p, '^(.-}:)') .. 'dlq:count')
+end
 local camp = redis.call('HGET', rec, 'campaign')
 if camp then
   local cfield = redis.call('HGET', rec, 'cfield') or kind
