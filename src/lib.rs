@@ -14,6 +14,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod simulate;
 pub mod templates;
 pub mod wiring;

@@ -255,6 +255,7 @@ where
 
 async fn run_api<S: Store + Inbox + Directory + Campaigns, C: Clock>(
     state: AppState<S, C>,
+    metrics: axum::Router,
     listen: SocketAddr,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
@@ -262,7 +263,7 @@ async fn run_api<S: Store + Inbox + Directory + Campaigns, C: Clock>(
         .await
         .with_context(|| format!("cannot listen on {listen} (is another courant running?)"))?;
     tracing::info!(address = %listen, "API listening.");
-    axum::serve(listener, api::router(state))
+    axum::serve(listener, api::router(state).merge(metrics))
         .with_graceful_shutdown(shutdown.wait())
         .await
         .context("the API server failed")
@@ -296,6 +297,7 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     let templates = Arc::new(crate::templates::load(&config.templates_dir)?);
     let breakers = providers::breaker::Registry::default();
     let providers = build_providers(&config, &store, &breakers)?;
+    let metrics = Arc::new(crate::metrics::Metrics::new(config.worker.concurrency));
     // The built-in templates (the directory) for every tenant, and each tenant's registry in
     // the same store.
     let runner = Arc::new(
@@ -306,8 +308,10 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
             Arc::new(config.policy.clone()),
             providers,
         )
-        .with_template_store(Arc::new(store.clone())),
+        .with_template_store(Arc::new(store.clone()))
+        .with_observer(metrics.clone()),
     );
+    let metrics = crate::metrics::routes(metrics, queue_probe(&store), breakers.clone());
     let tenant = TenantId::new("dev")?;
     let key = crate::auth::create(&store, &tenant).await?;
     eprintln!(
@@ -327,10 +331,21 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     if demo {
         tokio::spawn(crate::wiring::demo(runner.clone(), tenant));
     }
-    let api = run_api(state, listen, shutdown.clone());
+    let api = run_api(state, metrics, listen, shutdown.clone());
     let workers = run_workers(runner, store, config.worker.concurrency, shutdown);
     let (api, workers) = tokio::join!(api, workers);
     api.and(workers)
+}
+
+/// Reads the shared queue's counts for `/metrics`.
+fn queue_probe<Q: WakeQueue + Clone + Send + Sync + 'static>(
+    queue: &Q,
+) -> crate::metrics::QueueProbe {
+    let queue = queue.clone();
+    Arc::new(move || {
+        let queue = queue.clone();
+        async move { queue.stats().await.map_err(|e| e.to_string()) }.boxed()
+    })
 }
 
 /// Submits a few notifications and prints how they end, so a newcomer sees courant work.
@@ -424,6 +439,8 @@ pub async fn serve(
     if config.policy.routes.is_empty() {
         tracing::warn!("No provider is configured: every notification will dead-letter.");
     }
+    let worker_slots = if role == Role::Api { 0 } else { config.worker.concurrency };
+    let metrics = Arc::new(crate::metrics::Metrics::new(worker_slots));
     let runner = Arc::new(
         Runner::new(
             store.clone(),
@@ -432,8 +449,10 @@ pub async fn serve(
             Arc::new(config.policy.clone()),
             providers,
         )
-        .with_template_store(Arc::new(store.clone())),
+        .with_template_store(Arc::new(store.clone()))
+        .with_observer(metrics.clone()),
     );
+    let metrics = crate::metrics::routes(metrics, queue_probe(&store), breakers.clone());
     let shutdown = Shutdown::listen();
     let probe_store = store.clone();
     let state = AppState {
@@ -447,10 +466,10 @@ pub async fn serve(
     };
     tracing::info!(redis = %redact_url(&config.redis.url), ?role, "courant serving.");
     match role {
-        Role::Api => run_api(state, config.api.listen, shutdown).await,
+        Role::Api => run_api(state, metrics, config.api.listen, shutdown).await,
         Role::Worker => run_workers(runner, store, config.worker.concurrency, shutdown).await,
         Role::All => {
-            let api = run_api(state, config.api.listen, shutdown.clone());
+            let api = run_api(state, metrics, config.api.listen, shutdown.clone());
             let workers = run_workers(runner, store, config.worker.concurrency, shutdown);
             let (api, workers) = tokio::join!(api, workers);
             api.and(workers)

@@ -19,7 +19,7 @@ use crate::machine::{Resume, State, StateKind};
 use crate::record::{Cause, HistoryEntry, Record};
 
 /// What kind of decision a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
     /// Skipped without being sent (preferences, no address, a skip-on-limit policy, collapse).
@@ -60,6 +60,33 @@ pub enum FindingKind {
     DeadLettered,
     /// Replayed from the dead-letter queue by an operator.
     Replayed,
+}
+
+impl FindingKind {
+    /// The snake_case name (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::NotSent => "not_sent",
+            FindingKind::Cancelled => "cancelled",
+            FindingKind::QuietHours => "quiet_hours",
+            FindingKind::RateLimited => "rate_limited",
+            FindingKind::Throttled => "throttled",
+            FindingKind::CollapseWindow => "collapse_window",
+            FindingKind::RetryBackoff => "retry_backoff",
+            FindingKind::Reconcile => "reconcile",
+            FindingKind::Waited => "waited",
+            FindingKind::ProviderFailed => "provider_failed",
+            FindingKind::Unknown => "unknown",
+            FindingKind::Failover => "failover",
+            FindingKind::Fallback => "fallback",
+            FindingKind::PossibleDuplicate => "possible_duplicate",
+            FindingKind::Sent => "sent",
+            FindingKind::Delivered => "delivered",
+            FindingKind::Failed => "failed",
+            FindingKind::DeadLettered => "dead_lettered",
+            FindingKind::Replayed => "replayed",
+        }
+    }
 }
 
 /// One decision that shaped the outcome.
@@ -124,8 +151,10 @@ pub fn explain(record: &Record, history: &[HistoryEntry]) -> Explanation {
     }
 }
 
-/// The finding of one history entry, if it is a decision worth naming.
-fn finding(entry: &HistoryEntry, previous: Option<&State>) -> Option<Finding> {
+/// The finding of one history entry, if it is a decision worth naming (`previous` is the state
+/// it left, when known: a failover and a fallback are told by it). Metrics count by the same
+/// classification, so a dashboard and `explain` never disagree about what a decision was.
+pub fn finding(entry: &HistoryEntry, previous: Option<&State>) -> Option<Finding> {
     let note = entry.note.clone();
     let make = |kind, summary: String, wait_ms: Option<u64>| Finding {
         at_ms: entry.at_ms,
@@ -407,6 +436,35 @@ mod tests {
             provider: ProviderName::new(name).expect("name"),
             attempt: Attempt(attempt),
             possible_duplicate: false,
+        }
+    }
+
+    #[test]
+    fn kind_names_are_their_serialised_names() {
+        use FindingKind as K;
+        let all = [
+            K::NotSent,
+            K::Cancelled,
+            K::QuietHours,
+            K::RateLimited,
+            K::Throttled,
+            K::CollapseWindow,
+            K::RetryBackoff,
+            K::Reconcile,
+            K::Waited,
+            K::ProviderFailed,
+            K::Unknown,
+            K::Failover,
+            K::Fallback,
+            K::PossibleDuplicate,
+            K::Sent,
+            K::Delivered,
+            K::Failed,
+            K::DeadLettered,
+            K::Replayed,
+        ];
+        for kind in all {
+            assert_eq!(serde_json::to_value(kind).expect("json"), kind.as_str());
         }
     }
 

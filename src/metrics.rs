@@ -1,0 +1,419 @@
+//! `GET /metrics`: Prometheus metrics, in the text exposition format.
+//!
+//! Counters come from the lifecycle as it happens: [`Metrics`] is the runner's
+//! [`Observer`](workflows::ports::Observer), told of every committed transition, and it counts
+//! each one by the same classification `explain` uses (`workflows::explain::finding`), so a
+//! dashboard and `courant explain` never disagree about what a decision was. Gauges are read
+//! when scraped: the queue and dead-letter counts from the store (every process sees the same
+//! shared queue), the circuit breakers from this process's registry.
+//!
+//! Labels are channels, providers, categories, states and reasons: never a tenant, a recipient,
+//! an address or an id, so the series stay few and carry no personal data.
+//!
+//! Every process counts what it did itself (its API's intake, its workers' sends): sum the
+//! counters over processes; the queue gauges are the same from every process (take one).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::future::BoxFuture;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use storage::queue::QueueStats;
+use workflows::explain::{FindingKind, finding};
+use workflows::machine::{State as Lifecycle, StateKind};
+use workflows::ports::Observer;
+use workflows::record::{Cause, HistoryEntry, Record};
+
+/// Reads the shared queue's counts (the store's `WakeQueue::stats`).
+pub type QueueProbe = Arc<dyn Fn() -> BoxFuture<'static, Result<QueueStats, String>> + Send + Sync>;
+
+/// The content type of the Prometheus text format.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Intake {
+    channel: String,
+    category: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ByChannel {
+    channel: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Decision {
+    channel: String,
+    decision: String,
+    reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SendLabel {
+    channel: String,
+    provider: String,
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ByProvider {
+    channel: String,
+    provider: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Receipt {
+    provider: String,
+    state: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Breaker {
+    provider: String,
+    channel: String,
+}
+
+/// The process's metrics.
+pub struct Metrics {
+    registry: Registry,
+    accepted: Family<Intake, Counter>,
+    deduplicated: Family<ByChannel, Counter>,
+    decisions: Family<Decision, Counter>,
+    sends: Family<SendLabel, Counter>,
+    retries: Family<ByProvider, Counter>,
+    fallbacks: Family<ByChannel, Counter>,
+    receipts: Family<Receipt, Counter>,
+    settled: Family<Decision, Counter>,
+    handover_seconds: Family<ByChannel, Histogram>,
+    delivery_seconds: Family<ByChannel, Histogram>,
+    queue: Family<QueueLabel, Gauge>,
+    dead_letters: Gauge,
+    breaker_state: Family<Breaker, Gauge>,
+    breaker_opened: Family<Breaker, Counter>,
+    breaker_rejected: Family<Breaker, Counter>,
+    workers: Gauge,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    state: String,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// Latency buckets: 50 ms to 3.6 hours, each 4 times the last (a quiet-hours hold is hours long).
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.05, 4.0, 10))
+}
+
+impl Metrics {
+    /// The metrics of a process running `worker_slots` concurrent wake-ups (0: an API-only
+    /// process).
+    pub fn new(worker_slots: usize) -> Self {
+        let mut registry = Registry::with_prefix("courant");
+        let metrics = Self {
+            accepted: Family::default(),
+            deduplicated: Family::default(),
+            decisions: Family::default(),
+            sends: Family::default(),
+            retries: Family::default(),
+            fallbacks: Family::default(),
+            receipts: Family::default(),
+            settled: Family::default(),
+            handover_seconds: Family::new_with_constructor(latency),
+            delivery_seconds: Family::new_with_constructor(latency),
+            queue: Family::default(),
+            dead_letters: Gauge::default(),
+            breaker_state: Family::default(),
+            breaker_opened: Family::default(),
+            breaker_rejected: Family::default(),
+            workers: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "notifications_accepted",
+            "Notifications accepted (API submits and campaign expansion), by channel and category",
+            metrics.accepted.clone(),
+        );
+        registry.register(
+            "notifications_deduplicated",
+            "Submissions answered with an earlier notification of the same event",
+            metrics.deduplicated.clone(),
+        );
+        registry.register(
+            "decisions",
+            "Lifecycle decisions that held back or stopped a notification: decision is \
+             suppressed (skipped; reason: opted_out, category_opted_out, unsubscribed, \
+             not_opted_in, quiet_hours, no_address, rate_limited, capped, collapsed, expired) or \
+             deferred (reason: quiet_hours, rate_limited, throttled, collapse_window, \
+             retry_backoff, reconcile, waited)",
+            metrics.decisions.clone(),
+        );
+        registry.register(
+            "sends",
+            "Provider calls by outcome: accepted, failed, unknown (the request may have gone out)",
+            metrics.sends.clone(),
+        );
+        registry.register(
+            "retries",
+            "Retries scheduled after a failed attempt",
+            metrics.retries.clone(),
+        );
+        registry.register(
+            "fallbacks",
+            "Channel fallbacks, by the channel that took over",
+            metrics.fallbacks.clone(),
+        );
+        registry.register(
+            "receipts_applied",
+            "Delivery receipts that moved a notification, by provider and the state it moved to",
+            metrics.receipts.clone(),
+        );
+        registry.register(
+            "settled",
+            "Notifications reaching a final state (decision: delivered, dead_lettered, skipped, \
+             cancelled; reason: the skip reason, or empty)",
+            metrics.settled.clone(),
+        );
+        registry.register(
+            "handover_latency_seconds",
+            "From acceptance to a provider taking the message",
+            metrics.handover_seconds.clone(),
+        );
+        registry.register(
+            "delivery_latency_seconds",
+            "From acceptance to delivery (a receipt, or an inbox store)",
+            metrics.delivery_seconds.clone(),
+        );
+        registry.register(
+            "queue_wakeups",
+            "Wake-ups in the shared queue: ready (due, not fetched), scheduled (timers), \
+             in_flight (fetched, not settled), parked (poisoned), overdue (records past their \
+             deadline: lag the reaper has not caught up with)",
+            metrics.queue.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Notifications in the dead-letter queue, every tenant's",
+            metrics.dead_letters.clone(),
+        );
+        registry.register(
+            "breaker_state",
+            "This process's circuit breaker per provider: 0 closed, 1 half-open, 2 open",
+            metrics.breaker_state.clone(),
+        );
+        registry.register(
+            "breaker_opened",
+            "Times this process's breaker opened",
+            metrics.breaker_opened.clone(),
+        );
+        registry.register(
+            "breaker_rejected",
+            "Sends this process's open breaker refused",
+            metrics.breaker_rejected.clone(),
+        );
+        registry.register(
+            "worker_slots",
+            "Wake-ups this process handles at once (0: API only)",
+            metrics.workers.clone(),
+        );
+        metrics.workers.set(i64::try_from(worker_slots).unwrap_or(i64::MAX));
+        Self { registry, ..metrics }
+    }
+
+    /// Reads the gauges and renders everything in the text format.
+    async fn render(&self, queue: &QueueProbe, breakers: &providers::breaker::Registry) -> String {
+        match queue().await {
+            Ok(stats) => {
+                let states = [
+                    ("ready", stats.ready),
+                    ("scheduled", stats.scheduled),
+                    ("in_flight", stats.pending),
+                    ("parked", stats.parked),
+                    ("overdue", stats.overdue),
+                ];
+                for (state, n) in states {
+                    let label = QueueLabel { state: state.into() };
+                    self.queue.get_or_create(&label).set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+                self.dead_letters.set(i64::try_from(stats.dead_lettered).unwrap_or(i64::MAX));
+            }
+            // The store is down: the last values stay, and the error is logged once per scrape.
+            Err(error) => tracing::warn!(%error, "Metrics: cannot read the queue counts."),
+        }
+        for view in breakers.views() {
+            let label =
+                Breaker { provider: view.provider.to_string(), channel: view.channel.to_string() };
+            let state = match view.state {
+                providers::breaker::BreakerState::Closed => 0,
+                providers::breaker::BreakerState::HalfOpen => 1,
+                providers::breaker::BreakerState::Open => 2,
+            };
+            self.breaker_state.get_or_create(&label).set(state);
+            catch_up(&self.breaker_opened.get_or_create(&label), view.opened);
+            catch_up(&self.breaker_rejected.get_or_create(&label), view.rejected);
+        }
+        let mut text = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::error!(%error, "Metrics: cannot encode.");
+        }
+        text
+    }
+
+    fn decision(&self, channel: &str, decision: &str, reason: &str) {
+        let label =
+            Decision { channel: channel.into(), decision: decision.into(), reason: reason.into() };
+        self.decisions.get_or_create(&label).inc();
+    }
+
+    fn settle(&self, channel: &str, state: StateKind, reason: &str) {
+        let label = Decision {
+            channel: channel.into(),
+            decision: state.as_str().into(),
+            reason: reason.into(),
+        };
+        self.settled.get_or_create(&label).inc();
+    }
+}
+
+/// Brings a counter up to a cumulative count kept elsewhere (the breaker registry's).
+fn catch_up(counter: &Counter, total: u64) {
+    let seen = counter.get();
+    if total > seen {
+        counter.inc_by(total - seen);
+    }
+}
+
+/// The skip reason's name (`opted_out`, `quiet_hours`, ...), as the API and history name it.
+fn skip_reason(state: &Lifecycle) -> String {
+    match state {
+        Lifecycle::Skipped { reason } => serde_json::to_value(reason)
+            .ok()
+            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+impl Observer for Metrics {
+    fn created(&self, record: &Record, _entry: &HistoryEntry) {
+        let request = &record.request;
+        let label =
+            Intake { channel: request.channel.to_string(), category: request.category.to_string() };
+        self.accepted.get_or_create(&label).inc();
+    }
+
+    fn deduplicated(&self, record: &Record) {
+        let label = ByChannel { channel: record.request.channel.to_string() };
+        self.deduplicated.get_or_create(&label).inc();
+    }
+
+    fn committed(&self, record: &Record, entries: &[HistoryEntry]) {
+        let mut previous = Some(&record.state);
+        for entry in entries {
+            let channel = entry.to.channel().unwrap_or(record.request.channel).as_str().to_owned();
+            let since_accepted = entry.at_ms.saturating_sub(record.created_at_ms) as f64 / 1_000.0;
+            // A provider's answer to a send.
+            if let (Some(StateKind::Sending), Cause::Provider { provider }) =
+                (entry.from, &entry.cause)
+            {
+                let outcome = match entry.to.kind() {
+                    StateKind::Sent | StateKind::Delivered => "accepted",
+                    StateKind::Unknown => "unknown",
+                    _ => "failed",
+                };
+                let label = SendLabel {
+                    channel: channel.clone(),
+                    provider: provider.to_string(),
+                    outcome: outcome.into(),
+                };
+                self.sends.get_or_create(&label).inc();
+            }
+            if let Cause::Receipt { provider } = &entry.cause {
+                let label =
+                    Receipt { provider: provider.to_string(), state: entry.to.kind().to_string() };
+                self.receipts.get_or_create(&label).inc();
+            }
+            let kind = finding(entry, previous).map(|f| f.kind);
+            match kind {
+                Some(FindingKind::NotSent) => {
+                    let reason = skip_reason(&entry.to);
+                    self.decision(&channel, "suppressed", &reason);
+                }
+                Some(
+                    kind @ (FindingKind::QuietHours
+                    | FindingKind::RateLimited
+                    | FindingKind::Throttled
+                    | FindingKind::CollapseWindow
+                    | FindingKind::RetryBackoff
+                    | FindingKind::Reconcile
+                    | FindingKind::Waited),
+                ) => {
+                    self.decision(&channel, "deferred", kind.as_str());
+                    if kind == FindingKind::RetryBackoff
+                        && let Some(provider) = entry.to.provider()
+                    {
+                        let label =
+                            ByProvider { channel: channel.clone(), provider: provider.to_string() };
+                        self.retries.get_or_create(&label).inc();
+                    }
+                }
+                Some(FindingKind::Fallback) => {
+                    self.fallbacks.get_or_create(&ByChannel { channel: channel.clone() }).inc();
+                }
+                Some(FindingKind::Sent) => {
+                    let label = ByChannel { channel: channel.clone() };
+                    self.handover_seconds.get_or_create(&label).observe(since_accepted);
+                }
+                Some(FindingKind::Delivered) => {
+                    let label = ByChannel { channel: channel.clone() };
+                    // Accepted as delivered (the inbox) is a hand-over too.
+                    if entry.from == Some(StateKind::Sending) {
+                        self.handover_seconds.get_or_create(&label).observe(since_accepted);
+                    }
+                    self.delivery_seconds.get_or_create(&label).observe(since_accepted);
+                }
+                _ => {}
+            }
+            let to = entry.to.kind();
+            if to.is_terminal() && entry.from.is_none_or(|from| from != to) {
+                self.settle(&channel, to, &skip_reason(&entry.to));
+            }
+            previous = Some(&entry.to);
+        }
+    }
+}
+
+/// `GET /metrics`, with its own state beside the API's.
+pub fn routes(
+    metrics: Arc<Metrics>,
+    queue: QueueProbe,
+    breakers: providers::breaker::Registry,
+) -> Router {
+    Router::new().route("/metrics", get(scrape)).with_state(Scrape { metrics, queue, breakers })
+}
+
+#[derive(Clone)]
+struct Scrape {
+    metrics: Arc<Metrics>,
+    queue: QueueProbe,
+    breakers: providers::breaker::Registry,
+}
+
+async fn scrape(State(scrape): State<Scrape>) -> Response {
+    let text = scrape.metrics.render(&scrape.queue, &scrape.breakers).await;
+    (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
+}
