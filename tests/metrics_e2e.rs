@@ -1,40 +1,55 @@
 //! `/metrics` end to end (issue 7): the real binary on Redis with the provider sandbox. Every
-//! scrape parses with a Prometheus text-format parser, and the counters move as the traffic
+//! scrape parses with Prometheus's own text-format parser (the Python client's), and the counters move as the traffic
 //! says: intake, sends per provider and outcome, suppressions by reason, deduplication, retries,
 //! dead letters (a gauge read from Redis) and the latency histograms.
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{Stack, http};
 
-/// One scrape: every sample, named `name{label="value",...}` with labels sorted, to its value.
+/// Parses the Prometheus text format with Prometheus's own Python client
+/// (`prometheus_client.parser`), strictly: a malformed line fails the scrape. Every sample comes
+/// back as `name{label="value",...}` (labels sorted) → value.
+const PARSER: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+        print(json.dumps([s.name + "{" + labels + "}", s.value]))
+"#;
+
+/// One scrape: every sample to its value.
 fn scrape(stack: &Stack) -> BTreeMap<String, f64> {
     let (status, text) =
         http::request("GET", &format!("{}/metrics", stack.api_url), None).expect("scrape");
     assert_eq!(status, 200, "{text}");
-    let lines = text.lines().map(|l| Ok(l.to_owned()));
-    let parsed = prometheus_parse::Scrape::parse(lines).expect("the text format parses");
-    assert!(!parsed.samples.is_empty());
+    let mut python = Command::new("python3")
+        .args(["-c", PARSER])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (the tests need it, with the prometheus-client package)");
+    python.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write the scrape");
+    let output = python.wait_with_output().expect("the parser ends");
+    assert!(
+        output.status.success(),
+        "the scrape does not parse as the Prometheus text format (or prometheus-client is not \
+         installed: pip install prometheus-client):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let mut samples = BTreeMap::new();
-    for sample in parsed.samples {
-        let mut labels: Vec<String> =
-            sample.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-        labels.sort();
-        let value = match sample.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            prometheus_parse::Value::Histogram(buckets) => {
-                buckets.iter().map(|b| b.count).fold(0.0, f64::max)
-            }
-            prometheus_parse::Value::Summary(_) => continue,
-        };
-        let key = format!("{}{{{}}}", sample.metric, labels.join(","));
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let (key, value): (String, f64) = serde_json::from_str(line).expect("a parsed sample");
         assert!(samples.insert(key.clone(), value).is_none(), "{key} twice");
     }
+    assert!(!samples.is_empty(), "{text}");
     samples
 }
 
@@ -120,9 +135,9 @@ fn metrics_parse_and_move_with_the_traffic() {
     assert_eq!(get(&after, "courant_dead_letters{}"), 1.0);
     assert_eq!(get(&after, "courant_queue_wakeups{state=\"parked\"}"), 0.0);
     // Histograms: two hand-overs on email, one delivery in the inbox.
-    let handover = "courant_handover_latency_seconds{channel=\"email\"}";
+    let handover = "courant_handover_latency_seconds_count{channel=\"email\"}";
     assert_eq!(moved(&before, &after, handover), 2.0);
-    let delivered = "courant_delivery_latency_seconds{channel=\"in_app\"}";
+    let delivered = "courant_delivery_latency_seconds_count{channel=\"in_app\"}";
     assert_eq!(moved(&before, &after, delivered), 1.0);
     // The breaker of every HTTP provider is there (closed: two failures do not open it).
     assert_eq!(get(&after, "courant_breaker_state{channel=\"email\",provider=\"sendgrid\"}"), 0.0);
