@@ -253,11 +253,20 @@ where
     campaigns.await.context("the campaign loop panicked")
 }
 
-async fn run_api<S: Store + Inbox + Directory + Campaigns, C: Clock>(
+async fn run_api<S, C>(
     state: AppState<S, C>,
     listen: SocketAddr,
     shutdown: Shutdown,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    S: Store
+        + Inbox
+        + Directory
+        + Campaigns
+        + workflows::inbox::InboxState
+        + workflows::inbox::InboxFeed,
+    C: Clock,
+{
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (is another courant running?)"))?;
