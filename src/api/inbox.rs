@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -347,13 +347,16 @@ async fn stream<S: Store + InboxState + InboxFeed, C: Clock>(
     tracing::debug!(%tenant, resumed = after.is_some(), "Inbox stream opened.");
     let events = futures::stream::iter(first.into_iter().map(Ok)).chain(live(subscription, last));
     let keep_alive = KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive");
-    Ok(Sse::new(events).keep_alive(keep_alive).into_response())
+    let mut response = Sse::new(events).keep_alive(keep_alive).into_response();
+    // Proxies must pass each event on at once: nginx buffers unless told not to.
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
 }
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
-
     use super::*;
 
     #[test]

@@ -64,7 +64,7 @@ fn item(tenant: &TenantId, n: u32) -> InboxItem {
         category: Category::new("order_updates").expect("fixture id"),
         at_ms: 1_000 + u64::from(n),
         read: false,
-        action: (n % 2 == 0).then(|| format!("/orders/{n}")),
+        action: n.is_multiple_of(2).then(|| format!("/orders/{n}")),
     }
 }
 
@@ -261,7 +261,7 @@ pub async fn inbox_unread_count_is_exact_under_concurrent_appends_and_mark_all<
         let bob = &bob;
         async move {
             store.inbox_append(acme, bob, &item(acme, n)).await.expect("append");
-            if n % 8 == 0 {
+            if n.is_multiple_of(8) {
                 store.inbox_mark_all_read(acme, bob, 1_000 + u64::from(n)).await.expect("mark")
             } else {
                 0
