@@ -271,7 +271,10 @@ where
         .await
         .with_context(|| format!("cannot listen on {listen} (is another courant running?)"))?;
     tracing::info!(address = %listen, "API listening.");
-    axum::serve(listener, api::router(state))
+    // Open inbox streams end at shutdown, or graceful shutdown would wait for them forever.
+    let streams_end = api::inbox::StreamsEnd::new(shutdown.clone().wait());
+    let router = api::router(state).layer(axum::Extension(streams_end));
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.wait())
         .await
         .context("the API server failed")

@@ -67,7 +67,7 @@ impl Client {
 /// The API and a worker, as separate processes, on a fresh stack.
 struct Servers {
     stack: Stack,
-    _api: Process,
+    api: Process,
     _worker: Process,
 }
 
@@ -75,7 +75,7 @@ fn servers() -> Servers {
     let stack = Stack::start("");
     let api = stack.serve("api", "inbox-api");
     let worker = stack.serve("worker", "inbox-worker");
-    Servers { stack, _api: api, _worker: worker }
+    Servers { stack, api, _worker: worker }
 }
 
 fn client(stack: &Stack, key: &str) -> Client {
@@ -325,4 +325,19 @@ async fn a_new_in_app_message_reaches_a_connected_stream_within_a_second() {
     let event = tokio::time::timeout(Duration::from_secs(1), resumed.next()).await.expect("live");
     assert_eq!(event.data["entry"]["notification_id"], live.as_str());
     assert_eq!(event.id, Some((rounds + 2).to_string()));
+}
+
+/// An open stream does not hold up the API's graceful shutdown: SIGTERM ends the stream and the
+/// process exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_stream_ends_at_shutdown() {
+    let mut servers = servers();
+    let acme = client(&servers.stack, &servers.stack.key);
+    let mut stream = SseReader::open(&acme, "ada", None).await;
+    assert_eq!(stream.next().await.event, "unread");
+    let api = &mut servers.api;
+    let exited = tokio::task::block_in_place(|| api.terminate(Duration::from_secs(10)));
+    assert!(exited, "the API exited with an error");
+    let rest = tokio::time::timeout(Duration::from_secs(5), stream.response.chunk()).await;
+    assert!(matches!(rest, Ok(Ok(None)) | Ok(Err(_))), "the stream ended: {rest:?}");
 }

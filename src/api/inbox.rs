@@ -23,6 +23,7 @@
 pub mod hub;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -44,6 +46,26 @@ use workflows::ports::{Clock, Store};
 
 use self::hub::{Hub, HubLimits, Refused, Subscription};
 use super::{ApiError, AppState, rfc3339, tenant};
+
+/// Ends every inbox stream when its future resolves. The binary layers it onto the router
+/// (`router(state).layer(Extension(StreamsEnd::new(shutdown)))`): a graceful shutdown waits for
+/// every open connection, and a stream never ends by itself. Without it (tests calling `router`
+/// directly), streams end only when their clients go.
+#[derive(Clone)]
+pub struct StreamsEnd(futures::future::Shared<BoxFuture<'static, ()>>);
+
+impl StreamsEnd {
+    /// Streams end when `end` resolves.
+    pub fn new(end: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self(end.boxed().shared())
+    }
+}
+
+impl std::fmt::Debug for StreamsEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamsEnd").finish_non_exhaustive()
+    }
+}
 
 /// The page size when `limit` is not given.
 const PAGE_DEFAULT: usize = 20;
@@ -305,6 +327,7 @@ fn live(subscription: Subscription, last: u64) -> impl Stream<Item = Result<Even
 async fn stream<S: Store + InboxState + InboxFeed, C: Clock>(
     State(state): State<AppState<S, C>>,
     Extension(hub): Extension<Hub>,
+    end: Option<Extension<StreamsEnd>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     params: Result<Query<StreamParams>, QueryRejection>,
@@ -345,7 +368,13 @@ async fn stream<S: Store + InboxState + InboxFeed, C: Clock>(
         }
     }
     tracing::debug!(%tenant, resumed = after.is_some(), "Inbox stream opened.");
-    let events = futures::stream::iter(first.into_iter().map(Ok)).chain(live(subscription, last));
+    let end = match end {
+        Some(Extension(StreamsEnd(end))) => end.boxed(),
+        None => futures::future::pending().boxed(),
+    };
+    let events = futures::stream::iter(first.into_iter().map(Ok))
+        .chain(live(subscription, last))
+        .take_until(end);
     let keep_alive = KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive");
     let mut response = Sse::new(events).keep_alive(keep_alive).into_response();
     // Proxies must pass each event on at once: nginx buffers unless told not to.
