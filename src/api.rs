@@ -7,10 +7,11 @@
 //! The dead-letter queue's endpoints (list, plan, replay, purge) are in [`dlq`]; the template
 //! registry's (create, versions, publish, list, show, preview) in [`templates`]; the recipients
 //! directory's (profiles, devices, preferences) in [`recipients`]; the campaigns' in
-//! [`campaigns`].
+//! [`campaigns`]; the in-app inbox's (listing, read state, live stream) in [`inbox`].
 
 pub mod campaigns;
 pub mod dlq;
+pub mod inbox;
 pub mod recipients;
 pub mod templates;
 
@@ -29,9 +30,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use steps::correlation::{CollapseKey, Correlation, EventId};
 use steps::locale::Locale;
-use steps::model::{
-    Category, Channel, NotificationId, Recipient, RecipientId, TemplateId, TenantId,
-};
+use steps::model::{Category, Channel, NotificationId, Recipient, TemplateId, TenantId};
+use workflows::inbox::{InboxFeed, InboxState};
 use workflows::machine::{State as LifecycleState, StateKind};
 use workflows::ports::{
     Campaigns, Clock, Directory, Inbox, LIST_LIMIT_MAX, ListQuery, Store, StoreError,
@@ -201,9 +201,10 @@ impl IntoResponse for ApiError {
 /// Builds the router.
 pub fn router<S, C>(state: AppState<S, C>) -> Router
 where
-    S: Store + Inbox + Directory + Campaigns,
+    S: Store + Inbox + Directory + Campaigns + InboxState + InboxFeed,
     C: Clock,
 {
+    let inbox = inbox::routes::<S, C>(&state);
     let body_limit = state.limits.body_bytes_max;
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -218,7 +219,7 @@ where
         .route("/v1/dlq/replay", post(dlq::replay::<S, C>))
         .route("/v1/dlq/purge", post(dlq::purge::<S, C>))
         .merge(templates::routes::<S, C>())
-        .route("/v1/recipients/{id}/inbox", get(inbox::<S, C>))
+        .merge(inbox)
         .route("/v1/admin/breakers", get(breakers::<S, C>))
         .merge(recipients::routes::<S, C>())
         .merge(campaigns::routes::<S, C>())
@@ -724,27 +725,6 @@ async fn list<S: Store + Inbox, C: Clock>(
     let records = state.runner.store().list(&tenant, &query).await?;
     let items: Vec<_> = records.iter().map(summary).collect();
     Ok(axum::Json(json!({ "notifications": items })).into_response())
-}
-
-/// `?limit=` for the inbox.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LimitParams {
-    limit: Option<usize>,
-}
-
-async fn inbox<S: Store + Inbox, C: Clock>(
-    State(state): State<AppState<S, C>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    params: Result<Query<LimitParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
-    let recipient = RecipientId::new(id).map_err(|_| ApiError::NotFound)?;
-    let Query(params) = params
-        .map_err(|e| ApiError::BadRequest { field: "query".into(), message: e.body_text() })?;
-    let items = state.runner.store().inbox_list(&tenant, &recipient, limit(params.limit)?).await?;
-    Ok(axum::Json(json!({ "recipient": recipient, "items": items })).into_response())
 }
 
 async fn breakers<S: Store + Inbox, C: Clock>(

@@ -253,17 +253,29 @@ where
     campaigns.await.context("the campaign loop panicked")
 }
 
-async fn run_api<S: Store + Inbox + Directory + Campaigns, C: Clock>(
+async fn run_api<S, C>(
     state: AppState<S, C>,
     metrics: axum::Router,
     listen: SocketAddr,
     shutdown: Shutdown,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    S: Store
+        + Inbox
+        + Directory
+        + Campaigns
+        + workflows::inbox::InboxState
+        + workflows::inbox::InboxFeed,
+    C: Clock,
+{
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (is another courant running?)"))?;
     tracing::info!(address = %listen, "API listening.");
-    axum::serve(listener, api::router(state).merge(metrics))
+    // Open inbox streams end at shutdown, or graceful shutdown would wait for them forever.
+    let streams_end = api::inbox::StreamsEnd::new(shutdown.clone().wait());
+    let router = api::router(state).layer(axum::Extension(streams_end)).merge(metrics);
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.wait())
         .await
         .context("the API server failed")

@@ -9,12 +9,14 @@
 //! storage::conformance_tests!(fresh);
 //! ```
 //!
-//! The campaign checks are in [`campaigns`] (`campaign_conformance_tests!`).
+//! The campaign checks are in [`campaigns`] (`campaign_conformance_tests!`), the inbox's read
+//! state and feed in [`inbox`] (`inbox_conformance_tests!`).
 //!
 //! Times are taken from the store's own clock ([`WakeQueue::now_ms`]) so the same checks hold on
 //! Redis, whose idle times and TTLs run on real time.
 
 pub mod campaigns;
+pub mod inbox;
 mod templates;
 
 use std::time::Duration;

@@ -22,8 +22,7 @@
 //! | `courant:{r:<tenant>:<recipient>}:collapse:<channel>:<sha256>` | STRING | the open collapse group of a key (its survivor), TTL the window |
 //! | `courant:{r:<tenant>:<recipient>}:collapse:g:<survivor>` | HASH | a collapse group: window end, closed, merged items |
 //! | `courant:{r:<tenant>:<recipient>}:collapse:of:<id>` | STRING | the group a notification joined (its survivor) |
-//! | `courant:{i:<tenant>:<recipient>}:inbox` | LIST | in-app inbox ids, newest first |
-//! | `courant:{i:<tenant>:<recipient>}:inbox:items` | HASH | in-app inbox entries by id |
+//! | `courant:{i:<tenant>:<recipient>}:inbox:*` | ZSET, HASH, STRING | the in-app inbox ([`inbox`]) |
 //! | `courant:apikey:<key id>` | STRING | an API key (JSON: tenant, secret hash) |
 //! | `courant:{dNN}:t:<tenant>:r:<recipient>` | HASH | a recipient's directory entry |
 //! | `courant:{dNN}:t:<tenant>:recipients` | ZSET | a tenant's recipient ids, all scores 0 |
@@ -42,6 +41,7 @@
 //! (`steps::model::check_id`), so they cannot break out of a key.
 
 pub mod campaigns;
+pub mod inbox;
 
 use sha2::{Digest, Sha256};
 use steps::limits::Limit;
@@ -294,16 +294,6 @@ pub fn pacer(provider: &ProviderName) -> String {
     format!("{PREFIX}:{{p:{provider}}}:pacer")
 }
 
-/// A recipient's in-app inbox ids, newest first (LIST).
-pub fn inbox(tenant: &TenantId, recipient: &RecipientId) -> String {
-    format!("{PREFIX}:{{i:{tenant}:{recipient}}}:inbox")
-}
-
-/// A recipient's in-app inbox entries by notification id (HASH of JSON).
-pub fn inbox_items(tenant: &TenantId, recipient: &RecipientId) -> String {
-    format!("{PREFIX}:{{i:{tenant}:{recipient}}}:inbox:items")
-}
-
 /// The longest API key id kept verbatim in a key name; longer or unusual ids are hashed.
 const API_KEY_ID_VERBATIM_MAX: usize = 64;
 
@@ -453,7 +443,6 @@ mod tests {
         let category = steps::model::Category::new("marketing").unwrap();
         let cap = Limit::Cap { category, max: 1, window_ms: 86_400_000 };
         assert_eq!(limit(&acme, &bob, &cap), "courant:{r:acme:bob}:cap:marketing:86400000");
-        assert_eq!(inbox(&acme, &bob), "courant:{i:acme:bob}:inbox");
         assert_eq!(api_key("ab12"), "courant:apikey:ab12");
         let shard = recipient_shard(&acme, &bob);
         assert_eq!(recipient(&acme, &bob), format!("courant:{{d{shard:02x}}}:t:acme:r:bob"));

@@ -3,7 +3,8 @@
 //!
 //! Two implementations are held to one conformance suite: [`memory`] (the simulator and dev mode;
 //! no tokio, no Redis) and `redis` (production, feature `redis`). Both implement
-//! `workflows::ports::Store`, `workflows::ports::Inbox` and [`queue::WakeQueue`].
+//! `workflows::ports::Store`, `workflows::ports::Inbox` (with `workflows::inbox::InboxState` and
+//! `InboxFeed`: read state and the feed of new entries) and [`queue::WakeQueue`].
 //!
 //! # Layout
 //! - [`keys`]: the Redis key layout, shards and notification ids.

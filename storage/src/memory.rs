@@ -12,6 +12,7 @@
 //! registry (`memory/templates.rs`).
 
 mod directory;
+mod inbox;
 mod templates;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -20,15 +21,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use steps::collapse::{self, COLLAPSE_KEEP_MS, Groups, Joined, Merged};
 use steps::limits::{self, Admission, Counted, Window};
-use steps::model::{NotificationId, ProviderName, RecipientId, TenantId};
+use steps::model::{NotificationId, ProviderName, TenantId};
 use steps::rate::{Pacer, SendRate, SendSlot};
 use workflows::campaign::CampaignId;
 use workflows::dlq::{DLQ_SCAN_MAX, DlqFilter, DlqPage, Truncated};
 use workflows::machine::StateKind;
 use workflows::ports::{
     ApiKey, Claimed, Clock, Collapse, CollapseGroup, CreatedOnce, Dedup, EventKey, HISTORY_LEN_MAX,
-    INBOX_LEN_MAX, Inbox, InboxItem, LIST_LIMIT_MAX, LimitWindows, ListQuery, Purged, RecipientKey,
-    Store, StoreError, StoredItem, StoredResponse,
+    LIST_LIMIT_MAX, LimitWindows, ListQuery, Purged, RecipientKey, Store, StoreError, StoredItem,
+    StoredResponse,
 };
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Wake};
 
@@ -65,6 +66,8 @@ pub struct MemoryStore {
     clock: Arc<dyn Clock>,
     /// The template registry, behind its own lock (`memory/templates.rs`).
     templates: Arc<templates::RegistryLock>,
+    /// The in-app inboxes and their feed, behind their own lock (`memory/inbox.rs`).
+    inbox: Arc<inbox::Inboxes>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -302,8 +305,6 @@ struct Inner {
     /// Each recipient's limit windows, by `Limit::name`.
     limits: BTreeMap<RecipientKey, BTreeMap<String, Counted>>,
     pacers: BTreeMap<ProviderName, Pacer>,
-    /// In-app inboxes, newest first, at most [`INBOX_LEN_MAX`] each.
-    inbox: BTreeMap<(TenantId, RecipientId), VecDeque<InboxItem>>,
     /// API keys by key id.
     api_keys: BTreeMap<String, ApiKey>,
     /// The recipients directory (see `directory`).
@@ -360,7 +361,12 @@ impl MemoryStore {
 
     /// An empty store whose queue reads `clock` (the simulator's virtual clock).
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
-        Self { inner: Arc::new(Mutex::new(Inner::default())), clock, templates: Arc::default() }
+        Self {
+            inner: Arc::new(Mutex::new(Inner::default())),
+            clock,
+            templates: Arc::default(),
+            inbox: Arc::default(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -1050,38 +1056,6 @@ impl LimitWindows for MemoryStore {
             None => vec![0; windows.len()],
         };
         ready(Ok(usage))
-    }
-}
-
-impl Inbox for MemoryStore {
-    fn inbox_append(
-        &self,
-        tenant: &TenantId,
-        recipient: &RecipientId,
-        item: &InboxItem,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let mut inner = self.lock();
-        let items = inner.inbox.entry((tenant.clone(), recipient.clone())).or_default();
-        if !items.iter().any(|i| i.notification_id == item.notification_id) {
-            items.push_front(item.clone());
-            items.truncate(INBOX_LEN_MAX);
-        }
-        ready(Ok(()))
-    }
-
-    fn inbox_list(
-        &self,
-        tenant: &TenantId,
-        recipient: &RecipientId,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<InboxItem>, StoreError>> + Send {
-        let inner = self.lock();
-        let items = inner
-            .inbox
-            .get(&(tenant.clone(), recipient.clone()))
-            .map(|items| items.iter().take(limit.min(INBOX_LEN_MAX)).cloned().collect())
-            .unwrap_or_default();
-        ready(Ok(items))
     }
 }
 

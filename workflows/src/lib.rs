@@ -9,6 +9,7 @@
 //! - [`policy`]: retry, rate, route and preference policies (critical categories, per-category
 //!   defaults, default quiet hours) as data.
 //! - [`record`]: the persisted record, its history entries, commits and wake-ups.
+//! - [`inbox`]: the in-app inbox's read state (unread, read, archived) and its live feed, as ports.
 //! - [`ports`]: the traits the shell implements (store, inbox, recipients directory, clock,
 //!   provider).
 //! - [`runner`]: drives one wake-up through the machine, executing its effects.
@@ -20,6 +21,7 @@ pub mod campaign;
 pub mod dlq;
 pub mod explain;
 pub mod fanout;
+pub mod inbox;
 pub mod machine;
 pub mod policy;
 pub mod ports;

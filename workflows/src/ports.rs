@@ -183,7 +183,8 @@ pub struct InboxItem {
     pub category: Category,
     /// When it was stored, ms since the Unix epoch.
     pub at_ms: u64,
-    /// Whether the recipient has read it.
+    /// Whether the recipient has read it, as listed (see `crate::inbox`); a new entry is unread
+    /// whatever this says when it is appended.
     pub read: bool,
     /// The URL or deep link the entry opens (the template's `in_app.action`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]

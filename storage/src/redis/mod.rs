@@ -29,6 +29,7 @@ mod codec;
 mod collapse;
 mod dedup;
 mod directory;
+mod inbox;
 mod limits;
 mod queue;
 mod scripts;
@@ -40,13 +41,12 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, ErrorKind, RedisError, Value};
-use steps::model::{NotificationId, ProviderName, RecipientId, TenantId};
+use steps::model::{NotificationId, ProviderName, TenantId};
 use steps::rate::{SendRate, SendSlot};
 use workflows::campaign::{CampaignId, counter_field};
 use workflows::dlq::{DLQ_SCAN_MAX, DlqFilter, DlqPage, Truncated};
 use workflows::ports::{
-    ApiKey, Clock, HISTORY_LEN_MAX, INBOX_LEN_MAX, Inbox, InboxItem, LIST_LIMIT_MAX, ListQuery,
-    Purged, Store, StoreError,
+    ApiKey, Clock, HISTORY_LEN_MAX, LIST_LIMIT_MAX, ListQuery, Purged, Store, StoreError,
 };
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record};
 
@@ -813,48 +813,6 @@ impl Store for RedisStore {
             .await
             .map_err(|e| self.error("GET", &e))?;
         json.map(|j| codec::from_json(&j)).transpose()
-    }
-}
-
-impl Inbox for RedisStore {
-    async fn inbox_append(
-        &self,
-        tenant: &TenantId,
-        recipient: &RecipientId,
-        item: &InboxItem,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let _: Value = scripts::INBOX_APPEND_SCRIPT
-            .key(keys::inbox(tenant, recipient))
-            .key(keys::inbox_items(tenant, recipient))
-            .arg(item.notification_id.as_str())
-            .arg(codec::to_json(item)?)
-            .arg(INBOX_LEN_MAX)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.error("inbox_append", &e))?;
-        Ok(())
-    }
-
-    async fn inbox_list(
-        &self,
-        tenant: &TenantId,
-        recipient: &RecipientId,
-        limit: usize,
-    ) -> Result<Vec<InboxItem>, StoreError> {
-        let limit = limit.min(INBOX_LEN_MAX);
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut conn = self.conn.clone();
-        let items: Vec<Option<String>> = scripts::INBOX_LIST_SCRIPT
-            .key(keys::inbox(tenant, recipient))
-            .key(keys::inbox_items(tenant, recipient))
-            .arg(limit)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.error("inbox_list", &e))?;
-        items.into_iter().flatten().map(|json| codec::from_json(&json)).collect()
     }
 }
 

@@ -213,32 +213,6 @@ if at_us <= now_us then return {1, now_ms} end
 return {2, at_ms}
 ";
 
-/// Appends to an in-app inbox once per notification, trimming the oldest beyond the cap.
-///
-/// KEYS: inbox list, inbox items. ARGV: notification id, item json, cap.
-///
-/// Returns 1 appended, 0 already there.
-const INBOX_APPEND: &str = r"
-if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('LPUSH', KEYS[1], ARGV[1])
-local cap = tonumber(ARGV[3])
-local extra = redis.call('LRANGE', KEYS[1], cap, -1)
-for _, old in ipairs(extra) do redis.call('HDEL', KEYS[2], old) end
-redis.call('LTRIM', KEYS[1], 0, cap - 1)
-return 1
-";
-
-/// Reads an in-app inbox, newest first.
-///
-/// KEYS: inbox list, inbox items. ARGV: limit (> 0).
-///
-/// Returns the items' json (nil for an id whose item is missing).
-const INBOX_LIST: &str = r"
-local ids = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
-if #ids == 0 then return {} end
-return redis.call('HMGET', KEYS[2], unpack(ids))
-";
-
 /// Moves due timers into the ready stream, at most `n` per call (one shard), each in its own
 /// loop step: no `unpack` of an unbounded list. A member that is not a wake key is parked.
 ///
@@ -351,11 +325,6 @@ pub(crate) static COMMIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new
 pub(crate) static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PURGE));
 /// See [`PACE`].
 pub(crate) static PACE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PACE));
-/// See [`INBOX_APPEND`].
-pub(crate) static INBOX_APPEND_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(INBOX_APPEND));
-/// See [`INBOX_LIST`].
-pub(crate) static INBOX_LIST_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(INBOX_LIST));
 /// See [`PROMOTE`].
 pub(crate) static PROMOTE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PROMOTE));
 /// See [`REDRIVE`].
