@@ -18,6 +18,9 @@
 //! - [`inapp`]: the in-app inbox provider (no feature needed).
 //! - [`sendgrid`]: SendGrid v3 mail send (email).
 //! - [`twilio`]: Twilio Programmable Messaging (SMS).
+//! - [`vonage`]: Vonage's SMS API (SMS), and its delivery receipts.
+//! - [`webhook`]: a signed outbound webhook, Standard Webhooks style (chat).
+//! - [`slack`]: Slack incoming webhooks (chat).
 //! - `http` (feature `http`): the shared client options and the transport-error classification.
 //! - [`sandbox`] (feature `sandbox`): a local axum server that answers the SendGrid and Twilio
 //!   endpoints with their real wire formats, with injected latency and failures.
@@ -45,7 +48,10 @@ pub mod options;
 pub mod receipt;
 pub mod secret;
 pub mod sendgrid;
+pub mod slack;
 pub mod twilio;
+pub mod vonage;
+pub mod webhook;
 
 mod error;
 #[cfg(feature = "http")]
