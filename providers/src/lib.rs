@@ -22,8 +22,9 @@
 //! - [`webhook`]: a signed outbound webhook, Standard Webhooks style (chat).
 //! - [`slack`]: Slack incoming webhooks (chat).
 //! - `http` (feature `http`): the shared client options and the transport-error classification.
-//! - [`sandbox`] (feature `sandbox`): a local axum server that answers the SendGrid and Twilio
-//!   endpoints with their real wire formats, with injected latency and failures.
+//! - [`sandbox`] (feature `sandbox`): a local axum server that answers the SendGrid, Twilio,
+//!   Vonage and Slack endpoints with their real wire formats and receives signed webhooks, with
+//!   injected latency and failures.
 //! - `redact`: scrubs addresses and credentials out of provider error messages.
 //!
 //! # Architecture invariants

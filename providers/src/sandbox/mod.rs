@@ -1,9 +1,10 @@
 //! A local stand-in for the providers' APIs, for dev mode and integration tests.
 //!
 //! It answers the SendGrid, Twilio, Vonage and Slack endpoints the real providers call, with their
-//! real wire formats: `202` + `X-Message-Id` for SendGrid, `201` + a Message resource (`sid` = `SM`
-//! + 32 hex) for Twilio, `200` + `{"message-count","messages"}` for Vonage (errors as a non-zero
-//! `status`, as Vonage does), `200 ok` for Slack, and each provider's own error bodies. It also
+//! real wire formats: `202` and `X-Message-Id` for SendGrid, `201` and a Message resource (`sid`
+//! is `SM` and 32 hex digits) for Twilio, `200` and `{"message-count","messages"}` for Vonage
+//! (errors as a non-zero `status`, as Vonage does), `200 ok` for Slack, and each provider's own
+//! error bodies. It also
 //! receives signed webhooks (`POST /sandbox/webhook`) and verifies their Standard Webhooks
 //! signature, as a receiver would. It checks credentials (401 in the provider's
 //! shape), validates bodies (400 in the provider's shape) and injects latency and failures per

@@ -109,7 +109,7 @@ fn hex_of(bytes: &[u8]) -> String {
 }
 
 fn bytes_of_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     let nibble = |b: u8| char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok());
