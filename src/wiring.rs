@@ -33,6 +33,12 @@ pub enum ProviderConfig {
     Sendgrid(providers::sendgrid::SendGridConfig),
     /// Twilio Messages (SMS).
     Twilio(providers::twilio::TwilioConfig),
+    /// Vonage's SMS API (SMS).
+    Vonage(providers::vonage::VonageConfig),
+    /// A signed outbound webhook, Standard Webhooks style (chat).
+    Webhook(providers::webhook::WebhookConfig),
+    /// A Slack incoming webhook (chat).
+    Slack(providers::slack::SlackConfig),
     /// The in-app inbox, stored by courant.
     InApp,
 }
@@ -42,7 +48,8 @@ impl ProviderConfig {
     pub fn channel(&self) -> Channel {
         match self {
             ProviderConfig::Sendgrid(_) => Channel::Email,
-            ProviderConfig::Twilio(_) => Channel::Sms,
+            ProviderConfig::Twilio(_) | ProviderConfig::Vonage(_) => Channel::Sms,
+            ProviderConfig::Webhook(_) | ProviderConfig::Slack(_) => Channel::Chat,
             ProviderConfig::InApp => Channel::InApp,
         }
     }
@@ -52,6 +59,9 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Sendgrid(c) => c.validate(name)?,
             ProviderConfig::Twilio(c) => c.validate(name)?,
+            ProviderConfig::Vonage(c) => c.validate(name)?,
+            ProviderConfig::Webhook(c) => c.validate(name)?,
+            ProviderConfig::Slack(c) => c.validate(name)?,
             ProviderConfig::InApp => {}
         }
         Ok(())
@@ -84,6 +94,15 @@ fn build_providers<I: Inbox + Clone>(
             }
             ProviderConfig::Twilio(c) => {
                 guarded(Arc::new(providers::twilio::Twilio::new(name.clone(), c.clone())?))
+            }
+            ProviderConfig::Vonage(c) => {
+                guarded(Arc::new(providers::vonage::Vonage::new(name.clone(), c.clone())?))
+            }
+            ProviderConfig::Webhook(c) => {
+                guarded(Arc::new(providers::webhook::Webhook::new(name.clone(), c.clone())?))
+            }
+            ProviderConfig::Slack(c) => {
+                guarded(Arc::new(providers::slack::Slack::new(name.clone(), c.clone())?))
             }
             ProviderConfig::InApp => {
                 Arc::new(providers::inapp::InAppProvider::new(name.clone(), inbox.clone()))
@@ -288,6 +307,7 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     let sandbox_url = format!("http://{}", sandbox_listener.local_addr()?);
     let sandbox_config = providers::sandbox::SandboxConfig::default();
     let (sendgrid, twilio) = providers::sandbox::dev_provider_configs(&sandbox_url);
+    let (vonage, webhook, slack) = providers::sandbox::dev_chat_provider_configs(&sandbox_url);
     let sandbox_shutdown = shutdown.clone();
     tokio::spawn(async move {
         if let Err(error) =
@@ -302,6 +322,11 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     config.api.listen = listen;
     config.providers.insert(ProviderName::new("sendgrid")?, ProviderConfig::Sendgrid(sendgrid));
     config.providers.insert(ProviderName::new("twilio")?, ProviderConfig::Twilio(twilio));
+    config.providers.insert(ProviderName::new("vonage")?, ProviderConfig::Vonage(vonage));
+    config.providers.insert(ProviderName::new("webhook")?, ProviderConfig::Webhook(webhook));
+    config.providers.insert(ProviderName::new("slack")?, ProviderConfig::Slack(slack));
+    // SMS fails over from Twilio to Vonage, chat from Slack to the signed webhook: the routes
+    // `finish` fills from the configured providers in name order say exactly that.
     config.providers.insert(ProviderName::new("inapp")?, ProviderConfig::InApp);
     let config = config.finish()?;
 
@@ -374,6 +399,7 @@ async fn demo<S: Store + Directory, C: Clock>(runner: Arc<Runner<S, C>>, tenant:
         (Channel::Email, "welcome", serde_json::json!({"name": "Ada", "product": "courant"})),
         (Channel::Sms, "otp", serde_json::json!({"code": "481516", "product": "courant"})),
         (Channel::InApp, "order_shipped", serde_json::json!({"name": "Ada", "order_id": "A-1"})),
+        (Channel::Chat, "order_shipped", serde_json::json!({"name": "Ada", "order_id": "A-1"})),
     ];
     let mut ids = Vec::new();
     for (channel, template, values) in demos {

@@ -732,3 +732,27 @@ async fn each_notification_renders_in_its_recipients_locale() {
     assert_eq!(title("bob").await, "Sale");
     assert_eq!(title("cy").await, "Sale", "no profile: the default locale");
 }
+
+#[tokio::test]
+async fn a_chat_campaign_needs_no_address_for_any_recipient() {
+    let api = api().await;
+    profile(&api, "ada", json!({ "phone": "+447911123456" })).await;
+    let id = api
+        .create(&json!({
+            "template": "order_shipped",
+            "channel": "chat",
+            "category": "account",
+            "data": { "name": "there", "order_id": "A-1" },
+            "segment": { "recipients": ["ada", "bob"] },
+        }))
+        .await;
+    api.run().await;
+    let view = api.show(&id).await;
+    let progress = &view["progress"];
+    assert_eq!(progress["expanded"], 2, "{view}");
+    // A chat provider posts to its own endpoint, so nobody is skipped for want of an address;
+    // there is no chat provider in this test, so both dead-letter for want of a route.
+    assert_eq!(progress["skipped"]["total"], 0, "{view}");
+    assert_eq!(progress["failed"], 2, "{view}");
+    assert_eq!(view["state"], "completed");
+}

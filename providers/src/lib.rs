@@ -18,9 +18,13 @@
 //! - [`inapp`]: the in-app inbox provider (no feature needed).
 //! - [`sendgrid`]: SendGrid v3 mail send (email).
 //! - [`twilio`]: Twilio Programmable Messaging (SMS).
+//! - [`vonage`]: Vonage's SMS API (SMS), and its delivery receipts.
+//! - [`webhook`]: a signed outbound webhook, Standard Webhooks style (chat).
+//! - [`slack`]: Slack incoming webhooks (chat).
 //! - `http` (feature `http`): the shared client options and the transport-error classification.
-//! - [`sandbox`] (feature `sandbox`): a local axum server that answers the SendGrid and Twilio
-//!   endpoints with their real wire formats, with injected latency and failures.
+//! - [`sandbox`] (feature `sandbox`): a local axum server that answers the SendGrid, Twilio,
+//!   Vonage and Slack endpoints with their real wire formats and receives signed webhooks, with
+//!   injected latency and failures.
 //! - `redact`: scrubs addresses and credentials out of provider error messages.
 //!
 //! # Architecture invariants
@@ -45,7 +49,10 @@ pub mod options;
 pub mod receipt;
 pub mod secret;
 pub mod sendgrid;
+pub mod slack;
 pub mod twilio;
+pub mod vonage;
+pub mod webhook;
 
 mod error;
 #[cfg(feature = "http")]

@@ -140,8 +140,8 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts Redis and the sandbox, writes a config (`extra` is appended to it) and creates a
-    /// key.
+    /// Starts Redis and the sandbox, writes a config (`extra` is appended to it, with
+    /// `{sandbox_url}` replaced by the sandbox's base URL) and creates a key.
     pub fn start(extra: &str) -> Stack {
         let redis = RedisServer::start();
         let sandbox_port = free_port();
@@ -156,6 +156,7 @@ impl Stack {
             name: "sandbox".into(),
         };
         wait_http_ok(&format!("{sandbox_url}/sandbox/stats"), Duration::from_secs(10));
+        let extra = extra.replace("{sandbox_url}", &sandbox_url);
         let dir = tempfile::tempdir().expect("temp dir");
         let api_port = free_port();
         let templates = concat!(env!("CARGO_MANIFEST_DIR"), "/templates");

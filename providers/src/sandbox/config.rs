@@ -23,6 +23,16 @@
 //!
 //! [sandbox.twilio.behaviour]
 //! latency_ms = 5
+//!
+//! [sandbox.vonage]                # also [sandbox.vonage.behaviour], and so on below
+//! api_key = "sandbox1"
+//! api_secret = "sandbox-vonage-secret"
+//!
+//! [sandbox.webhook]
+//! secret = "whsec_Y291cmFudC1zYW5kYm94LXdlYmhvb2stc2VjcmV0ISE="
+//!
+//! [sandbox.slack]
+//! token = "sandbox-slack-token"
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -48,6 +58,15 @@ pub const TWILIO_ACCOUNT_DEFAULT: &str = "AC00000000000000000000000000000000";
 /// The default Twilio auth token the sandbox accepts (dev mode only; not a real token).
 pub const TWILIO_TOKEN_DEFAULT: &str = "sandbox-twilio-token";
 
+/// The default Vonage API key the sandbox accepts.
+pub const VONAGE_KEY_DEFAULT: &str = "sandbox1";
+/// The default Vonage API secret the sandbox accepts (dev mode only; not a real secret).
+pub const VONAGE_SECRET_DEFAULT: &str = "sandbox-vonage-secret";
+/// The default signing secret the sandbox's webhook receiver verifies with (dev mode only).
+pub const WEBHOOK_SECRET_DEFAULT: &str = "whsec_Y291cmFudC1zYW5kYm94LXdlYmhvb2stc2VjcmV0ISE=";
+/// The default Slack webhook token the sandbox accepts (the last segment of the webhook URL).
+pub const SLACK_TOKEN_DEFAULT: &str = "sandbox-slack-token";
+
 /// The sandbox's configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +86,15 @@ pub struct SandboxConfig {
     /// The fake Twilio.
     #[serde(default)]
     pub twilio: TwilioSandbox,
+    /// The fake Vonage SMS API.
+    #[serde(default)]
+    pub vonage: VonageSandbox,
+    /// The fake receiver of signed webhooks.
+    #[serde(default)]
+    pub webhook: WebhookSandbox,
+    /// The fake Slack incoming webhook.
+    #[serde(default)]
+    pub slack: SlackSandbox,
 }
 
 impl Default for SandboxConfig {
@@ -76,6 +104,9 @@ impl Default for SandboxConfig {
             messages_kept_max: MESSAGES_KEPT_DEFAULT,
             sendgrid: SendGridSandbox::default(),
             twilio: TwilioSandbox::default(),
+            vonage: VonageSandbox::default(),
+            webhook: WebhookSandbox::default(),
+            slack: SlackSandbox::default(),
         }
     }
 }
@@ -140,6 +171,86 @@ fn twilio_account_default() -> String {
 
 pub(super) fn twilio_token_default() -> Secret {
     Secret::new(TWILIO_TOKEN_DEFAULT).unwrap_or_else(|_| unreachable!("a valid constant"))
+}
+
+/// The fake Vonage's credentials and behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VonageSandbox {
+    /// The API key accepted (`api_key` in the form). Default `sandbox1`.
+    #[serde(default = "vonage_key_default")]
+    pub api_key: String,
+    /// The API secret accepted (`api_secret`); anything else gets status 4, Bad Credentials.
+    /// Default `sandbox-vonage-secret`.
+    #[serde(default = "vonage_secret_default")]
+    pub api_secret: Secret,
+    /// Latency and injected failures.
+    #[serde(default)]
+    pub behaviour: Behaviour,
+}
+
+impl Default for VonageSandbox {
+    fn default() -> Self {
+        Self {
+            api_key: vonage_key_default(),
+            api_secret: vonage_secret_default(),
+            behaviour: Behaviour::default(),
+        }
+    }
+}
+
+fn vonage_key_default() -> String {
+    VONAGE_KEY_DEFAULT.to_owned()
+}
+
+pub(super) fn vonage_secret_default() -> Secret {
+    Secret::new(VONAGE_SECRET_DEFAULT).unwrap_or_else(|_| unreachable!("a valid constant"))
+}
+
+/// The fake webhook receiver's secret and behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSandbox {
+    /// The secret `webhook-signature` is verified with (`whsec_` + base64); a bad signature gets
+    /// 401. Default [`WEBHOOK_SECRET_DEFAULT`].
+    #[serde(default = "webhook_secret_default")]
+    pub secret: Secret,
+    /// Latency and injected failures.
+    #[serde(default)]
+    pub behaviour: Behaviour,
+}
+
+impl Default for WebhookSandbox {
+    fn default() -> Self {
+        Self { secret: webhook_secret_default(), behaviour: Behaviour::default() }
+    }
+}
+
+pub(super) fn webhook_secret_default() -> Secret {
+    Secret::new(WEBHOOK_SECRET_DEFAULT).unwrap_or_else(|_| unreachable!("a valid constant"))
+}
+
+/// The fake Slack's token and behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSandbox {
+    /// The token accepted as the last segment of `/services/{team}/{bot}/{token}`; anything else
+    /// gets Slack's 403 `invalid_token`. Default `sandbox-slack-token`.
+    #[serde(default = "slack_token_default")]
+    pub token: Secret,
+    /// Latency and injected failures.
+    #[serde(default)]
+    pub behaviour: Behaviour,
+}
+
+impl Default for SlackSandbox {
+    fn default() -> Self {
+        Self { token: slack_token_default(), behaviour: Behaviour::default() }
+    }
+}
+
+pub(super) fn slack_token_default() -> Secret {
+    Secret::new(SLACK_TOKEN_DEFAULT).unwrap_or_else(|_| unreachable!("a valid constant"))
 }
 
 /// How a fake provider behaves: latency, and the fractions of requests that fail on purpose.
@@ -259,7 +370,17 @@ impl SandboxConfig {
             ));
         }
         crate::options::sid("sandbox.twilio", "account_sid", &self.twilio.account_sid, "AC")?;
+        if crate::webhook::secret_key(self.webhook.secret.expose()).is_none() {
+            return Err(Error::config(
+                "sandbox.webhook",
+                "secret",
+                "must be whsec_ followed by the base64 of 24 to 64 bytes",
+            ));
+        }
         self.sendgrid.behaviour.validate("sandbox.sendgrid")?;
-        self.twilio.behaviour.validate("sandbox.twilio")
+        self.twilio.behaviour.validate("sandbox.twilio")?;
+        self.vonage.behaviour.validate("sandbox.vonage")?;
+        self.webhook.behaviour.validate("sandbox.webhook")?;
+        self.slack.behaviour.validate("sandbox.slack")
     }
 }

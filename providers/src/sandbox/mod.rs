@@ -1,8 +1,12 @@
 //! A local stand-in for the providers' APIs, for dev mode and integration tests.
 //!
-//! It answers the SendGrid and Twilio endpoints the real providers call, with their real wire
-//! formats: `202` + `X-Message-Id` for SendGrid, `201` + a Message resource (`sid` = `SM` + 32 hex)
-//! for Twilio, and each provider's own error bodies. It checks credentials (401 in the provider's
+//! It answers the SendGrid, Twilio, Vonage and Slack endpoints the real providers call, with their
+//! real wire formats: `202` and `X-Message-Id` for SendGrid, `201` and a Message resource (`sid`
+//! is `SM` and 32 hex digits) for Twilio, `200` and `{"message-count","messages"}` for Vonage
+//! (errors as a non-zero `status`, as Vonage does), `200 ok` for Slack, and each provider's own
+//! error bodies. It also
+//! receives signed webhooks (`POST /sandbox/webhook`) and verifies their Standard Webhooks
+//! signature, as a receiver would. It checks credentials (401 in the provider's
 //! shape), validates bodies (400 in the provider's shape) and injects latency and failures per
 //! provider (see [`Behaviour`]): 500/503, 429 with `Retry-After`, and hangs that take the message
 //! but answer too late, which is how unknown outcomes happen for real.
@@ -28,9 +32,14 @@
 
 mod config;
 mod sendgrid;
+mod slack;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_sms_chat;
 mod twilio;
+mod vonage;
+mod webhook;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -54,6 +63,10 @@ pub use config::{
     RETRY_AFTER_SECS_MAX, SENDGRID_KEY_DEFAULT, SandboxConfig, SendGridSandbox,
     TWILIO_ACCOUNT_DEFAULT, TWILIO_TOKEN_DEFAULT, TwilioSandbox,
 };
+pub use config::{
+    SLACK_TOKEN_DEFAULT, SlackSandbox, VONAGE_KEY_DEFAULT, VONAGE_SECRET_DEFAULT, VonageSandbox,
+    WEBHOOK_SECRET_DEFAULT, WebhookSandbox,
+};
 
 use crate::{Error, Secret};
 
@@ -72,13 +85,36 @@ pub enum SandboxProvider {
     Sendgrid,
     /// Twilio Messages.
     Twilio,
+    /// Vonage's SMS API.
+    Vonage,
+    /// The receiver of signed webhooks.
+    Webhook,
+    /// Slack incoming webhooks.
+    Slack,
 }
+
+/// How many providers the sandbox fakes.
+const PROVIDERS: usize = 5;
 
 impl SandboxProvider {
     fn index(self) -> usize {
         match self {
             SandboxProvider::Sendgrid => 0,
             SandboxProvider::Twilio => 1,
+            SandboxProvider::Vonage => 2,
+            SandboxProvider::Webhook => 3,
+            SandboxProvider::Slack => 4,
+        }
+    }
+
+    /// The config section naming its behaviour in errors.
+    fn scope(self) -> &'static str {
+        match self {
+            SandboxProvider::Sendgrid => "sandbox.sendgrid",
+            SandboxProvider::Twilio => "sandbox.twilio",
+            SandboxProvider::Vonage => "sandbox.vonage",
+            SandboxProvider::Webhook => "sandbox.webhook",
+            SandboxProvider::Slack => "sandbox.slack",
         }
     }
 }
@@ -124,13 +160,22 @@ impl FailedStats {
     }
 }
 
-/// The counts of both providers, as `GET /sandbox/stats` returns them.
+/// The counts of every provider, as `GET /sandbox/stats` returns them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     /// The fake SendGrid.
     pub sendgrid: ProviderStats,
     /// The fake Twilio.
     pub twilio: ProviderStats,
+    /// The fake Vonage.
+    #[serde(default)]
+    pub vonage: ProviderStats,
+    /// The fake webhook receiver.
+    #[serde(default)]
+    pub webhook: ProviderStats,
+    /// The fake Slack.
+    #[serde(default)]
+    pub slack: ProviderStats,
 }
 
 /// One message the sandbox took.
@@ -178,9 +223,9 @@ enum Counted {
 #[derive(Debug)]
 struct Inner {
     rng: StdRng,
-    behaviour: [Behaviour; 2],
-    stats: [ProviderStats; 2],
-    messages: [VecDeque<SandboxMessage>; 2],
+    behaviour: [Behaviour; PROVIDERS],
+    stats: [ProviderStats; PROVIDERS],
+    messages: [VecDeque<SandboxMessage>; PROVIDERS],
 }
 
 #[derive(Debug)]
@@ -188,6 +233,11 @@ struct Shared {
     sendgrid_key: Secret,
     twilio_account: String,
     twilio_token: Secret,
+    vonage_key: String,
+    vonage_secret: Secret,
+    /// The decoded `whsec_` secret signed webhooks are verified with.
+    webhook_key: Vec<u8>,
+    slack_token: Secret,
     messages_kept_max: usize,
     inner: Mutex<Inner>,
     /// Flips to `true` on shutdown, releasing hung requests so graceful shutdown is quick.
@@ -209,15 +259,28 @@ impl Sandbox {
             None => rand::make_rng(),
         };
         let (shutdown, _) = watch::channel(false);
+        // `validate` checked it decodes.
+        let webhook_key =
+            crate::webhook::secret_key(config.webhook.secret.expose()).unwrap_or_default();
         Ok(Self {
             shared: Arc::new(Shared {
                 sendgrid_key: config.sendgrid.api_key,
                 twilio_account: config.twilio.account_sid,
                 twilio_token: config.twilio.auth_token,
+                vonage_key: config.vonage.api_key,
+                vonage_secret: config.vonage.api_secret,
+                webhook_key,
+                slack_token: config.slack.token,
                 messages_kept_max: config.messages_kept_max,
                 inner: Mutex::new(Inner {
                     rng,
-                    behaviour: [config.sendgrid.behaviour, config.twilio.behaviour],
+                    behaviour: [
+                        config.sendgrid.behaviour,
+                        config.twilio.behaviour,
+                        config.vonage.behaviour,
+                        config.webhook.behaviour,
+                        config.slack.behaviour,
+                    ],
                     stats: Default::default(),
                     messages: Default::default(),
                 }),
@@ -235,7 +298,14 @@ impl Sandbox {
     /// The counts so far.
     pub fn stats(&self) -> Stats {
         let inner = self.lock();
-        Stats { sendgrid: inner.stats[0].clone(), twilio: inner.stats[1].clone() }
+        let stats = |p: SandboxProvider| inner.stats[p.index()].clone();
+        Stats {
+            sendgrid: stats(SandboxProvider::Sendgrid),
+            twilio: stats(SandboxProvider::Twilio),
+            vonage: stats(SandboxProvider::Vonage),
+            webhook: stats(SandboxProvider::Webhook),
+            slack: stats(SandboxProvider::Slack),
+        }
     }
 
     /// The messages `provider` took, oldest first.
@@ -254,10 +324,7 @@ impl Sandbox {
         provider: SandboxProvider,
         behaviour: Behaviour,
     ) -> Result<(), Error> {
-        behaviour.validate(match provider {
-            SandboxProvider::Sendgrid => "sandbox.sendgrid",
-            SandboxProvider::Twilio => "sandbox.twilio",
-        })?;
+        behaviour.validate(provider.scope())?;
         self.lock().behaviour[provider.index()] = behaviour;
         Ok(())
     }
@@ -336,6 +403,12 @@ impl Sandbox {
         format!("SM{a:016x}{b:016x}")
     }
 
+    /// A Vonage message id: 16 uppercase hex digits.
+    fn vonage_message_id(&self) -> String {
+        let value: u64 = self.lock().rng.random();
+        format!("{value:016X}")
+    }
+
     /// Waits out an injected hang, or until shutdown.
     async fn hang(&self, duration: Duration) {
         let mut shutdown = self.shared.shutdown.subscribe();
@@ -354,6 +427,9 @@ pub fn router(sandbox: Sandbox) -> Router {
     Router::new()
         .route("/v3/mail/send", post(sendgrid::mail_send))
         .route("/2010-04-01/Accounts/{account_sid}/Messages.json", post(twilio::create_message))
+        .route("/sms/json", post(vonage::send_sms))
+        .route("/sandbox/webhook", post(webhook::receive))
+        .route("/services/{team}/{bot}/{token}", post(slack::post_message))
         .route("/sandbox/stats", get(stats))
         .route("/sandbox/messages", get(messages))
         .route("/sandbox/reset", post(reset))
@@ -413,7 +489,7 @@ async fn messages(
     let Ok(Query(query)) = query else {
         return sandbox_error(
             StatusCode::BAD_REQUEST,
-            "expected ?provider=sendgrid or ?provider=twilio, optionally &limit=N",
+            "expected ?provider=sendgrid (or twilio, vonage, webhook, slack), optionally &limit=N",
         );
     };
     let all = sandbox.messages(query.provider);
@@ -521,4 +597,40 @@ pub fn dev_provider_configs(
         connect_timeout_ms: crate::options::CONNECT_TIMEOUT_MS_DEFAULT,
     };
     (sendgrid, twilio)
+}
+
+/// Provider configs for the SMS failover and chat routes of `courant dev`, pointing at a sandbox
+/// on `base_url` with its default credentials: `vonage` (sender `courant`, no receipt callback),
+/// `webhook` (POSTs to the sandbox's signed-webhook receiver) and `slack` (the sandbox's fake
+/// incoming webhook).
+pub fn dev_chat_provider_configs(
+    base_url: &str,
+) -> (crate::vonage::VonageConfig, crate::webhook::WebhookConfig, crate::slack::SlackConfig) {
+    let base = base_url.trim_end_matches('/');
+    let vonage = crate::vonage::VonageConfig {
+        base_url: base.to_owned(),
+        api_key: VONAGE_KEY_DEFAULT.to_owned(),
+        api_secret: config::vonage_secret_default(),
+        from: "courant".to_owned(),
+        callback_base_url: None,
+        signature_secret: None,
+        signature_method: crate::vonage::SignatureMethod::default(),
+        timeout_ms: crate::options::TIMEOUT_MS_DEFAULT,
+        connect_timeout_ms: crate::options::CONNECT_TIMEOUT_MS_DEFAULT,
+    };
+    let webhook = crate::webhook::WebhookConfig {
+        url: format!("{base}/sandbox/webhook"),
+        secret: config::webhook_secret_default(),
+        timeout_ms: crate::options::TIMEOUT_MS_DEFAULT,
+        connect_timeout_ms: crate::options::CONNECT_TIMEOUT_MS_DEFAULT,
+    };
+    let slack_url = format!("{base}/services/T00000000/B00000000/{SLACK_TOKEN_DEFAULT}");
+    let slack = crate::slack::SlackConfig {
+        webhook_url: Secret::new(slack_url).unwrap_or_else(|_| {
+            unreachable!("the sandbox's own address is short and has no whitespace")
+        }),
+        timeout_ms: crate::options::TIMEOUT_MS_DEFAULT,
+        connect_timeout_ms: crate::options::CONNECT_TIMEOUT_MS_DEFAULT,
+    };
+    (vonage, webhook, slack)
 }
