@@ -18,6 +18,10 @@
 //! - [`inapp`]: the in-app inbox provider (no feature needed).
 //! - [`sendgrid`]: SendGrid v3 mail send (email).
 //! - [`twilio`]: Twilio Programmable Messaging (SMS).
+//! - [`fcm`]: Firebase Cloud Messaging HTTP v1 (push to Android and web devices).
+//! - [`apns`]: Apple Push Notification service over HTTP/2 (push to iOS devices).
+//! - `push`: one message to each of a recipient's devices, and how the devices'
+//!   answers add up (dead tokens reported for removal).
 //! - `http` (feature `http`): the shared client options and the transport-error classification.
 //! - [`sandbox`] (feature `sandbox`): a local axum server that answers the SendGrid and Twilio
 //!   endpoints with their real wire formats, with injected latency and failures.
@@ -50,18 +54,26 @@ pub mod twilio;
 mod error;
 #[cfg(feature = "http")]
 mod http;
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+mod push;
 mod redact;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 #[cfg(test)]
 mod testing;
 
+pub use apns::ApnsConfig;
 pub use error::Error;
+pub use fcm::FcmConfig;
 pub use inapp::InAppProvider;
 pub use secret::Secret;
 pub use sendgrid::SendGridConfig;
 pub use twilio::TwilioConfig;
 
+#[cfg(feature = "http")]
+pub use apns::Apns;
+#[cfg(feature = "http")]
+pub use fcm::Fcm;
 #[cfg(feature = "http")]
 pub use sendgrid::SendGrid;
 #[cfg(feature = "http")]

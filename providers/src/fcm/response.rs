@@ -1,8 +1,6 @@
-//! Firebase Cloud Messaging (HTTP v1): how its answers classify into the error taxonomy.
+//! FCM's answers and their classification: `messages:send` and the OAuth2 token endpoint.
 //!
-//! The sending half (OAuth2 service-account tokens, the `messages:send` request) arrives with
-//! the push channel; the classification comes first so retries, token removal and the breaker
-//! already agree on what each documented answer means.
+//! Success is `200` with the message's resource name: `{"name": "projects/p/messages/0:17..."}`.
 //!
 //! Source: firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode. An error answer is a Google
 //! API error whose `details` carry an `FcmError` with the `errorCode`:
@@ -14,7 +12,35 @@
 //! ```
 
 use serde::Deserialize;
-use steps::outcome::{ErrorClass, classify_http};
+use steps::outcome::{ErrorClass, ProviderError, SendOutcome, classify_http};
+
+use crate::redact;
+
+/// Longest message name kept, in bytes (FCM's are about 60).
+const NAME_BYTES_MAX: usize = 256;
+
+/// A `messages:send` success answer.
+#[derive(Debug, Deserialize)]
+struct Sent {
+    name: String,
+}
+
+/// The OAuth2 token endpoint's success answer.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenAnswer {
+    /// The access token, sent as `Authorization: Bearer`.
+    pub access_token: String,
+    /// Its lifetime in seconds (3599 from Google).
+    pub expires_in: u64,
+}
+
+/// The OAuth2 token endpoint's error answer (RFC 6749 §5.2).
+#[derive(Debug, Deserialize)]
+struct TokenError {
+    error: String,
+    #[serde(default)]
+    error_description: Option<String>,
+}
 
 #[derive(Debug, Deserialize)]
 struct Answer {
@@ -64,6 +90,67 @@ pub fn classify(status: u16, retry_after_ms: Option<u64>, body: &[u8]) -> ErrorC
         }
         _ => classify_http(status, retry_after_ms),
     }
+}
+
+/// The outcome of a `messages:send` answer. `known` are literals scrubbed from messages (the
+/// device token, the access token).
+pub(crate) fn outcome(
+    status: u16,
+    retry_after_ms: Option<u64>,
+    body: &[u8],
+    known: &[&str],
+) -> SendOutcome {
+    if (200..300).contains(&status) {
+        let name = serde_json::from_slice::<Sent>(body)
+            .ok()
+            .map(|s| s.name)
+            .filter(|n| !n.is_empty() && n.len() <= NAME_BYTES_MAX);
+        return SendOutcome::Accepted { provider_message_id: name, delivered: false };
+    }
+    let class = classify(status, retry_after_ms, body);
+    let answer: Option<Answer> = serde_json::from_slice(body).ok();
+    let message = match &answer {
+        Some(a) if !a.error.message.is_empty() => redact::scrub(&a.error.message, known),
+        _ => format!("unexpected answer (HTTP {status})"),
+    };
+    SendOutcome::Failed(ProviderError::new(class, Some(status), error_code(body), &message))
+}
+
+/// Reads the token endpoint's answer: the token, or the classified failure. A failure here means
+/// no message was sent, so nothing is unknown: a token endpoint that is down is retryable, a
+/// refused assertion (`invalid_grant`, a bad key or clock) is our configuration.
+pub(crate) fn token_outcome(
+    status: u16,
+    retry_after_ms: Option<u64>,
+    body: &[u8],
+) -> Result<TokenAnswer, ProviderError> {
+    if (200..300).contains(&status) {
+        return serde_json::from_slice::<TokenAnswer>(body).map_err(|_| {
+            ProviderError::new(
+                ErrorClass::RETRYABLE,
+                Some(status),
+                None,
+                "the token endpoint answered without an access token",
+            )
+        });
+    }
+    let error = serde_json::from_slice::<TokenError>(body).ok();
+    let class = match status {
+        400 | 401 | 403 => ErrorClass::ProviderConfig,
+        429 => ErrorClass::RateLimited { retry_after_ms },
+        _ => match classify_http(status, retry_after_ms) {
+            ErrorClass::Unknown => ErrorClass::RETRYABLE,
+            class => class,
+        },
+    };
+    let message = match &error {
+        Some(e) => {
+            let text = e.error_description.as_deref().unwrap_or("");
+            redact::scrub(&format!("token endpoint: {} {text}", e.error).trim_end().to_owned(), &[])
+        }
+        None => format!("token endpoint: unexpected answer (HTTP {status})"),
+    };
+    Err(ProviderError::new(class, Some(status), error.map(|e| e.error), &message))
 }
 
 #[cfg(test)]
@@ -158,5 +245,44 @@ mod tests {
         assert_eq!(classify(401, None, bare), ErrorClass::ProviderConfig);
         assert_eq!(error_code(bare), None);
         assert_eq!(classify(502, None, b"<html>Bad Gateway</html>"), ErrorClass::RETRYABLE);
+    }
+
+    #[test]
+    fn success_carries_the_message_name_and_errors_their_code() {
+        let ok = br#"{"name": "projects/courant-test/messages/0:1700000000000000%abc"}"#;
+        assert_eq!(
+            outcome(200, None, ok, &[]),
+            SendOutcome::Accepted {
+                provider_message_id: Some("projects/courant-test/messages/0:1700000000000000%abc".into()),
+                delivered: false
+            }
+        );
+        let body = answer(404, "NOT_FOUND", "UNREGISTERED", "Requested entity was not found.");
+        let SendOutcome::Failed(e) = outcome(404, None, &body, &[]) else { panic!("failure") };
+        assert_eq!(e.class, ErrorClass::TokenInvalid);
+        assert_eq!(e.code.as_deref(), Some("UNREGISTERED"));
+        let body = answer(400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", "token tok-secret is bad");
+        let SendOutcome::Failed(e) = outcome(400, None, &body, &["tok-secret"]) else {
+            panic!("failure")
+        };
+        assert!(!e.message.contains("tok-secret"), "{}", e.message);
+    }
+
+    #[test]
+    fn token_endpoint_answers_classify() {
+        let token = token_outcome(200, None, br#"{"access_token":"ya29.x","expires_in":3599,"token_type":"Bearer"}"#)
+            .expect("token");
+        assert_eq!((token.access_token.as_str(), token.expires_in), ("ya29.x", 3599));
+        let cases = [
+            (400, r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#, ErrorClass::ProviderConfig),
+            (401, r#"{"error":"invalid_client","error_description":"The OAuth client was not found."}"#, ErrorClass::ProviderConfig),
+            (429, r#"{"error":"rate_limit_exceeded"}"#, ErrorClass::RateLimited { retry_after_ms: Some(2_000) }),
+            (503, "", ErrorClass::Retryable { retry_after_ms: Some(2_000) }),
+            (200, "{}", ErrorClass::RETRYABLE),
+        ];
+        for (status, body, class) in cases {
+            let error = token_outcome(status, Some(2_000), body.as_bytes()).expect_err("error");
+            assert_eq!(error.class, class, "{status} {body}");
+        }
     }
 }

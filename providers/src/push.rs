@@ -1,0 +1,213 @@
+//! What the push providers (FCM, APNs) share: sending one message to each of the recipient's
+//! devices of their platforms, and summing the answers up into one outcome.
+//!
+//! # One message, several devices
+//! A push provider makes one call per device, in the order the directory holds them, and reports
+//! each device's result ([`DeviceOutcome`]); the runner removes the dead ones from the recipient.
+//!
+//! - A dead token (FCM `UNREGISTERED` or an invalid registration token, APNs 410,
+//!   `BadDeviceToken`, `Unregistered`) marks its device dead and the send moves on to the next.
+//! - A configuration or rate-limit answer (or an open breaker) would come back for every device
+//!   alike: the remaining devices are not tried.
+//! - Any other failure is recorded for its device, and the send moves on.
+//!
+//! The notification's outcome:
+//! - **accepted** when at least one device accepted, even if another failed retryably. The
+//!   lifecycle's unit is the notification, not the device: retrying it would send it again to the
+//!   devices that took it (a duplicate alert on the user's phone), and keeping per-device progress
+//!   across attempts would mean a new durable field in every record for a channel that is
+//!   best-effort per device anyway. The person has the message on at least one device; the
+//!   history names the devices that missed it and why.
+//! - otherwise the first failure of a device that is not dead (so a retry goes to the devices
+//!   still registered: the dead ones are removed before it);
+//! - otherwise, every device being dead, [`ErrorClass::TokenInvalid`] (permanent for push);
+//! - and with no device of the provider's platforms, [`ErrorClass::PermanentRecipient`].
+
+use std::future::Future;
+
+use steps::render::Content;
+
+use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
+use steps::recipient::{Device, Platform};
+use workflows::ports::{Delivery, DeviceOutcome, DeviceResult, Outbound};
+
+use crate::inapp::content_channel;
+
+/// The push title and body of `message`, or why it cannot go out on push.
+pub(crate) fn push_content(message: &Outbound) -> Result<(&str, &str), ProviderError> {
+    match &message.content {
+        Content::Push { title, body } => Ok((title, body)),
+        other => Err(ProviderError::new(
+            ErrorClass::ProviderConfig,
+            None,
+            None,
+            &format!("push provider got {} content", content_channel(other)),
+        )),
+    }
+}
+
+/// The devices of `message` on `platforms`, in the directory's order.
+pub(crate) fn devices_on<'a>(
+    devices: &'a [Device],
+    platforms: &'a [Platform],
+) -> impl Iterator<Item = &'a Device> + 'a {
+    devices.iter().filter(move |d| platforms.contains(&d.platform))
+}
+
+/// Sends to each of `devices` with `send_one` and sums the answers up (see the module docs).
+/// `platforms` names the provider's platforms, for the message when there is no device.
+pub(crate) async fn each_device<'d, F, Fut>(
+    devices: impl IntoIterator<Item = &'d Device>,
+    platforms: &str,
+    mut send_one: F,
+) -> Delivery
+where
+    F: FnMut(&'d Device) -> Fut,
+    Fut: Future<Output = SendOutcome>,
+{
+    let mut results = Vec::new();
+    let mut accepted: Option<SendOutcome> = None;
+    let mut failure: Option<ProviderError> = None;
+    let mut stopped = false;
+    for device in devices {
+        if stopped {
+            results.push(DeviceResult { device: device.id.clone(), outcome: DeviceOutcome::Skipped });
+            continue;
+        }
+        let outcome = match send_one(device).await {
+            answer @ SendOutcome::Accepted { .. } => {
+                accepted.get_or_insert(answer);
+                DeviceOutcome::Accepted
+            }
+            SendOutcome::Failed(error) if error.class == ErrorClass::TokenInvalid => {
+                DeviceOutcome::Dead
+            }
+            SendOutcome::Failed(error) => {
+                let class = error.class;
+                stopped = matches!(
+                    class,
+                    ErrorClass::ProviderConfig
+                        | ErrorClass::RateLimited { .. }
+                        | ErrorClass::CircuitOpen { .. }
+                );
+                failure.get_or_insert(error);
+                DeviceOutcome::Failed(class)
+            }
+        };
+        results.push(DeviceResult { device: device.id.clone(), outcome });
+    }
+    let outcome = match (accepted, failure) {
+        (Some(accepted), _) => accepted,
+        (None, Some(error)) => SendOutcome::Failed(error),
+        (None, None) if results.is_empty() => SendOutcome::Failed(ProviderError::new(
+            ErrorClass::PermanentRecipient,
+            None,
+            None,
+            &format!("the recipient has no {platforms} device"),
+        )),
+        (None, None) => SendOutcome::Failed(ProviderError::new(
+            ErrorClass::TokenInvalid,
+            None,
+            None,
+            &format!("every {platforms} device token of the recipient is invalid"),
+        )),
+    };
+    Delivery { outcome, devices: results }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::executor::block_on;
+    use steps::recipient::DeviceToken;
+
+    use super::*;
+
+    fn device(token: &str) -> Device {
+        Device::new(Platform::Android, DeviceToken::parse(token).expect("token"), 1)
+    }
+
+    fn fail(class: ErrorClass) -> SendOutcome {
+        SendOutcome::Failed(ProviderError::new(class, Some(400), None, "x"))
+    }
+
+    fn ok(id: &str) -> SendOutcome {
+        SendOutcome::Accepted { provider_message_id: Some(id.into()), delivered: false }
+    }
+
+    /// Runs `each_device` over devices named by their tokens, answering from `answers` by token.
+    fn run(tokens: &[&str], answers: &[(&str, SendOutcome)]) -> (Delivery, Vec<String>) {
+        let devices: Vec<Device> = tokens.iter().map(|t| device(t)).collect();
+        let mut called = Vec::new();
+        let delivery = block_on(each_device(&devices, "android or web", |d| {
+            called.push(d.token.expose().to_owned());
+            let answer = answers.iter().find(|(t, _)| *t == d.token.expose()).expect("scripted");
+            std::future::ready(answer.1.clone())
+        }));
+        (delivery, called)
+    }
+
+    #[test]
+    fn a_dead_device_is_reported_and_the_others_still_get_the_message() {
+        let (delivery, called) = run(
+            &["dead", "alive", "alive2"],
+            &[("dead", fail(ErrorClass::TokenInvalid)), ("alive", ok("m1")), ("alive2", ok("m2"))],
+        );
+        assert_eq!(called, ["dead", "alive", "alive2"]);
+        assert_eq!(delivery.outcome, ok("m1"));
+        let outcomes: Vec<DeviceOutcome> = delivery.devices.iter().map(|d| d.outcome).collect();
+        assert_eq!(
+            outcomes,
+            [DeviceOutcome::Dead, DeviceOutcome::Accepted, DeviceOutcome::Accepted]
+        );
+        assert_eq!(delivery.dead().collect::<Vec<_>>(), [&device("dead").id]);
+    }
+
+    #[test]
+    fn one_acceptance_makes_the_notification_accepted_despite_a_retryable_failure() {
+        let (delivery, _) =
+            run(&["a", "b"], &[("a", ok("m1")), ("b", fail(ErrorClass::RETRYABLE))]);
+        assert_eq!(delivery.outcome, ok("m1"));
+        assert_eq!(delivery.devices[1].outcome, DeviceOutcome::Failed(ErrorClass::RETRYABLE));
+        let summary = delivery.summary().expect("devices");
+        assert!(summary.contains("accepted") && summary.contains("failed (retryable)"), "{summary}");
+        assert!(!summary.contains("\"a\""), "{summary}");
+    }
+
+    #[test]
+    fn all_dead_is_token_invalid_and_none_is_permanent() {
+        let (delivery, _) = run(
+            &["x", "y"],
+            &[("x", fail(ErrorClass::TokenInvalid)), ("y", fail(ErrorClass::TokenInvalid))],
+        );
+        let SendOutcome::Failed(e) = &delivery.outcome else { panic!("failed expected") };
+        assert_eq!(e.class, ErrorClass::TokenInvalid);
+        assert_eq!(delivery.dead().count(), 2);
+        let (delivery, called) = run(&[], &[]);
+        let SendOutcome::Failed(e) = &delivery.outcome else { panic!("failed expected") };
+        assert_eq!(e.class, ErrorClass::PermanentRecipient);
+        assert!(called.is_empty());
+    }
+
+    #[test]
+    fn a_configuration_answer_stops_the_send_and_a_retryable_one_is_the_outcome() {
+        let (delivery, called) = run(
+            &["dead", "conf", "later"],
+            &[
+                ("dead", fail(ErrorClass::TokenInvalid)),
+                ("conf", fail(ErrorClass::ProviderConfig)),
+                ("later", ok("m")),
+            ],
+        );
+        assert_eq!(called, ["dead", "conf"]);
+        assert_eq!(delivery.devices[2].outcome, DeviceOutcome::Skipped);
+        let SendOutcome::Failed(e) = &delivery.outcome else { panic!("failed expected") };
+        assert_eq!(e.class, ErrorClass::ProviderConfig);
+        let (delivery, _) = run(
+            &["dead", "busy"],
+            &[("dead", fail(ErrorClass::TokenInvalid)), ("busy", fail(ErrorClass::RETRYABLE))],
+        );
+        let SendOutcome::Failed(e) = &delivery.outcome else { panic!("failed expected") };
+        assert_eq!(e.class, ErrorClass::RETRYABLE);
+        assert_eq!(delivery.dead().count(), 1);
+    }
+}
