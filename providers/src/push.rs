@@ -68,10 +68,12 @@ where
     let mut results = Vec::new();
     let mut accepted: Option<SendOutcome> = None;
     let mut failure: Option<ProviderError> = None;
+    let mut dead: Option<ProviderError> = None;
     let mut stopped = false;
     for device in devices {
         if stopped {
-            results.push(DeviceResult { device: device.id.clone(), outcome: DeviceOutcome::Skipped });
+            results
+                .push(DeviceResult { device: device.id.clone(), outcome: DeviceOutcome::Skipped });
             continue;
         }
         let outcome = match send_one(device).await {
@@ -80,6 +82,7 @@ where
                 DeviceOutcome::Accepted
             }
             SendOutcome::Failed(error) if error.class == ErrorClass::TokenInvalid => {
+                dead.get_or_insert(error);
                 DeviceOutcome::Dead
             }
             SendOutcome::Failed(error) => {
@@ -96,20 +99,27 @@ where
         };
         results.push(DeviceResult { device: device.id.clone(), outcome });
     }
-    let outcome = match (accepted, failure) {
-        (Some(accepted), _) => accepted,
-        (None, Some(error)) => SendOutcome::Failed(error),
-        (None, None) if results.is_empty() => SendOutcome::Failed(ProviderError::new(
+    let outcome = match (accepted, failure, dead) {
+        (Some(accepted), _, _) => accepted,
+        (None, Some(error), _) => SendOutcome::Failed(error),
+        // Every device is dead: the first one's answer, with its status and code.
+        (None, None, Some(mut error)) => {
+            error.message = format!(
+                "every {platforms} device token of the recipient is invalid: {}",
+                error.message
+            );
+            SendOutcome::Failed(ProviderError::new(
+                error.class,
+                error.status,
+                error.code,
+                &error.message,
+            ))
+        }
+        (None, None, None) => SendOutcome::Failed(ProviderError::new(
             ErrorClass::PermanentRecipient,
             None,
             None,
             &format!("the recipient has no {platforms} device"),
-        )),
-        (None, None) => SendOutcome::Failed(ProviderError::new(
-            ErrorClass::TokenInvalid,
-            None,
-            None,
-            &format!("every {platforms} device token of the recipient is invalid"),
         )),
     };
     Delivery { outcome, devices: results }
@@ -169,7 +179,10 @@ mod tests {
         assert_eq!(delivery.outcome, ok("m1"));
         assert_eq!(delivery.devices[1].outcome, DeviceOutcome::Failed(ErrorClass::RETRYABLE));
         let summary = delivery.summary().expect("devices");
-        assert!(summary.contains("accepted") && summary.contains("failed (retryable)"), "{summary}");
+        assert!(
+            summary.contains("accepted") && summary.contains("failed (retryable)"),
+            "{summary}"
+        );
         assert!(!summary.contains("\"a\""), "{summary}");
     }
 

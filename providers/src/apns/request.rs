@@ -19,7 +19,9 @@ pub const TOKEN_HEX_MAX: usize = 200;
 /// hexadecimal, and anything else would also be unsafe in a path.
 pub fn path(device: &Device) -> Result<String, ProviderError> {
     let token = device.token.expose();
-    if token.is_empty() || token.len() > TOKEN_HEX_MAX || !token.bytes().all(|b| b.is_ascii_hexdigit())
+    if token.is_empty()
+        || token.len() > TOKEN_HEX_MAX
+        || !token.bytes().all(|b| b.is_ascii_hexdigit())
     {
         return Err(ProviderError::new(
             ErrorClass::TokenInvalid,

@@ -81,7 +81,8 @@ pub(crate) fn outcome(
         };
     }
     let class = classify(status, retry_after_ms, body);
-    let reason = reason(body).filter(|r| r.len() <= 64 && r.bytes().all(|b| b.is_ascii_alphanumeric()));
+    let reason =
+        reason(body).filter(|r| r.len() <= 64 && r.bytes().all(|b| b.is_ascii_alphanumeric()));
     let message = reason.clone().unwrap_or_else(|| format!("unexpected answer (HTTP {status})"));
     SendOutcome::Failed(ProviderError::new(class, Some(status), reason, &message))
 }
@@ -131,7 +132,8 @@ mod tests {
             outcome(200, Some(id), None, b""),
             SendOutcome::Accepted { provider_message_id: Some(id.into()), delivered: false }
         );
-        let SendOutcome::Failed(e) = outcome(410, None, None, br#"{"reason":"Unregistered","timestamp":1}"#)
+        let SendOutcome::Failed(e) =
+            outcome(410, None, None, br#"{"reason":"Unregistered","timestamp":1}"#)
         else {
             panic!("failure")
         };

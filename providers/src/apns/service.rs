@@ -68,7 +68,12 @@ impl Apns {
         })
     }
 
-    async fn send_one(&self, message: &Outbound, device: &Device, hints: &SendHints) -> SendOutcome {
+    async fn send_one(
+        &self,
+        message: &Outbound,
+        device: &Device,
+        hints: &SendHints,
+    ) -> SendOutcome {
         let path = match path(device) {
             Ok(path) => path,
             Err(error) => return SendOutcome::Failed(error),

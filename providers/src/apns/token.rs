@@ -57,7 +57,12 @@ impl ProviderToken {
         header.kid = Some(self.key_id.clone());
         let claims = ProviderClaims { iss: self.team_id.clone(), iat: now_ms / 1_000 };
         let token = jsonwebtoken::encode(&header, &claims, &self.key).map_err(|_| {
-            ProviderError::new(ErrorClass::ProviderConfig, None, None, "cannot sign the provider token")
+            ProviderError::new(
+                ErrorClass::ProviderConfig,
+                None,
+                None,
+                "cannot sign the provider token",
+            )
         })?;
         let token = SecretString::from(token);
         *cached = Some(Cached { token: token.clone(), issued_at_ms: now_ms });

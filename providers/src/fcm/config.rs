@@ -105,7 +105,11 @@ impl FcmConfig {
         #[cfg(feature = "http")]
         jsonwebtoken::EncodingKey::from_rsa_pem(file.private_key.expose_secret().as_bytes())
             .map_err(|_| bad("has a private_key that is not an RSA PEM key".into()))?;
-        Ok(ServiceAccount { client_email: file.client_email, private_key: file.private_key, token_uri })
+        Ok(ServiceAccount {
+            client_email: file.client_email,
+            private_key: file.private_key,
+            token_uri,
+        })
     }
 }
 

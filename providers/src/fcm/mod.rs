@@ -31,9 +31,7 @@ mod tests;
 #[cfg(feature = "http")]
 mod token;
 
-pub use config::{
-    FcmConfig, PROJECT_ID_CHARS_MAX, SERVICE_ACCOUNT_BYTES_MAX, ServiceAccount,
-};
+pub use config::{FcmConfig, PROJECT_ID_CHARS_MAX, SERVICE_ACCOUNT_BYTES_MAX, ServiceAccount};
 pub use request::{ASSERTION_SECS, Claims, GRANT_TYPE, SCOPE, send_path};
 pub use response::{classify, error_code};
 #[cfg(feature = "http")]

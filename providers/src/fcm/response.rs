@@ -253,7 +253,9 @@ mod tests {
         assert_eq!(
             outcome(200, None, ok, &[]),
             SendOutcome::Accepted {
-                provider_message_id: Some("projects/courant-test/messages/0:1700000000000000%abc".into()),
+                provider_message_id: Some(
+                    "projects/courant-test/messages/0:1700000000000000%abc".into()
+                ),
                 delivered: false
             }
         );
@@ -270,13 +272,29 @@ mod tests {
 
     #[test]
     fn token_endpoint_answers_classify() {
-        let token = token_outcome(200, None, br#"{"access_token":"ya29.x","expires_in":3599,"token_type":"Bearer"}"#)
-            .expect("token");
+        let token = token_outcome(
+            200,
+            None,
+            br#"{"access_token":"ya29.x","expires_in":3599,"token_type":"Bearer"}"#,
+        )
+        .expect("token");
         assert_eq!((token.access_token.as_str(), token.expires_in), ("ya29.x", 3599));
         let cases = [
-            (400, r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#, ErrorClass::ProviderConfig),
-            (401, r#"{"error":"invalid_client","error_description":"The OAuth client was not found."}"#, ErrorClass::ProviderConfig),
-            (429, r#"{"error":"rate_limit_exceeded"}"#, ErrorClass::RateLimited { retry_after_ms: Some(2_000) }),
+            (
+                400,
+                r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#,
+                ErrorClass::ProviderConfig,
+            ),
+            (
+                401,
+                r#"{"error":"invalid_client","error_description":"The OAuth client was not found."}"#,
+                ErrorClass::ProviderConfig,
+            ),
+            (
+                429,
+                r#"{"error":"rate_limit_exceeded"}"#,
+                ErrorClass::RateLimited { retry_after_ms: Some(2_000) },
+            ),
             (503, "", ErrorClass::Retryable { retry_after_ms: Some(2_000) }),
             (200, "{}", ErrorClass::RETRYABLE),
         ];

@@ -39,9 +39,10 @@ impl Fcm {
     pub fn new(name: ProviderName, config: FcmConfig) -> Result<Self, Error> {
         config.validate(&name)?;
         let account = config.load_key(&name)?;
-        let key = EncodingKey::from_rsa_pem(account.private_key_pem().as_bytes()).map_err(|_| {
-            Error::config(name.as_str(), "service_account_file", "has an unusable private_key")
-        })?;
+        let key =
+            EncodingKey::from_rsa_pem(account.private_key_pem().as_bytes()).map_err(|_| {
+                Error::config(name.as_str(), "service_account_file", "has an unusable private_key")
+            })?;
         let base_url = options::base_url(name.as_str(), "base_url", &config.base_url)?;
         let timeouts = Timeouts {
             total: std::time::Duration::from_millis(config.timeout_ms),
@@ -59,7 +60,12 @@ impl Fcm {
 
     /// Sends to one device. A `401` drops the access token and tries once more with a new one
     /// (a token revoked or expired early); nothing was sent on a `401`, so this is safe.
-    async fn send_one(&self, message: &Outbound, device: &Device, hints: &SendHints) -> SendOutcome {
+    async fn send_one(
+        &self,
+        message: &Outbound,
+        device: &Device,
+        hints: &SendHints,
+    ) -> SendOutcome {
         let body = match send_body(message, device, hints, http::now_ms()) {
             Ok(body) => body,
             Err(error) => return SendOutcome::Failed(error),

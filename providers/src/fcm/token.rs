@@ -75,7 +75,8 @@ impl TokenSource {
     }
 
     async fn fetch(&self, now_ms: u64) -> Result<Cached, ProviderError> {
-        let claims = Claims::new(&self.account.client_email, &self.account.token_uri, now_ms / 1_000);
+        let claims =
+            Claims::new(&self.account.client_email, &self.account.token_uri, now_ms / 1_000);
         let assertion = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &self.key)
             .map_err(|_| {
                 ProviderError::new(
@@ -109,5 +110,4 @@ impl TokenSource {
             refresh_at_ms: now_ms + lifetime_ms - early_ms,
         })
     }
-
 }
