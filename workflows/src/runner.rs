@@ -1164,9 +1164,10 @@ impl<S: Store + Directory, C: Clock> Runner<S, C> {
                     run.now_ms = self.clock.now_ms();
                     let removed = self.remove_dead_devices(&run, &delivery).await;
                     let written = run.history.len();
-                    run.handle(Event::SendResult(delivery.outcome.clone()), Cause::Provider {
-                        provider,
-                    });
+                    run.handle(
+                        Event::SendResult(delivery.outcome.clone()),
+                        Cause::Provider { provider },
+                    );
                     run.annotate(
                         written,
                         &format!(
