@@ -23,6 +23,16 @@
 //!
 //! [sandbox.twilio.behaviour]
 //! latency_ms = 5
+//!
+//! [sandbox.fcm]                   # all optional: the built-in test-only account by default
+//! service_account_file = "fcm-service-account.json"
+//! project_id = "courant-test"
+//!
+//! [sandbox.apns]                  # all optional: the built-in test-only key by default
+//! key_file = "AuthKey.p8"
+//! key_id = "KEY1234567"
+//! team_id = "TEAM123456"
+//! topic = "com.example.courant"
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -67,6 +77,12 @@ pub struct SandboxConfig {
     /// The fake Twilio.
     #[serde(default)]
     pub twilio: TwilioSandbox,
+    /// The fake FCM.
+    #[serde(default)]
+    pub fcm: super::FcmSandbox,
+    /// The fake APNs.
+    #[serde(default)]
+    pub apns: super::ApnsSandbox,
 }
 
 impl Default for SandboxConfig {
@@ -76,6 +92,8 @@ impl Default for SandboxConfig {
             messages_kept_max: MESSAGES_KEPT_DEFAULT,
             sendgrid: SendGridSandbox::default(),
             twilio: TwilioSandbox::default(),
+            fcm: super::FcmSandbox::default(),
+            apns: super::ApnsSandbox::default(),
         }
     }
 }
@@ -260,6 +278,8 @@ impl SandboxConfig {
         }
         crate::options::sid("sandbox.twilio", "account_sid", &self.twilio.account_sid, "AC")?;
         self.sendgrid.behaviour.validate("sandbox.sendgrid")?;
-        self.twilio.behaviour.validate("sandbox.twilio")
+        self.twilio.behaviour.validate("sandbox.twilio")?;
+        self.fcm.behaviour.validate("sandbox.fcm")?;
+        self.apns.behaviour.validate("sandbox.apns")
     }
 }

@@ -1,8 +1,13 @@
 //! A local stand-in for the providers' APIs, for dev mode and integration tests.
 //!
-//! It answers the SendGrid and Twilio endpoints the real providers call, with their real wire
-//! formats: `202` + `X-Message-Id` for SendGrid, `201` + a Message resource (`sid` = `SM` + 32 hex)
-//! for Twilio, and each provider's own error bodies. It checks credentials (401 in the provider's
+//! It answers the SendGrid, Twilio, FCM and APNs endpoints the real providers call, with their
+//! real wire formats: `202` + `X-Message-Id` for SendGrid, `201` + a Message resource (`sid` =
+//! `SM` + 32 hex) for Twilio, Google's OAuth2 token endpoint and `messages:send` for FCM (see
+//! `fcm.rs`), `POST /3/device/{token}` over HTTP/2 without TLS for APNs (see `apns.rs`), and each
+//! provider's own error bodies. The push fakes verify the real signatures (RS256 assertions,
+//! ES256 provider tokens) with built-in test-only keys unless configured otherwise, and have
+//! designated device tokens that answer "token invalid" (FCM `unregistered...`/`invalid...`,
+//! APNs `dead...`/`bad...`). It checks credentials (401 in the provider's
 //! shape), validates bodies (400 in the provider's shape) and injects latency and failures per
 //! provider (see [`Behaviour`]): 500/503, 429 with `Retry-After`, and hangs that take the message
 //! but answer too late, which is how unknown outcomes happen for real.
@@ -26,7 +31,11 @@
 //! in-process stats); tests bind port 0. [`dev_provider_configs`] points the real providers at a
 //! sandbox with its default credentials.
 
+mod apns;
 mod config;
+mod fcm;
+#[cfg(all(test, feature = "http"))]
+mod push_tests;
 mod sendgrid;
 #[cfg(test)]
 mod tests;
@@ -55,7 +64,15 @@ pub use config::{
     TWILIO_ACCOUNT_DEFAULT, TWILIO_TOKEN_DEFAULT, TwilioSandbox,
 };
 
+pub use apns::{
+    APNS_KEY_ID_DEFAULT, APNS_KEY_TEST_ONLY, APNS_TEAM_DEFAULT, APNS_TOPIC_DEFAULT, ApnsSandbox,
+};
+pub use fcm::{FCM_PROJECT_DEFAULT, FCM_SERVICE_ACCOUNT_TEST_ONLY, FcmSandbox};
+
 use crate::{Error, Secret};
+
+/// The number of faked providers.
+const PROVIDERS: usize = 4;
 
 /// The largest request body accepted, in bytes. A notification is a few KiB; SendGrid's own cap
 /// (30 MB, for attachments) is far beyond anything courant sends. Larger bodies get a 413.
@@ -72,6 +89,10 @@ pub enum SandboxProvider {
     Sendgrid,
     /// Twilio Messages.
     Twilio,
+    /// FCM HTTP v1 (and Google's OAuth2 token endpoint).
+    Fcm,
+    /// APNs (HTTP/2).
+    Apns,
 }
 
 impl SandboxProvider {
@@ -79,6 +100,8 @@ impl SandboxProvider {
         match self {
             SandboxProvider::Sendgrid => 0,
             SandboxProvider::Twilio => 1,
+            SandboxProvider::Fcm => 2,
+            SandboxProvider::Apns => 3,
         }
     }
 }
@@ -131,6 +154,12 @@ pub struct Stats {
     pub sendgrid: ProviderStats,
     /// The fake Twilio.
     pub twilio: ProviderStats,
+    /// The fake FCM (`messages:send` only; token requests are not counted).
+    #[serde(default)]
+    pub fcm: ProviderStats,
+    /// The fake APNs.
+    #[serde(default)]
+    pub apns: ProviderStats,
 }
 
 /// One message the sandbox took.
@@ -178,9 +207,11 @@ enum Counted {
 #[derive(Debug)]
 struct Inner {
     rng: StdRng,
-    behaviour: [Behaviour; 2],
-    stats: [ProviderStats; 2],
-    messages: [VecDeque<SandboxMessage>; 2],
+    behaviour: [Behaviour; PROVIDERS],
+    stats: [ProviderStats; PROVIDERS],
+    messages: [VecDeque<SandboxMessage>; PROVIDERS],
+    /// The fake FCM's issued access tokens.
+    fcm_tokens: fcm::Issued,
 }
 
 #[derive(Debug)]
@@ -189,6 +220,10 @@ struct Shared {
     twilio_account: String,
     twilio_token: Secret,
     messages_kept_max: usize,
+    /// The fake FCM's trusted service account.
+    fcm: fcm::FcmTrust,
+    /// The fake APNs's trusted key.
+    apns: apns::ApnsTrust,
     inner: Mutex<Inner>,
     /// Flips to `true` on shutdown, releasing hung requests so graceful shutdown is quick.
     shutdown: watch::Sender<bool>,
@@ -209,17 +244,27 @@ impl Sandbox {
             None => rand::make_rng(),
         };
         let (shutdown, _) = watch::channel(false);
+        let fcm = config.fcm.trust()?;
+        let apns = config.apns.trust()?;
         Ok(Self {
             shared: Arc::new(Shared {
                 sendgrid_key: config.sendgrid.api_key,
                 twilio_account: config.twilio.account_sid,
                 twilio_token: config.twilio.auth_token,
                 messages_kept_max: config.messages_kept_max,
+                fcm,
+                apns,
                 inner: Mutex::new(Inner {
                     rng,
-                    behaviour: [config.sendgrid.behaviour, config.twilio.behaviour],
+                    behaviour: [
+                        config.sendgrid.behaviour,
+                        config.twilio.behaviour,
+                        config.fcm.behaviour,
+                        config.apns.behaviour,
+                    ],
                     stats: Default::default(),
                     messages: Default::default(),
+                    fcm_tokens: fcm::Issued::default(),
                 }),
                 shutdown,
             }),
@@ -235,7 +280,12 @@ impl Sandbox {
     /// The counts so far.
     pub fn stats(&self) -> Stats {
         let inner = self.lock();
-        Stats { sendgrid: inner.stats[0].clone(), twilio: inner.stats[1].clone() }
+        Stats {
+            sendgrid: inner.stats[0].clone(),
+            twilio: inner.stats[1].clone(),
+            fcm: inner.stats[2].clone(),
+            apns: inner.stats[3].clone(),
+        }
     }
 
     /// The messages `provider` took, oldest first.
@@ -257,6 +307,8 @@ impl Sandbox {
         behaviour.validate(match provider {
             SandboxProvider::Sendgrid => "sandbox.sendgrid",
             SandboxProvider::Twilio => "sandbox.twilio",
+            SandboxProvider::Fcm => "sandbox.fcm",
+            SandboxProvider::Apns => "sandbox.apns",
         })?;
         self.lock().behaviour[provider.index()] = behaviour;
         Ok(())
@@ -329,6 +381,13 @@ impl Sandbox {
         (0..22).map(|_| char::from(ALPHABET[inner.rng.random_range(0..64)])).collect()
     }
 
+    /// 32 random lowercase hex digits (FCM message names, access tokens, APNs ids).
+    fn random_hex(&self) -> String {
+        let mut inner = self.lock();
+        let (a, b): (u64, u64) = (inner.rng.random(), inner.rng.random());
+        format!("{a:016x}{b:016x}")
+    }
+
     /// A Twilio message SID: `SM` + 32 lowercase hex digits.
     fn twilio_sid(&self) -> String {
         let mut inner = self.lock();
@@ -354,6 +413,9 @@ pub fn router(sandbox: Sandbox) -> Router {
     Router::new()
         .route("/v3/mail/send", post(sendgrid::mail_send))
         .route("/2010-04-01/Accounts/{account_sid}/Messages.json", post(twilio::create_message))
+        .route("/token", post(fcm::token))
+        .route("/v1/projects/{project}/messages:send", post(fcm::send))
+        .route("/3/device/{token}", post(apns::push))
         .route("/sandbox/stats", get(stats))
         .route("/sandbox/messages", get(messages))
         .route("/sandbox/reset", post(reset))
@@ -413,7 +475,7 @@ async fn messages(
     let Ok(Query(query)) = query else {
         return sandbox_error(
             StatusCode::BAD_REQUEST,
-            "expected ?provider=sendgrid or ?provider=twilio, optionally &limit=N",
+            "expected ?provider=sendgrid, twilio, fcm or apns, optionally &limit=N",
         );
     };
     let all = sandbox.messages(query.provider);
@@ -464,6 +526,18 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The DER bytes of the first PEM block in `pem`.
+fn pem_der(pem: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let body: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN "))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END "))
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(body.trim()).ok()
 }
 
 /// An RFC 2822 date in GMT (`Thu, 24 Aug 2023 05:01:45 +0000`), the format of Twilio's
