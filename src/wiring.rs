@@ -33,6 +33,10 @@ pub enum ProviderConfig {
     Sendgrid(providers::sendgrid::SendGridConfig),
     /// Twilio Messages (SMS).
     Twilio(providers::twilio::TwilioConfig),
+    /// Firebase Cloud Messaging HTTP v1 (push to Android and web devices).
+    Fcm(providers::fcm::FcmConfig),
+    /// Apple Push Notification service (push to iOS devices).
+    Apns(providers::apns::ApnsConfig),
     /// The in-app inbox, stored by courant.
     InApp,
 }
@@ -43,6 +47,7 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Sendgrid(_) => Channel::Email,
             ProviderConfig::Twilio(_) => Channel::Sms,
+            ProviderConfig::Fcm(_) | ProviderConfig::Apns(_) => Channel::Push,
             ProviderConfig::InApp => Channel::InApp,
         }
     }
@@ -52,6 +57,14 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Sendgrid(c) => c.validate(name)?,
             ProviderConfig::Twilio(c) => c.validate(name)?,
+            ProviderConfig::Fcm(c) => {
+                c.validate(name)?;
+                c.load_key(name)?;
+            }
+            ProviderConfig::Apns(c) => {
+                c.validate(name)?;
+                c.load_key(name)?;
+            }
             ProviderConfig::InApp => {}
         }
         Ok(())
@@ -84,6 +97,12 @@ fn build_providers<I: Inbox + Clone>(
             }
             ProviderConfig::Twilio(c) => {
                 guarded(Arc::new(providers::twilio::Twilio::new(name.clone(), c.clone())?))
+            }
+            ProviderConfig::Fcm(c) => {
+                guarded(Arc::new(providers::fcm::Fcm::new(name.clone(), c.clone())?))
+            }
+            ProviderConfig::Apns(c) => {
+                guarded(Arc::new(providers::apns::Apns::new(name.clone(), c.clone())?))
             }
             ProviderConfig::InApp => {
                 Arc::new(providers::inapp::InAppProvider::new(name.clone(), inbox.clone()))

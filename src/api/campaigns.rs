@@ -174,14 +174,14 @@ where
             message: format!("must be between 1 and {RATE_PER_SEC_MAX} notifications a second"),
         });
     }
-    if !matches!(body.channel, Channel::InApp | Channel::Email | Channel::Sms) {
-        // Push needs a device from the profile and a provider that sends to it, chat a target:
-        // neither is there yet.
+    if !matches!(body.channel, Channel::InApp | Channel::Email | Channel::Sms | Channel::Push) {
+        // Chat needs a target, which a profile does not hold yet. Push goes to the devices in
+        // each recipient's profile, read at each send.
         return Err(ApiError::Unprocessable {
             code: "campaign_channel_unsupported",
             field: "channel".into(),
             message: format!(
-                "campaigns go out on in_app, email or sms; {} is not supported for campaigns",
+                "campaigns go out on in_app, email, sms or push; {} is not supported for campaigns",
                 body.channel
             ),
         });

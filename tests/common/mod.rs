@@ -140,8 +140,8 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts Redis and the sandbox, writes a config (`extra` is appended to it) and creates a
-    /// key.
+    /// Starts Redis and the sandbox, writes a config (`extra` is appended to it, `{SANDBOX}` in it
+    /// replaced by the sandbox's base URL) and creates a key.
     pub fn start(extra: &str) -> Stack {
         let redis = RedisServer::start();
         let sandbox_port = free_port();
@@ -191,6 +191,7 @@ kind = "in_app"
 {extra}
 "#,
             redis = redis.url(),
+            extra = extra.replace("{SANDBOX}", &sandbox_url),
         );
         std::fs::File::create(&config)
             .and_then(|mut f| f.write_all(text.as_bytes()))
