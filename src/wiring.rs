@@ -1,6 +1,7 @@
 //! Builds the running system from configuration: providers, the runner, the workers, the API and
 //! the sandbox, for `courant dev` (everything in memory) and `courant serve` (Redis).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,17 +38,43 @@ pub enum ProviderConfig {
     Fcm(providers::fcm::FcmConfig),
     /// Apple Push Notification service (push to iOS devices).
     Apns(providers::apns::ApnsConfig),
+    /// Several push providers as one: each member sends to the devices of its platforms.
+    PushGroup(PushGroupConfig),
     /// The in-app inbox, stored by courant.
     InApp,
 }
 
+/// A `push_group` provider: `members` names configured `fcm` and `apns` providers.
+///
+/// ```toml
+/// [providers.push]
+/// kind = "push_group"
+/// members = ["apns", "fcm"]
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushGroupConfig {
+    /// The member providers, in the order they send (1 to 8, each an `fcm` or `apns` provider).
+    pub members: Vec<ProviderName>,
+}
+
+/// The most members of a push group.
+pub const PUSH_GROUP_MEMBERS_MAX: usize = 8;
+
 impl ProviderConfig {
+    /// Whether it is a push service a [`PushGroupConfig`] may name.
+    pub fn is_push_service(&self) -> bool {
+        matches!(self, ProviderConfig::Fcm(_) | ProviderConfig::Apns(_))
+    }
+
     /// The channel the provider serves.
     pub fn channel(&self) -> Channel {
         match self {
             ProviderConfig::Sendgrid(_) => Channel::Email,
             ProviderConfig::Twilio(_) => Channel::Sms,
-            ProviderConfig::Fcm(_) | ProviderConfig::Apns(_) => Channel::Push,
+            ProviderConfig::Fcm(_) | ProviderConfig::Apns(_) | ProviderConfig::PushGroup(_) => {
+                Channel::Push
+            }
             ProviderConfig::InApp => Channel::InApp,
         }
     }
@@ -64,6 +91,11 @@ impl ProviderConfig {
             ProviderConfig::Apns(c) => {
                 c.validate(name)?;
                 c.load_key(name)?;
+            }
+            ProviderConfig::PushGroup(c) => {
+                if c.members.is_empty() || c.members.len() > PUSH_GROUP_MEMBERS_MAX {
+                    anyhow::bail!("members: must name 1 to {PUSH_GROUP_MEMBERS_MAX} providers");
+                }
             }
             ProviderConfig::InApp => {}
         }
@@ -82,6 +114,7 @@ fn build_providers<I: Inbox + Clone>(
     breakers: &providers::breaker::Registry,
 ) -> anyhow::Result<Vec<Arc<dyn Provider>>> {
     let mut built: Vec<Arc<dyn Provider>> = Vec::new();
+    let mut by_name: BTreeMap<ProviderName, Arc<dyn Provider>> = BTreeMap::new();
     let guarded = |provider: Arc<dyn Provider>| -> Arc<dyn Provider> {
         Arc::new(providers::breaker::Breaker::new(
             provider,
@@ -107,8 +140,25 @@ fn build_providers<I: Inbox + Clone>(
             ProviderConfig::InApp => {
                 Arc::new(providers::inapp::InAppProvider::new(name.clone(), inbox.clone()))
             }
+            // Built below, once their members are.
+            ProviderConfig::PushGroup(_) => continue,
         };
+        by_name.insert(name.clone(), provider.clone());
         built.push(provider);
+    }
+    for (name, provider) in &config.providers {
+        if let ProviderConfig::PushGroup(group) = provider {
+            let members = group
+                .members
+                .iter()
+                .map(|m| {
+                    by_name.get(m).cloned().ok_or_else(|| {
+                        anyhow::anyhow!("providers.{name}: member '{m}' is not configured")
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            built.push(Arc::new(providers::push::PushGroup::new(name.clone(), members)));
+        }
     }
     Ok(built)
 }

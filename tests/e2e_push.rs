@@ -36,7 +36,7 @@ fn call(stack: &Stack, method: &str, path: &str, body: &str) -> (u16, Value) {
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
-fn push_stack(route: &str) -> Stack {
+fn push_stack(extra: &str) -> Stack {
     Stack::start(&format!(
         r#"
 [providers.fcm]
@@ -56,8 +56,7 @@ key_file = "{FIXTURES}/apns-test-only.p8"
 topic = "com.example.courant"
 timeout_ms = 5000
 
-[policy.routes]
-push = {route}
+{extra}
 "#
     ))
 }
@@ -83,7 +82,7 @@ fn device_ids(stack: &Stack, recipient: &str) -> Vec<String> {
 
 #[test]
 fn fcm_removes_the_dead_token_and_the_other_devices_receive_the_message() {
-    let stack = push_stack(r#"["fcm"]"#);
+    let stack = push_stack("[policy.routes]\npush = [\"fcm\"]");
     let _serve = stack.serve("all", "e2e-push-fcm");
     let (status, body) = call(&stack, "PUT", "/v1/recipients/lin", r#"{"time_zone":"UTC"}"#);
     assert_eq!(status, 201, "{body}");
@@ -119,7 +118,7 @@ fn fcm_removes_the_dead_token_and_the_other_devices_receive_the_message() {
 
 #[test]
 fn apns_over_http2_removes_the_dead_token_and_the_other_device_receives_the_message() {
-    let stack = push_stack(r#"["apns"]"#);
+    let stack = push_stack("[policy.routes]\npush = [\"apns\"]");
     let _serve = stack.serve("all", "e2e-push-apns");
     let (status, body) = call(&stack, "PUT", "/v1/recipients/noor", r#"{"time_zone":"UTC"}"#);
     assert_eq!(status, 201, "{body}");
@@ -137,4 +136,33 @@ fn apns_over_http2_removes_the_dead_token_and_the_other_device_receives_the_mess
     assert_eq!(taken.len(), 1, "{taken:?}");
     assert_eq!(taken[0]["to"], IOS_TOKEN);
     assert_eq!(device_ids(&stack, "noor"), [phone]);
+}
+
+#[test]
+fn a_push_group_reaches_every_platform_of_a_mixed_recipient() {
+    // No route: with a group configured, the push route is the group alone.
+    let stack =
+        push_stack("[providers.push]\nkind = \"push_group\"\nmembers = [\"apns\", \"fcm\"]");
+    let _serve = stack.serve("all", "e2e-push-group");
+    let (status, body) = call(&stack, "PUT", "/v1/recipients/sam", r#"{"time_zone":"UTC"}"#);
+    assert_eq!(status, 201, "{body}");
+    let iphone = add_device(&stack, "sam", "ios", IOS_TOKEN);
+    let tablet = add_device(&stack, "sam", "android", "android-tablet");
+    let _gone = add_device(&stack, "sam", "ios", "dead0002");
+
+    let data = r#"{"name":"Sam","order_id":"C-3"}"#;
+    let id = stack.send_with(&["--recipient", "sam"], "push", "order_shipped", data);
+    let view = stack.wait_state(&id, Duration::from_secs(15), |s| s == "sent");
+    assert_eq!(view["provider"], "push", "{view}");
+    let mine = |provider: &str| {
+        stack
+            .sandbox_messages(provider)
+            .into_iter()
+            .filter(|m| m["notification_id"] == id.as_str())
+            .map(|m| m["to"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(mine("apns"), [IOS_TOKEN]);
+    assert_eq!(mine("fcm"), ["android-tablet"]);
+    assert_eq!(device_ids(&stack, "sam"), [iphone, tablet]);
 }

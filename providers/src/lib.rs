@@ -20,8 +20,9 @@
 //! - [`twilio`]: Twilio Programmable Messaging (SMS).
 //! - [`fcm`]: Firebase Cloud Messaging HTTP v1 (push to Android and web devices).
 //! - [`apns`]: Apple Push Notification service over HTTP/2 (push to iOS devices).
-//! - `push`: one message to each of a recipient's devices, and how the devices'
-//!   answers add up (dead tokens reported for removal).
+//! - [`push`]: one message to each of a recipient's devices, and how the devices'
+//!   answers add up (dead tokens reported for removal); [`push::PushGroup`], several push
+//!   services as one provider.
 //! - `http` (feature `http`): the shared client options and the transport-error classification.
 //! - [`sandbox`] (feature `sandbox`): a local axum server that answers the SendGrid and Twilio
 //!   endpoints with their real wire formats, with injected latency and failures.
@@ -55,7 +56,7 @@ mod error;
 #[cfg(feature = "http")]
 mod http;
 #[cfg_attr(not(feature = "http"), allow(dead_code))]
-mod push;
+pub mod push;
 mod redact;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;

@@ -22,14 +22,24 @@
 //!   still registered: the dead ones are removed before it);
 //! - otherwise, every device being dead, [`ErrorClass::TokenInvalid`] (permanent for push);
 //! - and with no device of the provider's platforms, [`ErrorClass::PermanentRecipient`].
+//!
+//! # Several push services: [`PushGroup`]
+//! A route is a failover order: one provider takes the message. A recipient with an iPhone and
+//! an Android tablet needs two services at once, so a [`PushGroup`] (one provider to the route)
+//! hands the message to each of its members, each sending to the devices of its platforms, and
+//! adds their results up with the same rules as above.
 
 use std::future::Future;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use steps::model::{Channel, ProviderName};
 
 use steps::render::Content;
 
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
 use steps::recipient::{Device, Platform};
-use workflows::ports::{Delivery, DeviceOutcome, DeviceResult, Outbound};
+use workflows::ports::{Delivery, DeviceOutcome, DeviceResult, Outbound, Provider, SendHints};
 
 use crate::inapp::content_channel;
 
@@ -125,6 +135,92 @@ where
     Delivery { outcome, devices: results }
 }
 
+/// Push providers used together: each member sends to the devices of its platforms (FCM to
+/// Android and web, APNs to iOS), so a recipient gets the message on every device whatever
+/// service it uses. The members keep their own circuit breakers.
+#[derive(Debug)]
+pub struct PushGroup {
+    name: ProviderName,
+    members: Vec<Arc<dyn Provider>>,
+}
+
+impl PushGroup {
+    /// A group named `name` of push providers, tried in order.
+    pub fn new(name: ProviderName, members: Vec<Arc<dyn Provider>>) -> Self {
+        Self { name, members }
+    }
+}
+
+impl Provider for PushGroup {
+    fn name(&self) -> &ProviderName {
+        &self.name
+    }
+
+    fn channel(&self) -> Channel {
+        Channel::Push
+    }
+
+    fn send<'a>(&'a self, message: &'a Outbound) -> BoxFuture<'a, SendOutcome> {
+        Box::pin(async move { self.deliver(message, &SendHints::default()).await.outcome })
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        message: &'a Outbound,
+        hints: &'a SendHints,
+    ) -> BoxFuture<'a, Delivery> {
+        Box::pin(async move {
+            let mut parts = Vec::with_capacity(self.members.len());
+            for member in &self.members {
+                parts.push(member.deliver(message, hints).await);
+            }
+            merge(parts)
+        })
+    }
+}
+
+/// Adds the members' deliveries up: accepted when one member accepted; else the first failure
+/// of a member that had devices and not only dead ones; else token invalid when every device
+/// was dead; else (no member had a device) the recipient has no push device.
+fn merge(parts: Vec<Delivery>) -> Delivery {
+    let mut devices = Vec::new();
+    let mut accepted = None;
+    let mut failure = None;
+    let mut dead = None;
+    let mut none = None;
+    for part in parts {
+        let all_dead = part.devices.iter().all(|d| d.outcome == DeviceOutcome::Dead);
+        match part.outcome {
+            outcome @ SendOutcome::Accepted { .. } => {
+                accepted.get_or_insert(outcome);
+            }
+            SendOutcome::Failed(error) if part.devices.is_empty() => {
+                none.get_or_insert(error);
+            }
+            SendOutcome::Failed(error) if all_dead => {
+                dead.get_or_insert(error);
+            }
+            SendOutcome::Failed(error) => {
+                failure.get_or_insert(error);
+            }
+        }
+        devices.extend(part.devices);
+    }
+    let outcome = match (accepted, failure, dead, none) {
+        (Some(accepted), ..) => accepted,
+        (None, Some(error), ..) | (None, None, Some(error), _) => SendOutcome::Failed(error),
+        (None, None, None, Some(_)) | (None, None, None, None) => {
+            SendOutcome::Failed(ProviderError::new(
+                ErrorClass::PermanentRecipient,
+                None,
+                None,
+                "the recipient has no push device any provider of the group sends to",
+            ))
+        }
+    };
+    Delivery { outcome, devices }
+}
+
 #[cfg(test)]
 mod tests {
     use futures::executor::block_on;
@@ -199,6 +295,77 @@ mod tests {
         let SendOutcome::Failed(e) = &delivery.outcome else { panic!("failed expected") };
         assert_eq!(e.class, ErrorClass::PermanentRecipient);
         assert!(called.is_empty());
+    }
+
+    /// A member that sends to the devices whose token starts with its prefix.
+    #[derive(Debug)]
+    struct Member(ProviderName, &'static str);
+
+    impl Provider for Member {
+        fn name(&self) -> &ProviderName {
+            &self.0
+        }
+        fn channel(&self) -> Channel {
+            Channel::Push
+        }
+        fn send<'a>(&'a self, _: &'a Outbound) -> BoxFuture<'a, SendOutcome> {
+            Box::pin(std::future::ready(fail(ErrorClass::ProviderConfig)))
+        }
+        fn deliver<'a>(
+            &'a self,
+            message: &'a Outbound,
+            _: &'a SendHints,
+        ) -> BoxFuture<'a, Delivery> {
+            let mine = message.devices.iter().filter(|d| d.token.expose().starts_with(self.1));
+            Box::pin(each_device(mine, self.1, |d| {
+                std::future::ready(if d.token.expose().contains("dead") {
+                    fail(ErrorClass::TokenInvalid)
+                } else {
+                    ok(d.token.expose())
+                })
+            }))
+        }
+    }
+
+    fn group() -> PushGroup {
+        let member = |name: &str, prefix| {
+            Arc::new(Member(ProviderName::new(name).expect("name"), prefix)) as Arc<dyn Provider>
+        };
+        PushGroup::new(
+            ProviderName::new("push").expect("name"),
+            vec![member("apns", "ios"), member("fcm", "android")],
+        )
+    }
+
+    fn to(tokens: &[&str]) -> Outbound {
+        let mut message =
+            crate::testing::message(Content::Push { title: "t".into(), body: "b".into() });
+        message.devices = tokens.iter().map(|t| device(t)).collect();
+        message
+    }
+
+    #[test]
+    fn a_group_sends_through_every_member_to_its_devices() {
+        let delivery = block_on(
+            group().deliver(&to(&["android-1", "ios-dead", "ios-2"]), &SendHints::default()),
+        );
+        assert_eq!(delivery.outcome, ok("ios-2"));
+        let outcomes: Vec<DeviceOutcome> = delivery.devices.iter().map(|d| d.outcome).collect();
+        assert_eq!(
+            outcomes,
+            [DeviceOutcome::Dead, DeviceOutcome::Accepted, DeviceOutcome::Accepted]
+        );
+        // Android only: the APNs member has nothing to do, FCM takes it.
+        let delivery = block_on(group().deliver(&to(&["android-1"]), &SendHints::default()));
+        assert_eq!(delivery.outcome, ok("android-1"));
+        // All dead across members: token invalid; no device at all: permanent.
+        let delivery =
+            block_on(group().deliver(&to(&["android-dead", "ios-dead"]), &SendHints::default()));
+        let SendOutcome::Failed(e) = &delivery.outcome else { panic!("{delivery:?}") };
+        assert_eq!((e.class, delivery.dead().count()), (ErrorClass::TokenInvalid, 2));
+        let delivery = block_on(group().deliver(&to(&["web-1"]), &SendHints::default()));
+        let SendOutcome::Failed(e) = &delivery.outcome else { panic!("{delivery:?}") };
+        assert_eq!(e.class, ErrorClass::PermanentRecipient);
     }
 
     #[test]
