@@ -359,6 +359,18 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     config.providers.insert(ProviderName::new("sendgrid")?, ProviderConfig::Sendgrid(sendgrid));
     config.providers.insert(ProviderName::new("twilio")?, ProviderConfig::Twilio(twilio));
     config.providers.insert(ProviderName::new("inapp")?, ProviderConfig::InApp);
+    // Push: the sandbox's fake FCM and APNs, with the built-in test-only keys written to a
+    // per-process directory, behind one push group (so every device of a recipient gets it).
+    let keys = std::env::temp_dir().join(format!("courant-dev-{}", std::process::id()));
+    let (fcm, apns) = providers::sandbox::dev_push_configs(&sandbox_url, &keys)
+        .with_context(|| format!("cannot write the dev push keys to {}", keys.display()))?;
+    let (fcm_name, apns_name) = (ProviderName::new("fcm")?, ProviderName::new("apns")?);
+    config.providers.insert(fcm_name.clone(), ProviderConfig::Fcm(fcm));
+    config.providers.insert(apns_name.clone(), ProviderConfig::Apns(apns));
+    config.providers.insert(
+        ProviderName::new("push")?,
+        ProviderConfig::PushGroup(PushGroupConfig { members: vec![apns_name, fcm_name] }),
+    );
     let config = config.finish()?;
 
     let store = storage::memory::MemoryStore::default();

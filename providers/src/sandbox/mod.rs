@@ -29,7 +29,7 @@
 //!
 //! The caller binds the listener ([`serve`], or [`serve_with`] to keep a [`Sandbox`] handle for
 //! in-process stats); tests bind port 0. [`dev_provider_configs`] points the real providers at a
-//! sandbox with its default credentials.
+//! sandbox with its default credentials, [`dev_push_configs`] the push providers.
 
 mod apns;
 mod config;
@@ -595,4 +595,36 @@ pub fn dev_provider_configs(
         connect_timeout_ms: crate::options::CONNECT_TIMEOUT_MS_DEFAULT,
     };
     (sendgrid, twilio)
+}
+
+/// FCM and APNs provider configs pointing at a sandbox on `base_url`, for `courant dev`: the
+/// built-in test-only keys are written into `dir` (the providers read keys from files) and the
+/// providers trust them as the sandbox does.
+pub fn dev_push_configs(
+    base_url: &str,
+    dir: &std::path::Path,
+) -> std::io::Result<(crate::fcm::FcmConfig, crate::apns::ApnsConfig)> {
+    std::fs::create_dir_all(dir)?;
+    let service_account_file = dir.join("fcm-service-account-test-only.json");
+    std::fs::write(&service_account_file, FCM_SERVICE_ACCOUNT_TEST_ONLY)?;
+    let key_file = dir.join("apns-test-only.p8");
+    std::fs::write(&key_file, APNS_KEY_TEST_ONLY)?;
+    let fcm = crate::fcm::FcmConfig {
+        base_url: base_url.to_owned(),
+        project_id: FCM_PROJECT_DEFAULT.to_owned(),
+        service_account_file,
+        token_uri: Some(format!("{base_url}/token")),
+        timeout_ms: crate::options::TIMEOUT_MS_DEFAULT,
+        connect_timeout_ms: crate::options::CONNECT_TIMEOUT_MS_DEFAULT,
+    };
+    let apns = crate::apns::ApnsConfig {
+        base_url: base_url.to_owned(),
+        team_id: APNS_TEAM_DEFAULT.to_owned(),
+        key_id: APNS_KEY_ID_DEFAULT.to_owned(),
+        key_file,
+        topic: APNS_TOPIC_DEFAULT.to_owned(),
+        timeout_ms: crate::options::TIMEOUT_MS_DEFAULT,
+        connect_timeout_ms: crate::options::CONNECT_TIMEOUT_MS_DEFAULT,
+    };
+    Ok((fcm, apns))
 }
