@@ -21,7 +21,10 @@
 //! - `tests.rs`: wire-format and classification tests.
 
 mod config;
+// Without `http` only the wire types and the classification compile, for the simulator.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 mod request;
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 mod response;
 #[cfg(feature = "http")]
 mod service;

@@ -146,7 +146,7 @@ pub(crate) fn token_outcome(
     let message = match &error {
         Some(e) => {
             let text = e.error_description.as_deref().unwrap_or("");
-            redact::scrub(&format!("token endpoint: {} {text}", e.error).trim_end().to_owned(), &[])
+            redact::scrub(format!("token endpoint: {} {text}", e.error).trim_end(), &[])
         }
         None => format!("token endpoint: unexpected answer (HTTP {status})"),
     };
