@@ -270,4 +270,30 @@ mod http {
         assert_eq!(e.class, ErrorClass::TokenInvalid);
         assert_eq!(e.code.as_deref(), Some("Unregistered"));
     }
+
+    #[test]
+    fn the_provider_token_is_reused_for_50_minutes_and_replaced_at_most_every_20() {
+        use super::super::token::{ProviderToken, REFRESH_AFTER_MS, REPLACE_AFTER_MS};
+        use secrecy::ExposeSecret;
+        let pem = std::fs::read(KEY_FILE).expect("key");
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem).expect("ec key");
+        let tokens = ProviderToken::new("TEAM123456".into(), "KEY1234567".into(), key);
+        let t0 = 1_700_000_000_000;
+        let first = tokens.token(t0).expect("signs");
+        let same = tokens.token(t0 + REFRESH_AFTER_MS - 1).expect("signs");
+        assert_eq!(first.expose_secret(), same.expose_secret(), "reused under 50 minutes");
+        // Refused 10 minutes in: Apple allows no new token yet, so the same one is kept.
+        tokens.refused(&first, t0 + 10 * 60 * 1_000);
+        assert_eq!(
+            tokens.token(t0 + 10 * 60 * 1_000).expect("signs").expose_secret(),
+            first.expose_secret()
+        );
+        // Refused once 20 minutes old: replaced.
+        tokens.refused(&first, t0 + REPLACE_AFTER_MS);
+        let second = tokens.token(t0 + REPLACE_AFTER_MS).expect("signs");
+        assert_ne!(second.expose_secret(), first.expose_secret());
+        // And 50 minutes after it was made, replaced before use.
+        let third = tokens.token(t0 + REPLACE_AFTER_MS + REFRESH_AFTER_MS).expect("signs");
+        assert_ne!(third.expose_secret(), second.expose_secret());
+    }
 }
