@@ -152,10 +152,18 @@ impl Config {
             if self.policy.routes.contains_key(&channel) {
                 continue;
             }
+            // A push group stands for its members: where there is one, the push route is the
+            // groups alone (a member first in the route would take the message for its
+            // platforms only).
+            let grouped = self
+                .providers
+                .values()
+                .any(|p| matches!(p, crate::wiring::ProviderConfig::PushGroup(_)));
             let route: Vec<ProviderName> = self
                 .providers
                 .iter()
                 .filter(|(_, p)| p.channel() == channel)
+                .filter(|(_, p)| !(grouped && p.is_push_service()))
                 .map(|(name, _)| name.clone())
                 .collect();
             if !route.is_empty() {
@@ -198,6 +206,15 @@ impl Config {
         }
         for (name, provider) in &self.providers {
             provider.validate(name).with_context(|| format!("providers.{name}"))?;
+            if let crate::wiring::ProviderConfig::PushGroup(group) = provider {
+                for member in &group.members {
+                    if !self.providers.get(member).is_some_and(|p| p.is_push_service()) {
+                        bail!(
+                            "providers.{name}: member '{member}' must be a configured fcm or apns provider"
+                        );
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -336,5 +353,47 @@ mod tests {
         let config: Config = toml::from_str("[policy.routes]\nemail = [\"nope\"]\n").unwrap();
         let err = format!("{:#}", config.finish().unwrap_err());
         assert!(err.contains("nope") && err.contains("not configured"), "{err}");
+    }
+
+    fn push_providers(group_members: &str) -> String {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/providers/tests/fixtures/push");
+        format!(
+            r#"
+[providers.fcm]
+kind = "fcm"
+base_url = "http://127.0.0.1:9"
+project_id = "courant-test"
+service_account_file = "{fixtures}/fcm-service-account-test-only.json"
+
+[providers.apns]
+kind = "apns"
+base_url = "http://127.0.0.1:9"
+team_id = "TEAM123456"
+key_id = "KEY1234567"
+key_file = "{fixtures}/apns-test-only.p8"
+topic = "com.example.courant"
+
+[providers.inapp]
+kind = "in_app"
+
+[providers.push]
+kind = "push_group"
+members = {group_members}
+"#
+        )
+    }
+
+    #[test]
+    fn a_push_group_is_the_default_push_route_and_names_push_services_only() {
+        let config: Config = toml::from_str(&push_providers(r#"["apns", "fcm"]"#)).unwrap();
+        let config = config.finish().unwrap();
+        let route: Vec<&str> =
+            config.policy.route(Channel::Push).iter().map(ProviderName::as_str).collect();
+        assert_eq!(route, ["push"]);
+        for bad in [r#"["inapp"]"#, r#"["nope"]"#, "[]"] {
+            let config: Config = toml::from_str(&push_providers(bad)).unwrap();
+            let err = format!("{:#}", config.finish().unwrap_err());
+            assert!(err.contains("providers.push"), "{bad}: {err}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Builds the running system from configuration: providers, the runner, the workers, the API and
 //! the sandbox, for `courant dev` (everything in memory) and `courant serve` (Redis).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,17 +40,48 @@ pub enum ProviderConfig {
     Webhook(providers::webhook::WebhookConfig),
     /// A Slack incoming webhook (chat).
     Slack(providers::slack::SlackConfig),
+    /// Firebase Cloud Messaging HTTP v1 (push to Android and web devices).
+    Fcm(providers::fcm::FcmConfig),
+    /// Apple Push Notification service (push to iOS devices).
+    Apns(providers::apns::ApnsConfig),
+    /// Several push providers as one: each member sends to the devices of its platforms.
+    PushGroup(PushGroupConfig),
     /// The in-app inbox, stored by courant.
     InApp,
 }
 
+/// A `push_group` provider: `members` names configured `fcm` and `apns` providers.
+///
+/// ```toml
+/// [providers.push]
+/// kind = "push_group"
+/// members = ["apns", "fcm"]
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushGroupConfig {
+    /// The member providers, in the order they send (1 to 8, each an `fcm` or `apns` provider).
+    pub members: Vec<ProviderName>,
+}
+
+/// The most members of a push group.
+pub const PUSH_GROUP_MEMBERS_MAX: usize = 8;
+
 impl ProviderConfig {
+    /// Whether it is a push service a [`PushGroupConfig`] may name.
+    pub fn is_push_service(&self) -> bool {
+        matches!(self, ProviderConfig::Fcm(_) | ProviderConfig::Apns(_))
+    }
+
     /// The channel the provider serves.
     pub fn channel(&self) -> Channel {
         match self {
             ProviderConfig::Sendgrid(_) => Channel::Email,
             ProviderConfig::Twilio(_) | ProviderConfig::Vonage(_) => Channel::Sms,
             ProviderConfig::Webhook(_) | ProviderConfig::Slack(_) => Channel::Chat,
+            ProviderConfig::Fcm(_) | ProviderConfig::Apns(_) | ProviderConfig::PushGroup(_) => {
+                Channel::Push
+            }
             ProviderConfig::InApp => Channel::InApp,
         }
     }
@@ -62,6 +94,19 @@ impl ProviderConfig {
             ProviderConfig::Vonage(c) => c.validate(name)?,
             ProviderConfig::Webhook(c) => c.validate(name)?,
             ProviderConfig::Slack(c) => c.validate(name)?,
+            ProviderConfig::Fcm(c) => {
+                c.validate(name)?;
+                c.load_key(name)?;
+            }
+            ProviderConfig::Apns(c) => {
+                c.validate(name)?;
+                c.load_key(name)?;
+            }
+            ProviderConfig::PushGroup(c) => {
+                if c.members.is_empty() || c.members.len() > PUSH_GROUP_MEMBERS_MAX {
+                    anyhow::bail!("members: must name 1 to {PUSH_GROUP_MEMBERS_MAX} providers");
+                }
+            }
             ProviderConfig::InApp => {}
         }
         Ok(())
@@ -79,6 +124,7 @@ fn build_providers<I: Inbox + Clone>(
     breakers: &providers::breaker::Registry,
 ) -> anyhow::Result<Vec<Arc<dyn Provider>>> {
     let mut built: Vec<Arc<dyn Provider>> = Vec::new();
+    let mut by_name: BTreeMap<ProviderName, Arc<dyn Provider>> = BTreeMap::new();
     let guarded = |provider: Arc<dyn Provider>| -> Arc<dyn Provider> {
         Arc::new(providers::breaker::Breaker::new(
             provider,
@@ -104,11 +150,34 @@ fn build_providers<I: Inbox + Clone>(
             ProviderConfig::Slack(c) => {
                 guarded(Arc::new(providers::slack::Slack::new(name.clone(), c.clone())?))
             }
+            ProviderConfig::Fcm(c) => {
+                guarded(Arc::new(providers::fcm::Fcm::new(name.clone(), c.clone())?))
+            }
+            ProviderConfig::Apns(c) => {
+                guarded(Arc::new(providers::apns::Apns::new(name.clone(), c.clone())?))
+            }
             ProviderConfig::InApp => {
                 Arc::new(providers::inapp::InAppProvider::new(name.clone(), inbox.clone()))
             }
+            // Built below, once their members are.
+            ProviderConfig::PushGroup(_) => continue,
         };
+        by_name.insert(name.clone(), provider.clone());
         built.push(provider);
+    }
+    for (name, provider) in &config.providers {
+        if let ProviderConfig::PushGroup(group) = provider {
+            let members = group
+                .members
+                .iter()
+                .map(|m| {
+                    by_name.get(m).cloned().ok_or_else(|| {
+                        anyhow::anyhow!("providers.{name}: member '{m}' is not configured")
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            built.push(Arc::new(providers::push::PushGroup::new(name.clone(), members)));
+        }
     }
     Ok(built)
 }
@@ -328,6 +397,18 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     // SMS fails over from Twilio to Vonage, chat from Slack to the signed webhook: the routes
     // `finish` fills from the configured providers in name order say exactly that.
     config.providers.insert(ProviderName::new("inapp")?, ProviderConfig::InApp);
+    // Push: the sandbox's fake FCM and APNs, with the built-in test-only keys written to a
+    // per-process directory, behind one push group (so every device of a recipient gets it).
+    let keys = std::env::temp_dir().join(format!("courant-dev-{}", std::process::id()));
+    let (fcm, apns) = providers::sandbox::dev_push_configs(&sandbox_url, &keys)
+        .with_context(|| format!("cannot write the dev push keys to {}", keys.display()))?;
+    let (fcm_name, apns_name) = (ProviderName::new("fcm")?, ProviderName::new("apns")?);
+    config.providers.insert(fcm_name.clone(), ProviderConfig::Fcm(fcm));
+    config.providers.insert(apns_name.clone(), ProviderConfig::Apns(apns));
+    config.providers.insert(
+        ProviderName::new("push")?,
+        ProviderConfig::PushGroup(PushGroupConfig { members: vec![apns_name, fcm_name] }),
+    );
     let config = config.finish()?;
 
     let store = storage::memory::MemoryStore::default();

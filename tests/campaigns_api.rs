@@ -312,10 +312,10 @@ async fn bad_input_is_refused_with_the_field_named_and_nothing_is_written() {
         (
             {
                 let mut b = good.clone();
-                b["channel"] = json!("push");
+                b["channel"] = json!("fax");
                 b
             },
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
             "channel",
         ),
         (

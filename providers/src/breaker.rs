@@ -23,7 +23,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use steps::model::{Channel, ProviderName};
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
-use workflows::ports::{Clock, Outbound, Provider};
+use workflows::ports::{Clock, Delivery, Outbound, Provider, SendHints};
 
 /// The clock skew courant tolerates between hosts, ms (`storage::keys::CLOCK_SKEW_MS_MAX`; the
 /// providers crate does not depend on storage).
@@ -283,26 +283,35 @@ impl Provider for Breaker {
     }
 
     fn send<'a>(&'a self, message: &'a Outbound) -> BoxFuture<'a, SendOutcome> {
+        Box::pin(async move { self.deliver(message, &SendHints::default()).await.outcome })
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        message: &'a Outbound,
+        hints: &'a SendHints,
+    ) -> BoxFuture<'a, Delivery> {
+        let refused = |outcome| Delivery { outcome, devices: Vec::new() };
         Box::pin(async move {
             if !self.machine.is_call_permitted() {
-                return self.refuse();
+                return refused(self.refuse());
             }
             let probe = self.state() == BreakerState::HalfOpen;
             if probe && self.probing.swap(true, Ordering::AcqRel) {
                 // Another call is the probe; this one waits like any refused call.
                 self.registry.update(self.inner.name(), |view| view.rejected += 1);
-                return self.refuse();
+                return refused(self.refuse());
             }
             // Released however the call ends, even if its future is dropped mid-flight (a
             // timeout, a crash): a probe that never came back must not wedge the breaker.
             let _probe = probe.then(|| ProbeGuard(&self.probing));
-            let outcome = self.inner.send(message).await;
-            if unhealthy(&outcome) {
+            let delivery = self.inner.deliver(message, hints).await;
+            if unhealthy(&delivery.outcome) {
                 self.machine.on_error();
             } else {
                 self.machine.on_success();
             }
-            outcome
+            delivery
         })
     }
 }

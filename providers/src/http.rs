@@ -45,6 +45,13 @@ pub(crate) struct Timeouts {
 /// Builds the one client a provider keeps for its lifetime. Every option that matters is passed
 /// here explicitly rather than trusted to a default (TigerBeetle style).
 pub(crate) fn client(provider: &str, timeouts: Timeouts) -> Result<reqwest::Client, Error> {
+    builder(timeouts)
+        .build()
+        .map_err(|source| Error::Client { provider: provider.to_owned(), source })
+}
+
+/// The builder [`client`] builds, for a provider that needs one more option (APNs: HTTP/2 only).
+pub(crate) fn builder(timeouts: Timeouts) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .connect_timeout(timeouts.connect)
         // reqwest's own total timeout is the same deadline as the one `exchange` enforces, so a
@@ -58,8 +65,6 @@ pub(crate) fn client(provider: &str, timeouts: Timeouts) -> Result<reqwest::Clie
         // misconfigured proxy points.
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("courant/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|source| Error::Client { provider: provider.to_owned(), source })
 }
 
 /// A provider's answer: status, headers and (at most [`ANSWER_BYTES_MAX`] of) the body.

@@ -21,6 +21,11 @@
 //! - [`vonage`]: Vonage's SMS API (SMS), and its delivery receipts.
 //! - [`webhook`]: a signed outbound webhook, Standard Webhooks style (chat).
 //! - [`slack`]: Slack incoming webhooks (chat).
+//! - [`fcm`]: Firebase Cloud Messaging HTTP v1 (push to Android and web devices).
+//! - [`apns`]: Apple Push Notification service over HTTP/2 (push to iOS devices).
+//! - [`push`]: one message to each of a recipient's devices, and how the devices'
+//!   answers add up (dead tokens reported for removal); [`push::PushGroup`], several push
+//!   services as one provider.
 //! - `http` (feature `http`): the shared client options and the transport-error classification.
 //! - [`sandbox`] (feature `sandbox`): a local axum server that answers the SendGrid, Twilio,
 //!   Vonage and Slack endpoints with their real wire formats and receives signed webhooks, with
@@ -57,18 +62,26 @@ pub mod webhook;
 mod error;
 #[cfg(feature = "http")]
 mod http;
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub mod push;
 mod redact;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 #[cfg(test)]
 mod testing;
 
+pub use apns::ApnsConfig;
 pub use error::Error;
+pub use fcm::FcmConfig;
 pub use inapp::InAppProvider;
 pub use secret::Secret;
 pub use sendgrid::SendGridConfig;
 pub use twilio::TwilioConfig;
 
+#[cfg(feature = "http")]
+pub use apns::Apns;
+#[cfg(feature = "http")]
+pub use fcm::Fcm;
 #[cfg(feature = "http")]
 pub use sendgrid::SendGrid;
 #[cfg(feature = "http")]

@@ -125,7 +125,8 @@ mod servers {
         format!("http://{addr}")
     }
 
-    async fn serve(app: Router) -> String {
+    /// Serves `app` on a free local port (HTTP/1 and HTTP/2 prior knowledge); returns its base URL.
+    pub(crate) async fn serve(app: Router) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
@@ -137,7 +138,7 @@ mod servers {
 
 #[cfg(feature = "http")]
 pub(crate) use servers::{
-    Canned, capture_server, hanging_server, refused_base_url, resetting_server,
+    Canned, Captured, capture_server, hanging_server, refused_base_url, resetting_server, serve,
 };
 
 /// The recipient's email in the fixtures.

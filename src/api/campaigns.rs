@@ -174,18 +174,8 @@ where
             message: format!("must be between 1 and {RATE_PER_SEC_MAX} notifications a second"),
         });
     }
-    if !matches!(body.channel, Channel::InApp | Channel::Email | Channel::Sms | Channel::Chat) {
-        // Push needs a device from the profile and a provider that sends to it: not there yet.
-        // Chat needs no address: its providers post to the endpoint they are configured with.
-        return Err(ApiError::Unprocessable {
-            code: "campaign_channel_unsupported",
-            field: "channel".into(),
-            message: format!(
-                "campaigns go out on in_app, email, sms or chat; {} is not supported for campaigns",
-                body.channel
-            ),
-        });
-    }
+    // Every channel goes out in campaigns: email and SMS to the profile's addresses, push to its
+    // devices (read at each send), in-app to the inbox, chat to its providers' endpoints.
     // The data is the same for every recipient: if it renders once, it renders for all.
     let check = Submission {
         recipient: steps::model::Recipient {

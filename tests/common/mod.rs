@@ -141,7 +141,7 @@ pub struct Stack {
 
 impl Stack {
     /// Starts Redis and the sandbox, writes a config (`extra` is appended to it, with
-    /// `{sandbox_url}` replaced by the sandbox's base URL) and creates a key.
+    /// `{sandbox_url}` or `{SANDBOX}` replaced by the sandbox's base URL) and creates a key.
     pub fn start(extra: &str) -> Stack {
         let redis = RedisServer::start();
         let sandbox_port = free_port();
@@ -192,6 +192,7 @@ kind = "in_app"
 {extra}
 "#,
             redis = redis.url(),
+            extra = extra.replace("{SANDBOX}", &sandbox_url),
         );
         std::fs::File::create(&config)
             .and_then(|mut f| f.write_all(text.as_bytes()))

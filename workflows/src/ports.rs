@@ -14,7 +14,7 @@ use steps::model::{
     Attempt, Category, Channel, NotificationId, ProviderName, Recipient, RecipientId, TemplateId,
     TenantId,
 };
-use steps::outcome::SendOutcome;
+use steps::outcome::{ErrorClass, SendOutcome};
 use steps::preferences::Preferences;
 use steps::rate::{SendRate, SendSlot};
 use steps::recipient::{Contact, Device, DeviceId, RecipientEntry};
@@ -266,6 +266,97 @@ pub trait Provider: Send + Sync + std::fmt::Debug + 'static {
     fn channel(&self) -> Channel;
     /// Sends one message.
     fn send<'a>(&'a self, message: &'a Outbound) -> BoxFuture<'a, SendOutcome>;
+
+    /// Sends one message with the lifecycle's [`SendHints`], and says what became of each push
+    /// device it was sent to. The runner calls this; it removes the devices found dead from the
+    /// recipient and records every device's result in the history (by device id).
+    ///
+    /// The default sends with [`send`](Self::send) and reports no devices: only push providers,
+    /// which send once per device, override it.
+    fn deliver<'a>(
+        &'a self,
+        message: &'a Outbound,
+        hints: &'a SendHints,
+    ) -> BoxFuture<'a, Delivery> {
+        let _ = hints;
+        Box::pin(async move { Delivery { outcome: self.send(message).await, devices: Vec::new() } })
+    }
+}
+
+/// What the lifecycle knows about a send beyond the message itself, for providers that can use it
+/// (push: collapsing, priority, expiry).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendHints {
+    /// The notification's collapse key, when it has one: a push provider passes it on so the
+    /// device shows only the newest message of the group.
+    pub collapse_key: Option<String>,
+    /// Whether the category is critical (one-time codes, security alerts): sent at the highest
+    /// priority.
+    pub critical: bool,
+    /// When the lifecycle stops trying (the retry budget's end), ms since the Unix epoch: a push
+    /// service need not store the message for the device beyond it.
+    pub expires_at_ms: Option<u64>,
+}
+
+/// What became of one push device in a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceOutcome {
+    /// The push service took the message for the device.
+    Accepted,
+    /// The token is dead (uninstalled app, expired or malformed token): remove the device.
+    Dead,
+    /// The call for this device failed with this class.
+    Failed(ErrorClass),
+    /// Not tried: an earlier device's answer stopped the send (a configuration or rate-limit
+    /// answer, which every device would get).
+    Skipped,
+}
+
+/// One push device's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceResult {
+    /// The device (never its token).
+    pub device: DeviceId,
+    /// What became of it.
+    pub outcome: DeviceOutcome,
+}
+
+/// What one [`Provider::deliver`] came to: the outcome the lifecycle decides on, and the result
+/// of each push device sent to (empty for other channels).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The notification's outcome.
+    pub outcome: SendOutcome,
+    /// Each device's result, in the order sent.
+    pub devices: Vec<DeviceResult>,
+}
+
+impl Delivery {
+    /// The devices found dead, to remove from the recipient.
+    pub fn dead(&self) -> impl Iterator<Item = &DeviceId> {
+        self.devices.iter().filter(|d| d.outcome == DeviceOutcome::Dead).map(|d| &d.device)
+    }
+
+    /// One line for the history: each device's result by id, `None` without devices.
+    pub fn summary(&self) -> Option<String> {
+        if self.devices.is_empty() {
+            return None;
+        }
+        let parts: Vec<String> = self
+            .devices
+            .iter()
+            .map(|d| {
+                let what = match d.outcome {
+                    DeviceOutcome::Accepted => "accepted".to_owned(),
+                    DeviceOutcome::Dead => "token invalid".to_owned(),
+                    DeviceOutcome::Failed(class) => format!("failed ({})", class.name()),
+                    DeviceOutcome::Skipped => "not tried".to_owned(),
+                };
+                format!("{} {what}", d.device)
+            })
+            .collect();
+        Some(format!("push devices: {}", parts.join(", ")))
+    }
 }
 
 /// Campaigns: their specs, segments and progress, the leases workers expand them under, and the

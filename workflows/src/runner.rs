@@ -35,9 +35,9 @@ use crate::dlq::{self, DlqFilter, DlqPlan, Truncated};
 use crate::machine::{self, Context, Effect, Event, Machine, Receipt, Resume, State, StateKind};
 use crate::policy::Policy;
 use crate::ports::{
-    CLAIM_LEASE_MS, Claimed, Clock, CollapseGroup, CreatedOnce, Directory, EventKey, Observer,
-    Outbound, Provider, Purged, RecipientKey, Store, StoreError, StoredItem, StoredResponse,
-    TemplateStore,
+    CLAIM_LEASE_MS, Claimed, Clock, CollapseGroup, CreatedOnce, Delivery, Directory, EventKey,
+    Observer, Outbound, Provider, Purged, RecipientKey, SendHints, Store, StoreError, StoredItem,
+    StoredResponse, TemplateStore,
 };
 use crate::record::{
     Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
@@ -1176,7 +1176,7 @@ impl<S: Store + Directory, C: Clock> Runner<S, C> {
                             continue;
                         }
                     };
-                    let outcome = match self.providers.get(&provider) {
+                    let delivery = match self.providers.get(&provider) {
                         Some(p) => {
                             let request = &run.record.request;
                             let message = Outbound {
@@ -1189,18 +1189,26 @@ impl<S: Store + Directory, C: Clock> Runner<S, C> {
                                 content,
                                 devices: filter::devices(entry.as_ref()),
                             };
-                            p.send(&message).await
+                            let hints = self.send_hints(&run.record, channel);
+                            p.deliver(&message, &hints).await
                         }
-                        None => SendOutcome::Failed(ProviderError::new(
-                            ErrorClass::ProviderConfig,
-                            None,
-                            None,
-                            &format!("provider {provider} is not configured"),
-                        )),
+                        None => Delivery {
+                            outcome: SendOutcome::Failed(ProviderError::new(
+                                ErrorClass::ProviderConfig,
+                                None,
+                                None,
+                                &format!("provider {provider} is not configured"),
+                            )),
+                            devices: Vec::new(),
+                        },
                     };
                     run.now_ms = self.clock.now_ms();
+                    let removed = self.remove_dead_devices(&run, &delivery).await;
                     let written = run.history.len();
-                    run.handle(Event::SendResult(outcome), Cause::Provider { provider });
+                    run.handle(
+                        Event::SendResult(delivery.outcome.clone()),
+                        Cause::Provider { provider },
+                    );
                     run.annotate(
                         written,
                         &format!(
@@ -1208,6 +1216,12 @@ impl<S: Store + Directory, C: Clock> Runner<S, C> {
                             read_at(entry.as_ref())
                         ),
                     );
+                    if let Some(summary) = delivery.summary() {
+                        run.annotate(written, &summary);
+                    }
+                    if let Some(removed) = removed {
+                        run.annotate(written, &removed);
+                    }
                 }
             }
         }
@@ -1221,6 +1235,42 @@ impl<S: Store + Directory, C: Clock> Runner<S, C> {
             }
             None => Ok(Advanced::Conflict),
         }
+    }
+
+    /// What a provider may use beyond the message: the collapse key, whether the category is
+    /// critical, and when the retry budget ends.
+    fn send_hints(&self, record: &Record, channel: Channel) -> SendHints {
+        let request = &record.request;
+        let ttl_ms = self.policy.retry_for(&request.category, channel).ttl_ms;
+        SendHints {
+            collapse_key: request.correlation.collapse_key.as_ref().map(|k| k.as_str().to_owned()),
+            critical: self.policy.is_critical(&request.category),
+            expires_at_ms: Some(record.budget_from_ms().saturating_add(ttl_ms)),
+        }
+    }
+
+    /// Removes the push devices a send found dead from the recipient, and says so for the
+    /// history (by device id, never the token). A removal that fails is noted, not an error: the
+    /// message was sent, and the next send finds the token dead again and retries the removal.
+    async fn remove_dead_devices(&self, run: &Run<'_>, delivery: &Delivery) -> Option<String> {
+        let tenant = &run.record.tenant;
+        let recipient = &run.record.request.recipient.id;
+        let mut removed = Vec::new();
+        let mut kept = Vec::new();
+        for device in delivery.dead() {
+            match self.store.remove_device(tenant, recipient, device, run.now_ms).await {
+                Ok(_) => removed.push(device.to_string()),
+                Err(error) => kept.push(format!("{device} ({error})")),
+            }
+        }
+        let mut parts = Vec::new();
+        if !removed.is_empty() {
+            parts.push(format!("removed dead device(s) {}", removed.join(", ")));
+        }
+        if !kept.is_empty() {
+            parts.push(format!("could not remove dead device(s) {}", kept.join(", ")));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
     }
 
     /// The recipient's directory entry, as it is now.

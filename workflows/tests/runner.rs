@@ -26,9 +26,10 @@ use workflows::dlq::{DlqFilter, DlqPage};
 use workflows::machine::{Resume, State, StateKind};
 use workflows::policy::Policy;
 use workflows::ports::{
-    ApiKey, CLAIM_LEASE_MS, Claimed, Clock, Collapse, CollapseGroup, CreatedOnce, Dedup,
-    DeviceAdded, Directory, EventKey, LimitWindows, ListQuery, Outbound, Provider, Purged,
-    RecipientKey, RecipientPage, Store, StoreError, StoredResponse,
+    ApiKey, CLAIM_LEASE_MS, Claimed, Clock, Collapse, CollapseGroup, CreatedOnce, Dedup, Delivery,
+    DeviceAdded, DeviceOutcome, DeviceResult, Directory, EventKey, LimitWindows, ListQuery,
+    Outbound, Provider, Purged, RecipientKey, RecipientPage, SendHints, Store, StoreError,
+    StoredResponse,
 };
 use workflows::record::{
     Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
@@ -489,6 +490,8 @@ struct Scripted {
     channel: Channel,
     answers: Mutex<VecDeque<SendOutcome>>,
     sent: Mutex<Vec<Outbound>>,
+    /// The hints of every `deliver`.
+    hints: Mutex<Vec<SendHints>>,
 }
 
 impl Provider for Scripted {
@@ -507,6 +510,40 @@ impl Provider for Scripted {
             delivered: false,
         });
         Box::pin(ready(answer))
+    }
+
+    /// A push provider's per-device results: a device whose token starts with `dead` is dead,
+    /// the others accept (the scripted answer, when one is left, stands for the whole send).
+    fn deliver<'a>(
+        &'a self,
+        message: &'a Outbound,
+        hints: &'a SendHints,
+    ) -> BoxFuture<'a, Delivery> {
+        self.hints.lock().unwrap().push(hints.clone());
+        Box::pin(async move {
+            let outcome = self.send(message).await;
+            if self.channel != Channel::Push {
+                return Delivery { outcome, devices: vec![] };
+            }
+            let devices: Vec<DeviceResult> = message
+                .devices
+                .iter()
+                .map(|d| DeviceResult {
+                    device: d.id.clone(),
+                    outcome: if d.token.expose().starts_with("dead") {
+                        DeviceOutcome::Dead
+                    } else {
+                        DeviceOutcome::Accepted
+                    },
+                })
+                .collect();
+            let outcome = if devices.iter().all(|d| d.outcome == DeviceOutcome::Dead) {
+                failure(ErrorClass::TokenInvalid)
+            } else {
+                outcome
+            };
+            Delivery { outcome, devices }
+        })
     }
 }
 
@@ -580,6 +617,7 @@ fn world_with_policy(
             channel,
             answers: Mutex::new(answers.into()),
             sent: Mutex::new(Vec::new()),
+            hints: Mutex::new(Vec::new()),
         })
     };
     let sms = scripted(twilio(), Channel::Sms, sms);
@@ -1521,6 +1559,80 @@ fn push_goes_to_the_devices_stored_at_the_send() {
     w.advance(&id3, 1);
     assert_eq!(
         w.store().record(&id3).state,
+        State::Skipped { reason: SkipReason::NoAddress { channel: Channel::Push } }
+    );
+}
+
+/// A dead push token is removed from the recipient (by the runner, through the directory) and
+/// the other devices still get the message; the history names the devices by id, never token.
+#[test]
+fn a_dead_push_device_is_removed_and_the_others_still_get_the_message() {
+    let w = world(vec![]);
+    w.set_now(T0_MS + 12 * 3_600_000);
+    w.put_contact(paris("+33612345678"));
+    let device = |token: &str| {
+        let token = steps::recipient::DeviceToken::parse(token).unwrap();
+        Device::new(steps::recipient::Platform::Android, token, T0_MS)
+    };
+    let (dead, b, c) = (device("dead-token-a"), device("token-b"), device("token-c"));
+    for d in [&dead, &b, &c] {
+        block_on(w.store().add_device(&w.tenant, &u1(), d, T0_MS)).unwrap();
+    }
+    let id = w.submit_to("n_1", "orders", Channel::Push, by_id());
+    w.advance(&id, 1);
+    assert_eq!(w.store().record(&id).state.kind(), StateKind::Sent);
+    let sent = w.push.sent.lock().unwrap().clone();
+    let to: Vec<DeviceId> = sent[0].devices.iter().map(|d| d.id.clone()).collect();
+    assert_eq!(to, [dead.id.clone(), b.id.clone(), c.id.clone()]);
+    let entry = block_on(w.store().recipient(&w.tenant, &u1())).unwrap().unwrap();
+    let kept: Vec<DeviceId> = entry.devices().iter().map(|d| d.id.clone()).collect();
+    assert_eq!(kept, [b.id.clone(), c.id.clone()], "only the dead device is removed");
+    let history = w.store().entries(&id);
+    let note = history.last().unwrap().note.clone().unwrap_or_default();
+    assert!(note.contains(&format!("removed dead device(s) {}", dead.id)), "{note}");
+    assert!(note.contains(&format!("{} accepted", b.id)), "{note}");
+    assert!(!note.contains("dead-token-a") && !note.contains("token-b"), "{note}");
+    // The hints: no collapse key, not critical, the retry budget's end.
+    let hints = w.push.hints.lock().unwrap().clone();
+    assert_eq!(hints.len(), 1);
+    assert_eq!(hints[0].collapse_key, None);
+    assert!(!hints[0].critical);
+    assert!(hints[0].expires_at_ms.is_some_and(|at| at > T0_MS));
+    // The next push goes to the two remaining devices only.
+    let id2 = w.submit_to("n_2", "orders", Channel::Push, by_id());
+    w.advance(&id2, 1);
+    let sent = w.push.sent.lock().unwrap().clone();
+    let to: Vec<DeviceId> = sent[1].devices.iter().map(|d| d.id.clone()).collect();
+    assert_eq!(to, [b.id.clone(), c.id.clone()]);
+}
+
+/// Every device dead: the notification fails (token invalid is permanent for push) and the
+/// devices are gone, so the next push is skipped for want of a device.
+#[test]
+fn all_push_devices_dead_fails_the_notification_and_removes_them() {
+    let w = world(vec![]);
+    w.set_now(T0_MS + 12 * 3_600_000);
+    w.put_contact(paris("+33612345678"));
+    let device = |token: &str| {
+        let token = steps::recipient::DeviceToken::parse(token).unwrap();
+        Device::new(steps::recipient::Platform::Ios, token, T0_MS)
+    };
+    for d in [device("dead-1"), device("dead-2")] {
+        block_on(w.store().add_device(&w.tenant, &u1(), &d, T0_MS)).unwrap();
+    }
+    let id = w.submit_to("n_1", "otp", Channel::Push, by_id());
+    w.advance(&id, 1);
+    // Failed on push for good; with no channel to fall back to, it is dead-lettered.
+    assert_eq!(w.store().record(&id).state.kind(), StateKind::DeadLettered);
+    let history = w.store().entries(&id);
+    assert!(history.iter().any(|e| e.to.kind() == StateKind::Failed), "{history:?}");
+    assert!(w.push.hints.lock().unwrap()[0].critical, "otp is critical");
+    let entry = block_on(w.store().recipient(&w.tenant, &u1())).unwrap().unwrap();
+    assert!(entry.devices().is_empty());
+    let id2 = w.submit_to("n_2", "orders", Channel::Push, by_id());
+    w.advance(&id2, 1);
+    assert_eq!(
+        w.store().record(&id2).state,
         State::Skipped { reason: SkipReason::NoAddress { channel: Channel::Push } }
     );
 }

@@ -33,6 +33,15 @@
 //!
 //! [sandbox.slack]
 //! token = "sandbox-slack-token"
+//! [sandbox.fcm]                   # all optional: the built-in test-only account by default
+//! service_account_file = "fcm-service-account.json"
+//! project_id = "courant-test"
+//!
+//! [sandbox.apns]                  # all optional: the built-in test-only key by default
+//! key_file = "AuthKey.p8"
+//! key_id = "KEY1234567"
+//! team_id = "TEAM123456"
+//! topic = "com.example.courant"
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -95,6 +104,12 @@ pub struct SandboxConfig {
     /// The fake Slack incoming webhook.
     #[serde(default)]
     pub slack: SlackSandbox,
+    /// The fake FCM.
+    #[serde(default)]
+    pub fcm: super::FcmSandbox,
+    /// The fake APNs.
+    #[serde(default)]
+    pub apns: super::ApnsSandbox,
 }
 
 impl Default for SandboxConfig {
@@ -107,6 +122,8 @@ impl Default for SandboxConfig {
             vonage: VonageSandbox::default(),
             webhook: WebhookSandbox::default(),
             slack: SlackSandbox::default(),
+            fcm: super::FcmSandbox::default(),
+            apns: super::ApnsSandbox::default(),
         }
     }
 }
@@ -381,6 +398,8 @@ impl SandboxConfig {
         self.twilio.behaviour.validate("sandbox.twilio")?;
         self.vonage.behaviour.validate("sandbox.vonage")?;
         self.webhook.behaviour.validate("sandbox.webhook")?;
-        self.slack.behaviour.validate("sandbox.slack")
+        self.slack.behaviour.validate("sandbox.slack")?;
+        self.fcm.behaviour.validate("sandbox.fcm")?;
+        self.apns.behaviour.validate("sandbox.apns")
     }
 }

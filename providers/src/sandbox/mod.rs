@@ -1,10 +1,15 @@
 //! A local stand-in for the providers' APIs, for dev mode and integration tests.
 //!
-//! It answers the SendGrid, Twilio, Vonage and Slack endpoints the real providers call, with their
-//! real wire formats: `202` and `X-Message-Id` for SendGrid, `201` and a Message resource (`sid`
-//! is `SM` and 32 hex digits) for Twilio, `200` and `{"message-count","messages"}` for Vonage
-//! (errors as a non-zero `status`, as Vonage does), `200 ok` for Slack, and each provider's own
-//! error bodies. It also
+//! It answers the SendGrid, Twilio, Vonage, Slack, FCM and APNs endpoints the real providers
+//! call, with their real wire formats: `202` and `X-Message-Id` for SendGrid, `201` and a Message
+//! resource (`sid` is `SM` and 32 hex digits) for Twilio, `200` and
+//! `{"message-count","messages"}` for Vonage (errors as a non-zero `status`, as Vonage does),
+//! `200 ok` for Slack, Google's OAuth2 token endpoint and `messages:send` for FCM (see `fcm.rs`),
+//! `POST /3/device/{token}` over HTTP/2 without TLS for APNs (see `apns.rs`), and each provider's
+//! own error bodies. The push fakes verify the real signatures (RS256 assertions, ES256 provider
+//! tokens) with built-in test-only keys unless configured otherwise, and have designated device
+//! tokens that answer "token invalid" (FCM `unregistered...`/`invalid...`, APNs
+//! `dead...`/`bad...`). It also
 //! receives signed webhooks (`POST /sandbox/webhook`) and verifies their Standard Webhooks
 //! signature, as a receiver would. It checks credentials (401 in the provider's
 //! shape), validates bodies (400 in the provider's shape) and injects latency and failures per
@@ -28,9 +33,13 @@
 //!
 //! The caller binds the listener ([`serve`], or [`serve_with`] to keep a [`Sandbox`] handle for
 //! in-process stats); tests bind port 0. [`dev_provider_configs`] points the real providers at a
-//! sandbox with its default credentials.
+//! sandbox with its default credentials, [`dev_push_configs`] the push providers.
 
+mod apns;
 mod config;
+mod fcm;
+#[cfg(all(test, feature = "http"))]
+mod push_tests;
 mod sendgrid;
 mod slack;
 #[cfg(test)]
@@ -68,6 +77,11 @@ pub use config::{
     WEBHOOK_SECRET_DEFAULT, WebhookSandbox,
 };
 
+pub use apns::{
+    APNS_KEY_ID_DEFAULT, APNS_KEY_TEST_ONLY, APNS_TEAM_DEFAULT, APNS_TOPIC_DEFAULT, ApnsSandbox,
+};
+pub use fcm::{FCM_PROJECT_DEFAULT, FCM_SERVICE_ACCOUNT_TEST_ONLY, FcmSandbox};
+
 use crate::{Error, Secret};
 
 /// The largest request body accepted, in bytes. A notification is a few KiB; SendGrid's own cap
@@ -91,10 +105,14 @@ pub enum SandboxProvider {
     Webhook,
     /// Slack incoming webhooks.
     Slack,
+    /// FCM HTTP v1 (and Google's OAuth2 token endpoint).
+    Fcm,
+    /// APNs (HTTP/2).
+    Apns,
 }
 
 /// How many providers the sandbox fakes.
-const PROVIDERS: usize = 5;
+const PROVIDERS: usize = 7;
 
 impl SandboxProvider {
     fn index(self) -> usize {
@@ -104,6 +122,8 @@ impl SandboxProvider {
             SandboxProvider::Vonage => 2,
             SandboxProvider::Webhook => 3,
             SandboxProvider::Slack => 4,
+            SandboxProvider::Fcm => 5,
+            SandboxProvider::Apns => 6,
         }
     }
 
@@ -115,6 +135,8 @@ impl SandboxProvider {
             SandboxProvider::Vonage => "sandbox.vonage",
             SandboxProvider::Webhook => "sandbox.webhook",
             SandboxProvider::Slack => "sandbox.slack",
+            SandboxProvider::Fcm => "sandbox.fcm",
+            SandboxProvider::Apns => "sandbox.apns",
         }
     }
 }
@@ -176,6 +198,12 @@ pub struct Stats {
     /// The fake Slack.
     #[serde(default)]
     pub slack: ProviderStats,
+    /// The fake FCM (`messages:send` only; token requests are not counted).
+    #[serde(default)]
+    pub fcm: ProviderStats,
+    /// The fake APNs.
+    #[serde(default)]
+    pub apns: ProviderStats,
 }
 
 /// One message the sandbox took.
@@ -226,6 +254,8 @@ struct Inner {
     behaviour: [Behaviour; PROVIDERS],
     stats: [ProviderStats; PROVIDERS],
     messages: [VecDeque<SandboxMessage>; PROVIDERS],
+    /// The fake FCM's issued access tokens.
+    fcm_tokens: fcm::Issued,
 }
 
 #[derive(Debug)]
@@ -239,6 +269,10 @@ struct Shared {
     webhook_key: Vec<u8>,
     slack_token: Secret,
     messages_kept_max: usize,
+    /// The fake FCM's trusted service account.
+    fcm: fcm::FcmTrust,
+    /// The fake APNs's trusted key.
+    apns: apns::ApnsTrust,
     inner: Mutex<Inner>,
     /// Flips to `true` on shutdown, releasing hung requests so graceful shutdown is quick.
     shutdown: watch::Sender<bool>,
@@ -262,6 +296,8 @@ impl Sandbox {
         // `validate` checked it decodes.
         let webhook_key =
             crate::webhook::secret_key(config.webhook.secret.expose()).unwrap_or_default();
+        let fcm = config.fcm.trust()?;
+        let apns = config.apns.trust()?;
         Ok(Self {
             shared: Arc::new(Shared {
                 sendgrid_key: config.sendgrid.api_key,
@@ -272,6 +308,8 @@ impl Sandbox {
                 webhook_key,
                 slack_token: config.slack.token,
                 messages_kept_max: config.messages_kept_max,
+                fcm,
+                apns,
                 inner: Mutex::new(Inner {
                     rng,
                     behaviour: [
@@ -280,9 +318,12 @@ impl Sandbox {
                         config.vonage.behaviour,
                         config.webhook.behaviour,
                         config.slack.behaviour,
+                        config.fcm.behaviour,
+                        config.apns.behaviour,
                     ],
                     stats: Default::default(),
                     messages: Default::default(),
+                    fcm_tokens: fcm::Issued::default(),
                 }),
                 shutdown,
             }),
@@ -305,6 +346,8 @@ impl Sandbox {
             vonage: stats(SandboxProvider::Vonage),
             webhook: stats(SandboxProvider::Webhook),
             slack: stats(SandboxProvider::Slack),
+            fcm: stats(SandboxProvider::Fcm),
+            apns: stats(SandboxProvider::Apns),
         }
     }
 
@@ -396,6 +439,13 @@ impl Sandbox {
         (0..22).map(|_| char::from(ALPHABET[inner.rng.random_range(0..64)])).collect()
     }
 
+    /// 32 random lowercase hex digits (FCM message names, access tokens, APNs ids).
+    fn random_hex(&self) -> String {
+        let mut inner = self.lock();
+        let (a, b): (u64, u64) = (inner.rng.random(), inner.rng.random());
+        format!("{a:016x}{b:016x}")
+    }
+
     /// A Twilio message SID: `SM` + 32 lowercase hex digits.
     fn twilio_sid(&self) -> String {
         let mut inner = self.lock();
@@ -430,6 +480,9 @@ pub fn router(sandbox: Sandbox) -> Router {
         .route("/sms/json", post(vonage::send_sms))
         .route("/sandbox/webhook", post(webhook::receive))
         .route("/services/{team}/{bot}/{token}", post(slack::post_message))
+        .route("/token", post(fcm::token))
+        .route("/v1/projects/{project}/messages:send", post(fcm::send))
+        .route("/3/device/{token}", post(apns::push))
         .route("/sandbox/stats", get(stats))
         .route("/sandbox/messages", get(messages))
         .route("/sandbox/reset", post(reset))
@@ -489,7 +542,8 @@ async fn messages(
     let Ok(Query(query)) = query else {
         return sandbox_error(
             StatusCode::BAD_REQUEST,
-            "expected ?provider=sendgrid (or twilio, vonage, webhook, slack), optionally &limit=N",
+            "expected ?provider=sendgrid (or twilio, vonage, webhook, slack, fcm, apns), optionally \
+             &limit=N",
         );
     };
     let all = sandbox.messages(query.provider);
@@ -540,6 +594,18 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The DER bytes of the first PEM block in `pem`.
+fn pem_der(pem: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let body: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN "))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END "))
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(body.trim()).ok()
 }
 
 /// An RFC 2822 date in GMT (`Thu, 24 Aug 2023 05:01:45 +0000`), the format of Twilio's
@@ -633,4 +699,36 @@ pub fn dev_chat_provider_configs(
         connect_timeout_ms: crate::options::CONNECT_TIMEOUT_MS_DEFAULT,
     };
     (vonage, webhook, slack)
+}
+
+/// FCM and APNs provider configs pointing at a sandbox on `base_url`, for `courant dev`: the
+/// built-in test-only keys are written into `dir` (the providers read keys from files) and the
+/// providers trust them as the sandbox does.
+pub fn dev_push_configs(
+    base_url: &str,
+    dir: &std::path::Path,
+) -> std::io::Result<(crate::fcm::FcmConfig, crate::apns::ApnsConfig)> {
+    std::fs::create_dir_all(dir)?;
+    let service_account_file = dir.join("fcm-service-account-test-only.json");
+    std::fs::write(&service_account_file, FCM_SERVICE_ACCOUNT_TEST_ONLY)?;
+    let key_file = dir.join("apns-test-only.p8");
+    std::fs::write(&key_file, APNS_KEY_TEST_ONLY)?;
+    let fcm = crate::fcm::FcmConfig {
+        base_url: base_url.to_owned(),
+        project_id: FCM_PROJECT_DEFAULT.to_owned(),
+        service_account_file,
+        token_uri: Some(format!("{base_url}/token")),
+        timeout_ms: crate::options::TIMEOUT_MS_DEFAULT,
+        connect_timeout_ms: crate::options::CONNECT_TIMEOUT_MS_DEFAULT,
+    };
+    let apns = crate::apns::ApnsConfig {
+        base_url: base_url.to_owned(),
+        team_id: APNS_TEAM_DEFAULT.to_owned(),
+        key_id: APNS_KEY_ID_DEFAULT.to_owned(),
+        key_file,
+        topic: APNS_TOPIC_DEFAULT.to_owned(),
+        timeout_ms: crate::options::TIMEOUT_MS_DEFAULT,
+        connect_timeout_ms: crate::options::CONNECT_TIMEOUT_MS_DEFAULT,
+    };
+    Ok((fcm, apns))
 }

@@ -1,15 +1,16 @@
-//! Apple Push Notification service: how its answers classify into the error taxonomy.
+//! APNs's answers and their classification.
 //!
-//! The sending half (HTTP/2, token-based authentication) arrives with the push channel; the
-//! classification comes first so retries, token removal and the breaker already agree on what
-//! each documented answer means.
+//! Success is `200` with the message's `apns-id` header (ours, echoed).
 //!
 //! Source: developer.apple.com, "Handling notification responses from APNs". An error answer is a
 //! status with a JSON body naming the `reason` (a 410 adds the `timestamp` since when the token
 //! has been invalid): `{"reason": "BadDeviceToken"}`.
 
 use serde::Deserialize;
-use steps::outcome::{ErrorClass, classify_http};
+use steps::outcome::{ErrorClass, ProviderError, SendOutcome, classify_http};
+
+/// Longest `apns-id` kept, in bytes (a UUID is 36).
+const APNS_ID_BYTES_MAX: usize = 64;
 
 #[derive(Debug, Deserialize)]
 struct Answer {
@@ -64,6 +65,28 @@ pub fn classify(status: u16, retry_after_ms: Option<u64>, body: &[u8]) -> ErrorC
     }
 }
 
+/// The outcome of an answer. APNs's reasons are fixed names, never echoing the token, so the
+/// message is the reason itself.
+pub(crate) fn outcome(
+    status: u16,
+    apns_id: Option<&str>,
+    retry_after_ms: Option<u64>,
+    body: &[u8],
+) -> SendOutcome {
+    if status == 200 {
+        let id = apns_id.filter(|id| !id.is_empty() && id.len() <= APNS_ID_BYTES_MAX);
+        return SendOutcome::Accepted {
+            provider_message_id: id.map(str::to_owned),
+            delivered: false,
+        };
+    }
+    let class = classify(status, retry_after_ms, body);
+    let reason =
+        reason(body).filter(|r| r.len() <= 64 && r.bytes().all(|b| b.is_ascii_alphanumeric()));
+    let message = reason.clone().unwrap_or_else(|| format!("unexpected answer (HTTP {status})"));
+    SendOutcome::Failed(ProviderError::new(class, Some(status), reason, &message))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +123,21 @@ mod tests {
         assert_eq!(classify(410, None, b""), ErrorClass::TokenInvalid);
         assert_eq!(classify(503, None, br#"{"reason": "SomethingNew"}"#), ErrorClass::RETRYABLE);
         assert_eq!(classify(403, None, b"{}"), ErrorClass::ProviderConfig);
+    }
+
+    #[test]
+    fn success_carries_the_apns_id_and_errors_their_reason() {
+        let id = "6f1d3c2a-0b7e-8a4d-9c1f-2e3d4c5b6a79";
+        assert_eq!(
+            outcome(200, Some(id), None, b""),
+            SendOutcome::Accepted { provider_message_id: Some(id.into()), delivered: false }
+        );
+        let SendOutcome::Failed(e) =
+            outcome(410, None, None, br#"{"reason":"Unregistered","timestamp":1}"#)
+        else {
+            panic!("failure")
+        };
+        assert_eq!((e.class, e.code.as_deref()), (ErrorClass::TokenInvalid, Some("Unregistered")));
+        assert_eq!(e.message, "Unregistered");
     }
 }
