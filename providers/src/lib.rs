@@ -17,6 +17,7 @@
 //!   provider's webhook.
 //! - [`inapp`]: the in-app inbox provider (no feature needed).
 //! - [`sendgrid`]: SendGrid v3 mail send (email).
+//! - [`ses`]: Amazon SES v2 SendEmail, SigV4-signed (email).
 //! - [`twilio`]: Twilio Programmable Messaging (SMS).
 //! - `http` (feature `http`): the shared client options and the transport-error classification.
 //! - [`sandbox`] (feature `sandbox`): a local axum server that answers the SendGrid and Twilio
@@ -45,6 +46,7 @@ pub mod options;
 pub mod receipt;
 pub mod secret;
 pub mod sendgrid;
+pub mod ses;
 pub mod twilio;
 
 mod error;
@@ -60,9 +62,13 @@ pub use error::Error;
 pub use inapp::InAppProvider;
 pub use secret::Secret;
 pub use sendgrid::SendGridConfig;
+pub use ses::SesConfig;
 pub use twilio::TwilioConfig;
 
 #[cfg(feature = "http")]
 pub use sendgrid::SendGrid;
+#[cfg(feature = "http")]
+pub use ses::Ses;
+#[cfg(feature = "http")]
 #[cfg(feature = "http")]
 pub use twilio::Twilio;

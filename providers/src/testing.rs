@@ -137,7 +137,7 @@ mod servers {
 
 #[cfg(feature = "http")]
 pub(crate) use servers::{
-    Canned, capture_server, hanging_server, refused_base_url, resetting_server,
+    Canned, Captured, capture_server, hanging_server, refused_base_url, resetting_server,
 };
 
 /// The recipient's email in the fixtures.
