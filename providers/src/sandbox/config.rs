@@ -23,6 +23,14 @@
 //!
 //! [sandbox.twilio.behaviour]
 //! latency_ms = 5
+//!
+//! [sandbox.ses]
+//! access_key_id = "AKIASANDBOX000000000"
+//! secret_access_key = "sandbox-ses-secret-key"
+//! region = "us-east-1"
+//!
+//! [sandbox.ses.behaviour]
+//! latency_ms = 5
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -67,6 +75,9 @@ pub struct SandboxConfig {
     /// The fake Twilio.
     #[serde(default)]
     pub twilio: TwilioSandbox,
+    /// The fake Amazon SES.
+    #[serde(default)]
+    pub ses: SesSandbox,
 }
 
 impl Default for SandboxConfig {
@@ -76,6 +87,7 @@ impl Default for SandboxConfig {
             messages_kept_max: MESSAGES_KEPT_DEFAULT,
             sendgrid: SendGridSandbox::default(),
             twilio: TwilioSandbox::default(),
+            ses: SesSandbox::default(),
         }
     }
 }
@@ -140,6 +152,79 @@ fn twilio_account_default() -> String {
 
 pub(super) fn twilio_token_default() -> Secret {
     Secret::new(TWILIO_TOKEN_DEFAULT).unwrap_or_else(|_| unreachable!("a valid constant"))
+}
+
+/// The default SES access key id the sandbox accepts (dev mode only; not a real key).
+pub const SES_ACCESS_KEY_ID_DEFAULT: &str = "AKIASANDBOX000000000";
+/// The default SES secret access key the sandbox signs with (dev mode only; not a real key).
+pub const SES_SECRET_KEY_DEFAULT: &str = "sandbox-ses-secret-key";
+/// The default SES region the sandbox expects in credential scopes.
+pub const SES_REGION_DEFAULT: &str = "us-east-1";
+
+/// The fake Amazon SES's credentials and behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SesSandbox {
+    /// The only access key id accepted; any other gets SES's 403 `UnrecognizedClientException`.
+    /// Default `AKIASANDBOX000000000`.
+    #[serde(default = "ses_access_key_id_default")]
+    pub access_key_id: String,
+    /// The secret access key every signature is verified with; a signature made with another
+    /// gets SES's 403 `InvalidSignatureException`. Default `sandbox-ses-secret-key`.
+    #[serde(default = "ses_secret_key_default")]
+    pub secret_access_key: Secret,
+    /// The region credential scopes must name. Default `us-east-1`.
+    #[serde(default = "ses_region_default")]
+    pub region: String,
+    /// Latency and injected failures.
+    #[serde(default)]
+    pub behaviour: Behaviour,
+}
+
+impl Default for SesSandbox {
+    fn default() -> Self {
+        Self {
+            access_key_id: ses_access_key_id_default(),
+            secret_access_key: ses_secret_key_default(),
+            region: ses_region_default(),
+            behaviour: Behaviour::default(),
+        }
+    }
+}
+
+impl SesSandbox {
+    fn validate(&self) -> Result<(), Error> {
+        let key_ok = (16..=128).contains(&self.access_key_id.len())
+            && self.access_key_id.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !key_ok {
+            return Err(Error::config(
+                "sandbox.ses",
+                "access_key_id",
+                "must be 16 to 128 letters and digits",
+            ));
+        }
+        let region_ok = (1..=32).contains(&self.region.len())
+            && self
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !region_ok {
+            return Err(Error::config("sandbox.ses", "region", "must be an AWS region name"));
+        }
+        self.behaviour.validate("sandbox.ses")
+    }
+}
+
+fn ses_access_key_id_default() -> String {
+    SES_ACCESS_KEY_ID_DEFAULT.to_owned()
+}
+
+pub(super) fn ses_secret_key_default() -> Secret {
+    Secret::new(SES_SECRET_KEY_DEFAULT).unwrap_or_else(|_| unreachable!("a valid constant"))
+}
+
+fn ses_region_default() -> String {
+    SES_REGION_DEFAULT.to_owned()
 }
 
 /// How a fake provider behaves: latency, and the fractions of requests that fail on purpose.
@@ -260,6 +345,7 @@ impl SandboxConfig {
         }
         crate::options::sid("sandbox.twilio", "account_sid", &self.twilio.account_sid, "AC")?;
         self.sendgrid.behaviour.validate("sandbox.sendgrid")?;
+        self.ses.validate()?;
         self.twilio.behaviour.validate("sandbox.twilio")
     }
 }

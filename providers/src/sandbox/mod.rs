@@ -28,6 +28,7 @@
 
 mod config;
 mod sendgrid;
+mod ses;
 #[cfg(test)]
 mod tests;
 mod twilio;
@@ -51,9 +52,11 @@ use tokio::sync::watch;
 
 pub use config::{
     Behaviour, HANG_MS_MAX, LATENCY_MS_MAX, MESSAGES_KEPT_DEFAULT, MESSAGES_KEPT_MAX,
-    RETRY_AFTER_SECS_MAX, SENDGRID_KEY_DEFAULT, SandboxConfig, SendGridSandbox,
-    TWILIO_ACCOUNT_DEFAULT, TWILIO_TOKEN_DEFAULT, TwilioSandbox,
+    RETRY_AFTER_SECS_MAX, SENDGRID_KEY_DEFAULT, SES_ACCESS_KEY_ID_DEFAULT, SES_REGION_DEFAULT,
+    SES_SECRET_KEY_DEFAULT, SandboxConfig, SendGridSandbox, SesSandbox, TWILIO_ACCOUNT_DEFAULT,
+    TWILIO_TOKEN_DEFAULT, TwilioSandbox,
 };
+pub use ses::{dev_ses_config, ses_tags};
 
 use crate::{Error, Secret};
 
@@ -72,6 +75,8 @@ pub enum SandboxProvider {
     Sendgrid,
     /// Twilio Messages.
     Twilio,
+    /// Amazon SES v2 SendEmail.
+    Ses,
 }
 
 impl SandboxProvider {
@@ -79,6 +84,7 @@ impl SandboxProvider {
         match self {
             SandboxProvider::Sendgrid => 0,
             SandboxProvider::Twilio => 1,
+            SandboxProvider::Ses => 2,
         }
     }
 }
@@ -131,6 +137,9 @@ pub struct Stats {
     pub sendgrid: ProviderStats,
     /// The fake Twilio.
     pub twilio: ProviderStats,
+    /// The fake Amazon SES.
+    #[serde(default)]
+    pub ses: ProviderStats,
 }
 
 /// One message the sandbox took.
@@ -178,9 +187,9 @@ enum Counted {
 #[derive(Debug)]
 struct Inner {
     rng: StdRng,
-    behaviour: [Behaviour; 2],
-    stats: [ProviderStats; 2],
-    messages: [VecDeque<SandboxMessage>; 2],
+    behaviour: [Behaviour; 3],
+    stats: [ProviderStats; 3],
+    messages: [VecDeque<SandboxMessage>; 3],
 }
 
 #[derive(Debug)]
@@ -188,6 +197,9 @@ struct Shared {
     sendgrid_key: Secret,
     twilio_account: String,
     twilio_token: Secret,
+    ses_access_key_id: String,
+    ses_secret_key: Secret,
+    ses_region: String,
     messages_kept_max: usize,
     inner: Mutex<Inner>,
     /// Flips to `true` on shutdown, releasing hung requests so graceful shutdown is quick.
@@ -214,10 +226,17 @@ impl Sandbox {
                 sendgrid_key: config.sendgrid.api_key,
                 twilio_account: config.twilio.account_sid,
                 twilio_token: config.twilio.auth_token,
+                ses_access_key_id: config.ses.access_key_id,
+                ses_secret_key: config.ses.secret_access_key,
+                ses_region: config.ses.region,
                 messages_kept_max: config.messages_kept_max,
                 inner: Mutex::new(Inner {
                     rng,
-                    behaviour: [config.sendgrid.behaviour, config.twilio.behaviour],
+                    behaviour: [
+                        config.sendgrid.behaviour,
+                        config.twilio.behaviour,
+                        config.ses.behaviour,
+                    ],
                     stats: Default::default(),
                     messages: Default::default(),
                 }),
@@ -235,7 +254,11 @@ impl Sandbox {
     /// The counts so far.
     pub fn stats(&self) -> Stats {
         let inner = self.lock();
-        Stats { sendgrid: inner.stats[0].clone(), twilio: inner.stats[1].clone() }
+        Stats {
+            sendgrid: inner.stats[0].clone(),
+            twilio: inner.stats[1].clone(),
+            ses: inner.stats[2].clone(),
+        }
     }
 
     /// The messages `provider` took, oldest first.
@@ -257,6 +280,7 @@ impl Sandbox {
         behaviour.validate(match provider {
             SandboxProvider::Sendgrid => "sandbox.sendgrid",
             SandboxProvider::Twilio => "sandbox.twilio",
+            SandboxProvider::Ses => "sandbox.ses",
         })?;
         self.lock().behaviour[provider.index()] = behaviour;
         Ok(())
@@ -354,6 +378,7 @@ pub fn router(sandbox: Sandbox) -> Router {
     Router::new()
         .route("/v3/mail/send", post(sendgrid::mail_send))
         .route("/2010-04-01/Accounts/{account_sid}/Messages.json", post(twilio::create_message))
+        .route(crate::ses::SEND_EMAIL_PATH, post(ses::send_email))
         .route("/sandbox/stats", get(stats))
         .route("/sandbox/messages", get(messages))
         .route("/sandbox/reset", post(reset))
@@ -413,7 +438,7 @@ async fn messages(
     let Ok(Query(query)) = query else {
         return sandbox_error(
             StatusCode::BAD_REQUEST,
-            "expected ?provider=sendgrid or ?provider=twilio, optionally &limit=N",
+            "expected ?provider=sendgrid, twilio or ses, optionally &limit=N",
         );
     };
     let all = sandbox.messages(query.provider);
