@@ -18,6 +18,7 @@
 //! - [`inapp`]: the in-app inbox provider (no feature needed).
 //! - [`sendgrid`]: SendGrid v3 mail send (email).
 //! - [`ses`]: Amazon SES v2 SendEmail, SigV4-signed (email).
+//! - [`smtp`]: any SMTP relay, through `lettre` (email).
 //! - [`twilio`]: Twilio Programmable Messaging (SMS).
 //! - `http` (feature `http`): the shared client options and the transport-error classification.
 //! - [`sandbox`] (feature `sandbox`): a local axum server that answers the SendGrid and Twilio
@@ -47,6 +48,7 @@ pub mod receipt;
 pub mod secret;
 pub mod sendgrid;
 pub mod ses;
+pub mod smtp;
 pub mod twilio;
 
 mod error;
@@ -63,6 +65,7 @@ pub use inapp::InAppProvider;
 pub use secret::Secret;
 pub use sendgrid::SendGridConfig;
 pub use ses::SesConfig;
+pub use smtp::SmtpConfig;
 pub use twilio::TwilioConfig;
 
 #[cfg(feature = "http")]
@@ -70,5 +73,6 @@ pub use sendgrid::SendGrid;
 #[cfg(feature = "http")]
 pub use ses::Ses;
 #[cfg(feature = "http")]
+pub use smtp::Smtp;
 #[cfg(feature = "http")]
 pub use twilio::Twilio;
