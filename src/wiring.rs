@@ -33,6 +33,10 @@ pub enum ProviderConfig {
     Sendgrid(providers::sendgrid::SendGridConfig),
     /// Twilio Messages (SMS).
     Twilio(providers::twilio::TwilioConfig),
+    /// Amazon SES v2 SendEmail (email).
+    Ses(providers::ses::SesConfig),
+    /// An SMTP relay (email).
+    Smtp(providers::smtp::SmtpConfig),
     /// The in-app inbox, stored by courant.
     InApp,
 }
@@ -43,6 +47,7 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Sendgrid(_) => Channel::Email,
             ProviderConfig::Twilio(_) => Channel::Sms,
+            ProviderConfig::Ses(_) | ProviderConfig::Smtp(_) => Channel::Email,
             ProviderConfig::InApp => Channel::InApp,
         }
     }
@@ -52,6 +57,8 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Sendgrid(c) => c.validate(name)?,
             ProviderConfig::Twilio(c) => c.validate(name)?,
+            ProviderConfig::Ses(c) => c.validate(name)?,
+            ProviderConfig::Smtp(c) => c.validate(name)?,
             ProviderConfig::InApp => {}
         }
         Ok(())
@@ -84,6 +91,12 @@ fn build_providers<I: Inbox + Clone>(
             }
             ProviderConfig::Twilio(c) => {
                 guarded(Arc::new(providers::twilio::Twilio::new(name.clone(), c.clone())?))
+            }
+            ProviderConfig::Ses(c) => {
+                guarded(Arc::new(providers::ses::Ses::new(name.clone(), c.clone())?))
+            }
+            ProviderConfig::Smtp(c) => {
+                guarded(Arc::new(providers::smtp::Smtp::new(name.clone(), c.clone())?))
             }
             ProviderConfig::InApp => {
                 Arc::new(providers::inapp::InAppProvider::new(name.clone(), inbox.clone()))
@@ -289,6 +302,9 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     config.api.listen = listen;
     config.providers.insert(ProviderName::new("sendgrid")?, ProviderConfig::Sendgrid(sendgrid));
     config.providers.insert(ProviderName::new("twilio")?, ProviderConfig::Twilio(twilio));
+    // Second in the email route (names sort after "sendgrid"): SES takes over when SendGrid fails.
+    let ses = providers::sandbox::dev_ses_config(&sandbox_url);
+    config.providers.insert(ProviderName::new("ses")?, ProviderConfig::Ses(ses));
     config.providers.insert(ProviderName::new("inapp")?, ProviderConfig::InApp);
     let config = config.finish()?;
 
@@ -500,4 +516,52 @@ pub async fn create_key(
         "API key for tenant '{tenant}' created; it is shown once. Export it as COURANT_API_KEY."
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod email_provider_tests {
+    use super::*;
+
+    const EMAIL_PROVIDERS: &str = r#"
+[providers.ses]
+kind = "ses"
+base_url = "https://email.eu-west-1.amazonaws.com"
+region = "eu-west-1"
+access_key_id = "AKIAIOSFODNN7EXAMPLE"
+secret_access_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+from = "noreply@shop.example"
+configuration_set = "courant-events"
+
+[providers.relay]
+kind = "smtp"
+host = "smtp.example.com"
+security = "starttls"
+username = "courant"
+password = "s3cret-pass"
+from = "noreply@shop.example"
+"#;
+
+    #[test]
+    fn ses_and_smtp_sections_are_read_validated_and_routed() {
+        let config: Config = toml::from_str(EMAIL_PROVIDERS).unwrap();
+        let config = config.finish().unwrap();
+        let email: Vec<&str> =
+            config.policy.routes[&Channel::Email].iter().map(ProviderName::as_str).collect();
+        assert_eq!(email, ["relay", "ses"]);
+        let breakers = providers::breaker::Registry::default();
+        let store = storage::memory::MemoryStore::default();
+        let built = build_providers(&config, &store, &breakers).unwrap();
+        assert_eq!(built.len(), 2);
+        assert!(built.iter().all(|p| p.channel() == Channel::Email));
+    }
+
+    #[test]
+    fn invalid_ses_and_smtp_sections_are_refused_at_start_up() {
+        let plain = EMAIL_PROVIDERS.replace("security = \"starttls\"", "security = \"plain\"");
+        let err = format!("{:#}", toml::from_str::<Config>(&plain).unwrap().finish().unwrap_err());
+        assert!(err.contains("providers.relay") && err.contains("security"), "{err}");
+        let region = EMAIL_PROVIDERS.replace("region = \"eu-west-1\"", "region = \"EU\"");
+        let err = format!("{:#}", toml::from_str::<Config>(&region).unwrap().finish().unwrap_err());
+        assert!(err.contains("providers.ses") && err.contains("region"), "{err}");
+    }
 }
