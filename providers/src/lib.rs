@@ -21,7 +21,7 @@
 //! - [`smtp`]: any SMTP relay, through `lettre` (email).
 //! - [`twilio`]: Twilio Programmable Messaging (SMS).
 //! - `http` (feature `http`): the shared client options and the transport-error classification.
-//! - [`sandbox`] (feature `sandbox`): a local axum server that answers the SendGrid and Twilio
+//! - [`sandbox`] (feature `sandbox`): a local axum server that answers the SendGrid, SES and Twilio
 //!   endpoints with their real wire formats, with injected latency and failures.
 //! - `redact`: scrubs addresses and credentials out of provider error messages.
 //!

@@ -1,8 +1,9 @@
 //! A local stand-in for the providers' APIs, for dev mode and integration tests.
 //!
-//! It answers the SendGrid and Twilio endpoints the real providers call, with their real wire
-//! formats: `202` + `X-Message-Id` for SendGrid, `201` + a Message resource (`sid` = `SM` + 32 hex)
-//! for Twilio, and each provider's own error bodies. It checks credentials (401 in the provider's
+//! It answers the SendGrid, Amazon SES and Twilio endpoints the real providers call, with their
+//! real wire formats: `202` + `X-Message-Id` for SendGrid, `200 {"MessageId"}` for SES (every
+//! request's SigV4 signature verified, see `ses.rs`), `201` + a Message resource (`sid` = `SM` + 32
+//! hex) for Twilio, and each provider's own error bodies. It checks credentials (401 in the provider's
 //! shape), validates bodies (400 in the provider's shape) and injects latency and failures per
 //! provider (see [`Behaviour`]): 500/503, 429 with `Retry-After`, and hangs that take the message
 //! but answer too late, which is how unknown outcomes happen for real.
@@ -15,7 +16,7 @@
 //!
 //! Inspection endpoints:
 //! - `GET /sandbox/stats`: per provider, requests received, accepted and failed by kind.
-//! - `GET /sandbox/messages?provider=sendgrid[&limit=N]`: the last accepted messages (at most
+//! - `GET /sandbox/messages?provider=sendgrid|ses|twilio[&limit=N]`: the last accepted messages (at most
 //!   `messages_kept_max` per provider), oldest first, with their full request bodies. These hold
 //!   recipients' addresses: the sandbox is a dev tool and must never face real traffic.
 //! - `POST /sandbox/reset`: clears stats and messages.
@@ -130,7 +131,7 @@ impl FailedStats {
     }
 }
 
-/// The counts of both providers, as `GET /sandbox/stats` returns them.
+/// The counts of every provider, as `GET /sandbox/stats` returns them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     /// The fake SendGrid.
