@@ -286,13 +286,16 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     let shutdown = Shutdown::listen();
     let sandbox_listener = TcpListener::bind("127.0.0.1:0").await?;
     let sandbox_url = format!("http://{}", sandbox_listener.local_addr()?);
-    let sandbox_config = providers::sandbox::SandboxConfig::default();
+    let sandbox = providers::sandbox::Sandbox::new(providers::sandbox::SandboxConfig::default())?;
     let (sendgrid, twilio) = providers::sandbox::dev_provider_configs(&sandbox_url);
+    // The sandbox's SMTP relay, for the SMTP provider; it stops with the sandbox.
+    let smtp_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let smtp_port = smtp_listener.local_addr()?.port();
+    tokio::spawn(providers::sandbox::serve_smtp(smtp_listener, sandbox.clone()));
     let sandbox_shutdown = shutdown.clone();
     tokio::spawn(async move {
         if let Err(error) =
-            providers::sandbox::serve(sandbox_listener, sandbox_config, sandbox_shutdown.wait())
-                .await
+            providers::sandbox::serve_with(sandbox_listener, sandbox, sandbox_shutdown.wait()).await
         {
             tracing::error!(%error, "Sandbox stopped.");
         }
@@ -305,6 +308,9 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     // Second in the email route (names sort after "sendgrid"): SES takes over when SendGrid fails.
     let ses = providers::sandbox::dev_ses_config(&sandbox_url);
     config.providers.insert(ProviderName::new("ses")?, ProviderConfig::Ses(ses));
+    // Third (after "ses"): the SMTP provider, to the sandbox's SMTP relay.
+    let smtp = providers::sandbox::dev_smtp_config(smtp_port);
+    config.providers.insert(ProviderName::new("smtp")?, ProviderConfig::Smtp(smtp));
     config.providers.insert(ProviderName::new("inapp")?, ProviderConfig::InApp);
     let config = config.finish()?;
 
@@ -327,7 +333,8 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     let tenant = TenantId::new("dev")?;
     let key = crate::auth::create(&store, &tenant).await?;
     eprintln!(
-        "\ncourant dev: API on http://{listen}, provider sandbox on {sandbox_url}\n\
+        "\ncourant dev: API on http://{listen}, provider sandbox on {sandbox_url} \
+         (SMTP on 127.0.0.1:{smtp_port})\n\
          NOT DURABLE: everything is in memory and lost when this process stops.\n\n\
          API key for tenant 'dev':\n  export COURANT_API_KEY={key}\n\n\
          Try:\n  cargo run -- send --recipient ada --email ada@example.com --channel email \\\n    \

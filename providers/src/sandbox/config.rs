@@ -31,6 +31,10 @@
 //!
 //! [sandbox.ses.behaviour]
 //! latency_ms = 5
+//!
+//! [sandbox.smtp]                  # the SMTP listener (dev mode)
+//! username = "sandbox"
+//! password = "sandbox-smtp-password"
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -78,6 +82,9 @@ pub struct SandboxConfig {
     /// The fake Amazon SES.
     #[serde(default)]
     pub ses: SesSandbox,
+    /// The local SMTP relay.
+    #[serde(default)]
+    pub smtp: SmtpSandbox,
 }
 
 impl Default for SandboxConfig {
@@ -88,6 +95,7 @@ impl Default for SandboxConfig {
             sendgrid: SendGridSandbox::default(),
             twilio: TwilioSandbox::default(),
             ses: SesSandbox::default(),
+            smtp: SmtpSandbox::default(),
         }
     }
 }
@@ -227,6 +235,45 @@ fn ses_region_default() -> String {
     SES_REGION_DEFAULT.to_owned()
 }
 
+/// The default SMTP user name the sandbox accepts.
+pub const SMTP_USERNAME_DEFAULT: &str = "sandbox";
+/// The default SMTP password the sandbox accepts (dev mode only).
+pub const SMTP_PASSWORD_DEFAULT: &str = "sandbox-smtp-password";
+
+/// The local SMTP relay's credentials and behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSandbox {
+    /// The only AUTH user name accepted. Default `sandbox`.
+    #[serde(default = "smtp_username_default")]
+    pub username: String,
+    /// The only AUTH password accepted; anything else gets `535`. Default
+    /// `sandbox-smtp-password`.
+    #[serde(default = "smtp_password_default")]
+    pub password: Secret,
+    /// Latency and injected failures (shown as `451` replies and late `250`s).
+    #[serde(default)]
+    pub behaviour: Behaviour,
+}
+
+impl Default for SmtpSandbox {
+    fn default() -> Self {
+        Self {
+            username: smtp_username_default(),
+            password: smtp_password_default(),
+            behaviour: Behaviour::default(),
+        }
+    }
+}
+
+fn smtp_username_default() -> String {
+    SMTP_USERNAME_DEFAULT.to_owned()
+}
+
+pub(super) fn smtp_password_default() -> Secret {
+    Secret::new(SMTP_PASSWORD_DEFAULT).unwrap_or_else(|_| unreachable!("a valid constant"))
+}
+
 /// How a fake provider behaves: latency, and the fractions of requests that fail on purpose.
 ///
 /// For each authenticated, well-formed request one draw decides: a hang with probability
@@ -346,6 +393,7 @@ impl SandboxConfig {
         crate::options::sid("sandbox.twilio", "account_sid", &self.twilio.account_sid, "AC")?;
         self.sendgrid.behaviour.validate("sandbox.sendgrid")?;
         self.ses.validate()?;
+        self.smtp.behaviour.validate("sandbox.smtp")?;
         self.twilio.behaviour.validate("sandbox.twilio")
     }
 }

@@ -14,9 +14,14 @@
 //! 21610), `+15005550009` (not a mobile number, 21614); `From` = `+15005550001` (invalid, 21212),
 //! `+15005550007` (not owned, 21606), `+15005550008` (queue full, 21611).
 //!
+//! [`serve_smtp`] adds a local SMTP relay on a listener of its own (plain text, this host only,
+//! AUTH with the `[sandbox.smtp]` credentials), so dev mode's SMTP provider has somewhere to send;
+//! its messages are kept and counted like the others (`provider=smtp`), one request per
+//! transaction, and its behaviour shows as `451` replies and late `250`s.
+//!
 //! Inspection endpoints:
 //! - `GET /sandbox/stats`: per provider, requests received, accepted and failed by kind.
-//! - `GET /sandbox/messages?provider=sendgrid|ses|twilio[&limit=N]`: the last accepted messages (at most
+//! - `GET /sandbox/messages?provider=sendgrid|ses|smtp|twilio[&limit=N]`: the last accepted messages (at most
 //!   `messages_kept_max` per provider), oldest first, with their full request bodies. These hold
 //!   recipients' addresses: the sandbox is a dev tool and must never face real traffic.
 //! - `POST /sandbox/reset`: clears stats and messages.
@@ -30,6 +35,7 @@
 mod config;
 mod sendgrid;
 mod ses;
+mod smtp;
 #[cfg(test)]
 mod tests;
 mod twilio;
@@ -54,10 +60,12 @@ use tokio::sync::watch;
 pub use config::{
     Behaviour, HANG_MS_MAX, LATENCY_MS_MAX, MESSAGES_KEPT_DEFAULT, MESSAGES_KEPT_MAX,
     RETRY_AFTER_SECS_MAX, SENDGRID_KEY_DEFAULT, SES_ACCESS_KEY_ID_DEFAULT, SES_REGION_DEFAULT,
-    SES_SECRET_KEY_DEFAULT, SandboxConfig, SendGridSandbox, SesSandbox, TWILIO_ACCOUNT_DEFAULT,
-    TWILIO_TOKEN_DEFAULT, TwilioSandbox,
+    SES_SECRET_KEY_DEFAULT, SMTP_PASSWORD_DEFAULT, SMTP_USERNAME_DEFAULT, SandboxConfig,
+    SendGridSandbox, SesSandbox, SmtpSandbox, TWILIO_ACCOUNT_DEFAULT, TWILIO_TOKEN_DEFAULT,
+    TwilioSandbox,
 };
 pub use ses::{dev_ses_config, ses_tags};
+pub use smtp::{dev_smtp_config, serve_smtp};
 
 use crate::{Error, Secret};
 
@@ -78,6 +86,8 @@ pub enum SandboxProvider {
     Twilio,
     /// Amazon SES v2 SendEmail.
     Ses,
+    /// The local SMTP relay.
+    Smtp,
 }
 
 impl SandboxProvider {
@@ -86,6 +96,7 @@ impl SandboxProvider {
             SandboxProvider::Sendgrid => 0,
             SandboxProvider::Twilio => 1,
             SandboxProvider::Ses => 2,
+            SandboxProvider::Smtp => 3,
         }
     }
 }
@@ -141,6 +152,9 @@ pub struct Stats {
     /// The fake Amazon SES.
     #[serde(default)]
     pub ses: ProviderStats,
+    /// The local SMTP relay (one request per transaction).
+    #[serde(default)]
+    pub smtp: ProviderStats,
 }
 
 /// One message the sandbox took.
@@ -188,9 +202,9 @@ enum Counted {
 #[derive(Debug)]
 struct Inner {
     rng: StdRng,
-    behaviour: [Behaviour; 3],
-    stats: [ProviderStats; 3],
-    messages: [VecDeque<SandboxMessage>; 3],
+    behaviour: [Behaviour; 4],
+    stats: [ProviderStats; 4],
+    messages: [VecDeque<SandboxMessage>; 4],
 }
 
 #[derive(Debug)]
@@ -201,6 +215,8 @@ struct Shared {
     ses_access_key_id: String,
     ses_secret_key: Secret,
     ses_region: String,
+    smtp_username: String,
+    smtp_password: Secret,
     messages_kept_max: usize,
     inner: Mutex<Inner>,
     /// Flips to `true` on shutdown, releasing hung requests so graceful shutdown is quick.
@@ -230,6 +246,8 @@ impl Sandbox {
                 ses_access_key_id: config.ses.access_key_id,
                 ses_secret_key: config.ses.secret_access_key,
                 ses_region: config.ses.region,
+                smtp_username: config.smtp.username,
+                smtp_password: config.smtp.password,
                 messages_kept_max: config.messages_kept_max,
                 inner: Mutex::new(Inner {
                     rng,
@@ -237,6 +255,7 @@ impl Sandbox {
                         config.sendgrid.behaviour,
                         config.twilio.behaviour,
                         config.ses.behaviour,
+                        config.smtp.behaviour,
                     ],
                     stats: Default::default(),
                     messages: Default::default(),
@@ -259,6 +278,7 @@ impl Sandbox {
             sendgrid: inner.stats[0].clone(),
             twilio: inner.stats[1].clone(),
             ses: inner.stats[2].clone(),
+            smtp: inner.stats[3].clone(),
         }
     }
 
@@ -282,6 +302,7 @@ impl Sandbox {
             SandboxProvider::Sendgrid => "sandbox.sendgrid",
             SandboxProvider::Twilio => "sandbox.twilio",
             SandboxProvider::Ses => "sandbox.ses",
+            SandboxProvider::Smtp => "sandbox.smtp",
         })?;
         self.lock().behaviour[provider.index()] = behaviour;
         Ok(())
@@ -439,7 +460,7 @@ async fn messages(
     let Ok(Query(query)) = query else {
         return sandbox_error(
             StatusCode::BAD_REQUEST,
-            "expected ?provider=sendgrid, twilio or ses, optionally &limit=N",
+            "expected ?provider=sendgrid, twilio, ses or smtp, optionally &limit=N",
         );
     };
     let all = sandbox.messages(query.provider);

@@ -27,6 +27,10 @@ pub const TAG_ATTEMPT: &str = "attempt";
 /// The charset declared for every part: the rendered content is Rust text, always UTF-8.
 const CHARSET: &str = "UTF-8";
 
+/// Bytes of a display name per RFC 2047 encoded word (60 base64 characters plus the 12 of
+/// `=?UTF-8?B?` and `?=` stay under the 75 allowed).
+const ENCODED_WORD_BYTES_MAX: usize = 45;
+
 /// Longest tag value SES accepts, in characters.
 const TAG_VALUE_CHARS_MAX: usize = 256;
 
@@ -121,8 +125,21 @@ pub(crate) fn from_address(from: &EmailAddress, from_name: Option<&str>) -> Stri
             format!("\"{quoted}\" <{address}>")
         }
         Some(name) => {
-            let encoded = base64::engine::general_purpose::STANDARD.encode(name.as_bytes());
-            format!("=?UTF-8?B?{encoded}?= <{address}>")
+            // RFC 2047 caps an encoded word at 75 characters: 45 bytes of UTF-8 per word (60 in
+            // base64), split at character boundaries, words separated by a space.
+            let mut words = Vec::new();
+            let mut start = 0;
+            while start < name.len() {
+                let mut end = (start + ENCODED_WORD_BYTES_MAX).min(name.len());
+                while !name.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let encoded =
+                    base64::engine::general_purpose::STANDARD.encode(&name.as_bytes()[start..end]);
+                words.push(format!("=?UTF-8?B?{encoded}?="));
+                start = end;
+            }
+            format!("{} <{address}>", words.join(" "))
         }
     }
 }

@@ -76,6 +76,11 @@ fn display_names_are_quoted_or_encoded() {
         from_address(&from(), Some("Shop \"A\"")),
         "\"Shop \\\"A\\\"\" <noreply@shop.example>"
     );
+    // A long non-ASCII name: several encoded words of at most 75 characters.
+    let long = from_address(&from(), Some(&"é".repeat(40)));
+    let words: Vec<&str> = long.trim_end_matches(" <noreply@shop.example>").split(' ').collect();
+    assert_eq!(words.len(), 2, "{long}");
+    assert!(words.iter().all(|w| w.len() <= 75 && w.starts_with("=?UTF-8?B?")), "{long}");
     // "Café": non-ASCII, so an RFC 2047 encoded word.
     assert_eq!(from_address(&from(), Some("Café")), "=?UTF-8?B?Q2Fmw6k=?= <noreply@shop.example>");
 }

@@ -29,6 +29,7 @@ pub use config::{
     FROM_NAME_CHARS_MAX, POOL_IDLE_MS_DEFAULT, POOL_MAX_DEFAULT, Security, SmtpConfig,
 };
 #[cfg(feature = "http")]
-pub use request::NOTIFICATION_ID_HEADER;
-#[cfg(feature = "http")]
 pub use service::Smtp;
+
+/// The header carrying our notification id in every message.
+pub const NOTIFICATION_ID_HEADER: &str = "X-Courant-Notification-Id";

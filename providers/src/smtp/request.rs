@@ -17,8 +17,7 @@ use workflows::ports::Outbound;
 
 use crate::inapp::content_channel;
 
-/// The header carrying our notification id.
-pub const NOTIFICATION_ID_HEADER: &str = "X-Courant-Notification-Id";
+use super::NOTIFICATION_ID_HEADER;
 
 /// `X-Courant-Notification-Id`.
 #[derive(Debug, Clone)]
