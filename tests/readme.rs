@@ -13,7 +13,7 @@ fn the_readme_configuration_example_is_valid() {
         .expect("README.md has a ```toml block");
     let config: Config = toml::from_str(block).expect("the README's TOML parses as a Config");
     let config = config.finish().expect("the README's configuration validates");
-    assert_eq!(config.providers.len(), 3);
+    assert_eq!(config.providers.len(), 5);
     // The retry policies it shows are the defaults, as it says.
     let defaults = workflows::policy::Policy::default();
     let otp = steps::model::Category::new("otp").unwrap();
