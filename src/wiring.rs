@@ -46,6 +46,10 @@ pub enum ProviderConfig {
     Apns(providers::apns::ApnsConfig),
     /// Several push providers as one: each member sends to the devices of its platforms.
     PushGroup(PushGroupConfig),
+    /// Amazon SES v2 SendEmail (email).
+    Ses(providers::ses::SesConfig),
+    /// An SMTP relay (email).
+    Smtp(providers::smtp::SmtpConfig),
     /// The in-app inbox, stored by courant.
     InApp,
 }
@@ -82,6 +86,7 @@ impl ProviderConfig {
             ProviderConfig::Fcm(_) | ProviderConfig::Apns(_) | ProviderConfig::PushGroup(_) => {
                 Channel::Push
             }
+            ProviderConfig::Ses(_) | ProviderConfig::Smtp(_) => Channel::Email,
             ProviderConfig::InApp => Channel::InApp,
         }
     }
@@ -107,6 +112,8 @@ impl ProviderConfig {
                     anyhow::bail!("members: must name 1 to {PUSH_GROUP_MEMBERS_MAX} providers");
                 }
             }
+            ProviderConfig::Ses(c) => c.validate(name)?,
+            ProviderConfig::Smtp(c) => c.validate(name)?,
             ProviderConfig::InApp => {}
         }
         Ok(())
@@ -155,6 +162,12 @@ fn build_providers<I: Inbox + Clone>(
             }
             ProviderConfig::Apns(c) => {
                 guarded(Arc::new(providers::apns::Apns::new(name.clone(), c.clone())?))
+            }
+            ProviderConfig::Ses(c) => {
+                guarded(Arc::new(providers::ses::Ses::new(name.clone(), c.clone())?))
+            }
+            ProviderConfig::Smtp(c) => {
+                guarded(Arc::new(providers::smtp::Smtp::new(name.clone(), c.clone())?))
             }
             ProviderConfig::InApp => {
                 Arc::new(providers::inapp::InAppProvider::new(name.clone(), inbox.clone()))
@@ -374,14 +387,17 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     let shutdown = Shutdown::listen();
     let sandbox_listener = TcpListener::bind("127.0.0.1:0").await?;
     let sandbox_url = format!("http://{}", sandbox_listener.local_addr()?);
-    let sandbox_config = providers::sandbox::SandboxConfig::default();
+    let sandbox = providers::sandbox::Sandbox::new(providers::sandbox::SandboxConfig::default())?;
     let (sendgrid, twilio) = providers::sandbox::dev_provider_configs(&sandbox_url);
     let (vonage, webhook, slack) = providers::sandbox::dev_chat_provider_configs(&sandbox_url);
+    // The sandbox's SMTP relay, for the SMTP provider; it stops with the sandbox.
+    let smtp_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let smtp_port = smtp_listener.local_addr()?.port();
+    tokio::spawn(providers::sandbox::serve_smtp(smtp_listener, sandbox.clone()));
     let sandbox_shutdown = shutdown.clone();
     tokio::spawn(async move {
         if let Err(error) =
-            providers::sandbox::serve(sandbox_listener, sandbox_config, sandbox_shutdown.wait())
-                .await
+            providers::sandbox::serve_with(sandbox_listener, sandbox, sandbox_shutdown.wait()).await
         {
             tracing::error!(%error, "Sandbox stopped.");
         }
@@ -396,6 +412,12 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     config.providers.insert(ProviderName::new("slack")?, ProviderConfig::Slack(slack));
     // SMS fails over from Twilio to Vonage, chat from Slack to the signed webhook: the routes
     // `finish` fills from the configured providers in name order say exactly that.
+    // Second in the email route (names sort after "sendgrid"): SES takes over when SendGrid fails.
+    let ses = providers::sandbox::dev_ses_config(&sandbox_url);
+    config.providers.insert(ProviderName::new("ses")?, ProviderConfig::Ses(ses));
+    // Third (after "ses"): the SMTP provider, to the sandbox's SMTP relay.
+    let smtp = providers::sandbox::dev_smtp_config(smtp_port);
+    config.providers.insert(ProviderName::new("smtp")?, ProviderConfig::Smtp(smtp));
     config.providers.insert(ProviderName::new("inapp")?, ProviderConfig::InApp);
     // Push: the sandbox's fake FCM and APNs, with the built-in test-only keys written to a
     // per-process directory, behind one push group (so every device of a recipient gets it).
@@ -433,7 +455,8 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     let tenant = TenantId::new("dev")?;
     let key = crate::auth::create(&store, &tenant).await?;
     eprintln!(
-        "\ncourant dev: API on http://{listen}, provider sandbox on {sandbox_url}\n\
+        "\ncourant dev: API on http://{listen}, provider sandbox on {sandbox_url} \
+         (SMTP on 127.0.0.1:{smtp_port})\n\
          NOT DURABLE: everything is in memory and lost when this process stops.\n\n\
          API key for tenant 'dev':\n  export COURANT_API_KEY={key}\n\n\
          Try:\n  cargo run -- send --recipient ada --email ada@example.com --channel email \\\n    \
@@ -638,4 +661,52 @@ pub async fn create_key(
         "API key for tenant '{tenant}' created; it is shown once. Export it as COURANT_API_KEY."
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod email_provider_tests {
+    use super::*;
+
+    const EMAIL_PROVIDERS: &str = r#"
+[providers.ses]
+kind = "ses"
+base_url = "https://email.eu-west-1.amazonaws.com"
+region = "eu-west-1"
+access_key_id = "AKIAIOSFODNN7EXAMPLE"
+secret_access_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+from = "noreply@shop.example"
+configuration_set = "courant-events"
+
+[providers.relay]
+kind = "smtp"
+host = "smtp.example.com"
+security = "starttls"
+username = "courant"
+password = "s3cret-pass"
+from = "noreply@shop.example"
+"#;
+
+    #[test]
+    fn ses_and_smtp_sections_are_read_validated_and_routed() {
+        let config: Config = toml::from_str(EMAIL_PROVIDERS).unwrap();
+        let config = config.finish().unwrap();
+        let email: Vec<&str> =
+            config.policy.routes[&Channel::Email].iter().map(ProviderName::as_str).collect();
+        assert_eq!(email, ["relay", "ses"]);
+        let breakers = providers::breaker::Registry::default();
+        let store = storage::memory::MemoryStore::default();
+        let built = build_providers(&config, &store, &breakers).unwrap();
+        assert_eq!(built.len(), 2);
+        assert!(built.iter().all(|p| p.channel() == Channel::Email));
+    }
+
+    #[test]
+    fn invalid_ses_and_smtp_sections_are_refused_at_start_up() {
+        let plain = EMAIL_PROVIDERS.replace("security = \"starttls\"", "security = \"plain\"");
+        let err = format!("{:#}", toml::from_str::<Config>(&plain).unwrap().finish().unwrap_err());
+        assert!(err.contains("providers.relay") && err.contains("security"), "{err}");
+        let region = EMAIL_PROVIDERS.replace("region = \"eu-west-1\"", "region = \"EU\"");
+        let err = format!("{:#}", toml::from_str::<Config>(&region).unwrap().finish().unwrap_err());
+        assert!(err.contains("providers.ses") && err.contains("region"), "{err}");
+    }
 }

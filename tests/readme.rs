@@ -13,11 +13,13 @@ fn the_readme_configuration_example_is_valid() {
         .expect("README.md has a ```toml block");
     let config: Config = toml::from_str(block).expect("the README's TOML parses as a Config");
     let config = config.finish().expect("the README's configuration validates");
-    assert_eq!(config.providers.len(), 6);
-    // SMS fails over from Twilio to Vonage; chat goes to Slack, then the signed webhook.
+    assert_eq!(config.providers.len(), 8);
+    // Email goes to SendGrid (the example's explicit route); SMS fails over from Twilio to
+    // Vonage; chat goes to Slack, then the signed webhook.
     let route = |channel| -> Vec<&str> {
         config.policy.route(channel).iter().map(|name| name.as_str()).collect()
     };
+    assert_eq!(route(Channel::Email), ["sendgrid"]);
     assert_eq!(route(Channel::Sms), ["twilio", "vonage"]);
     assert_eq!(route(Channel::Chat), ["slack", "webhook"]);
     // The retry policies it shows are the defaults, as it says.

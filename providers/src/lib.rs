@@ -17,6 +17,8 @@
 //!   provider's webhook.
 //! - [`inapp`]: the in-app inbox provider (no feature needed).
 //! - [`sendgrid`]: SendGrid v3 mail send (email).
+//! - [`ses`]: Amazon SES v2 SendEmail, SigV4-signed (email).
+//! - [`smtp`]: any SMTP relay, through `lettre` (email).
 //! - [`twilio`]: Twilio Programmable Messaging (SMS).
 //! - [`vonage`]: Vonage's SMS API (SMS), and its delivery receipts.
 //! - [`webhook`]: a signed outbound webhook, Standard Webhooks style (chat).
@@ -27,9 +29,9 @@
 //!   answers add up (dead tokens reported for removal); [`push::PushGroup`], several push
 //!   services as one provider.
 //! - `http` (feature `http`): the shared client options and the transport-error classification.
-//! - [`sandbox`] (feature `sandbox`): a local axum server that answers the SendGrid, Twilio,
-//!   Vonage and Slack endpoints with their real wire formats and receives signed webhooks, with
-//!   injected latency and failures.
+//! - [`sandbox`] (feature `sandbox`): a local axum server that answers the SendGrid, SES, Twilio,
+//!   Vonage, FCM, APNs and Slack endpoints with their real wire formats, receives signed webhooks
+//!   and relays SMTP, with injected latency and failures.
 //! - `redact`: scrubs addresses and credentials out of provider error messages.
 //!
 //! # Architecture invariants
@@ -54,7 +56,9 @@ pub mod options;
 pub mod receipt;
 pub mod secret;
 pub mod sendgrid;
+pub mod ses;
 pub mod slack;
+pub mod smtp;
 pub mod twilio;
 pub mod vonage;
 pub mod webhook;
@@ -76,6 +80,8 @@ pub use fcm::FcmConfig;
 pub use inapp::InAppProvider;
 pub use secret::Secret;
 pub use sendgrid::SendGridConfig;
+pub use ses::SesConfig;
+pub use smtp::SmtpConfig;
 pub use twilio::TwilioConfig;
 
 #[cfg(feature = "http")]
@@ -84,5 +90,9 @@ pub use apns::Apns;
 pub use fcm::Fcm;
 #[cfg(feature = "http")]
 pub use sendgrid::SendGrid;
+#[cfg(feature = "http")]
+pub use ses::Ses;
+#[cfg(feature = "http")]
+pub use smtp::Smtp;
 #[cfg(feature = "http")]
 pub use twilio::Twilio;

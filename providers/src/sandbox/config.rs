@@ -33,6 +33,19 @@
 //!
 //! [sandbox.slack]
 //! token = "sandbox-slack-token"
+//!
+//! [sandbox.ses]
+//! access_key_id = "AKIASANDBOX000000000"
+//! secret_access_key = "sandbox-ses-secret-key"
+//! region = "us-east-1"
+//!
+//! [sandbox.ses.behaviour]
+//! latency_ms = 5
+//!
+//! [sandbox.smtp]                  # the SMTP listener (dev mode)
+//! username = "sandbox"
+//! password = "sandbox-smtp-password"
+//!
 //! [sandbox.fcm]                   # all optional: the built-in test-only account by default
 //! service_account_file = "fcm-service-account.json"
 //! project_id = "courant-test"
@@ -110,6 +123,12 @@ pub struct SandboxConfig {
     /// The fake APNs.
     #[serde(default)]
     pub apns: super::ApnsSandbox,
+    /// The fake Amazon SES.
+    #[serde(default)]
+    pub ses: SesSandbox,
+    /// The local SMTP relay.
+    #[serde(default)]
+    pub smtp: SmtpSandbox,
 }
 
 impl Default for SandboxConfig {
@@ -124,6 +143,8 @@ impl Default for SandboxConfig {
             slack: SlackSandbox::default(),
             fcm: super::FcmSandbox::default(),
             apns: super::ApnsSandbox::default(),
+            ses: SesSandbox::default(),
+            smtp: SmtpSandbox::default(),
         }
     }
 }
@@ -188,6 +209,118 @@ fn twilio_account_default() -> String {
 
 pub(super) fn twilio_token_default() -> Secret {
     Secret::new(TWILIO_TOKEN_DEFAULT).unwrap_or_else(|_| unreachable!("a valid constant"))
+}
+
+/// The default SES access key id the sandbox accepts (dev mode only; not a real key).
+pub const SES_ACCESS_KEY_ID_DEFAULT: &str = "AKIASANDBOX000000000";
+/// The default SES secret access key the sandbox signs with (dev mode only; not a real key).
+pub const SES_SECRET_KEY_DEFAULT: &str = "sandbox-ses-secret-key";
+/// The default SES region the sandbox expects in credential scopes.
+pub const SES_REGION_DEFAULT: &str = "us-east-1";
+
+/// The fake Amazon SES's credentials and behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SesSandbox {
+    /// The only access key id accepted; any other gets SES's 403 `UnrecognizedClientException`.
+    /// Default `AKIASANDBOX000000000`.
+    #[serde(default = "ses_access_key_id_default")]
+    pub access_key_id: String,
+    /// The secret access key every signature is verified with; a signature made with another
+    /// gets SES's 403 `InvalidSignatureException`. Default `sandbox-ses-secret-key`.
+    #[serde(default = "ses_secret_key_default")]
+    pub secret_access_key: Secret,
+    /// The region credential scopes must name. Default `us-east-1`.
+    #[serde(default = "ses_region_default")]
+    pub region: String,
+    /// Latency and injected failures.
+    #[serde(default)]
+    pub behaviour: Behaviour,
+}
+
+impl Default for SesSandbox {
+    fn default() -> Self {
+        Self {
+            access_key_id: ses_access_key_id_default(),
+            secret_access_key: ses_secret_key_default(),
+            region: ses_region_default(),
+            behaviour: Behaviour::default(),
+        }
+    }
+}
+
+impl SesSandbox {
+    fn validate(&self) -> Result<(), Error> {
+        let key_ok = (16..=128).contains(&self.access_key_id.len())
+            && self.access_key_id.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !key_ok {
+            return Err(Error::config(
+                "sandbox.ses",
+                "access_key_id",
+                "must be 16 to 128 letters and digits",
+            ));
+        }
+        let region_ok = (1..=32).contains(&self.region.len())
+            && self
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !region_ok {
+            return Err(Error::config("sandbox.ses", "region", "must be an AWS region name"));
+        }
+        self.behaviour.validate("sandbox.ses")
+    }
+}
+
+fn ses_access_key_id_default() -> String {
+    SES_ACCESS_KEY_ID_DEFAULT.to_owned()
+}
+
+pub(super) fn ses_secret_key_default() -> Secret {
+    Secret::new(SES_SECRET_KEY_DEFAULT).unwrap_or_else(|_| unreachable!("a valid constant"))
+}
+
+fn ses_region_default() -> String {
+    SES_REGION_DEFAULT.to_owned()
+}
+
+/// The default SMTP user name the sandbox accepts.
+pub const SMTP_USERNAME_DEFAULT: &str = "sandbox";
+/// The default SMTP password the sandbox accepts (dev mode only).
+pub const SMTP_PASSWORD_DEFAULT: &str = "sandbox-smtp-password";
+
+/// The local SMTP relay's credentials and behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSandbox {
+    /// The only AUTH user name accepted. Default `sandbox`.
+    #[serde(default = "smtp_username_default")]
+    pub username: String,
+    /// The only AUTH password accepted; anything else gets `535`. Default
+    /// `sandbox-smtp-password`.
+    #[serde(default = "smtp_password_default")]
+    pub password: Secret,
+    /// Latency and injected failures (shown as `451` replies and late `250`s).
+    #[serde(default)]
+    pub behaviour: Behaviour,
+}
+
+impl Default for SmtpSandbox {
+    fn default() -> Self {
+        Self {
+            username: smtp_username_default(),
+            password: smtp_password_default(),
+            behaviour: Behaviour::default(),
+        }
+    }
+}
+
+fn smtp_username_default() -> String {
+    SMTP_USERNAME_DEFAULT.to_owned()
+}
+
+pub(super) fn smtp_password_default() -> Secret {
+    Secret::new(SMTP_PASSWORD_DEFAULT).unwrap_or_else(|_| unreachable!("a valid constant"))
 }
 
 /// The fake Vonage's credentials and behaviour.
@@ -400,6 +533,8 @@ impl SandboxConfig {
         self.webhook.behaviour.validate("sandbox.webhook")?;
         self.slack.behaviour.validate("sandbox.slack")?;
         self.fcm.behaviour.validate("sandbox.fcm")?;
-        self.apns.behaviour.validate("sandbox.apns")
+        self.apns.behaviour.validate("sandbox.apns")?;
+        self.ses.validate()?;
+        self.smtp.behaviour.validate("sandbox.smtp")
     }
 }

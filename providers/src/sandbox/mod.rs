@@ -1,7 +1,9 @@
 //! A local stand-in for the providers' APIs, for dev mode and integration tests.
 //!
-//! It answers the SendGrid, Twilio, Vonage, Slack, FCM and APNs endpoints the real providers
-//! call, with their real wire formats: `202` and `X-Message-Id` for SendGrid, `201` and a Message
+//! It answers the SendGrid, Amazon SES, Twilio, Vonage, Slack, FCM and APNs endpoints the real
+//! providers call, with their real wire formats: `202` and `X-Message-Id` for SendGrid,
+//! `200 {"MessageId"}` for SES (every request's SigV4 signature verified, see `ses.rs`), `201`
+//! and a Message
 //! resource (`sid` is `SM` and 32 hex digits) for Twilio, `200` and
 //! `{"message-count","messages"}` for Vonage (errors as a non-zero `status`, as Vonage does),
 //! `200 ok` for Slack, Google's OAuth2 token endpoint and `messages:send` for FCM (see `fcm.rs`),
@@ -22,6 +24,11 @@
 //! 21610), `+15005550009` (not a mobile number, 21614); `From` = `+15005550001` (invalid, 21212),
 //! `+15005550007` (not owned, 21606), `+15005550008` (queue full, 21611).
 //!
+//! [`serve_smtp`] adds a local SMTP relay on a listener of its own (plain text, this host only,
+//! AUTH with the `[sandbox.smtp]` credentials), so dev mode's SMTP provider has somewhere to send;
+//! its messages are kept and counted like the others (`provider=smtp`), one request per
+//! transaction, and its behaviour shows as `451` replies and late `250`s.
+//!
 //! Inspection endpoints:
 //! - `GET /sandbox/stats`: per provider, requests received, accepted and failed by kind.
 //! - `GET /sandbox/messages?provider=sendgrid[&limit=N]`: the last accepted messages (at most
@@ -41,7 +48,9 @@ mod fcm;
 #[cfg(all(test, feature = "http"))]
 mod push_tests;
 mod sendgrid;
+mod ses;
 mod slack;
+mod smtp;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -73,9 +82,15 @@ pub use config::{
     TWILIO_ACCOUNT_DEFAULT, TWILIO_TOKEN_DEFAULT, TwilioSandbox,
 };
 pub use config::{
+    SES_ACCESS_KEY_ID_DEFAULT, SES_REGION_DEFAULT, SES_SECRET_KEY_DEFAULT, SMTP_PASSWORD_DEFAULT,
+    SMTP_USERNAME_DEFAULT, SesSandbox, SmtpSandbox,
+};
+pub use config::{
     SLACK_TOKEN_DEFAULT, SlackSandbox, VONAGE_KEY_DEFAULT, VONAGE_SECRET_DEFAULT, VonageSandbox,
     WEBHOOK_SECRET_DEFAULT, WebhookSandbox,
 };
+pub use ses::{dev_ses_config, ses_tags};
+pub use smtp::{dev_smtp_config, serve_smtp};
 
 pub use apns::{
     APNS_KEY_ID_DEFAULT, APNS_KEY_TEST_ONLY, APNS_TEAM_DEFAULT, APNS_TOPIC_DEFAULT, ApnsSandbox,
@@ -109,10 +124,14 @@ pub enum SandboxProvider {
     Fcm,
     /// APNs (HTTP/2).
     Apns,
+    /// Amazon SES v2 SendEmail.
+    Ses,
+    /// The local SMTP relay.
+    Smtp,
 }
 
 /// How many providers the sandbox fakes.
-const PROVIDERS: usize = 7;
+const PROVIDERS: usize = 9;
 
 impl SandboxProvider {
     fn index(self) -> usize {
@@ -124,6 +143,8 @@ impl SandboxProvider {
             SandboxProvider::Slack => 4,
             SandboxProvider::Fcm => 5,
             SandboxProvider::Apns => 6,
+            SandboxProvider::Ses => 7,
+            SandboxProvider::Smtp => 8,
         }
     }
 
@@ -137,6 +158,8 @@ impl SandboxProvider {
             SandboxProvider::Slack => "sandbox.slack",
             SandboxProvider::Fcm => "sandbox.fcm",
             SandboxProvider::Apns => "sandbox.apns",
+            SandboxProvider::Ses => "sandbox.ses",
+            SandboxProvider::Smtp => "sandbox.smtp",
         }
     }
 }
@@ -204,6 +227,12 @@ pub struct Stats {
     /// The fake APNs.
     #[serde(default)]
     pub apns: ProviderStats,
+    /// The fake Amazon SES.
+    #[serde(default)]
+    pub ses: ProviderStats,
+    /// The local SMTP relay (one request per transaction).
+    #[serde(default)]
+    pub smtp: ProviderStats,
 }
 
 /// One message the sandbox took.
@@ -268,6 +297,11 @@ struct Shared {
     /// The decoded `whsec_` secret signed webhooks are verified with.
     webhook_key: Vec<u8>,
     slack_token: Secret,
+    ses_access_key_id: String,
+    ses_secret_key: Secret,
+    ses_region: String,
+    smtp_username: String,
+    smtp_password: Secret,
     messages_kept_max: usize,
     /// The fake FCM's trusted service account.
     fcm: fcm::FcmTrust,
@@ -303,6 +337,11 @@ impl Sandbox {
                 sendgrid_key: config.sendgrid.api_key,
                 twilio_account: config.twilio.account_sid,
                 twilio_token: config.twilio.auth_token,
+                ses_access_key_id: config.ses.access_key_id,
+                ses_secret_key: config.ses.secret_access_key,
+                ses_region: config.ses.region,
+                smtp_username: config.smtp.username,
+                smtp_password: config.smtp.password,
                 vonage_key: config.vonage.api_key,
                 vonage_secret: config.vonage.api_secret,
                 webhook_key,
@@ -320,6 +359,8 @@ impl Sandbox {
                         config.slack.behaviour,
                         config.fcm.behaviour,
                         config.apns.behaviour,
+                        config.ses.behaviour,
+                        config.smtp.behaviour,
                     ],
                     stats: Default::default(),
                     messages: Default::default(),
@@ -348,6 +389,8 @@ impl Sandbox {
             slack: stats(SandboxProvider::Slack),
             fcm: stats(SandboxProvider::Fcm),
             apns: stats(SandboxProvider::Apns),
+            ses: stats(SandboxProvider::Ses),
+            smtp: stats(SandboxProvider::Smtp),
         }
     }
 
@@ -483,6 +526,7 @@ pub fn router(sandbox: Sandbox) -> Router {
         .route("/token", post(fcm::token))
         .route("/v1/projects/{project}/messages:send", post(fcm::send))
         .route("/3/device/{token}", post(apns::push))
+        .route(crate::ses::SEND_EMAIL_PATH, post(ses::send_email))
         .route("/sandbox/stats", get(stats))
         .route("/sandbox/messages", get(messages))
         .route("/sandbox/reset", post(reset))
@@ -542,8 +586,8 @@ async fn messages(
     let Ok(Query(query)) = query else {
         return sandbox_error(
             StatusCode::BAD_REQUEST,
-            "expected ?provider=sendgrid (or twilio, vonage, webhook, slack, fcm, apns), optionally \
-             &limit=N",
+            "expected ?provider=sendgrid (or twilio, vonage, webhook, slack, fcm, apns, ses, smtp), \
+             optionally &limit=N",
         );
     };
     let all = sandbox.messages(query.provider);

@@ -342,7 +342,7 @@ async fn stats_endpoint_counts_every_request_once() {
             .expect("json");
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].notification_id.as_deref(), Some("n_2"));
-    let bad = reqwest::get(format!("{}/sandbox/messages?provider=ses", running.base))
+    let bad = reqwest::get(format!("{}/sandbox/messages?provider=nosuch", running.base))
         .await
         .expect("sent");
     assert_eq!(bad.status(), 400);
@@ -404,8 +404,11 @@ async fn behaviour_can_change_at_run_time() {
     assert_eq!(bad.status(), 400);
     let unknown = client.put(&url).json(&json!({"error_rate": 1.0})).send().await.expect("sent");
     assert_eq!(unknown.status(), 400);
-    let missing =
-        client.get(format!("{}/sandbox/behaviour/ses", running.base)).send().await.expect("sent");
+    let missing = client
+        .get(format!("{}/sandbox/behaviour/nosuch", running.base))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(missing.status(), 404);
 }
 
