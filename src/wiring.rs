@@ -255,6 +255,7 @@ where
 
 async fn run_api<S: Store + Inbox + Directory + Campaigns, C: Clock>(
     state: AppState<S, C>,
+    receivers: api::webhooks::Receivers,
     listen: SocketAddr,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
@@ -262,7 +263,9 @@ async fn run_api<S: Store + Inbox + Directory + Campaigns, C: Clock>(
         .await
         .with_context(|| format!("cannot listen on {listen} (is another courant running?)"))?;
     tracing::info!(address = %listen, "API listening.");
-    axum::serve(listener, api::router(state))
+    // The providers' receipt webhooks: signed, no API key, their own body limit.
+    let webhooks = api::webhooks::routes(state.runner.clone(), receivers);
+    axum::serve(listener, api::router(state).merge(webhooks))
         .with_graceful_shutdown(shutdown.wait())
         .await
         .context("the API server failed")
@@ -292,6 +295,7 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     config.providers.insert(ProviderName::new("inapp")?, ProviderConfig::InApp);
     let config = config.finish()?;
 
+    let receivers = api::webhooks::Receivers::from_config(&config)?;
     let store = storage::memory::MemoryStore::default();
     let templates = Arc::new(crate::templates::load(&config.templates_dir)?);
     let breakers = providers::breaker::Registry::default();
@@ -327,7 +331,7 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     if demo {
         tokio::spawn(crate::wiring::demo(runner.clone(), tenant));
     }
-    let api = run_api(state, listen, shutdown.clone());
+    let api = run_api(state, receivers, listen, shutdown.clone());
     let workers = run_workers(runner, store, config.worker.concurrency, shutdown);
     let (api, workers) = tokio::join!(api, workers);
     api.and(workers)
@@ -421,6 +425,7 @@ pub async fn serve(
     let templates = Arc::new(crate::templates::load(&config.templates_dir)?);
     let breakers = providers::breaker::Registry::default();
     let providers = build_providers(&config, &store, &breakers)?;
+    let receivers = api::webhooks::Receivers::from_config(&config)?;
     if config.policy.routes.is_empty() {
         tracing::warn!("No provider is configured: every notification will dead-letter.");
     }
@@ -447,10 +452,10 @@ pub async fn serve(
     };
     tracing::info!(redis = %redact_url(&config.redis.url), ?role, "courant serving.");
     match role {
-        Role::Api => run_api(state, config.api.listen, shutdown).await,
+        Role::Api => run_api(state, receivers, config.api.listen, shutdown).await,
         Role::Worker => run_workers(runner, store, config.worker.concurrency, shutdown).await,
         Role::All => {
-            let api = run_api(state, config.api.listen, shutdown.clone());
+            let api = run_api(state, receivers, config.api.listen, shutdown.clone());
             let workers = run_workers(runner, store, config.worker.concurrency, shutdown);
             let (api, workers) = tokio::join!(api, workers);
             api.and(workers)

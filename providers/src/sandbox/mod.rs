@@ -508,6 +508,7 @@ pub fn dev_provider_configs(
         from_name: Some("courant dev".to_owned()),
         timeout_ms: crate::options::TIMEOUT_MS_DEFAULT,
         connect_timeout_ms: crate::options::CONNECT_TIMEOUT_MS_DEFAULT,
+        event_webhook: None,
     };
     let twilio = crate::twilio::TwilioConfig {
         base_url: base_url.to_owned(),
@@ -517,6 +518,7 @@ pub fn dev_provider_configs(
         from: Some("+15005550006".to_owned()),
         messaging_service_sid: None,
         status_callback_base_url: None,
+        webhook_auth_token: None,
         timeout_ms: crate::options::TIMEOUT_MS_DEFAULT,
         connect_timeout_ms: crate::options::CONNECT_TIMEOUT_MS_DEFAULT,
     };
