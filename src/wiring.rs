@@ -276,13 +276,29 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     let shutdown = Shutdown::listen();
     let sandbox_listener = TcpListener::bind("127.0.0.1:0").await?;
     let sandbox_url = format!("http://{}", sandbox_listener.local_addr()?);
-    let sandbox_config = providers::sandbox::SandboxConfig::default();
-    let (sendgrid, twilio) = providers::sandbox::dev_provider_configs(&sandbox_url);
+    // The sandbox sends signed receipts back (SendGrid's event webhook with its own key, Twilio's
+    // status callbacks), so a notification ends `delivered` by a real receipt, as in production.
+    let api_base = if listen.ip().is_unspecified() {
+        format!("http://127.0.0.1:{}", listen.port())
+    } else {
+        format!("http://{listen}")
+    };
+    let mut sandbox_config = providers::sandbox::SandboxConfig::default();
+    sandbox_config.sendgrid.receipts.enabled = true;
+    sandbox_config.sendgrid.receipts_url =
+        Some(format!("{api_base}/v1/webhooks/sendgrid/sendgrid"));
+    sandbox_config.twilio.receipts.enabled = true;
+    let sandbox = providers::sandbox::Sandbox::new(sandbox_config)?;
+    let (mut sendgrid, mut twilio) = providers::sandbox::dev_provider_configs(&sandbox_url);
+    sendgrid.event_webhook = Some(providers::sendgrid::EventWebhookConfig {
+        public_key: sandbox.sendgrid_webhook_key(),
+        tolerance_s: providers::sendgrid::EVENT_WEBHOOK_TOLERANCE_S_DEFAULT,
+    });
+    twilio.status_callback_base_url = Some(api_base);
     let sandbox_shutdown = shutdown.clone();
     tokio::spawn(async move {
         if let Err(error) =
-            providers::sandbox::serve(sandbox_listener, sandbox_config, sandbox_shutdown.wait())
-                .await
+            providers::sandbox::serve_with(sandbox_listener, sandbox, sandbox_shutdown.wait()).await
         {
             tracing::error!(%error, "Sandbox stopped.");
         }

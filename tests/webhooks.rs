@@ -83,7 +83,12 @@ fn post_sendgrid(stack: &Stack, events: &[Value]) -> (u16, Value) {
     (status, serde_json::from_str(&answer).unwrap_or(Value::Null))
 }
 
-fn post_signed_sendgrid(stack: &Stack, signature: &str, timestamp: &str, body: &[u8]) -> (u16, String) {
+fn post_signed_sendgrid(
+    stack: &Stack,
+    signature: &str,
+    timestamp: &str,
+    body: &[u8],
+) -> (u16, String) {
     post(
         &format!("{}/v1/webhooks/sendgrid/sendgrid", stack.api_url),
         &[
@@ -187,8 +192,10 @@ fn sendgrid_receipts_are_verified_and_never_regress_a_terminal_state() {
     assert_eq!(history.last().unwrap()["cause"], "receipt sendgrid");
 
     // A receipt for a notification that does not exist is counted, nothing else.
-    let (status, answer) =
-        post_sendgrid(&stack, &[sendgrid_event("n00NOSUCHNOTIFICATION00000000", "delivered", json!({}))]);
+    let (status, answer) = post_sendgrid(
+        &stack,
+        &[sendgrid_event("n00NOSUCHNOTIFICATION00000000", "delivered", json!({}))],
+    );
     assert_eq!(status, 200);
     assert_eq!(answer["not_found"], 1, "{answer}");
 }
@@ -274,7 +281,8 @@ fn twilio_callbacks_are_verified_over_the_url_and_the_form() {
     let callback = message["request"]["StatusCallback"].as_str().unwrap().to_owned();
     assert!(callback.contains("&t=acme&a=1"), "{callback}");
     let path = callback.strip_prefix(&stack.api_url).unwrap().to_owned();
-    let form = "MessageSid=SM0123&MessageStatus=delivered&AccountSid=AC00000000000000000000000000000000";
+    let form =
+        "MessageSid=SM0123&MessageStatus=delivered&AccountSid=AC00000000000000000000000000000000";
     let params = twilio::form(form.as_bytes()).unwrap();
     let token = b"sandbox-twilio-token";
     let signature = twilio::signature(token, &callback, &params);
@@ -315,7 +323,8 @@ fn twilio_callbacks_are_verified_over_the_url_and_the_form() {
     // Signed: sent changes nothing, delivered delivers, an undelivered after it and a
     // duplicate delivered are ignored.
     let sent = "MessageSid=SM0123&MessageStatus=sent";
-    let sent_signature = twilio::signature(token, &callback, &twilio::form(sent.as_bytes()).unwrap());
+    let sent_signature =
+        twilio::signature(token, &callback, &twilio::form(sent.as_bytes()).unwrap());
     let (status, answer) = send(&path, &sent_signature, sent.as_bytes());
     assert_eq!(status, 200, "{answer}");
     assert_eq!(view(&stack, &id)["state"], "sent");
@@ -323,7 +332,8 @@ fn twilio_callbacks_are_verified_over_the_url_and_the_form() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(view(&stack, &id)["state"], "delivered");
     let late = "MessageSid=SM0123&MessageStatus=undelivered&ErrorCode=30003";
-    let late_signature = twilio::signature(token, &callback, &twilio::form(late.as_bytes()).unwrap());
+    let late_signature =
+        twilio::signature(token, &callback, &twilio::form(late.as_bytes()).unwrap());
     assert_eq!(send(&path, &late_signature, late.as_bytes()).0, 200);
     assert_eq!(send(&path, &signature, form.as_bytes()).0, 200);
     let after = view(&stack, &id);

@@ -86,10 +86,11 @@ impl Receivers {
             match provider {
                 ProviderConfig::Sendgrid(c) => {
                     if let Some(webhook) = &c.event_webhook {
-                        let key = EventWebhookKey::from_base64_der(&webhook.public_key)
-                            .map_err(|why| {
+                        let key = EventWebhookKey::from_base64_der(&webhook.public_key).map_err(
+                            |why| {
                                 anyhow::anyhow!("providers.{name}.event_webhook.public_key: {why}")
-                            })?;
+                            },
+                        )?;
                         receivers.sendgrid.insert(
                             name.clone(),
                             SendGridReceiver { key, tolerance_s: webhook.tolerance_s },
@@ -232,7 +233,8 @@ async fn twilio_status<S: Store + Directory, C: Clock>(
         return not_configured();
     };
     // The URL Twilio called: our public base, this path, and the query exactly as received.
-    let mut url = format!("{}{}/{name}", receiver.public_base, providers::twilio::STATUS_CALLBACK_PATH);
+    let mut url =
+        format!("{}{}/{name}", receiver.public_base, providers::twilio::STATUS_CALLBACK_PATH);
     if let Some(query) = uri.query() {
         url.push('?');
         url.push_str(query);

@@ -23,7 +23,18 @@
 //!
 //! [sandbox.twilio.behaviour]
 //! latency_ms = 5
+//!
+//! [sandbox.sendgrid.receipts]     # signed receipts (see `receipts.rs`); same keys for twilio
+//! enabled = true
+//! delay_ms = 50
+//! undelivered_rate = 0.0
+//! lost_rate = 0.0
+//! duplicated_rate = 0.0
+//! reordered_rate = 0.0
+//! late_rate = 0.0
+//! late_ms = 10000
 //! ```
+//! and `sandbox.sendgrid.receipts_url` names courant's SendGrid webhook URL.
 
 use serde::{Deserialize, Serialize};
 
@@ -95,11 +106,22 @@ pub struct SendGridSandbox {
     /// Latency and injected failures.
     #[serde(default)]
     pub behaviour: Behaviour,
+    /// Signed Event Webhook receipts after each message taken (off by default).
+    #[serde(default)]
+    pub receipts: super::receipts::ReceiptBehaviour,
+    /// Where the receipts go: courant's `/v1/webhooks/sendgrid/{provider}` URL.
+    #[serde(default)]
+    pub receipts_url: Option<String>,
 }
 
 impl Default for SendGridSandbox {
     fn default() -> Self {
-        Self { api_key: sendgrid_key_default(), behaviour: Behaviour::default() }
+        Self {
+            api_key: sendgrid_key_default(),
+            behaviour: Behaviour::default(),
+            receipts: Default::default(),
+            receipts_url: None,
+        }
     }
 }
 
@@ -118,6 +140,9 @@ pub struct TwilioSandbox {
     /// Latency and injected failures.
     #[serde(default)]
     pub behaviour: Behaviour,
+    /// Signed status callbacks to each message's `StatusCallback` (off by default).
+    #[serde(default)]
+    pub receipts: super::receipts::ReceiptBehaviour,
 }
 
 impl Default for TwilioSandbox {
@@ -126,6 +151,7 @@ impl Default for TwilioSandbox {
             account_sid: twilio_account_default(),
             auth_token: twilio_token_default(),
             behaviour: Behaviour::default(),
+            receipts: Default::default(),
         }
     }
 }
@@ -260,6 +286,11 @@ impl SandboxConfig {
         }
         crate::options::sid("sandbox.twilio", "account_sid", &self.twilio.account_sid, "AC")?;
         self.sendgrid.behaviour.validate("sandbox.sendgrid")?;
-        self.twilio.behaviour.validate("sandbox.twilio")
+        self.twilio.behaviour.validate("sandbox.twilio")?;
+        self.sendgrid.receipts.validate("sandbox.sendgrid")?;
+        if let Some(url) = &self.sendgrid.receipts_url {
+            crate::options::base_url("sandbox.sendgrid", "receipts_url", url)?;
+        }
+        self.twilio.receipts.validate("sandbox.twilio")
     }
 }

@@ -27,6 +27,7 @@
 //! sandbox with its default credentials.
 
 mod config;
+mod receipts;
 mod sendgrid;
 #[cfg(test)]
 mod tests;
@@ -54,6 +55,8 @@ pub use config::{
     RETRY_AFTER_SECS_MAX, SENDGRID_KEY_DEFAULT, SandboxConfig, SendGridSandbox,
     TWILIO_ACCOUNT_DEFAULT, TWILIO_TOKEN_DEFAULT, TwilioSandbox,
 };
+
+pub use receipts::{LATE_MS_MAX, ReceiptBehaviour};
 
 use crate::{Error, Secret};
 
@@ -189,6 +192,14 @@ struct Shared {
     twilio_account: String,
     twilio_token: Secret,
     messages_kept_max: usize,
+    /// Each provider's receipts (fixed at start).
+    receipts: [ReceiptBehaviour; 2],
+    /// Where the fake SendGrid posts its receipts.
+    sendgrid_receipts_url: Option<String>,
+    /// The key the fake SendGrid signs its receipts with.
+    signing_key: crate::sendgrid::webhook::SigningKey,
+    /// The client receipts are posted with.
+    client: reqwest::Client,
     inner: Mutex<Inner>,
     /// Flips to `true` on shutdown, releasing hung requests so graceful shutdown is quick.
     shutdown: watch::Sender<bool>,
@@ -204,10 +215,21 @@ impl Sandbox {
     /// A sandbox from a validated configuration.
     pub fn new(config: SandboxConfig) -> Result<Self, Error> {
         config.validate()?;
-        let rng = match config.seed {
+        let mut rng = match config.seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => rand::make_rng(),
         };
+        // The receipts' signing key, from the sandbox's own generator (replayable with a seed).
+        let signing_key = loop {
+            let bytes: [u8; 32] = rng.random();
+            if let Ok(key) = crate::sendgrid::webhook::SigningKey::from_slice(&bytes) {
+                break key;
+            }
+        };
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|source| Error::Client { provider: "sandbox".into(), source })?;
         let (shutdown, _) = watch::channel(false);
         Ok(Self {
             shared: Arc::new(Shared {
@@ -215,6 +237,10 @@ impl Sandbox {
                 twilio_account: config.twilio.account_sid,
                 twilio_token: config.twilio.auth_token,
                 messages_kept_max: config.messages_kept_max,
+                receipts: [config.sendgrid.receipts, config.twilio.receipts],
+                sendgrid_receipts_url: config.sendgrid.receipts_url,
+                signing_key,
+                client,
                 inner: Mutex::new(Inner {
                     rng,
                     behaviour: [config.sendgrid.behaviour, config.twilio.behaviour],
@@ -230,6 +256,12 @@ impl Sandbox {
         // A panic while holding the lock leaves counters, not invariants, half-updated; the
         // sandbox keeps serving rather than failing every later request.
         self.shared.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The public key the fake SendGrid's receipts verify with, as SendGrid shows it (base64
+    /// DER SPKI): what `[providers.<name>.event_webhook] public_key` must be.
+    pub fn sendgrid_webhook_key(&self) -> String {
+        crate::sendgrid::webhook::public_key(&self.shared.signing_key).to_base64_der()
     }
 
     /// The counts so far.
@@ -496,7 +528,8 @@ fn rfc2822(unix_secs: u64) -> String {
 
 /// Provider configs pointing at a sandbox on `base_url` with its default credentials, for
 /// `courant dev`: `sendgrid` sends from `courant@dev.example`, `twilio` from Twilio's valid test
-/// number `+15005550006`, no status callbacks (dev mode has no public URL).
+/// number `+15005550006`, no status callbacks and no event webhook (`courant dev` adds both,
+/// pointing at its own API, with the key of the sandbox it starts).
 pub fn dev_provider_configs(
     base_url: &str,
 ) -> (crate::sendgrid::SendGridConfig, crate::twilio::TwilioConfig) {

@@ -24,7 +24,10 @@ mod tests;
 #[cfg(feature = "webhooks")]
 pub mod webhook;
 
-pub use config::{EventWebhookConfig, FROM_NAME_CHARS_MAX, SendGridConfig};
+pub use config::{
+    EVENT_WEBHOOK_TOLERANCE_S_DEFAULT, EVENT_WEBHOOK_TOLERANCE_S_MAX, EventWebhookConfig,
+    FROM_NAME_CHARS_MAX, SendGridConfig,
+};
 pub use request::MAIL_SEND_PATH;
 #[cfg(feature = "http")]
 pub use service::SendGrid;

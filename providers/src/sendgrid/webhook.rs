@@ -13,10 +13,10 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use p256::ecdsa::signature::{Signer as _, Verifier as _};
-use p256::ecdsa::{DerSignature, Signature, VerifyingKey};
 /// The signing key type (P-256), for the sandbox and tests that sign receipts.
 pub use p256::ecdsa::SigningKey;
+use p256::ecdsa::signature::{Signer as _, Verifier as _};
+use p256::ecdsa::{DerSignature, Signature, VerifyingKey};
 use p256::pkcs8::{DecodePublicKey as _, EncodePublicKey as _};
 use serde::Deserialize;
 use steps::model::{Attempt, NotificationId, TenantId};
@@ -273,8 +273,14 @@ mod tests {
     #[test]
     fn the_sdk_negative_vectors_are_refused() {
         let forged = Err(Rejection::Forged);
-        assert_eq!(check(SDK_OTHER_KEY, SDK_SIGNATURE, SDK_TIMESTAMP, SDK_PAYLOAD, SDK_NOW_S), forged);
-        assert_eq!(check(SDK_PUBLIC_KEY, SDK_SIGNATURE, SDK_TIMESTAMP, "payload", SDK_NOW_S), forged);
+        assert_eq!(
+            check(SDK_OTHER_KEY, SDK_SIGNATURE, SDK_TIMESTAMP, SDK_PAYLOAD, SDK_NOW_S),
+            forged
+        );
+        assert_eq!(
+            check(SDK_PUBLIC_KEY, SDK_SIGNATURE, SDK_TIMESTAMP, "payload", SDK_NOW_S),
+            forged
+        );
         assert_eq!(
             check(SDK_PUBLIC_KEY, SDK_BAD_SIGNATURE, SDK_TIMESTAMP, SDK_PAYLOAD, SDK_NOW_S),
             forged

@@ -114,8 +114,7 @@ pub(crate) fn create_message<'a>(
         from,
         messaging_service_sid,
         body,
-        status_callback: status_callback_base
-            .map(|base| {
+        status_callback: status_callback_base.map(|base| {
             status_callback_url(
                 base,
                 provider,

@@ -103,10 +103,10 @@ pub fn parse(query: &[(String, String)], params: &[(String, String)]) -> Result<
     let field = |pairs: &[(String, String)], name: &str| {
         pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
     };
-    let notification_id = field(query, "n")
-        .and_then(|n| NotificationId::new(n).ok())
-        .ok_or(Rejection::Malformed)?;
-    let tenant = field(query, "t").and_then(|t| TenantId::new(t).ok()).ok_or(Rejection::Malformed)?;
+    let notification_id =
+        field(query, "n").and_then(|n| NotificationId::new(n).ok()).ok_or(Rejection::Malformed)?;
+    let tenant =
+        field(query, "t").and_then(|t| TenantId::new(t).ok()).ok_or(Rejection::Malformed)?;
     let attempt = field(query, "a").and_then(|a| a.parse().ok()).map(Attempt);
     let status = field(params, "MessageStatus").or_else(|| field(params, "SmsStatus"));
     let error_code = field(params, "ErrorCode").filter(|c| !c.is_empty());
@@ -161,9 +161,16 @@ mod tests {
     #[test]
     fn the_sdk_repeated_names_vector_verifies() {
         // The same test file's `test_compute_signature_duplicate_multi_dict`.
-        let params =
-            pairs(&[("Sid", "CA123"), ("SidAccount", "AC123"), ("Digits", "5678"), ("Digits", "1234")]);
-        assert_eq!(signature(SDK_TOKEN.as_bytes(), SDK_URL, &params), "IK+Dwps556ElfBT0I3Rgjkr1wJU=");
+        let params = pairs(&[
+            ("Sid", "CA123"),
+            ("SidAccount", "AC123"),
+            ("Digits", "5678"),
+            ("Digits", "1234"),
+        ]);
+        assert_eq!(
+            signature(SDK_TOKEN.as_bytes(), SDK_URL, &params),
+            "IK+Dwps556ElfBT0I3Rgjkr1wJU="
+        );
     }
 
     #[test]
@@ -186,7 +193,10 @@ mod tests {
                 let mut bytes = changed[p].1.clone().into_bytes();
                 bytes[i] ^= 0x01;
                 changed[p].1 = String::from_utf8_lossy(&bytes).into_owned();
-                assert!(check(SDK_EXPECTED.as_bytes(), SDK_URL, &changed).is_err(), "param {p} {i}");
+                assert!(
+                    check(SDK_EXPECTED.as_bytes(), SDK_URL, &changed).is_err(),
+                    "param {p} {i}"
+                );
             }
         }
         let mut sig = SDK_EXPECTED.as_bytes().to_vec();
@@ -200,9 +210,15 @@ mod tests {
         let mut more = sdk_params();
         more.push(("Extra".into(), String::new()));
         assert_eq!(check(SDK_EXPECTED.as_bytes(), SDK_URL, &more), Err(Rejection::Forged));
-        assert_eq!(check(SDK_EXPECTED.as_bytes(), SDK_URL, &sdk_params()[1..]), Err(Rejection::Forged));
+        assert_eq!(
+            check(SDK_EXPECTED.as_bytes(), SDK_URL, &sdk_params()[1..]),
+            Err(Rejection::Forged)
+        );
         assert_eq!(verify(token, None, SDK_URL, &sdk_params()), Err(Rejection::Unsigned));
-        assert_eq!(verify(b"54321", Some(SDK_EXPECTED.as_bytes()), SDK_URL, &sdk_params()), Err(Rejection::Forged));
+        assert_eq!(
+            verify(b"54321", Some(SDK_EXPECTED.as_bytes()), SDK_URL, &sdk_params()),
+            Err(Rejection::Forged)
+        );
     }
 
     #[test]
@@ -227,10 +243,9 @@ mod tests {
     #[test]
     fn parses_the_ids_from_the_query_and_the_status_from_the_form() {
         let query = form(b"n=n0001ARZ3NDEKTSV4RRFFQ69G5FAV&t=acme&a=2").unwrap();
-        let params = form(
-            b"MessageSid=SM0123&MessageStatus=undelivered&ErrorCode=30003&To=%2B14155550123",
-        )
-        .unwrap();
+        let params =
+            form(b"MessageSid=SM0123&MessageStatus=undelivered&ErrorCode=30003&To=%2B14155550123")
+                .unwrap();
         let parsed = parse(&query, &params).unwrap();
         let event = &parsed.events[0];
         assert_eq!(event.kind, ReceiptKind::Undelivered);
