@@ -18,6 +18,8 @@
 //! - [`inapp`]: the in-app inbox provider (no feature needed).
 //! - [`sendgrid`]: SendGrid v3 mail send (email).
 //! - [`twilio`]: Twilio Programmable Messaging (SMS).
+//! - `sns` (feature `webhooks`): SNS messages verified (RSA over SNS's canonical string, the
+//!   certificate pinned or from an SNS host only) and the SES events they carry.
 //! - `http` (feature `http`): the shared client options and the transport-error classification.
 //! - [`sandbox`] (feature `sandbox`): a local axum server that answers the SendGrid and Twilio
 //!   endpoints with their real wire formats, with injected latency and failures.
@@ -45,6 +47,8 @@ pub mod options;
 pub mod receipt;
 pub mod secret;
 pub mod sendgrid;
+#[cfg(feature = "webhooks")]
+pub mod sns;
 pub mod twilio;
 
 mod error;

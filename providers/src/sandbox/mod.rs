@@ -29,6 +29,7 @@
 mod config;
 mod receipts;
 mod sendgrid;
+pub mod sns;
 #[cfg(test)]
 mod tests;
 mod twilio;
