@@ -340,3 +340,125 @@ fn twilio_callbacks_are_verified_over_the_url_and_the_form() {
     assert_eq!(after["state"], "delivered");
     assert_eq!(after["history"].as_array().unwrap().len(), history_len + 1);
 }
+
+const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:courant-ses";
+
+fn ses_event(id: &str, event_type: &str, extra: Value) -> String {
+    let mut event = json!({
+        "eventType": event_type,
+        "mail": {
+            "messageId": "0100018b-ses",
+            "destination": ["ada@example.com"],
+            "tags": {"notification_id": [id], "tenant": ["acme"], "attempt": ["1"]}
+        }
+    });
+    if let (Some(object), Some(extra)) = (event.as_object_mut(), extra.as_object()) {
+        object.extend(extra.clone());
+    }
+    event.to_string()
+}
+
+/// SES receipts arrive through SNS. The SES provider itself is built on another branch, so the
+/// SNS subscription here is configured for the stack's email provider (`sendgrid`): the receipts
+/// are about the notifications it sent, which is all the route needs.
+#[test]
+fn ses_events_through_sns_are_verified_and_applied() {
+    use providers::sandbox::sns::{SnsSigner, to_json};
+    let signer = SnsSigner::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("sns.pem");
+    std::fs::write(&cert, signer.cert_pem()).unwrap();
+    let stack = Stack::start(&format!(
+        "[webhooks.ses.sendgrid]\ntopic_arns = [\"{TOPIC}\"]\ncertificate_pem_file = \"{}\"\n",
+        cert.display()
+    ));
+    let _server = stack.serve("all", "webhooks-ses");
+    let id = send_email(&stack, "account");
+    let history_len = view(&stack, &id)["history"].as_array().unwrap().len();
+    let url = format!("{}/v1/webhooks/ses/sendgrid", stack.api_url);
+    let now = || humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let send = |body: &Value| {
+        let (status, answer) = post(
+            &url,
+            &[("Content-Type", "text/plain; charset=UTF-8")],
+            body.to_string().as_bytes(),
+        );
+        (status, serde_json::from_str::<Value>(&answer).unwrap_or(Value::Null))
+    };
+
+    // Forged: a changed message, another topic, a stale one, no signature.
+    let delivered =
+        signer.notification(TOPIC, "m1", &ses_event(&id, "Delivery", json!({})), &now()).unwrap();
+    let mut changed = delivered.clone();
+    changed["Message"] = ses_event(&id, "Delivery", json!({"x": 1})).into();
+    assert_eq!(send(&changed).0, 401);
+    let other_topic = "arn:aws:sns:us-east-1:123456789012:someone-else";
+    let other = signer
+        .notification(other_topic, "m1", &ses_event(&id, "Delivery", json!({})), &now())
+        .unwrap();
+    assert_eq!(send(&other).0, 401);
+    let stale = signer
+        .notification(
+            TOPIC,
+            "m1",
+            &ses_event(&id, "Delivery", json!({})),
+            "2020-01-01T00:00:00.000Z",
+        )
+        .unwrap();
+    assert_eq!(send(&stale).0, 401);
+    let mut unsigned = delivered.clone();
+    unsigned["Signature"] = "".into();
+    assert_eq!(send(&unsigned).0, 401);
+    assert_eq!(send(&json!({"hello": "world"})).0, 401);
+    let unchanged = view(&stack, &id);
+    assert_eq!(unchanged["state"], "sent");
+    assert_eq!(unchanged["history"].as_array().unwrap().len(), history_len);
+
+    // Signed: Send changes nothing, Delivery delivers, a Permanent bounce after it is ignored.
+    let sent =
+        signer.notification(TOPIC, "m0", &ses_event(&id, "Send", json!({})), &now()).unwrap();
+    let (status, answer) = send(&sent);
+    assert_eq!((status, &answer["recorded"]), (200, &json!(1)), "{answer}");
+    let (status, answer) = send(&delivered);
+    assert_eq!((status, &answer["applied"]), (200, &json!(1)), "{answer}");
+    assert_eq!(view(&stack, &id)["state"], "delivered");
+    let bounce = json!({"bounce": {"bounceType": "Permanent", "bounceSubType": "General"}});
+    let bounced =
+        signer.notification(TOPIC, "m2", &ses_event(&id, "Bounce", bounce), &now()).unwrap();
+    let (status, answer) = send(&bounced);
+    assert_eq!((status, &answer["ignored"]), (200, &json!(1)), "{answer}");
+    assert_eq!(view(&stack, &id)["state"], "delivered");
+
+    // A complaint unsubscribes the recipient.
+    let complaint =
+        signer.notification(TOPIC, "m3", &ses_event(&id, "Complaint", json!({})), &now()).unwrap();
+    assert_eq!(send(&complaint).0, 200);
+    let prefs_url = format!("{}/v1/recipients/ada/preferences", stack.api_url);
+    let (_, prefs) = http::request_with_key("GET", &prefs_url, Some(&stack.key), None).unwrap();
+    let prefs: Value = serde_json::from_str(&prefs).unwrap();
+    let prefs = prefs.get("preferences").unwrap_or(&prefs);
+    assert_eq!(prefs["unsubscribed"], true, "{prefs}");
+
+    // A signed confirmation whose SubscribeURL is not an SNS host is not visited.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let subscribe = format!("http://{}/confirm", listener.local_addr().unwrap());
+    let mut confirmation = providers::sns::SnsMessage {
+        kind: "SubscriptionConfirmation".into(),
+        message_id: "m4".into(),
+        token: Some("token".into()),
+        topic_arn: TOPIC.into(),
+        subject: None,
+        message: "You have chosen to subscribe to the topic.".into(),
+        timestamp: now(),
+        signature_version: String::new(),
+        signature: String::new(),
+        signing_cert_url: "https://sns.us-east-1.amazonaws.com/x.pem".into(),
+        subscribe_url: Some(subscribe),
+        unsubscribe_url: None,
+    };
+    signer.sign(&mut confirmation).unwrap();
+    let (status, answer) = send(&to_json(&confirmation));
+    assert_eq!((status, &answer["confirmed"]), (200, &json!(false)), "{answer}");
+    assert!(listener.accept().is_err(), "the subscribe URL was visited");
+}

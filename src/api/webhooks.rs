@@ -4,6 +4,11 @@
 //!   provider configured with `[providers.<name>.event_webhook]`.
 //! - `POST /v1/webhooks/twilio/{provider}`: Twilio's status callbacks, for a Twilio provider
 //!   with `status_callback_base_url` (the URL Twilio calls, which its signature covers).
+//! - `POST /v1/webhooks/ses/{provider}`: SES event publishing through an SNS subscription,
+//!   configured under `[webhooks.ses.<provider>]` ([`SesWebhookConfig`]). SNS signs the message
+//!   (RSA over its canonical string of the fields; `providers::sns`), the topic must be one of
+//!   ours, the certificate is pinned or fetched only from an SNS host (and cached), and a
+//!   `SubscriptionConfirmation` is confirmed only by visiting an SNS host.
 //!
 //! `{provider}` is the configured provider's name, so each provider (each account, each key)
 //! has its own URL and its own secret. A provider that is not configured for receipts has no
@@ -29,7 +34,9 @@
 //! retrying; `503` when the store failed (the provider retries, and re-applying is harmless).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -40,8 +47,9 @@ use axum::routing::post;
 use providers::Secret;
 use providers::receipt::{ReceiptEvent, ReceiptKind, Rejection};
 use providers::sendgrid::webhook::{self as sendgrid, EventWebhookKey};
+use providers::sns::{self, SigningCert, SnsMessage};
 use providers::twilio::webhook as twilio;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use steps::model::ProviderName;
 use workflows::machine::Receipt;
@@ -71,11 +79,66 @@ struct TwilioReceiver {
     public_base: String,
 }
 
+/// Receipt webhooks configured outside a provider's own section: `[webhooks]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// SES events through SNS, by the name of the SES provider they are about:
+    /// `POST /v1/webhooks/ses/{name}`.
+    pub ses: BTreeMap<ProviderName, SesWebhookConfig>,
+}
+
+/// An SNS subscription carrying SES events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SesWebhookConfig {
+    /// The SNS topic ARNs accepted; a message of any other topic is refused (401). At least one.
+    pub topic_arns: Vec<String>,
+    /// A PEM file holding SNS's signing certificate, pinned. Without it the certificate is
+    /// fetched from the message's `SigningCertURL`, only from `https://sns.<region>.amazonaws.com/`
+    /// and cached; with it nothing is ever fetched.
+    #[serde(default)]
+    pub certificate_pem_file: Option<PathBuf>,
+    /// How far a message's `Timestamp` may be from our clock, in seconds (1..=86,400; default
+    /// 3,600: SNS retries a delivery for about an hour).
+    #[serde(default = "ses_tolerance_s_default")]
+    pub tolerance_s: u64,
+    /// Whether to confirm a subscription by visiting its `SubscribeURL` (only ever on an SNS
+    /// host; default true).
+    #[serde(default = "yes")]
+    pub confirm_subscriptions: bool,
+}
+
+fn ses_tolerance_s_default() -> u64 {
+    sns::TOLERANCE_S_DEFAULT
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An SES provider's receipt settings.
+#[derive(Debug, Clone)]
+struct SesReceiver {
+    topic_arns: Vec<String>,
+    pinned: Option<SigningCert>,
+    tolerance_s: u64,
+    confirm_subscriptions: bool,
+}
+
+/// The most fetched SNS certificates kept (SNS rotates them rarely; one per region in use).
+const CERTS_CACHED_MAX: usize = 16;
+/// The largest certificate fetched, in bytes.
+const CERT_BYTES_MAX: usize = 16 * 1024;
+
 /// The webhook secrets of every provider configured for receipts, by provider name.
 #[derive(Debug, Clone, Default)]
 pub struct Receivers {
     sendgrid: BTreeMap<ProviderName, SendGridReceiver>,
     twilio: BTreeMap<ProviderName, TwilioReceiver>,
+    ses: BTreeMap<ProviderName, SesReceiver>,
+    /// SNS certificates fetched, by URL.
+    certs: Arc<Mutex<BTreeMap<String, SigningCert>>>,
 }
 
 impl Receivers {
@@ -111,12 +174,41 @@ impl Receivers {
                 ProviderConfig::InApp => {}
             }
         }
+        for (name, ses) in &config.webhooks.ses {
+            let section = format!("webhooks.ses.{name}");
+            if ses.topic_arns.is_empty() {
+                anyhow::bail!("{section}.topic_arns: name at least one SNS topic");
+            }
+            if ses.tolerance_s == 0 || ses.tolerance_s > 86_400 {
+                anyhow::bail!("{section}.tolerance_s: must be between 1 and 86400");
+            }
+            let pinned = match &ses.certificate_pem_file {
+                Some(path) => {
+                    let pem = std::fs::read_to_string(path).map_err(|e| {
+                        anyhow::anyhow!("{section}.certificate_pem_file {}: {e}", path.display())
+                    })?;
+                    Some(SigningCert::from_pem(&pem).map_err(|why| {
+                        anyhow::anyhow!("{section}.certificate_pem_file {}: {why}", path.display())
+                    })?)
+                }
+                None => None,
+            };
+            receivers.ses.insert(
+                name.clone(),
+                SesReceiver {
+                    topic_arns: ses.topic_arns.clone(),
+                    pinned,
+                    tolerance_s: ses.tolerance_s,
+                    confirm_subscriptions: ses.confirm_subscriptions,
+                },
+            );
+        }
         Ok(receivers)
     }
 
     /// Whether any provider takes receipts.
     pub fn is_empty(&self) -> bool {
-        self.sendgrid.is_empty() && self.twilio.is_empty()
+        self.sendgrid.is_empty() && self.twilio.is_empty() && self.ses.is_empty()
     }
 }
 
@@ -124,6 +216,8 @@ impl Receivers {
 struct Shared<S, C> {
     runner: Arc<Runner<S, C>>,
     receivers: Receivers,
+    /// Fetches SNS certificates and visits SNS subscribe URLs (only on SNS hosts), no redirects.
+    client: reqwest::Client,
 }
 
 /// The webhook routes, with their own state and body limit; merged into the API's router.
@@ -135,8 +229,9 @@ where
     Router::new()
         .route("/v1/webhooks/sendgrid/{provider}", post(sendgrid_events::<S, C>))
         .route("/v1/webhooks/twilio/{provider}", post(twilio_status::<S, C>))
+        .route("/v1/webhooks/ses/{provider}", post(ses_events::<S, C>))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
-        .with_state(Arc::new(Shared { runner, receivers }))
+        .with_state(Arc::new(Shared { runner, receivers, client: sns_client() }))
 }
 
 /// How the events of one request came out.
@@ -251,6 +346,107 @@ async fn twilio_status<S: Store + Directory, C: Clock>(
     let query = twilio::form(uri.query().unwrap_or("").as_bytes()).unwrap_or_default();
     let Ok(parsed) = twilio::parse(&query, &params) else { return malformed() };
     apply_all(&shared.runner, name, parsed).await
+}
+
+fn sns_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+async fn ses_events<S: Store + Directory, C: Clock>(
+    State(shared): State<Arc<Shared<S, C>>>,
+    Path(provider): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some((name, receiver)) = ProviderName::new(provider.as_str())
+        .ok()
+        .and_then(|name| shared.receivers.ses.get_key_value(&name))
+    else {
+        return not_configured();
+    };
+    let message = match SnsMessage::parse(&body) {
+        Ok(message) => message,
+        Err(rejection) => return refused(name.as_str(), rejection),
+    };
+    if !receiver.topic_arns.contains(&message.topic_arn) {
+        return refused(name.as_str(), Rejection::Forged);
+    }
+    let cert = match &receiver.pinned {
+        Some(cert) => cert.clone(),
+        None => match fetch_cert(&shared, &message.signing_cert_url).await {
+            Ok(cert) => cert,
+            Err(Some(rejection)) => return refused(name.as_str(), rejection),
+            Err(None) => {
+                let body = json!({ "error": {
+                    "code": "unavailable",
+                    "message": "the signing certificate could not be fetched; retry later",
+                }});
+                return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+            }
+        },
+    };
+    let now_ms = shared.runner.clock().now_ms();
+    if let Err(rejection) = sns::verify(&message, &cert, now_ms, receiver.tolerance_s) {
+        return refused(name.as_str(), rejection);
+    }
+    match message.kind.as_str() {
+        "Notification" => {
+            let Ok(parsed) = sns::parse_ses(&message.message) else { return malformed() };
+            apply_all(&shared.runner, name, parsed).await
+        }
+        "SubscriptionConfirmation" => {
+            let url = message.subscribe_url.as_deref().unwrap_or_default();
+            let confirmed = receiver.confirm_subscriptions
+                && sns::subscribe_url_allowed(url)
+                && shared.client.get(url).send().await.is_ok_and(|r| r.status().is_success());
+            if confirmed {
+                tracing::info!(provider = %name, topic = %message.topic_arn, "SNS subscription confirmed.");
+            } else {
+                tracing::warn!(
+                    provider = %name,
+                    topic = %message.topic_arn,
+                    "SNS subscription not confirmed (confirmation off, not an SNS host, or it failed)."
+                );
+            }
+            (StatusCode::OK, axum::Json(json!({ "confirmed": confirmed }))).into_response()
+        }
+        _ => (StatusCode::OK, axum::Json(json!({}))).into_response(),
+    }
+}
+
+/// The certificate at `url`, from the cache or fetched: `Err(Some(..))` when the URL is not an
+/// SNS host or the answer is no certificate, `Err(None)` when the fetch failed (retry later).
+async fn fetch_cert<S, C>(
+    shared: &Shared<S, C>,
+    url: &str,
+) -> Result<SigningCert, Option<Rejection>> {
+    if !sns::cert_url_allowed(url) {
+        return Err(Some(Rejection::Forged));
+    }
+    let cached =
+        shared.receivers.certs.lock().unwrap_or_else(PoisonError::into_inner).get(url).cloned();
+    if let Some(cert) = cached {
+        return Ok(cert);
+    }
+    let response = shared.client.get(url).send().await.map_err(|_| None)?;
+    if !response.status().is_success() {
+        return Err(None);
+    }
+    let bytes = response.bytes().await.map_err(|_| None)?;
+    if bytes.len() > CERT_BYTES_MAX {
+        return Err(Some(Rejection::Malformed));
+    }
+    let pem = std::str::from_utf8(&bytes).map_err(|_| Some(Rejection::Malformed))?;
+    let cert = SigningCert::from_pem(pem).map_err(|_| Some(Rejection::Malformed))?;
+    let mut certs = shared.receivers.certs.lock().unwrap_or_else(PoisonError::into_inner);
+    if certs.len() >= CERTS_CACHED_MAX {
+        certs.pop_first();
+    }
+    certs.insert(url.to_owned(), cert.clone());
+    Ok(cert)
 }
 
 async fn apply_all<S: Store + Directory, C: Clock>(
