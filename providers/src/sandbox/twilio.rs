@@ -220,7 +220,7 @@ pub(super) async fn create_message(
             if let (Some(callback), Some(plan)) =
                 (field("StatusCallback"), sandbox.plan_receipts(PROVIDER))
             {
-                sandbox.send_twilio_receipts(plan, &sid, &callback);
+                sandbox.send_twilio_receipts(plan, &sid, callback);
             }
         }
     }
