@@ -7,13 +7,16 @@
 //! The dead-letter queue's endpoints (list, plan, replay, purge) are in [`dlq`]; the template
 //! registry's (create, versions, publish, list, show, preview) in [`templates`]; the recipients
 //! directory's (profiles, devices, preferences) in [`recipients`]; the campaigns' in
-//! [`campaigns`]; the in-app inbox's (listing, read state, live stream) in [`inbox`].
+//! [`campaigns`]; the in-app inbox's (listing, read state, live stream) in [`inbox`]. The providers' delivery receipts (signed webhooks, no API key) are in
+//! [`webhooks`], a router of its own with its own state and body limit
+//! ([`webhooks::routes`]), merged beside this one by `wiring`.
 
 pub mod campaigns;
 pub mod dlq;
 pub mod inbox;
 pub mod recipients;
 pub mod templates;
+pub mod webhooks;
 
 use std::sync::Arc;
 

@@ -33,6 +33,8 @@ pub struct Config {
     pub providers: BTreeMap<ProviderName, crate::wiring::ProviderConfig>,
     /// The circuit breaker every HTTP provider gets.
     pub breaker: providers::breaker::BreakerConfig,
+    /// Receipt webhooks configured outside a provider's section (SES through SNS).
+    pub webhooks: crate::api::webhooks::WebhooksConfig,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
             policy: Policy::default(),
             providers: BTreeMap::new(),
             breaker: providers::breaker::BreakerConfig::default(),
+            webhooks: Default::default(),
         }
     }
 }

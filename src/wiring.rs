@@ -357,6 +357,7 @@ where
 async fn run_api<S, C>(
     state: AppState<S, C>,
     metrics: axum::Router,
+    receivers: api::webhooks::Receivers,
     listen: SocketAddr,
     shutdown: Shutdown,
 ) -> anyhow::Result<()>
@@ -375,7 +376,10 @@ where
     tracing::info!(address = %listen, "API listening.");
     // Open inbox streams end at shutdown, or graceful shutdown would wait for them forever.
     let streams_end = api::inbox::StreamsEnd::new(shutdown.clone().wait());
-    let router = api::router(state).layer(axum::Extension(streams_end)).merge(metrics);
+    // The providers' receipt webhooks: signed, no API key, their own body limit.
+    let webhooks = api::webhooks::routes(state.runner.clone(), receivers);
+    let router =
+        api::router(state).layer(axum::Extension(streams_end)).merge(metrics).merge(webhooks);
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.wait())
         .await
@@ -387,8 +391,25 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     let shutdown = Shutdown::listen();
     let sandbox_listener = TcpListener::bind("127.0.0.1:0").await?;
     let sandbox_url = format!("http://{}", sandbox_listener.local_addr()?);
-    let sandbox = providers::sandbox::Sandbox::new(providers::sandbox::SandboxConfig::default())?;
-    let (sendgrid, twilio) = providers::sandbox::dev_provider_configs(&sandbox_url);
+    // The sandbox sends signed receipts back (SendGrid's event webhook with its own key, Twilio's
+    // status callbacks), so a notification ends `delivered` by a real receipt, as in production.
+    let api_base = if listen.ip().is_unspecified() {
+        format!("http://127.0.0.1:{}", listen.port())
+    } else {
+        format!("http://{listen}")
+    };
+    let mut sandbox_config = providers::sandbox::SandboxConfig::default();
+    sandbox_config.sendgrid.receipts.enabled = true;
+    sandbox_config.sendgrid.receipts_url =
+        Some(format!("{api_base}/v1/webhooks/sendgrid/sendgrid"));
+    sandbox_config.twilio.receipts.enabled = true;
+    let sandbox = providers::sandbox::Sandbox::new(sandbox_config)?;
+    let (mut sendgrid, mut twilio) = providers::sandbox::dev_provider_configs(&sandbox_url);
+    sendgrid.event_webhook = Some(providers::sendgrid::EventWebhookConfig {
+        public_key: sandbox.sendgrid_webhook_key(),
+        tolerance_s: providers::sendgrid::EVENT_WEBHOOK_TOLERANCE_S_DEFAULT,
+    });
+    twilio.status_callback_base_url = Some(api_base);
     let (vonage, webhook, slack) = providers::sandbox::dev_chat_provider_configs(&sandbox_url);
     // The sandbox's SMTP relay, for the SMTP provider; it stops with the sandbox.
     let smtp_listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -433,6 +454,7 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     );
     let config = config.finish()?;
 
+    let receivers = api::webhooks::Receivers::from_config(&config)?;
     let store = storage::memory::MemoryStore::default();
     let templates = Arc::new(crate::templates::load(&config.templates_dir)?);
     let breakers = providers::breaker::Registry::default();
@@ -472,7 +494,7 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     if demo {
         tokio::spawn(crate::wiring::demo(runner.clone(), tenant));
     }
-    let api = run_api(state, metrics, listen, shutdown.clone());
+    let api = run_api(state, metrics, receivers, listen, shutdown.clone());
     let workers = run_workers(runner, store, config.worker.concurrency, shutdown);
     let (api, workers) = tokio::join!(api, workers);
     api.and(workers)
@@ -578,6 +600,7 @@ pub async fn serve(
     let templates = Arc::new(crate::templates::load(&config.templates_dir)?);
     let breakers = providers::breaker::Registry::default();
     let providers = build_providers(&config, &store, &breakers)?;
+    let receivers = api::webhooks::Receivers::from_config(&config)?;
     if config.policy.routes.is_empty() {
         tracing::warn!("No provider is configured: every notification will dead-letter.");
     }
@@ -608,10 +631,10 @@ pub async fn serve(
     };
     tracing::info!(redis = %redact_url(&config.redis.url), ?role, "courant serving.");
     match role {
-        Role::Api => run_api(state, metrics, config.api.listen, shutdown).await,
+        Role::Api => run_api(state, metrics, receivers, config.api.listen, shutdown).await,
         Role::Worker => run_workers(runner, store, config.worker.concurrency, shutdown).await,
         Role::All => {
-            let api = run_api(state, metrics, config.api.listen, shutdown.clone());
+            let api = run_api(state, metrics, receivers, config.api.listen, shutdown.clone());
             let workers = run_workers(runner, store, config.worker.concurrency, shutdown);
             let (api, workers) = tokio::join!(api, workers);
             api.and(workers)

@@ -28,6 +28,8 @@
 //! - [`push`]: one message to each of a recipient's devices, and how the devices'
 //!   answers add up (dead tokens reported for removal); [`push::PushGroup`], several push
 //!   services as one provider.
+//! - `sns` (feature `webhooks`): SNS messages verified (RSA over SNS's canonical string, the
+//!   certificate pinned or from an SNS host only) and the SES events they carry.
 //! - `http` (feature `http`): the shared client options and the transport-error classification.
 //! - [`sandbox`] (feature `sandbox`): a local axum server that answers the SendGrid, SES, Twilio,
 //!   Vonage, FCM, APNs and Slack endpoints with their real wire formats, receives signed webhooks
@@ -59,6 +61,8 @@ pub mod sendgrid;
 pub mod ses;
 pub mod slack;
 pub mod smtp;
+#[cfg(feature = "webhooks")]
+pub mod sns;
 pub mod twilio;
 pub mod vonage;
 pub mod webhook;

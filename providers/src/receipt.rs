@@ -8,7 +8,7 @@
 //! downstream looks at the provider's own vocabulary.
 
 use serde::{Deserialize, Serialize};
-use steps::model::{NotificationId, TenantId};
+use steps::model::{Attempt, NotificationId, TenantId};
 
 /// The longest provider detail kept (a bounce reason, an error code), in bytes.
 pub const DETAIL_BYTES_MAX: usize = 256;
@@ -20,6 +20,11 @@ pub struct ReceiptEvent {
     pub tenant: TenantId,
     /// The notification.
     pub notification_id: NotificationId,
+    /// The attempt the receipt is about, when the provider echoes it (SendGrid `custom_args`,
+    /// SES tags, the Twilio callback URL). A negative receipt for an earlier attempt says
+    /// nothing about the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<Attempt>,
     /// The provider's id for the message, when the event names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_message_id: Option<String>,
@@ -85,4 +90,46 @@ pub fn bounded_detail(text: &str) -> String {
         end -= 1;
     }
     text[..end].to_owned()
+}
+
+/// Why a webhook request was refused. Every variant is answered `401` with the same body, so a
+/// caller learns nothing about which check failed; the variant is for our logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// A signature or timestamp header is missing.
+    Unsigned,
+    /// A header or the signed material is malformed (not base64, not DER, not a number).
+    Malformed,
+    /// The timestamp is outside the configured tolerance.
+    Stale,
+    /// The signature does not verify.
+    Forged,
+}
+
+impl Rejection {
+    /// A short name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::Unsigned => "unsigned",
+            Rejection::Malformed => "malformed",
+            Rejection::Stale => "stale",
+            Rejection::Forged => "forged",
+        }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What parsing a verified webhook body came to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Parsed {
+    /// The events about our notifications, in the order the provider sent them.
+    pub events: Vec<ReceiptEvent>,
+    /// Events left aside: not about one of our notifications (no ids), or of a kind courant
+    /// does not use.
+    pub skipped: usize,
 }

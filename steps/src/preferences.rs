@@ -124,6 +124,25 @@ pub enum Error {
 }
 
 impl Preferences {
+    /// What a provider's unsubscribe (a list-unsubscribe link, SendGrid's `unsubscribe`) means:
+    /// `category` off on `channel`, the most specific choice, so other categories and channels
+    /// are untouched. When the recipient already has choices for [`CATEGORIES_MAX`] other
+    /// categories, a global unsubscribe instead: an unsubscribe is never dropped. Returns whether
+    /// anything changed (a repeated receipt changes nothing).
+    pub fn unsubscribe_from(&mut self, category: &Category, channel: Channel) -> bool {
+        if !self.categories.contains_key(category) && self.categories.len() >= CATEGORIES_MAX {
+            return self.unsubscribe_all();
+        }
+        let choice = self.categories.entry(category.clone()).or_default();
+        choice.channels.insert(channel, false) != Some(false)
+    }
+
+    /// What a spam report (a complaint) means: a global unsubscribe, which leaves only critical
+    /// categories. Returns whether anything changed.
+    pub fn unsubscribe_all(&mut self) -> bool {
+        !std::mem::replace(&mut self.unsubscribed, true)
+    }
+
     /// Checks the limits (the syntax is checked when deserialized).
     pub fn validate(&self) -> Result<(), Error> {
         if self.categories.len() > CATEGORIES_MAX {
@@ -292,6 +311,39 @@ mod tests {
     fn check(p: &Preferences, channel: Channel, default_on: bool) -> (bool, Rule) {
         let d = evaluate(p, &category("marketing"), channel, false, default_on, false);
         (d.allowed, d.rule)
+    }
+
+    #[test]
+    fn a_receipt_unsubscribe_turns_off_the_category_on_its_channel_only() {
+        let mut p = prefs(serde_json::json!({"categories": {"marketing": {"enabled": true}}}));
+        assert!(p.unsubscribe_from(&category("marketing"), Channel::Email));
+        assert!(!p.unsubscribe_from(&category("marketing"), Channel::Email), "a repeat is a no-op");
+        assert!(!check(&p, Channel::Email, true).0);
+        assert!(check(&p, Channel::Sms, true).0, "SMS is untouched");
+        let other = evaluate(&p, &category("alerts"), Channel::Email, false, true, false);
+        assert!(other.allowed, "other categories are untouched");
+        assert!(p.validate().is_ok());
+    }
+
+    #[test]
+    fn a_receipt_unsubscribe_with_every_category_slot_taken_unsubscribes_globally() {
+        let mut p = Preferences::default();
+        for i in 0..CATEGORIES_MAX {
+            p.categories.insert(category(&format!("c{i}")), CategoryChoice::default());
+        }
+        assert!(p.unsubscribe_from(&category("marketing"), Channel::Email));
+        assert!(p.unsubscribed);
+        assert!(p.validate().is_ok());
+    }
+
+    #[test]
+    fn a_spam_report_unsubscribes_from_everything_but_critical_categories() {
+        let mut p = Preferences::default();
+        assert!(p.unsubscribe_all());
+        assert!(!p.unsubscribe_all());
+        assert!(!check(&p, Channel::Sms, true).0);
+        let otp = evaluate(&p, &category("otp"), Channel::Sms, true, true, false);
+        assert!(otp.allowed);
     }
 
     #[test]

@@ -104,8 +104,11 @@ pub enum Resume {
 pub enum Receipt {
     /// The provider delivered it.
     Delivered,
-    /// The provider gave up on it (bounce, undelivered).
+    /// The provider gave up on it (undelivered, dropped, blocked).
     Undelivered,
+    /// A hard bounce: the address does not work. Like `Undelivered` for the lifecycle (sent →
+    /// failed, then the fallback decides), and the history's note says it bounced.
+    Bounced,
 }
 
 /// An event fed into the machine.
@@ -887,6 +890,12 @@ impl Lifecycle {
             Event::Receipt(Receipt::Undelivered) => {
                 let reason = format!("{provider} reported the message undelivered");
                 context.note(reason.clone());
+                Transition(State::failed(*channel, Some(provider.clone()), *attempt, reason))
+            }
+            Event::Receipt(Receipt::Bounced) => {
+                let reason =
+                    format!("{provider} reported a hard bounce: the address does not work");
+                context.note(format!("bounced: {reason}"));
                 Transition(State::failed(*channel, Some(provider.clone()), *attempt, reason))
             }
             _ => Handled,

@@ -23,7 +23,7 @@ use steps::fallback::FallbackDecision;
 use steps::filter::{self, FilterDecision};
 use steps::locale::Locale;
 use steps::model::{
-    Category, Channel, NotificationId, ProviderName, Recipient, Request, TemplateRef,
+    Attempt, Category, Channel, NotificationId, ProviderName, Recipient, Request, TemplateRef,
 };
 use steps::model::{TemplateId, TenantId};
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
@@ -709,6 +709,21 @@ impl<S: Store, C: Clock> Runner<S, C> {
         provider: &ProviderName,
         receipt: Receipt,
     ) -> Result<Received, StoreError> {
+        self.receipt_for(tenant, id, provider, None, receipt).await
+    }
+
+    /// [`Runner::receipt`] for a receipt that names the attempt it is about (`attempt`): a
+    /// negative receipt (undelivered, bounced) for another attempt than the notification's
+    /// current one is ignored, since a later attempt may well arrive. A delivery receipt counts
+    /// whatever the attempt: the message arrived.
+    pub async fn receipt_for(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+        provider: &ProviderName,
+        attempt: Option<Attempt>,
+        receipt: Receipt,
+    ) -> Result<Received, StoreError> {
         for _ in 0..CANCEL_TRIES_MAX {
             let Some(record) = self.store.load(tenant, id).await? else {
                 return Ok(Received::NotFound);
@@ -716,6 +731,10 @@ impl<S: Store, C: Clock> Runner<S, C> {
             if record.state.provider() != Some(provider) {
                 // A receipt from a provider the notification is not with any more (it fell back
                 // to another channel or failed over) says nothing about where it is now.
+                return Ok(Received::Ignored { state: record.state.kind() });
+            }
+            let negative = matches!(receipt, Receipt::Undelivered | Receipt::Bounced);
+            if negative && attempt.is_some() && record.state.attempt() != attempt {
                 return Ok(Received::Ignored { state: record.state.kind() });
             }
             let mut run = Run::new(&self.policy, record, self.clock.now_ms());

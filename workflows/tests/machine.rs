@@ -694,6 +694,28 @@ fn an_undelivered_receipt_fails_a_sent_message() {
 }
 
 #[test]
+fn a_bounce_receipt_fails_a_sent_message_and_says_it_bounced() {
+    let sent = State::Sent {
+        channel: Channel::Email,
+        provider: sendgrid(),
+        attempt: Attempt(1),
+        provider_message_id: None,
+    };
+    let step = check(sent, Event::Receipt(Receipt::Bounced));
+    assert_eq!(
+        step.state,
+        State::Failed {
+            channel: Channel::Email,
+            provider: Some(sendgrid()),
+            attempt: Attempt(1),
+            reason: "sendgrid reported a hard bounce: the address does not work".into()
+        }
+    );
+    assert!(step.note.as_deref().is_some_and(|n| n.starts_with("bounced:")), "{:?}", step.note);
+    assert_eq!(step.effects, entry_effects(&step.state));
+}
+
+#[test]
 fn a_wake_while_sending_means_the_lease_expired_so_the_outcome_is_unknown() {
     let step = check(sms_sending(3), Event::Wake);
     assert_eq!(
@@ -1019,6 +1041,7 @@ labels! {
     Cancel,
     ReceiptDelivered,
     ReceiptUndelivered,
+    ReceiptBounced,
     FallbackTo,
     FallbackNone,
     Replay,
@@ -1080,6 +1103,7 @@ fn label(event: &Event) -> Label {
         Event::Cancel => Label::Cancel,
         Event::Receipt(Receipt::Delivered) => Label::ReceiptDelivered,
         Event::Receipt(Receipt::Undelivered) => Label::ReceiptUndelivered,
+        Event::Receipt(Receipt::Bounced) => Label::ReceiptBounced,
         Event::Fallback(FallbackDecision::To { .. }) => Label::FallbackTo,
         Event::Fallback(FallbackDecision::None { .. }) => Label::FallbackNone,
         Event::Replay => Label::Replay,
@@ -1151,6 +1175,7 @@ fn sample(label: Label) -> Event {
         Label::Cancel => Event::Cancel,
         Label::ReceiptDelivered => Event::Receipt(Receipt::Delivered),
         Label::ReceiptUndelivered => Event::Receipt(Receipt::Undelivered),
+        Label::ReceiptBounced => Event::Receipt(Receipt::Bounced),
         Label::FallbackTo => Event::Fallback(FallbackDecision::To {
             channel: Channel::Email,
             why: "sms failed; falling back to email".into(),
@@ -1217,7 +1242,7 @@ fn handles(kind: StateKind) -> &'static [Label] {
         // A receipt is taken only by a re-send waiting on an unknown outcome, a closed collapse
         // group only by a collapse wait (both data-dependent).
         StateKind::Deferred => &[L::Wake, L::Cancel, L::ReceiptDelivered, L::CollapsedClosed],
-        StateKind::Sent => &[L::ReceiptDelivered, L::ReceiptUndelivered],
+        StateKind::Sent => &[L::ReceiptDelivered, L::ReceiptUndelivered, L::ReceiptBounced],
         StateKind::Failed => &[L::Wake, L::Proceed, L::FallbackTo, L::FallbackNone],
         // An operator's replay, and a late delivery receipt (data-dependent: only with the
         // provider it was last with).

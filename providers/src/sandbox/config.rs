@@ -24,6 +24,16 @@
 //! [sandbox.twilio.behaviour]
 //! latency_ms = 5
 //!
+//! [sandbox.sendgrid.receipts]     # signed receipts (see `receipts.rs`); same keys for twilio
+//! enabled = true
+//! delay_ms = 50
+//! undelivered_rate = 0.0
+//! lost_rate = 0.0
+//! duplicated_rate = 0.0
+//! reordered_rate = 0.0
+//! late_rate = 0.0
+//! late_ms = 10000
+//!
 //! [sandbox.vonage]                # also [sandbox.vonage.behaviour], and so on below
 //! api_key = "sandbox1"
 //! api_secret = "sandbox-vonage-secret"
@@ -164,11 +174,22 @@ pub struct SendGridSandbox {
     /// Latency and injected failures.
     #[serde(default)]
     pub behaviour: Behaviour,
+    /// Signed Event Webhook receipts after each message taken (off by default).
+    #[serde(default)]
+    pub receipts: super::receipts::ReceiptBehaviour,
+    /// Where the receipts go: courant's `/v1/webhooks/sendgrid/{provider}` URL.
+    #[serde(default)]
+    pub receipts_url: Option<String>,
 }
 
 impl Default for SendGridSandbox {
     fn default() -> Self {
-        Self { api_key: sendgrid_key_default(), behaviour: Behaviour::default() }
+        Self {
+            api_key: sendgrid_key_default(),
+            behaviour: Behaviour::default(),
+            receipts: Default::default(),
+            receipts_url: None,
+        }
     }
 }
 
@@ -187,6 +208,9 @@ pub struct TwilioSandbox {
     /// Latency and injected failures.
     #[serde(default)]
     pub behaviour: Behaviour,
+    /// Signed status callbacks to each message's `StatusCallback` (off by default).
+    #[serde(default)]
+    pub receipts: super::receipts::ReceiptBehaviour,
 }
 
 impl Default for TwilioSandbox {
@@ -195,6 +219,7 @@ impl Default for TwilioSandbox {
             account_sid: twilio_account_default(),
             auth_token: twilio_token_default(),
             behaviour: Behaviour::default(),
+            receipts: Default::default(),
         }
     }
 }
@@ -535,6 +560,11 @@ impl SandboxConfig {
         self.fcm.behaviour.validate("sandbox.fcm")?;
         self.apns.behaviour.validate("sandbox.apns")?;
         self.ses.validate()?;
-        self.smtp.behaviour.validate("sandbox.smtp")
+        self.smtp.behaviour.validate("sandbox.smtp")?;
+        self.sendgrid.receipts.validate("sandbox.sendgrid")?;
+        if let Some(url) = &self.sendgrid.receipts_url {
+            crate::options::base_url("sandbox.sendgrid", "receipts_url", url)?;
+        }
+        self.twilio.receipts.validate("sandbox.twilio")
     }
 }

@@ -47,10 +47,12 @@ mod config;
 mod fcm;
 #[cfg(all(test, feature = "http"))]
 mod push_tests;
+mod receipts;
 mod sendgrid;
 mod ses;
 mod slack;
 mod smtp;
+pub mod sns;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -89,6 +91,7 @@ pub use config::{
     SLACK_TOKEN_DEFAULT, SlackSandbox, VONAGE_KEY_DEFAULT, VONAGE_SECRET_DEFAULT, VonageSandbox,
     WEBHOOK_SECRET_DEFAULT, WebhookSandbox,
 };
+pub use receipts::{LATE_MS_MAX, ReceiptBehaviour};
 pub use ses::{dev_ses_config, ses_tags};
 pub use smtp::{dev_smtp_config, serve_smtp};
 
@@ -303,6 +306,14 @@ struct Shared {
     smtp_username: String,
     smtp_password: Secret,
     messages_kept_max: usize,
+    /// Each provider's receipts (fixed at start): SendGrid's, then Twilio's.
+    receipts: [ReceiptBehaviour; 2],
+    /// Where the fake SendGrid posts its receipts.
+    sendgrid_receipts_url: Option<String>,
+    /// The key the fake SendGrid signs its receipts with.
+    signing_key: crate::sendgrid::webhook::SigningKey,
+    /// The client receipts are posted with.
+    client: reqwest::Client,
     /// The fake FCM's trusted service account.
     fcm: fcm::FcmTrust,
     /// The fake APNs's trusted key.
@@ -322,10 +333,21 @@ impl Sandbox {
     /// A sandbox from a validated configuration.
     pub fn new(config: SandboxConfig) -> Result<Self, Error> {
         config.validate()?;
-        let rng = match config.seed {
+        let mut rng = match config.seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => rand::make_rng(),
         };
+        // The receipts' signing key, from the sandbox's own generator (replayable with a seed).
+        let signing_key = loop {
+            let bytes: [u8; 32] = rng.random();
+            if let Ok(key) = crate::sendgrid::webhook::SigningKey::from_slice(&bytes) {
+                break key;
+            }
+        };
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|source| Error::Client { provider: "sandbox".into(), source })?;
         let (shutdown, _) = watch::channel(false);
         // `validate` checked it decodes.
         let webhook_key =
@@ -342,6 +364,10 @@ impl Sandbox {
                 ses_region: config.ses.region,
                 smtp_username: config.smtp.username,
                 smtp_password: config.smtp.password,
+                receipts: [config.sendgrid.receipts, config.twilio.receipts],
+                sendgrid_receipts_url: config.sendgrid.receipts_url,
+                signing_key,
+                client,
                 vonage_key: config.vonage.api_key,
                 vonage_secret: config.vonage.api_secret,
                 webhook_key,
@@ -375,6 +401,12 @@ impl Sandbox {
         // A panic while holding the lock leaves counters, not invariants, half-updated; the
         // sandbox keeps serving rather than failing every later request.
         self.shared.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The public key the fake SendGrid's receipts verify with, as SendGrid shows it (base64
+    /// DER SPKI): what `[providers.<name>.event_webhook] public_key` must be.
+    pub fn sendgrid_webhook_key(&self) -> String {
+        crate::sendgrid::webhook::public_key(&self.shared.signing_key).to_base64_der()
     }
 
     /// The counts so far.
@@ -682,7 +714,8 @@ fn rfc2822(unix_secs: u64) -> String {
 
 /// Provider configs pointing at a sandbox on `base_url` with its default credentials, for
 /// `courant dev`: `sendgrid` sends from `courant@dev.example`, `twilio` from Twilio's valid test
-/// number `+15005550006`, no status callbacks (dev mode has no public URL).
+/// number `+15005550006`, no status callbacks and no event webhook (`courant dev` adds both,
+/// pointing at its own API, with the key of the sandbox it starts).
 pub fn dev_provider_configs(
     base_url: &str,
 ) -> (crate::sendgrid::SendGridConfig, crate::twilio::TwilioConfig) {
@@ -694,6 +727,7 @@ pub fn dev_provider_configs(
         from_name: Some("courant dev".to_owned()),
         timeout_ms: crate::options::TIMEOUT_MS_DEFAULT,
         connect_timeout_ms: crate::options::CONNECT_TIMEOUT_MS_DEFAULT,
+        event_webhook: None,
     };
     let twilio = crate::twilio::TwilioConfig {
         base_url: base_url.to_owned(),
@@ -703,6 +737,7 @@ pub fn dev_provider_configs(
         from: Some("+15005550006".to_owned()),
         messaging_service_sid: None,
         status_callback_base_url: None,
+        webhook_auth_token: None,
         timeout_ms: crate::options::TIMEOUT_MS_DEFAULT,
         connect_timeout_ms: crate::options::CONNECT_TIMEOUT_MS_DEFAULT,
     };

@@ -113,6 +113,13 @@ pub(super) async fn mail_send(
         }
         None => {}
     }
+    if let Some(plan) = sandbox.plan_receipts(PROVIDER) {
+        let id = sandbox.sendgrid_message_id();
+        sandbox.send_sendgrid_receipts(plan, &id, &request);
+        record(&sandbox, id.clone(), request, true);
+        sandbox.count(PROVIDER, Counted::Accepted);
+        return accepted(&id);
+    }
     let id = take(&sandbox, request, true);
     sandbox.count(PROVIDER, Counted::Accepted);
     accepted(&id)
@@ -121,13 +128,19 @@ pub(super) async fn mail_send(
 /// Records the message and returns its id.
 fn take(sandbox: &Sandbox, request: Value, answered: bool) -> String {
     let id = sandbox.sendgrid_message_id();
+    record(sandbox, id.clone(), request, answered);
+    id
+}
+
+/// Records the message under `id`.
+fn record(sandbox: &Sandbox, id: String, request: Value, answered: bool) {
     let first = &request["personalizations"][0];
     let to = first["to"][0]["email"].as_str().unwrap_or_default().to_owned();
     let notification_id = first["custom_args"]["notification_id"].as_str().map(str::to_owned);
     sandbox.record(
         PROVIDER,
         SandboxMessage {
-            message_id: id.clone(),
+            message_id: id,
             received_at_ms: now_ms(),
             to,
             notification_id,
@@ -135,7 +148,6 @@ fn take(sandbox: &Sandbox, request: Value, answered: bool) -> String {
             request,
         },
     );
-    id
 }
 
 fn accepted(id: &str) -> Response {

@@ -651,3 +651,173 @@ mod providers_against_the_sandbox {
         assert_eq!(e.code.as_deref(), Some("21610"));
     }
 }
+
+/// A receiver of the sandbox's receipts: every post's headers and body, in arrival order.
+async fn receipt_sink()
+-> (String, tokio::sync::mpsc::UnboundedReceiver<(axum::http::HeaderMap, String, Vec<u8>)>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = Router::new().fallback(
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((headers, uri.to_string(), body.to_vec()));
+                StatusCode::OK
+            }
+        },
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, rx)
+}
+
+fn receipts(enabled: bool) -> ReceiptBehaviour {
+    ReceiptBehaviour { enabled, delay_ms: 20, ..ReceiptBehaviour::default() }
+}
+
+async fn collect(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(axum::http::HeaderMap, String, Vec<u8>)>,
+    n: usize,
+) -> Vec<(axum::http::HeaderMap, String, Vec<u8>)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let next = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        got.push(next.expect("a receipt in time").expect("open"));
+    }
+    // Nothing more comes.
+    assert!(tokio::time::timeout(Duration::from_millis(300), rx.recv()).await.is_err());
+    got
+}
+
+#[tokio::test]
+async fn sendgrid_receipts_are_signed_with_the_sandbox_key_and_name_our_ids() {
+    let (sink, mut rx) = receipt_sink().await;
+    let mut config = config_with(quiet(), quiet());
+    config.sendgrid.receipts = receipts(true);
+    config.sendgrid.receipts_url = Some(format!("{sink}/v1/webhooks/sendgrid/sendgrid"));
+    let running = start(config).await;
+    let key = crate::sendgrid::webhook::EventWebhookKey::from_base64_der(
+        &running.sandbox.sendgrid_webhook_key(),
+    )
+    .unwrap();
+    let response =
+        post_mail(&running.base, SENDGRID_KEY_DEFAULT, &mail("a@example.com", "n_1")).await;
+    assert_eq!(response.status(), 202);
+    let got = collect(&mut rx, 2).await;
+    let mut kinds = Vec::new();
+    for (headers, _, body) in &got {
+        let header = |name: &str| headers.get(name).map(|v| v.as_bytes());
+        let now_s = now_ms() / 1_000;
+        crate::sendgrid::webhook::verify(
+            &key,
+            header(crate::sendgrid::webhook::SIGNATURE_HEADER),
+            header(crate::sendgrid::webhook::TIMESTAMP_HEADER),
+            body,
+            now_s,
+            300,
+        )
+        .expect("signed with the sandbox's key");
+        let parsed = crate::sendgrid::webhook::parse(body).unwrap();
+        assert_eq!(parsed.events[0].notification_id.as_str(), "n_1");
+        assert_eq!(parsed.events[0].tenant.as_str(), "acme");
+        kinds.push(parsed.events[0].kind);
+    }
+    use crate::receipt::ReceiptKind;
+    assert_eq!(kinds, [ReceiptKind::Accepted, ReceiptKind::Delivered]);
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn twilio_receipts_go_to_the_status_callback_signed_with_the_auth_token() {
+    let (sink, mut rx) = receipt_sink().await;
+    let mut config = config_with(quiet(), quiet());
+    config.twilio.receipts = ReceiptBehaviour { undelivered_rate: 1.0, ..receipts(true) };
+    let running = start(config).await;
+    let callback = format!("{sink}/v1/webhooks/twilio/twilio?n=n_42&t=acme&a=1");
+    let response = post_sms(
+        &running.base,
+        TWILIO_TOKEN_DEFAULT,
+        &[
+            ("To", "+14155550123"),
+            ("From", "+15005550006"),
+            ("Body", "Hi"),
+            ("StatusCallback", &callback),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    let got = collect(&mut rx, 2).await;
+    let mut kinds = Vec::new();
+    for (headers, uri, body) in &got {
+        let params = crate::twilio::webhook::form(body).unwrap();
+        let url = format!("{sink}{uri}");
+        crate::twilio::webhook::verify(
+            TWILIO_TOKEN_DEFAULT.as_bytes(),
+            headers.get(crate::twilio::webhook::SIGNATURE_HEADER).map(|v| v.as_bytes()),
+            &url,
+            &params,
+        )
+        .expect("signed with the auth token over the callback URL");
+        let query =
+            crate::twilio::webhook::form(uri.split_once('?').unwrap().1.as_bytes()).unwrap();
+        kinds.push(crate::twilio::webhook::parse(&query, &params).unwrap().events[0].kind);
+    }
+    use crate::receipt::ReceiptKind;
+    assert_eq!(kinds, [ReceiptKind::Accepted, ReceiptKind::Undelivered]);
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn receipt_faults_lose_duplicate_and_reorder_the_final_receipt() {
+    use crate::receipt::ReceiptKind;
+    let cases = [
+        (ReceiptBehaviour { lost_rate: 1.0, ..receipts(true) }, vec![ReceiptKind::Accepted]),
+        (
+            ReceiptBehaviour { duplicated_rate: 1.0, ..receipts(true) },
+            vec![ReceiptKind::Accepted, ReceiptKind::Delivered, ReceiptKind::Delivered],
+        ),
+        (
+            ReceiptBehaviour { reordered_rate: 1.0, ..receipts(true) },
+            vec![ReceiptKind::Delivered, ReceiptKind::Accepted],
+        ),
+        (
+            ReceiptBehaviour { late_rate: 1.0, late_ms: 400, ..receipts(true) },
+            vec![ReceiptKind::Accepted, ReceiptKind::Delivered],
+        ),
+        (receipts(false), vec![]),
+    ];
+    for (behaviour, expected) in cases {
+        let (sink, mut rx) = receipt_sink().await;
+        let mut config = config_with(quiet(), quiet());
+        config.sendgrid.receipts = behaviour.clone();
+        config.sendgrid.receipts_url = Some(format!("{sink}/hook"));
+        let running = start(config).await;
+        let started = std::time::Instant::now();
+        let response =
+            post_mail(&running.base, SENDGRID_KEY_DEFAULT, &mail("a@example.com", "n_1")).await;
+        assert_eq!(response.status(), 202);
+        let got = collect(&mut rx, expected.len()).await;
+        let kinds: Vec<ReceiptKind> = got
+            .iter()
+            .map(|(_, _, body)| crate::sendgrid::webhook::parse(body).unwrap().events[0].kind)
+            .collect();
+        assert_eq!(kinds, expected, "{behaviour:?}");
+        if behaviour.late_rate > 0.0 {
+            assert!(started.elapsed() >= Duration::from_millis(400), "the late receipt was late");
+        }
+        running.stop().await.unwrap();
+    }
+}
+
+#[test]
+fn receipt_behaviour_is_validated() {
+    let mut config = SandboxConfig::default();
+    config.twilio.receipts.lost_rate = 1.5;
+    assert!(Sandbox::new(config).is_err());
+    let mut config = SandboxConfig::default();
+    config.sendgrid.receipts.late_ms = LATE_MS_MAX + 1;
+    assert!(Sandbox::new(config).is_err());
+    let mut config = SandboxConfig::default();
+    config.sendgrid.receipts_url = Some("not a url".into());
+    assert!(Sandbox::new(config).is_err());
+}

@@ -215,7 +215,14 @@ pub(super) async fn create_message(
             sandbox.count(PROVIDER, Counted::Hung);
             sandbox.hang(duration).await;
         }
-        None => sandbox.count(PROVIDER, Counted::Accepted),
+        None => {
+            sandbox.count(PROVIDER, Counted::Accepted);
+            if let (Some(callback), Some(plan)) =
+                (field("StatusCallback"), sandbox.plan_receipts(PROVIDER))
+            {
+                sandbox.send_twilio_receipts(plan, &sid, callback);
+            }
+        }
     }
     (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], resource.to_string())
         .into_response()

@@ -10,6 +10,8 @@
 //! - `request.rs`: the mail send body.
 //! - `response.rs`: the answers and their classification.
 //! - `service.rs`: [`SendGrid`], the provider (feature `http`).
+//! - `webhook.rs` (feature `webhooks`): the Signed Event Webhook, verified and parsed into
+//!   [`ReceiptEvent`](crate::receipt::ReceiptEvent)s.
 //! - `tests.rs`: wire-format and classification tests.
 
 mod config;
@@ -19,8 +21,13 @@ mod response;
 mod service;
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "webhooks")]
+pub mod webhook;
 
-pub use config::{FROM_NAME_CHARS_MAX, SendGridConfig};
+pub use config::{
+    EVENT_WEBHOOK_TOLERANCE_S_DEFAULT, EVENT_WEBHOOK_TOLERANCE_S_MAX, EventWebhookConfig,
+    FROM_NAME_CHARS_MAX, SendGridConfig,
+};
 pub use request::MAIL_SEND_PATH;
 #[cfg(feature = "http")]
 pub use service::SendGrid;

@@ -7,7 +7,8 @@
 //! account_sid = "ACxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
 //! auth_token = "your_auth_token"
 //! from = "+15005550006"                # or messaging_service_sid = "MG..."
-//! status_callback_base_url = "https://courant.example.com"   # optional
+//! status_callback_base_url = "https://courant.example.com"   # optional: status callbacks
+//! webhook_auth_token = "..."           # optional: when api_key_sid is set
 //! timeout_ms = 10000                   # optional
 //! connect_timeout_ms = 3000            # optional
 //! ```
@@ -53,10 +54,17 @@ pub struct TwilioConfig {
     pub messaging_service_sid: Option<String>,
     /// courant's public base URL (`https://courant.example.com`). When set, each message asks
     /// Twilio for status callbacks at
-    /// `{status_callback_base_url}/v1/webhooks/twilio/{provider}?n={notification_id}`; when
+    /// `{status_callback_base_url}/v1/webhooks/twilio/{provider}?n={id}&t={tenant}&a={attempt}`
+    /// and those callbacks are verified against this same base (Twilio signs the URL it
+    /// called, so it must be the URL Twilio reaches courant at, behind any proxy); when
     /// absent, no callbacks are requested and unknown outcomes can only be reconciled by lookup.
     #[serde(default)]
     pub status_callback_base_url: Option<String>,
+    /// The account's auth token, which Twilio signs status callbacks with (`X-Twilio-Signature`).
+    /// Needed only when `api_key_sid` is set (then `auth_token` is the key's secret, which
+    /// Twilio does not sign with); otherwise `auth_token` is used. Printed as `***`.
+    #[serde(default)]
+    pub webhook_auth_token: Option<Secret>,
     /// The deadline of one call, connect to last byte, in ms (100..=60,000; default 10,000, see
     /// [`options::TIMEOUT_MS_DEFAULT`] for why). A call that hits it is an unknown outcome.
     #[serde(default = "options::timeout_ms_default")]
@@ -68,6 +76,12 @@ pub struct TwilioConfig {
 }
 
 impl TwilioConfig {
+    /// The token status callbacks are signed with: `webhook_auth_token`, else `auth_token`
+    /// (which is the account's token unless an API key is used).
+    pub fn callback_token(&self) -> &Secret {
+        self.webhook_auth_token.as_ref().unwrap_or(&self.auth_token)
+    }
+
     /// Checks the values for provider `name`; called by the constructor, and usable at start-up
     /// without building a client.
     pub fn validate(&self, name: &ProviderName) -> Result<(), Error> {

@@ -10,6 +10,8 @@
 //! - `request.rs`: the create-message form and the status-callback URL.
 //! - `response.rs`: the answers and their classification.
 //! - `service.rs`: [`Twilio`], the provider (feature `http`).
+//! - `webhook.rs` (feature `webhooks`): status callbacks, verified and parsed into
+//!   [`ReceiptEvent`](crate::receipt::ReceiptEvent)s.
 //! - `tests.rs`: wire-format and classification tests.
 
 mod config;
@@ -19,6 +21,8 @@ mod response;
 mod service;
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "webhooks")]
+pub mod webhook;
 
 pub use config::{FROM_CHARS_MAX, TwilioConfig};
 pub use request::{STATUS_CALLBACK_PATH, messages_path, status_callback_url};

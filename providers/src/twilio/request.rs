@@ -1,7 +1,7 @@
 //! The create-message form, built from one message.
 
 use serde::Serialize;
-use steps::model::{NotificationId, ProviderName};
+use steps::model::{Attempt, NotificationId, ProviderName, TenantId};
 use steps::outcome::{ErrorClass, ProviderError};
 use steps::render::Content;
 use workflows::ports::Outbound;
@@ -18,13 +18,26 @@ pub fn messages_path(account_sid: &str) -> String {
 }
 
 /// The status-callback URL a message asks Twilio to call:
-/// `{base}/v1/webhooks/twilio/{provider}?n={notification_id}`.
+/// `{base}/v1/webhooks/twilio/{provider}?n={notification_id}&t={tenant}&a={attempt}`: the
+/// callback names the notification, its tenant and the attempt, since Twilio's callback body
+/// carries none of our ids.
 ///
-/// Twilio signs callbacks over this exact URL, so the webhook handler rebuilds it with this same
-/// function to verify `X-Twilio-Signature`. Provider names and notification ids are restricted to
-/// `[A-Za-z0-9._-]` (`steps::model::check_id`), so neither needs percent-encoding.
-pub fn status_callback_url(base: &str, provider: &ProviderName, id: &NotificationId) -> String {
-    format!("{}{STATUS_CALLBACK_PATH}/{provider}?n={id}", base.trim_end_matches('/'))
+/// Twilio signs callbacks over the exact URL it called, so the webhook handler verifies
+/// `X-Twilio-Signature` over the configured base, this path and the query as received. Provider
+/// names, tenants and notification ids are restricted to `[A-Za-z0-9._-]`
+/// (`steps::model::check_id`), so none needs percent-encoding.
+pub fn status_callback_url(
+    base: &str,
+    provider: &ProviderName,
+    tenant: &TenantId,
+    id: &NotificationId,
+    attempt: Attempt,
+) -> String {
+    format!(
+        "{}{STATUS_CALLBACK_PATH}/{provider}?n={id}&t={tenant}&a={}",
+        base.trim_end_matches('/'),
+        attempt.0
+    )
 }
 
 /// Who the message is from: a number or a Messaging Service.
@@ -101,7 +114,14 @@ pub(crate) fn create_message<'a>(
         from,
         messaging_service_sid,
         body,
-        status_callback: status_callback_base
-            .map(|base| status_callback_url(base, provider, &message.notification_id)),
+        status_callback: status_callback_base.map(|base| {
+            status_callback_url(
+                base,
+                provider,
+                &message.tenant,
+                &message.notification_id,
+                message.attempt,
+            )
+        }),
     })
 }

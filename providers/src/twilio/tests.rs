@@ -1,7 +1,7 @@
 //! Twilio: the wire form, the classification of every documented answer, the config and (with
 //! feature `http`) the real call against a local server.
 
-use steps::model::{NotificationId, ProviderName};
+use steps::model::{Attempt, NotificationId, ProviderName};
 use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
 use steps::render::Content;
 
@@ -56,7 +56,7 @@ fn form_has_to_from_body_and_the_status_callback() {
     assert_eq!(
         got,
         "To=+14155550123&From=+15005550006&Body=Your code is 123456\
-         &StatusCallback=https://courant.example.com/v1/webhooks/twilio/twilio?n=n_01HZX3V4"
+         &StatusCallback=https://courant.example.com/v1/webhooks/twilio/twilio?n=n_01HZX3V4&t=acme&a=2"
     );
 }
 
@@ -69,9 +69,10 @@ fn form_uses_the_messaging_service_instead_of_from() {
 #[test]
 fn status_callback_url_is_rebuildable_by_the_webhook() {
     let id = NotificationId::new("n_abc").expect("id");
+    let tenant = steps::model::TenantId::new("acme").expect("tenant");
     assert_eq!(
-        status_callback_url("https://c.example/base", &name(), &id),
-        "https://c.example/base/v1/webhooks/twilio/twilio?n=n_abc"
+        status_callback_url("https://c.example/base", &name(), &tenant, &id, Attempt(3)),
+        "https://c.example/base/v1/webhooks/twilio/twilio?n=n_abc&t=acme&a=3"
     );
 }
 
@@ -358,7 +359,7 @@ mod http {
         assert_eq!(
             std::str::from_utf8(&request.body).expect("utf-8"),
             "To=%2B14155550123&From=%2B15005550006&Body=Your+code+is+123456\
-             &StatusCallback=https%3A%2F%2Fcourant.example.com%2Fv1%2Fwebhooks%2Ftwilio%2Ftwilio%3Fn%3Dn_01HZX3V4"
+             &StatusCallback=https%3A%2F%2Fcourant.example.com%2Fv1%2Fwebhooks%2Ftwilio%2Ftwilio%3Fn%3Dn_01HZX3V4%26t%3Dacme%26a%3D2"
         );
     }
 

@@ -159,6 +159,8 @@ pub fn delivery_receipt(
         tenant: tenant.clone(),
         notification_id: id.clone(),
         provider_message_id,
+        // The callback URL names the notification, not the attempt.
+        attempt: None,
         kind,
         at_ms: field("message-timestamp").and_then(parse_message_timestamp),
         detail,
