@@ -462,3 +462,81 @@ fn ses_events_through_sns_are_verified_and_applied() {
     assert_eq!((status, &answer["confirmed"]), (200, &json!(false)), "{answer}");
     assert!(listener.accept().is_err(), "the subscribe URL was visited");
 }
+
+#[test]
+fn vonage_receipts_are_verified_and_applied() {
+    use providers::vonage::{SignatureMethod, sign};
+    let secret = "vonage-signature-secret";
+    let stack = Stack::start(&format!(
+        "[providers.vonage]\nkind = \"vonage\"\nbase_url = \"{{sandbox_url}}\"\n\
+         api_key = \"sandbox1\"\napi_secret = \"sandbox-vonage-secret\"\nfrom = \"courant\"\n\
+         callback_base_url = \"http://127.0.0.1:1\"\nsignature_secret = \"{secret}\"\n\
+         signature_method = \"sha256\"\n[policy.routes]\nsms = [\"vonage\"]\n"
+    ));
+    let _server = stack.serve("all", "webhooks-vonage");
+    let id = stack.send("sms", "otp", r#"{"code":"123456","product":"courant"}"#);
+    stack.wait_state(&id, Duration::from_secs(20), |s| s == "sent");
+    let history_len = view(&stack, &id)["history"].as_array().unwrap().len();
+    let url = format!("{}/v1/webhooks/vonage/vonage/acme/{id}", stack.api_url);
+    let receipt = |status: &str, timestamp: u64| -> Vec<(String, String)> {
+        let mut fields: Vec<(String, String)> = [
+            ("msisdn", "14155550123"),
+            ("to", "courant"),
+            ("messageId", "0A0000000123ABCD1"),
+            ("status", status),
+            ("err-code", "0"),
+            ("client-ref", id.as_str()),
+            ("message-timestamp", "2026-11-22 08:00:00"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        fields.push(("timestamp".into(), timestamp.to_string()));
+        let pairs: Vec<(&str, &str)> =
+            fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let sig = sign(&pairs, secret, SignatureMethod::Sha256);
+        fields.push(("sig".into(), sig));
+        fields
+    };
+    let form = |fields: &[(String, String)]| -> String {
+        url::form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish()
+    };
+    let headers = [("Content-Type", "application/x-www-form-urlencoded")];
+    // Forged (another secret), unsigned, stale and tampered receipts: 401, nothing changes.
+    let mut forged = receipt("delivered", now_s());
+    forged.last_mut().unwrap().1 = "0".repeat(64);
+    let unsigned: Vec<(String, String)> =
+        receipt("delivered", now_s()).into_iter().filter(|(k, _)| k != "sig").collect();
+    let stale = receipt("delivered", now_s() - 3_600);
+    let mut tampered = receipt("delivered", now_s());
+    tampered[3].1 = "failed".into();
+    for (what, fields) in
+        [("forged", forged), ("unsigned", unsigned), ("stale", stale), ("tampered", tampered)]
+    {
+        let (status, body) = post(&url, &headers, form(&fields).as_bytes());
+        assert_eq!(status, 401, "{what}: {body}");
+    }
+    assert_eq!(view(&stack, &id)["state"], "sent");
+    assert_eq!(view(&stack, &id)["history"].as_array().unwrap().len(), history_len);
+    // Another provider's name has no route; a signed receipt for the wrong notification is
+    // refused before anything is applied.
+    let (status, _) = post(
+        &format!("{}/v1/webhooks/vonage/nosuch/acme/{id}", stack.api_url),
+        &headers,
+        form(&receipt("delivered", now_s())).as_bytes(),
+    );
+    assert_eq!(status, 404);
+    // Signed: delivered, as a form POST and again as a GET (a duplicate changes nothing).
+    let good = receipt("delivered", now_s());
+    let (status, body) = post(&url, &headers, form(&good).as_bytes());
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(view(&stack, &id)["state"], "delivered");
+    let get_url = format!("{url}?{}", form(&good));
+    let (status, body) = http::request("GET", &get_url, None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(view(&stack, &id)["state"], "delivered");
+    // A late failure does not undo the delivery.
+    let (status, _) = post(&url, &headers, form(&receipt("failed", now_s())).as_bytes());
+    assert_eq!(status, 200);
+    assert_eq!(view(&stack, &id)["state"], "delivered");
+}

@@ -9,6 +9,10 @@
 //!   (RSA over its canonical string of the fields; `providers::sns`), the topic must be one of
 //!   ours, the certificate is pinned or fetched only from an SNS host (and cached), and a
 //!   `SubscriptionConfirmation` is confirmed only by visiting an SNS host.
+//! - `GET|POST /v1/webhooks/vonage/{provider}/{tenant}/{id}`: Vonage's delivery receipts (query,
+//!   form or JSON), for a Vonage provider with `callback_base_url` **and** `signature_secret`
+//!   (signed receipts, `sig` over the sorted fields; `providers::vonage::delivery_receipt`).
+//!   Without a secret there is no route: an unsigned receipt could be forged by anyone.
 //!
 //! `{provider}` is the configured provider's name, so each provider (each account, each key)
 //! has its own URL and its own secret. A provider that is not configured for receipts has no
@@ -43,7 +47,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use providers::Secret;
 use providers::receipt::{ReceiptEvent, ReceiptKind, Rejection};
 use providers::sendgrid::webhook::{self as sendgrid, EventWebhookKey};
@@ -51,7 +55,7 @@ use providers::sns::{self, SigningCert, SnsMessage};
 use providers::twilio::webhook as twilio;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use steps::model::ProviderName;
+use steps::model::{NotificationId, ProviderName, TenantId};
 use workflows::machine::Receipt;
 use workflows::ports::{Clock, Directory, Store, StoreError};
 use workflows::runner::{Received, Runner};
@@ -126,6 +130,13 @@ struct SesReceiver {
     confirm_subscriptions: bool,
 }
 
+/// A Vonage provider's receipt settings: its signature secret and method.
+#[derive(Debug, Clone)]
+struct VonageReceiver {
+    secret: Secret,
+    method: providers::vonage::SignatureMethod,
+}
+
 /// The most fetched SNS certificates kept (SNS rotates them rarely; one per region in use).
 const CERTS_CACHED_MAX: usize = 16;
 /// The largest certificate fetched, in bytes.
@@ -137,6 +148,7 @@ pub struct Receivers {
     sendgrid: BTreeMap<ProviderName, SendGridReceiver>,
     twilio: BTreeMap<ProviderName, TwilioReceiver>,
     ses: BTreeMap<ProviderName, SesReceiver>,
+    vonage: BTreeMap<ProviderName, VonageReceiver>,
     /// SNS certificates fetched, by URL.
     certs: Arc<Mutex<BTreeMap<String, SigningCert>>>,
 }
@@ -171,10 +183,23 @@ impl Receivers {
                         );
                     }
                 }
+                ProviderConfig::Vonage(c) => {
+                    if let (Some(_), Some(secret)) = (&c.callback_base_url, &c.signature_secret) {
+                        receivers.vonage.insert(
+                            name.clone(),
+                            VonageReceiver { secret: secret.clone(), method: c.signature_method },
+                        );
+                    } else if c.callback_base_url.is_some() {
+                        tracing::warn!(
+                            provider = %name,
+                            "Vonage receipts are requested but no signature_secret is set: they \
+                             will be refused (an unsigned receipt could be forged)."
+                        );
+                    }
+                }
                 // Their receipts are not received here: SES's arrive through SNS
                 // (`[webhooks.ses.<name>]`), push and chat answers are synchronous, the inbox
-                // is ours; Vonage's delivery receipts (`providers::vonage::delivery_receipt`)
-                // have no route yet.
+                // is ours.
                 _ => {}
             }
         }
@@ -212,7 +237,10 @@ impl Receivers {
 
     /// Whether any provider takes receipts.
     pub fn is_empty(&self) -> bool {
-        self.sendgrid.is_empty() && self.twilio.is_empty() && self.ses.is_empty()
+        self.sendgrid.is_empty()
+            && self.twilio.is_empty()
+            && self.ses.is_empty()
+            && self.vonage.is_empty()
     }
 }
 
@@ -234,6 +262,10 @@ where
         .route("/v1/webhooks/sendgrid/{provider}", post(sendgrid_events::<S, C>))
         .route("/v1/webhooks/twilio/{provider}", post(twilio_status::<S, C>))
         .route("/v1/webhooks/ses/{provider}", post(ses_events::<S, C>))
+        .route(
+            "/v1/webhooks/vonage/{provider}/{tenant}/{id}",
+            get(vonage_receipt::<S, C>).post(vonage_receipt::<S, C>),
+        )
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(Arc::new(Shared { runner, receivers, client: sns_client() }))
 }
@@ -349,6 +381,51 @@ async fn twilio_status<S: Store + Directory, C: Clock>(
     }
     let query = twilio::form(uri.query().unwrap_or("").as_bytes()).unwrap_or_default();
     let Ok(parsed) = twilio::parse(&query, &params) else { return malformed() };
+    apply_all(&shared.runner, name, parsed).await
+}
+
+/// A Vonage delivery receipt: the fields from the query (GET), a form or a JSON body (POST).
+async fn vonage_receipt<S: Store + Directory, C: Clock>(
+    State(shared): State<Arc<Shared<S, C>>>,
+    Path((provider, tenant, id)): Path<(String, String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    use providers::vonage::{ReceiptCheck, ReceiptError, delivery_receipt};
+    let Some((name, receiver)) = ProviderName::new(provider.as_str())
+        .ok()
+        .and_then(|name| shared.receivers.vonage.get_key_value(&name))
+    else {
+        return not_configured();
+    };
+    let (Ok(tenant), Ok(id)) = (TenantId::new(tenant), NotificationId::new(id)) else {
+        return malformed();
+    };
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let fields = if !body.is_empty() && json {
+        providers::vonage::receipt_fields_from_json(&body).ok()
+    } else if !body.is_empty() {
+        twilio::form(&body).ok()
+    } else {
+        twilio::form(uri.query().unwrap_or("").as_bytes()).ok()
+    };
+    let Some(fields) = fields else { return malformed() };
+    let check = ReceiptCheck {
+        secret: &receiver.secret,
+        method: receiver.method,
+        now_secs: shared.runner.clock().now_ms() / 1_000,
+    };
+    let event = match delivery_receipt(&tenant, &id, &fields, Some(check)) {
+        Ok(event) => event,
+        Err(ReceiptError::BadSignature) => return refused(name.as_str(), Rejection::Forged),
+        Err(ReceiptError::Stale) => return refused(name.as_str(), Rejection::Stale),
+        Err(_) => return malformed(),
+    };
+    let parsed = providers::receipt::Parsed { events: vec![event], skipped: 0 };
     apply_all(&shared.runner, name, parsed).await
 }
 
