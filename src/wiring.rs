@@ -403,7 +403,17 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     sandbox_config.sendgrid.receipts_url =
         Some(format!("{api_base}/v1/webhooks/sendgrid/sendgrid"));
     sandbox_config.twilio.receipts.enabled = true;
+    sandbox_config.ses.receipts.enabled = true;
+    sandbox_config.ses.receipts_url = Some(format!("{api_base}/v1/webhooks/ses/ses"));
     let sandbox = providers::sandbox::Sandbox::new(sandbox_config)?;
+    // Keys and certificates the dev providers and receivers read from files.
+    let keys = std::env::temp_dir().join(format!("courant-dev-{}", std::process::id()));
+    std::fs::create_dir_all(&keys)
+        .with_context(|| format!("cannot create the dev key directory {}", keys.display()))?;
+    let sns_cert = keys.join("sandbox-sns-certificate.pem");
+    std::fs::write(&sns_cert, sandbox.ses_signing_cert_pem())
+        .with_context(|| format!("cannot write {}", sns_cert.display()))?;
+    let ses_topic = sandbox.ses_topic_arn().to_owned();
     let (mut sendgrid, mut twilio) = providers::sandbox::dev_provider_configs(&sandbox_url);
     sendgrid.event_webhook = Some(providers::sendgrid::EventWebhookConfig {
         public_key: sandbox.sendgrid_webhook_key(),
@@ -436,13 +446,22 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     // Second in the email route (names sort after "sendgrid"): SES takes over when SendGrid fails.
     let ses = providers::sandbox::dev_ses_config(&sandbox_url);
     config.providers.insert(ProviderName::new("ses")?, ProviderConfig::Ses(ses));
+    // SES's events come back through the sandbox's SNS, signed with its certificate, pinned.
+    config.webhooks.ses.insert(
+        ProviderName::new("ses")?,
+        crate::api::webhooks::SesWebhookConfig {
+            topic_arns: vec![ses_topic],
+            certificate_pem_file: Some(sns_cert),
+            tolerance_s: providers::sns::TOLERANCE_S_DEFAULT,
+            confirm_subscriptions: false,
+        },
+    );
     // Third (after "ses"): the SMTP provider, to the sandbox's SMTP relay.
     let smtp = providers::sandbox::dev_smtp_config(smtp_port);
     config.providers.insert(ProviderName::new("smtp")?, ProviderConfig::Smtp(smtp));
     config.providers.insert(ProviderName::new("inapp")?, ProviderConfig::InApp);
     // Push: the sandbox's fake FCM and APNs, with the built-in test-only keys written to a
     // per-process directory, behind one push group (so every device of a recipient gets it).
-    let keys = std::env::temp_dir().join(format!("courant-dev-{}", std::process::id()));
     let (fcm, apns) = providers::sandbox::dev_push_configs(&sandbox_url, &keys)
         .with_context(|| format!("cannot write the dev push keys to {}", keys.display()))?;
     let (fcm_name, apns_name) = (ProviderName::new("fcm")?, ProviderName::new("apns")?);

@@ -261,6 +261,24 @@ pub struct SesSandbox {
     /// Latency and injected failures.
     #[serde(default)]
     pub behaviour: Behaviour,
+    /// SES events (Send, then Delivery or a permanent Bounce) published through a signed SNS
+    /// notification after each message taken, like a configuration set's SNS destination (off
+    /// by default).
+    #[serde(default)]
+    pub receipts: super::receipts::ReceiptBehaviour,
+    /// Where the notifications go: courant's `/v1/webhooks/ses/{provider}` URL.
+    #[serde(default)]
+    pub receipts_url: Option<String>,
+    /// The SNS topic the notifications name (courant's `[webhooks.ses.<name>] topic_arns`).
+    #[serde(default = "ses_topic_arn_default")]
+    pub topic_arn: String,
+}
+
+/// The SNS topic the fake SES publishes its events to.
+pub const SES_TOPIC_ARN_DEFAULT: &str = "arn:aws:sns:us-east-1:000000000000:courant-sandbox-ses";
+
+fn ses_topic_arn_default() -> String {
+    SES_TOPIC_ARN_DEFAULT.to_owned()
 }
 
 impl Default for SesSandbox {
@@ -270,6 +288,9 @@ impl Default for SesSandbox {
             secret_access_key: ses_secret_key_default(),
             region: ses_region_default(),
             behaviour: Behaviour::default(),
+            receipts: Default::default(),
+            receipts_url: None,
+            topic_arn: ses_topic_arn_default(),
         }
     }
 }
@@ -565,6 +586,14 @@ impl SandboxConfig {
         if let Some(url) = &self.sendgrid.receipts_url {
             crate::options::base_url("sandbox.sendgrid", "receipts_url", url)?;
         }
-        self.twilio.receipts.validate("sandbox.twilio")
+        self.twilio.receipts.validate("sandbox.twilio")?;
+        self.ses.receipts.validate("sandbox.ses")?;
+        if let Some(url) = &self.ses.receipts_url {
+            crate::options::base_url("sandbox.ses", "receipts_url", url)?;
+        }
+        if !self.ses.topic_arn.starts_with("arn:") || self.ses.topic_arn.len() > 256 {
+            return Err(Error::config("sandbox.ses", "topic_arn", "must be an SNS topic ARN"));
+        }
+        Ok(())
     }
 }

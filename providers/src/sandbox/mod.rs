@@ -306,8 +306,14 @@ struct Shared {
     smtp_username: String,
     smtp_password: Secret,
     messages_kept_max: usize,
-    /// Each provider's receipts (fixed at start): SendGrid's, then Twilio's.
-    receipts: [ReceiptBehaviour; 2],
+    /// Each provider's receipts (fixed at start): SendGrid's, Twilio's, SES's.
+    receipts: [ReceiptBehaviour; 3],
+    /// Where the fake SES publishes its events (an SNS subscription's endpoint).
+    ses_receipts_url: Option<String>,
+    /// The SNS topic its notifications name.
+    ses_topic_arn: String,
+    /// Signs the fake SES's SNS notifications.
+    sns: sns::SnsSigner,
     /// Where the fake SendGrid posts its receipts.
     sendgrid_receipts_url: Option<String>,
     /// The key the fake SendGrid signs its receipts with.
@@ -344,6 +350,8 @@ impl Sandbox {
                 break key;
             }
         };
+        let sns = sns::SnsSigner::new()
+            .map_err(|reason| Error::config("sandbox.ses", "receipts", reason))?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
@@ -364,7 +372,10 @@ impl Sandbox {
                 ses_region: config.ses.region,
                 smtp_username: config.smtp.username,
                 smtp_password: config.smtp.password,
-                receipts: [config.sendgrid.receipts, config.twilio.receipts],
+                receipts: [config.sendgrid.receipts, config.twilio.receipts, config.ses.receipts],
+                ses_receipts_url: config.ses.receipts_url,
+                ses_topic_arn: config.ses.topic_arn,
+                sns,
                 sendgrid_receipts_url: config.sendgrid.receipts_url,
                 signing_key,
                 client,
@@ -407,6 +418,17 @@ impl Sandbox {
     /// DER SPKI): what `[providers.<name>.event_webhook] public_key` must be.
     pub fn sendgrid_webhook_key(&self) -> String {
         crate::sendgrid::webhook::public_key(&self.shared.signing_key).to_base64_der()
+    }
+
+    /// The certificate the fake SES's SNS notifications verify with (PEM): what
+    /// `[webhooks.ses.<name>] certificate_pem_file` must hold.
+    pub fn ses_signing_cert_pem(&self) -> &str {
+        self.shared.sns.cert_pem()
+    }
+
+    /// The SNS topic the fake SES's notifications name.
+    pub fn ses_topic_arn(&self) -> &str {
+        &self.shared.ses_topic_arn
     }
 
     /// The counts so far.

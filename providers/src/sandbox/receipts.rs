@@ -5,7 +5,11 @@
 //! sandbox's own P-256 key ([`Sandbox::sendgrid_webhook_key`] gives its public half, which
 //! `courant dev` configures); after the fake Twilio takes one it posts status callbacks (`sent`,
 //! then `delivered` or `undelivered` with error 30003) to the message's `StatusCallback` URL,
-//! signed with the account's auth token. Both are off unless `receipts.enabled`.
+//! signed with the account's auth token; after the fake SES takes one it publishes SES events
+//! (`Send`, then `Delivery` or a permanent `Bounce`, our ids in `mail.tags`) as SNS
+//! notifications signed with the sandbox's SNS key to `sandbox.ses.receipts_url`, as a
+//! configuration set's SNS destination does ([`Sandbox::ses_signing_cert_pem`] is the certificate
+//! to pin). All are off unless `receipts.enabled`.
 //!
 //! Per provider, [`ReceiptBehaviour`] sets the delay and the faults the real webhooks have: a
 //! lost final receipt, a duplicated one, the two posts reordered (the final one first), a late
@@ -126,7 +130,12 @@ impl Sandbox {
     /// off.
     pub(super) fn plan_receipts(&self, provider: SandboxProvider) -> Option<Plan> {
         use rand::RngExt as _;
-        let behaviour = &self.shared.receipts[provider.index()];
+        let behaviour = match provider {
+            SandboxProvider::Sendgrid => &self.shared.receipts[0],
+            SandboxProvider::Twilio => &self.shared.receipts[1],
+            SandboxProvider::Ses => &self.shared.receipts[2],
+            _ => return None,
+        };
         if !behaviour.enabled {
             return None;
         }
@@ -241,4 +250,88 @@ impl Sandbox {
             });
         }
     }
+}
+
+impl Sandbox {
+    /// Publishes the SES events of message `message_id` (the SendEmail request body, whose
+    /// `EmailTags` carry our ids), as planned, each as a signed SNS notification.
+    pub(super) fn send_ses_receipts(
+        &self,
+        plan: Plan,
+        message_id: &str,
+        request: &serde_json::Value,
+    ) {
+        let Some(url) = self.shared.ses_receipts_url.clone() else { return };
+        let mut tags = serde_json::Map::new();
+        for tag in request["EmailTags"].as_array().into_iter().flatten() {
+            if let (Some(name), Some(value)) = (tag["Name"].as_str(), tag["Value"].as_str()) {
+                tags.insert(name.to_owned(), serde_json::json!([value]));
+            }
+        }
+        let to = request["Destination"]["ToAddresses"][0].clone();
+        let source = request["FromEmailAddress"].clone();
+        for (n, (delay_ms, is_final)) in plan.posts.into_iter().flatten().enumerate() {
+            let sandbox = self.clone();
+            let url = url.clone();
+            let (tags, to, source) = (tags.clone(), to.clone(), source.clone());
+            let message_id = message_id.to_owned();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                let at = iso8601(now_ms());
+                let mail = serde_json::json!({
+                    "timestamp": at, "source": source, "messageId": message_id,
+                    "destination": [to], "tags": tags,
+                });
+                let event = match (is_final, plan.undelivered) {
+                    (false, _) => {
+                        serde_json::json!({"eventType": "Send", "mail": mail, "send": {}})
+                    }
+                    (true, false) => serde_json::json!({
+                        "eventType": "Delivery", "mail": mail,
+                        "delivery": {"timestamp": at, "recipients": [to],
+                                     "smtpResponse": "250 2.6.0 Message received"},
+                    }),
+                    (true, true) => serde_json::json!({
+                        "eventType": "Bounce", "mail": mail,
+                        "bounce": {"bounceType": "Permanent", "bounceSubType": "General",
+                                   "bouncedRecipients": [{"emailAddress": to}], "timestamp": at},
+                    }),
+                };
+                let sns_id = format!("{message_id}-{n}");
+                let notification = match sandbox.shared.sns.notification(
+                    &sandbox.shared.ses_topic_arn,
+                    &sns_id,
+                    &event.to_string(),
+                    &at,
+                ) {
+                    Ok(notification) => notification,
+                    Err(rejection) => {
+                        tracing::warn!(reason = rejection.as_str(), "Sandbox SNS signing failed.");
+                        return;
+                    }
+                };
+                let posted = sandbox
+                    .shared
+                    .client
+                    .post(&url)
+                    .header("content-type", "text/plain; charset=UTF-8")
+                    .header("x-amz-sns-message-type", "Notification")
+                    .header("x-amz-sns-topic-arn", sandbox.shared.ses_topic_arn.as_str())
+                    .body(notification.to_string())
+                    .send()
+                    .await;
+                if let Err(error) = posted {
+                    tracing::debug!(%error, "Sandbox SES event not delivered.");
+                }
+            });
+        }
+    }
+}
+
+/// `ms` as SNS writes its `Timestamp` (ISO 8601, UTC, milliseconds).
+fn iso8601(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(String::new, |t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
 }

@@ -125,8 +125,13 @@ pub(super) async fn send_email(
         }
         None => {}
     }
+    let plan = sandbox.plan_receipts(PROVIDER);
+    let published = plan.map(|plan| (plan, request.clone()));
     let id = take(&sandbox, request, true);
     sandbox.count(PROVIDER, Counted::Accepted);
+    if let Some((plan, request)) = published {
+        sandbox.send_ses_receipts(plan, &id, &request);
+    }
     accepted(&id)
 }
 
@@ -639,6 +644,59 @@ mod tests {
             assert_eq!(tags["notification_id"], ["n_01HZX3V4"]);
             assert_eq!(tags["tenant"], ["acme"]);
             assert_eq!(tags["attempt"], ["2"]);
+        }
+
+        /// With receipts on, the fake SES publishes `Send` then `Delivery` (or a permanent
+        /// `Bounce`) as SNS notifications signed with its certificate, naming our ids: what
+        /// courant's SES webhook verifies and applies.
+        #[tokio::test]
+        async fn receipts_are_sns_notifications_signed_with_the_sandbox_certificate() {
+            use crate::receipt::ReceiptKind;
+            use crate::testing::{Canned, capture_server};
+            for (undelivered, last) in [(0.0, ReceiptKind::Delivered), (1.0, ReceiptKind::Bounced)]
+            {
+                let (sink, mut rx) = capture_server(Canned::json(200, "{}")).await;
+                let mut config = SandboxConfig { seed: Some(7), ..SandboxConfig::default() };
+                config.ses.behaviour = quiet();
+                config.ses.receipts = crate::sandbox::ReceiptBehaviour {
+                    enabled: true,
+                    delay_ms: 10,
+                    undelivered_rate: undelivered,
+                    ..Default::default()
+                };
+                config.ses.receipts_url = Some(format!("{sink}/v1/webhooks/ses/ses"));
+                let sandbox = Sandbox::new(config).expect("valid config");
+                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let base = format!("http://{}", listener.local_addr().expect("addr"));
+                tokio::spawn(serve_with(listener, sandbox.clone(), std::future::pending()));
+                let outcome = ses(&base, SECRET).send(&message(email())).await;
+                assert!(matches!(outcome, SendOutcome::Accepted { .. }), "{outcome:?}");
+                let cert = crate::sns::SigningCert::from_pem(sandbox.ses_signing_cert_pem())
+                    .expect("the certificate parses");
+                let mut kinds = Vec::new();
+                for _ in 0..2 {
+                    let got = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+                        .await
+                        .expect("a notification arrives")
+                        .expect("the sink is open");
+                    assert_eq!(got.uri.path(), "/v1/webhooks/ses/ses");
+                    assert_eq!(got.header("x-amz-sns-message-type"), "Notification");
+                    let message = crate::sns::SnsMessage::parse(&got.body).expect("SNS JSON");
+                    assert_eq!(message.topic_arn, sandbox.ses_topic_arn());
+                    crate::sns::verify(&message, &cert, now_ms(), 300).expect("signed");
+                    // A byte changed in the signed message no longer verifies.
+                    let mut forged = message.clone();
+                    forged.message = forged.message.replacen("acme", "acmf", 1);
+                    assert!(crate::sns::verify(&forged, &cert, now_ms(), 300).is_err());
+                    let parsed = crate::sns::parse_ses(&message.message).expect("an SES event");
+                    let event = &parsed.events[0];
+                    assert_eq!(event.notification_id.as_str(), "n_01HZX3V4");
+                    assert_eq!(event.tenant.as_str(), "acme");
+                    kinds.push(event.kind);
+                }
+                kinds.sort_by_key(|k| *k == last);
+                assert_eq!(kinds, [ReceiptKind::Accepted, last]);
+            }
         }
 
         #[tokio::test]
