@@ -629,16 +629,26 @@ fn notification_id(raw: &str) -> Result<NotificationId, ApiError> {
     NotificationId::new(raw).map_err(|_| ApiError::NotFound)
 }
 
+/// The caller's tenant's notification `id` with its history, or 404.
+async fn record_and_history<S: Store + Inbox, C: Clock>(
+    state: &AppState<S, C>,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(workflows::record::Record, Vec<workflows::record::HistoryEntry>), ApiError> {
+    let tenant = tenant(state, headers).await?;
+    let id = notification_id(id)?;
+    let store = state.runner.store();
+    let record = store.load(&tenant, &id).await?.ok_or(ApiError::NotFound)?;
+    let history = store.history(&tenant, &id).await?;
+    Ok((record, history))
+}
+
 async fn show<S: Store + Inbox, C: Clock>(
     State(state): State<AppState<S, C>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
-    let id = notification_id(&id)?;
-    let store = state.runner.store();
-    let record = store.load(&tenant, &id).await?.ok_or(ApiError::NotFound)?;
-    let history = store.history(&tenant, &id).await?;
+    let (record, history) = record_and_history(&state, &headers, &id).await?;
     let mut view = summary(&record);
     view["history"] = json!(history.iter().map(history_view).collect::<Vec<_>>());
     Ok(axum::Json(view).into_response())
@@ -651,11 +661,7 @@ async fn explain<S: Store + Inbox, C: Clock>(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
-    let id = notification_id(&id)?;
-    let store = state.runner.store();
-    let record = store.load(&tenant, &id).await?.ok_or(ApiError::NotFound)?;
-    let history = store.history(&tenant, &id).await?;
+    let (record, history) = record_and_history(&state, &headers, &id).await?;
     let explanation = workflows::explain::explain(&record, &history);
     let mut view = json!(explanation);
     if let Some(findings) = view["findings"].as_array_mut() {

@@ -64,6 +64,38 @@ pub(crate) fn devices_on<'a>(
     devices.iter().filter(move |d| platforms.contains(&d.platform))
 }
 
+/// The body of a push provider's `Provider::deliver`: inside a span naming the notification
+/// and provider, sends to each of the message's devices on `platforms` with `send_one`, logs
+/// the outcome and returns the delivery. `what` names the platforms for messages.
+#[cfg(feature = "http")]
+pub(crate) fn deliver_each<'a, F, Fut>(
+    provider: &'a ProviderName,
+    message: &'a Outbound,
+    platforms: &'a [Platform],
+    what: &'a str,
+    send_one: F,
+) -> BoxFuture<'a, Delivery>
+where
+    F: FnMut(&'a Device) -> Fut + Send + 'a,
+    Fut: Future<Output = SendOutcome> + Send + 'a,
+{
+    use tracing::Instrument as _;
+    let span = tracing::debug_span!(
+        "provider_send",
+        notification_id = %message.notification_id,
+        provider = %provider,
+    );
+    Box::pin(
+        async move {
+            let devices = devices_on(&message.devices, platforms);
+            let delivery = each_device(devices, what, send_one).await;
+            crate::http::log_outcome(provider, &message.notification_id, &delivery.outcome);
+            delivery
+        }
+        .instrument(span),
+    )
+}
+
 /// Sends to each of `devices` with `send_one` and sums the answers up (see the module docs).
 /// `platforms` names the provider's platforms, for the message when there is no device.
 pub(crate) async fn each_device<'d, F, Fut>(

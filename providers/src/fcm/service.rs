@@ -6,7 +6,6 @@ use secrecy::ExposeSecret;
 use steps::model::{Channel, ProviderName};
 use steps::outcome::SendOutcome;
 use steps::recipient::{Device, Platform};
-use tracing::Instrument as _;
 use workflows::ports::{Delivery, Outbound, Provider, SendHints};
 
 use super::config::FcmConfig;
@@ -117,22 +116,8 @@ impl Provider for Fcm {
         message: &'a Outbound,
         hints: &'a SendHints,
     ) -> BoxFuture<'a, Delivery> {
-        let span = tracing::debug_span!(
-            "provider_send",
-            notification_id = %message.notification_id,
-            provider = %self.name,
-        );
-        Box::pin(
-            async move {
-                let devices = push::devices_on(&message.devices, &PLATFORMS);
-                let delivery = push::each_device(devices, "android or web", |device| {
-                    self.send_one(message, device, hints)
-                })
-                .await;
-                http::log_outcome(&self.name, &message.notification_id, &delivery.outcome);
-                delivery
-            }
-            .instrument(span),
-        )
+        push::deliver_each(&self.name, message, &PLATFORMS, "android or web", |device| {
+            self.send_one(message, device, hints)
+        })
     }
 }
