@@ -475,24 +475,8 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
 
     let receivers = api::webhooks::Receivers::from_config(&config)?;
     let store = storage::memory::MemoryStore::default();
-    let templates = Arc::new(crate::templates::load(&config.templates_dir)?);
     let breakers = providers::breaker::Registry::default();
-    let providers = build_providers(&config, &store, &breakers)?;
-    let metrics = Arc::new(crate::metrics::Metrics::new(config.worker.concurrency));
-    // The built-in templates (the directory) for every tenant, and each tenant's registry in
-    // the same store.
-    let runner = Arc::new(
-        Runner::new(
-            store.clone(),
-            SystemClock,
-            templates,
-            Arc::new(config.policy.clone()),
-            providers,
-        )
-        .with_template_store(Arc::new(store.clone()))
-        .with_observer(metrics.clone()),
-    );
-    let metrics = crate::metrics::routes(metrics, queue_probe(&store), breakers.clone());
+    let (runner, metrics) = build_runner(&config, &store, &breakers, config.worker.concurrency)?;
     let tenant = TenantId::new("dev")?;
     let key = crate::auth::create(&store, &tenant).await?;
     eprintln!(
@@ -517,6 +501,36 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
     let workers = run_workers(runner, store, config.worker.concurrency, shutdown);
     let (api, workers) = tokio::join!(api, workers);
     api.and(workers)
+}
+
+/// The runner over `store`: the configured providers (each HTTP one behind a breaker in
+/// `breakers`), the built-in templates (the directory) for every tenant and each tenant's
+/// registry in the same store, and the metrics it reports to, with their `/metrics` route.
+fn build_runner<S>(
+    config: &Config,
+    store: &S,
+    breakers: &providers::breaker::Registry,
+    worker_slots: usize,
+) -> anyhow::Result<(Arc<Runner<S, SystemClock>>, axum::Router)>
+where
+    S: Store + Inbox + WakeQueue + workflows::ports::TemplateStore + Clone + Send + Sync + 'static,
+{
+    let templates = Arc::new(crate::templates::load(&config.templates_dir)?);
+    let providers = build_providers(config, store, breakers)?;
+    let metrics = Arc::new(crate::metrics::Metrics::new(worker_slots));
+    let runner = Arc::new(
+        Runner::new(
+            store.clone(),
+            SystemClock,
+            templates,
+            Arc::new(config.policy.clone()),
+            providers,
+        )
+        .with_template_store(Arc::new(store.clone()))
+        .with_observer(metrics.clone()),
+    );
+    let routes = crate::metrics::routes(metrics, queue_probe(store), breakers.clone());
+    Ok((runner, routes))
 }
 
 /// Reads the shared queue's counts for `/metrics`.
@@ -616,27 +630,13 @@ pub async fn serve(
             );
         }
     }
-    let templates = Arc::new(crate::templates::load(&config.templates_dir)?);
     let breakers = providers::breaker::Registry::default();
-    let providers = build_providers(&config, &store, &breakers)?;
     let receivers = api::webhooks::Receivers::from_config(&config)?;
     if config.policy.routes.is_empty() {
         tracing::warn!("No provider is configured: every notification will dead-letter.");
     }
     let worker_slots = if role == Role::Api { 0 } else { config.worker.concurrency };
-    let metrics = Arc::new(crate::metrics::Metrics::new(worker_slots));
-    let runner = Arc::new(
-        Runner::new(
-            store.clone(),
-            SystemClock,
-            templates,
-            Arc::new(config.policy.clone()),
-            providers,
-        )
-        .with_template_store(Arc::new(store.clone()))
-        .with_observer(metrics.clone()),
-    );
-    let metrics = crate::metrics::routes(metrics, queue_probe(&store), breakers.clone());
+    let (runner, metrics) = build_runner(&config, &store, &breakers, worker_slots)?;
     let shutdown = Shutdown::listen();
     let probe_store = store.clone();
     let state = AppState {

@@ -297,6 +297,14 @@ fn refused(provider: &str, rejection: Rejection) -> Response {
     (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
 }
 
+/// The receiver configured for the provider named in the path, with its name.
+fn configured<'a, R>(
+    receivers: &'a BTreeMap<ProviderName, R>,
+    provider: &str,
+) -> Option<(&'a ProviderName, &'a R)> {
+    ProviderName::new(provider).ok().and_then(|name| receivers.get_key_value(&name))
+}
+
 fn not_configured() -> Response {
     let body = json!({ "error": {
         "code": "not_found",
@@ -328,10 +336,7 @@ async fn sendgrid_events<S: Store + Directory, C: Clock>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some((name, receiver)) = ProviderName::new(provider.as_str())
-        .ok()
-        .and_then(|name| shared.receivers.sendgrid.get_key_value(&name))
-    else {
+    let Some((name, receiver)) = configured(&shared.receivers.sendgrid, &provider) else {
         return not_configured();
     };
     let now_s = shared.runner.clock().now_ms() / 1_000;
@@ -357,10 +362,7 @@ async fn twilio_status<S: Store + Directory, C: Clock>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some((name, receiver)) = ProviderName::new(provider.as_str())
-        .ok()
-        .and_then(|name| shared.receivers.twilio.get_key_value(&name))
-    else {
+    let Some((name, receiver)) = configured(&shared.receivers.twilio, &provider) else {
         return not_configured();
     };
     // The URL Twilio called: our public base, this path, and the query exactly as received.
@@ -393,10 +395,7 @@ async fn vonage_receipt<S: Store + Directory, C: Clock>(
     body: Bytes,
 ) -> Response {
     use providers::vonage::{ReceiptCheck, ReceiptError, delivery_receipt};
-    let Some((name, receiver)) = ProviderName::new(provider.as_str())
-        .ok()
-        .and_then(|name| shared.receivers.vonage.get_key_value(&name))
-    else {
+    let Some((name, receiver)) = configured(&shared.receivers.vonage, &provider) else {
         return not_configured();
     };
     let (Ok(tenant), Ok(id)) = (TenantId::new(tenant), NotificationId::new(id)) else {
@@ -442,10 +441,7 @@ async fn ses_events<S: Store + Directory, C: Clock>(
     Path(provider): Path<String>,
     body: Bytes,
 ) -> Response {
-    let Some((name, receiver)) = ProviderName::new(provider.as_str())
-        .ok()
-        .and_then(|name| shared.receivers.ses.get_key_value(&name))
-    else {
+    let Some((name, receiver)) = configured(&shared.receivers.ses, &provider) else {
         return not_configured();
     };
     let message = match SnsMessage::parse(&body) {
