@@ -62,8 +62,8 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
-    /// Run the provider sandbox: local SendGrid, Twilio, Vonage and Slack look-alikes and a
-    /// receiver that verifies signed webhooks.
+    /// Run the provider sandbox: local SendGrid, Amazon SES, Twilio, Vonage, FCM, APNs and Slack
+    /// look-alikes and a receiver that verifies signed webhooks.
     Sandbox {
         /// The address to listen on.
         #[arg(long, default_value = "127.0.0.1:8090")]
