@@ -101,6 +101,42 @@ impl<I: Inbox> InAppProvider<I> {
     }
 }
 
+/// An SMS provider's message: its body and the recipient's number, or the classified reason it
+/// can never be sent (another channel's content is our routing, the rest this message's).
+pub(crate) fn sms_parts(
+    message: &Outbound,
+) -> Result<(&str, &steps::model::PhoneNumber), ProviderError> {
+    let body = match &message.content {
+        Content::Sms { body } => body,
+        other => {
+            return Err(ProviderError::new(
+                ErrorClass::ProviderConfig,
+                None,
+                None,
+                &format!("SMS provider got {} content", content_channel(other)),
+            ));
+        }
+    };
+    let Some(to) = &message.recipient.phone else {
+        return Err(ProviderError::new(
+            ErrorClass::PermanentRecipient,
+            None,
+            None,
+            "the recipient has no phone number",
+        ));
+    };
+    if body.is_empty() {
+        // Twilio would answer 400 (21602), Vonage status 2: never sendable as rendered.
+        return Err(ProviderError::new(
+            ErrorClass::PermanentRecipient,
+            None,
+            None,
+            "the SMS body is empty",
+        ));
+    }
+    Ok((body, to))
+}
+
 /// The channel a content value belongs to, for error messages.
 pub(crate) fn content_channel(content: &Content) -> Channel {
     match content {

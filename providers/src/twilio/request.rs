@@ -2,11 +2,10 @@
 
 use serde::Serialize;
 use steps::model::{Attempt, NotificationId, ProviderName, TenantId};
-use steps::outcome::{ErrorClass, ProviderError};
-use steps::render::Content;
+use steps::outcome::ProviderError;
 use workflows::ports::Outbound;
 
-use crate::inapp::content_channel;
+use crate::inapp::sms_parts;
 
 /// The path of the status-callback webhook below courant's public base URL; the provider's name
 /// follows it.
@@ -76,35 +75,7 @@ pub(crate) fn create_message<'a>(
     provider: &ProviderName,
     message: &'a Outbound,
 ) -> Result<CreateMessage<'a>, ProviderError> {
-    let body = match &message.content {
-        Content::Sms { body } => body,
-        other => {
-            // The route sent another channel's content to an SMS provider: configuration.
-            return Err(ProviderError::new(
-                ErrorClass::ProviderConfig,
-                None,
-                None,
-                &format!("SMS provider got {} content", content_channel(other)),
-            ));
-        }
-    };
-    let Some(to) = &message.recipient.phone else {
-        return Err(ProviderError::new(
-            ErrorClass::PermanentRecipient,
-            None,
-            None,
-            "the recipient has no phone number",
-        ));
-    };
-    if body.is_empty() {
-        // Twilio would answer 400 (21602); this message can never be sent as rendered.
-        return Err(ProviderError::new(
-            ErrorClass::PermanentRecipient,
-            None,
-            None,
-            "the SMS body is empty",
-        ));
-    }
+    let (body, to) = sms_parts(message)?;
     let (from, messaging_service_sid) = match sender {
         Sender::From(from) => (Some(from.as_str()), None),
         Sender::Service(sid) => (None, Some(sid.as_str())),

@@ -2,12 +2,11 @@
 
 use serde::Serialize;
 use steps::model::{NotificationId, ProviderName, TenantId};
-use steps::outcome::{ErrorClass, ProviderError};
-use steps::render::Content;
+use steps::outcome::ProviderError;
 use steps::sms::Encoding;
 use workflows::ports::Outbound;
 
-use crate::inapp::content_channel;
+use crate::inapp::sms_parts;
 
 /// The path of the SMS API below the base URL.
 pub const SMS_PATH: &str = "/sms/json";
@@ -77,35 +76,7 @@ pub(crate) fn send_sms<'a>(
     provider: &ProviderName,
     message: &'a Outbound,
 ) -> Result<SendSms<'a>, ProviderError> {
-    let text = match &message.content {
-        Content::Sms { body } => body,
-        other => {
-            // The route sent another channel's content to an SMS provider: configuration.
-            return Err(ProviderError::new(
-                ErrorClass::ProviderConfig,
-                None,
-                None,
-                &format!("SMS provider got {} content", content_channel(other)),
-            ));
-        }
-    };
-    let Some(to) = &message.recipient.phone else {
-        return Err(ProviderError::new(
-            ErrorClass::PermanentRecipient,
-            None,
-            None,
-            "the recipient has no phone number",
-        ));
-    };
-    if text.is_empty() {
-        // Vonage would answer status 2 (missing text); this message can never be sent.
-        return Err(ProviderError::new(
-            ErrorClass::PermanentRecipient,
-            None,
-            None,
-            "the SMS body is empty",
-        ));
-    }
+    let (text, to) = sms_parts(message)?;
     // Without `type=unicode`, Vonage sends GSM-7 and replaces what GSM-7 lacks with `?`; the
     // same counting as the template limits decides (3GPP TS 23.038).
     let kind = match steps::sms::segments(text).encoding {
