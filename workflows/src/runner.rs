@@ -306,8 +306,8 @@ pub struct Runner<S, C> {
     templates: Templates,
     policy: Arc<Policy>,
     providers: BTreeMap<ProviderName, Arc<dyn Provider>>,
-    /// Told of every committed transition (the shell's metrics), if attached.
-    observer: Option<Arc<dyn Observer>>,
+    /// Told of every committed transition (the shell's metrics, stats and live feed).
+    observers: Vec<Arc<dyn Observer>>,
 }
 
 impl<S, C> std::fmt::Debug for Runner<S, C> {
@@ -461,31 +461,34 @@ impl<S: Store, C: Clock> Runner<S, C> {
     ) -> Self {
         let providers = providers.into_iter().map(|p| (p.name().clone(), p)).collect();
         let templates = Templates::new(templates, policy.templates.compiled_cache_max as usize);
-        Self { store, clock, templates, policy, providers, observer: None }
+        Self { store, clock, templates, policy, providers, observers: Vec::new() }
     }
 
-    /// Attaches an observer, told of every transition after it is committed.
+    /// Attaches an observer, told of every transition after it is committed (after those
+    /// attached before it).
     pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
-        self.observer = Some(observer);
+        self.observers.push(observer);
         self
     }
 
-    /// Commits `commit` to `record`, telling the observer when it is applied.
+    /// Commits `commit` to `record`, telling the observers when it is applied.
     async fn commit_to(
         &self,
         record: &Record,
         commit: &Commit,
     ) -> Result<CommitOutcome, StoreError> {
         let outcome = self.store.commit(commit).await?;
-        if let (CommitOutcome::Committed { .. }, Some(observer)) = (&outcome, &self.observer) {
-            observer.committed(record, &commit.history);
+        if let CommitOutcome::Committed { .. } = &outcome {
+            for observer in &self.observers {
+                observer.committed(record, &commit.history);
+            }
         }
         Ok(outcome)
     }
 
-    /// Tells the observer about a created notification, or a duplicate answered instead.
+    /// Tells the observers about a created notification, or a duplicate answered instead.
     pub(crate) fn observe_created(&self, record: &Record, first: &HistoryEntry, created: bool) {
-        if let Some(observer) = &self.observer {
+        for observer in &self.observers {
             if created {
                 observer.created(record, first);
             } else {
