@@ -381,6 +381,9 @@ impl Api<'_> {
         let (got, answer) = self.stack.call(&operation.method, &path, &text);
         assert_eq!(got, status, "{} {path} answered {got}: {answer}", operation.method);
         self.validate(operation_id, got, &answer);
+        if (200..300).contains(&got) && !body.is_null() {
+            openapi::validate_request(operation_id, body);
+        }
         answer
     }
 
@@ -680,4 +683,9 @@ fn the_validator_refuses_an_answer_that_breaks_the_schema() {
         "since": "yesterday", "rejected": 0, "opened": 1 }] });
     let refused = std::panic::catch_unwind(|| openapi::validate("listBreakers", 200, &bad_date));
     assert!(refused.is_err(), "a date that is no date-time passed");
+    openapi::validate_request("putRecipient", &json!({ "email": "ada@example.com" }));
+    for bad in [json!({ "email": 5 }), json!({ "mail": "ada@example.com" })] {
+        let refused = std::panic::catch_unwind(|| openapi::validate_request("putRecipient", &bad));
+        assert!(refused.is_err(), "the request {bad} passed");
+    }
 }

@@ -4,8 +4,9 @@
 //! with `$ref`s resolved in the document's `components`).
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use jsonschema::Validator;
 use serde_json::Value;
 
 /// The document's text, as the binary embeds and serves it.
@@ -92,16 +93,42 @@ pub fn response(operation_id: &str, status: u16) -> Value {
     resolve(response).clone()
 }
 
-/// The JSON schema of `operation_id`'s answer with `status`, ready for a validator: its `$ref`s
-/// resolve in the document's components, carried beside it.
-fn schema(operation_id: &str, status: u16) -> Option<Value> {
-    let response = response(operation_id, status);
-    let schema = response.pointer("/content/application~1json/schema")?;
+/// `schema` ready for a validator: its `$ref`s resolve in the document's components, carried
+/// beside it.
+fn standalone(schema: &Value) -> Value {
     let mut schema = schema.clone();
     let object = schema.as_object_mut().expect("a schema object");
     object.insert("$schema".into(), "https://json-schema.org/draft/2020-12/schema".into());
     object.insert("components".into(), document()["components"].clone());
-    Some(schema)
+    schema
+}
+
+/// The validator of the schema `schema()` gives (none when it gives none), built once per
+/// `name`: a test validates many answers.
+fn validator(name: String, schema: impl FnOnce() -> Option<Value>) -> Option<Arc<Validator>> {
+    static VALIDATORS: OnceLock<Mutex<BTreeMap<String, Option<Arc<Validator>>>>> = OnceLock::new();
+    let mut cache =
+        VALIDATORS.get_or_init(Default::default).lock().unwrap_or_else(PoisonError::into_inner);
+    cache
+        .entry(name)
+        .or_insert_with_key(|name| {
+            schema().map(|schema| {
+                let validator = jsonschema::draft202012::options()
+                    .should_validate_formats(true)
+                    .build(&standalone(&schema))
+                    .unwrap_or_else(|e| panic!("the schema of {name} does not compile: {e}"));
+                Arc::new(validator)
+            })
+        })
+        .clone()
+}
+
+/// Every way `body` breaks the validator's schema, each with its place in the body.
+fn errors(validator: &Validator, body: &Value) -> Vec<String> {
+    validator
+        .iter_errors(body)
+        .map(|e| format!("  at {:?}: {e}", e.instance_path().to_string()))
+        .collect()
 }
 
 /// Checks a real answer against the document: `status` must be documented for the operation,
@@ -109,30 +136,9 @@ fn schema(operation_id: &str, status: u16) -> Option<Value> {
 /// without a body (204) must have none (`Value::Null`, as `Stack::call` gives it). Panics with
 /// every mismatch, each with its place in the body.
 pub fn validate(operation_id: &str, status: u16, body: &Value) {
-    // Validators are built once per (operation, status): a test validates many answers.
-    type Cache = BTreeMap<(String, u16), Option<std::sync::Arc<jsonschema::Validator>>>;
-    static VALIDATORS: OnceLock<Mutex<Cache>> = OnceLock::new();
-    let key = (operation_id.to_owned(), status);
-    let validator = {
-        let mut cache =
-            VALIDATORS.get_or_init(Default::default).lock().unwrap_or_else(PoisonError::into_inner);
-        cache
-            .entry(key)
-            .or_insert_with(|| {
-                schema(operation_id, status).map(|schema| {
-                    let validator = jsonschema::draft202012::options()
-                        .should_validate_formats(true)
-                        .build(&schema)
-                        .unwrap_or_else(|e| {
-                            panic!("the schema of {operation_id} {status} does not compile: {e}")
-                        });
-                    std::sync::Arc::new(validator)
-                })
-            })
-            .clone()
-    };
-    let Some(validator) = validator else {
-        let response = response(operation_id, status);
+    let response = response(operation_id, status);
+    let schema = || response.pointer("/content/application~1json/schema").cloned();
+    let Some(validator) = validator(format!("{operation_id} {status}"), schema) else {
         let has_content = response.get("content").is_some();
         assert!(
             has_content || body.is_null(),
@@ -144,15 +150,30 @@ pub fn validate(operation_id: &str, status: u16, body: &Value) {
         );
         return;
     };
-    let errors: Vec<String> = validator
-        .iter_errors(body)
-        .map(|e| format!("  at {:?}: {e}", e.instance_path().to_string()))
-        .collect();
+    let errors = errors(&validator, body);
     assert!(
         errors.is_empty(),
         "{operation_id} answered {status} with a body that does not match src/api/openapi.json:\n\
          {}\nthe body: {}",
         errors.join("\n"),
         serde_json::to_string_pretty(body).unwrap_or_default()
+    );
+}
+
+/// Checks a request body the server accepted against the operation's documented request
+/// schema: what the server takes, the document must allow.
+pub fn validate_request(operation_id: &str, body: &Value) {
+    let operation = operation(operation_id);
+    let schema =
+        || operation.spec.pointer("/requestBody/content/application~1json/schema").cloned();
+    let Some(validator) = validator(format!("{operation_id} request"), schema) else {
+        panic!("{operation_id} documents no JSON request body, but the server took {body}");
+    };
+    let errors = errors(&validator, body);
+    assert!(
+        errors.is_empty(),
+        "the server took this {operation_id} request, which src/api/openapi.json does not allow:\n\
+         {}\nthe request: {body}",
+        errors.join("\n"),
     );
 }
