@@ -406,7 +406,7 @@ impl Api<'_> {
 
     /// Polls a notification until `done(view)`, validating every answer on the way.
     fn wait(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let view = self.check("showNotification", &[id], "", &Value::Null, 200);
             if done(&view) {
