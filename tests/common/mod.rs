@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod openapi;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -60,14 +62,29 @@ pub mod http {
         key: Option<&str>,
         body: Option<&str>,
     ) -> std::io::Result<(u16, String)> {
+        let auth = key.map(|k| format!("Bearer {k}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|auth| ("Authorization", auth.as_str())).collect();
+        request_with_headers(method, url, &headers, body)
+    }
+
+    /// One HTTP/1.1 request with these headers (besides `Host`, `Content-Type: application/json`
+    /// and `Content-Length`).
+    pub fn request_with_headers(
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> std::io::Result<(u16, String)> {
         let (host, path) = split(url);
         let mut stream = TcpStream::connect(&host)?;
         stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
         let body = body.unwrap_or("");
-        let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+        let headers: String =
+            headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
         write!(
             stream,
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{auth}\
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{headers}\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )?;
