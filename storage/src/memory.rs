@@ -32,8 +32,8 @@ use workflows::ports::{
     LIST_LIMIT_MAX, LimitWindows, ListQuery, Purged, RecipientKey, Store, StoreError, StoredItem,
     StoredResponse,
 };
-use workflows::transitions::{PUBLISH_BATCH_MAX, Transition, TransitionFeed};
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Wake};
+use workflows::transitions::{PUBLISH_BATCH_MAX, Transition, TransitionFeed};
 
 use crate::keys;
 use crate::queue::{
@@ -933,8 +933,8 @@ impl TransitionFeed for MemoryStore {
 
     fn transition_feed(
         &self,
-    ) -> impl Future<Output = Result<futures::stream::BoxStream<'static, Transition>, StoreError>>
-    + Send {
+    ) -> impl Future<Output = Result<futures::stream::BoxStream<'static, Transition>, StoreError>> + Send
+    {
         ready(Ok(self.transitions.subscribe()))
     }
 }

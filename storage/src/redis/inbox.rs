@@ -23,8 +23,8 @@ use workflows::inbox::{
 };
 use workflows::ports::{INBOX_LEN_MAX, Inbox, InboxItem, StoreError};
 
-use super::codec::{from_json, to_json};
 use super::RedisStore;
+use super::codec::{from_json, to_json};
 use crate::keys::inbox::{INBOX_EVENTS_PATTERN, InboxKeys, inbox_events};
 
 /// Appends an entry once per notification: the next sequence number, into every set, trimming

@@ -22,9 +22,7 @@ impl TransitionFeed for RedisStore {
             pipe.publish(transition_events(&transition.tenant), to_json(transition)?).ignore();
         }
         let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| self.error("publish_transitions", &e))
+        pipe.query_async::<()>(&mut conn).await.map_err(|e| self.error("publish_transitions", &e))
     }
 
     async fn transition_feed(&self) -> Result<BoxStream<'static, Transition>, StoreError> {
