@@ -477,16 +477,17 @@ async fn open_events(api: &Api, key: Option<&str>, query: &str) -> axum::respons
     api.router.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap()
 }
 
-/// The data of the next `event: transition` on a stream.
-async fn next_transition(body: &mut axum::body::BodyDataStream, seen: &mut String) -> Value {
+/// The next event on a stream, skipping comments: its name and its data.
+async fn next_event(body: &mut axum::body::BodyDataStream, seen: &mut String) -> (String, Value) {
     use futures::StreamExt;
     loop {
-        if let Some(start) = seen.find("event: transition\ndata: ") {
-            let rest = &seen[start + "event: transition\ndata: ".len()..];
-            if let Some(end) = rest.find('\n') {
-                let data: Value = serde_json::from_str(&rest[..end]).unwrap();
-                *seen = rest[end..].to_owned();
-                return data;
+        while let Some(end) = seen.find("\n\n") {
+            let block: String = seen.drain(..end + 2).collect();
+            let field = |name: &str| {
+                block.lines().find_map(|line| line.strip_prefix(name)).map(str::to_owned)
+            };
+            if let (Some(event), Some(data)) = (field("event: "), field("data: ")) {
+                return (event, serde_json::from_str(&data).unwrap());
             }
         }
         let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), body.next()).await;
@@ -531,9 +532,50 @@ async fn event_streams_are_authenticated_tenant_scoped_and_capped_per_process() 
     ];
     api.store.publish_transitions(&transitions).await.unwrap();
     let mut seen = String::new();
-    let event = next_transition(&mut stream, &mut seen).await;
+    let (name, event) = next_event(&mut stream, &mut seen).await;
+    assert_eq!(name, "transition");
     assert_eq!(event["id"], ours.as_str());
     assert_eq!((&event["from"], &event["to"]), (&Value::Null, &json!("received")));
     assert_eq!(event["cause"], "api submit");
     assert!(!event.to_string().contains("@example.com"), "{event}");
+}
+
+#[tokio::test]
+async fn a_stream_that_falls_behind_is_told_how_many_it_missed() {
+    use workflows::transitions::{Transition, TransitionFeed};
+    let api = api().await;
+    let a = TenantId::new("a").unwrap();
+    let transition = |n: u32| {
+        let id =
+            storage::keys::new_notification_id(&a, None, &format!("01HZZZZZZZZZZZZZZZZZ{n:06}"));
+        let record = storage::conformance::record(&a, &id, 1_000, None);
+        Transition::new(&record, &storage::conformance::first(1_000))
+    };
+    // A stream nobody reads yet, and one that only wants the marker published last: once the
+    // marker is out, the hub has offered the slow stream everything before it.
+    let slow = open_events(&api, Some(&api.key_a), "").await;
+    let mut slow = slow.into_body().into_data_stream();
+    let marker = transition(999_999);
+    let watcher = open_events(&api, Some(&api.key_a), &format!("?id={}", marker.id)).await;
+    let mut watcher = watcher.into_body().into_data_stream();
+    let many: Vec<Transition> = (1..=300).map(transition).collect();
+    for batch in many.chunks(100) {
+        api.store.publish_transitions(batch).await.unwrap();
+    }
+    api.store.publish_transitions(std::slice::from_ref(&marker)).await.unwrap();
+    let (_, seen_marker) = next_event(&mut watcher, &mut String::new()).await;
+    assert_eq!(seen_marker["id"], marker.id.as_str());
+
+    // The slow stream holds the first 256 (its buffer); the other 44 and the marker were skipped.
+    let mut seen = String::new();
+    for n in 1..=256 {
+        let (name, event) = next_event(&mut slow, &mut seen).await;
+        assert_eq!((name.as_str(), &event["id"]), ("transition", &json!(many[n - 1].id)));
+    }
+    let after = transition(1_000_000);
+    api.store.publish_transitions(std::slice::from_ref(&after)).await.unwrap();
+    let (name, lagged) = next_event(&mut slow, &mut seen).await;
+    assert_eq!((name.as_str(), &lagged), ("lagged", &json!({ "missed": 45 })));
+    let (name, event) = next_event(&mut slow, &mut seen).await;
+    assert_eq!((name.as_str(), &event["id"]), ("transition", &json!(after.id)));
 }

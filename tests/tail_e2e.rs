@@ -152,3 +152,20 @@ fn bad_filters_are_refused_naming_the_field() {
     let stderr = common::stderr(&output);
     assert!(stderr.contains("400") && stderr.contains("(field state)"), "{stderr}");
 }
+
+#[test]
+fn tail_reconnects_when_the_server_goes_away_and_says_so() {
+    let stack = Stack::start("");
+    let mut api = stack.serve("api", "tail-api");
+    let mut tail = Tail::start(&stack, &["--state", "sent", "--count", "1"]);
+    // A graceful shutdown ends the open streams rather than wait for them.
+    assert!(api.terminate(Duration::from_secs(20)), "the API server stopped cleanly");
+    tail.wait_stderr("reconnecting", Duration::from_secs(20));
+    let _api = stack.serve("api", "tail-api");
+    tail.wait_stderr("reconnected", Duration::from_secs(30));
+    let _worker = stack.serve("worker", "tail-worker");
+    let email = stack.send("email", "welcome", r#"{"name":"Ada","product":"courant"}"#);
+    let lines = tail.lines(Duration::from_secs(60));
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!((&lines[0]["id"], &lines[0]["to"]), (&Value::from(email), &Value::from("sent")));
+}
