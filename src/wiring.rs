@@ -376,7 +376,8 @@ where
         .await
         .with_context(|| format!("cannot listen on {listen} (is another courant running?)"))?;
     tracing::info!(address = %listen, "API listening.");
-    // Open inbox streams end at shutdown, or graceful shutdown would wait for them forever.
+    // Open live streams (inbox, events) end at shutdown, or graceful shutdown would wait for
+    // them forever.
     let streams_end = api::hub::StreamsEnd::new(shutdown.clone().wait());
     // The providers' receipt webhooks: signed, no API key, their own body limit.
     let webhooks = api::webhooks::routes(state.runner.clone(), receivers);

@@ -33,7 +33,7 @@ use axum::{Json, Router};
 use futures::{FutureExt, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use steps::model::{NotificationId, RecipientId};
+use steps::model::{NotificationId, RecipientId, TenantId};
 use workflows::inbox::{
     INBOX_PAGE_MAX, InboxEntry, InboxEvent, InboxFeed, InboxState, InboxStatus, Marked,
 };
@@ -43,7 +43,7 @@ use super::hub::{Delivery, Hub, HubLimits, Keyed, Refused, StreamsEnd, Subscript
 use super::{ApiError, AppState, rfc3339, tenant};
 
 impl Keyed for InboxEvent {
-    type Key = (steps::model::TenantId, RecipientId);
+    type Key = (TenantId, RecipientId);
 
     fn key(&self) -> Self::Key {
         (self.tenant.clone(), self.recipient.clone())
