@@ -164,15 +164,15 @@ fn show(client: &Client, event: &Value) -> Result<(), Failure> {
         event.to_string()
     } else {
         let attempt = event["attempt"].as_u64().map_or_else(|| "-".to_owned(), |a| format!("#{a}"));
-        [
+        // Padded to the usual widths, so lines mostly align (a stream cannot measure its rows).
+        format!(
+            "{}  {}  {:<28}  {:<22}  {:<10}  {attempt}",
             text(&event["at"]),
             text(&event["id"]),
             transition(event),
             text(&event["cause"]),
             text(&event["provider"]),
-            attempt,
-        ]
-        .join("  ")
+        )
     };
     writeln!(std::io::stdout(), "{line}")
         .map_err(|e| Failure::new(1, format!("cannot write to stdout: {e}")))
