@@ -7,7 +7,9 @@
 //! The dead-letter queue's endpoints (list, plan, replay, purge) are in [`dlq`]; the template
 //! registry's (create, versions, publish, list, show, preview) in [`templates`]; the recipients
 //! directory's (profiles, devices, preferences) in [`recipients`]; the campaigns' in
-//! [`campaigns`]; the in-app inbox's (listing, read state, live stream) in [`inbox`]. The providers' delivery receipts (signed webhooks, no API key) are in
+//! [`campaigns`]; the in-app inbox's (listing, read state, live stream) in [`inbox`]; the live
+//! stream of committed transitions (`GET /v1/events`) in [`events`]; the fan-out both live
+//! streams share in [`hub`]. The providers' delivery receipts (signed webhooks, no API key) are in
 //! [`webhooks`], a router of its own with its own state and body limit
 //! ([`webhooks::routes`]), merged beside this one by `wiring`.
 //!
@@ -16,6 +18,8 @@
 
 pub mod campaigns;
 pub mod dlq;
+pub mod events;
+pub mod hub;
 pub mod inbox;
 pub mod recipients;
 pub mod templates;
@@ -45,6 +49,7 @@ use workflows::ports::{
 };
 use workflows::record::{HistoryEntry, Idempotency, Record};
 use workflows::runner::{Cancelled, Runner, Submission, SubmitError, Submitted};
+use workflows::transitions::TransitionFeed;
 
 use crate::auth;
 
@@ -63,11 +68,14 @@ pub struct Limits {
     /// Most notifications in one batch request. Bounded so a batch is one quick request and a
     /// retry of it is cheap.
     pub batch_len_max: usize,
+    /// Live event streams (`GET /v1/events`) this process holds open, every tenant's: each is a
+    /// socket and a buffer of [`events`]' size. A few operators tailing each; 503 beyond it.
+    pub event_streams_max: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { body_bytes_max: 256 * 1024, batch_len_max: 100 }
+        Self { body_bytes_max: 256 * 1024, batch_len_max: 100, event_streams_max: 64 }
     }
 }
 
@@ -212,10 +220,11 @@ impl IntoResponse for ApiError {
 /// Builds the router.
 pub fn router<S, C>(state: AppState<S, C>) -> Router
 where
-    S: Store + Inbox + Directory + Campaigns + InboxState + InboxFeed,
+    S: Store + Inbox + Directory + Campaigns + InboxState + InboxFeed + TransitionFeed,
     C: Clock,
 {
     let inbox = inbox::routes::<S, C>(&state);
+    let events = events::routes::<S, C>(&state);
     let body_limit = state.limits.body_bytes_max;
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -232,6 +241,7 @@ where
         .route("/v1/dlq/purge", post(dlq::purge::<S, C>))
         .merge(templates::routes::<S, C>())
         .merge(inbox)
+        .merge(events)
         .route("/v1/admin/breakers", get(breakers::<S, C>))
         .merge(recipients::routes::<S, C>())
         .merge(campaigns::routes::<S, C>())

@@ -186,6 +186,9 @@ impl Config {
         if self.api.limits.batch_len_max == 0 || self.api.limits.body_bytes_max < 1_024 {
             bail!("api.limits: batch_len_max must be >= 1 and body_bytes_max >= 1024");
         }
+        if self.api.limits.event_streams_max == 0 {
+            bail!("api.limits: event_streams_max must be >= 1");
+        }
         for (channel, route) in &self.policy.routes {
             for name in route {
                 let Some(provider) = self.providers.get(name) else {

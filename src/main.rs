@@ -116,6 +116,9 @@ enum Command {
     },
     /// The provider circuit breakers of the server process answering.
     Breakers,
+    /// Follow transitions live as they are committed, one line each (`--json`: one JSON object
+    /// per line), until Ctrl-C or `--count` of them. Reconnects when the connection drops.
+    Tail(cli::TailArgs),
     /// Cancel a notification that has not reached a provider yet.
     Cancel {
         /// The notification id.
@@ -222,6 +225,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Dlq { command } => cli::dlq(&client, &command).await,
         Command::Cancel { id } => cli::cancel(&client, &id).await,
         Command::Breakers => cli::breakers(&client).await,
+        Command::Tail(args) => cli::tail(&client, &args).await,
         Command::Simulate { seed, seeds, notifications, faults, scenario } => {
             courant::simulate::command(
                 seed,

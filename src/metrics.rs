@@ -101,6 +101,8 @@ pub struct Metrics {
     breaker_opened: Family<Breaker, Counter>,
     breaker_rejected: Family<Breaker, Counter>,
     workers: Gauge,
+    /// Transitions the live feed's publisher dropped (`crate::events`).
+    transition_events_dropped: Counter,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -141,6 +143,7 @@ impl Metrics {
             breaker_opened: Family::default(),
             breaker_rejected: Family::default(),
             workers: Gauge::default(),
+            transition_events_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -230,8 +233,19 @@ impl Metrics {
             "Wake-ups this process handles at once (0: API only)",
             metrics.workers.clone(),
         );
+        registry.register(
+            "transition_events_dropped",
+            "Transitions this process did not publish to the live feed (GET /v1/events, courant \
+             tail): its buffer was full or the store refused them; the history still has them",
+            metrics.transition_events_dropped.clone(),
+        );
         metrics.workers.set(i64::try_from(worker_slots).unwrap_or(i64::MAX));
         Self { registry, ..metrics }
+    }
+
+    /// The counter of transitions the live feed's publisher dropped.
+    pub fn transition_events_dropped(&self) -> Counter {
+        self.transition_events_dropped.clone()
     }
 
     /// Reads the gauges and renders everything in the text format.

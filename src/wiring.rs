@@ -21,6 +21,7 @@ use workflows::fanout::Expander;
 use workflows::ports::{Campaigns, Clock, Directory, Inbox, Provider, Store};
 use workflows::record::Wake;
 use workflows::runner::Runner;
+use workflows::transitions::TransitionFeed;
 
 use crate::Role;
 use crate::api::{self, AppState};
@@ -367,15 +368,17 @@ where
         + Directory
         + Campaigns
         + workflows::inbox::InboxState
-        + workflows::inbox::InboxFeed,
+        + workflows::inbox::InboxFeed
+        + TransitionFeed,
     C: Clock,
 {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (is another courant running?)"))?;
     tracing::info!(address = %listen, "API listening.");
-    // Open inbox streams end at shutdown, or graceful shutdown would wait for them forever.
-    let streams_end = api::inbox::StreamsEnd::new(shutdown.clone().wait());
+    // Open live streams (inbox, events) end at shutdown, or graceful shutdown would wait for
+    // them forever.
+    let streams_end = api::hub::StreamsEnd::new(shutdown.clone().wait());
     // The providers' receipt webhooks: signed, no API key, their own body limit.
     let webhooks = api::webhooks::routes(state.runner.clone(), receivers);
     let router =
@@ -505,7 +508,8 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
 
 /// The runner over `store`: the configured providers (each HTTP one behind a breaker in
 /// `breakers`), the built-in templates (the directory) for every tenant and each tenant's
-/// registry in the same store, and the metrics it reports to, with their `/metrics` route.
+/// registry in the same store, and the observers it reports to: the metrics (with their
+/// `/metrics` route) and the live feed's publisher.
 fn build_runner<S>(
     config: &Config,
     store: &S,
@@ -513,11 +517,21 @@ fn build_runner<S>(
     worker_slots: usize,
 ) -> anyhow::Result<(Arc<Runner<S, SystemClock>>, axum::Router)>
 where
-    S: Store + Inbox + WakeQueue + workflows::ports::TemplateStore + Clone + Send + Sync + 'static,
+    S: Store
+        + Inbox
+        + WakeQueue
+        + workflows::ports::TemplateStore
+        + TransitionFeed
+        + Clone
+        + Send
+        + Sync
+        + 'static,
 {
     let templates = Arc::new(crate::templates::load(&config.templates_dir)?);
     let providers = build_providers(config, store, breakers)?;
     let metrics = Arc::new(crate::metrics::Metrics::new(worker_slots));
+    let publisher =
+        crate::events::Publisher::start(store.clone(), metrics.transition_events_dropped());
     let runner = Arc::new(
         Runner::new(
             store.clone(),
@@ -527,7 +541,8 @@ where
             providers,
         )
         .with_template_store(Arc::new(store.clone()))
-        .with_observer(metrics.clone()),
+        .with_observer(metrics.clone())
+        .with_observer(publisher),
     );
     let routes = crate::metrics::routes(metrics, queue_probe(store), breakers.clone());
     Ok((runner, routes))
