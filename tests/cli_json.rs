@@ -2,7 +2,7 @@
 //! document on stdout (NDJSON for `tail`), with the shape the README documents: where a command
 //! is one API request, exactly the answer the OpenAPI document describes (checked against its
 //! schema). Failures keep the documented exit codes and, with `--json`, say why as JSON on
-//! stderr.
+//! stderr. (`tail`'s NDJSON is parsed line by line in `tests/tail_e2e.rs`.)
 
 mod common;
 
