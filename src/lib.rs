@@ -9,6 +9,7 @@
 //! - [`cli`]: the ops commands that talk to a server.
 //! - [`simulate`]: `courant simulate`, the simulator's command line.
 //! - [`templates`]: loads the templates directory.
+//! - [`telemetry`]: the log subscriber and the optional OpenTelemetry span export.
 
 pub mod api;
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod simulate;
+pub mod telemetry;
 pub mod templates;
 pub mod wiring;
 

@@ -152,6 +152,7 @@ fn target(id: Option<String>, filter: Option<FilterParams>) -> Result<DlqFilter,
                 field: "id".into(),
                 message: format!("is not a notification id: {e}"),
             })?;
+            super::record_notification(&id);
             Ok(DlqFilter { id: Some(id), limit: 1, ..DlqFilter::default() })
         }
         (None, filter) => filter.unwrap_or_default().check("filter", DLQ_SCAN_MAX, DLQ_SCAN_MAX),
