@@ -123,11 +123,6 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Whether spans are exported.
-    pub fn exporting(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// Sends the spans still queued and stops the exporter (waits at most 5 s).
     pub fn shutdown(self) {
         if let Some(provider) = self.provider
@@ -180,7 +175,10 @@ fn provider(config: &TelemetryConfig, target: Target) -> anyhow::Result<SdkTrace
         Target::File(endpoint) => builder.with_endpoint(endpoint),
         Target::Environment | Target::Off => builder,
     };
-    let exporter = builder.build().context("cannot build the OTLP span exporter")?;
+    // The error may quote an endpoint variable's value, credentials and all.
+    let exporter = builder.build().map_err(|e| {
+        anyhow::anyhow!("cannot build the OTLP span exporter: {}", redact_url(&e.to_string()))
+    })?;
     let mut resource = opentelemetry_sdk::Resource::builder();
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
         resource = resource.with_service_name(config.service_name.clone());
