@@ -3,7 +3,7 @@
 //! `opentelemetry-proto`). An email is sent and delivered by the sandbox's signed receipt; the
 //! spans of the API request, the provider call and the receipt all name the notification, and no
 //! attribute anywhere holds the recipient's address or phone number. Without an endpoint, no
-//! exporter exists at all.
+//! exporter exists at all. `courant serve` on Redis exports to its file's `[telemetry]` endpoint.
 
 mod common;
 
@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use serde_json::{Value, json};
 
-use common::{Process, courant, free_port, http, wait_http_ok};
+use common::{Process, Stack, courant, free_port, http, wait_http_ok};
 
 /// What must never be exported.
 const EMAIL: &str = "traced.person@example.org";
@@ -120,9 +120,6 @@ fn dev(env: &[(&str, &str)]) -> Dev {
     command
         .args(["dev", "--no-demo", "--listen", &format!("127.0.0.1:{port}"), "--templates"])
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/templates"))
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .env_remove("OTEL_SDK_DISABLED")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for (name, value) in env {
@@ -324,4 +321,36 @@ fn an_unreachable_collector_is_logged_once_and_notifications_are_delivered() {
     // At most one a minute (this test takes seconds; a very loaded machine may take longer).
     let minutes = usize::try_from(started.elapsed().as_secs() / 60).unwrap();
     assert!((1..=1 + minutes).contains(&failures.len()), "{failures:?}");
+}
+
+#[test]
+fn serve_exports_to_the_endpoint_of_its_configuration_file() {
+    let collector = Collector::start();
+    let telemetry = format!(
+        "[telemetry]\notlp_endpoint = \"{}/\"\nservice_name = \"courant-from-file\"\n",
+        collector.url
+    );
+    let stack = Stack::start(&telemetry);
+    let mut serve = stack.serve("all", "otel");
+    let id = stack.send("sms", "otp", r#"{"code":"123456","product":"courant"}"#);
+    stack.wait_state(&id, Duration::from_secs(30), |s| s == "sent");
+    // The spans leave at the latest in the flush at exit.
+    assert!(serve.terminate(Duration::from_secs(60)), "serve exited with a failure");
+    let spans = collector.spans();
+    let call = spans
+        .iter()
+        .find(|s| {
+            s.name == "provider_call"
+                && attribute(&s.attributes, "notification_id").as_deref() == Some(&id)
+        })
+        .unwrap_or_else(|| panic!("no provider call span for {id}"));
+    assert_eq!(attribute(&call.attributes, "provider").as_deref(), Some("twilio"));
+    assert_eq!(attribute(&call.attributes, "tenant").as_deref(), Some("acme"));
+    let received = collector.received.lock().unwrap();
+    let service = received
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .filter_map(|r| r.resource.as_ref())
+        .find_map(|r| attribute(&r.attributes, "service.name"));
+    assert_eq!(service.as_deref(), Some("courant-from-file"));
 }
