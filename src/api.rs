@@ -41,6 +41,7 @@ use sha2::{Digest, Sha256};
 use steps::correlation::{CollapseKey, Correlation, EventId};
 use steps::locale::Locale;
 use steps::model::{Category, Channel, NotificationId, Recipient, TemplateId, TenantId};
+use tracing::Instrument as _;
 use workflows::inbox::{InboxFeed, InboxState};
 use workflows::machine::{State as LifecycleState, StateKind};
 use workflows::ports::{
@@ -273,7 +274,11 @@ async fn tenant<S: Store + Inbox, C: Clock>(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(ApiError::Unauthorized)?;
-    auth::verify(state.runner.store(), presented.trim()).await?.ok_or(ApiError::Unauthorized)
+    let tenant = auth::verify(state.runner.store(), presented.trim())
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    tracing::Span::current().record("tenant", tracing::field::display(&tenant));
+    Ok(tenant)
 }
 
 /// A notification as submitted.
@@ -470,7 +475,9 @@ async fn accept<S: Store + Inbox + Directory, C: Clock>(
         ),
     };
     let submitted = state.runner.submit(tenant, id, submission, idempotency.as_ref()).await;
-    submitted.map_err(|e| submit_error(prefix, e))
+    let submitted = submitted.map_err(|e| submit_error(prefix, e))?;
+    record_notification(&submitted.id);
+    Ok(submitted)
 }
 
 /// A submission's answer: 202 with the new notification, 200 with the earlier one of the same
@@ -558,8 +565,13 @@ async fn submit_batch<S: Store + Inbox + Directory, C: Clock>(
     // works a retry is told to wait (409, Retry-After).
     let work = || async {
         let mut items = Vec::with_capacity(accepted.len());
-        for (prefix, submission, idempotency) in accepted {
-            items.push(accept(&state, &tenant, submission, idempotency, &prefix).await?.stored());
+        for (index, (prefix, submission, idempotency)) in accepted.into_iter().enumerate() {
+            // One span per item, for its notification id (the request's span has many).
+            let span =
+                tracing::info_span!("submit_item", index, notification_id = tracing::field::Empty);
+            let submitted =
+                accept(&state, &tenant, submission, idempotency, &prefix).instrument(span).await?;
+            items.push(submitted.stored());
         }
         let response = StoredResponse { items };
         Ok::<_, ApiError>((response.clone(), response))
@@ -649,8 +661,49 @@ fn summary(record: &Record) -> serde_json::Value {
     })
 }
 
-fn notification_id(raw: &str) -> Result<NotificationId, ApiError> {
-    NotificationId::new(raw).map_err(|_| ApiError::NotFound)
+/// The notification id of a path, or 404; recorded on the request's span.
+pub(crate) fn notification_id(raw: &str) -> Result<NotificationId, ApiError> {
+    let id = NotificationId::new(raw).map_err(|_| ApiError::NotFound)?;
+    record_notification(&id);
+    Ok(id)
+}
+
+/// Names the notification a request is about on its span (see [`traced`]).
+pub(crate) fn record_notification(id: &NotificationId) {
+    tracing::Span::current().record("notification_id", tracing::field::display(id));
+}
+
+/// Puts each request of `router` in an `info` span named after its method and route (the
+/// route's template, never the path: a path may hold a recipient id), with its status and,
+/// where the request is about one, the tenant and the notification id. Handlers fill those in
+/// when they know them (`tenant`, [`notification_id`]). The span is what exported traces of a
+/// request start from.
+pub fn traced(router: Router) -> Router {
+    router.layer(axum::middleware::from_fn(request_span))
+}
+
+async fn request_span(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::field::Empty;
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_owned();
+    let name = format!("{method} {route}");
+    let span = tracing::info_span!(
+        "request",
+        otel.name = name.as_str(),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = route.as_str(),
+        http.response.status_code = Empty,
+        tenant = Empty,
+        notification_id = Empty,
+    );
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
 }
 
 /// The caller's tenant's notification `id` with its history, or 404.

@@ -35,6 +35,8 @@ pub struct Config {
     pub breaker: providers::breaker::BreakerConfig,
     /// Receipt webhooks configured outside a provider's section (SES through SNS).
     pub webhooks: crate::api::webhooks::WebhooksConfig,
+    /// Trace export over OTLP (off unless an endpoint is configured).
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             providers: BTreeMap::new(),
             breaker: providers::breaker::BreakerConfig::default(),
             webhooks: Default::default(),
+            telemetry: Default::default(),
         }
     }
 }
@@ -180,6 +183,7 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         self.policy.validate().context("policy")?;
         self.breaker.validate().map_err(|e| anyhow::anyhow!("breaker: {e}"))?;
+        self.telemetry.validate().context("telemetry")?;
         if self.worker.concurrency == 0 || self.worker.concurrency > CONCURRENCY_MAX {
             bail!("worker.concurrency must be between 1 and {CONCURRENCY_MAX}");
         }

@@ -10,6 +10,7 @@
 //! - [`cli`]: the ops commands that talk to a server.
 //! - [`simulate`]: `courant simulate`, the simulator's command line.
 //! - [`templates`]: loads the templates directory.
+//! - [`telemetry`]: the log subscriber and the optional OpenTelemetry span export.
 
 pub mod api;
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod events;
 pub mod metrics;
 pub mod simulate;
+pub mod telemetry;
 pub mod templates;
 pub mod wiring;
 

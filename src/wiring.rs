@@ -246,7 +246,12 @@ async fn handle_wake<S: Store + Directory, C: Clock>(
     // `instrument`, not `span.enter()`: an entered guard held across an await stays entered on
     // the thread while other tasks run there, so every span they open hangs off this one; under
     // load the chain grew thousands long and dropping it overflowed the stack.
-    let span = tracing::info_span!("wake", notification = %wake.id, version = wake.version);
+    let span = tracing::info_span!(
+        "wake",
+        notification_id = %wake.id,
+        tenant = %wake.tenant,
+        version = wake.version
+    );
     async move {
         match runner.advance(&wake).await {
             Ok(advanced) => {
@@ -381,8 +386,9 @@ where
     let streams_end = api::hub::StreamsEnd::new(shutdown.clone().wait());
     // The providers' receipt webhooks: signed, no API key, their own body limit.
     let webhooks = api::webhooks::routes(state.runner.clone(), receivers);
-    let router =
-        api::router(state).layer(axum::Extension(streams_end)).merge(metrics).merge(webhooks);
+    let router = api::traced(
+        api::router(state).layer(axum::Extension(streams_end)).merge(metrics).merge(webhooks),
+    );
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.wait())
         .await
@@ -606,16 +612,16 @@ async fn demo<S: Store + Directory, C: Clock>(runner: Arc<Runner<S, C>>, tenant:
 }
 
 /// `courant serve`: API and/or workers on Redis.
+///
+/// `config` is the file as read (the binary reads it before logging starts, for its
+/// `[telemetry]` section); the defaults without one.
 pub async fn serve(
-    config_path: Option<PathBuf>,
+    config: Config,
     redis: Option<String>,
     role: Role,
     listen: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
-    let mut config = match &config_path {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
+    let mut config = config;
     if let Some(url) = redis {
         config.redis.url = url;
     }

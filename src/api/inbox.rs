@@ -84,10 +84,6 @@ fn recipient(raw: String) -> Result<RecipientId, ApiError> {
     RecipientId::new(raw).map_err(|_| ApiError::NotFound)
 }
 
-fn notification(raw: &str) -> Result<NotificationId, ApiError> {
-    NotificationId::new(raw).map_err(|_| ApiError::NotFound)
-}
-
 fn query<T>(params: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     params
         .map(|Query(params)| params)
@@ -194,7 +190,7 @@ async fn read<S: Store + InboxState, C: Clock>(
 ) -> Result<Response, ApiError> {
     let tenant = tenant(&state, &headers).await?;
     let recipient = recipient(id)?;
-    let id = notification(&notification_id)?;
+    let id = super::notification_id(&notification_id)?;
     let now_ms = state.runner.clock().now_ms();
     let marked = state.runner.store().inbox_mark_read(&tenant, &recipient, &id, now_ms).await?;
     changed(&id, marked, json!({ "read": true }))
@@ -220,7 +216,7 @@ async fn archive<S: Store + InboxState, C: Clock>(
 ) -> Result<Response, ApiError> {
     let tenant = tenant(&state, &headers).await?;
     let recipient = recipient(id)?;
-    let id = notification(&notification_id)?;
+    let id = super::notification_id(&notification_id)?;
     let now_ms = state.runner.clock().now_ms();
     let marked = state.runner.store().inbox_archive(&tenant, &recipient, &id, now_ms).await?;
     changed(&id, marked, json!({ "archived": true }))
@@ -233,7 +229,7 @@ async fn unarchive<S: Store + InboxState, C: Clock>(
 ) -> Result<Response, ApiError> {
     let tenant = tenant(&state, &headers).await?;
     let recipient = recipient(id)?;
-    let id = notification(&notification_id)?;
+    let id = super::notification_id(&notification_id)?;
     let marked = state.runner.store().inbox_unarchive(&tenant, &recipient, &id).await?;
     changed(&id, marked, json!({ "archived": false }))
 }

@@ -428,6 +428,7 @@ pub fn config_check(client: &Client, file: &std::path::Path) -> Result<(), Failu
         "valid": true,
         "providers": config.providers.len(),
         "routes": routes,
+        "traces": config.telemetry.otlp_endpoint,
     });
     client.emit(&value, |v| {
         let routes: Vec<String> = v["routes"]
@@ -445,8 +446,12 @@ pub fn config_check(client: &Client, file: &std::path::Path) -> Result<(), Failu
                     .collect()
             })
             .unwrap_or_default();
+        let traces = match v["traces"].as_str() {
+            Some(endpoint) => format!("exported to {endpoint}"),
+            None => "not exported (unless OTEL_EXPORTER_OTLP_* is set)".to_owned(),
+        };
         format!(
-            "{} is valid: {} provider(s); routes: {}\n",
+            "{} is valid: {} provider(s); routes: {}; traces: {traces}\n",
             text(&v["file"]),
             text(&v["providers"]),
             if routes.is_empty() { "none".to_owned() } else { routes.join("; ") }
