@@ -4,7 +4,8 @@
 //! one tenant asking for another's notification gets 404. Bad input gets a 4xx JSON error naming
 //! the field and the reason, and nothing is written.
 //!
-//! The dead-letter queue's endpoints (list, plan, replay, purge) are in [`dlq`]; the template
+//! Searching notifications (filters, time range, cursor paging) is in [`list`]. The
+//! dead-letter queue's endpoints (list, plan, replay, purge) are in [`dlq`]; the template
 //! registry's (create, versions, publish, list, show, preview) in [`templates`]; the recipients
 //! directory's (profiles, devices, preferences) in [`recipients`]; the campaigns' in
 //! [`campaigns`]; the in-app inbox's (listing, read state, live stream) in [`inbox`]. The providers' delivery receipts (signed webhooks, no API key) are in
@@ -14,6 +15,7 @@
 pub mod campaigns;
 pub mod dlq;
 pub mod inbox;
+pub mod list;
 pub mod recipients;
 pub mod templates;
 pub mod webhooks;
@@ -23,7 +25,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -37,8 +39,7 @@ use steps::model::{Category, Channel, NotificationId, Recipient, TemplateId, Ten
 use workflows::inbox::{InboxFeed, InboxState};
 use workflows::machine::{State as LifecycleState, StateKind};
 use workflows::ports::{
-    Campaigns, Clock, Directory, Inbox, LIST_LIMIT_MAX, ListQuery, Store, StoreError,
-    StoredResponse,
+    Campaigns, Clock, Directory, Inbox, LIST_LIMIT_MAX, Store, StoreError, StoredResponse,
 };
 use workflows::record::{HistoryEntry, Idempotency, Record};
 use workflows::runner::{Cancelled, Runner, Submission, SubmitError, Submitted};
@@ -212,7 +213,7 @@ where
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz::<S, C>))
-        .route("/v1/notifications", post(submit::<S, C>).get(list::<S, C>))
+        .route("/v1/notifications", post(submit::<S, C>).get(list::list::<S, C>))
         .route("/v1/notifications/batch", post(submit_batch::<S, C>))
         .route("/v1/notifications/{id}", get(show::<S, C>))
         .route("/v1/notifications/{id}/cancel", post(cancel::<S, C>))
@@ -693,14 +694,7 @@ async fn cancel<S: Store + Inbox, C: Clock>(
     }
 }
 
-/// `?state=&limit=` for listings.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListParams {
-    state: Option<String>,
-    limit: Option<usize>,
-}
-
+/// A listing's `limit`: 50 unless given, at most [`LIST_LIMIT_MAX`].
 fn limit(raw: Option<usize>) -> Result<usize, ApiError> {
     let limit = raw.unwrap_or(50);
     if limit == 0 || limit > LIST_LIMIT_MAX {
@@ -710,30 +704,6 @@ fn limit(raw: Option<usize>) -> Result<usize, ApiError> {
         });
     }
     Ok(limit)
-}
-
-async fn list<S: Store + Inbox, C: Clock>(
-    State(state): State<AppState<S, C>>,
-    headers: HeaderMap,
-    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
-    let Query(params) = params
-        .map_err(|e| ApiError::BadRequest { field: "query".into(), message: e.body_text() })?;
-    let kind = match params.state.as_deref() {
-        None => None,
-        Some(s) => Some(StateKind::parse(s).ok_or_else(|| {
-            let all: Vec<&str> = StateKind::ALL.iter().map(|k| k.as_str()).collect();
-            ApiError::BadRequest {
-                field: "state".into(),
-                message: format!("must be one of {}", all.join(", ")),
-            }
-        })?),
-    };
-    let query = ListQuery { state: kind, limit: limit(params.limit)? };
-    let records = state.runner.store().list(&tenant, &query).await?;
-    let items: Vec<_> = records.iter().map(summary).collect();
-    Ok(axum::Json(json!({ "notifications": items })).into_response())
 }
 
 async fn breakers<S: Store + Inbox, C: Clock>(

@@ -100,15 +100,9 @@ enum Command {
         /// The notification id.
         id: String,
     },
-    /// List notifications, most recently updated first.
-    List {
-        /// Only this state (received, sending, sent, delivered, dead_lettered, ...).
-        #[arg(long)]
-        state: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-    },
+    /// Search notifications, most recently updated first: by state, channel, provider,
+    /// category, recipient and last-update time, a page at a time.
+    List(cli::ListArgs),
     /// The dead-letter queue.
     Dlq {
         #[command(subcommand)]
@@ -235,7 +229,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Status { id } => cli::status(&client, &id).await,
         Command::History { id } => cli::history(&client, &id).await,
         Command::Explain { id } => cli::explain(&client, &id).await,
-        Command::List { state, limit } => cli::list(&client, state.as_deref(), limit).await,
+        Command::List(args) => cli::list(&client, &args).await,
         Command::Dlq { command } => cli::dlq(&client, &command).await,
         Command::Cancel { id } => cli::cancel(&client, &id).await,
         Command::Breakers => cli::breakers(&client).await,

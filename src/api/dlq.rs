@@ -166,7 +166,8 @@ fn json_body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiErro
     parse(bytes, "")
 }
 
-fn truncated(t: Option<Truncated>) -> Value {
+/// A listing's `truncated` field: `"limit"`, `"scan"` or null.
+pub(super) fn truncated(t: Option<Truncated>) -> Value {
     t.map_or(Value::Null, |t| json!(t.as_str()))
 }
 

@@ -10,8 +10,10 @@ use clap::Args;
 use serde_json::{Value, json};
 
 mod dlq;
+mod list;
 
 pub use dlq::{DlqCommand, DlqFilterArgs, run as dlq};
+pub use list::{ListArgs, run as list};
 
 /// Where the server is and how to talk to it.
 #[derive(Debug, Args, Clone)]
@@ -178,15 +180,6 @@ pub(crate) fn list_table(value: &Value, list: &str, header: &[&str], pointers: &
     table(header, &rows)
 }
 
-fn notifications_table(value: &Value) -> String {
-    list_table(
-        value,
-        "notifications",
-        &["ID", "STATE", "CHANNEL", "PROVIDER", "ATTEMPT", "CATEGORY", "UPDATED"],
-        &["/id", "/state", "/channel", "/provider", "/attempt", "/category", "/updated_at"],
-    )
-}
-
 /// `courant status ID`
 pub async fn status(client: &Client, id: &str) -> Result<(), Failure> {
     let value = client.get(&format!("/v1/notifications/{id}")).await?;
@@ -274,16 +267,6 @@ pub async fn explain(client: &Client, id: &str) -> Result<(), Failure> {
             table(&["TIME", "DECISION", "WHAT", "DATA"], &rows)
         )
     })
-}
-
-/// `courant list`
-pub async fn list(client: &Client, state: Option<&str>, limit: usize) -> Result<(), Failure> {
-    let mut path = format!("/v1/notifications?limit={limit}");
-    if let Some(state) = state {
-        path.push_str(&format!("&state={state}"));
-    }
-    let value = client.get(&path).await?;
-    client.emit(&value, notifications_table)
 }
 
 /// `courant cancel ID`

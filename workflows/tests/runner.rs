@@ -309,7 +309,7 @@ impl Store for FakeStore {
         &self,
         _tenant: &TenantId,
         _query: &ListQuery,
-    ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<workflows::ports::ListPage, StoreError>> + Send {
         ready(Err(StoreError::Unavailable("not in this fake".into())))
     }
 
