@@ -42,7 +42,7 @@ use workflows::ports::{
     Campaigns, Clock, Directory, Inbox, LIST_LIMIT_MAX, Store, StoreError, StoredResponse,
 };
 use workflows::record::{HistoryEntry, Idempotency, Record};
-use workflows::runner::{Cancelled, Runner, Submission, SubmitError, Submitted};
+use workflows::runner::{Cancelled, Retried, Runner, Submission, SubmitError, Submitted};
 
 use crate::auth;
 
@@ -217,6 +217,7 @@ where
         .route("/v1/notifications/batch", post(submit_batch::<S, C>))
         .route("/v1/notifications/{id}", get(show::<S, C>))
         .route("/v1/notifications/{id}/cancel", post(cancel::<S, C>))
+        .route("/v1/notifications/{id}/retry", post(retry::<S, C>))
         .route("/v1/notifications/{id}/explain", get(explain::<S, C>))
         .route("/v1/dlq", get(dlq::list::<S, C>))
         .route("/v1/dlq/plan", post(dlq::plan::<S, C>))
@@ -692,6 +693,30 @@ async fn cancel<S: Store + Inbox, C: Clock>(
             message: format!("notification {id} is {state} and can no longer be cancelled"),
         }),
     }
+}
+
+/// `POST /v1/notifications/{id}/retry`: an operator's "try again now" ([`Runner::retry`]). 200
+/// with what was done (`replayed` out of the DLQ, or `woken` now), 404, or 409 saying why not.
+async fn retry<S: Store + Inbox, C: Clock>(
+    State(state): State<AppState<S, C>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let id = notification_id(&id)?;
+    let (outcome, next, at_ms) = match state.runner.retry(&tenant, &id).await? {
+        Retried::Replayed { at_ms } => ("replayed", StateKind::Received, at_ms),
+        Retried::WokenUp { at_ms } => ("woken", StateKind::Deferred, at_ms),
+        Retried::NotFound => return Err(ApiError::NotFound),
+        Retried::Refused { state, why } => {
+            return Err(ApiError::Conflict {
+                message: format!("notification {id} is {state} and was not retried: {why}"),
+            });
+        }
+    };
+    tracing::info!(notification = %id, %tenant, outcome, "Notification retried by an operator.");
+    Ok(axum::Json(json!({ "id": id, "outcome": outcome, "state": next, "at": rfc3339(at_ms) }))
+        .into_response())
 }
 
 /// A listing's `limit`: 50 unless given, at most [`LIST_LIMIT_MAX`].

@@ -110,6 +110,14 @@ enum Command {
     },
     /// The provider circuit breakers of the server process answering.
     Breakers,
+    /// Try a notification again now: a dead-lettered one is replayed (as `dlq replay --id ID
+    /// --yes`), one waiting on a retry backoff, a circuit breaker or a rate wait goes now. Quiet
+    /// hours and opt-outs still hold. Exit code 1 when it cannot be retried (the reason is
+    /// printed), 3 when there is no such notification.
+    Retry {
+        /// The notification's id.
+        id: String,
+    },
     /// Cancel a notification that has not reached a provider yet.
     Cancel {
         /// The notification id.
@@ -232,6 +240,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::List(args) => cli::list(&client, &args).await,
         Command::Dlq { command } => cli::dlq(&client, &command).await,
         Command::Cancel { id } => cli::cancel(&client, &id).await,
+        Command::Retry { id } => cli::retry(&client, &id).await,
         Command::Breakers => cli::breakers(&client).await,
         Command::Simulate { seed, seeds, notifications, faults, scenario } => {
             courant::simulate::command(

@@ -275,6 +275,20 @@ pub async fn cancel(client: &Client, id: &str) -> Result<(), Failure> {
     client.emit(&value, |v| format!("{} {}\n", text(&v["id"]), text(&v["state"])))
 }
 
+/// `courant retry ID`: try a dead-lettered or waiting notification again now.
+pub async fn retry(client: &Client, id: &str) -> Result<(), Failure> {
+    let value = client.post(&format!("/v1/notifications/{id}/retry"), &json!({}), None).await?;
+    client.emit(&value, |v| {
+        format!(
+            "{} {} ({}, at {})\n",
+            text(&v["id"]),
+            text(&v["outcome"]),
+            text(&v["state"]),
+            text(&v["at"])
+        )
+    })
+}
+
 /// What `courant send` submits.
 #[derive(Debug, Args)]
 pub struct Send {
