@@ -719,6 +719,24 @@ async fn retry<S: Store + Inbox, C: Clock>(
         .into_response())
 }
 
+/// A name from a fixed set (a state, a channel), or a 400 naming the field and the set.
+fn one_of<T: Copy>(
+    field: &str,
+    raw: Option<&str>,
+    all: &[T],
+    name: impl Fn(T) -> &'static str,
+) -> Result<Option<T>, ApiError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let found = all.iter().copied().find(|v| name(*v) == raw);
+    found.map(Some).ok_or_else(|| {
+        let names: Vec<&str> = all.iter().map(|v| name(*v)).collect();
+        ApiError::BadRequest {
+            field: field.to_owned(),
+            message: format!("must be one of {}", names.join(", ")),
+        }
+    })
+}
+
 /// A listing's `limit`: 50 unless given, at most [`LIST_LIMIT_MAX`].
 fn limit(raw: Option<usize>) -> Result<usize, ApiError> {
     let limit = raw.unwrap_or(50);

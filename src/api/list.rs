@@ -20,7 +20,7 @@ use workflows::machine::StateKind;
 use workflows::ports::{Clock, Inbox, Store};
 
 use super::dlq::{parse_age, truncated};
-use super::{ApiError, AppState, summary, tenant};
+use super::{ApiError, AppState, one_of, summary, tenant};
 
 /// The query string of a listing, before it is checked.
 #[derive(Debug, Deserialize)]
@@ -69,20 +69,8 @@ fn id<T>(
 impl ListParams {
     /// Checks every field at `now_ms` (ages count back from it).
     pub(super) fn check(self, now_ms: u64) -> Result<ListQuery, ApiError> {
-        let state = match self.state.as_deref() {
-            None => None,
-            Some(s) => Some(StateKind::parse(s).ok_or_else(|| {
-                let all: Vec<&str> = StateKind::ALL.iter().map(|k| k.as_str()).collect();
-                bad("state", format!("must be one of {}", all.join(", ")))
-            })?),
-        };
-        let channel = match self.channel.as_deref() {
-            None => None,
-            Some(raw) => Some(Channel::parse(raw).ok_or_else(|| {
-                let all: Vec<&str> = Channel::ALL.iter().map(|c| c.as_str()).collect();
-                bad("channel", format!("must be one of {}", all.join(", ")))
-            })?),
-        };
+        let state = one_of("state", self.state.as_deref(), &StateKind::ALL, StateKind::as_str)?;
+        let channel = one_of("channel", self.channel.as_deref(), &Channel::ALL, Channel::as_str)?;
         let since_ms = self.since.map(|s| parse_time("since", &s, now_ms)).transpose()?;
         let until_ms = self.until.map(|s| parse_time("until", &s, now_ms)).transpose()?;
         if let (Some(since), Some(until)) = (since_ms, until_ms)
