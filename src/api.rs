@@ -4,7 +4,8 @@
 //! one tenant asking for another's notification gets 404. Bad input gets a 4xx JSON error naming
 //! the field and the reason, and nothing is written.
 //!
-//! The dead-letter queue's endpoints (list, plan, replay, purge) are in [`dlq`]; the template
+//! Searching notifications (filters, time range, cursor paging) is in [`list`]. The
+//! dead-letter queue's endpoints (list, plan, replay, purge) are in [`dlq`]; the template
 //! registry's (create, versions, publish, list, show, preview) in [`templates`]; the recipients
 //! directory's (profiles, devices, preferences) in [`recipients`]; the campaigns' in
 //! [`campaigns`]; the in-app inbox's (listing, read state, live stream) in [`inbox`]; the live
@@ -21,6 +22,7 @@ pub mod dlq;
 pub mod events;
 pub mod hub;
 pub mod inbox;
+pub mod list;
 pub mod recipients;
 pub mod templates;
 pub mod webhooks;
@@ -30,7 +32,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -45,11 +47,10 @@ use tracing::Instrument as _;
 use workflows::inbox::{InboxFeed, InboxState};
 use workflows::machine::{State as LifecycleState, StateKind};
 use workflows::ports::{
-    Campaigns, Clock, Directory, Inbox, LIST_LIMIT_MAX, ListQuery, Store, StoreError,
-    StoredResponse,
+    Campaigns, Clock, Directory, Inbox, LIST_LIMIT_MAX, Store, StoreError, StoredResponse,
 };
 use workflows::record::{HistoryEntry, Idempotency, Record};
-use workflows::runner::{Cancelled, Runner, Submission, SubmitError, Submitted};
+use workflows::runner::{Cancelled, Retried, Runner, Submission, SubmitError, Submitted};
 use workflows::transitions::TransitionFeed;
 
 use crate::auth;
@@ -231,10 +232,11 @@ where
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz::<S, C>))
         .route("/openapi.json", get(openapi))
-        .route("/v1/notifications", post(submit::<S, C>).get(list::<S, C>))
+        .route("/v1/notifications", post(submit::<S, C>).get(list::list::<S, C>))
         .route("/v1/notifications/batch", post(submit_batch::<S, C>))
         .route("/v1/notifications/{id}", get(show::<S, C>))
         .route("/v1/notifications/{id}/cancel", post(cancel::<S, C>))
+        .route("/v1/notifications/{id}/retry", post(retry::<S, C>))
         .route("/v1/notifications/{id}/explain", get(explain::<S, C>))
         .route("/v1/dlq", get(dlq::list::<S, C>))
         .route("/v1/dlq/plan", post(dlq::plan::<S, C>))
@@ -770,14 +772,49 @@ async fn cancel<S: Store + Inbox, C: Clock>(
     }
 }
 
-/// `?state=&limit=` for listings.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListParams {
-    state: Option<String>,
-    limit: Option<usize>,
+/// `POST /v1/notifications/{id}/retry`: an operator's "try again now" ([`Runner::retry`]). 200
+/// with what was done (`replayed` out of the DLQ, or `woken` now), 404, or 409 saying why not.
+async fn retry<S: Store + Inbox, C: Clock>(
+    State(state): State<AppState<S, C>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let id = notification_id(&id)?;
+    let (outcome, next, at_ms) = match state.runner.retry(&tenant, &id).await? {
+        Retried::Replayed { at_ms } => ("replayed", StateKind::Received, at_ms),
+        Retried::WokenUp { at_ms } => ("woken", StateKind::Deferred, at_ms),
+        Retried::NotFound => return Err(ApiError::NotFound),
+        Retried::Refused { state, why } => {
+            return Err(ApiError::Conflict {
+                message: format!("notification {id} is {state} and was not retried: {why}"),
+            });
+        }
+    };
+    tracing::info!(notification = %id, %tenant, outcome, "Notification retried by an operator.");
+    Ok(axum::Json(json!({ "id": id, "outcome": outcome, "state": next, "at": rfc3339(at_ms) }))
+        .into_response())
 }
 
+/// A name from a fixed set (a state, a channel), or a 400 naming the field and the set.
+fn one_of<T: Copy>(
+    field: &str,
+    raw: Option<&str>,
+    all: &[T],
+    name: impl Fn(T) -> &'static str,
+) -> Result<Option<T>, ApiError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let found = all.iter().copied().find(|v| name(*v) == raw);
+    found.map(Some).ok_or_else(|| {
+        let names: Vec<&str> = all.iter().map(|v| name(*v)).collect();
+        ApiError::BadRequest {
+            field: field.to_owned(),
+            message: format!("must be one of {}", names.join(", ")),
+        }
+    })
+}
+
+/// A listing's `limit`: 50 unless given, at most [`LIST_LIMIT_MAX`].
 fn limit(raw: Option<usize>) -> Result<usize, ApiError> {
     let limit = raw.unwrap_or(50);
     if limit == 0 || limit > LIST_LIMIT_MAX {
@@ -787,30 +824,6 @@ fn limit(raw: Option<usize>) -> Result<usize, ApiError> {
         });
     }
     Ok(limit)
-}
-
-async fn list<S: Store + Inbox, C: Clock>(
-    State(state): State<AppState<S, C>>,
-    headers: HeaderMap,
-    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
-    let Query(params) = params
-        .map_err(|e| ApiError::BadRequest { field: "query".into(), message: e.body_text() })?;
-    let kind = match params.state.as_deref() {
-        None => None,
-        Some(s) => Some(StateKind::parse(s).ok_or_else(|| {
-            let all: Vec<&str> = StateKind::ALL.iter().map(|k| k.as_str()).collect();
-            ApiError::BadRequest {
-                field: "state".into(),
-                message: format!("must be one of {}", all.join(", ")),
-            }
-        })?),
-    };
-    let query = ListQuery { state: kind, limit: limit(params.limit)? };
-    let records = state.runner.store().list(&tenant, &query).await?;
-    let items: Vec<_> = records.iter().map(summary).collect();
-    Ok(axum::Json(json!({ "notifications": items })).into_response())
 }
 
 async fn breakers<S: Store + Inbox, C: Clock>(

@@ -100,15 +100,9 @@ enum Command {
         /// The notification id.
         id: String,
     },
-    /// List notifications, most recently updated first.
-    List {
-        /// Only this state (received, sending, sent, delivered, dead_lettered, ...).
-        #[arg(long)]
-        state: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-    },
+    /// Search notifications, most recently updated first: by state, channel, provider,
+    /// category, recipient and last-update time, a page at a time.
+    List(cli::ListArgs),
     /// The dead-letter queue.
     Dlq {
         #[command(subcommand)]
@@ -119,6 +113,14 @@ enum Command {
     /// Follow transitions live as they are committed, one line each (`--json`: one JSON object
     /// per line), until Ctrl-C or `--count` of them. Reconnects when the connection drops.
     Tail(cli::TailArgs),
+    /// Try a notification again now: a dead-lettered one is replayed (as `dlq replay --id ID
+    /// --yes`), one waiting on a retry backoff, a circuit breaker or a rate wait goes now. Quiet
+    /// hours and opt-outs still hold. Exit code 1 when it cannot be retried (the reason is
+    /// printed), 3 when there is no such notification.
+    Retry {
+        /// The notification's id.
+        id: String,
+    },
     /// Cancel a notification that has not reached a provider yet.
     Cancel {
         /// The notification id.
@@ -248,9 +250,10 @@ async fn run(cli: Cli, serve_config: Option<config::Config>) -> ExitCode {
         Command::Status { id } => cli::status(&client, &id).await,
         Command::History { id } => cli::history(&client, &id).await,
         Command::Explain { id } => cli::explain(&client, &id).await,
-        Command::List { state, limit } => cli::list(&client, state.as_deref(), limit).await,
+        Command::List(args) => cli::list(&client, &args).await,
         Command::Dlq { command } => cli::dlq(&client, &command).await,
         Command::Cancel { id } => cli::cancel(&client, &id).await,
+        Command::Retry { id } => cli::retry(&client, &id).await,
         Command::Breakers => cli::breakers(&client).await,
         Command::Tail(args) => cli::tail(&client, &args).await,
         Command::Simulate { seed, seeds, notifications, faults, scenario } => {

@@ -113,8 +113,8 @@ impl Api {
 
     async fn count(&self, tenant: &str) -> usize {
         let tenant = TenantId::new(tenant).unwrap();
-        let query = ListQuery { state: None, limit: 1_000 };
-        self.store.list(&tenant, &query).await.unwrap().len()
+        let query = ListQuery { limit: 1_000, ..ListQuery::default() };
+        self.store.list(&tenant, &query).await.unwrap().records.len()
     }
 }
 

@@ -117,8 +117,8 @@ impl Api {
     }
 
     async fn count(&self) -> usize {
-        let query = ListQuery { state: None, limit: 1_000 };
-        self.store.list(&TenantId::new("a").unwrap(), &query).await.unwrap().len()
+        let query = ListQuery { limit: 1_000, ..ListQuery::default() };
+        self.store.list(&TenantId::new("a").unwrap(), &query).await.unwrap().records.len()
     }
 }
 

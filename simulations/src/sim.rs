@@ -9,7 +9,10 @@
 //! An operator replays the dead-letter queue twice, through the API actor's runner
 //! (`Runner::dlq_replay`, as `courant dlq replay --yes` does): once in the middle of the fault
 //! phase, racing workers and receipts, and once after it. Replays skip notifications that may
-//! have been delivered, so the send invariants hold across them.
+//! have been delivered, so the send invariants hold across them. One notification in thirty is
+//! also retried by an operator a few seconds after its submission (`Runner::retry`, as
+//! `courant retry` does): a retry backoff or a breaker's wait then ends at once, a dead letter is
+//! replayed, anything else is refused.
 //!
 //! Most notifications use a registry template (`notice`, in three locales) that a publisher
 //! re-publishes, a new version each time, while they arrive and are in flight, through the same
@@ -51,8 +54,8 @@ use workflows::ports::{
 };
 use workflows::record::{Cause, HistoryEntry, Idempotency, Record};
 use workflows::runner::{
-    Advanced, Cancelled, Received, ReplayOptions, ReplayReport, ReplayVerdict, Runner, Submission,
-    SubmitError, Submitted,
+    Advanced, Cancelled, Received, ReplayOptions, ReplayReport, ReplayVerdict, Retried, Runner,
+    Submission, SubmitError, Submitted,
 };
 use workflows::templates::TemplateError;
 
@@ -92,6 +95,11 @@ const RECLAIM_IDLE_MS: u64 = 10_000;
 const MAX_SKEW_MS: u64 = storage::keys::CLOCK_SKEW_MS_MAX;
 /// Steps at one instant before the loop is declared stuck.
 const STEPS_PER_INSTANT_MAX: u64 = 1_000_000;
+/// One notification in this many is retried by an operator (`courant retry`).
+const RETRY_EVERY: usize = 30;
+/// How long after its submission an operator retries it: long enough for a first failure's
+/// backoff to have begun.
+const RETRY_AFTER_MS: u64 = 3_000;
 /// When the operator's second DLQ replay comes, after the fault phase: by then most retries have
 /// run out.
 const REPLAY_AFTER_FAULTS_MS: u64 = 2 * 3_600_000;
@@ -202,6 +210,8 @@ enum Job {
     Receipt(ReceiptDue, Boxed<Result<Received, StoreError>>),
     /// Cancelling notification `idx`.
     Cancel(usize, Boxed<Result<Cancelled, StoreError>>),
+    /// An operator retrying notification `idx` (`courant retry`).
+    Retry(usize, Boxed<Result<Retried, StoreError>>),
     /// An operator replaying the dead-letter queue.
     Replay(Boxed<Result<ReplayReport, StoreError>>),
     /// A worker's campaign round (`Expander::tick`).
@@ -228,6 +238,8 @@ struct Task {
 enum Due {
     Submit(usize, u32),
     Cancel(usize),
+    /// An operator retries notification `idx` now (`courant retry`).
+    Retry(usize),
     Receipt(ReceiptDue),
     Restart(usize),
     ClockStep(usize),
@@ -738,6 +750,12 @@ impl Simulation {
                 let cancel_at = at + rng.range(0, 5_000);
                 self.schedule(cancel_at, Due::Cancel(idx));
             }
+            // An operator's retry of one notification in thirty, a few seconds in: some wait on
+            // a retry backoff or a breaker then, some are dead letters, most have nothing to
+            // retry. Chosen without the generator, so every other draw stays as it was.
+            if idx % RETRY_EVERY == RETRY_EVERY / 2 {
+                self.schedule(at + RETRY_AFTER_MS, Due::Retry(idx));
+            }
         }
         let faults_end = at + FAULT_TAIL_MS;
         // New versions of the registry template while notifications arrive (so they pin
@@ -1056,6 +1074,7 @@ impl Simulation {
                     Job::Submit(_, _, f) => poll_once(f.as_mut()).map(Done::Submit),
                     Job::Receipt(_, f) => poll_once(f.as_mut()).map(Done::Receipt),
                     Job::Cancel(_, f) => poll_once(f.as_mut()).map(Done::Cancel),
+                    Job::Retry(_, f) => poll_once(f.as_mut()).map(Done::Retry),
                     Job::Replay(f) => poll_once(f.as_mut()).map(Done::Replay),
                     Job::Expand(f) => poll_once(f.as_mut()).map(Done::Expand),
                     Job::CampaignCreate(_, _, f) => poll_once(f.as_mut()).map(Done::CampaignCreate),
@@ -1106,6 +1125,18 @@ impl Simulation {
                 self.tasks.push(Task {
                     actor: self.workers.len(),
                     job: Job::Cancel(idx, future),
+                    waits_until_ms: 0,
+                });
+            }
+            Due::Retry(idx) => {
+                let Some(id) = self.accepted.get(&idx).cloned() else { return };
+                let runner = self.runners[self.workers.len()].clone();
+                let tenant = self.tenant.clone();
+                self.trace_id(&id, format!("operator retry {id}"));
+                let future: Boxed<_> = Box::pin(async move { runner.retry(&tenant, &id).await });
+                self.tasks.push(Task {
+                    actor: self.workers.len(),
+                    job: Job::Retry(idx, future),
                     waits_until_ms: 0,
                 });
             }
@@ -1438,6 +1469,12 @@ impl Simulation {
             },
             (Job::Cancel(idx, _), Done::Cancel(result)) => {
                 self.trace(format!("cancel of submission {idx}: {result:?}"));
+            }
+            (Job::Retry(idx, _), Done::Retry(result)) => {
+                if matches!(result, Ok(Retried::Replayed { .. })) {
+                    self.replayed += 1;
+                }
+                self.trace(format!("operator retry of submission {idx}: {result:?}"));
             }
             (Job::Replay(_), Done::Replay(result)) => match result {
                 Ok(report) => {
@@ -1873,7 +1910,7 @@ impl Simulation {
     /// runner decided it, and the provider's view, when the next attempt reached it.
     fn check_retry_timing(&mut self, record: &Record, history: &[HistoryEntry]) {
         let calls = self.shared.world().call_log.get(&record.id).cloned().unwrap_or_default();
-        for (entry, before) in history.iter().skip(1).zip(history) {
+        for (index, (entry, before)) in history.iter().skip(1).zip(history).enumerate() {
             let State::Deferred { until_ms, resume: Resume::Send { channel, attempt: next, .. } } =
                 &entry.to
             else {
@@ -1926,7 +1963,12 @@ impl Simulation {
             let next_call = failed_call.and_then(|i| {
                 calls[i..].iter().find(|c| c.channel == *channel && c.attempt == *next)
             });
+            // An operator's retry cuts the wait short on purpose (`courant retry`).
+            let cut_short = history.get(index + 2).is_some_and(
+                |after| matches!(&after.cause, Cause::Operator { action } if action == "retry"),
+            );
             if from == StateKind::Sending
+                && !cut_short
                 && let (Some(answered), Some(next_call)) = (answered, next_call)
                 && next_call.at_ms + 2 * MAX_SKEW_MS < answered + least
             {
@@ -2251,6 +2293,7 @@ enum Done {
     Receipt(Result<Received, StoreError>),
     Replay(Result<ReplayReport, StoreError>),
     Cancel(Result<Cancelled, StoreError>),
+    Retry(Result<Retried, StoreError>),
     Expand(Result<Tick, StoreError>),
     CampaignCreate(Result<CampaignCreated, StoreError>),
     CampaignCancel(Result<Moved, StoreError>),

@@ -589,7 +589,7 @@ impl<S: Store> Store for FaultyStore<S> {
         &self,
         tenant: &TenantId,
         query: &ListQuery,
-    ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<workflows::ports::ListPage, StoreError>> + Send {
         self.inner.list(tenant, query)
     }
 

@@ -31,7 +31,7 @@ use workflows::ports::{Clock, Inbox, LIST_LIMIT_MAX, Store};
 use workflows::record::Record;
 use workflows::runner::{PurgeVerdict, ReplayOptions, ReplayVerdict};
 
-use super::{ApiError, AppState, body, parse, rfc3339, summary, tenant};
+use super::{ApiError, AppState, body, one_of, parse, rfc3339, summary, tenant};
 
 /// The longest age a filter accepts: ten years, far beyond any DLQ retention.
 const AGE_MS_MAX: u64 = 10 * 365 * 86_400_000;
@@ -101,13 +101,9 @@ impl FilterParams {
             }
             other => other,
         };
-        let channel = match self.channel.as_deref() {
-            None => None,
-            Some(raw) => Some(Channel::parse(raw).ok_or_else(|| {
-                let all: Vec<&str> = Channel::ALL.iter().map(|c| c.as_str()).collect();
-                bad(prefix, "channel", format!("must be one of {}", all.join(", ")))
-            })?),
-        };
+        let field =
+            if prefix.is_empty() { "channel".to_owned() } else { format!("{prefix}.channel") };
+        let channel = one_of(&field, self.channel.as_deref(), &Channel::ALL, Channel::as_str)?;
         let provider = match self.provider {
             None => None,
             Some(raw) => Some(
@@ -200,7 +196,8 @@ fn json_body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiErro
     parse(bytes, "")
 }
 
-fn truncated(t: Option<Truncated>) -> Value {
+/// A listing's `truncated` field: `"limit"`, `"scan"` or null.
+pub(super) fn truncated(t: Option<Truncated>) -> Value {
     t.map_or(Value::Null, |t| json!(t.as_str()))
 }
 

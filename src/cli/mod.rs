@@ -10,9 +10,11 @@ use clap::Args;
 use serde_json::{Value, json};
 
 mod dlq;
+mod list;
 mod tail;
 
 pub use dlq::{DlqCommand, DlqFilterArgs, run as dlq};
+pub use list::{ListArgs, run as list};
 pub use tail::{TailArgs, run as tail};
 
 /// Where the server is and how to talk to it.
@@ -204,15 +206,6 @@ pub(crate) fn list_table(value: &Value, list: &str, header: &[&str], pointers: &
     table(header, &rows)
 }
 
-fn notifications_table(value: &Value) -> String {
-    list_table(
-        value,
-        "notifications",
-        &["ID", "STATE", "CHANNEL", "PROVIDER", "ATTEMPT", "CATEGORY", "UPDATED"],
-        &["/id", "/state", "/channel", "/provider", "/attempt", "/category", "/updated_at"],
-    )
-}
-
 /// `courant status ID`
 pub async fn status(client: &Client, id: &str) -> Result<(), Failure> {
     let value = client.get(&format!("/v1/notifications/{id}")).await?;
@@ -298,20 +291,24 @@ pub async fn explain(client: &Client, id: &str) -> Result<(), Failure> {
     })
 }
 
-/// `courant list`
-pub async fn list(client: &Client, state: Option<&str>, limit: usize) -> Result<(), Failure> {
-    let mut path = format!("/v1/notifications?limit={limit}");
-    if let Some(state) = state {
-        path.push_str(&format!("&state={state}"));
-    }
-    let value = client.get(&path).await?;
-    client.emit(&value, notifications_table)
-}
-
 /// `courant cancel ID`
 pub async fn cancel(client: &Client, id: &str) -> Result<(), Failure> {
     let value = client.post(&format!("/v1/notifications/{id}/cancel"), &json!({}), None).await?;
     client.emit(&value, |v| format!("{} {}\n", text(&v["id"]), text(&v["state"])))
+}
+
+/// `courant retry ID`: try a dead-lettered or waiting notification again now.
+pub async fn retry(client: &Client, id: &str) -> Result<(), Failure> {
+    let value = client.post(&format!("/v1/notifications/{id}/retry"), &json!({}), None).await?;
+    client.emit(&value, |v| {
+        format!(
+            "{} {} ({}, at {})\n",
+            text(&v["id"]),
+            text(&v["outcome"]),
+            text(&v["state"]),
+            text(&v["at"])
+        )
+    })
 }
 
 /// What `courant send` submits.

@@ -38,8 +38,8 @@ use workflows::dlq::{DlqFilter, Truncated};
 use workflows::machine::{State, StateKind};
 use workflows::ports::{
     ApiKey, Claimed, CollapseGroup, CreatedOnce, DeviceAdded, Directory, EventKey, HISTORY_LEN_MAX,
-    INBOX_LEN_MAX, Inbox, InboxItem, ListQuery, Purged, RecipientKey, Store, StoredItem,
-    StoredResponse,
+    INBOX_LEN_MAX, Inbox, InboxItem, ListCursor, ListQuery, Purged, RecipientKey, Store,
+    StoredItem, StoredResponse,
 };
 use workflows::record::{
     Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
@@ -59,12 +59,14 @@ pub trait Conformance: Store + Inbox + WakeQueue + Directory {}
 impl<S: Store + Inbox + WakeQueue + Directory> Conformance for S {}
 
 /// Every check, by name, in the order [`conformance_tests!`](crate::conformance_tests) runs them.
-pub const CHECKS: [&str; 34] = [
+pub const CHECKS: [&str; 36] = [
     "create_and_load_round_trip",
     "idempotent_create",
     "commit_compare_and_set",
     "history_order_and_cap",
     "state_index_and_list",
+    "list_filters_select_by_every_field",
+    "list_pages_walk_every_record_once_in_order",
     "dead_letter_queue",
     "dead_letter_filters",
     "purge_deletes_everything_about_a_record",
@@ -107,6 +109,8 @@ macro_rules! conformance_tests {
             commit_compare_and_set,
             history_order_and_cap,
             state_index_and_list,
+            list_filters_select_by_every_field,
+            list_pages_walk_every_record_once_in_order,
             dead_letter_queue,
             dead_letter_filters,
             purge_deletes_everything_about_a_record,
@@ -701,25 +705,189 @@ pub async fn state_index_and_list<S: Conformance>(store: &S) {
         create(store, r).await;
     }
     let (a, b, c) = (&recs[0], &recs[1], &recs[2]);
-    let list = |state: Option<StateKind>, limit: usize| ListQuery { state, limit };
-    let all = store.list(&acme, &list(None, 10)).await.expect("list");
+    let list = |state: Option<StateKind>, limit: usize| ListQuery { state, limit, ..all_of() };
+    let all = store.list(&acme, &list(None, 10)).await.expect("list").records;
     assert_eq!(ids_of(&all), vec![c.id.clone(), b.id.clone(), a.id.clone()]);
     assert_eq!(all[0], *c);
-    let received = store.list(&acme, &list(Some(StateKind::Received), 10)).await.expect("list");
+    let received = listed(store, &acme, &list(Some(StateKind::Received), 10)).await;
     assert_eq!(ids_of(&received), vec![c.id.clone(), b.id.clone(), a.id.clone()]);
 
     committed(store, &commit(b, 1, sent(), now + 10, None)).await;
-    let received = store.list(&acme, &list(Some(StateKind::Received), 10)).await.expect("list");
+    let received = listed(store, &acme, &list(Some(StateKind::Received), 10)).await;
     assert_eq!(ids_of(&received), vec![c.id.clone(), a.id.clone()]);
-    let sent_list = store.list(&acme, &list(Some(StateKind::Sent), 10)).await.expect("list");
+    let sent_list = listed(store, &acme, &list(Some(StateKind::Sent), 10)).await;
     assert_eq!(ids_of(&sent_list), vec![b.id.clone()]);
     assert_eq!(sent_list[0].version, 2);
-    let all = store.list(&acme, &list(None, 10)).await.expect("list");
+    let all = listed(store, &acme, &list(None, 10)).await;
     assert_eq!(ids_of(&all), vec![b.id.clone(), c.id.clone(), a.id.clone()]);
     let two = store.list(&acme, &list(None, 2)).await.expect("list");
-    assert_eq!(ids_of(&two), vec![b.id.clone(), c.id.clone()]);
-    assert_eq!(store.list(&acme, &list(None, 0)).await, Ok(vec![]));
-    assert_eq!(store.list(&acme, &list(Some(StateKind::Delivered), 10)).await, Ok(vec![]));
+    assert_eq!(ids_of(&two.records), vec![b.id.clone(), c.id.clone()]);
+    assert_eq!(two.truncated, Some(Truncated::Limit), "one more was left");
+    assert_eq!(two.next, Some(ListCursor::of(&two.records[1])));
+    assert_eq!(listed(store, &acme, &list(Some(StateKind::Delivered), 10)).await, vec![]);
+}
+
+/// Every record (no filter), most recently updated first.
+fn all_of() -> ListQuery {
+    ListQuery { limit: 100, ..ListQuery::default() }
+}
+
+/// The records a listing's first page holds.
+async fn listed<S: Conformance>(store: &S, tenant: &TenantId, query: &ListQuery) -> Vec<Record> {
+    store.list(tenant, query).await.expect("list").records
+}
+
+/// A listing selects by state, channel, provider, category, recipient and a time range of the
+/// last update, inclusive at both ends; every filter set must hold.
+pub async fn list_filters_select_by_every_field<S: Conformance>(store: &S) {
+    let acme = tenant("acme");
+    let now = store.now_ms();
+    let twilio = ProviderName::new("twilio").expect("fixture id");
+    let sms_dead = State::DeadLettered {
+        channel: Channel::Sms,
+        provider: Some(twilio.clone()),
+        attempt: Attempt(2),
+        reason: "all 2 attempts used".into(),
+    };
+    // 1: email to bob, order_updates, received (updated at now - 30 s).
+    // 2: email to bob, sent with sendgrid (now - 20 s).
+    // 3: SMS to alice, marketing, dead-lettered with twilio (now - 10 s).
+    let one = record(&acme, &id(&acme, 1), now - 30_000, None);
+    let two = record(&acme, &id(&acme, 2), now - 40_000, None);
+    let mut three = record(&acme, &id(&acme, 3), now - 40_000, None);
+    three.request.channel = Channel::Sms;
+    three.request.category = Category::new("marketing").expect("fixture id");
+    three.request.recipient.id = RecipientId::new("alice").expect("fixture id");
+    for r in [&one, &two, &three] {
+        create(store, r).await;
+    }
+    committed(store, &commit(&two, 1, sent(), now - 20_000, None)).await;
+    committed(store, &commit(&three, 1, sms_dead, now - 10_000, None)).await;
+    let (one, two, three) = (one.id, two.id, three.id);
+    let ours = &acme;
+    let check = |query: ListQuery, expected: Vec<NotificationId>| async move {
+        assert_eq!(ids_of(&listed(store, ours, &query).await), expected, "{query:?}");
+    };
+    check(all_of(), vec![three.clone(), two.clone(), one.clone()]).await;
+    check(ListQuery { state: Some(StateKind::Sent), ..all_of() }, vec![two.clone()]).await;
+    check(ListQuery { channel: Some(Channel::Sms), ..all_of() }, vec![three.clone()]).await;
+    check(ListQuery { channel: Some(Channel::Email), ..all_of() }, vec![two.clone(), one.clone()])
+        .await;
+    check(ListQuery { channel: Some(Channel::Push), ..all_of() }, vec![]).await;
+    check(ListQuery { provider: Some(provider()), ..all_of() }, vec![two.clone()]).await;
+    check(ListQuery { provider: Some(twilio.clone()), ..all_of() }, vec![three.clone()]).await;
+    let marketing = Category::new("marketing").expect("fixture id");
+    check(ListQuery { category: Some(marketing), ..all_of() }, vec![three.clone()]).await;
+    let bob = RecipientId::new("bob").expect("fixture id");
+    check(ListQuery { recipient: Some(bob.clone()), ..all_of() }, vec![two.clone(), one.clone()])
+        .await;
+    // The time range is of the last update, inclusive.
+    check(ListQuery { since_ms: Some(now - 20_000), ..all_of() }, vec![three.clone(), two.clone()])
+        .await;
+    check(ListQuery { until_ms: Some(now - 20_000), ..all_of() }, vec![two.clone(), one.clone()])
+        .await;
+    check(
+        ListQuery { since_ms: Some(now - 25_000), until_ms: Some(now - 15_000), ..all_of() },
+        vec![two.clone()],
+    )
+    .await;
+    check(ListQuery { since_ms: Some(now), ..all_of() }, vec![]).await;
+    // Every filter must hold.
+    check(
+        ListQuery { recipient: Some(bob.clone()), state: Some(StateKind::Received), ..all_of() },
+        vec![one.clone()],
+    )
+    .await;
+    check(ListQuery { recipient: Some(bob), provider: Some(twilio), ..all_of() }, vec![]).await;
+    // The limit counts matches, not examined entries.
+    let page = store
+        .list(&acme, &ListQuery { channel: Some(Channel::Email), limit: 1, ..all_of() })
+        .await
+        .expect("list");
+    assert_eq!(ids_of(&page.records), vec![two.clone()]);
+    assert_eq!((page.scanned, page.truncated), (2, Some(Truncated::Limit)));
+    // Other tenants see none of it.
+    assert_eq!(listed(store, &tenant("globex"), &all_of()).await, vec![]);
+}
+
+/// Paging with `next` walks every selected record exactly once, newest first by
+/// `(updated_at_ms, id)`, also among records updated in the same millisecond and spread over
+/// every shard; the last page names no next one.
+pub async fn list_pages_walk_every_record_once_in_order<S: Conformance>(store: &S) {
+    let acme = tenant("acme");
+    let now = store.now_ms();
+    // 40 records on 5 distinct times (8 per millisecond), over the shards their ids fall in.
+    let mut expected: Vec<(u64, NotificationId)> = Vec::new();
+    for n in 0..40_u32 {
+        let at_ms = now - u64::from(n % 5) * 1_000;
+        let rec = record(&acme, &id(&acme, n + 100), at_ms, None);
+        create(store, &rec).await;
+        expected.push((at_ms, rec.id));
+    }
+    expected.sort_by(|a, b| b.cmp(a));
+    for (query, want) in [
+        (ListQuery::default(), expected.clone()),
+        (
+            ListQuery { until_ms: Some(now - 1_000), since_ms: Some(now - 3_000), ..all_of() },
+            expected
+                .iter()
+                .filter(|(at, _)| (now - 3_000..=now - 1_000).contains(at))
+                .cloned()
+                .collect(),
+        ),
+    ] {
+        for page_size in [1, 3, 8, 40] {
+            let mut seen = Vec::new();
+            let mut query = ListQuery { limit: page_size, ..query.clone() };
+            for _ in 0..=want.len() {
+                let page = store.list(&acme, &query).await.expect("list");
+                assert!(page.records.len() <= page_size);
+                seen.extend(page.records.iter().map(|r| (r.updated_at_ms, r.id.clone())));
+                match page.next {
+                    Some(next) => {
+                        assert_eq!(page.truncated, Some(Truncated::Limit));
+                        query.cursor = Some(next);
+                    }
+                    None => {
+                        assert_eq!(page.truncated, None);
+                        break;
+                    }
+                }
+            }
+            assert_eq!(seen, want, "pages of {page_size} for {query:?}");
+        }
+    }
+    // Many records of one shard in a few milliseconds: more than a store reads from a shard at
+    // once, so its walk reads on past records of the cursor's millisecond.
+    let initech = tenant("initech");
+    let mut crowded: Vec<(u64, NotificationId)> = Vec::new();
+    for n in 0..450_u32 {
+        let at_ms = now - u64::from(n % 3);
+        let rec = record(&initech, &keys::new_notification_id_in(3, &ulid(n + 1_000)), at_ms, None);
+        create(store, &rec).await;
+        crowded.push((at_ms, rec.id));
+    }
+    crowded.sort_by(|a, b| b.cmp(a));
+    for page_size in [7, 100, 1_000] {
+        let mut seen = Vec::new();
+        let mut query = ListQuery { limit: page_size, ..ListQuery::default() };
+        for _ in 0..=crowded.len() {
+            let page = store.list(&initech, &query).await.expect("list");
+            seen.extend(page.records.iter().map(|r| (r.updated_at_ms, r.id.clone())));
+            match page.next {
+                Some(next) => query.cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, crowded, "pages of {page_size} in one shard");
+    }
+    // A cursor between two records of one millisecond continues with the smaller ids.
+    let (at, ref mid) = expected[3];
+    let after =
+        ListQuery { cursor: Some(ListCursor { updated_ms: at, id: mid.clone() }), ..all_of() };
+    let rest: Vec<_> = listed(store, &acme, &after).await.into_iter().map(|r| r.id).collect();
+    let want: Vec<_> = expected[4..].iter().map(|(_, id)| id.clone()).collect();
+    assert_eq!(rest, want);
 }
 
 fn limit(limit: usize) -> DlqFilter {
@@ -755,8 +923,8 @@ pub async fn dead_letter_queue<S: Conformance>(store: &S) {
     let one = store.dead_letters(&acme, &limit(1), now + 20).await.expect("dead letters");
     assert_eq!(ids_of(&one.records), vec![recs[1].id.clone()]);
     assert_eq!(one.truncated, Some(Truncated::Limit), "one more was left unexamined");
-    let listed = store.list(&acme, &ListQuery { state: Some(StateKind::DeadLettered), limit: 10 });
-    assert_eq!(ids_of(&listed.await.expect("list")), ids_of(&page.records));
+    let dead_list = ListQuery { state: Some(StateKind::DeadLettered), ..all_of() };
+    assert_eq!(ids_of(&listed(store, &acme, &dead_list).await), ids_of(&page.records));
     // Leaving the DLQ (an operator's replay) takes it out of the queue.
     assert_eq!(stats(store).await.dead_lettered, 2, "the count of every tenant's dead letters");
     committed(store, &commit(&recs[1], 2, State::Received {}, now + 15, Some(now + 15))).await;
@@ -866,10 +1034,9 @@ pub async fn purge_deletes_everything_about_a_record<S: Conformance>(store: &S) 
     assert_eq!(store.load(&acme, &rec.id).await, Ok(None));
     assert_eq!(store.history(&acme, &rec.id).await, Ok(vec![]));
     assert_eq!(dlq_ids(store, &acme, &DlqFilter::default(), now + 5).await, vec![other.id.clone()]);
-    let all = store.list(&acme, &ListQuery { state: None, limit: 10 }).await.expect("list");
-    assert_eq!(ids_of(&all), vec![other.id.clone()]);
-    let dead_list = ListQuery { state: Some(StateKind::DeadLettered), limit: 10 };
-    assert_eq!(ids_of(&store.list(&acme, &dead_list).await.expect("list")), vec![other.id.clone()]);
+    assert_eq!(ids_of(&listed(store, &acme, &all_of()).await), vec![other.id.clone()]);
+    let dead_list = ListQuery { state: Some(StateKind::DeadLettered), ..all_of() };
+    assert_eq!(ids_of(&listed(store, &acme, &dead_list).await), vec![other.id.clone()]);
     assert_eq!(store.purge(&acme, &rec.id, 2).await, Ok(Purged::NotFound));
     // The idempotency key is forgotten: the same key creates a new notification.
     let again = record(&acme, &keys::new_notification_id(&acme, Some(key), &ulid(3)), now, None);
@@ -1230,7 +1397,7 @@ pub async fn tenant_isolation<S: Conformance>(store: &S) {
     let mut theirs = commit(&rec, 2, sent(), now + 2, None);
     theirs.tenant = globex.clone();
     assert_eq!(store.commit(&theirs).await, Ok(CommitOutcome::NotFound));
-    assert_eq!(store.list(&globex, &ListQuery { state: None, limit: 10 }).await, Ok(vec![]));
+    assert_eq!(listed(store, &globex, &all_of()).await, vec![]);
     let page = store.dead_letters(&globex, &DlqFilter::default(), now + 5).await.expect("dlq");
     assert_eq!(page.records, vec![]);
     let ours = store.load(&acme, &rec.id).await.expect("load").expect("record");

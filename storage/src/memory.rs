@@ -26,11 +26,12 @@ use steps::model::{NotificationId, ProviderName, TenantId};
 use steps::rate::{Pacer, SendRate, SendSlot};
 use workflows::campaign::CampaignId;
 use workflows::dlq::{DLQ_SCAN_MAX, DlqFilter, DlqPage, Truncated};
+use workflows::listing::ListPager;
 use workflows::machine::StateKind;
 use workflows::ports::{
     ApiKey, Claimed, Clock, Collapse, CollapseGroup, CreatedOnce, Dedup, EventKey, HISTORY_LEN_MAX,
-    LIST_LIMIT_MAX, LimitWindows, ListQuery, Purged, RecipientKey, Store, StoreError, StoredItem,
-    StoredResponse,
+    LimitWindows, ListCursor, ListPage, ListQuery, Purged, RecipientKey, Store, StoreError,
+    StoredItem, StoredResponse,
 };
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Wake};
 use workflows::transitions::{PUBLISH_BATCH_MAX, Transition, TransitionFeed};
@@ -597,16 +598,29 @@ impl MemoryStore {
         CommitOutcome::Committed { version }
     }
 
-    fn list_now(&self, tenant: &TenantId, query: &ListQuery) -> Vec<Record> {
+    /// The index walk of the Redis store, over the tenant's records: newest first by
+    /// `(updated_at_ms, id)`, from the query's cursor inside its time window, through the pager.
+    fn list_now(&self, tenant: &TenantId, query: &ListQuery) -> ListPage {
         let inner = self.lock();
-        let Some(slots) = inner.tenants.get(tenant) else { return Vec::new() };
+        let Some(slots) = inner.tenants.get(tenant) else { return ListPage::default() };
+        let (from_ms, to_ms) = query.window_ms();
         let mut items: Vec<(u64, &Record)> = slots
             .values()
-            .filter(|s| query.state.is_none_or(|k| s.record.state.kind() == k))
-            .map(|s| (s.record.updated_at_ms, &s.record))
+            .map(|s| &s.record)
+            .filter(|r| query.state.is_none_or(|k| r.state.kind() == k))
+            .filter(|r| (from_ms..=to_ms).contains(&r.updated_at_ms))
+            .filter(|r| query.cursor.as_ref().is_none_or(|c| c.precedes(r.updated_at_ms, &r.id)))
+            .map(|r| (r.updated_at_ms, r))
             .collect();
         newest_first(&mut items);
-        items.into_iter().take(query.limit.min(LIST_LIMIT_MAX)).map(|(_, r)| r.clone()).collect()
+        let mut pager = ListPager::new(query);
+        let mut entries = items.into_iter();
+        for (_, record) in entries.by_ref() {
+            if !pager.offer(ListCursor::of(record), Some(record.clone())) {
+                break;
+            }
+        }
+        pager.finish(entries.next().is_some())
     }
 
     fn dead_letters_now(&self, tenant: &TenantId, filter: &DlqFilter, now_ms: u64) -> DlqPage {
@@ -860,7 +874,7 @@ impl Store for MemoryStore {
         &self,
         tenant: &TenantId,
         query: &ListQuery,
-    ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<ListPage, StoreError>> + Send {
         ready(Ok(self.list_now(tenant, query)))
     }
 

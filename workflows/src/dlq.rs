@@ -97,12 +97,13 @@ fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
     haystack.to_ascii_lowercase().contains(&needle.to_ascii_lowercase())
 }
 
-/// Why a DLQ listing stopped before the end of the queue.
+/// Why a listing (of the DLQ, or of notifications: [`crate::listing`]) stopped before its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Truncated {
-    /// The filter's limit was reached; more dead letters may match.
+    /// The limit was reached; more may match.
     Limit,
-    /// [`DLQ_SCAN_MAX`] dead letters were examined; older ones were not looked at.
+    /// The scan bound ([`DLQ_SCAN_MAX`], [`LIST_SCAN_MAX`](crate::listing::LIST_SCAN_MAX)) was
+    /// reached; older entries were not looked at.
     Scan,
 }
 

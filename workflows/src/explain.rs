@@ -60,6 +60,8 @@ pub enum FindingKind {
     DeadLettered,
     /// Replayed from the dead-letter queue by an operator.
     Replayed,
+    /// An operator cut a wait short (`courant retry`).
+    Retried,
 }
 
 impl FindingKind {
@@ -85,6 +87,7 @@ impl FindingKind {
             FindingKind::Failed => "failed",
             FindingKind::DeadLettered => "dead_lettered",
             FindingKind::Replayed => "replayed",
+            FindingKind::Retried => "retried",
         }
     }
 }
@@ -168,6 +171,10 @@ pub fn finding(entry: &HistoryEntry, previous: Option<&State>) -> Option<Finding
         State::Skipped { reason } => make(FindingKind::NotSent, reason.to_string(), None),
         State::Cancelled {} => {
             make(FindingKind::Cancelled, format!("cancelled by {}", entry.cause), None)
+        }
+        // Not a decision of the lifecycle's own: an operator ended the wait it had decided on.
+        State::Deferred { .. } if matches!(&entry.cause, Cause::Operator { action } if action == "retry") => {
+            make(FindingKind::Retried, "an operator asked to retry now".to_owned(), None)
         }
         State::Deferred { until_ms, resume } => {
             let wait_ms = until_ms.saturating_sub(entry.at_ms);
@@ -462,6 +469,7 @@ mod tests {
             K::Failed,
             K::DeadLettered,
             K::Replayed,
+            K::Retried,
         ];
         for kind in all {
             assert_eq!(serde_json::to_value(kind).expect("json"), kind.as_str());
@@ -687,5 +695,30 @@ mod tests {
         assert!(
             explanation.answer.contains("waited 1998 ms before retrying on sendgrid (attempt 2)")
         );
+    }
+
+    #[test]
+    fn an_operators_retry_is_its_own_finding_not_another_wait() {
+        let resume = Resume::Send {
+            channel: Channel::Email,
+            provider: ProviderName::new("sendgrid").expect("name"),
+            attempt: Attempt(2),
+            possible_duplicate: false,
+        };
+        let waiting = State::Deferred { until_ms: T0 + 600_000, resume: resume.clone() };
+        let now = State::Deferred { until_ms: T0 + 5_000, resume };
+        let retried = entry(
+            5_000,
+            Some(StateKind::Deferred),
+            now,
+            Cause::Operator { action: "retry".into() },
+            "an operator asked to retry now: the send runs now instead of in 595000 ms",
+        );
+        let backoff = entry(1, Some(StateKind::Sending), waiting, provider("sendgrid"), "");
+        let first = finding(&backoff, None).expect("a finding");
+        assert_eq!(first.kind, FindingKind::RetryBackoff);
+        let second = finding(&retried, None).expect("a finding");
+        assert_eq!((second.kind, second.wait_ms), (FindingKind::Retried, None));
+        assert!(second.data.unwrap().contains("595000 ms"));
     }
 }

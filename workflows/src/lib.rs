@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`machine`]: the statig state machine, its events and effects.
 //! - [`dlq`]: the dead-letter queue's filters, plans and replay schedule.
+//! - [`listing`]: searching a tenant's notifications: filters, cursors, where a page stops.
 //! - [`policy`]: retry, rate, route and preference policies (critical categories, per-category
 //!   defaults, default quiet hours) as data.
 //! - [`record`]: the persisted record, its history entries, commits and wake-ups.
@@ -23,6 +24,7 @@ pub mod dlq;
 pub mod explain;
 pub mod fanout;
 pub mod inbox;
+pub mod listing;
 pub mod machine;
 pub mod policy;
 pub mod ports;

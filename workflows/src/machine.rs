@@ -15,6 +15,8 @@
 //! sending → deferred(reserved slot) → sending (the provider's send rate is used up; no attempt
 //!   is used)
 //! received → deferred(quiet hours) → received (the filter runs again when they end)
+//! deferred → deferred(now) (an operator's retry: a retry backoff, a circuit breaker's wait or a
+//!   rate wait ends now; quiet hours and collapse windows are not cut short)
 //! sending → skipped | deferred(quiet hours) (the re-check after the claim, before the provider
 //!   is called: an opt-out, an unsubscribe, quiet hours or a removed address since the filter)
 //! filtered → skipped(collapsed into N) | deferred(collapse window) → filtered (a notification
@@ -134,6 +136,10 @@ pub enum Event {
     Fallback(FallbackDecision),
     /// An operator replays a dead-lettered notification: it starts over from `received`.
     Replay,
+    /// An operator asks a deferred notification to try again now: a wait an operator may cut
+    /// short (a retry backoff, a circuit breaker's wait, a rate wait) ends now. Quiet hours and
+    /// collapse windows are kept.
+    Retry,
     /// What a collapse step came to (joining a group, or closing one).
     Collapsed(CollapseDecision),
     /// The provider's send rate is used up: the send holds a slot at `until_ms` (`reserved`), or
@@ -164,6 +170,7 @@ impl Event {
             Event::Receipt(_) => "receipt",
             Event::Fallback(_) => "fallback",
             Event::Replay => "replay",
+            Event::Retry => "retry",
             Event::Throttled { .. } => "throttled",
             Event::Collapsed(_) => "collapsed",
             Event::Rechecked(_) => "rechecked",
@@ -851,6 +858,33 @@ impl Lifecycle {
                 }
                 _ => Super,
             },
+            Event::Retry => {
+                let (resume, then) = match resume.clone() {
+                    // A retry backoff, or a circuit breaker's wait: the send goes now (a breaker
+                    // still open answers again, and the send waits again).
+                    Resume::Send { .. } => (resume.clone(), "the send"),
+                    // The recipient's limits are asked again: still full, it waits again.
+                    Resume::RateCheck { .. } => (resume.clone(), "the rate check"),
+                    // A reserved slot of the provider's send rate is not used early: the send
+                    // asks the send rate again, so the provider's rate still holds.
+                    Resume::SendSlot { channel, provider, attempt, possible_duplicate } => (
+                        Resume::Send { channel, provider, attempt, possible_duplicate },
+                        "the send, asking the provider's send rate again,",
+                    ),
+                    // The recipient's quiet hours, and a collapse window others merge into, are
+                    // not the operator's to cut short.
+                    Resume::Filter { .. } | Resume::Collapse { .. } => return Handled,
+                };
+                if *until_ms <= context.now_ms {
+                    // Due already: its wake-up is on its way.
+                    return Handled;
+                }
+                context.note(format!(
+                    "an operator asked to retry now: {then} runs now instead of in {} ms",
+                    *until_ms - context.now_ms
+                ));
+                Transition(State::deferred(context.now_ms, resume))
+            }
             Event::Receipt(Receipt::Delivered) => match resume {
                 // A re-send is waiting because an earlier attempt's outcome was unknown, and the
                 // receipt says that attempt arrived: settle it, and never send it again.
@@ -1118,7 +1152,7 @@ impl StateKind {
 impl StateKind {
     /// Every transition the lifecycle may make, as (from, to). The module diagram, as data: the
     /// simulator checks every committed transition against it.
-    pub const EDGES: [(StateKind, StateKind); 38] = {
+    pub const EDGES: [(StateKind, StateKind); 39] = {
         use StateKind as K;
         [
             (K::Received, K::Filtered),
@@ -1168,6 +1202,8 @@ impl StateKind {
             // The re-check after a claim: an opt-out, an unsubscribe or a removed address since
             // the filter stops the send before the provider is called.
             (K::Sending, K::Skipped),
+            // An operator's retry: the wait ends now.
+            (K::Deferred, K::Deferred),
         ]
     };
 

@@ -25,7 +25,7 @@ use crate::campaign::{
     PageDone,
 };
 use crate::dlq::{DlqFilter, DlqPage};
-use crate::machine::StateKind;
+pub use crate::listing::{ListCursor, ListPage, ListQuery};
 use crate::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record};
 
 /// A store failure. Business outcomes are never errors; these are infrastructure problems, and the
@@ -38,15 +38,6 @@ pub enum StoreError {
     /// A stored value could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-}
-
-/// A listing query.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListQuery {
-    /// Only records in this state.
-    pub state: Option<StateKind>,
-    /// At most this many, most recently updated first.
-    pub limit: usize,
 }
 
 /// The longest history kept per notification; older entries are trimmed. Large enough for every
@@ -92,12 +83,16 @@ pub trait Store: LimitWindows + Dedup + Collapse + Send + Sync + 'static {
         id: &NotificationId,
     ) -> impl Future<Output = Result<Vec<HistoryEntry>, StoreError>> + Send;
 
-    /// Records of a tenant, most recently updated first.
+    /// Records of a tenant that `query` selects ([`ListQuery::matches`]), newest first by
+    /// `(updated_at_ms, id)`: the tenant's index (every record, or `query.state`'s) is walked from
+    /// the query's cursor through a [`ListPager`](crate::listing::ListPager), so a page holds at
+    /// most `query.limit_capped()` records found among at most
+    /// [`LIST_SCAN_MAX`](crate::listing::LIST_SCAN_MAX) entries, and names where the next starts.
     fn list(
         &self,
         tenant: &TenantId,
         query: &ListQuery,
-    ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<ListPage, StoreError>> + Send;
 
     /// Dead-lettered records of a tenant that `filter` selects at `now_ms`
     /// ([`DlqFilter::matches`]), most recently dead-lettered first: at most

@@ -240,6 +240,32 @@ pub enum ReplayVerdict {
     NotFound,
 }
 
+/// What an operator's retry ([`Runner::retry`]) came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retried {
+    /// It was dead-lettered, and was replayed exactly as `dlq replay` of its id does: `received`
+    /// again, its first wake-up at `at_ms`.
+    Replayed {
+        /// When its lifecycle starts again, ms since the Unix epoch.
+        at_ms: u64,
+    },
+    /// It was waiting on a wait an operator may cut short (a retry backoff, a circuit breaker's
+    /// wait, a rate wait); it wakes up at `at_ms` (now) instead, or was due then already.
+    WokenUp {
+        /// When it wakes up, ms since the Unix epoch.
+        at_ms: u64,
+    },
+    /// Refused: there is nothing a retry may do in `state`, for the reason `why`.
+    Refused {
+        /// The state found.
+        state: StateKind,
+        /// Why nothing was done, for the operator.
+        why: String,
+    },
+    /// No such notification.
+    NotFound,
+}
+
 /// How to replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayOptions {
@@ -291,6 +317,35 @@ pub struct PurgeReport {
     pub scanned: usize,
     /// Why the examination stopped early, if it did.
     pub truncated: Option<Truncated>,
+}
+
+/// Why an operator's retry does nothing for a notification in `state`.
+fn refused(state: &State) -> Retried {
+    let why = match state {
+        State::Deferred { resume: Resume::Filter { .. }, .. } => {
+            "it waits for the recipient's quiet hours to end, which a retry does not override"
+        }
+        State::Deferred { resume: Resume::Collapse { .. }, .. } => {
+            "it waits for its collapse window to end, so that others can merge into it"
+        }
+        State::Deferred { .. } => "its wait cannot be cut short",
+        State::Received {}
+        | State::Filtered { .. }
+        | State::Rendered { .. }
+        | State::RateChecked { .. }
+        | State::Unknown { .. }
+        | State::Failed { .. } => "it is being worked on now; nothing waits to be retried",
+        State::Sending { .. } => "it is in flight: a provider is being called now",
+        State::Sent { .. } => "it was sent: a provider accepted it, and a receipt may follow",
+        State::Delivered { .. } => "it was delivered",
+        State::Skipped { .. } => {
+            "it was skipped on purpose (an opt-out, a preference or a limit), which a retry \
+             does not override"
+        }
+        State::Cancelled {} => "it was cancelled",
+        State::DeadLettered { .. } => "it is dead-lettered",
+    };
+    Retried::Refused { state: state.kind(), why: why.to_owned() }
 }
 
 /// Derives a notification's seed from its id (FNV-1a): stable across processes and replays.
@@ -876,6 +931,74 @@ impl<S: Store, C: Clock> Runner<S, C> {
             scanned: page.scanned,
             truncated: page.truncated,
         })
+    }
+
+    /// An operator's "try again now" for one notification. A dead letter is replayed through
+    /// [`dlq_replay`](Self::dlq_replay) of its id, as `dlq replay --id ID --yes` does (one that may
+    /// have been delivered is refused: that needs the DLQ's `include_unknown`). A deferral an
+    /// operator may cut short (a retry backoff, a circuit breaker's wait, a rate wait) wakes up
+    /// now, and the history records the operator's retry ([`Event::Retry`]). Quiet hours,
+    /// collapse windows and every state that is not waiting are refused, with the reason.
+    pub async fn retry(
+        &self,
+        tenant: &TenantId,
+        id: &NotificationId,
+    ) -> Result<Retried, StoreError> {
+        for _ in 0..CANCEL_TRIES_MAX {
+            let Some(record) = self.store.load(tenant, id).await? else {
+                return Ok(Retried::NotFound);
+            };
+            if record.state.kind() == StateKind::DeadLettered {
+                let filter =
+                    DlqFilter { ids: [id.clone()].into(), limit: 1, ..DlqFilter::default() };
+                let options = ReplayOptions {
+                    dry_run: false,
+                    include_unknown: false,
+                    rate_per_sec: dlq::REPLAY_RATE_DEFAULT,
+                };
+                let report = self.dlq_replay(tenant, &filter, options).await?;
+                match report.items.into_iter().next().map(|(_, verdict)| verdict) {
+                    Some(ReplayVerdict::Replay { at_ms, .. }) => {
+                        return Ok(Retried::Replayed { at_ms });
+                    }
+                    Some(ReplayVerdict::MaybeDelivered) => {
+                        return Ok(Retried::Refused {
+                            state: StateKind::DeadLettered,
+                            why: "an earlier attempt's outcome was unknown, so it may have been \
+                                  delivered; replay it knowingly with `courant dlq replay --id \
+                                  ID --include-unknown --yes`"
+                                .into(),
+                        });
+                    }
+                    Some(ReplayVerdict::NotFound) | None => return Ok(Retried::NotFound),
+                    // It left the DLQ meanwhile: look again.
+                    Some(ReplayVerdict::NotDeadLettered { .. }) => continue,
+                }
+            }
+            let mut run = Run::new(&self.policy, record, self.clock.now_ms());
+            run.handle(Event::Retry, Cause::Operator { action: "retry".into() });
+            let State::Deferred { until_ms, .. } = run.machine.state() else {
+                return Ok(refused(&run.record.state));
+            };
+            let until_ms = *until_ms;
+            if run.history.is_empty() {
+                return Ok(if until_ms <= run.now_ms {
+                    Retried::WokenUp { at_ms: until_ms }
+                } else {
+                    refused(&run.record.state)
+                });
+            }
+            run.wake_at_ms = Some(until_ms);
+            let commit = run.commit();
+            match self.commit_to(&run.record, &commit).await? {
+                CommitOutcome::Committed { .. } => return Ok(Retried::WokenUp { at_ms: until_ms }),
+                CommitOutcome::NotFound => return Ok(Retried::NotFound),
+                CommitOutcome::Conflict { .. } => continue,
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "notification {id} kept changing while it was retried; retry"
+        )))
     }
 
     /// Deletes one dead-lettered notification and everything stored about it. Anything not

@@ -1045,6 +1045,7 @@ labels! {
     FallbackTo,
     FallbackNone,
     Replay,
+    Retry,
     ThrottledReserved,
     ThrottledTooLate,
     CollapsedMerged,
@@ -1107,6 +1108,7 @@ fn label(event: &Event) -> Label {
         Event::Fallback(FallbackDecision::To { .. }) => Label::FallbackTo,
         Event::Fallback(FallbackDecision::None { .. }) => Label::FallbackNone,
         Event::Replay => Label::Replay,
+        Event::Retry => Label::Retry,
         Event::Throttled { reserved: true, .. } => Label::ThrottledReserved,
         Event::Throttled { reserved: false, .. } => Label::ThrottledTooLate,
         Event::Collapsed(CollapseDecision::Merged { .. }) => Label::CollapsedMerged,
@@ -1182,6 +1184,7 @@ fn sample(label: Label) -> Event {
         }),
         Label::FallbackNone => no_fallback(),
         Label::Replay => Event::Replay,
+        Label::Retry => Event::Retry,
         Label::ThrottledReserved => Event::Throttled { until_ms: UNTIL_MS, reserved: true },
         Label::ThrottledTooLate => Event::Throttled { until_ms: UNTIL_MS, reserved: false },
         Label::CollapsedMerged => Event::Collapsed(CollapseDecision::Merged {
@@ -1240,8 +1243,11 @@ fn handles(kind: StateKind) -> &'static [Label] {
         ],
         StateKind::Unknown => &[L::Wake, L::Proceed, L::ReceiptDelivered],
         // A receipt is taken only by a re-send waiting on an unknown outcome, a closed collapse
-        // group only by a collapse wait (both data-dependent).
-        StateKind::Deferred => &[L::Wake, L::Cancel, L::ReceiptDelivered, L::CollapsedClosed],
+        // group only by a collapse wait, an operator's retry only by a wait it may cut short
+        // (all data-dependent).
+        StateKind::Deferred => {
+            &[L::Wake, L::Cancel, L::ReceiptDelivered, L::CollapsedClosed, L::Retry]
+        }
         StateKind::Sent => &[L::ReceiptDelivered, L::ReceiptUndelivered, L::ReceiptBounced],
         StateKind::Failed => &[L::Wake, L::Proceed, L::FallbackTo, L::FallbackNone],
         // An operator's replay, and a late delivery receipt (data-dependent: only with the
@@ -1309,6 +1315,8 @@ fn allowed(from: StateKind, to: StateKind) -> bool {
             | (K::Deferred, K::Received)
             // The re-check after the claim: an opt-out since the filter.
             | (K::Sending, K::Skipped)
+            // An operator's retry: the wait ends now.
+            | (K::Deferred, K::Deferred)
     );
     let any_active = ACTIVE.contains(&from) && matches!(to, K::Skipped | K::Cancelled);
     let not_drawn = matches!(
@@ -1364,11 +1372,12 @@ fn every_state_times_every_event() {
             }
             if step.state == state
                 && matches!(kind, StateKind::Deferred | StateKind::DeadLettered)
-                && matches!(l, Label::ReceiptDelivered | Label::CollapsedClosed)
+                && matches!(l, Label::ReceiptDelivered | Label::CollapsedClosed | Label::Retry)
             {
                 // A deferral that is not a flagged re-send ignores receipts, one that is not a
-                // collapse wait ignores a closed group, and a dead letter that never reached a
-                // provider ignores receipts.
+                // collapse wait ignores a closed group, quiet hours and collapse waits ignore an
+                // operator's retry, and a dead letter that never reached a provider ignores
+                // receipts.
                 assert_eq!(step.effects, vec![], "{context}");
                 continue;
             }
@@ -1487,6 +1496,79 @@ fn a_replay_moves_only_a_dead_letter_back_to_received() {
         let note = step.note.unwrap();
         assert!(note.starts_with("replayed from the dead-letter queue"), "{note}");
         assert!(note.contains(reason.as_str()), "{note}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// An operator's retry
+// ---------------------------------------------------------------------------------------------
+
+/// A retry backoff or a circuit breaker's wait (both resume a send) and a wait for the
+/// recipient's limits end now: the same resume, woken now, with a note saying who asked.
+#[test]
+fn a_retry_ends_a_backoff_a_breaker_wait_or_a_rate_wait_now() {
+    let send = Resume::Send {
+        channel: Channel::Sms,
+        provider: twilio(),
+        attempt: Attempt(2),
+        possible_duplicate: false,
+    };
+    for resume in [send, Resume::RateCheck { channel: Channel::Sms }] {
+        let step =
+            check(State::Deferred { until_ms: UNTIL_MS, resume: resume.clone() }, Event::Retry);
+        assert_eq!(step.state, State::Deferred { until_ms: NOW_MS, resume });
+        assert_eq!(step.effects, vec![Effect::Wake { at_ms: NOW_MS }]);
+        let note = step.note.unwrap();
+        assert!(note.starts_with("an operator asked to retry now"), "{note}");
+        assert!(note.contains(&format!("instead of in {} ms", UNTIL_MS - NOW_MS)), "{note}");
+    }
+}
+
+/// A reserved slot of the provider's send rate is not used early: the retried send asks the send
+/// rate again (it resumes as a plain send).
+#[test]
+fn a_retry_of_a_send_rate_wait_asks_the_send_rate_again() {
+    let slot = Resume::SendSlot {
+        channel: Channel::Sms,
+        provider: twilio(),
+        attempt: Attempt(1),
+        possible_duplicate: true,
+    };
+    let step = check(State::Deferred { until_ms: UNTIL_MS, resume: slot }, Event::Retry);
+    let send = Resume::Send {
+        channel: Channel::Sms,
+        provider: twilio(),
+        attempt: Attempt(1),
+        possible_duplicate: true,
+    };
+    assert_eq!(step.state, State::Deferred { until_ms: NOW_MS, resume: send });
+    assert_eq!(step.effects, vec![Effect::Wake { at_ms: NOW_MS }]);
+}
+
+/// Quiet hours and collapse windows are not an operator's to cut short, and a wait that is due
+/// already has nothing to bring forward: the state stays, with no effect and no note.
+#[test]
+fn a_retry_keeps_quiet_hours_collapse_windows_and_due_waits() {
+    let kept = [
+        (UNTIL_MS, Resume::Filter { channel: Channel::Sms }),
+        (UNTIL_MS, Resume::Collapse { channel: Channel::Sms }),
+        (NOW_MS, Resume::RateCheck { channel: Channel::Sms }),
+        (NOW_MS - 1, Resume::RateCheck { channel: Channel::Sms }),
+    ];
+    for (until_ms, resume) in kept {
+        let state = State::Deferred { until_ms, resume };
+        let step = check(state.clone(), Event::Retry);
+        assert_eq!((step.state, step.effects, step.note), (state, vec![], None));
+    }
+}
+
+/// Nothing but a deferral takes a retry (a dead letter's retry is a replay, which the runner
+/// feeds as [`Event::Replay`]).
+#[test]
+fn only_a_deferral_takes_a_retry() {
+    for state in examples().into_iter().filter(|s| s.kind() != StateKind::Deferred) {
+        let step = check(state.clone(), Event::Retry);
+        assert_eq!((step.state, step.effects, step.note), (state, vec![], None));
     }
 }
 

@@ -35,7 +35,7 @@ use workflows::record::{
     Cause, Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Replay, Wake,
 };
 use workflows::runner::{
-    Advanced, Cancelled, PurgeVerdict, ReplayOptions, ReplayVerdict, Runner, Submission,
+    Advanced, Cancelled, PurgeVerdict, ReplayOptions, ReplayVerdict, Retried, Runner, Submission,
 };
 
 const T0_MS: u64 = 1_700_000_000_000;
@@ -309,7 +309,7 @@ impl Store for FakeStore {
         &self,
         _tenant: &TenantId,
         _query: &ListQuery,
-    ) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<workflows::ports::ListPage, StoreError>> + Send {
         ready(Err(StoreError::Unavailable("not in this fake".into())))
     }
 
@@ -1025,6 +1025,48 @@ fn a_replay_re_drives_a_dead_letter_with_a_fresh_time_budget() {
     assert_eq!(record.state.kind(), StateKind::Sent);
     let attempts: Vec<u32> = w.sent().iter().map(|m| m.attempt.0).collect();
     assert_eq!(attempts, [1, 1, 2], "the replay starts at attempt 1 again");
+}
+
+/// An operator's retry: a retry backoff ends now (one history entry naming the operator, the
+/// wake-up now), a dead letter is replayed as `dlq replay` of its id, and a sent notification or
+/// a missing one is refused or not found, writing nothing.
+#[test]
+fn a_retry_ends_a_backoff_now_and_replays_a_dead_letter() {
+    let w = world(vec![failure(ErrorClass::RETRYABLE), permanent()]);
+    let id = w.submit("n_1");
+    let Advanced::Committed { state: StateKind::Deferred, wake_at_ms: Some(until), version } =
+        w.advance(&id, 1)
+    else {
+        panic!("expected a retry backoff: {:?}", w.store().record(&id).state);
+    };
+    let now = w.runner.clock().now_ms();
+    assert!(until > now, "the backoff lies ahead");
+    let retry = || block_on(w.runner.retry(&w.tenant, &id)).unwrap();
+    assert_eq!(retry(), Retried::WokenUp { at_ms: now });
+    let record = w.store().record(&id);
+    assert_eq!((record.version, record.wake_at_ms), (version + 1, Some(now)));
+    let entry = w.store().entries(&id).last().unwrap().clone();
+    assert_eq!(entry.cause, Cause::Operator { action: "retry".into() });
+    assert_eq!((entry.from, entry.to.kind()), (Some(StateKind::Deferred), StateKind::Deferred));
+    // The attempt goes now (and fails for good: dead-lettered).
+    let dead = w.settle(&id);
+    assert_eq!(dead.state.kind(), StateKind::DeadLettered);
+    assert_eq!(w.sent().len(), 2);
+    // A dead letter's retry is its replay.
+    let now = w.runner.clock().now_ms();
+    assert_eq!(retry(), Retried::Replayed { at_ms: now });
+    let entry = w.store().entries(&id).last().unwrap().clone();
+    assert_eq!(entry.cause, Cause::Operator { action: "dlq replay".into() });
+    let sent = w.settle(&id);
+    assert_eq!(sent.state.kind(), StateKind::Sent);
+    // Nothing to retry any more.
+    let Retried::Refused { state: StateKind::Sent, why } = retry() else {
+        panic!("a sent notification took a retry");
+    };
+    assert!(why.contains("sent"), "{why}");
+    assert_eq!(w.store().record(&id).version, sent.version, "a refused retry wrote nothing");
+    let missing = NotificationId::new("n_404").unwrap();
+    assert_eq!(block_on(w.runner.retry(&w.tenant, &missing)).unwrap(), Retried::NotFound);
 }
 
 /// A dead letter whose history shows an unknown outcome may have been delivered: replay leaves

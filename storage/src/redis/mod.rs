@@ -31,6 +31,7 @@ mod dedup;
 mod directory;
 mod inbox;
 mod limits;
+mod listing;
 mod queue;
 mod scripts;
 mod templates;
@@ -47,7 +48,7 @@ use steps::rate::{SendRate, SendSlot};
 use workflows::campaign::{CampaignId, counter_field};
 use workflows::dlq::{DLQ_SCAN_MAX, DlqFilter, DlqPage, Truncated};
 use workflows::ports::{
-    ApiKey, Clock, HISTORY_LEN_MAX, LIST_LIMIT_MAX, ListQuery, Purged, Store, StoreError,
+    ApiKey, Clock, HISTORY_LEN_MAX, ListPage, ListQuery, Purged, Store, StoreError,
 };
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record};
 
@@ -493,43 +494,6 @@ impl RedisStore {
         parse_pair(reply).ok_or_else(|| self.corrupt("create"))
     }
 
-    /// Newest-first ids from one ZSET per shard, merged: the `limit` newest overall.
-    async fn newest_ids(
-        &self,
-        index: impl Fn(u16) -> String,
-        limit: usize,
-    ) -> Result<Vec<NotificationId>, StoreError> {
-        let limit = limit.min(LIST_LIMIT_MAX);
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for shard in 0..SHARDS {
-            pipe.cmd("ZREVRANGE").arg(index(shard)).arg(0).arg(limit - 1).arg("WITHSCORES");
-        }
-        let mut conn = self.conn.clone();
-        let rows: Vec<Vec<(String, f64)>> =
-            pipe.query_async(&mut conn).await.map_err(|e| self.error("ZREVRANGE", &e))?;
-        let mut merged: Vec<(u64, String)> = rows
-            .into_iter()
-            .flatten()
-            // Scores are whole ms below 2^53, so the conversion is exact.
-            .map(|(id, score)| (score as u64, id))
-            .collect();
-        merged.sort_by(|a, b| b.cmp(a));
-        merged.truncate(limit);
-        Ok(merged.into_iter().filter_map(|(_, id)| NotificationId::new(id).ok()).collect())
-    }
-
-    async fn load_many(
-        &self,
-        tenant: &TenantId,
-        ids: &[NotificationId],
-    ) -> Result<Vec<Record>, StoreError> {
-        // A missing record (its index entry outlived it) is skipped, not an error.
-        Ok(self.load_each(tenant, ids).await?.into_iter().flatten().collect())
-    }
-
     /// The records of `ids`, in order, `None` for a missing one: one pipeline.
     async fn load_each(
         &self,
@@ -727,14 +691,8 @@ impl Store for RedisStore {
             .collect()
     }
 
-    async fn list(&self, tenant: &TenantId, query: &ListQuery) -> Result<Vec<Record>, StoreError> {
-        let ids = match query.state {
-            Some(kind) => {
-                self.newest_ids(|shard| keys::state_index(shard, tenant, kind), query.limit).await?
-            }
-            None => self.newest_ids(|shard| keys::all_index(shard, tenant), query.limit).await?,
-        };
-        self.load_many(tenant, &ids).await
+    async fn list(&self, tenant: &TenantId, query: &ListQuery) -> Result<ListPage, StoreError> {
+        self.list_page(tenant, query).await
     }
 
     async fn dead_letters(
