@@ -7,6 +7,10 @@
 //! - [`api`]: the HTTP API (axum); `api::router(state)` needs no socket.
 //! - [`auth`]: API keys.
 //! - [`cli`]: the ops commands that talk to a server.
+//! - [`metrics`]: `GET /metrics`, and the classification of committed transitions it shares
+//!   with [`stats`].
+//! - [`stats`]: the runner observer that keeps the delivery statistics of `courant stats` in
+//!   the store.
 //! - [`simulate`]: `courant simulate`, the simulator's command line.
 //! - [`templates`]: loads the templates directory.
 
@@ -16,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod simulate;
+pub mod stats;
 pub mod templates;
 pub mod wiring;
 

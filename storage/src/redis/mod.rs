@@ -33,6 +33,7 @@ mod inbox;
 mod limits;
 mod queue;
 mod scripts;
+mod stats;
 mod templates;
 
 use std::collections::BTreeMap;
