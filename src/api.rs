@@ -7,13 +7,16 @@
 //! The dead-letter queue's endpoints (list, plan, replay, purge) are in [`dlq`]; the template
 //! registry's (create, versions, publish, list, show, preview) in [`templates`]; the recipients
 //! directory's (profiles, devices, preferences) in [`recipients`]; the campaigns' in
-//! [`campaigns`]; the in-app inbox's (listing, read state, live stream) in [`inbox`]. The providers' delivery receipts (signed webhooks, no API key) are in
+//! [`campaigns`]; the in-app inbox's (listing, read state, live stream) in [`inbox`]; the
+//! operators' queue and statistics views (`courant queues`, `courant stats`) in [`ops`]. The
+//! providers' delivery receipts (signed webhooks, no API key) are in
 //! [`webhooks`], a router of its own with its own state and body limit
 //! ([`webhooks::routes`]), merged beside this one by `wiring`.
 
 pub mod campaigns;
 pub mod dlq;
 pub mod inbox;
+pub mod ops;
 pub mod recipients;
 pub mod templates;
 pub mod webhooks;
@@ -34,6 +37,8 @@ use sha2::{Digest, Sha256};
 use steps::correlation::{CollapseKey, Correlation, EventId};
 use steps::locale::Locale;
 use steps::model::{Category, Channel, NotificationId, Recipient, TemplateId, TenantId};
+use storage::queue::WakeQueue;
+use storage::stats::StatsStore;
 use workflows::inbox::{InboxFeed, InboxState};
 use workflows::machine::{State as LifecycleState, StateKind};
 use workflows::ports::{
@@ -204,7 +209,7 @@ impl IntoResponse for ApiError {
 /// Builds the router.
 pub fn router<S, C>(state: AppState<S, C>) -> Router
 where
-    S: Store + Inbox + Directory + Campaigns + InboxState + InboxFeed,
+    S: Store + Inbox + Directory + Campaigns + InboxState + InboxFeed + WakeQueue + StatsStore,
     C: Clock,
 {
     let inbox = inbox::routes::<S, C>(&state);
@@ -224,6 +229,7 @@ where
         .merge(templates::routes::<S, C>())
         .merge(inbox)
         .route("/v1/admin/breakers", get(breakers::<S, C>))
+        .merge(ops::routes::<S, C>())
         .merge(recipients::routes::<S, C>())
         .merge(campaigns::routes::<S, C>())
         .layer(DefaultBodyLimit::max(body_limit))

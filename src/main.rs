@@ -116,6 +116,12 @@ enum Command {
     },
     /// The provider circuit breakers of the server process answering.
     Breakers,
+    /// The shared wake-up queue (ready, due, scheduled, in flight, parked, overdue,
+    /// dead-lettered, lag) and the workers heartbeating into it.
+    Queues,
+    /// Your tenant's delivery statistics over a window, by channel and provider, with latency
+    /// percentiles.
+    Stats(cli::StatsArgs),
     /// Cancel a notification that has not reached a provider yet.
     Cancel {
         /// The notification id.
@@ -239,6 +245,8 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Dlq { command } => cli::dlq(&client, &command).await,
         Command::Cancel { id } => cli::cancel(&client, &id).await,
         Command::Breakers => cli::breakers(&client).await,
+        Command::Queues => cli::queues(&client).await,
+        Command::Stats(args) => cli::stats(&client, &args).await,
         Command::Simulate { seed, seeds, notifications, faults, scenario } => {
             courant::simulate::command(
                 seed,

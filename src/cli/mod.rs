@@ -10,8 +10,10 @@ use clap::Args;
 use serde_json::{Value, json};
 
 mod dlq;
+mod ops;
 
 pub use dlq::{DlqCommand, DlqFilterArgs, run as dlq};
+pub use ops::{StatsArgs, queues, stats};
 
 /// Where the server is and how to talk to it.
 #[derive(Debug, Args, Clone)]
