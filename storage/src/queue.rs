@@ -5,8 +5,13 @@
 //! otherwise. Workers [`fetch`](WakeQueue::fetch) ready wake-ups, which then stay *pending* under
 //! the worker's consumer name until they are [`ack`](WakeQueue::ack)ed. A worker that dies leaves
 //! its wake-ups pending; [`reclaim_abandoned`](WakeQueue::reclaim_abandoned) hands them to a live
-//! worker once they have been idle long enough. No heartbeats and no worker registry: recovery is
-//! per message, and a worker restarted under the same name works at once.
+//! worker once they have been idle long enough. Recovery needs no heartbeat and no worker
+//! registry: it is per message, and a worker restarted under the same name works at once.
+//!
+//! Workers do write [`heartbeat`](WakeQueue::heartbeat)s into a registry
+//! ([`workers`](WakeQueue::workers)), but only for operators (`courant queues`: which workers are
+//! alive, on which host, with how many slots): nothing reads it to decide who may work or what
+//! to recover, so a stale or missing entry changes nothing but that view.
 //!
 //! Duplicates are harmless by construction: a wake-up carries the record version it was scheduled
 //! for, and the runner's compare-and-set makes a stale or repeated one do nothing.

@@ -4,7 +4,8 @@
 //! due ms), a parked ZSET, and the deadline index the reaper reads (written by the store's
 //! create and commit scripts). Stream entries hold only the wake key (`tenant/id/version`) and
 //! the try count. Fetching is one `XREADGROUP` over all shards; recovery of a dead worker's
-//! entries is `XAUTOCLAIM` (per message, no heartbeats, no worker registry).
+//! entries is `XAUTOCLAIM` (per message, needing no heartbeat; the worker registry, two keys
+//! under `{w}`, is for operators only).
 //!
 //! Every multi-key step is a script on one shard; steps over many shards are pipelines of
 //! per-shard scripts, each prefixed by `SCRIPT LOAD` so a restarted Redis never answers
