@@ -54,10 +54,15 @@ impl std::fmt::Debug for StatsRecorder {
 impl StatsRecorder {
     /// A recorder writing into `store`, its flusher spawned on the current runtime.
     pub fn start<S: StatsStore>(store: S) -> Arc<StatsRecorder> {
-        let (queue, observations) = mpsc::channel(QUEUED_MAX);
-        let dropped = Arc::new(AtomicU64::new(0));
-        tokio::spawn(flush_loop(store, observations, dropped.clone()));
-        Arc::new(StatsRecorder { queue, dropped })
+        let (recorder, observations) = StatsRecorder::unstarted(QUEUED_MAX);
+        tokio::spawn(flush_loop(store, observations, recorder.dropped.clone()));
+        Arc::new(recorder)
+    }
+
+    /// A recorder whose queue holds `capacity` observations, and the queue's other end.
+    fn unstarted(capacity: usize) -> (StatsRecorder, mpsc::Receiver<Observation>) {
+        let (queue, observations) = mpsc::channel(capacity);
+        (StatsRecorder { queue, dropped: Arc::new(AtomicU64::new(0)) }, observations)
     }
 
     /// Observations dropped so far because the flusher was behind.
@@ -190,6 +195,54 @@ async fn write<S: StatsStore>(store: &S, batch: Vec<MinuteCounts>) {
 mod tests {
     use super::*;
     use steps::model::{Channel, ProviderName};
+    use storage::memory::MemoryStore;
+
+    /// A notification accepted at `at_ms` (the conformance suite's email fixture).
+    fn accepted_record(tenant: &str, at_ms: u64) -> (Record, HistoryEntry) {
+        let tenant = TenantId::new(tenant).expect("fixture tenant");
+        let id = storage::keys::new_notification_id(&tenant, None, "01HZZZZZZZZZZZZZZZZZ000001");
+        let record = storage::conformance::record(&tenant, &id, at_ms, None);
+        (record, storage::conformance::first(at_ms))
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let (recorder, mut observations) = StatsRecorder::unstarted(2);
+        let (record, entry) = accepted_record("acme", 1_700_000_000_000);
+        for _ in 0..5 {
+            // Returns at once even though nobody drains the queue.
+            recorder.created(&record, &entry);
+        }
+        assert_eq!(recorder.dropped(), 3);
+        let first = observations.try_recv().expect("queued");
+        assert_eq!(first.key, StatKey::new(StatKind::Accepted, Channel::Email, None));
+        assert_eq!(first.minute, storage::stats::minute_of(1_700_000_000_000));
+        assert_eq!(first.tenant.as_str(), "acme");
+    }
+
+    #[tokio::test]
+    async fn the_flusher_writes_counts_into_the_tenants_minute() {
+        let store = MemoryStore::new();
+        let recorder = StatsRecorder::start(store.clone());
+        let now_ms = workflows::ports::Clock::now_ms(&storage::memory::SystemClock);
+        let (record, entry) = accepted_record("acme", now_ms);
+        recorder.created(&record, &entry);
+        recorder.created(&record, &entry);
+        let minute = storage::stats::minute_of(now_ms);
+        let acme = TenantId::new("acme").unwrap();
+        let key = StatKey::new(StatKind::Accepted, Channel::Email, None);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let counts = store.read_stats(&acme, minute, minute).await.expect("read");
+            if counts.get(&key) == Some(&2) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never flushed: {counts:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let other = TenantId::new("globex").unwrap();
+        assert!(store.read_stats(&other, minute, minute).await.expect("read").is_empty());
+    }
 
     #[test]
     fn sends_settles_and_decisions_map_to_their_counters() {
