@@ -12,6 +12,9 @@
 //! providers' delivery receipts (signed webhooks, no API key) are in
 //! [`webhooks`], a router of its own with its own state and body limit
 //! ([`webhooks::routes`]), merged beside this one by `wiring`.
+//!
+//! `GET /openapi.json` serves the OpenAPI 3.1 document of every route ([`OPENAPI`],
+//! `src/api/openapi.json`); `tests/openapi.rs` keeps it true to the router and the answers.
 
 pub mod campaigns;
 pub mod dlq;
@@ -49,6 +52,11 @@ use workflows::record::{HistoryEntry, Idempotency, Record};
 use workflows::runner::{Cancelled, Runner, Submission, SubmitError, Submitted};
 
 use crate::auth;
+
+/// The OpenAPI 3.1 document of the HTTP API, served at `GET /openapi.json`. Written by hand;
+/// `tests/openapi.rs` checks that it is valid, that it lists exactly the router's routes and
+/// that real answers match its schemas.
+pub const OPENAPI: &str = include_str!("api/openapi.json");
 
 /// Limits on what a request may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,6 +225,7 @@ where
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz::<S, C>))
+        .route("/openapi.json", get(openapi))
         .route("/v1/notifications", post(submit::<S, C>).get(list::<S, C>))
         .route("/v1/notifications/batch", post(submit_batch::<S, C>))
         .route("/v1/notifications/{id}", get(show::<S, C>))
@@ -244,6 +253,11 @@ async fn readyz<S: Store + Inbox, C: Clock>(State(state): State<AppState<S, C>>)
             (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response()
         }
     }
+}
+
+/// `GET /openapi.json`: no key needed, it describes the API and holds no data.
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 async fn tenant<S: Store + Inbox, C: Clock>(

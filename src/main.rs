@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 /// allocations (the simulator runs about 1.3× faster with it; see docs/benchmarks.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use courant::{Role, cli, config, wiring};
+use courant::{Role, cli, wiring};
 
 /// courant: a durable notification orchestrator.
 #[derive(Debug, Parser)]
@@ -212,30 +212,13 @@ async fn run(cli: Cli) -> ExitCode {
             server(wiring::sandbox(listen, config).await)
         }
         Command::Keys { command: KeysCommand::Create { tenant, redis, config } } => {
-            server(wiring::create_key(&tenant, redis, config).await)
+            match wiring::create_key(&tenant, redis, config).await {
+                Ok(key) => cli::key_created(&client, &tenant, &key),
+                Err(e) => server(Err(e)),
+            }
         }
         Command::Config { command: ConfigCommand::Check { file } } => {
-            match config::Config::load(&file).and_then(config::Config::finish) {
-                Ok(config) => {
-                    let routes: Vec<String> = config
-                        .policy
-                        .routes
-                        .iter()
-                        .map(|(channel, route)| {
-                            let names: Vec<&str> = route.iter().map(|p| p.as_str()).collect();
-                            format!("{channel} → {}", names.join(", "))
-                        })
-                        .collect();
-                    println!(
-                        "{} is valid: {} provider(s); routes: {}",
-                        file.display(),
-                        config.providers.len(),
-                        if routes.is_empty() { "none".to_owned() } else { routes.join("; ") }
-                    );
-                    Ok(())
-                }
-                Err(e) => Err(cli::Failure { code: 1, message: format!("{e:#}") }),
-            }
+            cli::config_check(&client, &file)
         }
         Command::Send(send) => cli::send(&client, &send).await,
         Command::Status { id } => cli::status(&client, &id).await,
@@ -261,7 +244,14 @@ async fn run(cli: Cli) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("error: {}", failure.message);
+            if client.json {
+                let error = serde_json::json!({
+                    "error": { "exit_code": failure.code, "message": failure.message }
+                });
+                eprintln!("{error}");
+            } else {
+                eprintln!("error: {}", failure.message);
+            }
             ExitCode::from(u8::try_from(failure.code).unwrap_or(1))
         }
     }

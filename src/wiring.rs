@@ -724,7 +724,7 @@ pub async fn create_key(
     tenant: &str,
     redis: Option<String>,
     config_path: Option<PathBuf>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let tenant = TenantId::new(tenant).map_err(|e| anyhow::anyhow!("--tenant {e}"))?;
     let mut config = match &config_path {
         Some(path) => Config::load(path)?,
@@ -737,12 +737,7 @@ pub async fn create_key(
         bail!("no Redis URL: pass --redis URL");
     }
     let store = storage::redis::RedisStore::connect(&config.redis.url).await?;
-    let key = crate::auth::create(&store, &tenant).await?;
-    println!("{key}");
-    eprintln!(
-        "API key for tenant '{tenant}' created; it is shown once. Export it as COURANT_API_KEY."
-    );
-    Ok(())
+    Ok(crate::auth::create(&store, &tenant).await?)
 }
 
 #[cfg(test)]

@@ -499,8 +499,26 @@ ttl_ms = 60000
     assert!(String::from_utf8(output.stdout).unwrap().contains("would purge 3"));
     let one = stack.cli_json(&["dlq", "purge", &doomed[0], "--yes"]);
     assert_eq!(one["purge"], 1, "{one}");
-    let rest = stack.cli_json(&["dlq", "purge", "--channel", "email", "--yes"]);
-    assert_eq!(rest["purge"], 2, "{rest}");
+    // At a terminal, purge shows what it would delete and asks; "n" changes nothing.
+    let (ok, shown) = stack.cli_tty(&["dlq", "purge", "--channel", "email"], "n\n");
+    assert!(ok, "{shown}");
+    assert!(shown.contains("would purge 2"), "{shown}");
+    assert!(shown.contains("Delete these 2 dead letters for good? [y/N]"), "{shown}");
+    assert!(shown.contains("nothing changed"), "{shown}");
+    assert_eq!(stack.cli_json(&["dlq", "list"])["notifications"].as_array().unwrap().len(), 2);
+    // Named ids act on exactly those (as the CLI does once the operator says yes).
+    let (status, named) = stack.call(
+        "POST",
+        "/v1/dlq/purge",
+        &format!(r#"{{"ids": ["{}", "{}"], "yes": true}}"#, doomed[1], ids[0]),
+    );
+    assert_eq!(status, 200, "{named}");
+    assert_eq!((named["purge"].as_u64(), named["skipped"].as_u64()), (Some(1), Some(1)), "{named}");
+    let (ok, shown) = stack.cli_tty(&["dlq", "purge", "--channel", "email"], "y\n");
+    assert!(
+        ok && shown.contains("Delete this dead letter for good? [y/N]")
+            && shown.contains("purged 1")
+    );
     assert_eq!(stack.cli_json(&["dlq", "list"])["notifications"], serde_json::json!([]));
     for id in &doomed {
         assert_eq!(stack.cli(&["status", id]).status.code(), Some(3), "{id} is gone");

@@ -1,14 +1,19 @@
 //! The dead-letter queue's operator endpoints: list with filters, plan, replay, purge.
 //!
 //! - `GET /v1/dlq?reason=&channel=&provider=&older_than=&newer_than=&limit=`
-//! - `POST /v1/dlq/plan` `{"id" | "filter", "include_unknown"}`
-//! - `POST /v1/dlq/replay` `{"id" | "filter", "yes", "rate_per_sec", "include_unknown"}`
-//! - `POST /v1/dlq/purge` `{"id" | "filter", "yes"}`
+//! - `POST /v1/dlq/plan` `{"id" | "ids" | "filter", "include_unknown"}`
+//! - `POST /v1/dlq/replay` `{"id" | "ids" | "filter", "yes", "rate_per_sec", "include_unknown"}`
+//! - `POST /v1/dlq/purge` `{"id" | "ids" | "filter", "yes"}`
 //!
+//! `ids` (at most 10,000) names exactly the notifications to act on: the CLI confirms a dry run
+//! by sending the ids it showed, so what runs is what the operator saw, not whatever matches the
+//! filter a moment later.
 //! A filter is `{"reason", "channel", "provider", "older_than", "newer_than", "limit"}`; ages are
 //! `30s`, `15m`, `2h`, `7d` (anything humantime reads) or a number of ms. Replay and purge are
 //! dry runs unless `"yes": true`: a dry run answers exactly what would happen and writes
 //! nothing. Every input is checked before anything is written; a bad one is a 400 naming it.
+
+use std::collections::BTreeSet;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -129,7 +134,7 @@ impl FilterParams {
             return Err(bad(prefix, "limit", format!("must be between 1 and {limit_max}")));
         }
         Ok(DlqFilter {
-            id: None,
+            ids: BTreeSet::new(),
             reason_contains,
             channel,
             provider,
@@ -140,21 +145,49 @@ impl FilterParams {
     }
 }
 
-/// The `id` or the `filter` of a plan, replay or purge (not both), checked.
-fn target(id: Option<String>, filter: Option<FilterParams>) -> Result<DlqFilter, ApiError> {
-    match (id, filter) {
-        (Some(_), Some(_)) => Err(ApiError::BadRequest {
-            field: "id".into(),
-            message: "give either an id or a filter, not both".into(),
-        }),
-        (Some(id), None) => {
-            let id = NotificationId::new(id).map_err(|e| ApiError::BadRequest {
-                field: "id".into(),
-                message: format!("is not a notification id: {e}"),
-            })?;
-            Ok(DlqFilter { id: Some(id), limit: 1, ..DlqFilter::default() })
+/// What a plan, replay or purge is about: one `id`, a set of `ids`, or a `filter`.
+struct Target {
+    id: Option<String>,
+    ids: Option<Vec<String>>,
+    filter: Option<FilterParams>,
+}
+
+impl Target {
+    /// Checks the target: at most one of `id`, `ids` and `filter` (none: the whole DLQ).
+    fn check(self) -> Result<DlqFilter, ApiError> {
+        let given = [self.id.is_some(), self.ids.is_some(), self.filter.is_some()];
+        if given.iter().filter(|g| **g).count() > 1 {
+            let field = if self.id.is_some() { "id" } else { "ids" };
+            return Err(ApiError::BadRequest {
+                field: field.into(),
+                message: "give one of id, ids or filter, not several".into(),
+            });
         }
-        (None, filter) => filter.unwrap_or_default().check("filter", DLQ_SCAN_MAX, DLQ_SCAN_MAX),
+        let named = |field: &str, raw: String| {
+            NotificationId::new(raw).map_err(|e| ApiError::BadRequest {
+                field: field.into(),
+                message: format!("is not a notification id: {e}"),
+            })
+        };
+        if let Some(id) = self.id {
+            let id = named("id", id)?;
+            return Ok(DlqFilter { ids: [id].into(), limit: 1, ..DlqFilter::default() });
+        }
+        if let Some(raw) = self.ids {
+            if raw.is_empty() || raw.len() > DLQ_SCAN_MAX {
+                return Err(ApiError::BadRequest {
+                    field: "ids".into(),
+                    message: format!("must name 1 to {DLQ_SCAN_MAX} notifications"),
+                });
+            }
+            let ids = raw
+                .into_iter()
+                .enumerate()
+                .map(|(i, id)| named(&format!("ids[{i}]"), id))
+                .collect::<Result<BTreeSet<_>, _>>()?;
+            return Ok(DlqFilter { limit: ids.len(), ids, ..DlqFilter::default() });
+        }
+        self.filter.unwrap_or_default().check("filter", DLQ_SCAN_MAX, DLQ_SCAN_MAX)
     }
 }
 
@@ -206,6 +239,7 @@ pub(super) async fn list<S: Store + Inbox, C: Clock>(
 #[serde(deny_unknown_fields)]
 struct PlanBody {
     id: Option<String>,
+    ids: Option<Vec<String>>,
     filter: Option<FilterParams>,
     #[serde(default)]
     include_unknown: bool,
@@ -233,7 +267,7 @@ pub(super) async fn plan<S: Store + Inbox, C: Clock>(
     let tenant = tenant(&state, &headers).await?;
     let bytes = body(&state, raw)?;
     let request: PlanBody = json_body(&bytes)?;
-    let filter = target(request.id, request.filter)?;
+    let filter = Target { id: request.id, ids: request.ids, filter: request.filter }.check()?;
     let plan = state.runner.dlq_plan(&tenant, &filter, request.include_unknown).await?;
     Ok(axum::Json(plan_view(&plan, request.include_unknown)).into_response())
 }
@@ -243,6 +277,7 @@ pub(super) async fn plan<S: Store + Inbox, C: Clock>(
 #[serde(deny_unknown_fields)]
 struct ReplayBody {
     id: Option<String>,
+    ids: Option<Vec<String>>,
     filter: Option<FilterParams>,
     #[serde(default)]
     yes: bool,
@@ -260,7 +295,7 @@ pub(super) async fn replay<S: Store + Inbox, C: Clock>(
     let bytes = body(&state, raw)?;
     let request: ReplayBody = json_body(&bytes)?;
     let one = request.id.is_some();
-    let filter = target(request.id, request.filter)?;
+    let filter = Target { id: request.id, ids: request.ids, filter: request.filter }.check()?;
     let rate_per_sec = request.rate_per_sec.unwrap_or(REPLAY_RATE_DEFAULT);
     if rate_per_sec == 0 || rate_per_sec > REPLAY_RATE_MAX {
         return Err(ApiError::BadRequest {
@@ -343,6 +378,7 @@ fn skipped_item(id: &NotificationId, reason: &str, state: Option<StateKind>) -> 
 #[serde(deny_unknown_fields)]
 struct PurgeBody {
     id: Option<String>,
+    ids: Option<Vec<String>>,
     filter: Option<FilterParams>,
     #[serde(default)]
     yes: bool,
@@ -357,7 +393,7 @@ pub(super) async fn purge<S: Store + Inbox, C: Clock>(
     let bytes = body(&state, raw)?;
     let request: PurgeBody = json_body(&bytes)?;
     let one = request.id.is_some();
-    let filter = target(request.id, request.filter)?;
+    let filter = Target { id: request.id, ids: request.ids, filter: request.filter }.check()?;
     let report = state.runner.dlq_purge(&tenant, &filter, !request.yes).await?;
     if one && matches!(report.items.as_slice(), [(_, PurgeVerdict::NotFound)]) {
         return Err(ApiError::NotFound);

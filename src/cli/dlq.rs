@@ -1,5 +1,7 @@
-//! `courant dlq list|plan|replay|purge`: the dead-letter queue. Replay and purge are dry runs
-//! unless `--yes`.
+//! `courant dlq list|plan|replay|purge`: the dead-letter queue. Replay and purge show what they
+//! would touch and ask first (at a terminal); `--yes` skips the question.
+
+use std::io::{IsTerminal, Write};
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -66,7 +68,8 @@ impl DlqFilterArgs {
     }
 }
 
-/// Dead-letter queue commands. Replay and purge are dry runs unless `--yes`.
+/// Dead-letter queue commands. Replay and purge show what they would touch and ask first;
+/// `--yes` skips the question, and without a terminal they are dry runs unless `--yes`.
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
     /// List dead-lettered notifications, newest first.
@@ -84,14 +87,14 @@ pub enum DlqCommand {
         include_unknown: bool,
     },
     /// Re-drive dead letters through the normal lifecycle (on their original channel, attempts
-    /// from 1), spread at a bounded rate. A dry run unless --yes.
+    /// from 1), spread at a bounded rate. Shows what it would replay and asks, unless --yes.
     Replay {
         /// One notification instead of a filter.
         #[arg(conflicts_with_all = FILTER_FLAGS)]
         id: Option<String>,
         #[command(flatten)]
         filter: DlqFilterArgs,
-        /// Really replay (without it, only show what would happen).
+        /// Replay without asking (without it: show what would happen, then ask at a terminal).
         #[arg(long)]
         yes: bool,
         /// Replays per second (1 to 1000).
@@ -102,15 +105,16 @@ pub enum DlqCommand {
         #[arg(long)]
         include_unknown: bool,
     },
-    /// Delete dead letters: record, history, indexes and idempotency key. A dry run unless
-    /// --yes.
+    /// Delete dead letters: record, history, indexes and idempotency key. Shows what it would
+    /// delete and asks, unless --yes.
     Purge {
         /// One notification instead of a filter.
         #[arg(conflicts_with_all = FILTER_FLAGS)]
         id: Option<String>,
         #[command(flatten)]
         filter: DlqFilterArgs,
-        /// Really delete (without it, only show what would be deleted).
+        /// Delete without asking (without it: show what would be deleted, then ask at a
+        /// terminal).
         #[arg(long)]
         yes: bool,
     },
@@ -142,61 +146,157 @@ pub async fn run(client: &Client, command: &DlqCommand) -> Result<(), Failure> {
         }
         DlqCommand::Replay { id, filter, yes, rate, include_unknown } => {
             let mut body = filter.target(id.as_deref());
-            body["yes"] = json!(yes);
             body["rate_per_sec"] = json!(rate);
             body["include_unknown"] = json!(include_unknown);
-            let value = client.post("/v1/dlq/replay", &body, None).await?;
-            client.emit(&value, |v| {
+            act(client, Action::Replay, body, *yes).await
+        }
+        DlqCommand::Purge { id, filter, yes } => {
+            act(client, Action::Purge, filter.target(id.as_deref()), *yes).await
+        }
+    }
+}
+
+/// A bulk or destructive DLQ action.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Replay,
+    Purge,
+}
+
+impl Action {
+    fn path(self) -> &'static str {
+        match self {
+            Action::Replay => "/v1/dlq/replay",
+            Action::Purge => "/v1/dlq/purge",
+        }
+    }
+
+    /// The outcome a dry run gives the items it would act on.
+    fn would(self) -> &'static str {
+        match self {
+            Action::Replay => "would_replay",
+            Action::Purge => "would_purge",
+        }
+    }
+
+    /// The question asked before acting on `n` dead letters.
+    fn question(self, n: usize, body: &Value) -> String {
+        match self {
+            Action::Replay => {
+                format!("Replay {} at {}/s? [y/N] ", these(n), text(&body["rate_per_sec"]))
+            }
+            Action::Purge => format!("Delete {} for good? [y/N] ", these(n)),
+        }
+    }
+
+    /// The answer for people.
+    fn table(self, v: &Value) -> String {
+        let dry = v["dry_run"] == json!(true);
+        match self {
+            Action::Replay => {
                 let mut out = list_table(
                     v,
                     "items",
                     &["ID", "OUTCOME", "STARTS", "FLAGGED", "SKIPPED BECAUSE", "STATE"],
                     &["/id", "/outcome", "/at", "/possible_duplicate", "/skip_reason", "/state"],
                 );
-                let verb = if v["dry_run"] == json!(true) { "would replay" } else { "replayed" };
                 out.push_str(&format!(
-                    "{verb} {}, skipped {} ({} may have been delivered) at {}/s\n",
+                    "{} {}, skipped {} ({} may have been delivered) at {}/s\n",
+                    if dry { "would replay" } else { "replayed" },
                     text(&v["replay"]),
                     text(&v["skipped"]),
                     text(&v["maybe_delivered"]),
                     text(&v["rate_per_sec"]),
                 ));
                 out
-            })?;
-            if value["maybe_delivered"].as_u64().unwrap_or(0) > 0 {
-                eprintln!(
-                    "note: notifications whose outcome was unknown may have been delivered and \
-                     were skipped; --include-unknown replays them, flagged as possible duplicates"
-                );
             }
-            truncation_note(&value, "dead letters");
-            dry_run_note(&value);
-            Ok(())
-        }
-        DlqCommand::Purge { id, filter, yes } => {
-            let mut body = filter.target(id.as_deref());
-            body["yes"] = json!(yes);
-            let value = client.post("/v1/dlq/purge", &body, None).await?;
-            client.emit(&value, |v| {
+            Action::Purge => {
                 let mut out = list_table(
                     v,
                     "items",
                     &["ID", "OUTCOME", "SKIPPED BECAUSE", "STATE"],
                     &["/id", "/outcome", "/skip_reason", "/state"],
                 );
-                let verb = if v["dry_run"] == json!(true) { "would purge" } else { "purged" };
                 out.push_str(&format!(
-                    "{verb} {}, skipped {}\n",
+                    "{} {}, skipped {}\n",
+                    if dry { "would purge" } else { "purged" },
                     text(&v["purge"]),
                     text(&v["skipped"])
                 ));
                 out
-            })?;
-            truncation_note(&value, "dead letters");
-            dry_run_note(&value);
-            Ok(())
+            }
         }
     }
+
+    /// Shows an answer: the data on stdout, the notes on stderr.
+    fn show(self, client: &Client, value: &Value) -> Result<(), Failure> {
+        client.emit(value, |v| self.table(v))?;
+        if matches!(self, Action::Replay) && value["maybe_delivered"].as_u64().unwrap_or(0) > 0 {
+            eprintln!(
+                "note: notifications whose outcome was unknown may have been delivered and were \
+                 skipped; --include-unknown replays them, flagged as possible duplicates"
+            );
+        }
+        truncation_note(value, "dead letters");
+        Ok(())
+    }
+}
+
+/// Replays or purges. With `--yes`, at once. Without it, a dry run shows what would be touched;
+/// then, when a person is at a terminal, the CLI asks, and on "yes" acts on exactly the ids it
+/// showed (not on whatever matches the filter a moment later). Without a terminal (or with
+/// `--json`), the dry run is all that happens.
+async fn act(client: &Client, action: Action, mut body: Value, yes: bool) -> Result<(), Failure> {
+    body["yes"] = json!(yes);
+    let value = client.post(action.path(), &body, None).await?;
+    action.show(client, &value)?;
+    if yes {
+        return Ok(());
+    }
+    let ids: Vec<Value> = value["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|item| item["outcome"] == action.would())
+        .map(|item| item["id"].clone())
+        .collect();
+    let interactive =
+        !client.json && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    if ids.is_empty() || !interactive {
+        dry_run_note(&value);
+        return Ok(());
+    }
+    if !confirm(&action.question(ids.len(), &body))? {
+        eprintln!("nothing changed");
+        return Ok(());
+    }
+    if let Some(fields) = body.as_object_mut() {
+        fields.remove("id");
+        fields.remove("filter");
+    }
+    body["ids"] = Value::Array(ids);
+    body["yes"] = json!(true);
+    let done = client.post(action.path(), &body, None).await?;
+    action.show(client, &done)
+}
+
+/// "this dead letter" or "these N dead letters".
+fn these(n: usize) -> String {
+    if n == 1 { "this dead letter".to_owned() } else { format!("these {n} dead letters") }
+}
+
+/// Asks a yes/no question on stderr and reads the answer from stdin: only "y" or "yes" is yes.
+fn confirm(question: &str) -> Result<bool, Failure> {
+    let mut stderr = std::io::stderr();
+    stderr
+        .write_all(question.as_bytes())
+        .and_then(|()| stderr.flush())
+        .map_err(|e| Failure::new(1, format!("cannot ask: {e}")))?;
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| Failure::new(1, format!("cannot read the answer: {e}")))?;
+    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
 /// A DLQ plan for people: the totals, then the replays by channel, provider and reason.

@@ -380,6 +380,60 @@ pub async fn breakers(client: &Client) -> Result<(), Failure> {
     })
 }
 
+/// `courant keys create`: the key on stdout (shown once), or `{"tenant", "key"}` with `--json`.
+pub fn key_created(client: &Client, tenant: &str, key: &str) -> Result<(), Failure> {
+    client.emit(&json!({ "tenant": tenant, "key": key }), |v| format!("{}\n", text(&v["key"])))?;
+    eprintln!(
+        "API key for tenant '{tenant}' created; it is shown once. Export it as COURANT_API_KEY."
+    );
+    Ok(())
+}
+
+/// `courant config check FILE`: whether the file is a valid configuration, and what it sets up.
+pub fn config_check(client: &Client, file: &std::path::Path) -> Result<(), Failure> {
+    let config = crate::config::Config::load(file)
+        .and_then(crate::config::Config::finish)
+        .map_err(|e| Failure::new(1, format!("{e:#}")))?;
+    let routes: serde_json::Map<String, Value> = config
+        .policy
+        .routes
+        .iter()
+        .map(|(channel, route)| {
+            let names: Vec<&str> = route.iter().map(|p| p.as_str()).collect();
+            (channel.to_string(), json!(names))
+        })
+        .collect();
+    let value = json!({
+        "file": file.display().to_string(),
+        "valid": true,
+        "providers": config.providers.len(),
+        "routes": routes,
+    });
+    client.emit(&value, |v| {
+        let routes: Vec<String> = v["routes"]
+            .as_object()
+            .map(|routes| {
+                routes
+                    .iter()
+                    .map(|(channel, names)| {
+                        let names: Vec<String> = names
+                            .as_array()
+                            .map(|n| n.iter().map(text).collect())
+                            .unwrap_or_default();
+                        format!("{channel} → {}", names.join(", "))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        format!(
+            "{} is valid: {} provider(s); routes: {}\n",
+            text(&v["file"]),
+            text(&v["providers"]),
+            if routes.is_empty() { "none".to_owned() } else { routes.join("; ") }
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -817,9 +817,14 @@ pub async fn dead_letter_filters<S: Conformance>(store: &S) {
         assert_eq!(dlq_ids(store, ours, &filter, now).await, expected, "{filter:?}");
     };
     check(all(), vec![new.clone(), mid.clone(), old.clone()]).await;
-    check(DlqFilter { id: Some(mid.clone()), ..all() }, vec![mid.clone()]).await;
-    check(DlqFilter { id: Some(alive.id.clone()), ..all() }, vec![]).await;
-    check(DlqFilter { id: Some(id(&acme, 77)), ..all() }, vec![]).await;
+    check(DlqFilter { ids: [mid.clone()].into(), ..all() }, vec![mid.clone()]).await;
+    // Named ids: only the dead-lettered ones among them, newest first, other filters still hold.
+    let named = [old.clone(), alive.id.clone(), new.clone(), id(&acme, 78)];
+    check(DlqFilter { ids: named.clone().into(), ..all() }, vec![new.clone(), old.clone()]).await;
+    check(DlqFilter { ids: named.into(), channel: Some(Channel::Sms), ..all() }, vec![old.clone()])
+        .await;
+    check(DlqFilter { ids: [alive.id.clone()].into(), ..all() }, vec![]).await;
+    check(DlqFilter { ids: [id(&acme, 77)].into(), ..all() }, vec![]).await;
     check(DlqFilter { channel: Some(Channel::Sms), ..all() }, vec![old.clone()]).await;
     check(DlqFilter { provider: Some(twilio), ..all() }, vec![old.clone()]).await;
     let attempts = || Some("ALL 2 attempts".to_owned());

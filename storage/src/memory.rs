@@ -614,19 +614,12 @@ impl MemoryStore {
         let inner = self.lock();
         let Some(slots) = inner.tenants.get(tenant) else { return DlqPage::default() };
         let limit = filter.limit_capped();
-        if let Some(id) = &filter.id {
-            let records: Vec<Record> = slots
-                .get(id)
-                .map(|s| s.record.clone())
-                .filter(|r| limit > 0 && filter.matches(r, now_ms))
-                .into_iter()
-                .collect();
-            return DlqPage { records, scanned: 1, truncated: None };
-        }
-        // The DLQ in the filter's age window, newest first, as the Redis store walks its index.
+        // The DLQ (or the named ids in it) in the filter's age window, newest first, as the Redis
+        // store walks its index.
         let (from_ms, to_ms) = filter.window_ms(now_ms);
         let mut items: Vec<(u64, &Record)> = slots
             .values()
+            .filter(|s| filter.ids.is_empty() || filter.ids.contains(&s.record.id))
             .filter_map(|s| s.dead_lettered_at_ms.map(|at| (at, &s.record)))
             .filter(|(at, _)| (from_ms..=to_ms).contains(at))
             .collect();

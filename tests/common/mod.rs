@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod openapi;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -60,14 +62,29 @@ pub mod http {
         key: Option<&str>,
         body: Option<&str>,
     ) -> std::io::Result<(u16, String)> {
+        let auth = key.map(|k| format!("Bearer {k}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|auth| ("Authorization", auth.as_str())).collect();
+        request_with_headers(method, url, &headers, body)
+    }
+
+    /// One HTTP/1.1 request with these headers (besides `Host`, `Content-Type: application/json`
+    /// and `Content-Length`).
+    pub fn request_with_headers(
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> std::io::Result<(u16, String)> {
         let (host, path) = split(url);
         let mut stream = TcpStream::connect(&host)?;
         stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
         let body = body.unwrap_or("");
-        let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+        let headers: String =
+            headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
         write!(
             stream,
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{auth}\
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{headers}\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )?;
@@ -246,6 +263,31 @@ kind = "in_app"
             .expect("run the CLI")
     }
 
+    /// Runs the CLI as a person at a terminal would: under a pseudo-terminal (util-linux
+    /// `script`), typing `input`. Returns what the terminal showed (stdout and stderr together)
+    /// and whether the CLI succeeded.
+    pub fn cli_tty(&self, args: &[&str], input: &str) -> (bool, String) {
+        let mut line = shell_quote(env!("CARGO_BIN_EXE_courant"));
+        for arg in args {
+            line.push(' ');
+            line.push_str(&shell_quote(arg));
+        }
+        let mut child = Command::new("script")
+            .args(["--quiet", "--return", "--command", &line, "/dev/null"])
+            .env("COURANT_SERVER", &self.api_url)
+            .env("COURANT_API_KEY", &self.key)
+            .env("COURANT_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run the CLI under script(1)");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("type the input");
+        let output = child.wait_with_output().expect("wait for script(1)");
+        let shown = String::from_utf8_lossy(&output.stdout).replace("\r\n", "\n");
+        (output.status.success(), shown)
+    }
+
     /// Runs the CLI with `--json` and parses stdout, asserting success.
     pub fn cli_json(&self, args: &[&str]) -> Value {
         let mut all = vec!["--json"];
@@ -346,4 +388,9 @@ kind = "in_app"
 /// A process output's stderr as text.
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `s` quoted for a POSIX shell.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }

@@ -6,7 +6,7 @@
 //! store; the HTTP API and the CLI show the results. Everything here is bounded: one request
 //! examines at most [`DLQ_SCAN_MAX`] dead letters and says so when it stopped early.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use steps::model::{Channel, NotificationId, ProviderName};
 
@@ -29,8 +29,9 @@ pub const REPLAY_RATE_MAX: u32 = 1_000;
 /// Which dead letters an operator command is about. Every condition that is set must hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DlqFilter {
-    /// Only this notification.
-    pub id: Option<NotificationId>,
+    /// Only these notifications (any, when empty): one an operator names, or exactly those a
+    /// dry run showed. At most [`DLQ_SCAN_MAX`].
+    pub ids: BTreeSet<NotificationId>,
     /// Only reasons containing this text (ASCII case-insensitive).
     pub reason_contains: Option<String>,
     /// Only notifications dead-lettered on this channel (after any fallback, the last channel).
@@ -48,7 +49,7 @@ pub struct DlqFilter {
 impl Default for DlqFilter {
     fn default() -> Self {
         Self {
-            id: None,
+            ids: BTreeSet::new(),
             reason_contains: None,
             channel: None,
             provider: None,
@@ -68,7 +69,7 @@ impl DlqFilter {
             return false;
         };
         let (from_ms, to_ms) = self.window_ms(now_ms);
-        self.id.as_ref().is_none_or(|id| *id == record.id)
+        (self.ids.is_empty() || self.ids.contains(&record.id))
             && self.channel.is_none_or(|c| c == *channel)
             && self.provider.as_ref().is_none_or(|p| provider.as_ref() == Some(p))
             && self
@@ -124,6 +125,21 @@ pub struct DlqPage {
     pub scanned: usize,
     /// Why the listing stopped early, if it did.
     pub truncated: Option<Truncated>,
+}
+
+/// What a replay or purge of `filter` works through, oldest first: the page's dead letters, then
+/// the ids the filter names that the page left out (not found, or not dead-lettered), so each
+/// named one gets its verdict. Named ids are only added when the page is complete: one cut at
+/// its limit must not be extended past it.
+pub fn targets(filter: &DlqFilter, page: &DlqPage) -> Vec<NotificationId> {
+    let mut ids: Vec<NotificationId> = page.records.iter().rev().map(|r| r.id.clone()).collect();
+    if page.truncated.is_none() {
+        let listed: BTreeSet<&NotificationId> = page.records.iter().map(|r| &r.id).collect();
+        let missing: Vec<NotificationId> =
+            filter.ids.iter().filter(|id| !listed.contains(id)).cloned().collect();
+        ids.extend(missing);
+    }
+    ids
 }
 
 /// Whether a dead-lettered notification may have reached its recipient after all: an attempt in

@@ -848,7 +848,7 @@ impl<S: Store, C: Clock> Runner<S, C> {
 
     /// Replays `filter`'s dead letters, oldest first, spread at `options.rate_per_sec` by their
     /// first wake-up (durable: nothing sleeps, and a restart keeps the spread). With
-    /// `filter.id`, that notification's verdict is reported even when it is not dead-lettered.
+    /// `filter.ids`, each one's verdict is reported even when it is not dead-lettered.
     pub async fn dlq_replay(
         &self,
         tenant: &TenantId,
@@ -857,11 +857,7 @@ impl<S: Store, C: Clock> Runner<S, C> {
     ) -> Result<ReplayReport, StoreError> {
         let now_ms = self.clock.now_ms();
         let page = self.store.dead_letters(tenant, filter, now_ms).await?;
-        let mut ids: Vec<NotificationId> =
-            page.records.iter().rev().map(|r| r.id.clone()).collect();
-        if let (Some(id), true) = (&filter.id, ids.is_empty()) {
-            ids.push(id.clone());
-        }
+        let ids = dlq::targets(filter, &page);
         let mut items = Vec::with_capacity(ids.len());
         let mut replayed = 0;
         for id in ids {
@@ -910,8 +906,8 @@ impl<S: Store, C: Clock> Runner<S, C> {
         )))
     }
 
-    /// Purges `filter`'s dead letters, oldest first. With `filter.id`, that notification's
-    /// verdict is reported even when it is not dead-lettered.
+    /// Purges `filter`'s dead letters, oldest first. With `filter.ids`, each one's verdict is
+    /// reported even when it is not dead-lettered.
     pub async fn dlq_purge(
         &self,
         tenant: &TenantId,
@@ -919,11 +915,7 @@ impl<S: Store, C: Clock> Runner<S, C> {
         dry_run: bool,
     ) -> Result<PurgeReport, StoreError> {
         let page = self.store.dead_letters(tenant, filter, self.clock.now_ms()).await?;
-        let mut ids: Vec<NotificationId> =
-            page.records.iter().rev().map(|r| r.id.clone()).collect();
-        if let (Some(id), true) = (&filter.id, ids.is_empty()) {
-            ids.push(id.clone());
-        }
+        let ids = dlq::targets(filter, &page);
         let mut items = Vec::with_capacity(ids.len());
         for id in ids {
             let verdict = self.purge(tenant, &id, dry_run).await?;

@@ -1167,7 +1167,7 @@ fn a_filtered_replay_spreads_first_wake_ups_at_the_rate() {
     .unwrap();
     assert_eq!(again.items, vec![]);
     // By id, a notification that is not dead-lettered is reported with its state.
-    let one = DlqFilter { id: Some(ids[0].clone()), ..DlqFilter::default() };
+    let one = DlqFilter { ids: [ids[0].clone()].into(), ..DlqFilter::default() };
     let report = block_on(w.runner.dlq_replay(&w.tenant, &one, options)).unwrap();
     assert_eq!(
         report.items,
@@ -1202,7 +1202,7 @@ fn plan_and_purge_of_dead_letters() {
     assert_eq!(done.items.len(), 2);
     assert!(block_on(w.store().load(&w.tenant, &plain)).unwrap().is_none());
     assert!(block_on(w.store().load(&w.tenant, &maybe)).unwrap().is_none());
-    let one = DlqFilter { id: Some(alive.clone()), ..DlqFilter::default() };
+    let one = DlqFilter { ids: [alive.clone()].into(), ..DlqFilter::default() };
     let report = block_on(w.runner.dlq_purge(&w.tenant, &one, false)).unwrap();
     assert_eq!(
         report.items,

@@ -705,11 +705,20 @@ impl Store for RedisStore {
         now_ms: u64,
     ) -> Result<DlqPage, StoreError> {
         let limit = filter.limit_capped();
-        if let Some(id) = &filter.id {
-            let record = self.load_record(tenant, id).await?;
-            let records: Vec<Record> =
-                record.filter(|r| limit > 0 && filter.matches(r, now_ms)).into_iter().collect();
-            return Ok(DlqPage { records, scanned: 1, truncated: None });
+        if !filter.ids.is_empty() {
+            // Named ids: load them rather than walk the index; newest first, as the walk gives.
+            let ids: Vec<NotificationId> = filter.ids.iter().cloned().collect();
+            let mut page = DlqPage { scanned: ids.len(), ..DlqPage::default() };
+            for chunk in ids.chunks(DLQ_LOAD_CHUNK) {
+                let loaded = self.load_each(tenant, chunk).await?.into_iter().flatten();
+                page.records.extend(loaded.filter(|r| filter.matches(r, now_ms)));
+            }
+            page.records.sort_by(|a, b| (b.updated_at_ms, &b.id).cmp(&(a.updated_at_ms, &a.id)));
+            if page.records.len() > limit {
+                page.records.truncate(limit);
+                page.truncated = Some(Truncated::Limit);
+            }
+            return Ok(page);
         }
         let (from_ms, to_ms) = filter.window_ms(now_ms);
         let ids = self.dlq_ids(tenant, from_ms, to_ms).await?;
