@@ -34,6 +34,8 @@ use workflows::machine::{State as Lifecycle, StateKind};
 use workflows::ports::Observer;
 use workflows::record::{Cause, HistoryEntry, Record};
 
+use crate::stats::StatsRecorder;
+
 /// Reads the shared queue's counts (the store's `WakeQueue::stats`).
 pub type QueueProbe = Arc<dyn Fn() -> BoxFuture<'static, Result<QueueStats, String>> + Send + Sync>;
 
@@ -102,6 +104,7 @@ pub struct Metrics {
     breaker_opened: Family<Breaker, Counter>,
     breaker_rejected: Family<Breaker, Counter>,
     workers: Gauge,
+    stats_dropped: Counter,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -142,6 +145,7 @@ impl Metrics {
             breaker_opened: Family::default(),
             breaker_rejected: Family::default(),
             workers: Gauge::default(),
+            stats_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -231,12 +235,24 @@ impl Metrics {
             "Wake-ups this process handles at once (0: API only)",
             metrics.workers.clone(),
         );
+        registry.register(
+            "stats_dropped",
+            "Counts for `courant stats` this process dropped because the store fell behind \
+             (the stored statistics undercount by this much)",
+            metrics.stats_dropped.clone(),
+        );
         metrics.workers.set(i64::try_from(worker_slots).unwrap_or(i64::MAX));
         Self { registry, ..metrics }
     }
 
     /// Reads the gauges and renders everything in the text format.
-    async fn render(&self, queue: &QueueProbe, breakers: &providers::breaker::Registry) -> String {
+    async fn render(
+        &self,
+        queue: &QueueProbe,
+        breakers: &providers::breaker::Registry,
+        stats: &StatsRecorder,
+    ) -> String {
+        catch_up(&self.stats_dropped, stats.dropped());
         match queue().await {
             Ok(stats) => {
                 let states = [
@@ -537,8 +553,10 @@ pub fn routes(
     metrics: Arc<Metrics>,
     queue: QueueProbe,
     breakers: providers::breaker::Registry,
+    stats: Arc<StatsRecorder>,
 ) -> Router {
-    Router::new().route("/metrics", get(scrape)).with_state(Scrape { metrics, queue, breakers })
+    let state = Scrape { metrics, queue, breakers, stats };
+    Router::new().route("/metrics", get(scrape)).with_state(state)
 }
 
 #[derive(Clone)]
@@ -546,9 +564,10 @@ struct Scrape {
     metrics: Arc<Metrics>,
     queue: QueueProbe,
     breakers: providers::breaker::Registry,
+    stats: Arc<StatsRecorder>,
 }
 
 async fn scrape(State(scrape): State<Scrape>) -> Response {
-    let text = scrape.metrics.render(&scrape.queue, &scrape.breakers).await;
+    let text = scrape.metrics.render(&scrape.queue, &scrape.breakers, &scrape.stats).await;
     (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
 }

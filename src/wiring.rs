@@ -557,6 +557,7 @@ where
     let templates = Arc::new(crate::templates::load(&config.templates_dir)?);
     let providers = build_providers(config, store, breakers)?;
     let metrics = Arc::new(crate::metrics::Metrics::new(worker_slots));
+    let stats = crate::stats::StatsRecorder::start(store.clone());
     let runner = Arc::new(
         Runner::new(
             store.clone(),
@@ -567,9 +568,9 @@ where
         )
         .with_template_store(Arc::new(store.clone()))
         .with_observer(metrics.clone())
-        .with_observer(crate::stats::StatsRecorder::start(store.clone())),
+        .with_observer(stats.clone()),
     );
-    let routes = crate::metrics::routes(metrics, queue_probe(store), breakers.clone());
+    let routes = crate::metrics::routes(metrics, queue_probe(store), breakers.clone(), stats);
     Ok((runner, routes))
 }
 
