@@ -7,9 +7,11 @@
 //! The dead-letter queue's endpoints (list, plan, replay, purge) are in [`dlq`]; the template
 //! registry's (create, versions, publish, list, show, preview) in [`templates`]; the recipients
 //! directory's (profiles, devices, preferences) in [`recipients`]; the campaigns' in
-//! [`campaigns`]; the in-app inbox's (listing, read state, live stream) in [`inbox`]; the
-//! operators' queue and statistics views (`courant queues`, `courant stats`) in [`ops`]. The
-//! providers' delivery receipts (signed webhooks, no API key) are in
+//! [`campaigns`]; the in-app inbox's (listing, read state, live stream) in [`inbox`]; the live
+//! stream of committed transitions (`GET /v1/events`) in [`events`]; the fan-out both live
+//! streams share in [`hub`]; the operators' queue and statistics views (`courant queues`,
+//! `courant stats`) in [`ops`]. The providers' delivery receipts (signed webhooks, no API key)
+//! are in
 //! [`webhooks`], a router of its own with its own state and body limit
 //! ([`webhooks::routes`]), merged beside this one by `wiring`.
 //!
@@ -18,6 +20,8 @@
 
 pub mod campaigns;
 pub mod dlq;
+pub mod events;
+pub mod hub;
 pub mod inbox;
 pub mod ops;
 pub mod recipients;
@@ -42,6 +46,7 @@ use steps::locale::Locale;
 use steps::model::{Category, Channel, NotificationId, Recipient, TemplateId, TenantId};
 use storage::queue::WakeQueue;
 use storage::stats::StatsStore;
+use tracing::Instrument as _;
 use workflows::inbox::{InboxFeed, InboxState};
 use workflows::machine::{State as LifecycleState, StateKind};
 use workflows::ports::{
@@ -50,6 +55,7 @@ use workflows::ports::{
 };
 use workflows::record::{HistoryEntry, Idempotency, Record};
 use workflows::runner::{Cancelled, Runner, Submission, SubmitError, Submitted};
+use workflows::transitions::TransitionFeed;
 
 use crate::auth;
 
@@ -68,11 +74,14 @@ pub struct Limits {
     /// Most notifications in one batch request. Bounded so a batch is one quick request and a
     /// retry of it is cheap.
     pub batch_len_max: usize,
+    /// Live event streams (`GET /v1/events`) this process holds open, every tenant's: each is a
+    /// socket and a buffer of [`events`]' size. A few operators tailing each; 503 beyond it.
+    pub event_streams_max: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { body_bytes_max: 256 * 1024, batch_len_max: 100 }
+        Self { body_bytes_max: 256 * 1024, batch_len_max: 100, event_streams_max: 64 }
     }
 }
 
@@ -217,10 +226,19 @@ impl IntoResponse for ApiError {
 /// Builds the router.
 pub fn router<S, C>(state: AppState<S, C>) -> Router
 where
-    S: Store + Inbox + Directory + Campaigns + InboxState + InboxFeed + WakeQueue + StatsStore,
+    S: Store
+        + Inbox
+        + Directory
+        + Campaigns
+        + InboxState
+        + InboxFeed
+        + TransitionFeed
+        + WakeQueue
+        + StatsStore,
     C: Clock,
 {
     let inbox = inbox::routes::<S, C>(&state);
+    let events = events::routes::<S, C>(&state);
     let body_limit = state.limits.body_bytes_max;
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -237,6 +255,7 @@ where
         .route("/v1/dlq/purge", post(dlq::purge::<S, C>))
         .merge(templates::routes::<S, C>())
         .merge(inbox)
+        .merge(events)
         .route("/v1/admin/breakers", get(breakers::<S, C>))
         .merge(ops::routes::<S, C>())
         .merge(recipients::routes::<S, C>())
@@ -269,7 +288,11 @@ async fn tenant<S: Store + Inbox, C: Clock>(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(ApiError::Unauthorized)?;
-    auth::verify(state.runner.store(), presented.trim()).await?.ok_or(ApiError::Unauthorized)
+    let tenant = auth::verify(state.runner.store(), presented.trim())
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    tracing::Span::current().record("tenant", tracing::field::display(&tenant));
+    Ok(tenant)
 }
 
 /// A notification as submitted.
@@ -466,7 +489,9 @@ async fn accept<S: Store + Inbox + Directory, C: Clock>(
         ),
     };
     let submitted = state.runner.submit(tenant, id, submission, idempotency.as_ref()).await;
-    submitted.map_err(|e| submit_error(prefix, e))
+    let submitted = submitted.map_err(|e| submit_error(prefix, e))?;
+    record_notification(&submitted.id);
+    Ok(submitted)
 }
 
 /// A submission's answer: 202 with the new notification, 200 with the earlier one of the same
@@ -554,8 +579,13 @@ async fn submit_batch<S: Store + Inbox + Directory, C: Clock>(
     // works a retry is told to wait (409, Retry-After).
     let work = || async {
         let mut items = Vec::with_capacity(accepted.len());
-        for (prefix, submission, idempotency) in accepted {
-            items.push(accept(&state, &tenant, submission, idempotency, &prefix).await?.stored());
+        for (index, (prefix, submission, idempotency)) in accepted.into_iter().enumerate() {
+            // One span per item, for its notification id (the request's span has many).
+            let span =
+                tracing::info_span!("submit_item", index, notification_id = tracing::field::Empty);
+            let submitted =
+                accept(&state, &tenant, submission, idempotency, &prefix).instrument(span).await?;
+            items.push(submitted.stored());
         }
         let response = StoredResponse { items };
         Ok::<_, ApiError>((response.clone(), response))
@@ -645,8 +675,49 @@ fn summary(record: &Record) -> serde_json::Value {
     })
 }
 
-fn notification_id(raw: &str) -> Result<NotificationId, ApiError> {
-    NotificationId::new(raw).map_err(|_| ApiError::NotFound)
+/// The notification id of a path, or 404; recorded on the request's span.
+pub(crate) fn notification_id(raw: &str) -> Result<NotificationId, ApiError> {
+    let id = NotificationId::new(raw).map_err(|_| ApiError::NotFound)?;
+    record_notification(&id);
+    Ok(id)
+}
+
+/// Names the notification a request is about on its span (see [`traced`]).
+pub(crate) fn record_notification(id: &NotificationId) {
+    tracing::Span::current().record("notification_id", tracing::field::display(id));
+}
+
+/// Puts each request of `router` in an `info` span named after its method and route (the
+/// route's template, never the path: a path may hold a recipient id), with its status and,
+/// where the request is about one, the tenant and the notification id. Handlers fill those in
+/// when they know them (`tenant`, [`notification_id`]). The span is what exported traces of a
+/// request start from.
+pub fn traced(router: Router) -> Router {
+    router.layer(axum::middleware::from_fn(request_span))
+}
+
+async fn request_span(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::field::Empty;
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_owned();
+    let name = format!("{method} {route}");
+    let span = tracing::info_span!(
+        "request",
+        otel.name = name.as_str(),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = route.as_str(),
+        http.response.status_code = Empty,
+        tenant = Empty,
+        notification_id = Empty,
+    );
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
 }
 
 /// The caller's tenant's notification `id` with its history, or 404.

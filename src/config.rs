@@ -35,6 +35,8 @@ pub struct Config {
     pub breaker: providers::breaker::BreakerConfig,
     /// Receipt webhooks configured outside a provider's section (SES through SNS).
     pub webhooks: crate::api::webhooks::WebhooksConfig,
+    /// Trace export over OTLP (off unless an endpoint is configured).
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             providers: BTreeMap::new(),
             breaker: providers::breaker::BreakerConfig::default(),
             webhooks: Default::default(),
+            telemetry: Default::default(),
         }
     }
 }
@@ -180,11 +183,15 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         self.policy.validate().context("policy")?;
         self.breaker.validate().map_err(|e| anyhow::anyhow!("breaker: {e}"))?;
+        self.telemetry.validate().context("telemetry")?;
         if self.worker.concurrency == 0 || self.worker.concurrency > CONCURRENCY_MAX {
             bail!("worker.concurrency must be between 1 and {CONCURRENCY_MAX}");
         }
         if self.api.limits.batch_len_max == 0 || self.api.limits.body_bytes_max < 1_024 {
             bail!("api.limits: batch_len_max must be >= 1 and body_bytes_max >= 1024");
+        }
+        if self.api.limits.event_streams_max == 0 {
+            bail!("api.limits: event_streams_max must be >= 1");
         }
         for (channel, route) in &self.policy.routes {
             for name in route {

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 /// allocations (the simulator runs about 1.3× faster with it; see docs/benchmarks.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use courant::{Role, cli, wiring};
+use courant::{Role, cli, config, wiring};
 
 /// courant: a durable notification orchestrator.
 #[derive(Debug, Parser)]
@@ -122,6 +122,9 @@ enum Command {
     /// Your tenant's delivery statistics over a window, by channel and provider, with latency
     /// percentiles.
     Stats(cli::StatsArgs),
+    /// Follow transitions live as they are committed, one line each (`--json`: one JSON object
+    /// per line), until Ctrl-C or `--count` of them. Reconnects when the connection drops.
+    Tail(cli::TailArgs),
     /// Cancel a notification that has not reached a provider yet.
     Cancel {
         /// The notification id.
@@ -174,18 +177,27 @@ enum ConfigCommand {
     },
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("COURANT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `serve`'s file is read first: its `[telemetry]` section sets up logging.
+    let serve_config = match &cli.command {
+        Command::Serve { config: Some(path), .. } => match config::Config::load(path) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    // Before the runtime: the span exporter's blocking HTTP client may not be built on one.
+    let telemetry = match start_logging(&cli, serve_config.as_ref()) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -193,24 +205,42 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(cli))
+    let code = runtime.block_on(run(cli, serve_config));
+    // The runtime first, so that the spans of tasks it cancels close and leave with the rest.
+    drop(runtime);
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
+    code
 }
 
-async fn run(cli: Cli) -> ExitCode {
+/// Logs for the server commands (the CLI commands print their own messages), with span export
+/// for `dev` and `serve` when configured (never for the sandbox, which stands in for providers).
+fn start_logging(
+    cli: &Cli,
+    serve_config: Option<&config::Config>,
+) -> anyhow::Result<Option<courant::telemetry::Telemetry>> {
+    let json = matches!(cli.log_format, LogFormat::Json);
+    let file = serve_config.map(|c| c.telemetry.clone()).unwrap_or_default();
+    let export = match &cli.command {
+        Command::Dev { .. } | Command::Serve { .. } => Some(&file),
+        Command::Sandbox { .. } => None,
+        _ => return Ok(None),
+    };
+    courant::telemetry::init(json, export).map(Some)
+}
+
+async fn run(cli: Cli, serve_config: Option<config::Config>) -> ExitCode {
     let client = cli.client.clone();
     let outcome: Result<(), cli::Failure> = match cli.command {
         Command::Dev { listen, templates, no_demo } => {
-            init_tracing(cli.log_format);
             server(wiring::dev(listen, templates, !no_demo).await)
         }
-        Command::Serve { config, redis, role, listen } => {
-            init_tracing(cli.log_format);
+        Command::Serve { config: _, redis, role, listen } => {
+            let config = serve_config.unwrap_or_default();
             server(wiring::serve(config, redis, role, listen).await)
         }
-        Command::Sandbox { listen, config } => {
-            init_tracing(cli.log_format);
-            server(wiring::sandbox(listen, config).await)
-        }
+        Command::Sandbox { listen, config } => server(wiring::sandbox(listen, config).await),
         Command::Keys { command: KeysCommand::Create { tenant, redis, config } } => {
             match wiring::create_key(&tenant, redis, config).await {
                 Ok(key) => cli::key_created(&client, &tenant, &key),
@@ -230,6 +260,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Breakers => cli::breakers(&client).await,
         Command::Queues => cli::queues(&client).await,
         Command::Stats(args) => cli::stats(&client, &args).await,
+        Command::Tail(args) => cli::tail(&client, &args).await,
         Command::Simulate { seed, seeds, notifications, faults, scenario } => {
             courant::simulate::command(
                 seed,

@@ -34,8 +34,6 @@ use workflows::machine::{State as Lifecycle, StateKind};
 use workflows::ports::Observer;
 use workflows::record::{Cause, HistoryEntry, Record};
 
-use crate::stats::StatsRecorder;
-
 /// Reads the shared queue's counts (the store's `WakeQueue::stats`).
 pub type QueueProbe = Arc<dyn Fn() -> BoxFuture<'static, Result<QueueStats, String>> + Send + Sync>;
 
@@ -105,6 +103,8 @@ pub struct Metrics {
     breaker_rejected: Family<Breaker, Counter>,
     workers: Gauge,
     stats_dropped: Counter,
+    /// Transitions the live feed's publisher dropped (`crate::events`).
+    transition_events_dropped: Counter,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -146,6 +146,7 @@ impl Metrics {
             breaker_rejected: Family::default(),
             workers: Gauge::default(),
             stats_dropped: Counter::default(),
+            transition_events_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -241,18 +242,28 @@ impl Metrics {
              (the stored statistics undercount by this much)",
             metrics.stats_dropped.clone(),
         );
+        registry.register(
+            "transition_events_dropped",
+            "Transitions this process did not publish to the live feed (GET /v1/events, courant \
+             tail): its buffer was full or the store refused them; the history still has them",
+            metrics.transition_events_dropped.clone(),
+        );
         metrics.workers.set(i64::try_from(worker_slots).unwrap_or(i64::MAX));
         Self { registry, ..metrics }
     }
 
+    /// The counter of transitions the live feed's publisher dropped.
+    pub fn transition_events_dropped(&self) -> Counter {
+        self.transition_events_dropped.clone()
+    }
+
+    /// The counter of counts the stats recorder dropped (`crate::stats`).
+    pub fn stats_dropped(&self) -> Counter {
+        self.stats_dropped.clone()
+    }
+
     /// Reads the gauges and renders everything in the text format.
-    async fn render(
-        &self,
-        queue: &QueueProbe,
-        breakers: &providers::breaker::Registry,
-        stats: &StatsRecorder,
-    ) -> String {
-        catch_up(&self.stats_dropped, stats.dropped());
+    async fn render(&self, queue: &QueueProbe, breakers: &providers::breaker::Registry) -> String {
         match queue().await {
             Ok(stats) => {
                 let states = [
@@ -553,10 +564,8 @@ pub fn routes(
     metrics: Arc<Metrics>,
     queue: QueueProbe,
     breakers: providers::breaker::Registry,
-    stats: Arc<StatsRecorder>,
 ) -> Router {
-    let state = Scrape { metrics, queue, breakers, stats };
-    Router::new().route("/metrics", get(scrape)).with_state(state)
+    Router::new().route("/metrics", get(scrape)).with_state(Scrape { metrics, queue, breakers })
 }
 
 #[derive(Clone)]
@@ -564,10 +573,9 @@ struct Scrape {
     metrics: Arc<Metrics>,
     queue: QueueProbe,
     breakers: providers::breaker::Registry,
-    stats: Arc<StatsRecorder>,
 }
 
 async fn scrape(State(scrape): State<Scrape>) -> Response {
-    let text = scrape.metrics.render(&scrape.queue, &scrape.breakers, &scrape.stats).await;
+    let text = scrape.metrics.render(&scrape.queue, &scrape.breakers).await;
     (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
 }

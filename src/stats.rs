@@ -6,14 +6,14 @@
 //!
 //! The runner is never held up: an observation is handed to the flusher through a bounded
 //! channel with `try_send`, and one that does not fit is dropped and counted
-//! ([`StatsRecorder::dropped`]; logged by the flusher). What the flusher holds when the process
+//! (`courant_stats_dropped_total`; logged by the flusher). What the flusher holds when the process
 //! stops (at most a second's worth) is lost: the statistics are for operators, not billing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use steps::model::TenantId;
 use storage::stats::{ADD_COUNTERS_MAX, Counts, MinuteCounts, StatKey, StatKind, StatsStore};
 use tokio::sync::mpsc;
@@ -42,7 +42,8 @@ struct Observation {
 /// `with_observer`; [`StatsRecorder::start`] spawns its flusher on the current tokio runtime.
 pub struct StatsRecorder {
     queue: mpsc::Sender<Observation>,
-    dropped: Arc<AtomicU64>,
+    /// Observations dropped because the flusher was behind (`courant_stats_dropped_total`).
+    dropped: Counter,
 }
 
 impl std::fmt::Debug for StatsRecorder {
@@ -52,22 +53,26 @@ impl std::fmt::Debug for StatsRecorder {
 }
 
 impl StatsRecorder {
-    /// A recorder writing into `store`, its flusher spawned on the current runtime.
-    pub fn start<S: StatsStore>(store: S) -> Arc<StatsRecorder> {
-        let (recorder, observations) = StatsRecorder::unstarted(QUEUED_MAX);
+    /// A recorder writing into `store`, its flusher spawned on the current runtime, counting
+    /// what it drops in `dropped`.
+    pub fn start<S: StatsStore>(store: S, dropped: Counter) -> Arc<StatsRecorder> {
+        let (recorder, observations) = StatsRecorder::unstarted(QUEUED_MAX, dropped);
         tokio::spawn(flush_loop(store, observations, recorder.dropped.clone()));
         Arc::new(recorder)
     }
 
     /// A recorder whose queue holds `capacity` observations, and the queue's other end.
-    fn unstarted(capacity: usize) -> (StatsRecorder, mpsc::Receiver<Observation>) {
+    fn unstarted(
+        capacity: usize,
+        dropped: Counter,
+    ) -> (StatsRecorder, mpsc::Receiver<Observation>) {
         let (queue, observations) = mpsc::channel(capacity);
-        (StatsRecorder { queue, dropped: Arc::new(AtomicU64::new(0)) }, observations)
+        (StatsRecorder { queue, dropped }, observations)
     }
 
     /// Observations dropped so far because the flusher was behind.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.dropped.get()
     }
 
     fn count(&self, record: &Record, at_ms: u64, key: StatKey) {
@@ -77,7 +82,7 @@ impl StatsRecorder {
             key,
         };
         if self.queue.try_send(observation).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.dropped.inc();
         }
     }
 }
@@ -135,7 +140,7 @@ fn stat_of(happened: &Happened<'_>) -> Option<StatKey> {
 async fn flush_loop<S: StatsStore>(
     store: S,
     mut observations: mpsc::Receiver<Observation>,
-    dropped: Arc<AtomicU64>,
+    dropped: Counter,
 ) {
     let mut pending: BTreeMap<(TenantId, u64), Counts> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(FLUSH_EVERY_MS));
@@ -152,7 +157,7 @@ async fn flush_loop<S: StatsStore>(
             },
             _ = tick.tick() => {
                 flush(&store, std::mem::take(&mut pending)).await;
-                let dropped_now = dropped.load(Ordering::Relaxed);
+                let dropped_now = dropped.get();
                 if dropped_now > dropped_seen {
                     tracing::warn!(
                         dropped = dropped_now - dropped_seen,
@@ -207,7 +212,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_and_counts_instead_of_waiting() {
-        let (recorder, mut observations) = StatsRecorder::unstarted(2);
+        let (recorder, mut observations) = StatsRecorder::unstarted(2, Counter::default());
         let (record, entry) = accepted_record("acme", 1_700_000_000_000);
         for _ in 0..5 {
             // Returns at once even though nobody drains the queue.
@@ -223,7 +228,7 @@ mod tests {
     #[tokio::test]
     async fn the_flusher_writes_counts_into_the_tenants_minute() {
         let store = MemoryStore::new();
-        let recorder = StatsRecorder::start(store.clone());
+        let recorder = StatsRecorder::start(store.clone(), Counter::default());
         let now_ms = workflows::ports::Clock::now_ms(&storage::memory::SystemClock);
         let (record, entry) = accepted_record("acme", now_ms);
         recorder.created(&record, &entry);

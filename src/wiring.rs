@@ -22,6 +22,7 @@ use workflows::fanout::Expander;
 use workflows::ports::{Campaigns, Clock, Directory, Inbox, Provider, Store};
 use workflows::record::Wake;
 use workflows::runner::Runner;
+use workflows::transitions::TransitionFeed;
 
 use crate::Role;
 use crate::api::{self, AppState};
@@ -246,7 +247,12 @@ async fn handle_wake<S: Store + Directory, C: Clock>(
     // `instrument`, not `span.enter()`: an entered guard held across an await stays entered on
     // the thread while other tasks run there, so every span they open hangs off this one; under
     // load the chain grew thousands long and dropping it overflowed the stack.
-    let span = tracing::info_span!("wake", notification = %wake.id, version = wake.version);
+    let span = tracing::info_span!(
+        "wake",
+        notification_id = %wake.id,
+        tenant = %wake.tenant,
+        version = wake.version
+    );
     async move {
         match runner.advance(&wake).await {
             Ok(advanced) => {
@@ -396,6 +402,7 @@ where
         + Campaigns
         + workflows::inbox::InboxState
         + workflows::inbox::InboxFeed
+        + TransitionFeed
         + WakeQueue
         + StatsStore,
     C: Clock,
@@ -404,12 +411,14 @@ where
         .await
         .with_context(|| format!("cannot listen on {listen} (is another courant running?)"))?;
     tracing::info!(address = %listen, "API listening.");
-    // Open inbox streams end at shutdown, or graceful shutdown would wait for them forever.
-    let streams_end = api::inbox::StreamsEnd::new(shutdown.clone().wait());
+    // Open live streams (inbox, events) end at shutdown, or graceful shutdown would wait for
+    // them forever.
+    let streams_end = api::hub::StreamsEnd::new(shutdown.clone().wait());
     // The providers' receipt webhooks: signed, no API key, their own body limit.
     let webhooks = api::webhooks::routes(state.runner.clone(), receivers);
-    let router =
-        api::router(state).layer(axum::Extension(streams_end)).merge(metrics).merge(webhooks);
+    let router = api::traced(
+        api::router(state).layer(axum::Extension(streams_end)).merge(metrics).merge(webhooks),
+    );
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.wait())
         .await
@@ -535,8 +544,9 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
 
 /// The runner over `store`: the configured providers (each HTTP one behind a breaker in
 /// `breakers`), the built-in templates (the directory) for every tenant and each tenant's
-/// registry in the same store, and what it reports to: the metrics, with their `/metrics`
-/// route, and the stored statistics of `courant stats` (`crate::stats`).
+/// registry in the same store, and the observers it reports to: the metrics (with their
+/// `/metrics` route), the live feed's publisher and the stored statistics of `courant stats`
+/// (`crate::stats`).
 fn build_runner<S>(
     config: &Config,
     store: &S,
@@ -549,6 +559,7 @@ where
         + WakeQueue
         + StatsStore
         + workflows::ports::TemplateStore
+        + TransitionFeed
         + Clone
         + Send
         + Sync
@@ -557,7 +568,9 @@ where
     let templates = Arc::new(crate::templates::load(&config.templates_dir)?);
     let providers = build_providers(config, store, breakers)?;
     let metrics = Arc::new(crate::metrics::Metrics::new(worker_slots));
-    let stats = crate::stats::StatsRecorder::start(store.clone());
+    let publisher =
+        crate::events::Publisher::start(store.clone(), metrics.transition_events_dropped());
+    let stats = crate::stats::StatsRecorder::start(store.clone(), metrics.stats_dropped());
     let runner = Arc::new(
         Runner::new(
             store.clone(),
@@ -568,9 +581,10 @@ where
         )
         .with_template_store(Arc::new(store.clone()))
         .with_observer(metrics.clone())
-        .with_observer(stats.clone()),
+        .with_observer(publisher)
+        .with_observer(stats),
     );
-    let routes = crate::metrics::routes(metrics, queue_probe(store), breakers.clone(), stats);
+    let routes = crate::metrics::routes(metrics, queue_probe(store), breakers.clone());
     Ok((runner, routes))
 }
 
@@ -632,16 +646,16 @@ async fn demo<S: Store + Directory, C: Clock>(runner: Arc<Runner<S, C>>, tenant:
 }
 
 /// `courant serve`: API and/or workers on Redis.
+///
+/// `config` is the file as read (the binary reads it before logging starts, for its
+/// `[telemetry]` section); the defaults without one.
 pub async fn serve(
-    config_path: Option<PathBuf>,
+    config: Config,
     redis: Option<String>,
     role: Role,
     listen: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
-    let mut config = match &config_path {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
+    let mut config = config;
     if let Some(url) = redis {
         config.redis.url = url;
     }

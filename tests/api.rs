@@ -26,6 +26,10 @@ struct Api {
 }
 
 async fn api() -> Api {
+    api_with(Limits { body_bytes_max: 4_096, batch_len_max: 3, ..Limits::default() }).await
+}
+
+async fn api_with(limits: Limits) -> Api {
     let store = MemoryStore::default();
     let templates = courant::templates::load(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -41,7 +45,6 @@ async fn api() -> Api {
     ));
     let key_a = courant::auth::create(&store, &TenantId::new("a").unwrap()).await.unwrap();
     let key_b = courant::auth::create(&store, &TenantId::new("b").unwrap()).await.unwrap();
-    let limits = Limits { body_bytes_max: 4_096, batch_len_max: 3 };
     let state = AppState {
         runner: runner.clone(),
         limits,
@@ -463,4 +466,116 @@ async fn dlq_list_plan_replay_and_purge_through_the_api() {
     let (status, _) =
         api.call("GET", &format!("/v1/notifications/{first}"), Some(&key), None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// Opens `GET /v1/events` (with `query`) and returns the response, its body unread.
+async fn open_events(api: &Api, key: Option<&str>, query: &str) -> axum::response::Response {
+    let mut request = Request::builder().uri(format!("/v1/events{query}"));
+    if let Some(key) = key {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    api.router.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap()
+}
+
+/// The next event on a stream, skipping comments: its name and its data.
+async fn next_event(body: &mut axum::body::BodyDataStream, seen: &mut String) -> (String, Value) {
+    use futures::StreamExt;
+    loop {
+        while let Some(end) = seen.find("\n\n") {
+            let block: String = seen.drain(..end + 2).collect();
+            let field = |name: &str| {
+                block.lines().find_map(|line| line.strip_prefix(name)).map(str::to_owned)
+            };
+            if let (Some(event), Some(data)) = (field("event: "), field("data: ")) {
+                return (event, serde_json::from_str(&data).unwrap());
+            }
+        }
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), body.next()).await;
+        let chunk = chunk.expect("an event within 5 s").expect("the stream is open").unwrap();
+        seen.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+#[tokio::test]
+async fn event_streams_are_authenticated_tenant_scoped_and_capped_per_process() {
+    use workflows::transitions::{Transition, TransitionFeed};
+    let api = api_with(Limits { event_streams_max: 1, ..Limits::default() }).await;
+    assert_eq!(open_events(&api, None, "").await.status(), StatusCode::UNAUTHORIZED);
+    let bad = open_events(&api, Some(&api.key_a), "?channel=fax").await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let body = axum::body::to_bytes(bad.into_body(), 1 << 16).await.unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["field"], "channel");
+
+    // One stream fills this process's cap: another is refused until it closes.
+    let first = open_events(&api, Some(&api.key_b), "").await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let refused = open_events(&api, Some(&api.key_a), "").await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = axum::body::to_bytes(refused.into_body(), 1 << 16).await.unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "too_many_streams");
+    drop(first);
+    let mine = open_events(&api, Some(&api.key_a), "?state=received").await;
+    assert_eq!(mine.status(), StatusCode::OK);
+    let mut stream = mine.into_body().into_data_stream();
+
+    // Another tenant's transition is not shown; this tenant's is, as ids.
+    let (a, b) = (TenantId::new("a").unwrap(), TenantId::new("b").unwrap());
+    let theirs = storage::keys::new_notification_id(&b, None, "01HZZZZZZZZZZZZZZZZZ000001");
+    let ours = storage::keys::new_notification_id(&a, None, "01HZZZZZZZZZZZZZZZZZ000002");
+    let record = |tenant: &TenantId, id| storage::conformance::record(tenant, id, 1_000, None);
+    let first_entry = storage::conformance::first(1_000);
+    let transitions = [
+        Transition::new(&record(&b, &theirs), &first_entry),
+        Transition::new(&record(&a, &ours), &first_entry),
+    ];
+    api.store.publish_transitions(&transitions).await.unwrap();
+    let mut seen = String::new();
+    let (name, event) = next_event(&mut stream, &mut seen).await;
+    assert_eq!(name, "transition");
+    assert_eq!(event["id"], ours.as_str());
+    assert_eq!((&event["from"], &event["to"]), (&Value::Null, &json!("received")));
+    assert_eq!(event["cause"], "api submit");
+    assert!(!event.to_string().contains("@example.com"), "{event}");
+}
+
+#[tokio::test]
+async fn a_stream_that_falls_behind_is_told_how_many_it_missed() {
+    use workflows::transitions::{Transition, TransitionFeed};
+    let api = api().await;
+    let a = TenantId::new("a").unwrap();
+    let transition = |n: u32| {
+        let id =
+            storage::keys::new_notification_id(&a, None, &format!("01HZZZZZZZZZZZZZZZZZ{n:06}"));
+        let record = storage::conformance::record(&a, &id, 1_000, None);
+        Transition::new(&record, &storage::conformance::first(1_000))
+    };
+    // A stream nobody reads yet, and one that only wants the marker published last: once the
+    // marker is out, the hub has offered the slow stream everything before it.
+    let slow = open_events(&api, Some(&api.key_a), "").await;
+    let mut slow = slow.into_body().into_data_stream();
+    let marker = transition(999_999);
+    let watcher = open_events(&api, Some(&api.key_a), &format!("?id={}", marker.id)).await;
+    let mut watcher = watcher.into_body().into_data_stream();
+    let many: Vec<Transition> = (1..=300).map(transition).collect();
+    for batch in many.chunks(100) {
+        api.store.publish_transitions(batch).await.unwrap();
+    }
+    api.store.publish_transitions(std::slice::from_ref(&marker)).await.unwrap();
+    let (_, seen_marker) = next_event(&mut watcher, &mut String::new()).await;
+    assert_eq!(seen_marker["id"], marker.id.as_str());
+
+    // The slow stream holds the first 256 (its buffer); the other 44 and the marker were skipped.
+    let mut seen = String::new();
+    for n in 1..=256 {
+        let (name, event) = next_event(&mut slow, &mut seen).await;
+        assert_eq!((name.as_str(), &event["id"]), ("transition", &json!(many[n - 1].id)));
+    }
+    let after = transition(1_000_000);
+    api.store.publish_transitions(std::slice::from_ref(&after)).await.unwrap();
+    let (name, lagged) = next_event(&mut slow, &mut seen).await;
+    assert_eq!((name.as_str(), &lagged), ("lagged", &json!({ "missed": 45 })));
+    let (name, event) = next_event(&mut slow, &mut seen).await;
+    assert_eq!((name.as_str(), &event["id"]), ("transition", &json!(after.id)));
 }

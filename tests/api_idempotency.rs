@@ -66,7 +66,7 @@ async fn api() -> Api {
     let key_b = courant::auth::create(&store, &TenantId::new("b").unwrap()).await.unwrap();
     let state = AppState {
         runner: runner.clone(),
-        limits: Limits { body_bytes_max: 16_384, batch_len_max: 5 },
+        limits: Limits { body_bytes_max: 16_384, batch_len_max: 5, ..Limits::default() },
         ready: Arc::new(|| async { Ok(()) }.boxed()),
         breakers: providers::breaker::Registry::default(),
     };
@@ -361,7 +361,7 @@ async fn over_redis_events_keys_and_batches_land_in_their_slots() {
     let api_key = courant::auth::create(&store, &TenantId::new("a").unwrap()).await.unwrap();
     let state = AppState {
         runner,
-        limits: Limits { body_bytes_max: 16_384, batch_len_max: 5 },
+        limits: Limits { body_bytes_max: 16_384, batch_len_max: 5, ..Limits::default() },
         ready: Arc::new(|| async { Ok(()) }.boxed()),
         breakers: providers::breaker::Registry::default(),
     };

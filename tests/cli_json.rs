@@ -1,11 +1,14 @@
 //! Issue 7: `courant --json ...` is for scripts. Every command's `--json` output is one JSON
-//! document on stdout (NDJSON for `tail`), with the shape the README documents; failures keep the
-//! documented exit codes and, with `--json`, say why as JSON on stderr.
+//! document on stdout (NDJSON for `tail`), with the shape the README documents: where a command
+//! is one API request, exactly the answer the OpenAPI document describes (checked against its
+//! schema). Failures keep the documented exit codes and, with `--json`, say why as JSON on
+//! stderr. (`tail`'s NDJSON is parsed line by line in `tests/tail_e2e.rs`.)
 
 mod common;
 
 use std::time::Duration;
 
+use common::openapi::validate;
 use common::{Stack, courant, stderr};
 use serde_json::Value;
 
@@ -67,17 +70,13 @@ ttl_ms = 60000
             r#"{"name":"Ada","product":"courant"}"#,
         ],
     );
-    has_keys("send", &sent, &["id", "created", "deduplicated"]);
+    validate("submitNotification", 202, &sent);
     let id = sent["id"].as_str().expect("an id").to_owned();
     stack.wait_state(&id, Duration::from_secs(30), |s| s == "sent");
 
     // status → the notification, with its history.
     let status = json(&stack, &["status", &id]);
-    has_keys(
-        "status",
-        &status,
-        &["id", "state", "channel", "provider", "attempt", "category", "history"],
-    );
+    validate("showNotification", 200, &status);
     assert_eq!(status["state"], "sent");
 
     // history → {id, history: [{at, from, to, cause, ...}]}
@@ -89,13 +88,13 @@ ttl_ms = 60000
 
     // explain → {id, state, answer, findings: [...]}
     let explain = json(&stack, &["explain", &id]);
-    has_keys("explain", &explain, &["id", "state", "requested_channel", "answer", "findings"]);
-    has_keys("finding", &explain["findings"][0], &["at", "kind", "summary", "data"]);
+    validate("explainNotification", 200, &explain);
+    assert!(!explain["findings"].as_array().expect("findings").is_empty(), "{explain}");
 
     // list → {notifications: [...]}
     let list = json(&stack, &["list"]);
-    has_keys("list", &list, &["notifications"]);
-    has_keys("list item", &list["notifications"][0], &["id", "state", "channel", "updated_at"]);
+    validate("listNotifications", 200, &list);
+    assert!(!list["notifications"].as_array().expect("a list").is_empty(), "{list}");
 
     // One that dead-letters: the sandbox's SendGrid refuses every send.
     stack.sandbox_behaviour("sendgrid", r#"{"latency_ms": 1, "server_error_rate": 1.0}"#);
@@ -121,20 +120,16 @@ ttl_ms = 60000
     stack.wait_state(&doomed, Duration::from_secs(30), |s| s == "dead_lettered");
 
     let dlq = json(&stack, &["dlq", "list"]);
-    has_keys("dlq list", &dlq, &["notifications", "scanned", "truncated"]);
-    has_keys("dead letter", &dlq["notifications"][0], &["id", "reason", "dead_lettered_at"]);
+    validate("listDeadLetters", 200, &dlq);
+    assert_eq!(dlq["notifications"][0]["id"], doomed.as_str(), "{dlq}");
     let plan = json(&stack, &["dlq", "plan"]);
-    has_keys(
-        "dlq plan",
-        &plan,
-        &["matched", "replay", "maybe_delivered", "by_channel", "by_provider", "by_reason"],
-    );
+    validate("planDeadLetters", 200, &plan);
     // Without --yes and without a terminal: a dry run, still one JSON document.
     let replay = json(&stack, &["dlq", "replay"]);
-    has_keys("dlq replay", &replay, &["dry_run", "replay", "skipped", "items", "rate_per_sec"]);
+    validate("replayDeadLetters", 200, &replay);
     assert_eq!(replay["dry_run"], true);
     let purge = json(&stack, &["dlq", "purge", &doomed]);
-    has_keys("dlq purge", &purge, &["dry_run", "purge", "skipped", "items"]);
+    validate("purgeDeadLetters", 200, &purge);
 
     // cancel → {id, state}; a sent notification cannot be cancelled: exit 1, JSON on stderr.
     let output = stack.cli(&["--json", "cancel", &id]);
@@ -151,7 +146,7 @@ ttl_ms = 60000
 
     // breakers → {breakers: [...]}
     let breakers = json(&stack, &["breakers"]);
-    has_keys("breakers", &breakers, &["breakers"]);
+    validate("listBreakers", 200, &breakers);
 
     // queues → the queue's counts and the workers; stats → rows and latencies.
     let queues = json(&stack, &["queues"]);

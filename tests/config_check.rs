@@ -49,6 +49,11 @@ fn a_valid_file_with_secrets_from_env_and_file_is_summarised_without_them() {
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("is valid: 2 provider(s)"), "{stdout}");
     assert!(stdout.contains("email → sendgrid") && stdout.contains("sms → twilio"), "{stdout}");
+    assert!(stdout.contains("traces: not exported"), "{stdout}");
+    let exported = format!("{VALID}\n[telemetry]\notlp_endpoint = \"http://collector:4318\"\n");
+    let (ok, stdout, stderr) = check(&exported, &[("COURANT_TEST_SENDGRID_KEY", "SG.key")]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("traces: exported to http://collector:4318"), "{stdout}");
     for secret in ["SG.secret-value-from-env", "token-from-a-file-1234"] {
         assert!(!stdout.contains(secret) && !stderr.contains(secret), "{secret} printed");
     }
@@ -79,6 +84,16 @@ fn wrong_values_are_explained() {
             VALID.replace("http://127.0.0.1:8090\"\naccount_sid", "ftp://x\"\naccount_sid"),
             "base_url",
         ),
+        // Trace export to something that is not an OTLP/HTTP URL, or with credentials in it.
+        (
+            format!("{VALID}\n[telemetry]\notlp_endpoint = \"collector:4318\"\n"),
+            "telemetry: otlp_endpoint: must be an http:// or https:// URL",
+        ),
+        (
+            format!("{VALID}\n[telemetry]\notlp_endpoint = \"http://u:pw@collector:4318\"\n"),
+            "telemetry: otlp_endpoint: must not carry credentials",
+        ),
+        (format!("{VALID}\n[telemetry]\nservice = \"x\"\n"), "service"),
     ];
     for (text, expected) in cases {
         let (ok, stdout, stderr) = check(&text, &[("COURANT_TEST_SENDGRID_KEY", "SG.key")]);

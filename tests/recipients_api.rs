@@ -44,7 +44,7 @@ async fn api() -> Api {
     let key_b = courant::auth::create(&store, &TenantId::new("b").unwrap()).await.unwrap();
     let state = AppState {
         runner: runner.clone(),
-        limits: Limits { body_bytes_max: 4_096, batch_len_max: 3 },
+        limits: Limits { body_bytes_max: 4_096, batch_len_max: 3, ..Limits::default() },
         ready: Arc::new(|| async { Ok(()) }.boxed()),
         breakers: providers::breaker::Registry::default(),
     };

@@ -171,6 +171,7 @@ impl Target {
         };
         if let Some(id) = self.id {
             let id = named("id", id)?;
+            super::record_notification(&id);
             return Ok(DlqFilter { ids: [id].into(), limit: 1, ..DlqFilter::default() });
         }
         if let Some(raw) = self.ids {

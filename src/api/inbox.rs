@@ -15,63 +15,43 @@
 //!   `Last-Event-ID` (or `?last_event_id=`), the entries after that id that are still in the
 //!   inbox are sent first, so a client that reconnects misses nothing. The stream ends when the
 //!   client falls behind or the server's feed breaks; the client reconnects (browsers'
-//!   `EventSource` does, with `Last-Event-ID`). See [`hub`] for the fan-out and its bounds.
+//!   `EventSource` does, with `Last-Event-ID`). See [`super::hub`] for the fan-out and its bounds.
 //!
 //! Every route is scoped by the API key's tenant like the rest of `/v1`, and marks are
 //! idempotent: repeating one changes nothing and answers the same.
 
-pub mod hub;
-
 use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use steps::model::{NotificationId, RecipientId};
+use steps::model::{NotificationId, RecipientId, TenantId};
 use workflows::inbox::{
     INBOX_PAGE_MAX, InboxEntry, InboxEvent, InboxFeed, InboxState, InboxStatus, Marked,
 };
 use workflows::ports::{Clock, Store};
 
-use self::hub::{Hub, HubLimits, Refused, Subscription};
+use super::hub::{Delivery, Hub, HubLimits, Keyed, Refused, StreamsEnd, Subscription, sse};
 use super::{ApiError, AppState, rfc3339, tenant};
 
-/// Ends every inbox stream when its future resolves. The binary layers it onto the router
-/// (`router(state).layer(Extension(StreamsEnd::new(shutdown)))`): a graceful shutdown waits for
-/// every open connection, and a stream never ends by itself. Without it (tests calling `router`
-/// directly), streams end only when their clients go.
-#[derive(Clone)]
-pub struct StreamsEnd(futures::future::Shared<BoxFuture<'static, ()>>);
+impl Keyed for InboxEvent {
+    type Key = (TenantId, RecipientId);
 
-impl StreamsEnd {
-    /// Streams end when `end` resolves.
-    pub fn new(end: impl Future<Output = ()> + Send + 'static) -> Self {
-        Self(end.boxed().shared())
-    }
-}
-
-impl std::fmt::Debug for StreamsEnd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamsEnd").finish_non_exhaustive()
+    fn key(&self) -> Self::Key {
+        (self.tenant.clone(), self.recipient.clone())
     }
 }
 
 /// The page size when `limit` is not given.
 const PAGE_DEFAULT: usize = 20;
-/// How often an idle stream sends a comment: below the 30 to 60 s idle timeouts of common
-/// proxies and load balancers.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// The inbox's routes, merged into the API's router, with their fan-out [`Hub`] (one per router:
 /// the store's feed is opened by the first stream).
@@ -81,7 +61,8 @@ where
     C: Clock,
 {
     let runner = state.runner.clone();
-    let hub = Hub::new(
+    let hub: Hub<InboxEvent> = Hub::new(
+        "inbox",
         Arc::new(move || {
             let runner = runner.clone();
             async move { runner.store().inbox_feed().await }.boxed()
@@ -101,10 +82,6 @@ where
 
 fn recipient(raw: String) -> Result<RecipientId, ApiError> {
     RecipientId::new(raw).map_err(|_| ApiError::NotFound)
-}
-
-fn notification(raw: &str) -> Result<NotificationId, ApiError> {
-    NotificationId::new(raw).map_err(|_| ApiError::NotFound)
 }
 
 fn query<T>(params: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
@@ -213,7 +190,7 @@ async fn read<S: Store + InboxState, C: Clock>(
 ) -> Result<Response, ApiError> {
     let tenant = tenant(&state, &headers).await?;
     let recipient = recipient(id)?;
-    let id = notification(&notification_id)?;
+    let id = super::notification_id(&notification_id)?;
     let now_ms = state.runner.clock().now_ms();
     let marked = state.runner.store().inbox_mark_read(&tenant, &recipient, &id, now_ms).await?;
     changed(&id, marked, json!({ "read": true }))
@@ -239,7 +216,7 @@ async fn archive<S: Store + InboxState, C: Clock>(
 ) -> Result<Response, ApiError> {
     let tenant = tenant(&state, &headers).await?;
     let recipient = recipient(id)?;
-    let id = notification(&notification_id)?;
+    let id = super::notification_id(&notification_id)?;
     let now_ms = state.runner.clock().now_ms();
     let marked = state.runner.store().inbox_archive(&tenant, &recipient, &id, now_ms).await?;
     changed(&id, marked, json!({ "archived": true }))
@@ -252,7 +229,7 @@ async fn unarchive<S: Store + InboxState, C: Clock>(
 ) -> Result<Response, ApiError> {
     let tenant = tenant(&state, &headers).await?;
     let recipient = recipient(id)?;
-    let id = notification(&notification_id)?;
+    let id = super::notification_id(&notification_id)?;
     let marked = state.runner.store().inbox_unarchive(&tenant, &recipient, &id).await?;
     changed(&id, marked, json!({ "archived": false }))
 }
@@ -292,7 +269,7 @@ fn bad_event_id(field: &str) -> ApiError {
 fn refused(why: Refused) -> Response {
     match why {
         Refused::Unavailable => ApiError::Unavailable.into_response(),
-        Refused::Recipient(_) | Refused::Total(_) => {
+        Refused::PerKey(_) | Refused::Total(_) => {
             let body = json!({ "error": {
                 "code": "too_many_streams",
                 "message": why.to_string(),
@@ -312,10 +289,14 @@ fn inbox_event(entry: &InboxEntry, unread: u64) -> Event {
 /// The live events after what was sent: those newer than `last`, in order, until the hub drops
 /// the stream. The subscription lives as long as the stream, so a client that goes away gives
 /// its place back.
-fn live(subscription: Subscription, last: u64) -> impl Stream<Item = Result<Event, Infallible>> {
+fn live(
+    subscription: Subscription<InboxEvent>,
+    last: u64,
+) -> impl Stream<Item = Result<Event, Infallible>> {
     futures::stream::unfold((subscription, last), |(mut subscription, last)| async move {
         loop {
-            let event: Arc<InboxEvent> = subscription.events.recv().await?;
+            // The inbox's hub closes a full stream (`WhenFull::Close`) rather than skip.
+            let Delivery::Event(event) = subscription.events.recv().await? else { return None };
             if event.entry.seq > last {
                 let sent = inbox_event(&event.entry, event.unread);
                 return Some((Ok(sent), (subscription, event.entry.seq)));
@@ -326,7 +307,7 @@ fn live(subscription: Subscription, last: u64) -> impl Stream<Item = Result<Even
 
 async fn stream<S: Store + InboxState + InboxFeed, C: Clock>(
     State(state): State<AppState<S, C>>,
-    Extension(hub): Extension<Hub>,
+    Extension(hub): Extension<Hub<InboxEvent>>,
     end: Option<Extension<StreamsEnd>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -338,10 +319,11 @@ async fn stream<S: Store + InboxState + InboxFeed, C: Clock>(
     let after = last_event_id(&headers, params.last_event_id.as_deref())?;
     // Subscribe first, then read the store: an entry stored in between is both read and
     // announced, and the announcement is skipped by its sequence number; none falls in a gap.
-    let subscription = match hub.subscribe(&tenant, &recipient).await {
-        Ok(subscription) => subscription,
-        Err(why) => return Ok(refused(why)),
-    };
+    let subscription =
+        match hub.subscribe((tenant.clone(), recipient.clone()), Box::new(|_| true)).await {
+            Ok(subscription) => subscription,
+            Err(why) => return Ok(refused(why)),
+        };
     let store = state.runner.store();
     let counts = store.inbox_counts(&tenant, &recipient).await?;
     let mut first = vec![
@@ -368,24 +350,14 @@ async fn stream<S: Store + InboxState + InboxFeed, C: Clock>(
         }
     }
     tracing::debug!(%tenant, resumed = after.is_some(), "Inbox stream opened.");
-    let end = match end {
-        Some(Extension(StreamsEnd(end))) => end.boxed(),
-        None => futures::future::pending().boxed(),
-    };
-    let events = futures::stream::iter(first.into_iter().map(Ok))
-        .chain(live(subscription, last))
-        .take_until(end);
-    let keep_alive = KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive");
-    let mut response = Sse::new(events).keep_alive(keep_alive).into_response();
-    // Proxies must pass each event on at once: nginx buffers unless told not to.
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    let events = futures::stream::iter(first.into_iter().map(Ok)).chain(live(subscription, last));
+    Ok(sse(events, end))
 }
 
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderValue;
+
     use super::*;
 
     #[test]

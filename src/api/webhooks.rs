@@ -56,6 +56,7 @@ use providers::twilio::webhook as twilio;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use steps::model::{NotificationId, ProviderName, TenantId};
+use tracing::Instrument as _;
 use workflows::machine::Receipt;
 use workflows::ports::{Clock, Directory, Store, StoreError};
 use workflows::runner::{Received, Runner};
@@ -532,8 +533,22 @@ async fn apply_all<S: Store + Directory, C: Clock>(
     parsed: providers::receipt::Parsed,
 ) -> Response {
     let mut tally = Tally { skipped: parsed.skipped as u64, ..Tally::default() };
+    // The request's span names the notification when it is about one; each event has its own.
+    if let [event] = parsed.events.as_slice() {
+        let span = tracing::Span::current();
+        span.record("tenant", tracing::field::display(&event.tenant));
+        crate::api::record_notification(&event.notification_id);
+    }
     for event in &parsed.events {
-        if let Err(error) = apply(runner, provider, event, &mut tally).await {
+        let span = tracing::info_span!(
+            "receipt",
+            notification_id = %event.notification_id,
+            tenant = %event.tenant,
+            %provider,
+            attempt = event.attempt.map(|a| a.0),
+            kind = event.kind.as_str(),
+        );
+        if let Err(error) = apply(runner, provider, event, &mut tally).instrument(span).await {
             return unavailable(&error);
         }
     }

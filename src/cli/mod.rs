@@ -11,9 +11,11 @@ use serde_json::{Value, json};
 
 mod dlq;
 mod ops;
+mod tail;
 
 pub use dlq::{DlqCommand, DlqFilterArgs, run as dlq};
 pub use ops::{StatsArgs, queues, stats};
+pub use tail::{TailArgs, run as tail};
 
 /// Where the server is and how to talk to it.
 #[derive(Debug, Args, Clone)]
@@ -57,26 +59,50 @@ impl Client {
         format!("{}{path}", self.server.trim_end_matches('/'))
     }
 
-    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value, Failure> {
-        let key = self.api_key.as_deref().ok_or_else(|| {
+    fn key(&self) -> Result<&str, Failure> {
+        self.api_key.as_deref().ok_or_else(|| {
             Failure::new(
                 2,
                 "no API key: pass --api-key or set COURANT_API_KEY (courant dev prints one)",
             )
-        })?;
-        let response = request.bearer_auth(key).send().await.map_err(|e| {
-            Failure::new(4, format!("cannot reach the courant server at {}: {e}", self.server))
-        })?;
+        })
+    }
+
+    fn unreachable(&self, error: &reqwest::Error) -> Failure {
+        Failure::new(4, format!("cannot reach the courant server at {}: {error}", self.server))
+    }
+
+    /// The failure an unsuccessful answer says: its status, the error's message and field.
+    async fn refusal(response: reqwest::Response) -> Failure {
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(body);
-        }
         let message = body["error"]["message"].as_str().unwrap_or("no details").to_owned();
         let field =
             body["error"]["field"].as_str().map(|f| format!(" (field {f})")).unwrap_or_default();
         let code = if status == reqwest::StatusCode::NOT_FOUND { 3 } else { 1 };
-        Err(Failure::new(code, format!("server answered {status}: {message}{field}")))
+        Failure::new(code, format!("server answered {status}: {message}{field}"))
+    }
+
+    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value, Failure> {
+        let key = self.key()?;
+        let response = request.bearer_auth(key).send().await.map_err(|e| self.unreachable(&e))?;
+        if !response.status().is_success() {
+            return Err(Self::refusal(response).await);
+        }
+        Ok(response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The URL of a path with query-string pairs (encoded here).
+    fn url_with(&self, path: &str, query: &[(&str, String)]) -> Result<reqwest::Url, Failure> {
+        let mut url = reqwest::Url::parse(&self.url(path))
+            .map_err(|e| Failure::new(2, format!("--server {} is not a URL: {e}", self.server)))?;
+        if !query.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (name, value) in query {
+                pairs.append_pair(name, value);
+            }
+        }
+        Ok(url)
     }
 
     /// GET a path.
@@ -88,15 +114,7 @@ impl Client {
     /// GET a path with query-string pairs (encoded here).
     pub async fn get_query(&self, path: &str, query: &[(&str, String)]) -> Result<Value, Failure> {
         let http = self.http()?;
-        let mut url = reqwest::Url::parse(&self.url(path))
-            .map_err(|e| Failure::new(2, format!("--server {} is not a URL: {e}", self.server)))?;
-        if !query.is_empty() {
-            let mut pairs = url.query_pairs_mut();
-            for (name, value) in query {
-                pairs.append_pair(name, value);
-            }
-        }
-        self.call(http.get(url)).await
+        self.call(http.get(self.url_with(path, query)?)).await
     }
 
     /// POST JSON to a path.
@@ -164,6 +182,14 @@ pub(crate) fn text(v: &Value) -> String {
     }
 }
 
+/// `from → to` of a history entry or live event (`→ to` for the first).
+pub(crate) fn transition(entry: &Value) -> String {
+    match entry["from"].as_str() {
+        Some(from) => format!("{from} → {}", text(&entry["to"])),
+        None => format!("→ {}", text(&entry["to"])),
+    }
+}
+
 /// A table of the objects in `value[list]`, one column per JSON pointer.
 pub(crate) fn list_table(value: &Value, list: &str, header: &[&str], pointers: &[&str]) -> String {
     let rows: Vec<Vec<String>> = value[list]
@@ -228,13 +254,9 @@ pub async fn history(client: &Client, id: &str) -> Result<(), Failure> {
                 entries
                     .iter()
                     .map(|e| {
-                        let transition = match e["from"].as_str() {
-                            Some(from) => format!("{from} → {}", text(&e["to"])),
-                            None => format!("→ {}", text(&e["to"])),
-                        };
                         vec![
                             text(&e["at"]),
-                            transition,
+                            transition(e),
                             text(&e["cause"]),
                             text(&e["provider"]),
                             text(&e["attempt"]),
@@ -408,6 +430,7 @@ pub fn config_check(client: &Client, file: &std::path::Path) -> Result<(), Failu
         "valid": true,
         "providers": config.providers.len(),
         "routes": routes,
+        "traces": config.telemetry.otlp_endpoint,
     });
     client.emit(&value, |v| {
         let routes: Vec<String> = v["routes"]
@@ -425,8 +448,12 @@ pub fn config_check(client: &Client, file: &std::path::Path) -> Result<(), Failu
                     .collect()
             })
             .unwrap_or_default();
+        let traces = match v["traces"].as_str() {
+            Some(endpoint) => format!("exported to {endpoint}"),
+            None => "not exported (unless OTEL_EXPORTER_OTLP_* is set)".to_owned(),
+        };
         format!(
-            "{} is valid: {} provider(s); routes: {}\n",
+            "{} is valid: {} provider(s); routes: {}; traces: {traces}\n",
             text(&v["file"]),
             text(&v["providers"]),
             if routes.is_empty() { "none".to_owned() } else { routes.join("; ") }

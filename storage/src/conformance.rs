@@ -10,7 +10,8 @@
 //! ```
 //!
 //! The campaign checks are in [`campaigns`] (`campaign_conformance_tests!`), the inbox's read
-//! state and feed in [`inbox`] (`inbox_conformance_tests!`).
+//! state and feed in [`inbox`] (`inbox_conformance_tests!`), the live transition feed in
+//! [`transitions`] (`transition_conformance_tests!`).
 //!
 //! Times are taken from the store's own clock ([`WakeQueue::now_ms`]) so the same checks hold on
 //! Redis, whose idle times and TTLs run on real time.
@@ -18,6 +19,7 @@
 pub mod campaigns;
 pub mod inbox;
 mod templates;
+pub mod transitions;
 
 use std::time::Duration;
 

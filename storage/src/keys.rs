@@ -26,6 +26,7 @@
 //! | `courant:{r:<tenant>:<recipient>}:collapse:g:<survivor>` | HASH | a collapse group: window end, closed, merged items |
 //! | `courant:{r:<tenant>:<recipient>}:collapse:of:<id>` | STRING | the group a notification joined (its survivor) |
 //! | `courant:{i:<tenant>:<recipient>}:inbox:*` | ZSET, HASH, STRING | the in-app inbox ([`inbox`]) |
+//! | `courant:events:<tenant>` | pub/sub channel | the tenant's committed transitions, JSON ([`transition_events`]) |
 //! | `courant:apikey:<key id>` | STRING | an API key (JSON: tenant, secret hash) |
 //! | `courant:{dNN}:t:<tenant>:r:<recipient>` | HASH | a recipient's directory entry |
 //! | `courant:{dNN}:t:<tenant>:recipients` | ZSET | a tenant's recipient ids, all scores 0 |
@@ -318,6 +319,16 @@ pub fn pacer(provider: &ProviderName) -> String {
 
 /// The longest API key id kept verbatim in a key name; longer or unusual ids are hashed.
 const API_KEY_ID_VERBATIM_MAX: usize = 64;
+
+/// The pub/sub channel a tenant's committed transitions are published on (not a key: nothing is
+/// stored).
+pub fn transition_events(tenant: &TenantId) -> String {
+    format!("{PREFIX}:events:{tenant}")
+}
+
+/// The pattern matching every tenant's [`transition_events`] channel: what an API process
+/// subscribes to.
+pub const TRANSITION_EVENTS_PATTERN: &str = "courant:events:*";
 
 /// An API key by its public id (STRING, the JSON of `workflows::ports::ApiKey`). Ids outside
 /// `[A-Za-z0-9._-]` (they come from clients) are replaced by their SHA-256.

@@ -12,6 +12,7 @@
 //! registry (`memory/templates.rs`).
 
 mod directory;
+mod feed;
 mod inbox;
 mod templates;
 
@@ -32,6 +33,7 @@ use workflows::ports::{
     StoredResponse,
 };
 use workflows::record::{Commit, CommitOutcome, Created, HistoryEntry, Idempotency, Record, Wake};
+use workflows::transitions::{PUBLISH_BATCH_MAX, Transition, TransitionFeed};
 
 use crate::keys;
 use crate::queue::{
@@ -69,6 +71,8 @@ pub struct MemoryStore {
     templates: Arc<templates::RegistryLock>,
     /// The in-app inboxes and their feed, behind their own lock (`memory/inbox.rs`).
     inbox: Arc<inbox::Inboxes>,
+    /// The transition feed's subscribers (`memory/feed.rs`): in-process, for dev mode.
+    transitions: Arc<feed::Feed<Transition>>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -372,6 +376,7 @@ impl MemoryStore {
             clock,
             templates: Arc::default(),
             inbox: Arc::default(),
+            transitions: Arc::default(),
         }
     }
 
@@ -910,6 +915,26 @@ impl Store for MemoryStore {
         key_id: &str,
     ) -> impl Future<Output = Result<Option<ApiKey>, StoreError>> + Send {
         ready(Ok(self.lock().api_keys.get(key_id).cloned()))
+    }
+}
+
+impl TransitionFeed for MemoryStore {
+    fn publish_transitions(
+        &self,
+        transitions: &[Transition],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        assert!(transitions.len() <= PUBLISH_BATCH_MAX, "a publish batch is bounded");
+        for transition in transitions {
+            self.transitions.publish(transition.clone());
+        }
+        ready(Ok(()))
+    }
+
+    fn transition_feed(
+        &self,
+    ) -> impl Future<Output = Result<futures::stream::BoxStream<'static, Transition>, StoreError>> + Send
+    {
+        ready(Ok(self.transitions.subscribe()))
     }
 }
 

@@ -9,6 +9,7 @@ async fn fresh() -> (MemoryStore, ()) {
 storage::conformance_tests!(fresh);
 storage::campaign_conformance_tests!(fresh);
 storage::inbox_conformance_tests!(fresh);
+storage::transition_conformance_tests!(fresh);
 
 // ---- in-memory-only checks ---------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ async fn fresh() -> (RedisStore, RedisServer) {
 storage::conformance_tests!(fresh);
 storage::campaign_conformance_tests!(fresh);
 storage::inbox_conformance_tests!(fresh);
+storage::transition_conformance_tests!(fresh);
 
 // ---- Redis-only checks -------------------------------------------------------------------------
 

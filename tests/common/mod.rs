@@ -18,6 +18,12 @@ pub fn courant() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_courant"));
     command.env_remove("COURANT_API_KEY").env_remove("COURANT_SERVER").env_remove("COURANT_CONFIG");
     command.env("COURANT_LOG", "warn,courant=info");
+    // A developer's collector is not the tests' (tests/otel_e2e.rs sets its own).
+    for otel in
+        ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SDK_DISABLED"]
+    {
+        command.env_remove(otel);
+    }
     command
 }
 

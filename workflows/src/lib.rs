@@ -16,6 +16,7 @@
 //! - [`templates`]: built-in and registry templates, pinned versions, the compiled-version cache.
 //! - [`campaign`]: campaigns as data: ids, states, pace, counters, progress.
 //! - [`fanout`]: workers expanding campaigns into notifications page by page, and cancelling.
+//! - [`transitions`]: the live feed of committed transitions (ids only), as a port.
 
 pub mod campaign;
 pub mod dlq;
@@ -28,3 +29,4 @@ pub mod ports;
 pub mod record;
 pub mod runner;
 pub mod templates;
+pub mod transitions;

@@ -30,6 +30,7 @@ use steps::outcome::{ErrorClass, ProviderError, SendOutcome};
 use steps::rate::{RateDecision, SendSlot};
 use steps::recipient::RecipientEntry;
 use steps::render::{Content, Limits, RenderError, Rendered, TemplateSet};
+use tracing::Instrument as _;
 
 use crate::dlq::{self, DlqFilter, DlqPlan, Truncated};
 use crate::machine::{self, Context, Effect, Event, Machine, Receipt, Resume, State, StateKind};
@@ -927,7 +928,13 @@ impl<S: Store, C: Clock> Runner<S, C> {
     /// Commits the run's progress; `None` when another worker got there first.
     async fn commit(&self, run: &mut Run<'_>) -> Result<Option<u64>, StoreError> {
         let commit = run.commit();
-        match self.commit_to(&run.record, &commit).await? {
+        let span = tracing::info_span!(
+            "commit",
+            notification_id = %run.record.id,
+            tenant = %run.record.tenant,
+            version = run.record.version,
+        );
+        match self.commit_to(&run.record, &commit).instrument(span).await? {
             CommitOutcome::Committed { version } => {
                 run.record.version = version;
                 run.record.state = commit.state;
@@ -936,6 +943,45 @@ impl<S: Store, C: Clock> Runner<S, C> {
             }
             CommitOutcome::Conflict { .. } | CommitOutcome::NotFound => Ok(None),
         }
+    }
+}
+
+/// What the wake-up does after an effect: the next one, or stop with this answer.
+enum Flow {
+    Next,
+    Done(Advanced),
+}
+
+/// The span an effect's work runs in: named after the step, with the notification id, the
+/// tenant and what the effect names (channel; provider and attempt for a send). Ids only: never
+/// an address or content. None for the effects that do no work of their own.
+fn effect_span(effect: &Effect, record: &Record) -> tracing::Span {
+    let (id, tenant) = (&record.id, &record.tenant);
+    match effect {
+        Effect::Filter { channel } => {
+            tracing::info_span!("filter", notification_id = %id, %tenant, %channel)
+        }
+        Effect::Render { channel } => {
+            tracing::info_span!("render", notification_id = %id, %tenant, %channel)
+        }
+        Effect::AcquireRate { channel } => {
+            tracing::info_span!("rate", notification_id = %id, %tenant, %channel)
+        }
+        Effect::Collapse { channel } | Effect::CollapseClose { channel } => {
+            tracing::info_span!("collapse", notification_id = %id, %tenant, %channel)
+        }
+        Effect::Fallback { from } => {
+            tracing::info_span!("fallback", notification_id = %id, %tenant, channel = %from)
+        }
+        Effect::Send { channel, provider, attempt, .. } => tracing::info_span!(
+            "send",
+            notification_id = %id,
+            %tenant,
+            %channel,
+            %provider,
+            attempt = attempt.0
+        ),
+        Effect::Proceed | Effect::Wake { .. } => tracing::Span::none(),
     }
 }
 
@@ -1058,6 +1104,16 @@ impl<S: Store + Directory, C: Clock> Runner<S, C> {
     /// the send (the history says which). Addresses and devices for the call come from that same
     /// read (an address given with the notification wins).
     pub async fn advance(&self, wake: &Wake) -> Result<Advanced, StoreError> {
+        let span = tracing::info_span!(
+            "advance",
+            notification_id = %wake.id,
+            tenant = %wake.tenant,
+            version = wake.version,
+        );
+        self.advance_in_span(wake).instrument(span).await
+    }
+
+    async fn advance_in_span(&self, wake: &Wake) -> Result<Advanced, StoreError> {
         let Some(record) = self.store.load(&wake.tenant, &wake.id).await? else {
             return Ok(Advanced::Missing);
         };
@@ -1067,176 +1123,203 @@ impl<S: Store + Directory, C: Clock> Runner<S, C> {
         let mut run = Run::new(&self.policy, record, self.clock.now_ms());
         run.handle(Event::Wake, Cause::WakeUp);
         while let Some(effect) = run.effects.pop_front() {
-            match effect {
-                Effect::Filter { channel } => {
-                    let entry = self.directory_entry(&run).await?;
-                    let decision = self.filter(&run.record, channel, entry.as_ref(), run.now_ms);
-                    let decision = self.joined_before(&run, channel, decision).await?;
-                    let written = run.history.len();
-                    run.handle(Event::Filtered(decision), step("filter"));
-                    run.annotate(written, &read_at(entry.as_ref()));
-                }
-                Effect::Render { channel } => {
-                    let data = self.render_data(&mut run).await?;
-                    let rendered = split(self.render(&run.record, channel, &data).await)?;
-                    let result = rendered.map(|rendered| {
-                        run.content = Some((channel, rendered.content));
-                    });
-                    run.handle(Event::Rendered(result), step("render"));
-                }
-                Effect::Collapse { channel } => {
-                    let decision = self.collapse_join(&mut run, channel).await?;
-                    run.handle(Event::Collapsed(decision), step("collapse"));
-                }
-                Effect::CollapseClose { channel } => {
-                    let decision = self.collapse_close(&mut run, channel).await?;
-                    run.handle(Event::Collapsed(decision), step("collapse"));
-                }
-                Effect::AcquireRate { channel } => {
-                    // The channel's window and the category's caps, all or nothing; none for a
-                    // critical category.
-                    let request = &run.record.request;
-                    let windows = self.policy.windows(&request.category, channel);
-                    let decision = if windows.is_empty() {
-                        RateDecision::Allow
-                    } else {
-                        let key = RecipientKey {
-                            tenant: run.record.tenant.clone(),
-                            recipient: request.recipient.id.clone(),
-                        };
-                        let admission = self
-                            .store
-                            .acquire_windows(&key, &run.record.id, &windows, run.now_ms)
-                            .await?;
-                        steps::limits::decide(&windows, &admission)
-                    };
-                    run.handle(Event::RateChecked(decision), step("rate_limit"));
-                }
-                Effect::Proceed => run.handle(Event::Proceed, step("route")),
-                Effect::Fallback { from } => {
-                    let decision = self.fallback(&run, from).await?;
-                    run.handle(Event::Fallback(decision), step("fallback"));
-                }
-                Effect::Wake { at_ms } => run.wake_at_ms = Some(at_ms),
-                Effect::Send { channel, provider, attempt, .. } => {
-                    // Pace: a provider with a send rate gets at most its rate, from every worker
-                    // together. Over it, the send holds a later slot and waits for it durably.
-                    if let Some(rate) = self.policy.send_rate(&provider)
-                        && run.slot.take_if(|held| *held == provider).is_none()
-                    {
-                        let record = &run.record;
-                        let ttl_ms =
-                            self.policy.retry_for(&record.request.category, channel).ttl_ms;
-                        let wait_ms_max = record
-                            .budget_from_ms()
-                            .saturating_add(ttl_ms)
-                            .saturating_sub(run.now_ms);
-                        let throttled = match self
-                            .store
-                            .send_slot(&provider, rate, run.now_ms, wait_ms_max)
-                            .await?
-                        {
-                            SendSlot::Now => None,
-                            SendSlot::At { at_ms } => {
-                                Some(Event::Throttled { until_ms: at_ms, reserved: true })
-                            }
-                            SendSlot::TooLate { at_ms } => {
-                                Some(Event::Throttled { until_ms: at_ms, reserved: false })
-                            }
-                        };
-                        if let Some(event) = throttled {
-                            run.handle(event, step("send_rate"));
-                            continue;
-                        }
+            // Each effect's work in a span of its own (`filter`, `render`, `rate`, `send`, ...),
+            // inside the caller's; `instrument`, as the work awaits.
+            let span = effect_span(&effect, &run.record);
+            let run = &mut run;
+            let flow = async move {
+                match effect {
+                    Effect::Filter { channel } => {
+                        let entry = self.directory_entry(run).await?;
+                        let decision =
+                            self.filter(&run.record, channel, entry.as_ref(), run.now_ms);
+                        let decision = self.joined_before(run, channel, decision).await?;
+                        let written = run.history.len();
+                        run.handle(Event::Filtered(decision), step("filter"));
+                        run.annotate(written, &read_at(entry.as_ref()));
                     }
-                    // The content: rendered by this wake-up already, or rendered now (a send
-                    // resumed after a wait), with the pinned version. Before the claim, so that
-                    // a registry read that fails leaves nothing claimed; a render error is
-                    // recorded after the claim, as the lifecycle expects it there.
-                    let content = match run.content.take() {
-                        Some((c, content)) if c == channel => Ok(content),
-                        _ => {
-                            let data = self.render_data(&mut run).await?;
-                            let rendered = self.render(&run.record, channel, &data).await;
-                            split(rendered)?.map(|r| r.content)
-                        }
-                    };
-                    // Claim: the send is durable before the provider hears of it. If this
-                    // worker dies during the call, the lease wake-up finds `sending` at this
-                    // version and reconciles instead of silently sending again.
-                    run.wake_at_ms = Some(run.now_ms + self.policy.send_lease_ms);
-                    match self.commit(&mut run).await? {
-                        Some(_) => {}
-                        None => return Ok(Advanced::Conflict),
+                    Effect::Render { channel } => {
+                        let data = self.render_data(run).await?;
+                        let rendered = split(self.render(&run.record, channel, &data).await)?;
+                        let result = rendered.map(|rendered| {
+                            run.content = Some((channel, rendered.content));
+                        });
+                        run.handle(Event::Rendered(result), step("render"));
                     }
-                    // Re-check, after the claim: whatever the directory held when the claim was
-                    // committed is read here, so an opt-out written before the claim is never
-                    // missed. The time is the claim's (quiet hours are judged at the claim).
-                    let entry = self.directory_entry(&run).await?;
-                    let recheck = self.filter(&run.record, channel, entry.as_ref(), run.now_ms);
-                    let rechecked = match recheck {
-                        FilterDecision::Allow { rule, .. } => rule,
-                        refused => {
-                            let written = run.history.len();
-                            run.handle(Event::Rechecked(refused), step("recheck"));
-                            run.annotate(written, &read_at(entry.as_ref()));
-                            continue;
-                        }
-                    };
-                    let content = match content {
-                        Ok(content) => content,
-                        Err(error) => {
-                            run.handle(Event::Rendered(Err(error)), step("render"));
-                            continue;
-                        }
-                    };
-                    let delivery = match self.providers.get(&provider) {
-                        Some(p) => {
-                            let request = &run.record.request;
-                            let message = Outbound {
+                    Effect::Collapse { channel } => {
+                        let decision = self.collapse_join(run, channel).await?;
+                        run.handle(Event::Collapsed(decision), step("collapse"));
+                    }
+                    Effect::CollapseClose { channel } => {
+                        let decision = self.collapse_close(run, channel).await?;
+                        run.handle(Event::Collapsed(decision), step("collapse"));
+                    }
+                    Effect::AcquireRate { channel } => {
+                        // The channel's window and the category's caps, all or nothing; none for a
+                        // critical category.
+                        let request = &run.record.request;
+                        let windows = self.policy.windows(&request.category, channel);
+                        let decision = if windows.is_empty() {
+                            RateDecision::Allow
+                        } else {
+                            let key = RecipientKey {
                                 tenant: run.record.tenant.clone(),
-                                notification_id: run.record.id.clone(),
-                                attempt,
-                                idempotency_key: format!("{}:{channel}:{provider}", run.record.id),
-                                recipient: filter::addressed(&request.recipient, entry.as_ref()),
-                                category: request.category.clone(),
-                                content,
-                                devices: filter::devices(entry.as_ref()),
+                                recipient: request.recipient.id.clone(),
                             };
-                            let hints = self.send_hints(&run.record, channel);
-                            p.deliver(&message, &hints).await
-                        }
-                        None => Delivery {
-                            outcome: SendOutcome::Failed(ProviderError::new(
-                                ErrorClass::ProviderConfig,
-                                None,
-                                None,
-                                &format!("provider {provider} is not configured"),
-                            )),
-                            devices: Vec::new(),
-                        },
-                    };
-                    run.now_ms = self.clock.now_ms();
-                    let removed = self.remove_dead_devices(&run, &delivery).await;
-                    let written = run.history.len();
-                    run.handle(
-                        Event::SendResult(delivery.outcome.clone()),
-                        Cause::Provider { provider },
-                    );
-                    run.annotate(
-                        written,
-                        &format!(
-                            "re-checked after the claim: {rechecked}; {}",
-                            read_at(entry.as_ref())
-                        ),
-                    );
-                    if let Some(summary) = delivery.summary() {
-                        run.annotate(written, &summary);
+                            let admission = self
+                                .store
+                                .acquire_windows(&key, &run.record.id, &windows, run.now_ms)
+                                .await?;
+                            steps::limits::decide(&windows, &admission)
+                        };
+                        run.handle(Event::RateChecked(decision), step("rate_limit"));
                     }
-                    if let Some(removed) = removed {
-                        run.annotate(written, &removed);
+                    Effect::Proceed => run.handle(Event::Proceed, step("route")),
+                    Effect::Fallback { from } => {
+                        let decision = self.fallback(run, from).await?;
+                        run.handle(Event::Fallback(decision), step("fallback"));
+                    }
+                    Effect::Wake { at_ms } => run.wake_at_ms = Some(at_ms),
+                    Effect::Send { channel, provider, attempt, .. } => {
+                        // Pace: a provider with a send rate gets at most its rate, from every worker
+                        // together. Over it, the send holds a later slot and waits for it durably.
+                        if let Some(rate) = self.policy.send_rate(&provider)
+                            && run.slot.take_if(|held| *held == provider).is_none()
+                        {
+                            let record = &run.record;
+                            let ttl_ms =
+                                self.policy.retry_for(&record.request.category, channel).ttl_ms;
+                            let wait_ms_max = record
+                                .budget_from_ms()
+                                .saturating_add(ttl_ms)
+                                .saturating_sub(run.now_ms);
+                            let throttled = match self
+                                .store
+                                .send_slot(&provider, rate, run.now_ms, wait_ms_max)
+                                .await?
+                            {
+                                SendSlot::Now => None,
+                                SendSlot::At { at_ms } => {
+                                    Some(Event::Throttled { until_ms: at_ms, reserved: true })
+                                }
+                                SendSlot::TooLate { at_ms } => {
+                                    Some(Event::Throttled { until_ms: at_ms, reserved: false })
+                                }
+                            };
+                            if let Some(event) = throttled {
+                                run.handle(event, step("send_rate"));
+                                return Ok(Flow::Next);
+                            }
+                        }
+                        // The content: rendered by this wake-up already, or rendered now (a send
+                        // resumed after a wait), with the pinned version. Before the claim, so that
+                        // a registry read that fails leaves nothing claimed; a render error is
+                        // recorded after the claim, as the lifecycle expects it there.
+                        let content = match run.content.take() {
+                            Some((c, content)) if c == channel => Ok(content),
+                            _ => {
+                                let data = self.render_data(run).await?;
+                                let rendered = self.render(&run.record, channel, &data).await;
+                                split(rendered)?.map(|r| r.content)
+                            }
+                        };
+                        // Claim: the send is durable before the provider hears of it. If this
+                        // worker dies during the call, the lease wake-up finds `sending` at this
+                        // version and reconciles instead of silently sending again.
+                        run.wake_at_ms = Some(run.now_ms + self.policy.send_lease_ms);
+                        match self.commit(run).await? {
+                            Some(_) => {}
+                            None => return Ok(Flow::Done(Advanced::Conflict)),
+                        }
+                        // Re-check, after the claim: whatever the directory held when the claim was
+                        // committed is read here, so an opt-out written before the claim is never
+                        // missed. The time is the claim's (quiet hours are judged at the claim).
+                        let entry = self.directory_entry(run).await?;
+                        let recheck = self.filter(&run.record, channel, entry.as_ref(), run.now_ms);
+                        let rechecked = match recheck {
+                            FilterDecision::Allow { rule, .. } => rule,
+                            refused => {
+                                let written = run.history.len();
+                                run.handle(Event::Rechecked(refused), step("recheck"));
+                                run.annotate(written, &read_at(entry.as_ref()));
+                                return Ok(Flow::Next);
+                            }
+                        };
+                        let content = match content {
+                            Ok(content) => content,
+                            Err(error) => {
+                                run.handle(Event::Rendered(Err(error)), step("render"));
+                                return Ok(Flow::Next);
+                            }
+                        };
+                        let delivery = match self.providers.get(&provider) {
+                            Some(p) => {
+                                let request = &run.record.request;
+                                let message = Outbound {
+                                    tenant: run.record.tenant.clone(),
+                                    notification_id: run.record.id.clone(),
+                                    attempt,
+                                    idempotency_key: format!(
+                                        "{}:{channel}:{provider}",
+                                        run.record.id
+                                    ),
+                                    recipient: filter::addressed(
+                                        &request.recipient,
+                                        entry.as_ref(),
+                                    ),
+                                    category: request.category.clone(),
+                                    content,
+                                    devices: filter::devices(entry.as_ref()),
+                                };
+                                let hints = self.send_hints(&run.record, channel);
+                                let span = tracing::info_span!(
+                                    "provider_call",
+                                    notification_id = %message.notification_id,
+                                    tenant = %message.tenant,
+                                    %channel,
+                                    %provider,
+                                    attempt = attempt.0,
+                                );
+                                p.deliver(&message, &hints).instrument(span).await
+                            }
+                            None => Delivery {
+                                outcome: SendOutcome::Failed(ProviderError::new(
+                                    ErrorClass::ProviderConfig,
+                                    None,
+                                    None,
+                                    &format!("provider {provider} is not configured"),
+                                )),
+                                devices: Vec::new(),
+                            },
+                        };
+                        run.now_ms = self.clock.now_ms();
+                        let removed = self.remove_dead_devices(run, &delivery).await;
+                        let written = run.history.len();
+                        run.handle(
+                            Event::SendResult(delivery.outcome.clone()),
+                            Cause::Provider { provider },
+                        );
+                        run.annotate(
+                            written,
+                            &format!(
+                                "re-checked after the claim: {rechecked}; {}",
+                                read_at(entry.as_ref())
+                            ),
+                        );
+                        if let Some(summary) = delivery.summary() {
+                            run.annotate(written, &summary);
+                        }
+                        if let Some(removed) = removed {
+                            run.annotate(written, &removed);
+                        }
                     }
                 }
+                Ok::<_, StoreError>(Flow::Next)
+            }
+            .instrument(span)
+            .await?;
+            if let Flow::Done(advanced) = flow {
+                return Ok(advanced);
             }
         }
         if !run.dirty() {

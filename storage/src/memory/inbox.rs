@@ -2,17 +2,13 @@
 //!
 //! Its own lock beside the notification data's (an inbox call never touches a notification), and
 //! each call is one short critical section, as each Redis inbox operation is one script. The feed
-//! is a bounded `futures` channel per subscriber (this crate's in-memory half has no tokio): an
-//! append offers each subscriber the event, and a subscriber whose channel is full is dropped, so
-//! its stream ends and its clients resume from their last sequence number instead of the store
-//! buffering for it without bound.
+//! is a [`Feed`]: a subscriber that falls behind is dropped, its stream ends and its clients
+//! resume from their last sequence number.
 
 use std::collections::BTreeMap;
 use std::future::{Future, ready};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use futures::StreamExt;
-use futures::channel::mpsc;
 use futures::stream::BoxStream;
 use steps::model::{NotificationId, RecipientId, TenantId};
 use workflows::inbox::{
@@ -22,10 +18,7 @@ use workflows::inbox::{
 use workflows::ports::{INBOX_LEN_MAX, Inbox, InboxItem, StoreError};
 
 use super::MemoryStore;
-
-/// Events a feed subscriber may have waiting before it is dropped as too slow. The API's fan-out
-/// drains its feed at once, so only a stalled process fills this.
-pub const FEED_BUFFER: usize = 1_024;
+use super::feed::Feed;
 
 /// One recipient's inbox.
 #[derive(Debug, Default)]
@@ -66,21 +59,14 @@ fn shows(status: InboxStatus, entry: &InboxEntry) -> bool {
 pub(super) struct Inboxes {
     /// Inboxes by tenant and recipient.
     boxes: Mutex<BTreeMap<(TenantId, RecipientId), RecipientInbox>>,
-    /// Feed subscribers; a closed or full one is removed on the next append.
-    feeds: Mutex<Vec<mpsc::Sender<InboxEvent>>>,
+    /// The feed's subscribers.
+    feed: Feed<InboxEvent>,
 }
 
 impl Inboxes {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<(TenantId, RecipientId), RecipientInbox>> {
         // Nothing panics while holding the lock, so a poisoned lock still holds consistent data.
         self.boxes.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn publish(&self, event: InboxEvent) {
-        let mut feeds = self.feeds.lock().unwrap_or_else(PoisonError::into_inner);
-        // A full subscriber is dropped rather than waited for: its stream ends (see the module
-        // doc).
-        feeds.retain_mut(|feed| feed.try_send(event.clone()).is_ok());
     }
 
     fn change(
@@ -133,7 +119,7 @@ impl Inbox for MemoryStore {
             // Published under the inbox lock (the feeds' lock is only ever taken inside it), so
             // subscribers see each recipient's entries in sequence order, as Redis publishes them
             // from the append script.
-            self.inbox.publish(InboxEvent {
+            self.inbox.feed.publish(InboxEvent {
                 tenant: tenant.clone(),
                 recipient: recipient.clone(),
                 entry,
@@ -276,8 +262,6 @@ impl InboxFeed for MemoryStore {
     fn inbox_feed(
         &self,
     ) -> impl Future<Output = Result<BoxStream<'static, InboxEvent>, StoreError>> + Send {
-        let (sender, receiver) = mpsc::channel(FEED_BUFFER);
-        self.inbox.feeds.lock().unwrap_or_else(PoisonError::into_inner).push(sender);
-        ready(Ok(receiver.boxed()))
+        ready(Ok(self.inbox.feed.subscribe()))
     }
 }

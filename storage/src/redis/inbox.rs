@@ -14,7 +14,6 @@
 
 use std::sync::LazyLock;
 
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use redis::Script;
 use steps::model::{NotificationId, RecipientId, TenantId};
@@ -24,8 +23,8 @@ use workflows::inbox::{
 };
 use workflows::ports::{INBOX_LEN_MAX, Inbox, InboxItem, StoreError};
 
+use super::RedisStore;
 use super::codec::{from_json, to_json};
-use super::{CONNECTION_TIMEOUT, RedisStore};
 use crate::keys::inbox::{INBOX_EVENTS_PATTERN, InboxKeys, inbox_events};
 
 /// Appends an entry once per notification: the next sequence number, into every set, trimming
@@ -403,33 +402,7 @@ impl InboxState for RedisStore {
 
 impl InboxFeed for RedisStore {
     async fn inbox_feed(&self) -> Result<BoxStream<'static, InboxEvent>, StoreError> {
-        let connect = async {
-            let mut pubsub = self.client.get_async_pubsub().await?;
-            pubsub.psubscribe(INBOX_EVENTS_PATTERN).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        let pubsub = match tokio::time::timeout(CONNECTION_TIMEOUT, connect).await {
-            Ok(Ok(pubsub)) => pubsub,
-            Ok(Err(e)) => return Err(self.error("PSUBSCRIBE", &e)),
-            Err(_) => {
-                return Err(StoreError::Unavailable(format!(
-                    "no pub/sub connection to Redis at {} within {} s",
-                    self.shown_url,
-                    CONNECTION_TIMEOUT.as_secs()
-                )));
-            }
-        };
-        let events = pubsub.into_on_message().filter_map(|message| {
-            let decoded = match message.get_payload::<String>() {
-                Ok(payload) => event(&payload),
-                Err(_) => Err(StoreError::Corrupt("an inbox event is not text".into())),
-            };
-            let event = decoded
-                .inspect_err(|error| tracing::warn!(%error, "Skipped a malformed inbox event."))
-                .ok();
-            std::future::ready(event)
-        });
-        Ok(events.boxed())
+        self.pubsub_feed(INBOX_EVENTS_PATTERN, "inbox event", event).await
     }
 }
 

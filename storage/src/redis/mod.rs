@@ -35,6 +35,7 @@ mod queue;
 mod scripts;
 mod stats;
 mod templates;
+mod transitions;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -343,6 +344,45 @@ impl RedisStore {
                 self.shown_url
             )),
         }
+    }
+
+    /// A feed of the messages published on the channels matching `pattern`, each decoded by
+    /// `decode` (a malformed one is logged and skipped), over a pub/sub connection of its own.
+    /// The stream ends when the connection breaks.
+    pub(crate) async fn pubsub_feed<T: Send + 'static>(
+        &self,
+        pattern: &str,
+        what: &'static str,
+        decode: fn(&str) -> Result<T, StoreError>,
+    ) -> Result<futures::stream::BoxStream<'static, T>, StoreError> {
+        use futures::StreamExt;
+        let connect = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.psubscribe(pattern).await?;
+            Ok::<_, RedisError>(pubsub)
+        };
+        let pubsub = match tokio::time::timeout(CONNECTION_TIMEOUT, connect).await {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(e)) => return Err(self.error("PSUBSCRIBE", &e)),
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "no pub/sub connection to Redis at {} within {} s",
+                    self.shown_url,
+                    CONNECTION_TIMEOUT.as_secs()
+                )));
+            }
+        };
+        let messages = pubsub.into_on_message().filter_map(move |message| {
+            let decoded = match message.get_payload::<String>() {
+                Ok(payload) => decode(&payload),
+                Err(_) => Err(StoreError::Corrupt(format!("a published {what} is not text"))),
+            };
+            let message = decoded
+                .inspect_err(|error| tracing::warn!(%error, what, "Skipped a malformed message."))
+                .ok();
+            std::future::ready(message)
+        });
+        Ok(messages.boxed())
     }
 
     fn corrupt(&self, what: &str) -> StoreError {
