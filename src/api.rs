@@ -10,7 +10,9 @@
 //! directory's (profiles, devices, preferences) in [`recipients`]; the campaigns' in
 //! [`campaigns`]; the in-app inbox's (listing, read state, live stream) in [`inbox`]; the live
 //! stream of committed transitions (`GET /v1/events`) in [`events`]; the fan-out both live
-//! streams share in [`hub`]. The providers' delivery receipts (signed webhooks, no API key) are in
+//! streams share in [`hub`]; the operators' queue and statistics views (`courant queues`,
+//! `courant stats`) in [`ops`]. The providers' delivery receipts (signed webhooks, no API key)
+//! are in
 //! [`webhooks`], a router of its own with its own state and body limit
 //! ([`webhooks::routes`]), merged beside this one by `wiring`.
 //!
@@ -23,6 +25,7 @@ pub mod events;
 pub mod hub;
 pub mod inbox;
 pub mod list;
+pub mod ops;
 pub mod recipients;
 pub mod templates;
 pub mod webhooks;
@@ -43,6 +46,8 @@ use sha2::{Digest, Sha256};
 use steps::correlation::{CollapseKey, Correlation, EventId};
 use steps::locale::Locale;
 use steps::model::{Category, Channel, NotificationId, Recipient, TemplateId, TenantId};
+use storage::queue::WakeQueue;
+use storage::stats::StatsStore;
 use tracing::Instrument as _;
 use workflows::inbox::{InboxFeed, InboxState};
 use workflows::machine::{State as LifecycleState, StateKind};
@@ -222,7 +227,15 @@ impl IntoResponse for ApiError {
 /// Builds the router.
 pub fn router<S, C>(state: AppState<S, C>) -> Router
 where
-    S: Store + Inbox + Directory + Campaigns + InboxState + InboxFeed + TransitionFeed,
+    S: Store
+        + Inbox
+        + Directory
+        + Campaigns
+        + InboxState
+        + InboxFeed
+        + TransitionFeed
+        + WakeQueue
+        + StatsStore,
     C: Clock,
 {
     let inbox = inbox::routes::<S, C>(&state);
@@ -246,6 +259,7 @@ where
         .merge(inbox)
         .merge(events)
         .route("/v1/admin/breakers", get(breakers::<S, C>))
+        .merge(ops::routes::<S, C>())
         .merge(recipients::routes::<S, C>())
         .merge(campaigns::routes::<S, C>())
         .layer(DefaultBodyLimit::max(body_limit))

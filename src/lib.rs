@@ -8,6 +8,10 @@
 //! - [`auth`]: API keys.
 //! - [`events`]: publishes each committed transition on the live feed (`GET /v1/events`).
 //! - [`cli`]: the ops commands that talk to a server.
+//! - [`metrics`]: `GET /metrics`, and the classification of committed transitions it shares
+//!   with [`stats`].
+//! - [`stats`]: the runner observer that keeps the delivery statistics of `courant stats` in
+//!   the store.
 //! - [`simulate`]: `courant simulate`, the simulator's command line.
 //! - [`templates`]: loads the templates directory.
 //! - [`telemetry`]: the log subscriber and the optional OpenTelemetry span export.
@@ -19,6 +23,7 @@ pub mod config;
 pub mod events;
 pub mod metrics;
 pub mod simulate;
+pub mod stats;
 pub mod telemetry;
 pub mod templates;
 pub mod wiring;

@@ -110,6 +110,12 @@ enum Command {
     },
     /// The provider circuit breakers of the server process answering.
     Breakers,
+    /// The shared wake-up queue (ready, due, scheduled, in flight, parked, overdue,
+    /// dead-lettered, lag) and the workers heartbeating into it.
+    Queues,
+    /// Your tenant's delivery statistics over a window, by channel and provider, with latency
+    /// percentiles.
+    Stats(cli::StatsArgs),
     /// Follow transitions live as they are committed, one line each (`--json`: one JSON object
     /// per line), until Ctrl-C or `--count` of them. Reconnects when the connection drops.
     Tail(cli::TailArgs),
@@ -255,6 +261,8 @@ async fn run(cli: Cli, serve_config: Option<config::Config>) -> ExitCode {
         Command::Cancel { id } => cli::cancel(&client, &id).await,
         Command::Retry { id } => cli::retry(&client, &id).await,
         Command::Breakers => cli::breakers(&client).await,
+        Command::Queues => cli::queues(&client).await,
+        Command::Stats(args) => cli::stats(&client, &args).await,
         Command::Tail(args) => cli::tail(&client, &args).await,
         Command::Simulate { seed, seeds, notifications, faults, scenario } => {
             courant::simulate::command(

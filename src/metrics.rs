@@ -27,6 +27,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use steps::model::{Channel, ProviderName};
 use storage::queue::QueueStats;
 use workflows::explain::{FindingKind, finding};
 use workflows::machine::{State as Lifecycle, StateKind};
@@ -101,6 +102,7 @@ pub struct Metrics {
     breaker_opened: Family<Breaker, Counter>,
     breaker_rejected: Family<Breaker, Counter>,
     workers: Gauge,
+    stats_dropped: Counter,
     /// Transitions the live feed's publisher dropped (`crate::events`).
     transition_events_dropped: Counter,
 }
@@ -143,6 +145,7 @@ impl Metrics {
             breaker_opened: Family::default(),
             breaker_rejected: Family::default(),
             workers: Gauge::default(),
+            stats_dropped: Counter::default(),
             transition_events_dropped: Counter::default(),
             registry: Registry::default(),
         };
@@ -203,8 +206,8 @@ impl Metrics {
         );
         registry.register(
             "queue_wakeups",
-            "Wake-ups in the shared queue: ready (due, not fetched), scheduled (timers), \
-             in_flight (fetched, not settled), parked (poisoned), overdue (records past their \
+            "Wake-ups in the shared queue: ready (due, not fetched), due (timers whose time has \
+             come, not yet moved to ready), scheduled (timers still to come), in_flight (fetched, not settled), parked (poisoned), overdue (records past their \
              deadline: lag the reaper has not caught up with)",
             metrics.queue.clone(),
         );
@@ -234,6 +237,12 @@ impl Metrics {
             metrics.workers.clone(),
         );
         registry.register(
+            "stats_dropped",
+            "Counts for `courant stats` this process dropped because the store fell behind \
+             (the stored statistics undercount by this much)",
+            metrics.stats_dropped.clone(),
+        );
+        registry.register(
             "transition_events_dropped",
             "Transitions this process did not publish to the live feed (GET /v1/events, courant \
              tail): its buffer was full or the store refused them; the history still has them",
@@ -248,12 +257,18 @@ impl Metrics {
         self.transition_events_dropped.clone()
     }
 
+    /// The counter of counts the stats recorder dropped (`crate::stats`).
+    pub fn stats_dropped(&self) -> Counter {
+        self.stats_dropped.clone()
+    }
+
     /// Reads the gauges and renders everything in the text format.
     async fn render(&self, queue: &QueueProbe, breakers: &providers::breaker::Registry) -> String {
         match queue().await {
             Ok(stats) => {
                 let states = [
                     ("ready", stats.ready),
+                    ("due", stats.due),
                     ("scheduled", stats.scheduled),
                     ("in_flight", stats.pending),
                     ("parked", stats.parked),
@@ -322,6 +337,172 @@ fn skip_reason(state: &Lifecycle) -> String {
     }
 }
 
+/// A provider's answer to a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// The provider took it (sent, or delivered at once).
+    Accepted,
+    /// The call failed.
+    Failed,
+    /// No answer: the request may have gone out.
+    Unknown,
+}
+
+impl SendOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            SendOutcome::Accepted => "accepted",
+            SendOutcome::Failed => "failed",
+            SendOutcome::Unknown => "unknown",
+        }
+    }
+}
+
+/// What a committed transition meant: the one classification (on top of the one `explain`
+/// uses, `workflows::explain::finding`) that both the Prometheus counters ([`Metrics`]) and the
+/// stored statistics (`crate::stats::StatsRecorder`) count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Happened<'a> {
+    /// A provider answered a send.
+    Send {
+        /// The channel.
+        channel: Channel,
+        /// The provider.
+        provider: &'a ProviderName,
+        /// Its answer.
+        outcome: SendOutcome,
+    },
+    /// A delivery receipt moved the notification to `state`.
+    Receipt {
+        /// The provider whose receipt it was.
+        provider: &'a ProviderName,
+        /// Where it moved the notification.
+        state: StateKind,
+    },
+    /// Skipped, for `reason` (`opted_out`, `quiet_hours`, ...).
+    Suppressed {
+        /// The channel.
+        channel: Channel,
+        /// The skip reason.
+        reason: String,
+    },
+    /// Held back until later, for `reason` (`quiet_hours`, `rate_limited`, `retry_backoff`, ...).
+    Deferred {
+        /// The channel.
+        channel: Channel,
+        /// The deferral reason.
+        reason: &'static str,
+    },
+    /// A retry was scheduled on a provider after a failed attempt.
+    Retry {
+        /// The channel.
+        channel: Channel,
+        /// The provider retried.
+        provider: &'a ProviderName,
+    },
+    /// Another channel took over.
+    Fallback {
+        /// The channel that took over.
+        channel: Channel,
+    },
+    /// A provider took it, `ms` after acceptance.
+    HandedOver {
+        /// The channel.
+        channel: Channel,
+        /// Since acceptance.
+        ms: u64,
+    },
+    /// Delivered, `ms` after acceptance.
+    Delivered {
+        /// The channel.
+        channel: Channel,
+        /// Since acceptance.
+        ms: u64,
+    },
+    /// Reached a final state.
+    Settled {
+        /// The channel.
+        channel: Channel,
+        /// The provider of the final state, where it has one.
+        provider: Option<&'a ProviderName>,
+        /// The final state.
+        state: StateKind,
+        /// The skip reason, or empty.
+        reason: String,
+    },
+}
+
+/// Tells `each` what each of `entries` (committed for `record`, as it was before the commit)
+/// meant, in order, with the entry it came from.
+pub fn classify<'a>(
+    record: &'a Record,
+    entries: &'a [HistoryEntry],
+    mut each_of: impl FnMut(&'a HistoryEntry, Happened<'a>),
+) {
+    let mut previous = Some(&record.state);
+    for entry in entries {
+        let mut each = |happened| each_of(entry, happened);
+        let channel = entry.to.channel().unwrap_or(record.request.channel);
+        let since_accepted = entry.at_ms.saturating_sub(record.created_at_ms);
+        if let (Some(StateKind::Sending), Cause::Provider { provider }) = (entry.from, &entry.cause)
+        {
+            let outcome = match entry.to.kind() {
+                StateKind::Sent | StateKind::Delivered => SendOutcome::Accepted,
+                StateKind::Unknown => SendOutcome::Unknown,
+                _ => SendOutcome::Failed,
+            };
+            each(Happened::Send { channel, provider, outcome });
+        }
+        if let Cause::Receipt { provider } = &entry.cause {
+            each(Happened::Receipt { provider, state: entry.to.kind() });
+        }
+        match finding(entry, previous).map(|f| f.kind) {
+            Some(FindingKind::NotSent) => {
+                each(Happened::Suppressed { channel, reason: skip_reason(&entry.to) });
+            }
+            Some(
+                kind @ (FindingKind::QuietHours
+                | FindingKind::RateLimited
+                | FindingKind::Throttled
+                | FindingKind::CollapseWindow
+                | FindingKind::RetryBackoff
+                | FindingKind::Reconcile
+                | FindingKind::Waited),
+            ) => {
+                each(Happened::Deferred { channel, reason: kind.as_str() });
+                if kind == FindingKind::RetryBackoff
+                    && let Some(provider) = entry.to.provider()
+                {
+                    each(Happened::Retry { channel, provider });
+                }
+            }
+            Some(FindingKind::Fallback) => each(Happened::Fallback { channel }),
+            Some(FindingKind::Sent) => {
+                each(Happened::HandedOver { channel, ms: since_accepted });
+            }
+            Some(FindingKind::Delivered) => {
+                // Accepted as delivered (the inbox) is a hand-over too.
+                if entry.from == Some(StateKind::Sending) {
+                    each(Happened::HandedOver { channel, ms: since_accepted });
+                }
+                each(Happened::Delivered { channel, ms: since_accepted });
+            }
+            _ => {}
+        }
+        let to = entry.to.kind();
+        if to.is_terminal() && entry.from.is_none_or(|from| from != to) {
+            let (provider, reason) = (entry.to.provider(), skip_reason(&entry.to));
+            each(Happened::Settled { channel, provider, state: to, reason });
+        }
+        previous = Some(&entry.to);
+    }
+}
+
+/// Seconds, for the latency histograms.
+fn seconds(ms: u64) -> f64 {
+    ms as f64 / 1_000.0
+}
+
 impl Observer for Metrics {
     fn created(&self, record: &Record, _entry: &HistoryEntry) {
         let request = &record.request;
@@ -336,78 +517,45 @@ impl Observer for Metrics {
     }
 
     fn committed(&self, record: &Record, entries: &[HistoryEntry]) {
-        let mut previous = Some(&record.state);
-        for entry in entries {
-            let channel = entry.to.channel().unwrap_or(record.request.channel).as_str().to_owned();
-            let since_accepted = entry.at_ms.saturating_sub(record.created_at_ms) as f64 / 1_000.0;
-            // A provider's answer to a send.
-            if let (Some(StateKind::Sending), Cause::Provider { provider }) =
-                (entry.from, &entry.cause)
-            {
-                let outcome = match entry.to.kind() {
-                    StateKind::Sent | StateKind::Delivered => "accepted",
-                    StateKind::Unknown => "unknown",
-                    _ => "failed",
-                };
+        classify(record, entries, |_, happened| match happened {
+            Happened::Send { channel, provider, outcome } => {
                 let label = SendLabel {
-                    channel: channel.clone(),
+                    channel: channel.to_string(),
                     provider: provider.to_string(),
-                    outcome: outcome.into(),
+                    outcome: outcome.as_str().into(),
                 };
                 self.sends.get_or_create(&label).inc();
             }
-            if let Cause::Receipt { provider } = &entry.cause {
-                let label =
-                    Receipt { provider: provider.to_string(), state: entry.to.kind().to_string() };
+            Happened::Receipt { provider, state } => {
+                let label = Receipt { provider: provider.to_string(), state: state.to_string() };
                 self.receipts.get_or_create(&label).inc();
             }
-            let kind = finding(entry, previous).map(|f| f.kind);
-            match kind {
-                Some(FindingKind::NotSent) => {
-                    let reason = skip_reason(&entry.to);
-                    self.decision(&channel, "suppressed", &reason);
-                }
-                Some(
-                    kind @ (FindingKind::QuietHours
-                    | FindingKind::RateLimited
-                    | FindingKind::Throttled
-                    | FindingKind::CollapseWindow
-                    | FindingKind::RetryBackoff
-                    | FindingKind::Reconcile
-                    | FindingKind::Waited),
-                ) => {
-                    self.decision(&channel, "deferred", kind.as_str());
-                    if kind == FindingKind::RetryBackoff
-                        && let Some(provider) = entry.to.provider()
-                    {
-                        let label =
-                            ByProvider { channel: channel.clone(), provider: provider.to_string() };
-                        self.retries.get_or_create(&label).inc();
-                    }
-                }
-                Some(FindingKind::Fallback) => {
-                    self.fallbacks.get_or_create(&ByChannel { channel: channel.clone() }).inc();
-                }
-                Some(FindingKind::Sent) => {
-                    let label = ByChannel { channel: channel.clone() };
-                    self.handover_seconds.get_or_create(&label).observe(since_accepted);
-                }
-                Some(FindingKind::Delivered) => {
-                    let label = ByChannel { channel: channel.clone() };
-                    // Accepted as delivered (the inbox) is a hand-over too.
-                    if entry.from == Some(StateKind::Sending) {
-                        self.handover_seconds.get_or_create(&label).observe(since_accepted);
-                    }
-                    self.delivery_seconds.get_or_create(&label).observe(since_accepted);
-                }
-                _ => {}
+            Happened::Suppressed { channel, reason } => {
+                self.decision(channel.as_str(), "suppressed", &reason);
             }
-            let to = entry.to.kind();
-            if to.is_terminal() && entry.from.is_none_or(|from| from != to) {
-                self.settle(&channel, to, &skip_reason(&entry.to));
+            Happened::Deferred { channel, reason } => {
+                self.decision(channel.as_str(), "deferred", reason);
             }
-            previous = Some(&entry.to);
-        }
+            Happened::Retry { channel, provider } => {
+                let label =
+                    ByProvider { channel: channel.to_string(), provider: provider.to_string() };
+                self.retries.get_or_create(&label).inc();
+            }
+            Happened::Fallback { channel } => {
+                self.fallbacks.get_or_create(&ByChannel { channel: channel.to_string() }).inc();
+            }
+            Happened::HandedOver { channel, ms } => {
+                let label = ByChannel { channel: channel.to_string() };
+                self.handover_seconds.get_or_create(&label).observe(seconds(ms));
+            }
+            Happened::Delivered { channel, ms } => {
+                let label = ByChannel { channel: channel.to_string() };
+                self.delivery_seconds.get_or_create(&label).observe(seconds(ms));
+            }
+            Happened::Settled { channel, state, reason, .. } => {
+                self.settle(channel.as_str(), state, &reason);
+            }
+        });
     }
 }
 

@@ -13,7 +13,8 @@ use futures::FutureExt;
 use serde::Deserialize;
 use steps::model::{Channel, ProviderName, TenantId};
 use storage::backend::WakeBackend;
-use storage::queue::WakeQueue;
+use storage::queue::{WakeQueue, WorkerBeat};
+use storage::stats::StatsStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -337,6 +338,15 @@ where
     // pending entries of a dead process apart from a live one's in `XPENDING`.
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
     let name = format!("courant-{host}-{}-{}", std::process::id(), ulid::Ulid::generate());
+    let beat = WorkerBeat {
+        id: name.clone(),
+        host,
+        pid: std::process::id(),
+        slots: u32::try_from(concurrency).unwrap_or(u32::MAX),
+        started_at_ms: queue.now_ms(),
+        seen_at_ms: queue.now_ms(),
+    };
+    let heartbeat = tokio::spawn(run_heartbeat(queue.clone(), beat, shutdown.clone()));
     // Besides fetching, the backend's maintenance round promotes due timers, reclaims a dead
     // worker's wake-ups and runs the reaper (every 30 s: re-drives notifications whose wake-up
     // was lost, see `storage::queue::REAPER_SLACK_MS`), in every worker process on its own.
@@ -357,7 +367,25 @@ where
         })
         .await
         .context("workers stopped with an error")?;
+    heartbeat.await.context("the heartbeat loop panicked")?;
     campaigns.await.context("the campaign loop panicked")
+}
+
+/// Writes this worker process's heartbeat into the store's registry every
+/// [`HEARTBEAT_MS`](storage::queue::HEARTBEAT_MS) until shutdown, for `courant queues`. A failed
+/// write is logged and tried again at the next beat: the registry is for operators, the work
+/// goes on without it.
+async fn run_heartbeat<Q: WakeQueue>(queue: Q, mut beat: WorkerBeat, shutdown: Shutdown) {
+    loop {
+        beat.seen_at_ms = queue.now_ms();
+        if let Err(error) = queue.heartbeat(&beat).await {
+            tracing::warn!(%error, "Worker heartbeat failed; retrying at the next beat.");
+        }
+        tokio::select! {
+            () = shutdown.clone().wait() => return,
+            () = tokio::time::sleep(Duration::from_millis(storage::queue::HEARTBEAT_MS)) => {}
+        }
+    }
 }
 
 async fn run_api<S, C>(
@@ -374,7 +402,9 @@ where
         + Campaigns
         + workflows::inbox::InboxState
         + workflows::inbox::InboxFeed
-        + TransitionFeed,
+        + TransitionFeed
+        + WakeQueue
+        + StatsStore,
     C: Clock,
 {
     let listener = TcpListener::bind(listen)
@@ -515,7 +545,8 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
 /// The runner over `store`: the configured providers (each HTTP one behind a breaker in
 /// `breakers`), the built-in templates (the directory) for every tenant and each tenant's
 /// registry in the same store, and the observers it reports to: the metrics (with their
-/// `/metrics` route) and the live feed's publisher.
+/// `/metrics` route), the live feed's publisher and the stored statistics of `courant stats`
+/// (`crate::stats`).
 fn build_runner<S>(
     config: &Config,
     store: &S,
@@ -526,6 +557,7 @@ where
     S: Store
         + Inbox
         + WakeQueue
+        + StatsStore
         + workflows::ports::TemplateStore
         + TransitionFeed
         + Clone
@@ -538,6 +570,7 @@ where
     let metrics = Arc::new(crate::metrics::Metrics::new(worker_slots));
     let publisher =
         crate::events::Publisher::start(store.clone(), metrics.transition_events_dropped());
+    let stats = crate::stats::StatsRecorder::start(store.clone(), metrics.stats_dropped());
     let runner = Arc::new(
         Runner::new(
             store.clone(),
@@ -548,7 +581,8 @@ where
         )
         .with_template_store(Arc::new(store.clone()))
         .with_observer(metrics.clone())
-        .with_observer(publisher),
+        .with_observer(publisher)
+        .with_observer(stats),
     );
     let routes = crate::metrics::routes(metrics, queue_probe(store), breakers.clone());
     Ok((runner, routes))

@@ -148,6 +148,42 @@ ttl_ms = 60000
     let breakers = json(&stack, &["breakers"]);
     validate("listBreakers", 200, &breakers);
 
+    // queues → the queue's counts and the workers; stats → rows and latencies.
+    let queues = json(&stack, &["queues"]);
+    has_keys(
+        "queues",
+        &queues,
+        &[
+            "ready",
+            "due",
+            "scheduled",
+            "in_flight",
+            "parked",
+            "overdue",
+            "dead_lettered",
+            "lag_ms",
+            "oldest_waiting_since",
+            "workers_alive",
+            "workers",
+        ],
+    );
+    let stats = json(&stack, &["stats", "--window", "15m"]);
+    has_keys(
+        "stats",
+        &stats,
+        &[
+            "window",
+            "window_ms",
+            "from",
+            "to",
+            "channel",
+            "provider",
+            "latency_relative_error",
+            "rows",
+            "latency",
+        ],
+    );
+
     // config check → {file, valid, providers, routes}
     let config = json(&stack, &["config", "check", stack.config.to_str().expect("utf-8 path")]);
     has_keys("config check", &config, &["file", "valid", "providers", "routes"]);

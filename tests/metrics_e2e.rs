@@ -73,6 +73,8 @@ fn metrics_parse_and_move_with_the_traffic() {
     let data = r#"{"name":"Ada","product":"courant"}"#;
     let before = scrape(&stack);
     assert_eq!(get(&before, "courant_worker_slots{}"), 128.0);
+    // The stats recorder's drops are exported, and none happen at this pace.
+    assert_eq!(before.get("courant_stats_dropped_total{}"), Some(&0.0), "{before:?}");
 
     // Two emails sent.
     let a = stack.send("email", "welcome", data);

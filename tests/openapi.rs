@@ -536,6 +536,10 @@ ttl_ms = 60000
     let purged = api.check("purgeDeadLetters", &[], "", &json!({ "id": sms, "yes": true }), 200);
     assert_eq!(purged["purge"], 1, "{purged}");
     api.check("listBreakers", &[], "", &null, 200);
+    api.check("showQueues", &[], "", &null, 200);
+    api.check("showStats", &[], "", &null, 200);
+    api.check("showStats", &[], "?window=24h&channel=email&provider=sendgrid", &null, 200);
+    api.check("showStats", &[], "?window=8d", &null, 400);
     api.check("openapi", &[], "", &null, 200);
 
     // The inbox the in-app notification landed in.

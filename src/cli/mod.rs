@@ -11,10 +11,12 @@ use serde_json::{Value, json};
 
 mod dlq;
 mod list;
+mod ops;
 mod tail;
 
 pub use dlq::{DlqCommand, DlqFilterArgs, run as dlq};
 pub use list::{ListArgs, run as list};
+pub use ops::{StatsArgs, queues, stats};
 pub use tail::{TailArgs, run as tail};
 
 /// Where the server is and how to talk to it.

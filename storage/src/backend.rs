@@ -22,8 +22,9 @@
 //! - retries are ours: `Ok` acks, `Err` schedules the wake-up again after 1 s, 2 s, 4 s … 60 s and
 //!   parks it after `TRIES_MAX` failures; apalis's retry layer and apalis-redis's 25 hard-coded
 //!   attempts never come into play;
-//! - a dead worker's wake-ups are reclaimed per message (`XAUTOCLAIM`), with no heartbeats or
-//!   worker registry, so a worker restarted under the same name works at once;
+//! - a dead worker's wake-ups are reclaimed per message (`XAUTOCLAIM`), with no heartbeat or
+//!   worker registry involved, so a worker restarted under the same name works at once (the
+//!   registry `courant queues` shows is for operators only);
 //! - the reaper (`WakeQueue::redrive_overdue`) runs every 30 s and re-drives notifications whose
 //!   wake-up was lost (their deadline passed), so nothing waits forever;
 //! - a Redis error never kills the worker (apalis treats any backend error as fatal): it is

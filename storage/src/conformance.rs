@@ -47,6 +47,7 @@ use workflows::record::{
 
 use crate::keys::{self, SHARDS};
 use crate::queue::{Delivery, QueueStats, REAPER_SLACK_MS, Reaped, Retried, TRIES_MAX, WakeQueue};
+use crate::stats::StatsStore;
 
 pub use templates::{
     a_template_may_start_as_a_draft, template_limits_are_enforced,
@@ -54,12 +55,12 @@ pub use templates::{
 };
 
 /// What the suite needs of a store.
-pub trait Conformance: Store + Inbox + WakeQueue + Directory {}
+pub trait Conformance: Store + Inbox + WakeQueue + Directory + StatsStore {}
 
-impl<S: Store + Inbox + WakeQueue + Directory> Conformance for S {}
+impl<S: Store + Inbox + WakeQueue + Directory + StatsStore> Conformance for S {}
 
 /// Every check, by name, in the order [`conformance_tests!`](crate::conformance_tests) runs them.
-pub const CHECKS: [&str; 36] = [
+pub const CHECKS: [&str; 39] = [
     "create_and_load_round_trip",
     "idempotent_create",
     "commit_compare_and_set",
@@ -81,6 +82,9 @@ pub const CHECKS: [&str; 36] = [
     "release_returns_deliveries_to_ready",
     "abandoned_deliveries_are_reclaimed",
     "promote_is_bounded_per_shard",
+    "queue_stats_tell_due_from_scheduled_and_the_lag",
+    "workers_heartbeat_into_a_shared_registry",
+    "stats_add_up_per_tenant_and_minute",
     "tenant_isolation",
     "idempotency_keys_are_claimed_finished_and_released",
     "an_event_creates_one_record_within_its_window",
@@ -125,6 +129,9 @@ macro_rules! conformance_tests {
             release_returns_deliveries_to_ready,
             abandoned_deliveries_are_reclaimed,
             promote_is_bounded_per_shard,
+            queue_stats_tell_due_from_scheduled_and_the_lag,
+            workers_heartbeat_into_a_shared_registry,
+            stats_add_up_per_tenant_and_minute,
             tenant_isolation,
             idempotency_keys_are_claimed_finished_and_released,
             an_event_creates_one_record_within_its_window,
@@ -287,8 +294,13 @@ async fn committed<S: Conformance>(store: &S, commit: &Commit) -> u64 {
     }
 }
 
+/// The queue's counts, with the time of its oldest waiting wake-up checked (set exactly when
+/// something is ready or due) and then blanked, so checks compare counts.
 async fn stats<S: Conformance>(store: &S) -> QueueStats {
-    store.stats().await.expect("stats")
+    let stats = store.stats().await.expect("stats");
+    let waiting = stats.ready + stats.due > 0;
+    assert_eq!(stats.oldest_waiting_since_ms.is_some(), waiting, "{stats:?}");
+    QueueStats { oldest_waiting_since_ms: None, ..stats }
 }
 
 /// Fetches everything ready (several calls if needed).
@@ -1373,7 +1385,10 @@ pub async fn promote_is_bounded_per_shard<S: Conformance>(store: &S) {
     store.schedule(&timed[..5]).await.expect("scheduling again collapses");
     let later: Vec<(Wake, u64)> = vec![(wake(&acme, &id(&acme, 999), 1), now + 60_000)];
     store.schedule(&later).await.expect("schedule");
-    assert_eq!(stats(store).await.scheduled, u64::from(n) + 1);
+    assert_eq!(
+        stats(store).await,
+        QueueStats { due: u64::from(n), scheduled: 1, ..QueueStats::default() }
+    );
     in_bounded_rounds(n, "promote_due", async || store.promote_due(now, 1).await.expect("promote"))
         .await;
     assert_eq!(
@@ -1383,6 +1398,124 @@ pub async fn promote_is_bounded_per_shard<S: Conformance>(store: &S) {
     let all = fetch_all(store, "a").await;
     assert_eq!(all.len(), n as usize);
     store.ack(&all).await.expect("ack");
+}
+
+/// Due timers are told from future ones, and the lag is the age of the oldest wake-up that
+/// could run: a due timer's due time, or a ready entry's arrival in ready.
+pub async fn queue_stats_tell_due_from_scheduled_and_the_lag<S: Conformance>(store: &S) {
+    let acme = tenant("acme");
+    let empty = store.stats().await.expect("stats");
+    assert_eq!((empty.oldest_waiting_since_ms, empty.lag_ms(store.now_ms())), (None, 0));
+    let now = store.now_ms();
+    let timed = [
+        (wake(&acme, &id(&acme, 1), 1), now - 60_000),
+        (wake(&acme, &id(&acme, 2), 1), now - 1_000),
+        (wake(&acme, &id(&acme, 3), 1), now + 3_600_000),
+    ];
+    store.schedule(&timed).await.expect("schedule");
+    let raw = store.stats().await.expect("stats");
+    assert_eq!((raw.due, raw.scheduled, raw.ready), (2, 1, 0), "{raw:?}");
+    assert_eq!(raw.oldest_waiting_since_ms, Some(now - 60_000), "the oldest due timer");
+    assert!(raw.lag_ms(store.now_ms()) >= 60_000, "{raw:?}");
+
+    // Promoted, they wait in ready: the lag now counts from their arrival there.
+    let before_promote = store.now_ms();
+    assert_eq!(store.promote_due(before_promote, 100).await, Ok(2));
+    let raw = store.stats().await.expect("stats");
+    assert_eq!((raw.due, raw.scheduled, raw.ready), (0, 1, 2), "{raw:?}");
+    let since = raw.oldest_waiting_since_ms.expect("two wait in ready");
+    // Redis stamps the arrival with its own clock: allow the test's second of skew.
+    assert!(since + 1_000 >= before_promote && since <= store.now_ms() + 1_000, "{raw:?}");
+
+    // Fetched, nothing waits any more.
+    let got = fetch_all(store, "a").await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        stats(store).await,
+        QueueStats { pending: 2, scheduled: 1, ..QueueStats::default() }
+    );
+    store.ack(&got).await.expect("ack");
+}
+
+/// Worker heartbeats land in one registry, freshest first; a newer beat replaces the entry;
+/// long-silent workers are forgotten; a worker is alive within three heartbeats.
+pub async fn workers_heartbeat_into_a_shared_registry<S: Conformance>(store: &S) {
+    use crate::queue::{HEARTBEAT_MS, WORKER_ALIVE_MS, WORKER_FORGET_MS, WorkerBeat};
+    assert_eq!(store.workers().await, Ok(vec![]));
+    let now = store.now_ms();
+    let beat = |id: &str, seen_at_ms: u64| WorkerBeat {
+        id: id.into(),
+        host: "host-a".into(),
+        pid: 4242,
+        slots: 32,
+        started_at_ms: now - 3_600_000,
+        seen_at_ms,
+    };
+    store.heartbeat(&beat("w-old", now - 2 * WORKER_ALIVE_MS)).await.expect("beat");
+    store.heartbeat(&beat("w-live", now - HEARTBEAT_MS)).await.expect("beat");
+    store.heartbeat(&beat("w-live", now)).await.expect("a newer beat replaces the entry");
+    let workers = store.workers().await.expect("workers");
+    assert_eq!(workers, vec![beat("w-live", now), beat("w-old", now - 2 * WORKER_ALIVE_MS)]);
+    let alive: Vec<bool> = workers.iter().map(|w| w.alive(now)).collect();
+    assert_eq!(alive, [true, false]);
+
+    // A beat long after the old one's last removes it; a field over its limit is cut.
+    let later = now + WORKER_FORGET_MS;
+    let long = WorkerBeat { host: "h".repeat(1_000), ..beat("w-next", later) };
+    store.heartbeat(&long).await.expect("beat");
+    let ids: Vec<String> =
+        store.workers().await.expect("workers").into_iter().map(|w| w.id).collect();
+    assert_eq!(ids, ["w-next", "w-live"], "w-old was forgotten");
+    let next = store.workers().await.expect("workers").remove(0);
+    assert_eq!(next.host.len(), crate::queue::WORKER_FIELD_LEN_MAX);
+}
+
+/// Statistics add up over the minutes read, repeated adds accumulate, a tenant reads only its
+/// own, and both limits (counters per add, minutes per read) are enforced.
+pub async fn stats_add_up_per_tenant_and_minute<S: Conformance>(store: &S) {
+    use crate::stats::{
+        ADD_COUNTERS_MAX, Counts, MinuteCounts, READ_MINUTES_MAX, StatKey, StatKind, minute_of,
+    };
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let now = minute_of(store.now_ms());
+    let sent = StatKey::new(StatKind::Sent, Channel::Email, Some(&provider()));
+    let skipped = StatKey::with_detail(StatKind::Skipped, Channel::Email, None, "opted_out");
+    let slow = StatKey::latency(StatKind::Handover, Channel::Email, 1_500);
+    let minute = |tenant: &TenantId, minute: u64, counts: &[(&StatKey, u64)]| MinuteCounts {
+        tenant: tenant.clone(),
+        minute,
+        counts: counts.iter().map(|(k, n)| ((*k).clone(), *n)).collect(),
+    };
+    let batch = [
+        minute(&acme, now - 2, &[(&sent, 3), (&skipped, 1)]),
+        minute(&acme, now, &[(&sent, 2), (&slow, 1)]),
+        minute(&globex, now, &[(&sent, 100)]),
+    ];
+    assert_eq!(store.read_stats(&acme, now - 2, now).await, Ok(Counts::new()));
+    store.add_stats(&batch).await.expect("add");
+    store.add_stats(&[minute(&acme, now, &[(&sent, 5)])]).await.expect("a second add adds");
+    let counts = |pairs: &[(&StatKey, u64)]| -> Counts {
+        pairs.iter().map(|(k, n)| ((*k).clone(), *n)).collect()
+    };
+    let all = store.read_stats(&acme, now - 2, now).await.expect("read");
+    assert_eq!(all, counts(&[(&sent, 10), (&skipped, 1), (&slow, 1)]));
+    let recent = store.read_stats(&acme, now - 1, now).await.expect("read");
+    assert_eq!(recent, counts(&[(&sent, 7), (&slow, 1)]), "minutes outside the range are left out");
+    let theirs = store.read_stats(&globex, now - 2, now).await.expect("read");
+    assert_eq!(theirs, counts(&[(&sent, 100)]), "a tenant reads only its own");
+    assert_eq!(store.read_stats(&acme, now - 10, now - 5).await, Ok(Counts::new()));
+
+    assert!(store.read_stats(&acme, now, now - 1).await.is_err(), "an empty range");
+    assert!(store.read_stats(&acme, now - READ_MINUTES_MAX, now).await.is_err(), "too long");
+    assert!(store.read_stats(&acme, now + 1 - READ_MINUTES_MAX, now).await.is_ok());
+    let huge: Counts = (0..=ADD_COUNTERS_MAX)
+        .map(|i| {
+            (StatKey::with_detail(StatKind::Deferred, Channel::Sms, None, &format!("r{i}")), 1)
+        })
+        .collect();
+    let over = MinuteCounts { tenant: acme.clone(), minute: now, counts: huge };
+    assert!(store.add_stats(&[over]).await.is_err(), "an add over the limit is refused");
+    assert_eq!(store.read_stats(&acme, now, now).await.expect("read")[&sent], 7, "nothing added");
 }
 
 /// A tenant sees nothing of another tenant's notifications.

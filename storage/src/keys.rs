@@ -17,6 +17,9 @@
 //! | `courant:{sNN}:q:parked` | ZSET | poisoned wake-ups, score = when parked |
 //! | `courant:{sNN}:deadlines` | ZSET | records waiting on a worker, score = when overdue |
 //! | `courant:{sNN}:dlq:count` | STRING | how many of the shard's records (every tenant) are dead-lettered |
+//! | `courant:{w}:workers` | ZSET | the worker registry: worker id, score = last heartbeat ms |
+//! | `courant:{w}:workers:entries` | HASH | worker id → its heartbeat (JSON: host, pid, slots, started, seen) |
+//! | `courant:{st:<tenant>}:m:<minute>` | HASH | a tenant's delivery statistics of one minute (`kind\|channel\|provider\|detail` → count), 8-day TTL |
 //! | `courant:{r:<tenant>:<recipient>}:rate:<channel>` | ZSET | a channel's rate window (member: notification id, score: admitted ms) |
 //! | `courant:{r:<tenant>:<recipient>}:cap:<category>:<window_ms>` | ZSET | a category cap's window (the same) |
 //! | `courant:{r:<tenant>:<recipient>}:collapse:<channel>:<sha256>` | STRING | the open collapse group of a key (its survivor), TTL the window |
@@ -278,6 +281,25 @@ pub fn dlq_count(shard: u16) -> String {
 
 /// See [`dlq_count`].
 pub const DLQ_COUNT_SUFFIX: &str = "dlq:count";
+
+/// The worker registry (ZSET: worker id, score = its last heartbeat, ms): see
+/// `queue::WakeQueue::heartbeat`. One small key for the whole fleet.
+pub fn workers() -> String {
+    format!("{PREFIX}:{{w}}:workers")
+}
+
+/// The worker registry's entries (HASH: worker id → JSON of `queue::WorkerBeat`: host, pid,
+/// slots, start and last heartbeat times), beside [`workers`] in its slot.
+pub fn worker_entries() -> String {
+    format!("{PREFIX}:{{w}}:workers:entries")
+}
+
+/// A tenant's delivery statistics for one minute (HASH: `stats::StatKey` field → count;
+/// expires after `stats::STATS_TTL_MS`). `minute` is ms since the epoch / 60,000. A tenant's
+/// minutes share its `{st:<tenant>}` tag, so reading a window is one pipeline to one node.
+pub fn stats_minute(tenant: &TenantId, minute: u64) -> String {
+    format!("{PREFIX}:{{st:{tenant}}}:m:{minute}")
+}
 
 /// The consumer group every worker reads the ready streams through.
 pub const CONSUMER_GROUP: &str = "workers";

@@ -40,11 +40,12 @@ use crate::keys;
 use crate::queue::{
     BLOCK_MS_MAX, Delivery, DeliveryTag, FETCH_MAX, PROMOTE_PER_SHARD_MAX, QueueStats,
     REAPER_SLACK_MS, REDRIVE_PER_SHARD_MAX, Reaped, Retried, SCHEDULE_BATCH_MAX, TRIES_MAX,
-    TagInner, WakeQueue, deadline_member, deadline_ms, has_deadline, over_limit,
-    parse_deadline_member, parse_timer_member, timer_member,
+    TagInner, WORKER_FORGET_MS, WORKERS_LIST_MAX, WakeQueue, WorkerBeat, deadline_member,
+    deadline_ms, has_deadline, over_limit, parse_deadline_member, parse_timer_member, timer_member,
 };
 
 mod campaigns;
+mod stats;
 
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 60 * 60 * 1_000;
@@ -269,8 +270,8 @@ impl ScoreSet {
 struct MemQueue {
     /// The next entry's sequence number (the stand-in for a stream entry id).
     next_seq: u64,
-    /// Due wake-ups in arrival order.
-    ready: VecDeque<(u64, Entry)>,
+    /// Due wake-ups in arrival order: sequence number, when it arrived in ready, the entry.
+    ready: VecDeque<(u64, u64, Entry)>,
     /// Timer members and their due time.
     timers: ScoreSet,
     /// Fetched and unsettled, by sequence number.
@@ -280,16 +281,17 @@ struct MemQueue {
 }
 
 impl MemQueue {
-    fn push_ready(&mut self, entry: Entry) {
+    /// Appends to ready an entry arriving at `now_ms` (what a stream entry id records on Redis).
+    fn push_ready(&mut self, entry: Entry, now_ms: u64) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.ready.push_back((seq, entry));
+        self.ready.push_back((seq, now_ms, entry));
     }
 
     /// Enqueues the wake-up of a create or commit: ready if due at `now_ms`, a timer otherwise.
     fn enqueue(&mut self, wake: Wake, at_ms: u64, now_ms: u64) {
         if at_ms <= now_ms {
-            self.push_ready(Entry { wake, tries: 0 });
+            self.push_ready(Entry { wake, tries: 0 }, now_ms);
         } else {
             self.timers.insert(timer_member(&wake.key(), 0), at_ms);
         }
@@ -321,6 +323,10 @@ struct Inner {
     deadlines: ScoreSet,
     /// Campaigns, their due index and their notifications' counters (`memory::campaigns`).
     campaigns: campaigns::Data,
+    /// The worker registry, by worker id.
+    workers: BTreeMap<String, WorkerBeat>,
+    /// Delivery statistics by tenant and minute (`memory::stats`).
+    stats: stats::Minutes,
 }
 
 impl Inner {
@@ -688,7 +694,7 @@ impl MemoryStore {
         let queue = &mut inner.queue;
         let mut out = Vec::new();
         while out.len() < max.min(FETCH_MAX) {
-            let Some((seq, entry)) = queue.ready.pop_front() else { break };
+            let Some((seq, _, entry)) = queue.ready.pop_front() else { break };
             out.push(Delivery {
                 wake: entry.wake.clone(),
                 tag: memory_tag(seq),
@@ -735,7 +741,7 @@ impl MemoryStore {
             queue.timers.remove(member);
             let (key, tries) = parse_timer_member(member);
             match Wake::parse_key(key) {
-                Some(wake) => queue.push_ready(Entry { wake, tries }),
+                Some(wake) => queue.push_ready(Entry { wake, tries }, now_ms),
                 None => {
                     queue.parked.insert(key.to_owned(), now_ms);
                 }
@@ -762,7 +768,7 @@ impl MemoryStore {
             });
             match waiting {
                 Some(wake) => {
-                    inner.queue.push_ready(Entry { wake, tries: 0 });
+                    inner.queue.push_ready(Entry { wake, tries: 0 }, now_ms);
                     inner.deadlines.insert(member, now_ms.saturating_add(REAPER_SLACK_MS));
                     reaped.redriven += 1;
                 }
@@ -1127,11 +1133,12 @@ impl WakeQueue for MemoryStore {
         &self,
         deliveries: &[Delivery],
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let now_ms = self.clock.now_ms();
         let mut inner = self.lock();
         let queue = &mut inner.queue;
         for seq in deliveries.iter().filter_map(memory_seq) {
             if let Some(pending) = queue.pending.remove(&seq) {
-                queue.push_ready(pending.entry);
+                queue.push_ready(pending.entry, now_ms);
             }
         }
         ready(Ok(()))
@@ -1181,13 +1188,35 @@ impl WakeQueue for MemoryStore {
         let inner = self.lock();
         let q = &inner.queue;
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let due = q.timers.count_up_to(now_ms);
+        let oldest_ready = q.ready.iter().map(|(_, since_ms, _)| *since_ms).min();
+        let oldest_due = q.timers.first_score().filter(|at_ms| *at_ms <= now_ms);
         ready(Ok(QueueStats {
             ready: count(q.ready.len()),
-            scheduled: count(q.timers.len()),
+            due: count(due),
+            scheduled: count(q.timers.len() - due),
             pending: count(q.pending.len()),
             parked: count(q.parked.len()),
             overdue: count(inner.deadlines.count_up_to(now_ms)),
             dead_lettered: count(inner.dead_lettered()),
+            oldest_waiting_since_ms: oldest_ready.into_iter().chain(oldest_due).min(),
         }))
+    }
+
+    fn heartbeat(&self, beat: &WorkerBeat) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let mut inner = self.lock();
+        let workers = &mut inner.workers;
+        workers.insert(beat.id.clone(), beat.bounded());
+        let forget_before = beat.seen_at_ms.saturating_sub(WORKER_FORGET_MS);
+        workers.retain(|_, w| w.seen_at_ms >= forget_before);
+        ready(Ok(()))
+    }
+
+    fn workers(&self) -> impl Future<Output = Result<Vec<WorkerBeat>, StoreError>> + Send {
+        let inner = self.lock();
+        let mut all: Vec<WorkerBeat> = inner.workers.values().cloned().collect();
+        all.sort_by(|a, b| b.seen_at_ms.cmp(&a.seen_at_ms).then_with(|| a.id.cmp(&b.id)));
+        all.truncate(WORKERS_LIST_MAX);
+        ready(Ok(all))
     }
 }

@@ -5,8 +5,13 @@
 //! otherwise. Workers [`fetch`](WakeQueue::fetch) ready wake-ups, which then stay *pending* under
 //! the worker's consumer name until they are [`ack`](WakeQueue::ack)ed. A worker that dies leaves
 //! its wake-ups pending; [`reclaim_abandoned`](WakeQueue::reclaim_abandoned) hands them to a live
-//! worker once they have been idle long enough. No heartbeats and no worker registry: recovery is
-//! per message, and a worker restarted under the same name works at once.
+//! worker once they have been idle long enough. Recovery needs no heartbeat and no worker
+//! registry: it is per message, and a worker restarted under the same name works at once.
+//!
+//! Workers do write [`heartbeat`](WakeQueue::heartbeat)s into a registry
+//! ([`workers`](WakeQueue::workers)), but only for operators (`courant queues`: which workers are
+//! alive, on which host, with how many slots): nothing reads it to decide who may work or what
+//! to recover, so a stale or missing entry changes nothing but that view.
 //!
 //! Duplicates are harmless by construction: a wake-up carries the record version it was scheduled
 //! for, and the runner's compare-and-set makes a stale or repeated one do nothing.
@@ -168,7 +173,10 @@ pub enum Retried {
 pub struct QueueStats {
     /// Due and not yet fetched.
     pub ready: u64,
-    /// Waiting for their time (timers).
+    /// Timers whose time has come but that are not in ready yet (promotion runs every 50 ms in
+    /// every worker, so more than a handful here means no worker is promoting).
+    pub due: u64,
+    /// Timers waiting for their time, which is still to come.
     pub scheduled: u64,
     /// Fetched and not yet settled (in flight, or left behind by a dead worker).
     pub pending: u64,
@@ -179,6 +187,65 @@ pub struct QueueStats {
     pub overdue: u64,
     /// Records in the dead-letter queue, every tenant's.
     pub dead_lettered: u64,
+    /// Since when the oldest wake-up that could run has been waiting (store clock, ms since the
+    /// epoch): the earliest of the oldest ready entry's arrival in ready and the oldest due
+    /// timer's due time. `None` when nothing is ready or due. See [`QueueStats::lag_ms`].
+    pub oldest_waiting_since_ms: Option<u64>,
+}
+
+impl QueueStats {
+    /// The queue lag at `now_ms`: how long the oldest ready or due wake-up has been waiting; 0
+    /// when none is.
+    pub fn lag_ms(&self, now_ms: u64) -> u64 {
+        self.oldest_waiting_since_ms.map_or(0, |since| now_ms.saturating_sub(since))
+    }
+}
+
+/// How often a worker process writes its heartbeat into the store.
+pub const HEARTBEAT_MS: u64 = 5_000;
+
+/// A worker is alive while its last heartbeat is at most this old: three heartbeats.
+pub const WORKER_ALIVE_MS: u64 = 3 * HEARTBEAT_MS;
+
+/// Registry entries not refreshed for this long are removed (by the next heartbeat of any
+/// worker): 6 h, long enough to see in `courant queues` which workers died this morning.
+pub const WORKER_FORGET_MS: u64 = 6 * 60 * 60 * 1_000;
+
+/// The most registry entries [`WakeQueue::workers`] returns (the freshest first).
+pub const WORKERS_LIST_MAX: usize = 500;
+
+/// The longest worker id, host name or registry entry field kept; longer ones are cut.
+pub const WORKER_FIELD_LEN_MAX: usize = 200;
+
+/// One worker process in the registry: what its heartbeats say. No personal data: a host name,
+/// a process id, a slot count and times.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WorkerBeat {
+    /// The worker's consumer name (unique per process).
+    pub id: String,
+    /// The host it runs on (`HOSTNAME`).
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// How many wake-ups it handles at once.
+    pub slots: u32,
+    /// When it started, ms since the epoch.
+    pub started_at_ms: u64,
+    /// When this heartbeat was written (the store's clock for the registry's order).
+    pub seen_at_ms: u64,
+}
+
+impl WorkerBeat {
+    /// Whether the worker was seen within [`WORKER_ALIVE_MS`] of `now_ms`.
+    pub fn alive(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.seen_at_ms) <= WORKER_ALIVE_MS
+    }
+
+    /// The beat with its text fields cut to [`WORKER_FIELD_LEN_MAX`] (on a character boundary).
+    pub(crate) fn bounded(&self) -> WorkerBeat {
+        let cut = |s: &str| s.chars().take(WORKER_FIELD_LEN_MAX).collect::<String>();
+        WorkerBeat { id: cut(&self.id), host: cut(&self.host), ..self.clone() }
+    }
 }
 
 /// The backoff of [`WakeQueue::retry_later`] after the `tries`-th failure (counted from 0):
@@ -285,6 +352,14 @@ pub trait WakeQueue: Clone + Send + Sync + 'static {
 
     /// Counts for operators.
     fn stats(&self) -> impl Future<Output = Result<QueueStats, StoreError>> + Send;
+
+    /// Writes a worker's heartbeat into the shared registry (its entry replaced, keyed by id)
+    /// and removes entries not refreshed for [`WORKER_FORGET_MS`].
+    fn heartbeat(&self, beat: &WorkerBeat) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The registry: every worker seen within [`WORKER_FORGET_MS`], the most recently seen
+    /// first, at most [`WORKERS_LIST_MAX`].
+    fn workers(&self) -> impl Future<Output = Result<Vec<WorkerBeat>, StoreError>> + Send;
 }
 
 /// The error for a batch that is over its limit: a caller bug, reported rather than truncated.

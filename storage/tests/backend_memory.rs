@@ -175,7 +175,16 @@ async fn graceful_shutdown_releases_unstarted_wakes() {
     let ran = seen.runs.lock().unwrap().len();
     assert!((1..5).contains(&ran), "{ran} ran before the stop");
     let stats = store.stats().await.unwrap();
-    assert_eq!(stats, QueueStats { ready: 5 - ran as u64, ..QueueStats::default() });
+    let waiting = stats.oldest_waiting_since_ms;
+    assert_eq!(waiting.is_some(), ran < 5, "{stats:?}");
+    assert_eq!(
+        stats,
+        QueueStats {
+            ready: 5 - ran as u64,
+            oldest_waiting_since_ms: waiting,
+            ..QueueStats::default()
+        }
+    );
 }
 
 /// A clock the test moves by hand: the reaper's deadlines are minutes away in real time.

@@ -487,3 +487,24 @@ async fn an_opt_out_written_by_one_process_is_read_by_another_at_once() {
         assert_ne!(before.map(|e| e.preferences), Some(preferences));
     }
 }
+
+/// A tenant's minute of statistics is one hash under its tag, expiring after 8 days.
+#[tokio::test]
+async fn stats_minutes_are_hashes_that_expire() {
+    use storage::stats::{MinuteCounts, STATS_TTL_MS, StatKey, StatKind, StatsStore};
+    let (store, server) = fresh().await;
+    let acme = TenantId::new("acme").unwrap();
+    let minute = storage::stats::minute_of(store.now_ms());
+    let key = StatKey::new(StatKind::Accepted, Channel::Sms, None);
+    let batch = [MinuteCounts { tenant: acme.clone(), minute, counts: [(key.clone(), 4)].into() }];
+    store.add_stats(&batch).await.unwrap();
+    let name = keys::stats_minute(&acme, minute);
+    assert_eq!(name, format!("courant:{{st:acme}}:m:{minute}"));
+    let mut conn = raw(&server).await;
+    let n: u64 =
+        redis::cmd("HGET").arg(&name).arg("accepted|sms||").query_async(&mut conn).await.unwrap();
+    assert_eq!(n, 4);
+    let ttl_ms: i64 = redis::cmd("PTTL").arg(&name).query_async(&mut conn).await.unwrap();
+    assert!(ttl_ms > 0 && ttl_ms as u64 <= STATS_TTL_MS, "{ttl_ms}");
+    assert!(ttl_ms as u64 > STATS_TTL_MS - 60_000, "{ttl_ms}");
+}

@@ -237,7 +237,7 @@ async fn a_backlog_of_100k_due_wakes_drains_completely() {
     for chunk in wakes.chunks(storage::queue::SCHEDULE_BATCH_MAX) {
         store.schedule(chunk).await.expect("schedule");
     }
-    assert_eq!(store.stats().await.expect("stats").scheduled, u64::from(n));
+    assert_eq!(store.stats().await.expect("stats").due, u64::from(n));
 
     let seen = Arc::new(Seen::default());
     let started = Instant::now();
@@ -549,7 +549,7 @@ async fn notifications_whose_wake_ups_were_lost_are_redriven_and_complete() {
         del.arg(keys::ready(shard)).arg(keys::timers(shard));
     }
     let _: i64 = del.query_async(&mut conn).await.unwrap();
-    // (Stats is a pipeline: it recreates the consumer groups the DEL took.)
+    // (The next fetch recreates the consumer groups the DEL took.)
     let stats = store.stats().await.expect("stats");
     assert_eq!((stats.ready, stats.scheduled, stats.pending, stats.overdue), (0, 0, 0, 0));
 

@@ -34,6 +34,7 @@ mod limits;
 mod listing;
 mod queue;
 mod scripts;
+mod stats;
 mod templates;
 mod transitions;
 

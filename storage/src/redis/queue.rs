@@ -4,7 +4,8 @@
 //! due ms), a parked ZSET, and the deadline index the reaper reads (written by the store's
 //! create and commit scripts). Stream entries hold only the wake key (`tenant/id/version`) and
 //! the try count. Fetching is one `XREADGROUP` over all shards; recovery of a dead worker's
-//! entries is `XAUTOCLAIM` (per message, no heartbeats, no worker registry).
+//! entries is `XAUTOCLAIM` (per message, needing no heartbeat; the worker registry, two keys
+//! under `{w}`, is for operators only).
 //!
 //! Every multi-key step is a script on one shard; steps over many shards are pipelines of
 //! per-shard scripts, each prefixed by `SCRIPT LOAD` so a restarted Redis never answers
@@ -18,14 +19,18 @@ use workflows::ports::StoreError;
 use workflows::record::Wake;
 
 use super::codec::{self, StreamEntry};
-use super::scripts::{ACK_SCRIPT, PROMOTE_SCRIPT, REDRIVE_SCRIPT, RELEASE_SCRIPT, RETRY_SCRIPT};
-use super::{RedisStore, is_no_group, manager_config, parse_i64};
+use super::scripts::{
+    ACK_SCRIPT, HEARTBEAT_SCRIPT, PROMOTE_SCRIPT, QUEUE_STATS_SCRIPT, REDRIVE_SCRIPT,
+    RELEASE_SCRIPT, RETRY_SCRIPT,
+};
+use super::{RedisStore, is_no_group, manager_config};
 use crate::keys::{self, CONSUMER_GROUP, SHARDS};
 use crate::memory::SystemClock;
 use crate::queue::{
     BLOCK_MS_MAX, Delivery, DeliveryTag, FETCH_MAX, PROMOTE_PER_SHARD_MAX, QueueStats,
     REAPER_SLACK_MS, REDRIVE_PER_SHARD_MAX, Reaped, Retried, SCHEDULE_BATCH_MAX, TRIES_MAX,
-    TagInner, WakeQueue, has_deadline, over_limit, timer_member,
+    TagInner, WORKER_FORGET_MS, WORKERS_LIST_MAX, WakeQueue, WorkerBeat, has_deadline, over_limit,
+    timer_member,
 };
 use workflows::machine::StateKind;
 use workflows::ports::Clock;
@@ -418,42 +423,85 @@ impl WakeQueue for RedisStore {
 
     async fn stats(&self) -> Result<QueueStats, StoreError> {
         let now_ms = self.now_ms();
-        let mut pipe = redis::pipe();
+        let mut pipe = script_pipeline(&QUEUE_STATS_SCRIPT);
         for shard in 0..SHARDS {
-            pipe.cmd("XLEN").arg(keys::ready(shard));
-            pipe.cmd("XPENDING").arg(keys::ready(shard)).arg(CONSUMER_GROUP);
-            pipe.cmd("ZCARD").arg(keys::timers(shard));
-            pipe.cmd("ZCARD").arg(keys::parked(shard));
-            pipe.cmd("ZCOUNT").arg(keys::deadlines(shard)).arg("-inf").arg(now_ms);
-            pipe.cmd("GET").arg(keys::dlq_count(shard));
+            pipe.invoke_script(
+                QUEUE_STATS_SCRIPT
+                    .key(keys::ready(shard))
+                    .key(keys::timers(shard))
+                    .key(keys::parked(shard))
+                    .key(keys::deadlines(shard))
+                    .key(keys::dlq_count(shard))
+                    .arg(now_ms)
+                    .arg(CONSUMER_GROUP),
+            );
         }
-        let replies: Vec<Value> = self
-            .with_groups("stats", || {
-                let mut conn = self.conn.clone();
-                let pipe = pipe.clone();
-                async move { pipe.query_async(&mut conn).await }
-            })
-            .await?;
+        let mut conn = self.conn.clone();
+        let shards: Vec<Vec<i64>> =
+            pipe.query_async(&mut conn).await.map_err(|e| self.error("stats", &e))?;
         let mut stats = QueueStats::default();
-        let count = |v: &Value| parse_i64(v).and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
-        for chunk in replies.chunks(6) {
-            let [len, pending, timers, parked, overdue, dead] = chunk else {
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        let since = |n: i64| u64::try_from(n).ok();
+        for shard in shards {
+            let [ready, pending, due, scheduled, parked, overdue, dead, oldest_ready, oldest_due] =
+                shard[..]
+            else {
                 return Err(self.corrupt("stats"));
             };
-            // XPENDING's summary starts with the number of pending entries.
-            let pending = match pending {
-                Value::Array(items) => items.first().map_or(0, count),
-                _ => 0,
-            };
-            // Acked entries are deleted at once, so what the stream holds is ready or pending.
-            stats.ready += count(len).saturating_sub(pending);
-            stats.pending += pending;
-            stats.scheduled += count(timers);
+            stats.ready += count(ready);
+            stats.pending += count(pending);
+            stats.due += count(due);
+            stats.scheduled += count(scheduled);
             stats.parked += count(parked);
             stats.overdue += count(overdue);
             stats.dead_lettered += count(dead);
+            let oldest = since(oldest_ready).into_iter().chain(since(oldest_due));
+            stats.oldest_waiting_since_ms =
+                stats.oldest_waiting_since_ms.into_iter().chain(oldest).min();
         }
         Ok(stats)
+    }
+
+    async fn heartbeat(&self, beat: &WorkerBeat) -> Result<(), StoreError> {
+        let beat = beat.bounded();
+        let entry = codec::to_json(&beat)?;
+        let forget_before_ms = beat.seen_at_ms.saturating_sub(WORKER_FORGET_MS);
+        let mut conn = self.conn.clone();
+        let _: i64 = HEARTBEAT_SCRIPT
+            .key(keys::workers())
+            .key(keys::worker_entries())
+            .arg(&beat.id)
+            .arg(beat.seen_at_ms)
+            .arg(entry)
+            .arg(forget_before_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.error("heartbeat", &e))?;
+        Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerBeat>, StoreError> {
+        let mut conn = self.conn.clone();
+        let last = isize::try_from(WORKERS_LIST_MAX).unwrap_or(isize::MAX) - 1;
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(keys::workers())
+            .arg(0)
+            .arg(last)
+            .arg("REV")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error("workers", &e))?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entries: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(keys::worker_entries())
+            .arg(&ids)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error("workers", &e))?;
+        // An id without its entry was forgotten between the two reads: skip it.
+        entries.into_iter().flatten().map(|json| codec::from_json(&json)).collect()
     }
 }
 

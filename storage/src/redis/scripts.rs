@@ -317,6 +317,61 @@ end
 return n
 ";
 
+/// One shard's queue counts, read atomically.
+///
+/// KEYS: ready, timers, parked, deadlines, dlq count. ARGV: now ms, consumer group.
+///
+/// Returns `{ready, pending, due, scheduled, parked, overdue, dead, oldest ready ms or -1,
+/// oldest due ms or -1}`. Acked entries are deleted at once, so the stream holds exactly the
+/// ready and the pending ones; the oldest ready entry is the first after the group's last
+/// delivered id, and its id's time part is when it arrived in ready.
+const QUEUE_STATS: &str = r"
+local now = tonumber(ARGV[1])
+local len = redis.call('XLEN', KEYS[1])
+local pending, last = 0, '0-0'
+if len > 0 then
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    local name, p, l
+    for i = 1, #group, 2 do
+      if group[i] == 'name' then name = group[i + 1]
+      elseif group[i] == 'pending' then p = group[i + 1]
+      elseif group[i] == 'last-delivered-id' then l = group[i + 1] end
+    end
+    if name == ARGV[2] then pending, last = tonumber(p), l end
+  end
+end
+local oldest_ready = -1
+if len > pending then
+  local first = redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', 1)
+  if first[1] then oldest_ready = tonumber(string.match(first[1][1], '^(%d+)')) end
+end
+local due = redis.call('ZCOUNT', KEYS[2], '-inf', now)
+local timers = redis.call('ZCARD', KEYS[2])
+local oldest_due = -1
+if due > 0 then oldest_due = tonumber(redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2]) end
+local parked = redis.call('ZCARD', KEYS[3])
+local overdue = redis.call('ZCOUNT', KEYS[4], '-inf', now)
+local dead = tonumber(redis.call('GET', KEYS[5]) or '0')
+return {len - pending, pending, due, timers - due, parked, overdue, dead, oldest_ready, oldest_due}
+";
+
+/// Writes a worker's heartbeat and forgets workers silent for too long, at most 100 per call.
+///
+/// KEYS: the registry (ZSET), its entries (HASH). ARGV: worker id, seen ms, entry JSON, forget
+/// entries seen before this ms.
+///
+/// Returns how many were forgotten.
+const HEARTBEAT: &str = r"
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[4], 'LIMIT', 0, 100)
+for _, id in ipairs(old) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+end
+return #old
+";
+
 /// The compiled scripts (their SHA1 is computed once).
 pub(crate) static CREATE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CREATE));
 /// See [`COMMIT`].
@@ -335,6 +390,10 @@ pub(crate) static ACK_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(AC
 pub(crate) static RETRY_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RETRY));
 /// See [`RELEASE`].
 pub(crate) static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
+/// See [`QUEUE_STATS`].
+pub(crate) static QUEUE_STATS_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(QUEUE_STATS));
+/// See [`HEARTBEAT`].
+pub(crate) static HEARTBEAT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(HEARTBEAT));
 /// The commit script's source, for tests that read it.
 #[cfg(test)]
 pub(crate) const COMMIT_SOURCE: &str = COMMIT;
