@@ -519,6 +519,23 @@ ttl_ms = 60000
     }
     api.check("listNotifications", &[], "", &null, 200);
     api.check("listNotifications", &[], "?state=dead_lettered&limit=5", &null, 200);
+    let page = api.check(
+        "listNotifications",
+        &[],
+        "?channel=email&category=transactional&since=1h&until=2099-01-01T00:00:00Z&limit=1",
+        &null,
+        200,
+    );
+    if let Some(cursor) = page["next_cursor"].as_str() {
+        api.check(
+            "listNotifications",
+            &[],
+            &format!("?channel=email&limit=1&cursor={cursor}"),
+            &null,
+            200,
+        );
+    }
+    api.check("listNotifications", &[], "?since=yesterday", &null, 400);
 
     // The dead-letter queue.
     api.check("listDeadLetters", &[], "", &null, 200);
@@ -529,8 +546,11 @@ ttl_ms = 60000
     api.check("replayDeadLetters", &[], "", &json!({ "id": "no-such-notification" }), 404);
     let replayed = api.check("replayDeadLetters", &[], "", &json!({ "id": sms, "yes": true }), 200);
     assert_eq!(replayed["replay"], 1, "{replayed}");
-    // Replayed, it fails again: dead-lettered a second time.
+    // Replayed, it fails again: dead-lettered a second time; an operator's retry replays it too.
     api.wait(&sms, |v| v["state"] == "dead_lettered" && v["replay"]["count"] == 1);
+    api.check("retryNotification", &[&in_app], "", &null, 409);
+    api.check("retryNotification", &[&sms], "", &null, 200);
+    api.wait(&sms, |v| v["state"] == "dead_lettered" && v["replay"]["count"] == 2);
     api.check("purgeDeadLetters", &[], "", &json!({}), 200);
     api.check("purgeDeadLetters", &[], "", &json!({ "id": email, "yes": true }), 200);
     let purged = api.check("purgeDeadLetters", &[], "", &json!({ "id": sms, "yes": true }), 200);
