@@ -1930,13 +1930,23 @@ impl Simulation {
             if from == StateKind::Sending && !matches!(entry.cause, Cause::Provider { .. }) {
                 continue;
             }
-            // The call that failed: the latest one of the attempt before this decision (a replay
-            // starts the attempts again, so earlier calls may carry the same number).
-            let failed_call = calls.iter().rposition(|c| {
-                c.channel == *channel
-                    && c.attempt == failed
-                    && c.at_ms <= entry.at_ms + 2 * MAX_SKEW_MS
-            });
+            // The call that failed: the one made under the claim this decision follows (`before`,
+            // the commit into sending); failing that, the latest of the attempt before this
+            // decision. A replay starts the attempts again, so earlier calls may carry the same
+            // number, and with clocks apart a later replay's call may look earlier than it was.
+            let candidate =
+                |c: &&crate::world::CallMade| c.channel == *channel && c.attempt == failed;
+            let failed_call = calls
+                .iter()
+                .rposition(|c| {
+                    candidate(&c)
+                        && c.claim.as_ref().is_some_and(|claim| claim.now_ms == before.at_ms)
+                })
+                .or_else(|| {
+                    calls
+                        .iter()
+                        .rposition(|c| candidate(&c) && c.at_ms <= entry.at_ms + 2 * MAX_SKEW_MS)
+                });
             let floor_ms = if from == StateKind::Unknown {
                 self.policy.reconcile_grace_ms
             } else {

@@ -34,6 +34,17 @@ fn the_fixed_seed_set_holds_every_invariant() {
     }
 }
 
+/// Found by CI's fresh seeds: a notification replayed twice from the DLQ within two seconds, on
+/// workers with clocks apart, made the retry-bounds check pair a retry with the next replay's
+/// failed call (whose `Retry-After` it then required). The check now finds the failed call by the
+/// claim it was made under.
+#[test]
+fn seed_1795344243_pairs_each_retry_with_its_own_failed_call() {
+    let mut config = config(1_795_344_243, 200);
+    config.profile = Profile::Swarm;
+    assert_passed(&run(config));
+}
+
 #[test]
 fn the_same_seed_gives_the_same_trace() {
     for seed in [5, 7, 11, 12_345] {
