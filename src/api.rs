@@ -97,8 +97,6 @@ pub struct AppState<S, C> {
     pub limits: Limits,
     /// Readiness probe for `/readyz`.
     pub ready: ReadyProbe,
-    /// This process's provider circuit breakers.
-    pub breakers: providers::breaker::Registry,
 }
 
 impl<S, C> std::fmt::Debug for AppState<S, C> {
@@ -109,12 +107,7 @@ impl<S, C> std::fmt::Debug for AppState<S, C> {
 
 impl<S, C> Clone for AppState<S, C> {
     fn clone(&self) -> Self {
-        Self {
-            runner: self.runner.clone(),
-            limits: self.limits,
-            ready: self.ready.clone(),
-            breakers: self.breakers.clone(),
-        }
+        Self { runner: self.runner.clone(), limits: self.limits, ready: self.ready.clone() }
     }
 }
 
@@ -258,7 +251,6 @@ where
         .merge(templates::routes::<S, C>())
         .merge(inbox)
         .merge(events)
-        .route("/v1/admin/breakers", get(breakers::<S, C>))
         .merge(ops::routes::<S, C>())
         .merge(recipients::routes::<S, C>())
         .merge(campaigns::routes::<S, C>())
@@ -838,27 +830,4 @@ fn limit(raw: Option<usize>) -> Result<usize, ApiError> {
         });
     }
     Ok(limit)
-}
-
-async fn breakers<S: Store + Inbox, C: Clock>(
-    State(state): State<AppState<S, C>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    tenant(&state, &headers).await?;
-    let views: Vec<_> = state
-        .breakers
-        .views()
-        .into_iter()
-        .map(|v| {
-            json!({
-                "provider": v.provider,
-                "channel": v.channel,
-                "state": v.state,
-                "since": rfc3339(v.since_ms),
-                "rejected": v.rejected,
-                "opened": v.opened,
-            })
-        })
-        .collect();
-    Ok(axum::Json(json!({ "breakers": views })).into_response())
 }

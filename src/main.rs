@@ -108,7 +108,8 @@ enum Command {
         #[command(subcommand)]
         command: cli::DlqCommand,
     },
-    /// The provider circuit breakers of the server process answering.
+    /// The provider circuit breakers of every live worker: state, since when, the failure rate
+    /// of the latest calls, failures in a row (as each worker's latest heartbeat reported them).
     Breakers,
     /// The shared wake-up queue (ready, due, scheduled, in flight, parked, overdue,
     /// dead-lettered, lag) and the workers heartbeating into it.

@@ -325,6 +325,7 @@ where
 async fn run_workers<S, C, Q>(
     runner: Arc<Runner<S, C>>,
     queue: Q,
+    breakers: providers::breaker::Registry,
     concurrency: usize,
     shutdown: Shutdown,
 ) -> anyhow::Result<()>
@@ -345,8 +346,9 @@ where
         slots: u32::try_from(concurrency).unwrap_or(u32::MAX),
         started_at_ms: queue.now_ms(),
         seen_at_ms: queue.now_ms(),
+        breakers: Vec::new(),
     };
-    let heartbeat = tokio::spawn(run_heartbeat(queue.clone(), beat, shutdown.clone()));
+    let heartbeat = tokio::spawn(run_heartbeat(queue.clone(), beat, breakers, shutdown.clone()));
     // Besides fetching, the backend's maintenance round promotes due timers, reclaims a dead
     // worker's wake-ups and runs the reaper (every 30 s: re-drives notifications whose wake-up
     // was lost, see `storage::queue::REAPER_SLACK_MS`), in every worker process on its own.
@@ -371,13 +373,19 @@ where
     campaigns.await.context("the campaign loop panicked")
 }
 
-/// Writes this worker process's heartbeat into the store's registry every
-/// [`HEARTBEAT_MS`](storage::queue::HEARTBEAT_MS) until shutdown, for `courant queues`. A failed
-/// write is logged and tried again at the next beat: the registry is for operators, the work
-/// goes on without it.
-async fn run_heartbeat<Q: WakeQueue>(queue: Q, mut beat: WorkerBeat, shutdown: Shutdown) {
+/// Writes this worker process's heartbeat, with its provider breakers, into the store's registry
+/// every [`HEARTBEAT_MS`](storage::queue::HEARTBEAT_MS) until shutdown, for `courant queues` and
+/// `courant breakers`. A failed write is logged and tried again at the next beat: the registry
+/// is for operators, the work goes on without it.
+async fn run_heartbeat<Q: WakeQueue>(
+    queue: Q,
+    mut beat: WorkerBeat,
+    breakers: providers::breaker::Registry,
+    shutdown: Shutdown,
+) {
     loop {
         beat.seen_at_ms = queue.now_ms();
+        beat.breakers = breakers.views().iter().map(breaker_beat).collect();
         if let Err(error) = queue.heartbeat(&beat).await {
             tracing::warn!(%error, "Worker heartbeat failed; retrying at the next beat.");
         }
@@ -385,6 +393,27 @@ async fn run_heartbeat<Q: WakeQueue>(queue: Q, mut beat: WorkerBeat, shutdown: S
             () = shutdown.clone().wait() => return,
             () = tokio::time::sleep(Duration::from_millis(storage::queue::HEARTBEAT_MS)) => {}
         }
+    }
+}
+
+/// A breaker's view as a heartbeat reports it.
+fn breaker_beat(view: &providers::breaker::BreakerView) -> storage::queue::BreakerBeat {
+    let state = serde_json::to_value(view.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    storage::queue::BreakerBeat {
+        provider: view.provider.to_string(),
+        channel: view.channel.to_string(),
+        state,
+        since_ms: view.since_ms,
+        opened: view.opened,
+        rejected: view.rejected,
+        calls: view.calls,
+        failures: view.failures,
+        recent_calls: view.recent.calls(),
+        recent_failures: view.recent.failures(),
+        consecutive_failures: view.consecutive_failures,
     }
 }
 
@@ -531,13 +560,12 @@ pub async fn dev(listen: SocketAddr, templates_dir: PathBuf, demo: bool) -> anyh
         runner: runner.clone(),
         limits: config.api.limits,
         ready: Arc::new(|| async { Ok(()) }.boxed()),
-        breakers,
     };
     if demo {
         tokio::spawn(crate::wiring::demo(runner.clone(), tenant));
     }
     let api = run_api(state, metrics, receivers, listen, shutdown.clone());
-    let workers = run_workers(runner, store, config.worker.concurrency, shutdown);
+    let workers = run_workers(runner, store, breakers, config.worker.concurrency, shutdown);
     let (api, workers) = tokio::join!(api, workers);
     api.and(workers)
 }
@@ -701,15 +729,16 @@ pub async fn serve(
             let store = probe_store.clone();
             async move { store.ping().await.map_err(|e| e.to_string()) }.boxed()
         }),
-        breakers,
     };
     tracing::info!(redis = %redact_url(&config.redis.url), ?role, "courant serving.");
     match role {
         Role::Api => run_api(state, metrics, receivers, config.api.listen, shutdown).await,
-        Role::Worker => run_workers(runner, store, config.worker.concurrency, shutdown).await,
+        Role::Worker => {
+            run_workers(runner, store, breakers, config.worker.concurrency, shutdown).await
+        }
         Role::All => {
             let api = run_api(state, metrics, receivers, config.api.listen, shutdown.clone());
-            let workers = run_workers(runner, store, config.worker.concurrency, shutdown);
+            let workers = run_workers(runner, store, breakers, config.worker.concurrency, shutdown);
             let (api, workers) = tokio::join!(api, workers);
             api.and(workers)
         }

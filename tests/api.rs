@@ -45,12 +45,8 @@ async fn api_with(limits: Limits) -> Api {
     ));
     let key_a = courant::auth::create(&store, &TenantId::new("a").unwrap()).await.unwrap();
     let key_b = courant::auth::create(&store, &TenantId::new("b").unwrap()).await.unwrap();
-    let state = AppState {
-        runner: runner.clone(),
-        limits,
-        ready: Arc::new(|| async { Ok(()) }.boxed()),
-        breakers: providers::breaker::Registry::default(),
-    };
+    let state =
+        AppState { runner: runner.clone(), limits, ready: Arc::new(|| async { Ok(()) }.boxed()) };
     Api { router: router(state), runner, store, key_a, key_b }
 }
 

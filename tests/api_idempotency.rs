@@ -68,7 +68,6 @@ async fn api() -> Api {
         runner: runner.clone(),
         limits: Limits { body_bytes_max: 16_384, batch_len_max: 5, ..Limits::default() },
         ready: Arc::new(|| async { Ok(()) }.boxed()),
-        breakers: providers::breaker::Registry::default(),
     };
     Api { router: router(state), store, clock, runner, key_a, key_b }
 }
@@ -363,7 +362,6 @@ async fn over_redis_events_keys_and_batches_land_in_their_slots() {
         runner,
         limits: Limits { body_bytes_max: 16_384, batch_len_max: 5, ..Limits::default() },
         ready: Arc::new(|| async { Ok(()) }.boxed()),
-        breakers: providers::breaker::Registry::default(),
     };
     let router = router(state);
     let post = async |path: &str, body: &Value, key: Option<&str>| {

@@ -80,7 +80,6 @@ async fn api() -> Api {
         runner: runner.clone(),
         limits: Limits { body_bytes_max: 4_096, batch_len_max: 3, ..Limits::default() },
         ready: Arc::new(|| async { Ok(()) }.boxed()),
-        breakers: providers::breaker::Registry::default(),
     };
     Api {
         router: router(state),

@@ -302,7 +302,10 @@ ttl_ms = 600000
 "#;
     let stack = Stack::start(config);
     stack.sandbox_behaviour("twilio", r#"{"latency_ms": 1, "server_error_rate": 1.0}"#);
-    let _serve = stack.serve("all", "e2e-host");
+    // An API process and a worker process: the breaker lives in the worker, and the API shows
+    // it from the worker's heartbeat.
+    let _api = stack.serve("api", "e2e-api-host");
+    let _worker = stack.serve("worker", "e2e-worker-host");
     let id = stack.send_with(
         &["--recipient", "bob", "--phone", "+14155550123"],
         "sms",
@@ -325,18 +328,31 @@ ttl_ms = 600000
     let view = stack.cli_json(&["status", &id]);
     assert_eq!(view["state"], "deferred");
     assert_eq!(view["attempt"], 3);
-    let breakers = stack.cli_json(&["breakers"]);
-    let twilio = breakers["breakers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["provider"] == "twilio")
-        .expect("a twilio breaker")
-        .clone();
-    assert_eq!(twilio["state"], "open", "{breakers}");
-    assert_eq!(twilio["opened"], 1);
+    // The worker reports it with its next heartbeat (every 5 s).
+    let twilio = loop {
+        let breakers = stack.cli_json(&["breakers"]);
+        let twilio = breakers["breakers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["provider"] == "twilio")
+            .cloned();
+        if let Some(twilio) = twilio.filter(|t| t["state"] == "open") {
+            break twilio;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "not reported open: {breakers}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(twilio["opened"], 1, "{twilio}");
+    assert_eq!(twilio["host"], "e2e-worker-host", "{twilio}");
+    // Both calls that reached Twilio failed: a failure rate of 1 over 2 calls, 2 in a row.
+    assert_eq!(twilio["failure_rate"], 1.0, "{twilio}");
+    assert_eq!((twilio["recent_calls"].as_u64(), twilio["calls"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(twilio["consecutive_failures"], 2, "{twilio}");
+    assert!(twilio["rejected"].as_u64() >= Some(1), "the third attempt was refused: {twilio}");
     let table = String::from_utf8(stack.cli(&["breakers"]).stdout).unwrap();
     assert!(table.contains("twilio") && table.contains("open"), "{table}");
+    assert!(table.contains("100%") && table.contains("e2e-worker-host"), "{table}");
 }
 
 /// Issue 4, item 7: `courant dlq replay --yes` delivers every replayed notification exactly once.

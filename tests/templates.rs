@@ -48,7 +48,6 @@ async fn api_with(templates: TemplatePolicy) -> Api {
         runner: runner.clone(),
         limits: Limits::default(),
         ready: Arc::new(|| async { Ok(()) }.boxed()),
-        breakers: providers::breaker::Registry::default(),
     };
     Api { router: router(state), runner, store, key_a, key_b }
 }

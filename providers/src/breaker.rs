@@ -9,7 +9,9 @@
 //! against it; answers about the recipient (bad number, dead token) do not.
 //!
 //! The breaker state is per process (each worker process learns for itself) and visible through
-//! the [`Registry`], which the API serves. failsafe reads its own clock, which the simulator
+//! the [`Registry`]: with its calls, failures and the failure rate of the latest
+//! [`RECENT_CALLS`]. Each worker process reports it with its heartbeat, and the API serves every
+//! live worker's. failsafe reads its own clock, which the simulator
 //! freezes and advances with virtual time.
 
 use std::collections::BTreeMap;
@@ -73,8 +75,38 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+/// How many of a provider's latest calls a breaker's failure rate is taken over.
+pub const RECENT_CALLS: u32 = 100;
+
+/// Whether each of a provider's latest calls (at most [`RECENT_CALLS`]) failed: a bit each, the
+/// newest lowest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecentCalls {
+    failed: u128,
+    len: u32,
+}
+
+impl RecentCalls {
+    /// Records a call.
+    pub fn push(&mut self, failed: bool) {
+        self.failed = (self.failed << 1) | u128::from(failed);
+        self.len = (self.len + 1).min(RECENT_CALLS);
+    }
+
+    /// How many calls are counted (at most [`RECENT_CALLS`]).
+    pub fn calls(&self) -> u32 {
+        self.len
+    }
+
+    /// How many of them failed.
+    pub fn failures(&self) -> u32 {
+        let kept = if self.len >= u128::BITS { u128::MAX } else { (1_u128 << self.len) - 1 };
+        (self.failed & kept).count_ones()
+    }
+}
+
 /// One breaker's view.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BreakerView {
     /// The provider.
     pub provider: ProviderName,
@@ -88,6 +120,25 @@ pub struct BreakerView {
     pub rejected: u64,
     /// Times it opened, since the process started.
     pub opened: u64,
+    /// Calls that reached the provider, since the process started.
+    pub calls: u64,
+    /// Of those, the ones that said the provider is unwell (what the breaker counts).
+    pub failures: u64,
+    /// Failures in a row, up to the latest call (the breaker opens at its threshold).
+    pub consecutive_failures: u32,
+    /// The latest calls, for the failure rate.
+    #[serde(skip)]
+    pub recent: RecentCalls,
+}
+
+impl BreakerView {
+    /// Records a call that reached the provider.
+    fn record(&mut self, failed: bool) {
+        self.calls += 1;
+        self.failures += u64::from(failed);
+        self.consecutive_failures = if failed { self.consecutive_failures + 1 } else { 0 };
+        self.recent.push(failed);
+    }
 }
 
 /// The breakers of a process, by provider.
@@ -223,6 +274,10 @@ impl Breaker {
                 since_ms: clock.now_ms(),
                 rejected: 0,
                 opened: 0,
+                calls: 0,
+                failures: 0,
+                consecutive_failures: 0,
+                recent: RecentCalls::default(),
             },
         );
         let policy = failure_policy::consecutive_failures(
@@ -306,11 +361,13 @@ impl Provider for Breaker {
             // timeout, a crash): a probe that never came back must not wedge the breaker.
             let _probe = probe.then(|| ProbeGuard(&self.probing));
             let delivery = self.inner.deliver(message, hints).await;
-            if unhealthy(&delivery.outcome) {
+            let failed = unhealthy(&delivery.outcome);
+            if failed {
                 self.machine.on_error();
             } else {
                 self.machine.on_success();
             }
+            self.registry.update(self.inner.name(), |view| view.record(failed));
             delivery
         })
     }
@@ -423,7 +480,29 @@ mod tests {
             assert_eq!(inner.calls.load(Ordering::SeqCst), 4);
             assert_eq!(registry.views()[0].state, BreakerState::Closed);
             assert_eq!(registry.views()[0].opened, 1);
+            // The calls that reached the provider: three failures, then a success.
+            let view = registry.views()[0].clone();
+            assert_eq!((view.calls, view.failures, view.consecutive_failures), (4, 3, 0));
+            assert_eq!((view.recent.calls(), view.recent.failures()), (4, 3));
         });
+    }
+
+    #[test]
+    fn the_failure_rate_is_over_the_latest_hundred_calls() {
+        let mut recent = RecentCalls::default();
+        assert_eq!((recent.calls(), recent.failures()), (0, 0));
+        for _ in 0..150 {
+            recent.push(true);
+        }
+        assert_eq!((recent.calls(), recent.failures()), (RECENT_CALLS, RECENT_CALLS));
+        for _ in 0..60 {
+            recent.push(false);
+        }
+        assert_eq!((recent.calls(), recent.failures()), (100, 40));
+        for _ in 0..100 {
+            recent.push(false);
+        }
+        assert_eq!(recent.failures(), 0);
     }
 
     /// Fails three times, hangs on the fourth call, then succeeds.

@@ -1,7 +1,9 @@
-//! The operators' views behind `courant queues` and `courant stats`:
+//! The operators' views behind `courant queues`, `courant breakers` and `courant stats`:
 //!
 //! - `GET /v1/admin/queues`: the shared wake-up queue's counts and lag, and the worker registry
 //!   (every tenant's: the queue is shared; workers are named by host and process, nothing else).
+//! - `GET /v1/admin/breakers`: every live worker's provider circuit breakers, as its latest
+//!   heartbeat reported them (breakers are per process; a heartbeat is at most 5 s old).
 //! - `GET /v1/admin/stats?window=1h&channel=&provider=`: the key's tenant's delivery statistics
 //!   over the window, by channel and provider, with latency percentiles by channel
 //!   (`storage::stats`).
@@ -33,7 +35,52 @@ where
 {
     Router::new()
         .route("/v1/admin/queues", get(queues::<S, C>))
+        .route("/v1/admin/breakers", get(breakers::<S, C>))
         .route("/v1/admin/stats", get(stats::<S, C>))
+}
+
+async fn breakers<S, C>(
+    State(state): State<AppState<S, C>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError>
+where
+    S: Store + Inbox + WakeQueue,
+    C: Clock,
+{
+    tenant(&state, &headers).await?;
+    let store = state.runner.store();
+    let now_ms = store.now_ms();
+    let workers = store.workers().await?;
+    let mut rows: Vec<(&str, &str, serde_json::Value)> = workers
+        .iter()
+        .filter(|w| w.alive(now_ms))
+        .flat_map(|w| w.breakers.iter().map(move |b| (w, b)))
+        .map(|(w, b)| {
+            let failure_rate = (b.recent_calls > 0)
+                .then(|| f64::from(b.recent_failures) / f64::from(b.recent_calls));
+            let row = json!({
+                "provider": b.provider,
+                "channel": b.channel,
+                "state": b.state,
+                "since": rfc3339(b.since_ms),
+                "failure_rate": failure_rate,
+                "recent_calls": b.recent_calls,
+                "recent_failures": b.recent_failures,
+                "consecutive_failures": b.consecutive_failures,
+                "calls": b.calls,
+                "failures": b.failures,
+                "opened": b.opened,
+                "rejected": b.rejected,
+                "worker": w.id,
+                "host": w.host,
+                "reported_at": rfc3339(w.seen_at_ms),
+            });
+            (b.provider.as_str(), w.id.as_str(), row)
+        })
+        .collect();
+    rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let breakers: Vec<serde_json::Value> = rows.into_iter().map(|(_, _, row)| row).collect();
+    Ok(axum::Json(json!({ "breakers": breakers })).into_response())
 }
 
 async fn queues<S, C>(

@@ -390,11 +390,43 @@ pub async fn send(client: &Client, send: &Send) -> Result<(), Failure> {
 pub async fn breakers(client: &Client) -> Result<(), Failure> {
     let value = client.get("/v1/admin/breakers").await?;
     client.emit(&value, |v| {
-        list_table(
-            v,
-            "breakers",
-            &["PROVIDER", "CHANNEL", "STATE", "SINCE", "OPENED", "REJECTED"],
-            &["/provider", "/channel", "/state", "/since", "/opened", "/rejected"],
+        let rows: Vec<Vec<String>> = v["breakers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| {
+                let rate = match b["failure_rate"].as_f64() {
+                    Some(rate) => format!("{:.0}% of {}", rate * 100.0, text(&b["recent_calls"])),
+                    None => "-".to_owned(),
+                };
+                vec![
+                    text(&b["provider"]),
+                    text(&b["channel"]),
+                    text(&b["state"]),
+                    text(&b["since"]),
+                    rate,
+                    text(&b["consecutive_failures"]),
+                    text(&b["opened"]),
+                    text(&b["rejected"]),
+                    text(&b["host"]),
+                    text(&b["worker"]),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "PROVIDER",
+                "CHANNEL",
+                "STATE",
+                "SINCE",
+                "FAILURE RATE",
+                "IN A ROW",
+                "OPENED",
+                "REJECTED",
+                "HOST",
+                "WORKER",
+            ],
+            &rows,
         )
     })
 }

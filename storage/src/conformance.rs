@@ -1440,7 +1440,10 @@ pub async fn queue_stats_tell_due_from_scheduled_and_the_lag<S: Conformance>(sto
 /// Worker heartbeats land in one registry, freshest first; a newer beat replaces the entry;
 /// long-silent workers are forgotten; a worker is alive within three heartbeats.
 pub async fn workers_heartbeat_into_a_shared_registry<S: Conformance>(store: &S) {
-    use crate::queue::{HEARTBEAT_MS, WORKER_ALIVE_MS, WORKER_FORGET_MS, WorkerBeat};
+    use crate::queue::{
+        BreakerBeat, HEARTBEAT_MS, WORKER_ALIVE_MS, WORKER_BREAKERS_MAX, WORKER_FORGET_MS,
+        WorkerBeat,
+    };
     assert_eq!(store.workers().await, Ok(vec![]));
     let now = store.now_ms();
     let beat = |id: &str, seen_at_ms: u64| WorkerBeat {
@@ -1450,6 +1453,7 @@ pub async fn workers_heartbeat_into_a_shared_registry<S: Conformance>(store: &S)
         slots: 32,
         started_at_ms: now - 3_600_000,
         seen_at_ms,
+        breakers: vec![],
     };
     store.heartbeat(&beat("w-old", now - 2 * WORKER_ALIVE_MS)).await.expect("beat");
     store.heartbeat(&beat("w-live", now - HEARTBEAT_MS)).await.expect("beat");
@@ -1468,6 +1472,26 @@ pub async fn workers_heartbeat_into_a_shared_registry<S: Conformance>(store: &S)
     assert_eq!(ids, ["w-next", "w-live"], "w-old was forgotten");
     let next = store.workers().await.expect("workers").remove(0);
     assert_eq!(next.host.len(), crate::queue::WORKER_FIELD_LEN_MAX);
+
+    // A beat carries the worker's breakers; at most WORKER_BREAKERS_MAX of them are kept.
+    let breaker = |n: usize| BreakerBeat {
+        provider: format!("provider-{n}"),
+        channel: "sms".into(),
+        state: if n == 0 { "open".into() } else { "closed".into() },
+        since_ms: later,
+        opened: 1,
+        rejected: 3,
+        calls: 40,
+        failures: 9,
+        recent_calls: 40,
+        recent_failures: 9,
+        consecutive_failures: 5,
+    };
+    let many: Vec<BreakerBeat> = (0..WORKER_BREAKERS_MAX + 5).map(breaker).collect();
+    let with = WorkerBeat { breakers: many.clone(), ..beat("w-next", later + 1) };
+    store.heartbeat(&with).await.expect("beat");
+    let next = store.workers().await.expect("workers").remove(0);
+    assert_eq!(next.breakers, many[..WORKER_BREAKERS_MAX], "{:?}", next.breakers.len());
 }
 
 /// Statistics add up over the minutes read, repeated adds accumulate, a tenant reads only its

@@ -217,8 +217,39 @@ pub const WORKERS_LIST_MAX: usize = 500;
 /// The longest worker id, host name or registry entry field kept; longer ones are cut.
 pub const WORKER_FIELD_LEN_MAX: usize = 200;
 
+/// The most provider breakers one heartbeat reports; more are left out.
+pub const WORKER_BREAKERS_MAX: usize = 64;
+
+/// A provider's circuit breaker in one worker process, as its heartbeat reports it (breakers are
+/// per process: each worker learns for itself).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BreakerBeat {
+    /// The provider.
+    pub provider: String,
+    /// Its channel.
+    pub channel: String,
+    /// `closed`, `open` or `half_open`.
+    pub state: String,
+    /// Since when, ms since the epoch.
+    pub since_ms: u64,
+    /// Times it opened since the process started.
+    pub opened: u64,
+    /// Calls refused while open since the process started.
+    pub rejected: u64,
+    /// Calls that reached the provider since the process started.
+    pub calls: u64,
+    /// Of those, the ones that said the provider is unwell.
+    pub failures: u64,
+    /// How many of the latest calls (at most 100) the failure rate is over.
+    pub recent_calls: u32,
+    /// How many of them failed.
+    pub recent_failures: u32,
+    /// Failures in a row, up to the latest call.
+    pub consecutive_failures: u32,
+}
+
 /// One worker process in the registry: what its heartbeats say. No personal data: a host name,
-/// a process id, a slot count and times.
+/// a process id, a slot count, times and its provider breakers.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WorkerBeat {
     /// The worker's consumer name (unique per process).
@@ -233,6 +264,9 @@ pub struct WorkerBeat {
     pub started_at_ms: u64,
     /// When this heartbeat was written (the store's clock for the registry's order).
     pub seen_at_ms: u64,
+    /// Its provider circuit breakers as of this heartbeat (at most [`WORKER_BREAKERS_MAX`]).
+    #[serde(default)]
+    pub breakers: Vec<BreakerBeat>,
 }
 
 impl WorkerBeat {
@@ -241,10 +275,22 @@ impl WorkerBeat {
         now_ms.saturating_sub(self.seen_at_ms) <= WORKER_ALIVE_MS
     }
 
-    /// The beat with its text fields cut to [`WORKER_FIELD_LEN_MAX`] (on a character boundary).
+    /// The beat with its text fields cut to [`WORKER_FIELD_LEN_MAX`] (on a character boundary)
+    /// and at most [`WORKER_BREAKERS_MAX`] breakers.
     pub(crate) fn bounded(&self) -> WorkerBeat {
         let cut = |s: &str| s.chars().take(WORKER_FIELD_LEN_MAX).collect::<String>();
-        WorkerBeat { id: cut(&self.id), host: cut(&self.host), ..self.clone() }
+        let breakers = self
+            .breakers
+            .iter()
+            .take(WORKER_BREAKERS_MAX)
+            .map(|b| BreakerBeat {
+                provider: cut(&b.provider),
+                channel: cut(&b.channel),
+                state: cut(&b.state),
+                ..b.clone()
+            })
+            .collect();
+        WorkerBeat { id: cut(&self.id), host: cut(&self.host), breakers, ..self.clone() }
     }
 }
 
