@@ -40,17 +40,7 @@ fn has_keys(what: &str, value: &Value, expected: &[&str]) {
 
 #[test]
 fn every_command_prints_parseable_json_of_the_documented_shape() {
-    let stack = Stack::start(
-        r#"
-[policy.retry.email]
-attempts_max = 1
-delay_ms_base = 100
-factor = 2.0
-delay_ms_max = 100
-jitter = false
-ttl_ms = 60000
-"#,
-    );
+    let stack = Stack::start(&common::quick_retries("email", 1));
     let _serve = stack.serve("all", "json-host");
 
     // send → {id, created, deduplicated}

@@ -430,16 +430,7 @@ fn welcome(recipient: &str) -> Value {
 #[test]
 fn real_answers_match_the_documented_schemas() {
     // SMS fails for good after one attempt, so a dead letter comes quickly.
-    let policy = r#"
-[policy.retry.sms]
-attempts_max = 1
-delay_ms_base = 100
-factor = 2.0
-delay_ms_max = 400
-jitter = true
-ttl_ms = 60000
-"#;
-    let stack = Stack::start(policy);
+    let stack = Stack::start(&common::quick_retries("sms", 1));
     stack.sandbox_behaviour("twilio", r#"{"latency_ms": 1, "server_error_rate": 1.0}"#);
     let api = Api { stack: &stack, succeeded: Default::default() };
     let null = Value::Null;

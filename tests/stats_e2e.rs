@@ -41,16 +41,7 @@ fn latency<'a>(stats: &'a Value, channel: &str, kind: &str) -> Option<&'a Value>
 fn stats_and_queues_show_what_the_api_and_the_workers_did() {
     // SMS fails every call and gives up after two attempts; the recipient has no email address,
     // so it dead-letters.
-    let policy = r#"
-[policy.retry.sms]
-attempts_max = 2
-delay_ms_base = 100
-factor = 2.0
-delay_ms_max = 200
-jitter = false
-ttl_ms = 60000
-"#;
-    let stack = Stack::start(policy);
+    let stack = Stack::start(&common::quick_retries("sms", 2));
     stack.sandbox_behaviour("twilio", r#"{"latency_ms": 1, "server_error_rate": 1.0}"#);
     let _api = stack.serve("api", "ops-api-host");
     let _worker = stack.serve("worker", "ops-worker-host");
