@@ -14,6 +14,7 @@
 //! counters over processes; the queue gauges are the same from every process (take one).
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use axum::Router;
 use axum::extract::State;
@@ -21,6 +22,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::future::BoxFuture;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -35,7 +37,19 @@ use workflows::ports::Observer;
 use workflows::record::{Cause, HistoryEntry, Record};
 
 /// Reads the shared queue's counts (the store's `WakeQueue::stats`).
-pub type QueueProbe = Arc<dyn Fn() -> BoxFuture<'static, Result<QueueStats, String>> + Send + Sync>;
+pub type QueueProbe =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<QueueReading, String>> + Send + Sync>;
+
+/// What a scrape reads from the shared queue and the worker registry.
+#[derive(Debug, Clone, Default)]
+pub struct QueueReading {
+    /// The queue's counts.
+    pub stats: QueueStats,
+    /// How long the oldest ready or due wake-up has been waiting, ms.
+    pub lag_ms: u64,
+    /// Worker processes whose heartbeat is fresh.
+    pub workers_alive: u64,
+}
 
 /// The content type of the Prometheus text format.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -97,6 +111,8 @@ pub struct Metrics {
     handover_seconds: Family<ByChannel, Histogram>,
     delivery_seconds: Family<ByChannel, Histogram>,
     queue: Family<QueueLabel, Gauge>,
+    queue_lag_seconds: Gauge<f64, AtomicU64>,
+    workers_alive: Gauge,
     dead_letters: Gauge,
     breaker_state: Family<Breaker, Gauge>,
     breaker_opened: Family<Breaker, Counter>,
@@ -140,6 +156,8 @@ impl Metrics {
             handover_seconds: Family::new_with_constructor(latency),
             delivery_seconds: Family::new_with_constructor(latency),
             queue: Family::default(),
+            queue_lag_seconds: Gauge::default(),
+            workers_alive: Gauge::default(),
             dead_letters: Gauge::default(),
             breaker_state: Family::default(),
             breaker_opened: Family::default(),
@@ -212,6 +230,16 @@ impl Metrics {
             metrics.queue.clone(),
         );
         registry.register(
+            "queue_lag_seconds",
+            "How long the oldest ready or due wake-up has been waiting (0: none is)",
+            metrics.queue_lag_seconds.clone(),
+        );
+        registry.register(
+            "workers_alive",
+            "Worker processes whose heartbeat is fresh (every process's view of the registry)",
+            metrics.workers_alive.clone(),
+        );
+        registry.register(
             "dead_letters",
             "Notifications in the dead-letter queue, every tenant's",
             metrics.dead_letters.clone(),
@@ -265,7 +293,11 @@ impl Metrics {
     /// Reads the gauges and renders everything in the text format.
     async fn render(&self, queue: &QueueProbe, breakers: &providers::breaker::Registry) -> String {
         match queue().await {
-            Ok(stats) => {
+            Ok(QueueReading { stats, lag_ms, workers_alive }) => {
+                // ms to seconds; a lag never nears 2^53 ms, so the conversion is exact.
+                #[allow(clippy::cast_precision_loss)]
+                self.queue_lag_seconds.set(lag_ms as f64 / 1_000.0);
+                self.workers_alive.set(i64::try_from(workers_alive).unwrap_or(i64::MAX));
                 let states = [
                     ("ready", stats.ready),
                     ("due", stats.due),

@@ -623,7 +623,18 @@ fn queue_probe<Q: WakeQueue + Clone + Send + Sync + 'static>(
     let queue = queue.clone();
     Arc::new(move || {
         let queue = queue.clone();
-        async move { queue.stats().await.map_err(|e| e.to_string()) }.boxed()
+        async move {
+            let stats = queue.stats().await.map_err(|e| e.to_string())?;
+            let now_ms = queue.now_ms();
+            let workers = queue.workers().await.map_err(|e| e.to_string())?;
+            let alive = workers.iter().filter(|w| w.alive(now_ms)).count();
+            Ok(crate::metrics::QueueReading {
+                lag_ms: stats.lag_ms(now_ms),
+                workers_alive: u64::try_from(alive).unwrap_or(u64::MAX),
+                stats,
+            })
+        }
+        .boxed()
     })
 }
 

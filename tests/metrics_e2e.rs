@@ -136,6 +136,9 @@ fn metrics_parse_and_move_with_the_traffic() {
     // Gauges from Redis: the dead letter is in the queue; nothing is stuck.
     assert_eq!(get(&after, "courant_dead_letters{}"), 1.0);
     assert_eq!(get(&after, "courant_queue_wakeups{state=\"parked\"}"), 0.0);
+    // The serving process is a live worker; a queue with nothing waiting has no lag.
+    assert_eq!(get(&after, "courant_workers_alive{}"), 1.0);
+    assert!(after.contains_key("courant_queue_lag_seconds{}"), "{after:?}");
     // Histograms: two hand-overs on email, one delivery in the inbox.
     let handover = "courant_handover_latency_seconds_count{channel=\"email\"}";
     assert_eq!(moved(&before, &after, handover), 2.0);
