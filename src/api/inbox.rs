@@ -183,14 +183,22 @@ fn changed(id: &NotificationId, marked: Marked, state: Value) -> Result<Response
     }
 }
 
+/// The tenant (from the key), recipient and notification an entry's route names, checked.
+async fn entry<S: Store + InboxState, C: Clock>(
+    state: &AppState<S, C>,
+    headers: &HeaderMap,
+    (recipient_id, notification_id): (String, String),
+) -> Result<(TenantId, RecipientId, NotificationId), ApiError> {
+    let tenant = tenant(state, headers).await?;
+    Ok((tenant, recipient(recipient_id)?, super::notification_id(&notification_id)?))
+}
+
 async fn read<S: Store + InboxState, C: Clock>(
     State(state): State<AppState<S, C>>,
     headers: HeaderMap,
-    Path((id, notification_id)): Path<(String, String)>,
+    Path(path): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
-    let recipient = recipient(id)?;
-    let id = super::notification_id(&notification_id)?;
+    let (tenant, recipient, id) = entry(&state, &headers, path).await?;
     let now_ms = state.runner.clock().now_ms();
     let marked = state.runner.store().inbox_mark_read(&tenant, &recipient, &id, now_ms).await?;
     changed(&id, marked, json!({ "read": true }))
@@ -212,11 +220,9 @@ async fn read_all<S: Store + InboxState, C: Clock>(
 async fn archive<S: Store + InboxState, C: Clock>(
     State(state): State<AppState<S, C>>,
     headers: HeaderMap,
-    Path((id, notification_id)): Path<(String, String)>,
+    Path(path): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
-    let recipient = recipient(id)?;
-    let id = super::notification_id(&notification_id)?;
+    let (tenant, recipient, id) = entry(&state, &headers, path).await?;
     let now_ms = state.runner.clock().now_ms();
     let marked = state.runner.store().inbox_archive(&tenant, &recipient, &id, now_ms).await?;
     changed(&id, marked, json!({ "archived": true }))
@@ -225,11 +231,9 @@ async fn archive<S: Store + InboxState, C: Clock>(
 async fn unarchive<S: Store + InboxState, C: Clock>(
     State(state): State<AppState<S, C>>,
     headers: HeaderMap,
-    Path((id, notification_id)): Path<(String, String)>,
+    Path(path): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
-    let recipient = recipient(id)?;
-    let id = super::notification_id(&notification_id)?;
+    let (tenant, recipient, id) = entry(&state, &headers, path).await?;
     let marked = state.runner.store().inbox_unarchive(&tenant, &recipient, &id).await?;
     changed(&id, marked, json!({ "archived": false }))
 }
